@@ -1,0 +1,36 @@
+"""nn.Modules on the Triton kernels: drop-ins for their torch.nn counterparts."""
+
+from __future__ import annotations
+
+import torch
+
+from . import ops
+
+
+class Conv2d(torch.nn.Conv2d):
+    """``torch.nn.Conv2d`` (same parameters and state_dict) computed by the Triton conv kernels.
+
+    relu: fuse a ReLU into the convolution's epilogue. precision: "ieee" or "tf32".
+    Dilation other than 1, string padding and non-zero padding modes are not supported.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
+                 relu: bool = False, precision: str = "ieee"):
+        if isinstance(padding, str):
+            raise ValueError(f"Conv2d: string padding {padding!r} is not supported; give ints")
+        if dilation not in (1, (1, 1)):
+            raise ValueError(f"Conv2d: dilation {dilation!r} is not supported (only 1)")
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.relu = relu
+        self.precision = precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu,
+                          self.precision)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"

@@ -1,0 +1,5 @@
+"""Differentiable functional API on the Triton kernels."""
+
+from .conv import conv2d
+
+__all__ = ["conv2d"]

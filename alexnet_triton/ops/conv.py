@@ -1,0 +1,42 @@
+"""conv2d with fused bias and ReLU, differentiable in x, weight and bias."""
+
+from __future__ import annotations
+
+import torch
+
+from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """Autograd Function over the Triton conv kernels (see ``conv2d``)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, groups, relu, precision):
+        y = conv2d_forward(x, weight, bias, stride, padding, groups, relu, precision)
+        ctx.save_for_backward(x, weight, y if relu else None)
+        ctx.conv = dict(stride=stride, padding=padding, groups=groups, precision=precision)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, y = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = dw = db = None
+        if need_x:
+            channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            dx = conv2d_input_grad(dy, weight, x.shape, y=y, channels_last=channels_last, **ctx.conv)
+        if need_w or need_b:
+            dw, db = conv2d_weight_grad(dy, x, weight.shape, y=y, bias_grad=ctx.has_bias and need_b, **ctx.conv)
+        return dx, dw if need_w else None, db, None, None, None, None, None
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+           groups: int = 1, relu: bool = False, precision: str = "ieee") -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding, groups=groups)``, then ReLU if ``relu``.
+
+    x [N, C_in, H, W] (NCHW or channels_last; the output keeps it), weight
+    [C_out, C_in/groups, R, S], bias [C_out] -> [N, C_out, OH, OW].
+    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only).
+    """
+    return Conv2dFunction.apply(x, weight, bias, stride, padding, groups, relu, precision)

@@ -1,0 +1,42 @@
+"""Deterministic second stage of split reductions: sum fp32 partials in a fixed order."""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import runtime
+
+
+@triton.jit
+def _sum_partials_kernel(
+    # pointers
+    partials_ptr, out_ptr,
+    # sizes
+    splits, length,
+    # meta
+    BLOCK: tl.constexpr,
+):
+    """out[i] = sum_s partials[s, i] (s ascending), cast to out's dtype.
+
+    partials: [splits, length] fp32, contiguous; out: [length].
+    grid (cdiv(length, BLOCK),): each program sums one BLOCK of columns.
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    in_range = offs < length
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    ptrs = partials_ptr + offs
+    for _ in range(0, splits):
+        acc += tl.load(ptrs, mask=in_range, other=0.0)
+        ptrs += length
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=in_range)
+
+
+def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ``partials.sum(0)`` into the contiguous ``out`` ([length], any float dtype)."""
+    splits, length = partials.shape
+    if not (partials.is_contiguous() and out.is_contiguous() and out.numel() == length):
+        raise ValueError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
+                         "must be contiguous with matching length")
+    runtime.launch(_sum_partials_kernel, lambda meta: (triton.cdiv(length, meta["BLOCK"]),),
+                   runtime.PARTIAL_SUMS, partials_ptr=partials, out_ptr=out, splits=splits, length=length)
+    return out
