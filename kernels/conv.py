@@ -3,7 +3,8 @@
 Notation: x [N, C, H, W], weight [K, C/G, R, S], y [N, K, OH, OW], G groups;
 per group the GEMM is (N*OH*OW) x (K/G) x (C/G*R*S). All tensors are indexed
 through their strides, so NCHW and channels_last inputs both work; outputs
-take the input's memory format. Accumulation is fp32.
+take the input's memory format. Accumulation is fp32 (fp64 for float64
+inputs, which exist to run gradcheck in the interpreter).
 
 The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
   - channel blocks: each step is one filter tap (r, s) and a block of
@@ -24,8 +25,14 @@ from . import runtime
 from .partial_sums import sum_partials
 
 PRECISIONS = ("ieee", "tf32")
-# Below this many channels per group the flat (r, s, c) reduction is used.
+# On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
 FLAT_CRS_CHANNELS = 16
+
+
+def flat_reduction(channels_per_group: int) -> bool:
+    """Default reduction order: flat on a GPU for few channels (tensor-core K >= 16), and always in the
+    interpreter, where fewer, larger steps are faster (tests run the channel-block order explicitly)."""
+    return runtime.INTERPRETER or channels_per_group < FLAT_CRS_CHANNELS
 
 
 @triton.jit
@@ -71,9 +78,9 @@ def _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x
 
 
 @triton.jit
-def _relu_masked(dy, y):
+def _relu_masked(dy, y, ACC_DTYPE: tl.constexpr):
     """dy where the ReLU output y is positive, else 0 (the ReLU backward)."""
-    return tl.where(y.to(tl.float32) > 0.0, dy, 0.0).to(dy.dtype)
+    return tl.where(y.to(ACC_DTYPE) > 0.0, dy, 0.0).to(dy.dtype)
 
 
 @triton.jit
@@ -89,7 +96,7 @@ def _conv2d_forward_kernel(
     w_sk, w_sc, w_sr, w_ss,
     y_sn, y_sc, y_sh, y_sw,
     # meta
-    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = relu?(conv2d(x, w) + b).
@@ -115,16 +122,16 @@ def _conv2d_forward_kernel(
     k = group * K_per_group + k_in_group
     w_k_ptr = w_ptr + k * w_sk
 
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
         a = _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw)
         w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        acc += tl.load(b_ptr + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + k, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     y_ptrs = (y_ptr + n.to(tl.int64) * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sc)[None, :]
@@ -145,14 +152,16 @@ def _conv2d_input_grad_kernel(
     w_sk, w_sc, w_sr, w_ss,
     dx_sn, dx_sc, dx_sh, dx_sw,
     # meta
-    RELU_MASK: tl.constexpr, PRECISION: tl.constexpr,
+    RELU_MASK: tl.constexpr, FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dx = conv2d_input_grad(dy * (y > 0 if RELU_MASK), w).
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
     (iw + pad_w) % stride_w; a phase needs only the filter taps r, s of the
-    same residue, so no step is spent on taps that hit no output pixel.
+    same residue, so no step is spent on taps that hit no output pixel. The
+    reduction runs over (tap, output channel k) as the forward's does over
+    (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
     grid (cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M), cdiv(C/G, BLOCK_N), G*sh*sw):
     each program computes a BLOCK_M (input pixels of one phase) x BLOCK_N
     (input channels of group G) tile of dx.
@@ -179,33 +188,29 @@ def _conv2d_input_grad_kernel(
     c_ok = c_in_group < C_per_group
     c = group * C_per_group + c_in_group
 
-    # taps of this phase: r = phase_h + j * stride_h
+    # taps of this phase: r = phase_h + j * stride_h, j < taps_h (none when phase_h >= R)
     taps_h = (R - phase_h + stride_h - 1) // stride_h
     taps_w = (S - phase_w + stride_w - 1) // stride_w
-    k_blocks = tl.cdiv(K_per_group, BLOCK_K)
     dy_pixel_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk
     y_pixel_ptr = y_ptr + n.to(tl.int64) * y_sn + group * K_per_group * y_sk
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for step in range(0, taps_h * taps_w * k_blocks):
-        tap = step // k_blocks
-        r = phase_h + (tap // taps_w) * stride_h
-        s = phase_w + (tap % taps_w) * stride_w
-        k_in_group = (step % k_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = k_in_group < K_per_group
-        oh = (ih + pad_h - r) // stride_h  # exact: ih + pad_h - r is a multiple of stride_h
-        ow = (iw + pad_w - s) // stride_w
-        row_ok = pixel_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-        mask = row_ok[:, None] & k_ok[None, :]
-        a = tl.load((dy_pixel_ptr + oh * dy_sh + ow * dy_sw)[:, None] + (k_in_group * dy_sk)[None, :],
-                    mask=mask, other=0.0)
+    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    for block in range(0, _crs_blocks(K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)):
+        tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
+        r = phase_h + tap_h * stride_h
+        s = phase_w + tap_w * stride_w
+        oh = (ih[:, None] + pad_h - r[None, :]) // stride_h  # exact: the phase makes it a multiple
+        ow = (iw[:, None] + pad_w - s[None, :]) // stride_w
+        mask = pixel_ok[:, None] & krs_ok[None, :] & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        k_offset = (k_in_group * dy_sk)[None, :]
+        a = tl.load(dy_pixel_ptr[:, None] + oh * dy_sh + ow * dy_sw + k_offset, mask=mask, other=0.0)
         if RELU_MASK:
-            y = tl.load((y_pixel_ptr + oh * y_sh + ow * y_sw)[:, None] + (k_in_group * y_sk)[None, :],
+            y = tl.load(y_pixel_ptr[:, None] + oh * y_sh + ow * y_sw + (k_in_group * y_sk)[None, :],
                         mask=mask, other=0.0)
-            a = _relu_masked(a, y)
-        w_ptrs = (w_ptr + r * w_sr + s * w_ss + (group * K_per_group + k_in_group) * w_sk)[:, None] \
-            + (c_in_group * w_sc)[None, :]
-        b = tl.load(w_ptrs, mask=k_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            a = _relu_masked(a, y, ACC_DTYPE)
+        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + r * w_sr + s * w_ss)[:, None]
+        b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dx_ptrs = (dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw)[:, None] + (c * dx_sc)[None, :]
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & c_ok[None, :])
@@ -224,14 +229,14 @@ def _conv2d_weight_grad_kernel(
     y_sn, y_sk, y_sh, y_sw,
     x_sn, x_sc, x_sh, x_sw,
     # meta
-    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr,
+    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Split-K partial sums of dw = dy'^T @ im2col(x) and db = sum(dy'), dy' = dy * (y > 0 if RELU_MASK).
 
     The N*OH*OW reduction is cut into ``splits`` contiguous slices; slice j
-    writes dw_partial[j, k, (c, r, s)] ([splits, K, C/G*R*S] fp32) and, from the
-    programs with pid_n == 0, db_partial[j, k] ([splits, K] fp32). No atomics:
+    writes dw_partial[j, k, (c, r, s)] ([splits, K, C/G*R*S], accumulator type) and, from the
+    programs with pid_n == 0, db_partial[j, k] ([splits, K]). No atomics:
     a second pass sums the slices in order.
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
     BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice.
@@ -251,8 +256,8 @@ def _conv2d_weight_grad_kernel(
     slice_start = split * slice_len
     slice_end = tl.minimum(slice_start + slice_len, pixel_count)
 
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    bias_acc = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    bias_acc = tl.zeros([BLOCK_M], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
         pixel_ok = pixels < slice_end
@@ -265,14 +270,14 @@ def _conv2d_weight_grad_kernel(
         if RELU_MASK:
             y = tl.load(y_ptr + (k * y_sk)[:, None] + (n * y_sn + oh * y_sh + ow * y_sw)[None, :],
                         mask=mask, other=0.0)
-            a = _relu_masked(a, y)
+            a = _relu_masked(a, y, ACC_DTYPE)
         x_pixel_ptr = x_ptr + n * x_sn + group * C_per_group * x_sc
         b = _im2col_tile(x_pixel_ptr, oh * stride_h - pad_h, ow * stride_w - pad_w, pixel_ok,
                          r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if BIAS_GRAD:
             if pid_n == 0:
-                bias_acc += tl.sum(a.to(tl.float32), axis=1)
+                bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
 
     K = K_per_group * groups
     CRS = C_per_group * R * S
@@ -337,6 +342,11 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, groups: int) -> dict:
                 stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w)
 
 
+def _accumulator(dtype: torch.dtype):
+    """Accumulator type: fp32, or fp64 for float64 (verification) inputs."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -346,7 +356,7 @@ def _like_input(shape, x: torch.Tensor, dtype=None) -> torch.Tensor:
     """Empty tensor of ``shape`` in x's memory format (channels_last or contiguous)."""
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
+    return runtime.new_output(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
 
 
 def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
@@ -378,14 +388,15 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     g = geometry
     y = _like_input((g["N"], weight.shape[0], g["OH"], g["OW"]), x)
     if flat_crs is None:
-        flat_crs = g["C_per_group"] < FLAT_CRS_CHANNELS
+        flat_crs = flat_reduction(g["C_per_group"])
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
         _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config,
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
         **_strides("x", x, "nchw"), **_strides("w", weight, "kcrs"), **_strides("y", y, "nchw"),
-        HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision)
+        HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
+        ACC_DTYPE=_accumulator(x.dtype))
     return y
 
 
@@ -397,7 +408,7 @@ def _check_grad_output(op: str, name: str, t: torch.Tensor | None, shape: tuple,
 
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, groups: int = 1,
                       y: torch.Tensor | None = None, channels_last: bool = False, precision: str = "ieee",
-                      config: triton.Config | None = None) -> torch.Tensor:
+                      flat_krs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
     """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] and weight [K, C/G, R, S].
 
     y: the forward's ReLU output; when given, dy is masked by y > 0 inside the kernel.
@@ -408,8 +419,10 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     _check_grad_output("conv2d_input_grad", "dy", dy, out_shape, weight.dtype)
     _check_grad_output("conv2d_input_grad", "y", y, out_shape, weight.dtype)
     runtime.check_device("conv2d_input_grad", dy=dy, weight=weight, y=y)
+    if flat_krs is None:
+        flat_krs = flat_reduction(g["K_per_group"])
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    dx = torch.empty(tuple(x_shape), device=dy.device, dtype=dy.dtype, memory_format=fmt)
+    dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=fmt)
     sh, sw = g["stride_h"], g["stride_w"]
     grid = lambda meta: (  # noqa: E731
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
@@ -419,7 +432,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         dy_ptr=dy, y_ptr=y if y is not None else dy, w_ptr=weight, dx_ptr=dx, **g,
         **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"),
         **_strides("w", weight, "kcrs"), **_strides("dx", dx, "nchw"),
-        RELU_MASK=y is not None, PRECISION=precision)
+        RELU_MASK=y is not None, FLAT_KRS=flat_krs, PRECISION=precision,
+        ACC_DTYPE=_accumulator(dy.dtype))
     return dx
 
 
@@ -447,13 +461,14 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     runtime.check_device("conv2d_weight_grad", dy=dy, x=x, y=y)
     K, crs = weight_shape[0], g["C_per_group"] * g["R"] * g["S"]
     if flat_crs is None:
-        flat_crs = g["C_per_group"] < FLAT_CRS_CHANNELS
+        flat_crs = flat_reduction(g["C_per_group"])
     if splits is None:
         splits = weight_grad_splits(g["N"] * g["OH"] * g["OW"], triton.cdiv(K, 64) * triton.cdiv(crs, 64))
     if not isinstance(splits, int) or splits < 1:
         raise ValueError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
-    dw_partial = torch.empty((splits, K * crs), device=x.device, dtype=torch.float32)
-    db_partial = torch.empty((splits, K), device=x.device, dtype=torch.float32) if bias_grad else dw_partial
+    partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw_partial = runtime.new_output((splits, K * crs), device=x.device, dtype=partial_dtype)
+    db_partial = runtime.new_output((splits, K), device=x.device, dtype=partial_dtype) if bias_grad else dw_partial
 
     def grid(meta):
         if flat_crs:
@@ -467,7 +482,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         dy_ptr=dy, y_ptr=y if y is not None else dy, x_ptr=x, dw_partial_ptr=dw_partial, db_partial_ptr=db_partial,
         **g, groups=groups, splits=splits,
         **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"), **_strides("x", x, "nchw"),
-        RELU_MASK=y is not None, BIAS_GRAD=bias_grad, FLAT_CRS=flat_crs, PRECISION=precision)
-    dw = sum_partials(dw_partial, torch.empty(tuple(weight_shape), device=x.device, dtype=x.dtype))
-    db = sum_partials(db_partial, torch.empty((K,), device=x.device, dtype=x.dtype)) if bias_grad else None
+        RELU_MASK=y is not None, BIAS_GRAD=bias_grad, FLAT_CRS=flat_crs, PRECISION=precision,
+        ACC_DTYPE=_accumulator(x.dtype))
+    dw = sum_partials(dw_partial, runtime.new_output(weight_shape, device=x.device, dtype=x.dtype))
+    db = sum_partials(db_partial, runtime.new_output((K,), device=x.device, dtype=x.dtype)) if bias_grad else None
     return dw, db

@@ -1,4 +1,4 @@
-"""Deterministic second stage of split reductions: sum fp32 partials in a fixed order."""
+"""Deterministic second stage of split reductions: sum partials (fp32, or fp64) in a fixed order."""
 
 import torch
 import triton
@@ -18,12 +18,12 @@ def _sum_partials_kernel(
 ):
     """out[i] = sum_s partials[s, i] (s ascending), cast to out's dtype.
 
-    partials: [splits, length] fp32, contiguous; out: [length].
+    partials: [splits, length] fp32 or fp64, contiguous; out: [length].
     grid (cdiv(length, BLOCK),): each program sums one BLOCK of columns.
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < length
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.zeros([BLOCK], dtype=partials_ptr.dtype.element_ty)
     ptrs = partials_ptr + offs
     for _ in range(0, splits):
         acc += tl.load(ptrs, mask=in_range, other=0.0)

@@ -117,13 +117,33 @@ def streaming_multiprocessors() -> int:
 
 
 def check_device(op: str, **tensors: torch.Tensor | None) -> None:
-    """Raise ValueError unless every tensor is on the device this mode runs on."""
+    """Raise ValueError unless every tensor is on the device this mode runs on.
+
+    While launches are captured (ahead-of-time inspection), CPU tensors stand
+    in for GPU ones and any device passes.
+    """
+    if _capture is not None:
+        return
     wanted = "cpu" if INTERPRETER else "cuda"
     for name, tensor in tensors.items():
         if tensor is not None and tensor.device.type != wanted:
             raise ValueError(
                 f"{op}: {name} is on {tensor.device}, but the Triton kernels run in {MODE} mode, "
                 f"which needs {wanted} tensors (set {MODE_VARIABLE} to choose the mode)")
+
+
+# Tests set this: every output buffer a launcher allocates is then filled with
+# NaN first, so an element a kernel fails to write cannot pass for a result.
+poison_outputs = False
+
+
+def new_output(shape, *, device, dtype: torch.dtype,
+               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Allocate a kernel output (uninitialised; NaN-filled when ``poison_outputs``)."""
+    out = torch.empty(tuple(shape), device=device, dtype=dtype, memory_format=memory_format)
+    if poison_outputs:
+        out.fill_(float("nan"))
+    return out
 
 
 @dataclass

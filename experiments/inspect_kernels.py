@@ -1,0 +1,212 @@
+"""Compile every Triton kernel ahead of time for real GPUs and record what the compiler made of it.
+
+Runs without a GPU. Each op's launchers are called on AlexNet's full-size
+shapes (batch 128) with launches captured instead of run, so every kernel is
+specialised exactly as a real launch would be (16-byte alignment, stride-1
+and divisibility hints). Each captured kernel is then compiled with every GPU
+config it can be launched with, for each target, and its cubin is read with
+the ``cuobjdump`` that ships in Triton's wheel.
+
+Writes reports/kernels/inspection.csv, one row per distinct compilation:
+kernel, config, target, dtype/layout cases, registers per thread, spill
+bytes, shared memory, theoretical occupancy, tensor-core instructions
+(HMMA/HGMMA), asynchronous copies (cp.async = LDGSTS, TMA = UTMALDG), compile
+time. Exits 1 when a config fails to compile, spills, or needs more shared
+memory than the target has.
+
+    python experiments/inspect_kernels.py [--ops conv] [--targets 80 90] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)  # this process compiles for GPUs: never the interpreter
+os.environ["ALEXNET_TRITON_MODE"] = "gpu"
+
+import csv  # noqa: E402
+import importlib  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
+from triton.runtime.jit import create_function_from_signature  # noqa: E402
+
+from alexnet_triton.architecture import CONV_LAYERS  # noqa: E402
+from alexnet_triton.kernels import conv, runtime  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+BATCH = 128
+# (shared memory per SM, per block) in bytes; 64 warps and 64K registers per SM on both.
+SHARED_LIMITS = {80: (167936, 166912), 90: (233472, 232448)}
+DTYPES = {"fp16": (torch.float16, "ieee"), "bf16": (torch.bfloat16, "ieee"),
+          "fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32")}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def conv_cases():
+    """Yield (case label, launcher thunk) for every AlexNet conv layer, dtype and layout."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            for dtype_name, (dtype, precision) in DTYPES.items():
+                for layout_name, layout in LAYOUTS.items():
+                    def run(layer=layer, dtype=dtype, precision=precision, layout=layout):
+                        x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=dtype,
+                                        memory_format=layout)
+                        w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
+                                        layer.kernel, dtype=dtype)
+                        b = torch.empty(layer.out_channels, dtype=dtype)
+                        geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                                        precision=precision)
+                        y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
+                        conv.conv2d_input_grad(y, w, x.shape, y=y, channels_last=layout is torch.channels_last,
+                                               **geometry)
+                        conv.conv2d_weight_grad(y, x, w.shape, y=y, **geometry)
+                    yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
+
+
+OPS = {"conv": conv_cases}
+
+
+@dataclass
+class Compilation:
+    """One distinct (kernel, specialisation, config, target) and the cases that launch it."""
+
+    module: str
+    kernel: str
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    options: dict
+    target: int
+    config: str
+    cases: list[str] = field(default_factory=list)
+
+
+def config_name(config: triton.Config) -> str:
+    meta = "_".join(f"{k.replace('BLOCK_', 'B')}{v}" for k, v in config.kwargs.items())
+    return f"{meta}_w{config.num_warps}_s{config.num_stages}"
+
+
+def collect(ops: list[str], targets: list[int]) -> list[Compilation]:
+    """Capture the launches of every case and expand them over configs and targets, deduplicated."""
+    compilations: dict[tuple, Compilation] = {}
+    backends = {cap: make_backend(GPUTarget("cuda", cap, 32)) for cap in targets}
+    binders = {}
+    for op in ops:
+        for case, run in OPS[op]():
+            with runtime.capture_launches() as launches:
+                run()
+            for launch in launches:
+                kernel = launch.kernel
+                for config in launch.configs.gpu:
+                    for cap, backend in backends.items():
+                        if (kernel, cap) not in binders:
+                            binders[kernel, cap] = create_function_from_signature(
+                                kernel.signature, kernel.params, backend)
+                        kwargs = dict(launch.args, **config.kwargs, num_warps=config.num_warps,
+                                      num_stages=config.num_stages)
+                        bound, specialization, options = binders[kernel, cap](**kwargs)
+                        options, signature, constexprs, attrs = kernel._pack_args(
+                            backend, kwargs, bound, specialization, options)
+                        key = (kernel.fn.__name__, repr(signature), repr(sorted(constexprs.items())),
+                               repr(sorted(attrs.items())), config_name(config), cap)
+                        if key not in compilations:
+                            compilations[key] = Compilation(kernel.fn.__module__, kernel.fn.__name__, signature,
+                                                            constexprs, attrs, options.__dict__, cap,
+                                                            config_name(config))
+                        compilations[key].cases.append(case)
+    return list(compilations.values())
+
+
+def occupancy(cap: int, registers: int, warps: int, shared: int) -> float:
+    """Theoretical fraction of the SM's 64 warp slots a kernel can fill."""
+    per_warp_registers = -(-registers * 32 // 256) * 256
+    by_registers = 65536 // (per_warp_registers * warps) if registers else 32
+    by_shared = SHARED_LIMITS[cap][0] // (shared + 1024) if shared else 32
+    blocks = min(32, 64 // warps, by_registers, by_shared)
+    return blocks * warps / 64
+
+
+def compile_one(job: Compilation) -> dict:
+    """Compile one job and read its cubin; returns a CSV row."""
+    kernel = getattr(importlib.import_module(job.module), job.kernel)
+    row = dict(kernel=job.kernel, config=job.config, target=f"sm_{job.target}",
+               dtypes=" ".join(sorted({c.split("/")[2] for c in job.cases})),
+               layouts=" ".join(sorted({c.split("/")[3] for c in job.cases})),
+               cases=len(job.cases), example_case=job.cases[0])
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(kernel, job.signature, job.constexprs, job.attrs),
+                                  target=GPUTarget("cuda", job.target, 32), options=job.options)
+    except Exception as error:  # report every failure in the table, then fail the run
+        return dict(row, status=f"compile error: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    row["compile_s"] = round(time.perf_counter() - start, 2)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        usage = subprocess.run([CUOBJDUMP, "--dump-resource-usage", cubin.name], capture_output=True,
+                               text=True, check=True).stdout
+        sass = subprocess.run([CUOBJDUMP, "--dump-sass", cubin.name], capture_output=True, text=True,
+                              check=True).stdout
+    fields = dict(re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage))
+    registers = int(fields["REG"])
+    spills = int(fields["STACK"]) + int(fields["LOCAL"])
+    shared = compiled.metadata.shared + int(fields["SHARED"])
+    warps = job.options["num_warps"]
+    mma = [name for name, op in (("HGMMA", "HGMMA"), ("HMMA", "HMMA."), ("DMMA", "DMMA")) if op in sass]
+    copies = [name for name, op in (("cp.async", "LDGSTS"), ("TMA", "UTMALDG")) if op in sass]
+    status = "ok"
+    if spills:
+        status = "spills"
+    if shared > SHARED_LIMITS[job.target][1]:
+        status = "shared memory over the limit"
+    return dict(row, registers=registers, spill_bytes=spills, shared_bytes=shared,
+                occupancy=round(occupancy(job.target, registers, warps, shared), 3),
+                mma="+".join(mma) or "none", async_copy="+".join(copies) or "none", status=status)
+
+
+COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "spill_bytes", "shared_bytes",
+           "occupancy", "mma", "async_copy", "compile_s", "cases", "example_case", "status"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    parser.add_argument("--targets", nargs="+", type=int, default=[80, 90], choices=sorted(SHARED_LIMITS))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    jobs = collect(args.ops, args.targets)
+    print(f"{len(jobs)} distinct compilations for ops {args.ops}, targets {args.targets}", flush=True)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(compile_one, jobs))
+    rows.sort(key=lambda r: (r["kernel"], r["target"], r["dtypes"], r["layouts"], r["config"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    bad = [r for r in rows if r["status"] != "ok"]
+    print(f"wrote {args.out} ({len(rows)} rows) in {time.perf_counter() - started:.0f} s; "
+          f"{len(bad)} failing", flush=True)
+    for r in bad:
+        print(f"FAIL {r['kernel']} {r['config']} {r['target']} {r['example_case']}: {r['status']}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

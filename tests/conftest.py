@@ -1,0 +1,120 @@
+"""Shared test machinery: the PyTorch-fallback guard, tolerances, and the interpreter's bf16 dot fix."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import alexnet_triton  # noqa: F401  (fixes the execution mode before Triton is imported)
+from alexnet_triton.kernels import runtime
+
+# fp32/fp64: absolute and relative tolerance against PyTorch at the same dtype
+# (the interpreter computes fp32 dots exactly; only summation order differs).
+# fp16/bf16: error against an fp64 reference may be at most
+# LOW_PRECISION_FACTOR x PyTorch's own error at that dtype + atol.
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (2e-3, 0.0),
+    torch.bfloat16: (1.6e-2, 0.0),
+}
+LOW_PRECISION_FACTOR = 2.0
+
+# Triton 3.7.1's interpreter stores bf16 as raw uint16 and multiplies those
+# integers in tl.dot. A tensor core multiplies bf16 exactly and accumulates in
+# fp32; the patch below does the same in numpy, so bf16 numerics can be tested
+# on the CPU. Loads, stores and bf16<->fp32 casts are already right.
+PATCHED_TRITON = "3.7.1"
+
+
+def _patch_interpreter_bf16_dot() -> bool:
+    import numpy as np
+    import triton
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    if triton.__version__ != PATCHED_TRITON:
+        return False
+    original = interpreter.InterpreterBuilder.create_dot
+
+    def bf16_bits_to_fp32(handle):
+        return interpreter.TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.dtype == tl.bfloat16 and b.dtype == tl.bfloat16:
+            a, b = bf16_bits_to_fp32(a), bf16_bits_to_fp32(b)
+        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    interpreter.InterpreterBuilder.create_dot = create_dot
+    return True
+
+
+BF16_IN_INTERPRETER = runtime.INTERPRETER and _patch_interpreter_bf16_dot()
+
+
+def skip_unless_bf16_testable(dtype: torch.dtype) -> None:
+    if dtype == torch.bfloat16 and runtime.INTERPRETER and not BF16_IN_INTERPRETER:
+        pytest.skip(f"bf16 tl.dot is wrong in this Triton's interpreter; the fix is pinned to {PATCHED_TRITON}")
+
+
+FORBIDDEN_ATEN = {
+    "convolution", "convolution_backward", "_convolution", "conv2d", "cudnn_convolution",
+    "mkldnn_convolution", "_slow_conv2d_forward", "_slow_conv2d_backward", "thnn_conv2d",
+}
+
+
+class _ForbidTorchCompute(TorchDispatchMode):
+    """Raise when a forbidden ATen op is dispatched (a silent PyTorch fallback)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in FORBIDDEN_ATEN:
+            raise AssertionError(f"PyTorch op {func} ran inside the Triton path")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def no_torch_fallback(monkeypatch):
+    """A context manager: inside it, PyTorch's convolutions raise (Python entry points and ATen ops)."""
+
+    @contextlib.contextmanager
+    def guard():
+        def forbidden(name):
+            def raise_(*args, **kwargs):
+                raise AssertionError(f"{name} called inside the Triton path")
+            return raise_
+
+        with monkeypatch.context() as patch:
+            patch.setattr(F, "conv2d", forbidden("F.conv2d"))
+            patch.setattr(torch.nn.grad, "conv2d_input", forbidden("torch.nn.grad.conv2d_input"))
+            patch.setattr(torch.nn.grad, "conv2d_weight", forbidden("torch.nn.grad.conv2d_weight"))
+            with _ForbidTorchCompute():
+                yield
+
+    return guard
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "") -> None:
+    """Same-dtype comparison with the TOLERANCES table."""
+    atol, rtol = TOLERANCES[expected.dtype]
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+
+
+def assert_low_precision_close(actual: torch.Tensor, torch_result: torch.Tensor, reference64: torch.Tensor,
+                               name: str = "") -> None:
+    """Error of ``actual`` vs the fp64 reference <= factor x PyTorch's error + atol (fp16/bf16)."""
+    atol, _ = TOLERANCES[actual.dtype]
+    ours = (actual.double() - reference64).abs().max().item()
+    theirs = (torch_result.double() - reference64).abs().max().item()
+    scale = reference64.abs().max().item()
+    bound = LOW_PRECISION_FACTOR * theirs + atol * max(scale, 1.0)
+    assert ours <= bound, f"{name}: max error {ours:.3g} vs fp64 > bound {bound:.3g} (PyTorch's: {theirs:.3g})"
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
+    monkeypatch.setattr(runtime, "poison_outputs", True)
