@@ -14,7 +14,7 @@ bytes, shared memory, theoretical occupancy, tensor-core instructions
 time. Exits 1 when a config fails to compile, spills, or needs more shared
 memory than the target has.
 
-    python experiments/inspect_kernels.py [--ops conv] [--targets 80 90] [--jobs 2]
+    python experiments/inspect_kernels.py [--ops conv] [--cases '2012/conv1/*'] [--targets 80 90]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ os.environ.pop("TRITON_INTERPRET", None)  # this process compiles for GPUs: neve
 os.environ["ALEXNET_TRITON_MODE"] = "gpu"
 
 import csv  # noqa: E402
+import fnmatch  # noqa: E402
 import importlib  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
@@ -38,12 +39,12 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from alexnet_triton.kernels import conv, runtime  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from alexnet_triton.architecture import CONV_LAYERS  # noqa: E402
-from alexnet_triton.kernels import conv, runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -94,23 +95,20 @@ class Compilation:
     cases: list[str] = field(default_factory=list)
 
 
-def config_name(config: triton.Config) -> str:
-    meta = "_".join(f"{k.replace('BLOCK_', 'B')}{v}" for k, v in config.kwargs.items())
-    return f"{meta}_w{config.num_warps}_s{config.num_stages}"
-
-
-def collect(ops: list[str], targets: list[int]) -> list[Compilation]:
-    """Capture the launches of every case and expand them over configs and targets, deduplicated."""
+def collect(ops: list[str], targets: list[int], patterns: list[str]) -> list[Compilation]:
+    """Capture the launches of every case matching a pattern; expand over configs and targets, deduplicated."""
     compilations: dict[tuple, Compilation] = {}
     backends = {cap: make_backend(GPUTarget("cuda", cap, 32)) for cap in targets}
     binders = {}
     for op in ops:
         for case, run in OPS[op]():
+            if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
+                continue
             with runtime.capture_launches() as launches:
                 run()
             for launch in launches:
                 kernel = launch.kernel
-                for config in launch.configs.gpu:
+                for config in launch.candidates:
                     for cap, backend in backends.items():
                         if (kernel, cap) not in binders:
                             binders[kernel, cap] = create_function_from_signature(
@@ -121,11 +119,11 @@ def collect(ops: list[str], targets: list[int]) -> list[Compilation]:
                         options, signature, constexprs, attrs = kernel._pack_args(
                             backend, kwargs, bound, specialization, options)
                         key = (kernel.fn.__name__, repr(signature), repr(sorted(constexprs.items())),
-                               repr(sorted(attrs.items())), config_name(config), cap)
+                               repr(sorted(attrs.items())), runtime.config_name(config), cap)
                         if key not in compilations:
                             compilations[key] = Compilation(kernel.fn.__module__, kernel.fn.__name__, signature,
                                                             constexprs, attrs, options.__dict__, cap,
-                                                            config_name(config))
+                                                            runtime.config_name(config))
                         compilations[key].cases.append(case)
     return list(compilations.values())
 
@@ -184,13 +182,15 @@ COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "spil
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
+    parser.add_argument("--cases", nargs="+", default=["*"],
+                        help="glob patterns on case labels variant/layer/dtype/layout, e.g. '2012/conv1/*'")
     parser.add_argument("--targets", nargs="+", type=int, default=[80, 90], choices=sorted(SHARED_LIMITS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    jobs = collect(args.ops, args.targets)
+    jobs = collect(args.ops, args.targets, args.cases)
     print(f"{len(jobs)} distinct compilations for ops {args.ops}, targets {args.targets}", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(compile_one, jobs))

@@ -37,19 +37,26 @@ def flat_reduction(channels_per_group: int) -> bool:
 
 @triton.jit
 def _crs_indices(block, C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
-    """Filter indices (r, s, c, valid), each [BLOCK], of reduction block ``block`` over (r, s, c)."""
+    """Filter indices (r, s, c, valid) of reduction block ``block`` over (r, s, c).
+
+    Flat: all four are [BLOCK] vectors. Channel blocks: the block is one tap,
+    so r and s are scalars; c and valid are [BLOCK].
+    """
     if FLAT_CRS:
         crs = block * BLOCK + tl.arange(0, BLOCK)
         c = crs % C
         rs = crs // C
+        r = rs // S
+        s = rs - r * S
+        valid = r < R
     else:
         channel_blocks = tl.cdiv(C, BLOCK)
         tap = block // channel_blocks
         c = (block - tap * channel_blocks) * BLOCK + tl.arange(0, BLOCK)
-        rs = tl.full([BLOCK], tap, tl.int32)
-    r = rs // S
-    s = rs - r * S
-    return r, s, c, (c < C) & (r < R)
+        r = tap // S
+        s = tap - r * S
+        valid = c < C
+    return r, s, c, valid
 
 
 @triton.jit
@@ -62,18 +69,50 @@ def _crs_blocks(C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
 
 
 @triton.jit
-def _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw):
+def _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw,
+                 FLAT_CRS: tl.constexpr):
     """x values of an im2col tile [P, BLOCK]: rows are output pixels, columns (r, s, c).
 
     x_pixel_ptr [P]: x at (n, first channel of the group, 0, 0) of each pixel;
     ih0/iw0 [P]: top-left input coordinate of each pixel's window (may be < 0);
-    r, s, c, crs_ok [BLOCK]: from ``_crs_indices``. Outside the image reads 0.
+    r, s, c, crs_ok: from ``_crs_indices``. Outside the image reads 0.
     """
-    ih = ih0[:, None] + r[None, :]
-    iw = iw0[:, None] + s[None, :]
-    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    mask = pixel_ok[:, None] & crs_ok[None, :] & inside
-    ptrs = x_pixel_ptr[:, None] + ih * x_sh + iw * x_sw + c[None, :] * x_sc
+    if FLAT_CRS:  # the tap varies along the columns: 2-D coordinates
+        ih = ih0[:, None] + r[None, :]
+        iw = iw0[:, None] + s[None, :]
+        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        ptrs = x_pixel_ptr[:, None] + ih * x_sh + iw * x_sw + (c * x_sc)[None, :]
+        mask = pixel_ok[:, None] & crs_ok[None, :] & inside
+    else:  # one tap: a row offset per pixel plus a channel offset per column
+        ih = ih0 + r
+        iw = iw0 + s
+        row_ok = pixel_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        ptrs = (x_pixel_ptr + ih * x_sh + iw * x_sw)[:, None] + (c * x_sc)[None, :]
+        mask = row_ok[:, None] & crs_ok[None, :]
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def _output_tile_at_input(pixel_ptr, ih, iw, pixel_ok, r, s, k, krs_ok, pad_h, pad_w, stride_h, stride_w,
+                          OH, OW, sk, sh, sw, FLAT_KRS: tl.constexpr):
+    """Values [P, BLOCK] of an output-shaped tensor (dy or y) at the output pixels that input pixel
+    (ih, iw) [P] reaches through tap (r, s), for output channels k (columns).
+
+    pixel_ptr [P]: the tensor at (n, first channel of the group, 0, 0); r, s, k,
+    krs_ok: from ``_crs_indices`` over (tap_h, tap_w, k), mapped to filter taps.
+    (ih + pad - r) is a multiple of the stride for every tap of the pixel's phase.
+    """
+    if FLAT_KRS:
+        oh = (ih[:, None] + pad_h - r[None, :]) // stride_h
+        ow = (iw[:, None] + pad_w - s[None, :]) // stride_w
+        mask = pixel_ok[:, None] & krs_ok[None, :] & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        ptrs = pixel_ptr[:, None] + oh * sh + ow * sw + (k * sk)[None, :]
+    else:
+        oh = (ih + pad_h - r) // stride_h
+        ow = (iw + pad_w - s) // stride_w
+        row_ok = pixel_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
+        ptrs = (pixel_ptr + oh * sh + ow * sw)[:, None] + (k * sk)[None, :]
+        mask = row_ok[:, None] & krs_ok[None, :]
     return tl.load(ptrs, mask=mask, other=0.0)
 
 
@@ -96,7 +135,8 @@ def _conv2d_forward_kernel(
     w_sk, w_sc, w_sr, w_ss,
     y_sn, y_sc, y_sh, y_sw,
     # meta
-    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = relu?(conv2d(x, w) + b).
@@ -125,7 +165,7 @@ def _conv2d_forward_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
-        a = _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw)
+        a = _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -199,14 +239,11 @@ def _conv2d_input_grad_kernel(
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
         r = phase_h + tap_h * stride_h
         s = phase_w + tap_w * stride_w
-        oh = (ih[:, None] + pad_h - r[None, :]) // stride_h  # exact: the phase makes it a multiple
-        ow = (iw[:, None] + pad_w - s[None, :]) // stride_w
-        mask = pixel_ok[:, None] & krs_ok[None, :] & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-        k_offset = (k_in_group * dy_sk)[None, :]
-        a = tl.load(dy_pixel_ptr[:, None] + oh * dy_sh + ow * dy_sw + k_offset, mask=mask, other=0.0)
+        a = _output_tile_at_input(dy_pixel_ptr, ih, iw, pixel_ok, r, s, k_in_group, krs_ok, pad_h, pad_w,
+                                  stride_h, stride_w, OH, OW, dy_sk, dy_sh, dy_sw, FLAT_KRS)
         if RELU_MASK:
-            y = tl.load(y_pixel_ptr[:, None] + oh * y_sh + ow * y_sw + (k_in_group * y_sk)[None, :],
-                        mask=mask, other=0.0)
+            y = _output_tile_at_input(y_pixel_ptr, ih, iw, pixel_ok, r, s, k_in_group, krs_ok, pad_h, pad_w,
+                                      stride_h, stride_w, OH, OW, y_sk, y_sh, y_sw, FLAT_KRS)
             a = _relu_masked(a, y, ACC_DTYPE)
         w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
@@ -229,7 +266,8 @@ def _conv2d_weight_grad_kernel(
     y_sn, y_sk, y_sh, y_sw,
     x_sn, x_sc, x_sh, x_sw,
     # meta
-    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_CRS: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Split-K partial sums of dw = dy'^T @ im2col(x) and db = sum(dy'), dy' = dy * (y > 0 if RELU_MASK).
@@ -273,7 +311,7 @@ def _conv2d_weight_grad_kernel(
             a = _relu_masked(a, y, ACC_DTYPE)
         x_pixel_ptr = x_ptr + n * x_sn + group * C_per_group * x_sc
         b = _im2col_tile(x_pixel_ptr, oh * stride_h - pad_h, ow * stride_w - pad_w, pixel_ok,
-                         r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw)
+                         r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         if BIAS_GRAD:
             if pid_n == 0:
@@ -347,6 +385,10 @@ def _accumulator(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+def _uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
+    return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and precision == "tf32")
+
+
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -361,7 +403,7 @@ def _like_input(shape, x: torch.Tensor, dtype=None) -> torch.Tensor:
 
 def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
     """Kernel stride arguments: _strides("w", weight, "kcrs") -> {"w_sk": ..., "w_sc": ..., ...}."""
-    return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride())}
+    return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride(), strict=True)}
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
@@ -392,7 +434,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config,
+        _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config, _uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
         **_strides("x", x, "nchw"), **_strides("w", weight, "kcrs"), **_strides("y", y, "nchw"),
         HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
@@ -428,7 +470,7 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
         triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
-        _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config,
+        _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config, _uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, w_ptr=weight, dx_ptr=dx, **g,
         **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"),
         **_strides("w", weight, "kcrs"), **_strides("dx", dx, "nchw"),
@@ -478,7 +520,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         return triton.cdiv(g["K_per_group"], meta["BLOCK_M"]), crs_blocks, groups * splits
 
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config,
+        _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config, _uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, x_ptr=x, dw_partial_ptr=dw_partial, db_partial_ptr=db_partial,
         **g, groups=groups, splits=splits,
         **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"), **_strides("x", x, "nchw"),

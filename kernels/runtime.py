@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -55,55 +56,66 @@ import triton  # noqa: E402  (the mode must be fixed before Triton is imported)
 class KernelConfigs:
     """A kernel's launch configurations.
 
-    gpu: autotuning candidates on a GPU (each must compile for sm_80 and sm_90
-        without spills: ``experiments/inspect_kernels.py`` checks).
-    interpreter: the one config used in the interpreter; one of ``gpu``, so the
-        tests exercise a config that also ships.
+    tensor_core: GPU autotuning candidates when the dot runs on tensor cores
+        (fp16, bf16, fp32 as TF32).
+    cuda_core: candidates for exact fp32 (IEEE) dots, which run as FMAs on
+        CUDA cores and hold far more in registers, so they need smaller tiles.
+        Every candidate must compile for sm_80 and sm_90 without spills
+        (``experiments/inspect_kernels.py`` checks; the tests run each one).
+    interpreter: the one config the interpreter runs: large blocks, since
+        its cost grows with programs x loop steps, not with block size.
     key: kernel argument names whose values key the autotuning cache.
     """
 
-    gpu: tuple[triton.Config, ...]
+    tensor_core: tuple[triton.Config, ...]
+    cuda_core: tuple[triton.Config, ...]
     interpreter: triton.Config
     key: tuple[str, ...]
 
-    def __post_init__(self):
-        if self.interpreter not in self.gpu:
-            raise ValueError("the interpreter config must be one of the GPU configs")
+    def gpu(self, tensor_cores: bool) -> tuple[triton.Config, ...]:
+        return self.tensor_core if tensor_cores else self.cuda_core
+
+    def shipped(self) -> tuple[triton.Config, ...]:
+        """Every config a GPU launch can use."""
+        return self.tensor_core + tuple(c for c in self.cuda_core if c not in self.tensor_core)
+
+
+def config_name(config: triton.Config) -> str:
+    """Short label of a config: BM128_BN64_BK32_w8_s3."""
+    meta = "_".join(f"{k.replace('BLOCK_', 'B')}{v}" for k, v in config.kwargs.items())
+    return f"{meta}_w{config.num_warps}_s{config.num_stages}"
 
 
 def fixed_config(num_warps: int, **meta: int) -> KernelConfigs:
     """Configs of a kernel that is not autotuned: one config everywhere."""
     config = triton.Config(meta, num_warps=num_warps, num_stages=1)
-    return KernelConfigs(gpu=(config,), interpreter=config, key=())
+    return KernelConfigs(tensor_core=(config,), cuda_core=(config,), interpreter=config, key=())
 
 
-def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
+def _tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
                          num_warps=warps, num_stages=stages)
 
 
-# Implicit-GEMM tiles shared by the three convolution kernels. fp32 operands
-# need twice the shared memory of fp16/bf16, so stages are chosen for fp32 to
-# fit sm_80's 163 KiB.
-_GEMM_TILES = (
-    _config(128, 128, 32, 8, 3),
-    _config(128, 64, 32, 4, 4),
-    _config(64, 128, 32, 4, 4),
-    _config(64, 64, 32, 4, 4),
-    _config(64, 64, 64, 4, 3),
-    _config(128, 128, 64, 8, 2),
-)
-_INTERPRETER_TILE = _GEMM_TILES[-1]
+# Implicit-GEMM tiles. Candidates that spilled registers on sm_80 or sm_90 for
+# any AlexNet layer, dtype or layout were dropped: 128x128 and 4-warp 128x64
+# tiles (all dtypes), 64x64x64 (TF32), 8-warp 64x64x32 in the weight gradient
+# (conv1, fp16). The per-element im2col addressing is what costs registers.
+_INTERPRETER_TILE = _tile(128, 128, 64, 8, 2)
+_CONV_KEY = ("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w")
 
 CONV_FORWARD = KernelConfigs(
-    gpu=_GEMM_TILES, interpreter=_INTERPRETER_TILE,
-    key=("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w"))
+    tensor_core=(_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
+    interpreter=_INTERPRETER_TILE, key=_CONV_KEY)
 CONV_INPUT_GRAD = KernelConfigs(
-    gpu=_GEMM_TILES, interpreter=_INTERPRETER_TILE,
-    key=("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w"))
+    tensor_core=(_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
+    interpreter=_INTERPRETER_TILE, key=_CONV_KEY)
 CONV_WEIGHT_GRAD = KernelConfigs(
-    gpu=_GEMM_TILES, interpreter=_INTERPRETER_TILE,
-    key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
+    tensor_core=(_tile(64, 64, 16, 8, 3), _tile(32, 64, 32, 4, 2)),
+    cuda_core=(_tile(32, 64, 32, 4, 2),),
+    interpreter=_INTERPRETER_TILE, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
 
 # Row/element-wise kernels are not autotuned: one config each.
 PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4)
@@ -152,7 +164,7 @@ class LaunchRecord:
 
     kernel: Any
     args: dict[str, Any]
-    configs: KernelConfigs
+    candidates: tuple[triton.Config, ...]
 
 
 _capture: list[LaunchRecord] | None = None
@@ -173,23 +185,26 @@ _autotuned: dict[Any, Any] = {}
 
 
 def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfigs,
-           config: triton.Config | None = None, **args: Any) -> None:
+           config: triton.Config | None = None, tensor_cores: bool = True, **args: Any) -> None:
     """Launch ``kernel`` over ``grid(meta)`` with keyword ``args``.
 
     ``config`` forces one launch configuration (tests, benchmarks); otherwise
     the interpreter uses ``configs.interpreter`` and a GPU autotunes over
-    ``configs.gpu``.
+    ``configs.gpu(tensor_cores)``.
     """
+    candidates = configs.gpu(tensor_cores)
     if _capture is not None:
-        _capture.append(LaunchRecord(kernel, dict(args), configs))
+        _capture.append(LaunchRecord(kernel, dict(args), candidates))
         return
-    if config is None and (INTERPRETER or len(configs.gpu) == 1):
+    if config is None and INTERPRETER:
         config = configs.interpreter
+    elif config is None and len(candidates) == 1:
+        config = candidates[0]
     if config is not None:
         meta = {**args, **config.kwargs}
         options = {} if INTERPRETER else {"num_warps": config.num_warps, "num_stages": config.num_stages}
         kernel[grid(meta)](**args, **config.kwargs, **options)
         return
-    if kernel not in _autotuned:
-        _autotuned[kernel] = triton.autotune(configs=list(configs.gpu), key=list(configs.key))(kernel)
-    _autotuned[kernel][grid](**args)
+    if (kernel, candidates) not in _autotuned:
+        _autotuned[kernel, candidates] = triton.autotune(configs=list(candidates), key=list(configs.key))(kernel)
+    _autotuned[kernel, candidates][grid](**args)

@@ -7,10 +7,10 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from alexnet_triton.kernels import runtime
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import alexnet_triton  # noqa: F401  (fixes the execution mode before Triton is imported)
-from alexnet_triton.kernels import runtime
 
 # fp32/fp64: absolute and relative tolerance against PyTorch at the same dtype
 # (the interpreter computes fp32 dots exactly; only summation order differs).

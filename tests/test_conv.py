@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from alexnet_triton.kernels import conv, runtime
 from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
 
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
-from alexnet_triton.kernels import conv, runtime
 
 # AlexNet's ten conv layers: real kernel/stride/padding/groups, channels / 8
 # and smaller images so the interpreter stays fast.
@@ -66,7 +66,7 @@ def run_both(layer, x, w, b, relu, no_torch_fallback, precision="ieee"):
 def test_alexnet_layers_fp32(layer, channels_last, no_torch_fallback):
     x, w, b = make_inputs(layer, batch=2, channels_last=channels_last)
     ours, ref, _ = run_both(layer, x, w, b, True, no_torch_fallback)
-    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref):
+    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
         assert_close(a, e, name)
     assert ours[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert ours[1].stride() == x.stride()
@@ -95,7 +95,7 @@ def test_alexnet_layers_channel_block_order(layer, channels_last):
 def test_odd_shapes_fp32(layer, relu, no_torch_fallback):
     x, w, b = make_inputs(layer, batch=1, height=layer.size + 3, seed=3)
     ours, ref, _ = run_both(layer, x, w, b, relu, no_torch_fallback)
-    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref):
+    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
         assert_close(a, e, name)
 
 
@@ -117,7 +117,7 @@ def test_low_precision_against_fp64(layer, dtype, no_torch_fallback):
     ours, ref, dy = run_both(layer, x, w, b, False, no_torch_fallback)
     y64 = torch_conv(x64, w64, b64, layer, False)
     refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
-    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64):
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
         assert a.dtype == dtype
         assert_low_precision_close(a, e, e64, name)
 
@@ -152,32 +152,32 @@ def test_gradcheck_float64(relu):
                                     fast_mode=True)
 
 
-LAUNCH_CASES = {
-    "forward": runtime.CONV_FORWARD, "input_grad": runtime.CONV_INPUT_GRAD, "weight_grad": runtime.CONV_WEIGHT_GRAD,
-}
+SHIPPED_CONFIGS = [
+    pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
+    for kernel, configs in (("forward", runtime.CONV_FORWARD), ("input_grad", runtime.CONV_INPUT_GRAD),
+                            ("weight_grad", runtime.CONV_WEIGHT_GRAD))
+    for config in configs.shipped()]
 
 
-@pytest.mark.parametrize("flat_crs", [False, True], ids=["channel-blocks", "flat-crs"])
-@pytest.mark.parametrize("config_index", range(len(runtime.CONV_FORWARD.gpu)))
-def test_every_shipped_config(config_index, flat_crs):
+@pytest.mark.parametrize("flat", [False, True], ids=["channel-blocks", "flat"])
+@pytest.mark.parametrize("kernel, config", SHIPPED_CONFIGS)
+def test_every_shipped_config(kernel, config, flat):
     """Each GPU config of each conv kernel, in both reduction orders, computes the right result."""
     layer = ConvLayer("cfg", 20, 72, 3, 2, 1, 2, 9)
     x, w, b = (t.detach() for t in make_inputs(layer, batch=2, height=10))
+    g = geometry(layer)
     y_ref = torch_conv(x, w, b, layer, True)
     dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
     dy_masked = dy * (y_ref > 0)
-    g = geometry(layer)
-
-    y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=flat_crs,
-                            config=runtime.CONV_FORWARD.gpu[config_index], **g)
-    dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, flat_krs=flat_crs,
-                                config=runtime.CONV_INPUT_GRAD.gpu[config_index], **g)
-    dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y_ref, flat_crs=flat_crs, splits=2,
-                                     config=runtime.CONV_WEIGHT_GRAD.gpu[config_index], **g)
-    assert_close(y, y_ref, "y")
-    assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")
-    assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
-    assert_close(db, dy_masked.sum((0, 2, 3)), "db")
+    if kernel == "forward":
+        assert_close(conv.conv2d_forward(x, w, b, relu=True, flat_crs=flat, config=config, **g), y_ref, "y")
+    elif kernel == "input_grad":
+        dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, flat_krs=flat, config=config, **g)
+        assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")
+    else:
+        dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y_ref, flat_crs=flat, splits=2, config=config, **g)
+        assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
+        assert_close(db, dy_masked.sum((0, 2, 3)), "db")
 
 
 def test_weight_grad_is_deterministic_and_split_invariant():
