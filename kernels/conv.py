@@ -12,7 +12,8 @@ The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
     cp.async); used when C/G fills a block.
   - flat: each step is BLOCK consecutive (r, s, c) indices, c fastest; for
     few channels (conv1: C=3, C*R*S=363) where channel blocks would be mostly
-    padding.
+    padding, and by default in the interpreter (fewer interpreted steps).
+The input gradient reduces over (tap, output channel) the same two ways.
 """
 
 from __future__ import annotations
@@ -313,9 +314,8 @@ def _conv2d_weight_grad_kernel(
         b = _im2col_tile(x_pixel_ptr, oh * stride_h - pad_h, ow * stride_w - pad_w, pixel_ok,
                          r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        if BIAS_GRAD:
-            if pid_n == 0:
-                bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
+        if BIAS_GRAD:  # every program sums (a runtime branch here spills); pid_n == 0 stores
+            bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
 
     K = K_per_group * groups
     CRS = C_per_group * R * S
