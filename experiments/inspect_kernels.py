@@ -76,8 +76,7 @@ def conv_cases():
                         geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups,
                                         precision=precision)
                         y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
-                        conv.conv2d_input_grad(y, w, x.shape, y=y, channels_last=layout is torch.channels_last,
-                                               **geometry)
+                        conv.conv2d_input_grad(y, w, x.shape, y=y, memory_format=layout, **geometry)
                         conv.conv2d_weight_grad(y, x, w.shape, y=y, **geometry)
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 

@@ -394,11 +394,10 @@ def _check_precision(precision: str) -> None:
         raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def _like_input(shape, x: torch.Tensor, dtype=None) -> torch.Tensor:
-    """Empty tensor of ``shape`` in x's memory format (channels_last or contiguous)."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return runtime.new_output(shape, device=x.device, dtype=dtype or x.dtype, memory_format=fmt)
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``t`` is laid out so (and not also plain contiguous), else contiguous_format."""
+    channels_last = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
@@ -428,7 +427,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     g = geometry
-    y = _like_input((g["N"], weight.shape[0], g["OH"], g["OW"]), x)
+    y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
+                           memory_format=memory_format_of(x))
     if flat_crs is None:
         flat_crs = flat_reduction(g["C_per_group"])
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
@@ -449,11 +449,13 @@ def _check_grad_output(op: str, name: str, t: torch.Tensor | None, shape: tuple,
 
 
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, groups: int = 1,
-                      y: torch.Tensor | None = None, channels_last: bool = False, precision: str = "ieee",
+                      y: torch.Tensor | None = None,
+                      memory_format: torch.memory_format = torch.contiguous_format, precision: str = "ieee",
                       flat_krs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
     """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] and weight [K, C/G, R, S].
 
     y: the forward's ReLU output; when given, dy is masked by y > 0 inside the kernel.
+    memory_format: dx's layout (the forward input's).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, groups)
     _check_precision(precision)
@@ -463,8 +465,7 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     runtime.check_device("conv2d_input_grad", dy=dy, weight=weight, y=y)
     if flat_krs is None:
         flat_krs = flat_reduction(g["K_per_group"])
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=fmt)
+    dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
     sh, sw = g["stride_h"], g["stride_w"]
     grid = lambda meta: (  # noqa: E731
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),

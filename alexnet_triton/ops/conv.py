@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, memory_format_of
 
 
 class Conv2dFunction(torch.autograd.Function):
@@ -24,8 +24,7 @@ class Conv2dFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = dw = db = None
         if need_x:
-            channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            dx = conv2d_input_grad(dy, weight, x.shape, y=y, channels_last=channels_last, **ctx.conv)
+            dx = conv2d_input_grad(dy, weight, x.shape, y=y, memory_format=memory_format_of(x), **ctx.conv)
         if need_w or need_b:
             dw, db = conv2d_weight_grad(dy, x, weight.shape, y=y, bias_grad=ctx.has_bias and need_b, **ctx.conv)
         return dx, dw if need_w else None, db, None, None, None, None, None
