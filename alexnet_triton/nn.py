@@ -34,3 +34,17 @@ class Conv2d(torch.nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` computed by the Triton max-pool kernels (dilation 1, ceil_mode=False)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False):
+        if dilation not in (1, (1, 1)) or return_indices or ceil_mode:
+            raise ValueError("MaxPool2d: dilation, return_indices and ceil_mode are not supported "
+                             f"(got {dilation!r}, {return_indices!r}, {ceil_mode!r})")
+        super().__init__(kernel_size, stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)

@@ -44,7 +44,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from alexnet_triton.kernels import conv, runtime  # noqa: E402
+from alexnet_triton.kernels import conv, max_pool, runtime  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
@@ -81,7 +81,23 @@ def conv_cases():
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 
 
-OPS = {"conv": conv_cases}
+def pool_cases():
+    """Yield (case label, launcher thunk) for AlexNet's 3x3/2 max pools (after conv1, conv2, conv5)."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            if layer.name not in ("conv1", "conv2", "conv5"):
+                continue
+            for dtype_name, (dtype, _) in DTYPES.items():
+                for layout_name, layout in LAYOUTS.items():
+                    def run(layer=layer, dtype=dtype, layout=layout):
+                        x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                        memory_format=layout)
+                        y, window = max_pool.max_pool2d_forward(x, 3, 2)
+                        max_pool.max_pool2d_backward(y, window, x.shape, 3, 2, memory_format=layout)
+                    yield f"{variant}/pool-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+OPS = {"conv": conv_cases, "pool": pool_cases}
 
 
 @dataclass

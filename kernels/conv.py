@@ -330,29 +330,14 @@ def _conv2d_weight_grad_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
-
-
-def _check_float(op: str, **tensors: torch.Tensor | None) -> None:
-    allowed = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if runtime.INTERPRETER else ())
-    for name, tensor in tensors.items():
-        if tensor is not None and tensor.dtype not in allowed:
-            raise TypeError(f"{op}: {name} has dtype {tensor.dtype}; supported: "
-                            f"{', '.join(str(d) for d in allowed)}"
-                            + ("" if runtime.INTERPRETER else " (float64 only in interpreter mode)"))
-
-
 def conv2d_geometry(x_shape, w_shape, stride, padding, groups: int) -> dict:
     """Validate a convolution's shapes; return its sizes as kernel arguments.
 
     x_shape [N, C, H, W], w_shape [K, C/G, R, S]. Raises ValueError/TypeError
     naming the offending shapes.
     """
-    (stride_h, stride_w), (pad_h, pad_w) = _pair(stride, "stride"), _pair(padding, "padding")
+    stride_h, stride_w = runtime.int_pair(stride, "conv2d", "stride")
+    pad_h, pad_w = runtime.int_pair(padding, "conv2d", "padding")
     if len(x_shape) != 4:
         raise ValueError(f"conv2d: x must be 4-D [N, C_in, H, W], got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
@@ -416,7 +401,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """
     geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, groups)
     _check_precision(precision)
-    _check_float("conv2d", x=x, weight=weight, bias=bias)
+    runtime.check_float_dtype("conv2d", x=x, weight=weight, bias=bias)
     runtime.check_device("conv2d", x=x, weight=weight, bias=bias)
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         raise TypeError(f"conv2d: x ({x.dtype}), weight ({weight.dtype}) and bias "

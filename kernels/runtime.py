@@ -121,6 +121,7 @@ CONV_WEIGHT_GRAD = KernelConfigs(
 
 # Row/element-wise kernels are not autotuned: one config each.
 PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4)
+POOLING = fixed_config(BLOCK=1024, num_warps=8)
 
 
 def streaming_multiprocessors() -> int:
@@ -128,6 +129,24 @@ def streaming_multiprocessors() -> int:
     if INTERPRETER or not torch.cuda.is_available():
         return os.cpu_count() or 1
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+
+
+def int_pair(value, op: str, name: str) -> tuple[int, int]:
+    """An int or a pair of ints as a pair; TypeError naming ``op`` and ``name`` otherwise."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def check_float_dtype(op: str, **tensors: torch.Tensor | None) -> None:
+    """TypeError unless each tensor is fp32/fp16/bf16 (or float64, in interpreter mode only: gradcheck)."""
+    allowed = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if INTERPRETER else ())
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.dtype not in allowed:
+            raise TypeError(f"{op}: {name} has dtype {tensor.dtype}; supported: "
+                            f"{', '.join(str(d) for d in allowed)}"
+                            + ("" if INTERPRETER else " (float64 only in interpreter mode)"))
 
 
 def check_device(op: str, **tensors: torch.Tensor | None) -> None:
@@ -147,16 +166,17 @@ def check_device(op: str, **tensors: torch.Tensor | None) -> None:
 
 
 # Tests set this: every output buffer a launcher allocates is then filled with
-# NaN first, so an element a kernel fails to write cannot pass for a result.
+# NaN (integers: their maximum) first, so an element a kernel fails to write
+# cannot pass for a result.
 poison_outputs = False
 
 
 def new_output(shape, *, device, dtype: torch.dtype,
                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Allocate a kernel output (uninitialised; NaN-filled when ``poison_outputs``)."""
+    """Allocate a kernel output (uninitialised; poisoned when ``poison_outputs``)."""
     out = torch.empty(tuple(shape), device=device, dtype=dtype, memory_format=memory_format)
     if poison_outputs:
-        out.fill_(float("nan"))
+        out.fill_(float("nan") if dtype.is_floating_point else torch.iinfo(dtype).max)
     return out
 
 

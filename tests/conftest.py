@@ -24,14 +24,15 @@ TOLERANCES = {
 }
 LOW_PRECISION_FACTOR = 2.0
 
-# Triton 3.7.1's interpreter stores bf16 as raw uint16 and multiplies those
-# integers in tl.dot. A tensor core multiplies bf16 exactly and accumulates in
-# fp32; the patch below does the same in numpy, so bf16 numerics can be tested
-# on the CPU. Loads, stores and bf16<->fp32 casts are already right.
+# Triton 3.7.1's interpreter stores bf16 as raw uint16 and (1) multiplies those
+# integers in tl.dot, (2) truncates fp32 -> bf16 casts. A GPU multiplies bf16
+# exactly, accumulates in fp32 and rounds casts to nearest-even; the patch
+# below does the same in numpy, so bf16 numerics can be tested on the CPU.
+# Loads, stores and bf16 -> fp32 casts are already right.
 PATCHED_TRITON = "3.7.1"
 
 
-def _patch_interpreter_bf16_dot() -> bool:
+def _patch_interpreter_bf16() -> bool:
     import numpy as np
     import triton
     import triton.language as tl
@@ -39,7 +40,8 @@ def _patch_interpreter_bf16_dot() -> bool:
 
     if triton.__version__ != PATCHED_TRITON:
         return False
-    original = interpreter.InterpreterBuilder.create_dot
+    builder = interpreter.InterpreterBuilder
+    original_dot, original_cast = builder.create_dot, builder.cast_impl
 
     def bf16_bits_to_fp32(handle):
         return interpreter.TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
@@ -47,13 +49,20 @@ def _patch_interpreter_bf16_dot() -> bool:
     def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
         if a.dtype == tl.bfloat16 and b.dtype == tl.bfloat16:
             a, b = bf16_bits_to_fp32(a), bf16_bits_to_fp32(b)
-        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        return original_dot(self, a, b, d, input_precision, max_num_imprecise_acc)
 
-    interpreter.InterpreterBuilder.create_dot = create_dot
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            bits = src.data.astype(np.float32).view(np.uint32)
+            rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+            return interpreter.TensorHandle(np.where(np.isnan(src.data), np.uint16(0x7FC0), rounded), tl.bfloat16)
+        return original_cast(self, src, dst_type)
+
+    builder.create_dot, builder.cast_impl = create_dot, cast_impl
     return True
 
 
-BF16_IN_INTERPRETER = runtime.INTERPRETER and _patch_interpreter_bf16_dot()
+BF16_IN_INTERPRETER = runtime.INTERPRETER and _patch_interpreter_bf16()
 
 
 def skip_unless_bf16_testable(dtype: torch.dtype) -> None:
@@ -64,6 +73,7 @@ def skip_unless_bf16_testable(dtype: torch.dtype) -> None:
 FORBIDDEN_ATEN = {
     "convolution", "convolution_backward", "_convolution", "conv2d", "cudnn_convolution",
     "mkldnn_convolution", "_slow_conv2d_forward", "_slow_conv2d_backward", "thnn_conv2d",
+    "max_pool2d", "max_pool2d_with_indices", "max_pool2d_with_indices_backward", "mkldnn_max_pool2d",
 }
 
 
@@ -78,7 +88,7 @@ class _ForbidTorchCompute(TorchDispatchMode):
 
 @pytest.fixture
 def no_torch_fallback(monkeypatch):
-    """A context manager: inside it, PyTorch's convolutions raise (Python entry points and ATen ops)."""
+    """A context manager: inside it, PyTorch's convolution and pooling raise (Python entry points and ATen ops)."""
 
     @contextlib.contextmanager
     def guard():
@@ -89,6 +99,7 @@ def no_torch_fallback(monkeypatch):
 
         with monkeypatch.context() as patch:
             patch.setattr(F, "conv2d", forbidden("F.conv2d"))
+            patch.setattr(F, "max_pool2d", forbidden("F.max_pool2d"))
             patch.setattr(torch.nn.grad, "conv2d_input", forbidden("torch.nn.grad.conv2d_input"))
             patch.setattr(torch.nn.grad, "conv2d_weight", forbidden("torch.nn.grad.conv2d_weight"))
             with _ForbidTorchCompute():

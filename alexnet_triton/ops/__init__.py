@@ -1,5 +1,6 @@
 """Differentiable functional API on the Triton kernels."""
 
 from .conv import conv2d
+from .max_pool import max_pool2d
 
-__all__ = ["conv2d"]
+__all__ = ["conv2d", "max_pool2d"]
