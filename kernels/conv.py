@@ -379,12 +379,6 @@ def _check_precision(precision: str) -> None:
         raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def memory_format_of(t: torch.Tensor) -> torch.memory_format:
-    """channels_last when ``t`` is laid out so (and not also plain contiguous), else contiguous_format."""
-    channels_last = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
     """Kernel stride arguments: _strides("w", weight, "kcrs") -> {"w_sk": ..., "w_sc": ..., ...}."""
     return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride(), strict=True)}
@@ -413,7 +407,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     g = geometry
     y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
-                           memory_format=memory_format_of(x))
+                           memory_format=runtime.memory_format_of(x))
     if flat_crs is None:
         flat_crs = flat_reduction(g["C_per_group"])
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731

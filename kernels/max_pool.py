@@ -14,7 +14,6 @@ import triton
 import triton.language as tl
 
 from . import runtime
-from .conv import memory_format_of
 
 
 @triton.jit
@@ -154,7 +153,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> 
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding)
     runtime.check_float_dtype("max_pool2d", x=x)
     runtime.check_device("max_pool2d", x=x)
-    fmt = memory_format_of(x)
+    fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     window_dtype = torch.int8 if g["KH"] * g["KW"] <= 127 else torch.int16

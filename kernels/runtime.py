@@ -171,6 +171,12 @@ def check_device(op: str, **tensors: torch.Tensor | None) -> None:
 poison_outputs = False
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``t`` is laid out so (and not also plain contiguous), else contiguous_format."""
+    channels_last = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def new_output(shape, *, device, dtype: torch.dtype,
                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Allocate a kernel output (uninitialised; poisoned when ``poison_outputs``)."""

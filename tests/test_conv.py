@@ -82,7 +82,7 @@ def test_alexnet_layers_channel_block_order(layer, channels_last):
     dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
     dy_masked = dy * (y_ref > 0)
     y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=False, **g)
-    dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, memory_format=conv.memory_format_of(x), flat_krs=False, **g)
+    dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, memory_format=runtime.memory_format_of(x), flat_krs=False, **g)
     dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y_ref, flat_crs=False, **g)
     assert_close(y, y_ref, "y")
     assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, memory_format_of
+from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+from ..kernels.runtime import memory_format_of
 
 
 class Conv2dFunction(torch.autograd.Function):

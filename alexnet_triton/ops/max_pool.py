@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.conv import memory_format_of
 from ..kernels.max_pool import max_pool2d_backward, max_pool2d_forward
+from ..kernels.runtime import memory_format_of
 
 
 class MaxPool2dFunction(torch.autograd.Function):
