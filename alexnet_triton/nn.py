@@ -48,3 +48,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    """``torch.nn.LocalResponseNorm`` (odd sizes) computed by the Triton LRN kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)

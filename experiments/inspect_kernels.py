@@ -44,7 +44,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from alexnet_triton.kernels import conv, max_pool, runtime  # noqa: E402
+from alexnet_triton.kernels import conv, lrn, max_pool, runtime  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
@@ -97,7 +97,20 @@ def pool_cases():
                     yield f"{variant}/pool-after-{layer.name}/{dtype_name}/{layout_name}", run
 
 
-OPS = {"conv": conv_cases, "pool": pool_cases}
+def lrn_cases():
+    """Yield (case label, launcher thunk) for the 2012 net's LRN (size 5) after conv1 and conv2."""
+    for layer in CONV_LAYERS["2012"][:2]:
+        for dtype_name, (dtype, _) in DTYPES.items():
+            for layout_name, layout in LAYOUTS.items():
+                def run(layer=layer, dtype=dtype, layout=layout):
+                    x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                    memory_format=layout)
+                    y = lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0)
+                    lrn.lrn_backward(y, x, 5, 1e-4, 0.75, 2.0)
+                yield f"2012/lrn-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+OPS = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases}
 
 
 @dataclass

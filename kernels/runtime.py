@@ -122,6 +122,7 @@ CONV_WEIGHT_GRAD = KernelConfigs(
 # Row/element-wise kernels are not autotuned: one config each.
 PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4)
 POOLING = fixed_config(BLOCK=1024, num_warps=8)
+LRN = fixed_config(num_warps=8)  # block sizes follow the channel count (kernels/lrn.py)
 
 
 def streaming_multiprocessors() -> int:

@@ -74,6 +74,7 @@ FORBIDDEN_ATEN = {
     "convolution", "convolution_backward", "_convolution", "conv2d", "cudnn_convolution",
     "mkldnn_convolution", "_slow_conv2d_forward", "_slow_conv2d_backward", "thnn_conv2d",
     "max_pool2d", "max_pool2d_with_indices", "max_pool2d_with_indices_backward", "mkldnn_max_pool2d",
+    "avg_pool3d", "avg_pool3d_backward", "avg_pool2d",  # F.local_response_norm's building blocks
 }
 
 
@@ -88,7 +89,7 @@ class _ForbidTorchCompute(TorchDispatchMode):
 
 @pytest.fixture
 def no_torch_fallback(monkeypatch):
-    """A context manager: inside it, PyTorch's convolution and pooling raise (Python entry points and ATen ops)."""
+    """A context manager: inside it, PyTorch's convolution, pooling and LRN raise (Python and ATen entry points)."""
 
     @contextlib.contextmanager
     def guard():
@@ -100,6 +101,7 @@ def no_torch_fallback(monkeypatch):
         with monkeypatch.context() as patch:
             patch.setattr(F, "conv2d", forbidden("F.conv2d"))
             patch.setattr(F, "max_pool2d", forbidden("F.max_pool2d"))
+            patch.setattr(F, "local_response_norm", forbidden("F.local_response_norm"))
             patch.setattr(torch.nn.grad, "conv2d_input", forbidden("torch.nn.grad.conv2d_input"))
             patch.setattr(torch.nn.grad, "conv2d_weight", forbidden("torch.nn.grad.conv2d_weight"))
             with _ForbidTorchCompute():

@@ -1,4 +1,4 @@
-"""Ahead-of-time GPU compilation of the conv and pool kernels (sm_80, sm_90) on this CPU-only machine."""
+"""Ahead-of-time GPU compilation of the conv, pool and LRN kernels (sm_80, sm_90) on this CPU-only machine."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ from alexnet_triton.kernels import runtime
 REPO = Path(__file__).resolve().parents[1]
 CONV_KERNELS = {"_conv2d_forward_kernel": runtime.CONV_FORWARD, "_conv2d_input_grad_kernel": runtime.CONV_INPUT_GRAD,
                 "_conv2d_weight_grad_kernel": runtime.CONV_WEIGHT_GRAD}
-POOL_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel")
+ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
+               "_lrn_backward_kernel")
 
 
 # conv1 takes the flat reduction (3 channels, stride 4), conv4 the channel
 # blocks (grouped); between them every dtype/precision and both layouts. The
-# first pool: every dtype and layout.
+# first pool and LRN: every dtype and layout.
 CASES = ["2012/conv1/fp16/channels_last", "2012/conv1/fp32-ieee/nchw", "2012/conv4/bf16/nchw",
-         "2012/conv4/fp32-tf32/channels_last", "2012/pool-after-conv1/*"]
+         "2012/conv4/fp32-tf32/channels_last", "2012/pool-after-conv1/*", "2012/lrn-after-conv1/*"]
 
 
 def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
     out = tmp_path / "inspection.csv"
     result = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", "conv", "pool",
+        [sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", "conv", "pool", "lrn",
          "--cases", *CASES, "--out", str(out)],
         capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -41,5 +42,5 @@ def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path
             # Hopper's wgmma (HGMMA) needs 64-row tiles; 32-row tiles use mma.sync (HMMA) there too.
             allowed = {"HMMA", "HGMMA"} if target == "sm_90" else {"HMMA"}
             assert set(tensor_core_rows.mma) <= allowed, (kernel, target, set(tensor_core_rows.mma))
-    for kernel in POOL_KERNELS:
+    for kernel in ROW_KERNELS:
         assert set(table[table.kernel == kernel].target) == {"sm_80", "sm_90"}, kernel

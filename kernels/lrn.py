@@ -1,0 +1,169 @@
+"""Local response normalisation across channels, F.local_response_norm semantics, forward and backward.
+
+y_c = x_c * d_c^(-beta),  d_c = k + alpha / size * sum_{j = c - size//2}^{c + size//2} x_j^2
+(zero-padded channel window, alpha divided by size as PyTorch does; odd sizes).
+dx_i = dy_i * d_i^(-beta) - 2 * alpha * beta / size * x_i * sum_{c: |c - i| <= size//2} dy_c * x_c * d_c^(-beta - 1)
+
+Math in fp32 (fp64 for float64 inputs). Backward recomputes d from x, so it
+needs only the forward's input (in AlexNet: the conv+ReLU output, already saved).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import runtime
+
+
+@triton.jit
+def _positions(pid, N, H, W, BLOCK_P: tl.constexpr):
+    """(n, h, w, valid) of BLOCK_P flat spatial positions (w fastest)."""
+    p = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    return p // (H * W), (p // W) % H, p % W, p < N * H * W
+
+
+@triton.jit
+def _load_channels(ptr_p, c, C, sc, p_ok, COMPUTE_DTYPE: tl.constexpr):
+    """Values [BLOCK_C, BLOCK_P] at channels c (0 outside [0, C)) of positions ptr_p."""
+    mask = (c >= 0)[:, None] & (c < C)[:, None] & p_ok[None, :]
+    return tl.load(ptr_p[None, :] + (c * sc)[:, None], mask=mask, other=0.0).to(COMPUTE_DTYPE)
+
+
+@triton.jit
+def _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_P: tl.constexpr):
+    """d = k + alpha / size * (sum of x^2 over the channel window centred on c), [BLOCK_C, BLOCK_P]."""
+    squares = tl.zeros([BLOCK_C, BLOCK_P], dtype=COMPUTE_DTYPE)
+    for offset in range(0, size):
+        v = _load_channels(x_p, c + offset - size // 2, C, x_sc, p_ok, COMPUTE_DTYPE)
+        squares += v * v
+    return k + alpha / size * squares
+
+
+@triton.jit
+def _pow(base, exponent):
+    """base ** exponent for base > 0 (libdevice pow is unavailable in the interpreter)."""
+    return tl.exp2(exponent * tl.log2(base))
+
+
+@triton.jit
+def _lrn_forward_kernel(
+    # pointers
+    x_ptr, y_ptr,
+    # sizes
+    N, C, H, W,
+    # strides, in elements
+    x_sn, x_sc, x_sh, x_sw,
+    y_sn, y_sc, y_sh, y_sw,
+    # runtime scalars
+    size, alpha, beta, k,
+    # meta
+    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """y = x * d^(-beta). grid (cdiv(N*H*W, BLOCK_P),): each program normalises all C channels
+    (BLOCK_C >= C) of BLOCK_P positions."""
+    n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
+    n = n.to(tl.int64)
+    x_p = x_ptr + n * x_sn + h * x_sh + w * x_sw
+    c = tl.arange(0, BLOCK_C)
+    x = _load_channels(x_p, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    d = _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
+    y = x * _pow(d, -beta)
+    y_ptrs = (y_ptr + n * y_sn + h * y_sh + w * y_sw)[None, :] + (c * y_sc)[:, None]
+    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=(c < C)[:, None] & p_ok[None, :])
+
+
+@triton.jit
+def _lrn_backward_kernel(
+    # pointers
+    dy_ptr, x_ptr, dx_ptr,
+    # sizes
+    N, C, H, W,
+    # strides, in elements
+    dy_sn, dy_sc, dy_sh, dy_sw,
+    x_sn, x_sc, x_sh, x_sw,
+    dx_sn, dx_sc, dx_sh, dx_sw,
+    # runtime scalars
+    size, alpha, beta, k,
+    # meta
+    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """dx from dy and x (d is recomputed). grid (cdiv(N*H*W, BLOCK_P),)."""
+    n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
+    n = n.to(tl.int64)
+    x_p = x_ptr + n * x_sn + h * x_sh + w * x_sw
+    dy_p = dy_ptr + n * dy_sn + h * dy_sh + w * dy_sw
+    c = tl.arange(0, BLOCK_C)
+    x = _load_channels(x_p, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    dy = _load_channels(dy_p, c, C, dy_sc, p_ok, COMPUTE_DTYPE)
+    d = _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
+    # sum over the channels j whose window holds c of dy_j * x_j * d_j^(-beta - 1)
+    neighbours = tl.zeros([BLOCK_C, BLOCK_P], dtype=COMPUTE_DTYPE)
+    for offset in range(0, size):
+        j = c + offset - size // 2
+        d_j = _lrn_denominator(x_p, j, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
+        dy_j = _load_channels(dy_p, j, C, dy_sc, p_ok, COMPUTE_DTYPE)
+        x_j = _load_channels(x_p, j, C, x_sc, p_ok, COMPUTE_DTYPE)
+        neighbours += dy_j * x_j * _pow(d_j, -beta - 1.0)
+    dx = dy * _pow(d, -beta) - 2.0 * alpha * beta / size * x * neighbours
+    dx_ptrs = (dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw)[None, :] + (c * dx_sc)[:, None]
+    tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=(c < C)[:, None] & p_ok[None, :])
+
+
+def _check(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> None:
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+        raise ValueError(f"{op}: size must be a positive odd int, got {size!r}")
+    if k <= 0 or alpha < 0:
+        raise ValueError(f"{op}: k must be > 0 and alpha >= 0 (the denominator must stay positive), "
+                         f"got k={k}, alpha={alpha}")
+
+
+def _blocks(C: int) -> dict:
+    """All channels in one block; about 4096 elements per program."""
+    block_c = triton.next_power_of_2(C)
+    return dict(BLOCK_C=block_c, BLOCK_P=max(1, 4096 // block_c))
+
+
+def _strides(prefix: str, t: torch.Tensor) -> dict:
+    return {f"{prefix}_s{d}": stride for d, stride in zip("nchw", t.stride(), strict=True)}
+
+
+def _compute_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
+    """y [N, C, H, W] = local_response_norm(x [N, C, H, W]); y keeps x's memory format."""
+    _check("local_response_norm", x.shape, size, alpha, beta, k)
+    runtime.check_float_dtype("local_response_norm", x=x)
+    runtime.check_device("local_response_norm", x=x)
+    N, C, H, W = x.shape
+    y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
+    blocks = _blocks(C)
+    runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
+                   x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **_strides("x", x), **_strides("y", y),
+                   size=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   COMPUTE_DTYPE=_compute_dtype(x.dtype), **blocks)
+    return y
+
+
+def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                 k: float = 1.0) -> torch.Tensor:
+    """dx [N, C, H, W] from dy and the forward's input x (same shape); dx keeps x's memory format."""
+    _check("local_response_norm_backward", x.shape, size, alpha, beta, k)
+    if dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
+                         f"x {tuple(x.shape)} {x.dtype}")
+    runtime.check_device("local_response_norm_backward", dy=dy, x=x)
+    N, C, H, W = x.shape
+    dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
+    blocks = _blocks(C)
+    runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
+                   dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **_strides("dy", dy), **_strides("x", x),
+                   **_strides("dx", dx), size=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   COMPUTE_DTYPE=_compute_dtype(x.dtype), **blocks)
+    return dx

@@ -1,0 +1,97 @@
+"""local_response_norm on the Triton kernels against torch.nn.functional.local_response_norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+
+from alexnet_triton import nn, ops
+
+# (shape, size, alpha, beta, k): AlexNet's (channels scaled), the paper-literal alpha, and others;
+# channel counts below, equal to and not divisible by a power-of-two block.
+CASES = [
+    pytest.param((2, 12, 7, 7), 5, 1e-4, 0.75, 2.0, id="alexnet-caffe-alpha"),
+    pytest.param((2, 32, 5, 5), 5, 5e-4, 0.75, 2.0, id="alexnet-paper-alpha"),
+    pytest.param((1, 3, 4, 6), 5, 1e-4, 0.75, 1.0, id="fewer-channels-than-window"),
+    pytest.param((2, 7, 3, 5), 3, 0.5, 0.75, 1.0, id="size3-strong-alpha"),
+    pytest.param((1, 20, 4, 4), 7, 1.0, 0.5, 1.5, id="size7"),
+    pytest.param((1, 33, 2, 3), 1, 0.3, 1.2, 0.8, id="size1-33-channels"),
+]
+
+
+def make(shape, dtype=torch.float32, channels_last=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen) * 2
+    dy = torch.randn(shape, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x.to(dtype).requires_grad_(), dy.to(dtype)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, size, alpha, beta, k", CASES)
+def test_matches_torch_fp32(shape, size, alpha, beta, k, channels_last, no_torch_fallback):
+    x, dy = make(shape, channels_last=channels_last)
+    with no_torch_fallback():
+        y = ops.local_response_norm(x, size, alpha, beta, k)
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref = F.local_response_norm(x, size, alpha, beta, k)
+    dx_ref, = torch.autograd.grad(y_ref, x, dy)
+    assert_close(y, y_ref, "y")
+    assert_close(dx, dx_ref, "dx")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_low_precision_against_fp64(dtype, no_torch_fallback):
+    """PyTorch's CPU LRN has no fp16/bf16 kernels (avg_pool3d), so its share of the bound is its fp32
+    result rounded to the dtype: the error of any implementation that does the math in fp32."""
+    skip_unless_bf16_testable(dtype)
+    x, dy = make((2, 16, 5, 5), dtype=dtype)
+    with no_torch_fallback():
+        y = ops.local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+        dx, = torch.autograd.grad(y, x, dy)
+    x32 = x.detach().float().requires_grad_()
+    y32 = F.local_response_norm(x32, 5, 1e-4, 0.75, 2.0)
+    dx32, = torch.autograd.grad(y32, x32, dy.float())
+    x64 = x.detach().double().requires_grad_()
+    y64 = F.local_response_norm(x64, 5, 1e-4, 0.75, 2.0)
+    dx64, = torch.autograd.grad(y64, x64, dy.double())
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert_low_precision_close(y, y32.to(dtype), y64, "y")
+    assert_low_precision_close(dx, dx32.to(dtype), dx64, "dx")
+
+
+def test_gradcheck_float64():
+    x = torch.randn(1, 6, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.local_response_norm(x, 3, 0.5, 0.75, 1.0), (x,), fast_mode=True)
+
+
+def test_module_is_a_drop_in(no_torch_fallback):
+    x = torch.randn(2, 8, 3, 3)
+    with no_torch_fallback():
+        y = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(x)
+    assert_close(y, torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(x), "y")
+
+
+BAD_INPUTS = [
+    ("3-D x", (4, 5, 5), dict(size=5), ValueError, r"x must be 4-D.*\(4, 5, 5\)"),
+    ("even size", (1, 4, 3, 3), dict(size=4), ValueError, r"positive odd int, got 4"),
+    ("zero size", (1, 4, 3, 3), dict(size=0), ValueError, r"positive odd int, got 0"),
+    ("non-positive k", (1, 4, 3, 3), dict(size=3, k=0.0), ValueError, r"k must be > 0"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_with_a_clear_error(case):
+    _, shape, kwargs, error, message = case
+    with pytest.raises(error, match=message):
+        ops.local_response_norm(torch.randn(shape), **kwargs)
+
+
+def test_integer_input_is_rejected():
+    with pytest.raises(TypeError, match="x has dtype torch.int32"):
+        ops.local_response_norm(torch.ones(1, 4, 3, 3, dtype=torch.int32), 3)
