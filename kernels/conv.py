@@ -365,11 +365,6 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, groups: int) -> dict:
                 stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w)
 
 
-def _accumulator(dtype: torch.dtype):
-    """Accumulator type: fp32, or fp64 for float64 (verification) inputs."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
     return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and precision == "tf32")
 
@@ -377,11 +372,6 @@ def _uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def _strides(prefix: str, t: torch.Tensor, dims: str) -> dict:
-    """Kernel stride arguments: _strides("w", weight, "kcrs") -> {"w_sk": ..., "w_sc": ..., ...}."""
-    return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride(), strict=True)}
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
@@ -415,9 +405,9 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     runtime.launch(
         _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config, _uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
-        **_strides("x", x, "nchw"), **_strides("w", weight, "kcrs"), **_strides("y", y, "nchw"),
+        **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("y", y),
         HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
-        ACC_DTYPE=_accumulator(x.dtype))
+        ACC_DTYPE=runtime.accumulator_type(x.dtype))
     return y
 
 
@@ -452,10 +442,10 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     runtime.launch(
         _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config, _uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, w_ptr=weight, dx_ptr=dx, **g,
-        **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"),
-        **_strides("w", weight, "kcrs"), **_strides("dx", dx, "nchw"),
+        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),
+        **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
         RELU_MASK=y is not None, FLAT_KRS=flat_krs, PRECISION=precision,
-        ACC_DTYPE=_accumulator(dy.dtype))
+        ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
 
 
@@ -503,9 +493,10 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config, _uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, x_ptr=x, dw_partial_ptr=dw_partial, db_partial_ptr=db_partial,
         **g, groups=groups, splits=splits,
-        **_strides("dy", dy, "nkhw"), **_strides("y", y if y is not None else dy, "nkhw"), **_strides("x", x, "nchw"),
+        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),
+        **runtime.stride_args("x", x),
         RELU_MASK=y is not None, BIAS_GRAD=bias_grad, FLAT_CRS=flat_crs, PRECISION=precision,
-        ACC_DTYPE=_accumulator(x.dtype))
+        ACC_DTYPE=runtime.accumulator_type(x.dtype))
     dw = sum_partials(dw_partial, runtime.new_output(weight_shape, device=x.device, dtype=x.dtype))
     db = sum_partials(db_partial, runtime.new_output((K,), device=x.device, dtype=x.dtype)) if bias_grad else None
     return dw, db

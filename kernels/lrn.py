@@ -128,14 +128,6 @@ def _blocks(C: int) -> dict:
     return dict(BLOCK_C=block_c, BLOCK_P=max(1, 4096 // block_c))
 
 
-def _strides(prefix: str, t: torch.Tensor) -> dict:
-    return {f"{prefix}_s{d}": stride for d, stride in zip("nchw", t.stride(), strict=True)}
-
-
-def _compute_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
     """y [N, C, H, W] = local_response_norm(x [N, C, H, W]); y keeps x's memory format."""
     _check("local_response_norm", x.shape, size, alpha, beta, k)
@@ -145,9 +137,9 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     blocks = _blocks(C)
     runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
-                   x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **_strides("x", x), **_strides("y", y),
+                   x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **runtime.stride_args("x", x), **runtime.stride_args("y", y),
                    size=size, alpha=float(alpha), beta=float(beta), k=float(k),
-                   COMPUTE_DTYPE=_compute_dtype(x.dtype), **blocks)
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return y
 
 
@@ -163,7 +155,8 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     blocks = _blocks(C)
     runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
-                   dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **_strides("dy", dy), **_strides("x", x),
-                   **_strides("dx", dx), size=size, alpha=float(alpha), beta=float(beta), k=float(k),
-                   COMPUTE_DTYPE=_compute_dtype(x.dtype), **blocks)
+                   dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **runtime.stride_args("dy", dy),
+                   **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
+                   size=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return dx

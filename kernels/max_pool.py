@@ -139,15 +139,6 @@ def max_pool2d_geometry(x_shape, kernel_size, stride=None, padding=0) -> dict:
                 pad_h=pad_h, pad_w=pad_w)
 
 
-def _compute_dtype(dtype: torch.dtype):
-    """Comparisons and sums in fp32 (fp64 for float64 inputs)."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _strides(prefix: str, t: torch.Tensor) -> dict:
-    return {f"{prefix}_s{d}": stride for d, stride in zip("nchw", t.stride(), strict=True)}
-
-
 def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] int8, or int16 for windows over 127 elements)."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding)
@@ -159,9 +150,9 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> 
     window_dtype = torch.int8 if g["KH"] * g["KW"] <= 127 else torch.int16
     window = runtime.new_output(shape, device=x.device, dtype=window_dtype, memory_format=fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
-                   runtime.POOLING, x_ptr=x, y_ptr=y, window_ptr=window, **g, **_strides("x", x),
-                   **_strides("y", y), CHANNELS_LAST=fmt is torch.channels_last,
-                   COMPUTE_DTYPE=_compute_dtype(x.dtype))
+                   runtime.POOLING, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
+                   **runtime.stride_args("y", y), CHANNELS_LAST=fmt is torch.channels_last,
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
     return y, window
 
 
@@ -176,7 +167,7 @@ def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_
     runtime.check_device("max_pool2d_backward", dy=dy, window=window)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
     runtime.launch(_max_pool2d_backward_kernel, lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),),
-                   runtime.POOLING, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **_strides("dy", dy),
-                   **_strides("win", window), **_strides("dx", dx),
-                   CHANNELS_LAST=memory_format is torch.channels_last, COMPUTE_DTYPE=_compute_dtype(dy.dtype))
+                   runtime.POOLING, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
+                   **runtime.stride_args("win", window), **runtime.stride_args("dx", dx),
+                   CHANNELS_LAST=memory_format is torch.channels_last, COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx

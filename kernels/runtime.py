@@ -50,6 +50,7 @@ MODE = _decide_mode()
 INTERPRETER = MODE == "interpreter"
 
 import triton  # noqa: E402  (the mode must be fixed before Triton is imported)
+import triton.language as tl  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,16 @@ def check_device(op: str, **tensors: torch.Tensor | None) -> None:
 # NaN (integers: their maximum) first, so an element a kernel fails to write
 # cannot pass for a result.
 poison_outputs = False
+
+
+def stride_args(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict[str, int]:
+    """Kernel stride arguments: stride_args("w", weight, "kcrs") -> {"w_sk": ..., "w_sc": ..., ...}."""
+    return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride(), strict=True)}
+
+
+def accumulator_type(dtype: torch.dtype):
+    """Type kernels accumulate and compare in: fp32, or fp64 for float64 (verification) inputs."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def memory_format_of(t: torch.Tensor) -> torch.memory_format:
