@@ -55,3 +55,24 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class LRNMaxPool2d(torch.nn.Module):
+    """``MaxPool2d(kernel_size, stride, padding)(LocalResponseNorm(size, alpha, beta, k)(x))`` in one fused op.
+
+    AlexNet 2012's block after conv1 and conv2 (its x is the conv+ReLU output).
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, kernel_size=3,
+                 stride=2, padding=0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.lrn_max_pool2d(x, self.size, self.alpha, self.beta, self.k, self.kernel_size, self.stride,
+                                  self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")

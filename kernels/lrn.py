@@ -4,8 +4,10 @@ y_c = x_c * d_c^(-beta),  d_c = k + alpha / size * sum_{j = c - size//2}^{c + si
 (zero-padded channel window, alpha divided by size as PyTorch does; odd sizes).
 dx_i = dy_i * d_i^(-beta) - 2 * alpha * beta / size * x_i * sum_{c: |c - i| <= size//2} dy_c * x_c * d_c^(-beta - 1)
 
-Math in fp32 (fp64 for float64 inputs). Backward recomputes d from x, so it
-needs only the forward's input (in AlexNet: the conv+ReLU output, already saved).
+Math in fp32 (fp64 for float64 inputs). Each program holds every channel of its
+positions, so the channel windows are sums of register shifts of one tile: x and
+dy are each read once. Backward recomputes d from x, so it needs only the
+forward's input (in AlexNet: the conv+ReLU output, already saved).
 """
 
 from __future__ import annotations
@@ -25,27 +27,50 @@ def _positions(pid, N, H, W, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def _load_channels(ptr_p, c, C, sc, p_ok, COMPUTE_DTYPE: tl.constexpr):
-    """Values [BLOCK_C, BLOCK_P] at channels c (0 outside [0, C)) of positions ptr_p."""
-    mask = (c >= 0)[:, None] & (c < C)[:, None] & p_ok[None, :]
-    return tl.load(ptr_p[None, :] + (c * sc)[:, None], mask=mask, other=0.0).to(COMPUTE_DTYPE)
+def _channel_window_sum(t, c, C, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """sum of t over channels c - SIZE//2 .. c + SIZE//2 (zero outside [0, C)); t, result: [BLOCK_C, BLOCK_P].
 
-
-@triton.jit
-def _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
-                     BLOCK_P: tl.constexpr):
-    """d = k + alpha / size * (sum of x^2 over the channel window centred on c), [BLOCK_C, BLOCK_P]."""
-    squares = tl.zeros([BLOCK_C, BLOCK_P], dtype=COMPUTE_DTYPE)
-    for offset in range(0, size):
-        v = _load_channels(x_p, c + offset - size // 2, C, x_sc, p_ok, COMPUTE_DTYPE)
-        squares += v * v
-    return k + alpha / size * squares
+    The channel shifts are register gathers of the tile (shared memory on a GPU), not reloads.
+    """
+    total = tl.zeros_like(t)
+    for offset in tl.static_range(SIZE):
+        j = c + offset - SIZE // 2
+        rows = tl.broadcast_to(tl.minimum(tl.maximum(j, 0), BLOCK_C - 1)[:, None], t.shape)
+        total += tl.where(((j >= 0) & (j < C))[:, None], tl.gather(t, rows, 0), 0.0)
+    return total
 
 
 @triton.jit
 def _pow(base, exponent):
     """base ** exponent for base > 0 (libdevice pow is unavailable in the interpreter)."""
     return tl.exp2(exponent * tl.log2(base))
+
+
+@triton.jit
+def _lrn_denominator(x, c, C, alpha, k, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """d = k + alpha / size * (window sum of x^2) for a tile x [BLOCK_C, BLOCK_P] holding every channel."""
+    return k + alpha / SIZE * _channel_window_sum(x * x, c, C, SIZE, BLOCK_C)
+
+
+@triton.jit
+def _lrn_input_grad(dy, x, d, c, C, alpha, beta, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx from tiles dy, x and the denominator d [BLOCK_C, BLOCK_P] (the module docstring's formula)."""
+    neighbours = _channel_window_sum(dy * x * _pow(d, -beta - 1.0), c, C, SIZE, BLOCK_C)
+    return dy * _pow(d, -beta) - 2.0 * alpha * beta / SIZE * x * neighbours
+
+
+@triton.jit
+def _load_channels(ptr_p, c, C, sc, p_ok, COMPUTE_DTYPE: tl.constexpr):
+    """Values [BLOCK_C, BLOCK_P] of channels c (0 outside [0, C)) at position pointers ptr_p [BLOCK_P]."""
+    mask = (c < C)[:, None] & p_ok[None, :]
+    return tl.load(ptr_p[None, :] + (c * sc)[:, None], mask=mask, other=0.0).to(COMPUTE_DTYPE)
+
+
+@triton.jit
+def _store_channels(ptr_p, c, C, sc, p_ok, values):
+    """Store values [BLOCK_C, BLOCK_P] to channels c < C at position pointers ptr_p [BLOCK_P]."""
+    tl.store(ptr_p[None, :] + (c * sc)[:, None], values.to(ptr_p.dtype.element_ty),
+             mask=(c < C)[:, None] & p_ok[None, :])
 
 
 @triton.jit
@@ -58,21 +83,18 @@ def _lrn_forward_kernel(
     x_sn, x_sc, x_sh, x_sw,
     y_sn, y_sc, y_sh, y_sw,
     # runtime scalars
-    size, alpha, beta, k,
-    # meta
-    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    alpha, beta, k,
+    # meta (the window size is unrolled)
+    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """y = x * d^(-beta). grid (cdiv(N*H*W, BLOCK_P),): each program normalises all C channels
     (BLOCK_C >= C) of BLOCK_P positions."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
-    x_p = x_ptr + n * x_sn + h * x_sh + w * x_sw
     c = tl.arange(0, BLOCK_C)
-    x = _load_channels(x_p, c, C, x_sc, p_ok, COMPUTE_DTYPE)
-    d = _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
-    y = x * _pow(d, -beta)
-    y_ptrs = (y_ptr + n * y_sn + h * y_sh + w * y_sw)[None, :] + (c * y_sc)[:, None]
-    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=(c < C)[:, None] & p_ok[None, :])
+    x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
+    _store_channels(y_ptr + n * y_sn + h * y_sh + w * y_sw, c, C, y_sc, p_ok, x * _pow(d, -beta))
 
 
 @triton.jit
@@ -86,33 +108,22 @@ def _lrn_backward_kernel(
     x_sn, x_sc, x_sh, x_sw,
     dx_sn, dx_sc, dx_sh, dx_sw,
     # runtime scalars
-    size, alpha, beta, k,
-    # meta
-    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    alpha, beta, k,
+    # meta (the window size is unrolled)
+    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """dx from dy and x (d is recomputed). grid (cdiv(N*H*W, BLOCK_P),)."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
-    x_p = x_ptr + n * x_sn + h * x_sh + w * x_sw
-    dy_p = dy_ptr + n * dy_sn + h * dy_sh + w * dy_sw
     c = tl.arange(0, BLOCK_C)
-    x = _load_channels(x_p, c, C, x_sc, p_ok, COMPUTE_DTYPE)
-    dy = _load_channels(dy_p, c, C, dy_sc, p_ok, COMPUTE_DTYPE)
-    d = _lrn_denominator(x_p, c, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
-    # sum over the channels j whose window holds c of dy_j * x_j * d_j^(-beta - 1)
-    neighbours = tl.zeros([BLOCK_C, BLOCK_P], dtype=COMPUTE_DTYPE)
-    for offset in range(0, size):
-        j = c + offset - size // 2
-        d_j = _lrn_denominator(x_p, j, C, x_sc, p_ok, size, alpha, k, COMPUTE_DTYPE, BLOCK_C, BLOCK_P)
-        dy_j = _load_channels(dy_p, j, C, dy_sc, p_ok, COMPUTE_DTYPE)
-        x_j = _load_channels(x_p, j, C, x_sc, p_ok, COMPUTE_DTYPE)
-        neighbours += dy_j * x_j * _pow(d_j, -beta - 1.0)
-    dx = dy * _pow(d, -beta) - 2.0 * alpha * beta / size * x * neighbours
-    dx_ptrs = (dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw)[None, :] + (c * dx_sc)[:, None]
-    tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=(c < C)[:, None] & p_ok[None, :])
+    x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    dy = _load_channels(dy_ptr + n * dy_sn + h * dy_sh + w * dy_sw, c, C, dy_sc, p_ok, COMPUTE_DTYPE)
+    d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
+    dx = _lrn_input_grad(dy, x, d, c, C, alpha, beta, SIZE, BLOCK_C)
+    _store_channels(dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw, c, C, dx_sc, p_ok, dx)
 
 
-def _check(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> None:
+def check_lrn_arguments(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> None:
     if len(x_shape) != 4:
         raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
@@ -122,23 +133,23 @@ def _check(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> 
                          f"got k={k}, alpha={alpha}")
 
 
-def _blocks(C: int) -> dict:
-    """All channels in one block; about 4096 elements per program."""
+def channel_blocks(C: int) -> dict:
+    """All channels in one block, BLOCK_P pixels: about runtime.LRN_TILE_ELEMENTS elements per program."""
     block_c = triton.next_power_of_2(C)
-    return dict(BLOCK_C=block_c, BLOCK_P=max(1, 4096 // block_c))
+    return dict(BLOCK_C=block_c, BLOCK_P=max(1, runtime.LRN_TILE_ELEMENTS // block_c))
 
 
 def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
     """y [N, C, H, W] = local_response_norm(x [N, C, H, W]); y keeps x's memory format."""
-    _check("local_response_norm", x.shape, size, alpha, beta, k)
+    check_lrn_arguments("local_response_norm", x.shape, size, alpha, beta, k)
     runtime.check_float_dtype("local_response_norm", x=x)
     runtime.check_device("local_response_norm", x=x)
     N, C, H, W = x.shape
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
-    blocks = _blocks(C)
+    blocks = channel_blocks(C)
     runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
                    x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **runtime.stride_args("x", x), **runtime.stride_args("y", y),
-                   size=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return y
 
@@ -146,17 +157,17 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
                  k: float = 1.0) -> torch.Tensor:
     """dx [N, C, H, W] from dy and the forward's input x (same shape); dx keeps x's memory format."""
-    _check("local_response_norm_backward", x.shape, size, alpha, beta, k)
+    check_lrn_arguments("local_response_norm_backward", x.shape, size, alpha, beta, k)
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
                          f"x {tuple(x.shape)} {x.dtype}")
     runtime.check_device("local_response_norm_backward", dy=dy, x=x)
     N, C, H, W = x.shape
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
-    blocks = _blocks(C)
+    blocks = channel_blocks(C)
     runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
                    dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
-                   size=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return dx

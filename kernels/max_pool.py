@@ -33,6 +33,46 @@ def _output_coordinates(offs, C, OH, OW, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
+def _first_in_bounds(h0, w0, KW):
+    """Window offset of the first in-bounds position of windows starting at (h0, w0): PyTorch keeps it
+    when nothing beats -inf."""
+    return (tl.maximum(h0, 0) - h0) * KW + (tl.maximum(w0, 0) - w0)
+
+
+@triton.jit
+def _keep_maximum(best, best_at, v, inside, at):
+    """Running window maximum in PyTorch's order: a later value wins if greater or NaN (ties keep the first)."""
+    wins = inside & ((v > best) | (v != v))
+    return tl.where(wins, v, best), tl.where(wins, at, best_at)
+
+
+@triton.jit
+def _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW, stride_h, stride_w, pad_h, pad_w,
+                         dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE: tl.constexpr):
+    """Sum of dy over the windows covering input pixels (n64, c, h, w) whose saved winner is that pixel.
+
+    Indices broadcast against each other to valid's shape; at most ceil(KH/stride) x ceil(KW/stride) windows.
+    """
+    # windows oh with oh*stride - pad <= h <= oh*stride - pad + KH - 1
+    last_oh = tl.minimum((h + pad_h) // stride_h, OH - 1)
+    last_ow = tl.minimum((w + pad_w) // stride_w, OW - 1)
+    acc = tl.zeros(valid.shape, dtype=COMPUTE_DTYPE)
+    for a in range(0, tl.cdiv(KH, stride_h)):
+        oh = last_oh - a
+        for b in range(0, tl.cdiv(KW, stride_w)):
+            ow = last_ow - b
+            local_h = h - (oh * stride_h - pad_h)
+            local_w = w - (ow * stride_w - pad_w)
+            covers = valid & (oh >= 0) & (ow >= 0) & (local_h < KH) & (local_w < KW)
+            winner = tl.load(window_ptr + n64 * win_sn + c * win_sc + oh * win_sh + ow * win_sw, mask=covers,
+                             other=-1)
+            mine = covers & (winner.to(tl.int32) == local_h * KW + local_w)
+            acc += tl.load(dy_ptr + n64 * dy_sn + c * dy_sc + oh * dy_sh + ow * dy_sw, mask=mine,
+                           other=0.0).to(COMPUTE_DTYPE)
+    return acc
+
+
+@triton.jit
 def _max_pool2d_forward_kernel(
     # pointers
     x_ptr, y_ptr, window_ptr,
@@ -56,19 +96,14 @@ def _max_pool2d_forward_kernel(
     h0 = oh * stride_h - pad_h
     w0 = ow * stride_w - pad_w
     x_base = x_ptr + n.to(tl.int64) * x_sn + c * x_sc
-    # PyTorch starts from the first in-bounds position: it keeps the index when nothing beats -inf
-    first_h = tl.maximum(h0, 0)
-    first_w = tl.maximum(w0, 0)
     best = tl.full([BLOCK], float("-inf"), COMPUTE_DTYPE)
-    best_at = (first_h - h0) * KW + (first_w - w0)
+    best_at = _first_in_bounds(h0, w0, KW)
     for at in range(0, KH * KW):  # row-major window order: ties keep the first
         h = h0 + at // KW
         w = w0 + at % KW
         inside = valid & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         v = tl.load(x_base + h * x_sh + w * x_sw, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE)
-        wins = inside & ((v > best) | (v != v))
-        best = tl.where(wins, v, best)
-        best_at = tl.where(wins, at, best_at)
+        best, best_at = _keep_maximum(best, best_at, v, inside, at)
     out = n.to(tl.int64) * y_sn + c * y_sc + oh * y_sh + ow * y_sw
     tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=valid)
     tl.store(window_ptr + out, best_at.to(window_ptr.dtype.element_ty), mask=valid)
@@ -96,23 +131,9 @@ def _max_pool2d_backward_kernel(
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N * C * H * W
     n, c, h, w = _output_coordinates(offs, C, H, W, CHANNELS_LAST)
-    # windows oh with oh*stride - pad <= h <= oh*stride - pad + KH - 1
-    last_oh = tl.minimum((h + pad_h) // stride_h, OH - 1)
-    last_ow = tl.minimum((w + pad_w) // stride_w, OW - 1)
     n64 = n.to(tl.int64)
-    acc = tl.zeros([BLOCK], dtype=COMPUTE_DTYPE)
-    for a in range(0, tl.cdiv(KH, stride_h)):
-        oh = last_oh - a
-        for b in range(0, tl.cdiv(KW, stride_w)):
-            ow = last_ow - b
-            local_h = h - (oh * stride_h - pad_h)
-            local_w = w - (ow * stride_w - pad_w)
-            covers = valid & (oh >= 0) & (ow >= 0) & (local_h < KH) & (local_w < KW)
-            winner = tl.load(window_ptr + n64 * win_sn + c * win_sc + oh * win_sh + ow * win_sw, mask=covers,
-                             other=-1)
-            mine = covers & (winner.to(tl.int32) == local_h * KW + local_w)
-            acc += tl.load(dy_ptr + n64 * dy_sn + c * dy_sc + oh * dy_sh + ow * dy_sw, mask=mine,
-                           other=0.0).to(COMPUTE_DTYPE)
+    acc = _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW, stride_h, stride_w, pad_h,
+                               pad_w, dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE)
     out = n64 * dx_sn + c * dx_sc + h * dx_sh + w * dx_sw
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=valid)
 
@@ -139,6 +160,11 @@ def max_pool2d_geometry(x_shape, kernel_size, stride=None, padding=0) -> dict:
                 pad_h=pad_h, pad_w=pad_w)
 
 
+def window_offset_dtype(geometry: dict) -> torch.dtype:
+    """The smallest integer type holding a window offset: int8, or int16 for windows over 127 elements."""
+    return torch.int8 if geometry["KH"] * geometry["KW"] <= 127 else torch.int16
+
+
 def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] int8, or int16 for windows over 127 elements)."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding)
@@ -147,8 +173,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> 
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    window_dtype = torch.int8 if g["KH"] * g["KW"] <= 127 else torch.int16
-    window = runtime.new_output(shape, device=x.device, dtype=window_dtype, memory_format=fmt)
+    window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
                    runtime.POOLING, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    **runtime.stride_args("y", y), CHANNELS_LAST=fmt is torch.channels_last,

@@ -1,0 +1,154 @@
+"""AlexNet's normalise-and-pool block fused: max_pool2d(local_response_norm(x)), forward and backward.
+
+x is the conv+ReLU output [N, C, H, W], which the conv already saves for its own
+backward. The forward never writes the LRN output: each program holds every
+channel of BLOCK_P output pixels, computes the LRN of each window position in
+registers (channel windows as register shifts, kernels/lrn.py) and keeps the
+running maximum and its int8 window offset (kernels/max_pool.py). The backward
+recomputes the denominator from x, gathers the pooling gradient of each input
+pixel from the <= 4 windows that cover it, and applies the LRN backward to it,
+all in registers. Saved for backward: x (shared with the conv) and the window
+offsets (1 byte per output element).
+
+Each LRN value is rounded to x's dtype before the max, and the pooling gradient
+before the LRN backward, as the unfused ops store them: the fused op picks the
+same winners and gives the same results as ``max_pool2d(local_response_norm(x))``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import runtime
+from .lrn import (
+    _load_channels,
+    _lrn_denominator,
+    _lrn_input_grad,
+    _positions,
+    _pow,
+    _store_channels,
+    channel_blocks,
+    check_lrn_arguments,
+)
+from .max_pool import _first_in_bounds, _gather_window_grads, _keep_maximum, max_pool2d_geometry, window_offset_dtype
+
+
+@triton.jit
+def _lrn_max_pool_forward_kernel(
+    # pointers
+    x_ptr, y_ptr, window_ptr,
+    # sizes
+    N, C, H, W, OH, OW, KH, KW,
+    # geometry
+    stride_h, stride_w, pad_h, pad_w,
+    # strides, in elements (window shares y's strides)
+    x_sn, x_sc, x_sh, x_sw,
+    y_sn, y_sc, y_sh, y_sw,
+    # runtime scalars (LRN)
+    alpha, beta, k,
+    # meta (the window size is unrolled)
+    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """y = max over each window of LRN(x); window = row-major offset of the winner in its window.
+
+    grid (cdiv(N*OH*OW, BLOCK_P),): each program computes all C channels (BLOCK_C >= C) of BLOCK_P outputs.
+    """
+    n, oh, ow, p_ok = _positions(tl.program_id(0), N, OH, OW, BLOCK_P)
+    n = n.to(tl.int64)
+    c = tl.arange(0, BLOCK_C)
+    h0 = oh * stride_h - pad_h
+    w0 = ow * stride_w - pad_w
+    best = tl.full([BLOCK_C, BLOCK_P], float("-inf"), COMPUTE_DTYPE)
+    best_at = tl.broadcast_to(_first_in_bounds(h0, w0, KW)[None, :], [BLOCK_C, BLOCK_P])
+    for at in range(0, KH * KW):  # row-major window order: ties keep the first
+        h = h0 + at // KW
+        w = w0 + at % KW
+        inside = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, inside, COMPUTE_DTYPE)
+        d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
+        normalised = (x * _pow(d, -beta)).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
+        best, best_at = _keep_maximum(best, best_at, normalised, inside[None, :], at)
+    _store_channels(y_ptr + n * y_sn + oh * y_sh + ow * y_sw, c, C, y_sc, p_ok, best)
+    _store_channels(window_ptr + n * y_sn + oh * y_sh + ow * y_sw, c, C, y_sc, p_ok, best_at)
+
+
+@triton.jit
+def _lrn_max_pool_backward_kernel(
+    # pointers
+    dy_ptr, window_ptr, x_ptr, dx_ptr,
+    # sizes
+    N, C, H, W, OH, OW, KH, KW,
+    # geometry
+    stride_h, stride_w, pad_h, pad_w,
+    # strides, in elements
+    dy_sn, dy_sc, dy_sh, dy_sw,
+    win_sn, win_sc, win_sh, win_sw,
+    x_sn, x_sc, x_sh, x_sw,
+    dx_sn, dx_sc, dx_sh, dx_sw,
+    # runtime scalars (LRN)
+    alpha, beta, k,
+    # meta (the window size is unrolled)
+    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """dx from dy [N, C, OH, OW], the window offsets and x. grid (cdiv(N*H*W, BLOCK_P),): each program
+    computes all C channels of BLOCK_P input pixels."""
+    n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
+    n = n.to(tl.int64)
+    c = tl.arange(0, BLOCK_C)
+    x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
+    valid = (c < C)[:, None] & p_ok[None, :]
+    d_normalised = _gather_window_grads(dy_ptr, window_ptr, n[None, :], c[:, None], h[None, :], w[None, :], valid,
+                                        OH, OW, KH, KW, stride_h, stride_w, pad_h, pad_w, dy_sn, dy_sc, dy_sh, dy_sw,
+                                        win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE)
+    d_normalised = d_normalised.to(dx_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
+    dx = _lrn_input_grad(d_normalised, x, d, c, C, alpha, beta, SIZE, BLOCK_C)
+    _store_channels(dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw, c, C, dx_sc, p_ok, dx)
+
+
+def lrn_max_pool2d_geometry(x_shape, size, alpha, beta, k, kernel_size, stride, padding) -> dict:
+    """Validate the LRN and pooling parameters against x_shape [N, C, H, W]; return kernel size arguments."""
+    check_lrn_arguments("lrn_max_pool2d", x_shape, size, alpha, beta, k)
+    return max_pool2d_geometry(x_shape, kernel_size, stride, padding)
+
+
+def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size,
+                           stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y [N, C, OH, OW], int8 window offsets [N, C, OH, OW]) of max_pool2d(local_response_norm(x)).
+
+    y and the offsets keep x's memory format.
+    """
+    g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
+    runtime.check_float_dtype("lrn_max_pool2d", x=x)
+    runtime.check_device("lrn_max_pool2d", x=x)
+    fmt = runtime.memory_format_of(x)
+    shape = (g["N"], g["C"], g["OH"], g["OW"])
+    y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+    window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
+    runtime.launch(_lrn_max_pool_forward_kernel,
+                   lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_P"]),), runtime.LRN,
+                   x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
+                   **runtime.stride_args("y", y), SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
+    return y, window
+
+
+def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
+                            beta: float, k: float, kernel_size, stride=None, padding=0) -> torch.Tensor:
+    """dx [N, C, H, W] (x's memory format) from dy and the window offsets [N, C, OH, OW], and x."""
+    g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
+    out_shape = (g["N"], g["C"], g["OH"], g["OW"])
+    if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape or dy.dtype != x.dtype:
+        raise ValueError(f"lrn_max_pool2d_backward: dy {tuple(dy.shape)} {dy.dtype} and window "
+                         f"{tuple(window.shape)} must have shape {out_shape} (dy of dtype {x.dtype})")
+    runtime.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
+    dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
+    runtime.launch(_lrn_max_pool_backward_kernel,
+                   lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), runtime.LRN,
+                   dy_ptr=dy, window_ptr=window, x_ptr=x, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
+                   **runtime.stride_args("win", window), **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
+                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
+    return dx

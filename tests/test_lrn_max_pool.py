@@ -1,0 +1,194 @@
+"""The fused LRN + max-pool block against F.max_pool2d(F.local_response_norm(x)), and conv->ReLU->block whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from alexnet_triton.kernels import lrn_max_pool
+from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+
+from alexnet_triton import nn, ops
+from alexnet_triton.architecture import CONV_LAYERS
+
+# (shape, size, alpha, beta, k, kernel, stride, padding): AlexNet's two blocks (channels / 8, real spatial
+# sizes), other LRN sizes and constants, padded / rectangular / non-overlapping pools, odd channel counts.
+CASES = [
+    pytest.param((2, 12, 55, 55), 5, 1e-4, 0.75, 2.0, 3, 2, 0, id="alexnet-block1"),
+    pytest.param((2, 32, 27, 27), 5, 5e-4, 0.75, 2.0, 3, 2, 0, id="alexnet-block2-paper-alpha"),
+    pytest.param((1, 7, 9, 10), 3, 0.5, 0.75, 1.0, 3, 2, 1, id="size3-padded-pool"),
+    pytest.param((2, 33, 6, 5), 7, 1.0, 0.5, 1.5, (3, 2), (2, 1), (1, 0), id="size7-rect-pool-33-channels"),
+    pytest.param((1, 3, 8, 8), 5, 0.2, 1.2, 0.8, 2, 2, 0, id="fewer-channels-than-window"),
+]
+
+
+def reference(x, size, alpha, beta, k, kernel, stride, padding):
+    return F.max_pool2d(F.local_response_norm(x, size, alpha, beta, k), kernel, stride, padding)
+
+
+def relu_output(shape, dtype=torch.float32, channels_last=False, seed=0):
+    """A conv+ReLU-like input: about half zeros, the rest positive."""
+    x = F.relu(torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 3)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x.to(dtype).requires_grad_()
+
+
+def upstream(y, seed=1):
+    return torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(y.dtype)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, size, alpha, beta, k, kernel, stride, padding", CASES)
+def test_matches_torch_fp32(shape, size, alpha, beta, k, kernel, stride, padding, channels_last,
+                            no_torch_fallback):
+    x = relu_output(shape, channels_last=channels_last)
+    block = (size, alpha, beta, k, kernel, stride, padding)
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, *block)
+    dy = upstream(y)
+    with no_torch_fallback():
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref = reference(x, *block)
+    dx_ref, = torch.autograd.grad(y_ref, x, dy)
+    assert_close(y, y_ref, "y")
+    assert_close(dx, dx_ref, "dx")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_equals_the_unfused_triton_ops(channels_last):
+    """Same winners and bitwise the same outputs as local_response_norm then max_pool2d on our kernels."""
+    x = relu_output((2, 20, 13, 13), channels_last=channels_last, seed=3)
+    y, window = lrn_max_pool.lrn_max_pool2d_forward(x.detach(), 5, 1e-3, 0.75, 2.0, 3, 2)
+    y_unfused = ops.max_pool2d(ops.local_response_norm(x, 5, 1e-3, 0.75, 2.0), 3, 2)
+    assert window.dtype == torch.int8
+    assert torch.equal(y, y_unfused)
+    dy = upstream(y)
+    dx = lrn_max_pool.lrn_max_pool2d_backward(dy, window, x.detach(), 5, 1e-3, 0.75, 2.0, 3, 2)
+    dx_unfused, = torch.autograd.grad(y_unfused, x, dy)
+    assert_close(dx, dx_unfused, "dx")
+
+
+def test_ties_after_relu_go_to_the_first_maximum(no_torch_fallback):
+    """Small integers after ReLU: many windows hold equal normalised values; PyTorch's first maximum wins."""
+    gen = torch.Generator().manual_seed(2)
+    x = F.relu(torch.randint(-2, 3, (2, 6, 15, 15), generator=gen).float()).requires_grad_()
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, 3, 1e-2, 0.75, 1.0, 3, 2)
+    dy = upstream(y)
+    with no_torch_fallback():
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref = reference(x, 3, 1e-2, 0.75, 1.0, 3, 2, 0)
+    dx_ref, = torch.autograd.grad(y_ref, x, dy)
+    assert_close(y, y_ref, "y")
+    assert_close(dx, dx_ref, "dx")  # a gradient routed to another tied position would be off by O(1)
+
+
+def test_nan_propagates_like_torch(no_torch_fallback):
+    """A NaN spreads over its LRN channel window and wins every pooling window it is in, as in PyTorch."""
+    x = relu_output((1, 8, 9, 9)).detach()
+    x[0, 3, 4, 4] = float("nan")
+    x.requires_grad_()
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, 3, 1e-2, 0.75, 1.0, 3, 2)
+    y_ref = reference(x, 3, 1e-2, 0.75, 1.0, 3, 2, 0)
+    assert torch.isnan(y_ref).any()
+    torch.testing.assert_close(y, y_ref, equal_nan=True, atol=1e-4, rtol=1e-4)
+
+
+def rounded_reference(x, dy, dtype, reference_dtype, block):
+    """(y, dx) of the composition computed in reference_dtype, with the LRN output rounded to ``dtype`` before the
+    pool (straight-through for the gradient), as every implementation that stores it in ``dtype`` does: bf16
+    rounding makes ties, which an unrounded reference would break differently, routing gradients elsewhere."""
+    x_ref = x.detach().to(reference_dtype).requires_grad_()
+    normalised = F.local_response_norm(x_ref, *block[:4])
+    normalised = normalised + (normalised.to(dtype).to(reference_dtype) - normalised).detach()
+    y = F.max_pool2d(normalised, *block[4:])
+    return y, *torch.autograd.grad(y, x_ref, dy.to(reference_dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_low_precision_against_fp64(dtype, no_torch_fallback):
+    """PyTorch's CPU LRN has no fp16/bf16 kernels, so its share of the bound is its fp32 result rounded."""
+    skip_unless_bf16_testable(dtype)
+    x = relu_output((2, 16, 11, 11), dtype=dtype)
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, *block)
+        dy = upstream(y)
+        dx, = torch.autograd.grad(y, x, dy)
+    assert y.dtype == dtype and dx.dtype == dtype
+    reference32 = rounded_reference(x, dy, dtype, torch.float32, block)
+    reference64 = rounded_reference(x, dy, dtype, torch.float64, block)
+    for name, ours, ref32, ref64 in zip(("y", "dx"), (y, dx), reference32, reference64, strict=True):
+        assert_low_precision_close(ours, ref32.to(dtype), ref64, name)
+
+
+def test_gradcheck_float64():
+    x = (torch.rand(1, 5, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) + 0.1)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.lrn_max_pool2d(x, 3, 0.5, 0.75, 1.0, 3, 2), (x,), fast_mode=True)
+
+
+BLOCK_LAYERS = [layer.scaled(8, size) for layer, size in zip(CONV_LAYERS["2012"][:2], (43, 15), strict=True)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("layer", BLOCK_LAYERS, ids=["conv1-block", "conv2-block"])
+def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, no_torch_fallback):
+    """AlexNet's conv -> ReLU -> LRN -> pool on the Triton path against PyTorch: output and every gradient."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, layer.in_channels, layer.size, layer.size, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel, generator=gen)
+    w = w / (layer.in_channels // layer.groups * layer.kernel ** 2) ** 0.5
+    b = torch.randn(layer.out_channels, generator=gen)
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    conv = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(ops.conv2d(x, w, b, relu=True, **conv), 5, 1e-4, 0.75, 2.0)
+    dy = upstream(y)
+    with no_torch_fallback():
+        grads = torch.autograd.grad(y, (x, w, b), dy)
+    y_ref = reference(F.relu(F.conv2d(x, w, b, **conv)), 5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
+    for name, ours, ref in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(ours, ref, name)
+
+
+def test_module_is_the_composition(no_torch_fallback):
+    x = relu_output((2, 8, 9, 9))
+    with no_torch_fallback():
+        y = nn.LRNMaxPool2d(5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2)(x)
+    assert_close(y, reference(x, 5, 1e-4, 0.75, 2.0, 3, 2, 0), "y")
+
+
+BAD_INPUTS = [
+    ("3-D x", (4, 9, 9), dict(size=5), ValueError, r"x must be 4-D.*\(4, 9, 9\)"),
+    ("even size", (1, 4, 9, 9), dict(size=4), ValueError, r"positive odd int, got 4"),
+    ("non-positive size", (1, 4, 9, 9), dict(size=-1), ValueError, r"positive odd int, got -1"),
+    ("kernel larger than input", (1, 4, 2, 2), dict(size=3), ValueError, r"larger than the input"),
+    ("padding over half the kernel", (1, 4, 9, 9), dict(size=3, padding=2), ValueError, r"at most half"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_with_a_clear_error(case):
+    _, shape, kwargs, error, message = case
+    with pytest.raises(error, match=message):
+        ops.lrn_max_pool2d(torch.rand(shape), **kwargs)
+
+
+def test_integer_input_is_rejected():
+    with pytest.raises(TypeError, match="x has dtype torch.int64"):
+        ops.lrn_max_pool2d(torch.ones(1, 4, 9, 9, dtype=torch.int64), 3)
+
+
+def test_mismatched_gradient_is_rejected():
+    x = relu_output((1, 4, 9, 9)).detach()
+    y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 3, 1e-4, 0.75, 1.0, 3, 2)
+    with pytest.raises(ValueError, match=r"dy \(1, 4, 3, 3\).*must have shape \(1, 4, 4, 4\)"):
+        lrn_max_pool.lrn_max_pool2d_backward(torch.zeros(1, 4, 3, 3), window, x, 3, 1e-4, 0.75, 1.0, 3, 2)
