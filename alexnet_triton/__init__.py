@@ -5,7 +5,7 @@ Triton's CPU interpreter when no GPU is present): ``alexnet_triton.kernels``
 imports its ``runtime`` before anything imports Triton.
 """
 
-from . import nn, ops
+from . import nn, ops, optim
 from .kernels import runtime
 
-__all__ = ["ops", "nn", "runtime"]
+__all__ = ["ops", "nn", "optim", "runtime"]

@@ -44,7 +44,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from alexnet_triton.kernels import conv, lrn, max_pool, runtime  # noqa: E402
+from alexnet_triton.kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
@@ -110,7 +110,91 @@ def lrn_cases():
                 yield f"2012/lrn-after-{layer.name}/{dtype_name}/{layout_name}", run
 
 
-OPS = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases}
+def lrn_pool_cases():
+    """Yield (case label, launcher thunk) for the 2012 net's fused LRN + 3x3/2 max-pool after conv1 and conv2."""
+    for layer in CONV_LAYERS["2012"][:2]:
+        for dtype_name, (dtype, _) in DTYPES.items():
+            for layout_name, layout in LAYOUTS.items():
+                def run(layer=layer, dtype=dtype, layout=layout):
+                    x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                    memory_format=layout)
+                    y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 3, 2)
+                    lrn_max_pool.lrn_max_pool2d_backward(y, window, x, 5, 1e-4, 0.75, 2.0, 3, 2)
+                yield f"2012/lrn-pool-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+def cross_entropy_cases():
+    """Yield (case label, launcher thunk) for the loss on fc8's logits [128, 1000], every dtype, all reductions."""
+    for dtype_name, (dtype, _) in DTYPES.items():
+        def run(dtype=dtype):
+            logits = torch.empty(BATCH, 1000, dtype=dtype)
+            target = torch.zeros(BATCH, dtype=torch.int64)
+            for reduction in cross_entropy.REDUCTIONS:
+                loss, lse = cross_entropy.cross_entropy_forward(logits, target, reduction)
+                cross_entropy.cross_entropy_backward(torch.empty_like(loss), logits, target, lse, reduction)
+        yield f"2012/cross-entropy-fc8/{dtype_name}/rows", run
+
+
+def _alexnet_parameter_shapes():
+    """(variant, name, shape) of every weight and bias of both AlexNet variants (fc6 takes 256 x 6 x 6 features)."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            yield variant, layer.name, (layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
+                                        layer.kernel)
+            yield variant, f"{layer.name}-bias", (layer.out_channels,)
+        for name, (fan_in, fan_out) in {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}.items():
+            yield variant, name, (fan_out, fan_in)
+            yield variant, f"{name}-bias", (fan_out,)
+
+
+def sgd_cases():
+    """Yield (case label, launcher thunk) for two SGD steps (first and later) of every AlexNet parameter:
+    torch's update with and without Nesterov momentum and the paper's, momentum 0.9, weight decay 5e-4."""
+    for variant, name, shape in _alexnet_parameter_shapes():
+        for dtype_name, dtype in {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.items():
+            def run(shape=shape, dtype=dtype):
+                param, grad = torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype)
+                for update, nesterov in (("pytorch", False), ("pytorch", True), ("paper", False)):
+                    hyper = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=nesterov, update=update)
+                    buffer = sgd.sgd_step(param, grad, None, **hyper)
+                    sgd.sgd_step(param, grad, buffer, **hyper)
+            yield f"{variant}/sgd-{name}/{dtype_name}/contiguous", run
+
+
+FC_LAYERS = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+
+
+def linear_cases():
+    """Yield (case label, launcher thunk) for fc6/fc7/fc8 at batch 128, every dtype: fc6 and fc7 with the 2012
+    net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8 plain, and fc7 with dropout but no ReLU
+    (the backward regenerates the mask: the other specialisation of the backward kernels)."""
+    layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
+    layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
+    for name, (fan_in, fan_out), relu, drop in layers:
+        for dtype_name, (dtype, precision) in DTYPES.items():
+            def run(fan_in=fan_in, fan_out=fan_out, relu=relu, drop=drop, dtype=dtype, precision=precision):
+                x = torch.empty(BATCH, fan_in, dtype=dtype)
+                w = torch.empty(fan_out, fan_in, dtype=dtype)
+                b = torch.empty(fan_out, dtype=dtype)
+                p, seed = (0.5, 1234) if drop else (0.0, None)
+                y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision)
+                masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
+                linear.linear_input_grad(y, w, **masks)
+                linear.linear_weight_grad(y, x, **masks)
+            yield f"2012/{name}/{dtype_name}/rowmajor", run
+
+
+def dropout_cases():
+    """Yield (case label, launcher thunk) for the torchvision net's standalone dropout (fc6's input), every dtype."""
+    for dtype_name, (dtype, _) in DTYPES.items():
+        def run(dtype=dtype):
+            x = torch.empty(BATCH, FC_LAYERS["fc6"][0], dtype=dtype)
+            dropout.dropout_backward(dropout.dropout_forward(x, 0.5, 1234), 0.5, 1234)
+        yield f"torchvision/dropout-before-fc6/{dtype_name}/rowmajor", run
+
+
+OPS = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "lrn_pool": lrn_pool_cases,
+       "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases}
 
 
 @dataclass

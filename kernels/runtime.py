@@ -104,26 +104,58 @@ def _tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> 
 # (conv1, fp16), 32x32 weight-gradient tiles (fp32), 32x64 ones on tensor cores
 # (sm_90, channels_last). The per-element im2col
 # addressing is what costs registers.
+# Interpreter tiles: its cost is per tl operation, so few programs and few
+# reduction steps win. Long pixel tiles for the forward and input gradient
+# (M = pixels), long reduction tiles for the weight gradient (K = pixels):
+# 3-5x faster than 128x128x64 on the scaled CPU net's layers.
+_INTERPRETER_PIXEL_TILE = _tile(512, 32, 128, 8, 2)
+_INTERPRETER_REDUCTION_TILE = _tile(32, 128, 512, 8, 2)
 _INTERPRETER_TILE = _tile(128, 128, 64, 8, 2)
 _CONV_KEY = ("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w")
 
 CONV_FORWARD = KernelConfigs(
     tensor_core=(_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_INTERPRETER_TILE, key=_CONV_KEY)
+    interpreter=_INTERPRETER_PIXEL_TILE, key=_CONV_KEY)
 CONV_INPUT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_INTERPRETER_TILE, key=_CONV_KEY)
+    interpreter=_INTERPRETER_PIXEL_TILE, key=_CONV_KEY)
 CONV_WEIGHT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 64, 16, 8, 3),),
     cuda_core=(_tile(32, 64, 32, 4, 2),),
-    interpreter=_INTERPRETER_TILE, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
+    interpreter=_INTERPRETER_REDUCTION_TILE, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
+
+# Linear layers: plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output
+# tile, BLOCK_K reduction step (kernels/linear.py says which dimensions each kernel maps to them). Dropped
+# for spills on sm_80/sm_90: forward tiles of 64 accumulators per thread (64x128 at 4 warps, 128x128 at 8),
+# whose dropout epilogue runs Philox on the whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped
+# for shared memory: 4-stage 64x128x64 TF32 tiles.
+_LINEAR_KEY = ("M", "N", "K")
+LINEAR_FORWARD = KernelConfigs(
+    tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
+LINEAR_INPUT_GRAD = KernelConfigs(
+    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
+LINEAR_WEIGHT_GRAD = KernelConfigs(
+    tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
+    cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
+    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
 
 # Row/element-wise kernels are not autotuned: one config each.
 PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4)
 POOLING = fixed_config(BLOCK=1024, num_warps=8)
 LRN = fixed_config(num_warps=8)  # block sizes follow the channel count (kernels/lrn.py)
+# Elements per LRN program (all channels x BLOCK_P pixels): 4096-element tiles
+# took up to 255 registers in the fused LRN + pool kernels and spilled in the
+# LRN backward (sm_90, fp32); the interpreter runs fewer, larger programs.
+LRN_TILE_ELEMENTS = 32768 if INTERPRETER else 2048
+DROPOUT = fixed_config(BLOCK=1024, num_warps=4)
+CROSS_ENTROPY = fixed_config(BLOCK_C=1024, num_warps=4)  # one row per program; AlexNet's 1000 classes in one chunk
+SGD = fixed_config(BLOCK=1024, num_warps=4)  # 4096-wide blocks took up to 146 registers (numel % 16 != 0)
 
 
 def streaming_multiprocessors() -> int:

@@ -75,6 +75,11 @@ FORBIDDEN_ATEN = {
     "mkldnn_convolution", "_slow_conv2d_forward", "_slow_conv2d_backward", "thnn_conv2d",
     "max_pool2d", "max_pool2d_with_indices", "max_pool2d_with_indices_backward", "mkldnn_max_pool2d",
     "avg_pool3d", "avg_pool3d_backward", "avg_pool2d",  # F.local_response_norm's building blocks
+    "_log_softmax", "_log_softmax_backward_data", "_softmax", "_softmax_backward_data",  # F.cross_entropy's
+    "nll_loss_forward", "nll_loss_backward", "nll_loss", "nll_loss_nd", "cross_entropy_loss",
+    "_fused_sgd", "_fused_sgd_", "_foreach_add", "_foreach_add_", "_foreach_mul", "_foreach_mul_",  # torch SGD's
+    "linear", "addmm", "mm", "matmul", "bmm", "addmv", "mv",  # F.linear and its backward
+    "dropout", "feature_dropout", "native_dropout", "native_dropout_backward", "bernoulli", "bernoulli_",
 }
 
 
@@ -89,7 +94,8 @@ class _ForbidTorchCompute(TorchDispatchMode):
 
 @pytest.fixture
 def no_torch_fallback(monkeypatch):
-    """A context manager: inside it, PyTorch's convolution, pooling and LRN raise (Python and ATen entry points)."""
+    """A context manager: inside it, PyTorch's convolution, pooling, LRN, cross-entropy, SGD, linear (matmul)
+    and dropout kernels raise (Python and ATen entry points)."""
 
     @contextlib.contextmanager
     def guard():
@@ -102,6 +108,10 @@ def no_torch_fallback(monkeypatch):
             patch.setattr(F, "conv2d", forbidden("F.conv2d"))
             patch.setattr(F, "max_pool2d", forbidden("F.max_pool2d"))
             patch.setattr(F, "local_response_norm", forbidden("F.local_response_norm"))
+            for name in ("cross_entropy", "log_softmax", "softmax", "nll_loss"):
+                patch.setattr(F, name, forbidden(f"F.{name}"))
+            for name in ("linear", "dropout"):
+                patch.setattr(F, name, forbidden(f"F.{name}"))
             patch.setattr(torch.nn.grad, "conv2d_input", forbidden("torch.nn.grad.conv2d_input"))
             patch.setattr(torch.nn.grad, "conv2d_weight", forbidden("torch.nn.grad.conv2d_weight"))
             with _ForbidTorchCompute():

@@ -1,7 +1,11 @@
 """Differentiable functional API on the Triton kernels."""
 
 from .conv import conv2d
+from .cross_entropy import cross_entropy
+from .dropout import dropout
+from .linear import linear
 from .lrn import local_response_norm
+from .lrn_max_pool import lrn_max_pool2d
 from .max_pool import max_pool2d
 
-__all__ = ["conv2d", "local_response_norm", "max_pool2d"]
+__all__ = ["conv2d", "cross_entropy", "dropout", "linear", "local_response_norm", "lrn_max_pool2d", "max_pool2d"]

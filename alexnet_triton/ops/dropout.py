@@ -1,0 +1,36 @@
+"""dropout that stores a seed, not a mask: the backward regenerates the mask and saves no tensor."""
+
+from __future__ import annotations
+
+import torch
+
+from ..kernels.dropout import check_probability, check_seed, draw_seed, dropout_backward, dropout_forward
+
+
+class DropoutFunction(torch.autograd.Function):
+    """Autograd Function over the Triton dropout kernel (see ``dropout``)."""
+
+    @staticmethod
+    def forward(ctx, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        return dropout_forward(x, p, seed)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dropout_backward(dy, ctx.p, ctx.seed), None, None
+
+
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, seed: int | None = None) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` with the mask drawn from ``seed``.
+
+    Element i of x (row-major index; any shape, the output is contiguous) is
+    kept when Philox(seed, i) >= p and scaled by 1/(1-p). seed: an int in
+    [0, 2**63); None draws one from torch's default CPU generator, so
+    ``torch.manual_seed`` makes runs repeat. As in PyTorch, p = 0,
+    training=False and empty tensors return x itself; p = 1 gives zeros and a zero gradient.
+    """
+    p = check_probability("dropout", p)
+    seed = draw_seed() if seed is None else check_seed("dropout", seed)
+    if p == 0.0 or not training or x.numel() == 0:
+        return x
+    return DropoutFunction.apply(x, p, seed)

@@ -1,0 +1,52 @@
+"""linear with fused bias, ReLU and dropout, differentiable in x, weight and bias."""
+
+from __future__ import annotations
+
+import torch
+
+from ..kernels.dropout import check_probability, check_seed, draw_seed
+from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
+
+
+class LinearFunction(torch.autograd.Function):
+    """Autograd Function over the Triton linear kernels (see ``linear``)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, relu, dropout, seed, precision):
+        y = linear_forward(x, weight, bias, relu, dropout, seed, precision)
+        ctx.save_for_backward(x, weight, y if relu else None)
+        ctx.linear = dict(dropout=dropout, seed=seed, precision=precision)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, y = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = dw = db = None
+        if need_x:
+            dx = linear_input_grad(dy, weight, y=y, **ctx.linear)
+        if need_w or need_b:
+            dw, db = linear_weight_grad(dy, x, y=y, bias_grad=ctx.has_bias and need_b, **ctx.linear)
+        return dx, dw if need_w else None, db, None, None, None, None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
+           dropout: float = 0.0, seed: int | None = None, precision: str = "ieee") -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then ReLU if ``relu``, then dropout of the result, in one kernel.
+
+    x [batch, in_features], weight [out_features, in_features], bias [out_features] -> [batch, out_features].
+    dropout: probability p of zeroing an output (0 = off; pass 0 in eval mode); kept outputs are scaled
+    by 1/(1-p). seed: the mask's seed (int in [0, 2**63); None draws one from torch's default CPU generator),
+    with the mask of ``ops.dropout``: ``linear(x, w, b, relu=True, dropout=p, seed=s)`` equals
+    ``dropout(linear(x, w, b, relu=True), p, True, seed=s)`` exactly. This is the 2012 net's fc6/fc7
+    (ReLU, then dropout); the torchvision net drops fc6's and fc7's inputs instead, i.e. its first dropout
+    is the standalone op and the second the fused epilogue of fc6.
+    Backward saves x, weight and, with ReLU, y (the next layer's input anyway): y > 0 gives the ReLU and
+    dropout masks together; dropout without ReLU regenerates its mask from the seed.
+    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only).
+    """
+    dropout = check_probability("linear", dropout)
+    if dropout > 0:
+        seed = draw_seed() if seed is None else check_seed("linear", seed)
+    return LinearFunction.apply(x, weight, bias, relu, dropout, seed, precision)

@@ -1,0 +1,339 @@
+"""Fully connected layer as a GEMM: forward with a fused bias/ReLU/dropout epilogue, input gradient,
+weight and bias gradient.
+
+Notation: x [M, K] (M rows: the batch), weight [N, K], bias [N] -> y [M, N],
+y = dropout?(relu?(x @ weight^T + bias)). Inputs are indexed through their
+strides (a transposed weight works); outputs are contiguous. Accumulation is
+fp32 (fp64 for float64 inputs, which exist to run gradcheck in the
+interpreter). Row offsets (m, n times a row stride) and dropout indices are
+int64; column offsets stay below a row's extent.
+
+Dropout uses the mask of kernels/dropout.py (``dropped_out``) at y's flat
+index m * N + n, so the fused epilogue equals ``dropout(linear(...))`` exactly:
+the epilogue rounds relu(x @ w^T + b) to y's dtype before scaling, as the
+two separate ops would. Backward gets d(pre-activation) = dy' on the load of dy:
+  ReLU (+ dropout): dy' = dy * scale where y > 0 (y > 0 implies kept and
+                    pre-activation > 0; scale = 1/(1-p), or 1 without dropout),
+  dropout alone:    dy' = dy * scale where the regenerated mask keeps.
+No extra tensor is saved: y is needed anyway (it is the next layer's input).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import runtime
+from .conv import PRECISIONS, _check_grad_output, _uses_tensor_cores
+from .dropout import check_probability, check_seed, dropout_scale, dropped_out
+
+# Rows of output tiles per group in the swizzled program order (tiles of one group share operand loads in L2).
+GROUP_M = 8
+
+
+@triton.jit
+def _swizzled_tile(pid, rows, cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+                   GROUP_ROWS: tl.constexpr):
+    """(row tile, column tile) of program ``pid``: column-major within groups of GROUP_ROWS row tiles."""
+    row_tiles = tl.cdiv(rows, BLOCK_ROWS)
+    group_size = GROUP_ROWS * tl.cdiv(cols, BLOCK_COLS)
+    first_row = pid // group_size * GROUP_ROWS
+    group_rows = tl.minimum(row_tiles - first_row, GROUP_ROWS)
+    return first_row + pid % group_size % group_rows, pid % group_size // group_rows
+
+
+@triton.jit
+def _output_grad(dy_ptrs, y_ptrs, mask, flat, seed, p, scale, RELU_MASK: tl.constexpr,
+                 DROPOUT_MASK: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """dy' (gradient of the pre-activation) at the given dy/y pointers, in dy's dtype; 0 where ``mask`` is off.
+
+    flat: y's flat index m * N + n (int64) of each element, for the regenerated dropout mask.
+    """
+    g = tl.load(dy_ptrs, mask=mask, other=0.0).to(ACC_DTYPE)
+    if RELU_MASK:
+        y = tl.load(y_ptrs, mask=mask, other=0.0).to(ACC_DTYPE)
+        g = tl.where(y > 0.0, g * scale, 0.0)
+    elif DROPOUT_MASK:
+        g = dropped_out(g, seed, flat, p, scale)
+    return g.to(dy_ptrs.dtype.element_ty)
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _linear_forward_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes
+    M, N, K,
+    # strides, in elements
+    x_sm, x_sk,
+    w_sn, w_sk,
+    y_sm, y_sn,
+    # runtime scalars (dropout)
+    seed, p, scale,
+    # meta
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr,
+    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y = dropout?(relu?(x @ w^T + b)).
+
+    grid (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),), swizzled: each program computes
+    a BLOCK_M (rows) x BLOCK_N (output features) tile, reducing over K in BLOCK_K steps.
+    """
+    pid_m, pid_n = _swizzled_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < M
+    n_ok = n < N
+    k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + (m.to(tl.int64) * x_sm)[:, None] + (k * x_sk)[None, :]
+    w_ptrs = w_ptr + (n.to(tl.int64) * w_sn)[None, :] + (k * w_sk)[:, None]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = k < K - k0
+        a = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        x_ptrs += BLOCK_K * x_sk
+        w_ptrs += BLOCK_K * w_sk
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + n, mask=n_ok, other=0.0).to(ACC_DTYPE)[None, :]
+    if APPLY_RELU:
+        acc = tl.maximum(acc, 0.0)
+    if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
+        flat = m.to(tl.int64)[:, None] * N + n[None, :]
+        acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), seed, flat, p, scale)
+    y_ptrs = y_ptr + (m.to(tl.int64) * y_sm)[:, None] + (n * y_sn)[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _linear_input_grad_kernel(
+    # pointers
+    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    # sizes
+    M, N, K,
+    # strides, in elements
+    dy_sm, dy_sn,
+    y_sm, y_sn,
+    w_sn, w_sk,
+    dx_sm, dx_sk,
+    # runtime scalars (dropout)
+    seed, p, scale,
+    # meta
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dx = dy' @ w, dy' = dy masked/scaled as the forward's epilogue (``_output_grad``).
+
+    grid (cdiv(M, BLOCK_M) * cdiv(K, BLOCK_N),), swizzled: each program computes
+    a BLOCK_M (rows) x BLOCK_N (input features) tile of dx, reducing over N in BLOCK_K steps.
+    """
+    pid_m, pid_k = _swizzled_tile(tl.program_id(0), M, K, BLOCK_M, BLOCK_N, GROUP_M)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < M
+    k_ok = k < K
+    m64 = m.to(tl.int64)
+    dy_rows = dy_ptr + m64 * dy_sm
+    y_rows = y_ptr + m64 * y_sm
+    flat_rows = m64 * N
+    n = tl.arange(0, BLOCK_K)
+    w_ptrs = w_ptr + (n.to(tl.int64) * w_sn)[:, None] + (k * w_sk)[None, :]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    for n0 in range(0, N, BLOCK_K):
+        cols = n0 + n
+        a = _output_grad(dy_rows[:, None] + (cols * dy_sn)[None, :], y_rows[:, None] + (cols * y_sn)[None, :],
+                         m_ok[:, None] & (cols < N)[None, :], flat_rows[:, None] + cols[None, :], seed, p, scale,
+                         RELU_MASK, DROPOUT_MASK, ACC_DTYPE)
+        b = tl.load(w_ptrs, mask=(cols < N)[:, None] & k_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        w_ptrs += BLOCK_K * w_sn
+
+    dx_ptrs = dx_ptr + (m64 * dx_sm)[:, None] + (k * dx_sk)[None, :]
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _linear_weight_grad_kernel(
+    # pointers
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
+    # sizes
+    M, N, K,
+    # strides, in elements
+    dy_sm, dy_sn,
+    y_sm, y_sn,
+    x_sm, x_sk,
+    dw_sn, dw_sk,
+    # runtime scalars (dropout)
+    seed, p, scale,
+    # meta
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dw = dy'^T @ x and db = sum over rows of dy' (dy' as in ``_output_grad``).
+
+    The reduction over the M rows runs in order inside one program (no split,
+    no atomics): results are bitwise repeatable. Programs of the first
+    input-feature tile store db.
+    grid (cdiv(N, BLOCK_M) * cdiv(K, BLOCK_N),), swizzled: each program computes
+    a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps.
+    """
+    pid_n, pid_k = _swizzled_tile(tl.program_id(0), N, K, BLOCK_M, BLOCK_N, GROUP_M)
+    n = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
+    k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    k_ok = k < K
+    m = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + (m.to(tl.int64) * x_sm)[:, None] + (k * x_sk)[None, :]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    bias_acc = tl.zeros([BLOCK_M], dtype=ACC_DTYPE)
+    for m0 in range(0, M, BLOCK_K):
+        rows = (m0 + m).to(tl.int64)
+        rows_ok = rows < M
+        a = _output_grad(dy_ptr + (n * dy_sn)[:, None] + (rows * dy_sm)[None, :],
+                         y_ptr + (n * y_sn)[:, None] + (rows * y_sm)[None, :], n_ok[:, None] & rows_ok[None, :],
+                         n[:, None] + (rows * N)[None, :], seed, p, scale, RELU_MASK, DROPOUT_MASK, ACC_DTYPE)
+        b = tl.load(x_ptrs, mask=rows_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if BIAS_GRAD:  # every program sums (a runtime branch here costs registers); pid_k == 0 stores
+            bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
+        x_ptrs += BLOCK_K * x_sm
+
+    dw_ptrs = dw_ptr + (n.to(tl.int64) * dw_sn)[:, None] + (k * dw_sk)[None, :]
+    tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=n_ok[:, None] & k_ok[None, :])
+    if BIAS_GRAD:
+        if pid_k == 0:
+            tl.store(db_ptr + n, bias_acc.to(db_ptr.dtype.element_ty), mask=n_ok)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"linear: precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def _check_dropout(p: float, seed) -> tuple[float, int]:
+    """(p, seed) checked; the seed is only needed (and must be an int) when p > 0."""
+    p = check_probability("linear", p)
+    return p, (check_seed("linear", seed) if p > 0 else 0)
+
+
+def linear_geometry(x_shape, w_shape) -> dict:
+    """Validate x_shape [M, K] against w_shape [N, K]; return the sizes M, N, K. ValueError names both shapes."""
+    if len(x_shape) != 2:
+        raise ValueError(f"linear: x must be 2-D [batch, in_features], got shape {tuple(x_shape)}")
+    if len(w_shape) != 2:
+        raise ValueError(f"linear: weight must be 2-D [out_features, in_features], got shape {tuple(w_shape)}")
+    (M, K), (N, K_w) = x_shape, w_shape
+    if K != K_w:
+        raise ValueError(f"linear: x shape {tuple(x_shape)} has {K} features, but weight shape {tuple(w_shape)} "
+                         f"expects {K_w}")
+    if min(M, N, K) < 1:
+        raise ValueError(f"linear: empty operand: x {tuple(x_shape)}, weight {tuple(w_shape)}")
+    return dict(M=M, N=N, K=K)
+
+
+def _grid(rows: int, cols: int):
+    return lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"]),)
+
+
+def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: int) -> dict:
+    """Kernel arguments of the backward's dy masking (see the module docstring)."""
+    return dict(y_ptr=y if y is not None else dy, **runtime.stride_args("y", y if y is not None else dy, "mn"),
+                seed=seed, p=p, scale=dropout_scale(p, dy.dtype) if p > 0 else 1.0,
+                RELU_MASK=y is not None, DROPOUT_MASK=y is None and p > 0)
+
+
+def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
+                   dropout: float = 0.0, seed: int | None = None, precision: str = "ieee",
+                   config: triton.Config | None = None) -> torch.Tensor:
+    """y [M, N] = x [M, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with probability
+    ``dropout`` and the mask of ``seed`` (an int, needed when dropout > 0).
+
+    precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
+    fp16/bf16 always use tensor cores. config overrides the launch choice.
+    """
+    g = linear_geometry(x.shape, weight.shape)
+    _check_precision(precision)
+    p, seed = _check_dropout(dropout, seed)
+    runtime.check_float_dtype("linear", x=x, weight=weight, bias=bias)
+    runtime.check_device("linear", x=x, weight=weight, bias=bias)
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"linear: x ({x.dtype}), weight ({weight.dtype}) and bias "
+                        f"({None if bias is None else bias.dtype}) must have one dtype")
+    if weight.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(f"linear: x ({x.device}), weight ({weight.device}) and bias "
+                         f"({None if bias is None else bias.device}) must be on one device")
+    if bias is not None and tuple(bias.shape) != (g["N"],):
+        raise ValueError(f"linear: bias must have shape ({g['N']},), got {tuple(bias.shape)}")
+    y = runtime.new_output((g["M"], g["N"]), device=x.device, dtype=x.dtype)
+    runtime.launch(
+        _linear_forward_kernel, _grid(g["M"], g["N"]), runtime.LINEAR_FORWARD, config,
+        _uses_tensor_cores(x.dtype, precision),
+        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **g,
+        **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
+        **runtime.stride_args("y", y, "mn"), seed=seed, p=p, scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
+        HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, PRECISION=precision,
+        ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
+    return y
+
+
+def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
+                      seed: int | None = None, precision: str = "ieee",
+                      config: triton.Config | None = None) -> torch.Tensor:
+    """dx [M, K] from dy [M, N] and weight [N, K].
+
+    y: the forward's output when it ended in a ReLU (dy is masked by y > 0);
+    dropout, seed: the forward's dropout (scale only, given y; else the mask is regenerated from the seed).
+    """
+    if dy.ndim != 2:
+        raise ValueError(f"linear_input_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
+    g = linear_geometry((dy.shape[0], weight.shape[-1]), weight.shape)
+    _check_precision(precision)
+    p, seed = _check_dropout(dropout, seed)
+    _check_grad_output("linear_input_grad", "dy", dy, (g["M"], g["N"]), weight.dtype)
+    _check_grad_output("linear_input_grad", "y", y, (g["M"], g["N"]), weight.dtype)
+    runtime.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
+    dx = runtime.new_output((g["M"], g["K"]), device=dy.device, dtype=dy.dtype)
+    runtime.launch(
+        _linear_input_grad_kernel, _grid(g["M"], g["K"]), runtime.LINEAR_INPUT_GRAD, config,
+        _uses_tensor_cores(dy.dtype, precision),
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "mn"),
+        **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx, "mk"), **_mask_args(y, dy, p, seed),
+        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype), GROUP_M=GROUP_M)
+    return dx
+
+
+def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
+                       seed: int | None = None, bias_grad: bool = True, precision: str = "ieee",
+                       config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dw [N, K], db [N] or None) from dy [M, N] and x [M, K]; y, dropout, seed as in ``linear_input_grad``.
+
+    Each dw/db element is reduced over the M rows in a fixed order inside one program: bitwise repeatable.
+    """
+    if dy.ndim != 2:
+        raise ValueError(f"linear_weight_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
+    g = linear_geometry(x.shape, (dy.shape[1], x.shape[-1]))
+    _check_precision(precision)
+    p, seed = _check_dropout(dropout, seed)
+    _check_grad_output("linear_weight_grad", "dy", dy, (g["M"], g["N"]), x.dtype)
+    _check_grad_output("linear_weight_grad", "y", y, (g["M"], g["N"]), x.dtype)
+    runtime.check_device("linear_weight_grad", dy=dy, x=x, y=y)
+    dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
+    db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
+    runtime.launch(
+        _linear_weight_grad_kernel, _grid(g["N"], g["K"]), runtime.LINEAR_WEIGHT_GRAD, config,
+        _uses_tensor_cores(x.dtype, precision),
+        dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if bias_grad else dw, **g, **runtime.stride_args("dy", dy, "mn"),
+        **runtime.stride_args("x", x, "mk"), **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed),
+        BIAS_GRAD=bias_grad, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
+    return dw, db

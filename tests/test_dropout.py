@@ -1,0 +1,146 @@
+"""dropout on the Triton kernel: F.dropout semantics, its mask rebuilt by an independent Philox, seeds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+from alexnet_triton.kernels import dropout as dropout_kernels
+from conftest import skip_unless_bf16_testable
+
+from alexnet_triton import ops
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["fp32", "fp16", "bf16"]
+
+
+def philox_keep(seed: int, numel: int, p: float) -> torch.Tensor:
+    """Keep mask of flat indices 0..numel-1, written from the Philox 4x32-10 definition in numpy
+    (counter = (index low, index high, 0, 0), key = (seed low, seed high)), then Triton's uint -> [0, 1) map."""
+    c0 = np.arange(numel, dtype=np.uint64) & 0xFFFFFFFF
+    c1 = np.arange(numel, dtype=np.uint64) >> 32
+    c2 = np.zeros(numel, dtype=np.uint64)
+    c3 = np.zeros(numel, dtype=np.uint64)
+    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
+    mask32 = np.uint64(0xFFFFFFFF)
+    round_a, round_b = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+    for _ in range(10):
+        product_a, product_b = round_a * c0, round_b * c2  # < 2**64: exact
+        c0, c1, c2, c3 = ((product_b >> np.uint64(32)) ^ c1 ^ k0, product_b & mask32,
+                          (product_a >> np.uint64(32)) ^ c3 ^ k1, product_a & mask32)
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & mask32, (k1 + np.uint64(0xBB67AE85)) & mask32
+    signed = c0.astype(np.uint32).view(np.int32).astype(np.int64)
+    uniform = np.where(signed < 0, -signed - 1, signed).astype(np.float32) * np.float32(4.6566127342e-10)
+    return torch.from_numpy(uniform >= np.float32(p))
+
+
+def fresh(shape, dtype=torch.float32, seed=0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_kept_fraction_within_binomial_bounds(p, no_torch_fallback):
+    n = 1 << 16
+    with no_torch_fallback():  # large blocks: fewer interpreted programs
+        y = dropout_kernels.dropout_forward(torch.ones(n), p, 2012, config=triton.Config({"BLOCK": n // 4}))
+    kept = int((y != 0).sum())
+    assert abs(kept - n * (1 - p)) <= 5 * math.sqrt(n * p * (1 - p)), (kept, n, p)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_values_and_gradient_follow_an_independent_mask(dtype, no_torch_fallback):
+    """y = x * scale and dx = dy * scale exactly where the reference Philox keeps, 0 elsewhere; the scale is
+    1/(1-p) rounded to the dtype, as F.dropout computes it."""
+    skip_unless_bf16_testable(dtype)
+    p, seed = 0.3, 123456789
+    x = fresh((37, 129), dtype)
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with no_torch_fallback():
+        y = ops.dropout(x, p, True, seed=seed)
+        (dx,) = torch.autograd.grad(y, x, dy)
+    keep = philox_keep(seed, x.numel(), p).view(x.shape)
+    scale = dropout_kernels.dropout_scale(p, dtype)
+    assert torch.equal(y, torch.where(keep, x.detach() * scale, 0.0))
+    assert torch.equal(dx, torch.where(keep, dy * scale, 0.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.123])
+def test_scale_is_pytorchs(p, dtype):
+    kept = F.dropout(torch.ones(4096, dtype=dtype), p, True).unique()
+    assert kept[kept != 0].tolist() == [dropout_kernels.dropout_scale(p, dtype)]
+
+
+def test_seed_fixes_the_mask(no_torch_fallback):
+    x = fresh((64, 65)).detach()
+    with no_torch_fallback():
+        first, again, other = (ops.dropout(x, 0.5, True, seed=s) for s in (7, 7, 8))
+        big_seed = ops.dropout(x, 0.5, True, seed=2**40 + 7)
+    assert torch.equal(first, again)
+    assert not torch.equal(first == 0, other == 0)
+    assert not torch.equal(first == 0, big_seed == 0)
+    assert torch.equal(big_seed != 0, philox_keep(2**40 + 7, x.numel(), 0.5).view(x.shape))
+
+
+def test_no_seed_draws_from_torch_generator(no_torch_fallback):
+    x = fresh((16, 33)).detach()
+    with no_torch_fallback():
+        torch.manual_seed(3)
+        first = ops.dropout(x, 0.5)
+        torch.manual_seed(3)
+        again = ops.dropout(x, 0.5)
+        different = ops.dropout(x, 0.5)
+    assert torch.equal(first, again) and not torch.equal(first, different)
+
+
+def test_mask_does_not_depend_on_block_size_or_layout(no_torch_fallback):
+    """The mask is keyed on the row-major index: other block sizes and a transposed input give the same result."""
+    x = fresh((50, 70)).detach()
+    small_blocks = triton.Config({"BLOCK": 512}, num_warps=4)
+    with no_torch_fallback():
+        default = dropout_kernels.dropout_forward(x, 0.4, 99)
+        blocked = dropout_kernels.dropout_forward(x, 0.4, 99, config=small_blocks)
+        transposed = ops.dropout(x.t().contiguous().t(), 0.4, True, seed=99)
+        four_d = ops.dropout(x.view(5, 10, 7, 10), 0.4, True, seed=99)
+    assert torch.equal(default, blocked) and torch.equal(default, transposed)
+    assert torch.equal(four_d.view(50, 70), default)
+
+
+def test_edge_probabilities_and_eval_behave_like_pytorch(no_torch_fallback):
+    x = fresh((9, 11))
+    with no_torch_fallback():
+        assert ops.dropout(x, 0.0, True) is x
+        assert ops.dropout(x, 0.5, False) is x
+        assert ops.dropout(x[:0], 0.5, True).numel() == 0
+        y = ops.dropout(x, 1.0, True, seed=5)
+        (dx,) = torch.autograd.grad(y.sum(), x)
+    reference = F.dropout(x, 1.0, True)
+    (reference_dx,) = torch.autograd.grad(reference.sum(), x)
+    assert torch.equal(y, reference) and torch.equal(dx, reference_dx)
+
+
+def test_gradcheck_float64():
+    x = fresh((6, 7), torch.float64)
+    assert torch.autograd.gradcheck(lambda x: ops.dropout(x, 0.4, True, seed=11), (x,), fast_mode=True)
+
+
+BAD_INPUTS = [
+    ("p below 0", dict(p=-0.1), ValueError, r"between 0 and 1, but got -0.1"),
+    ("p above 1", dict(p=1.5), ValueError, r"between 0 and 1, but got 1.5"),
+    ("p not a number", dict(p="0.5"), TypeError, r"probability must be a float"),
+    ("integer x", dict(x=torch.ones(3, dtype=torch.int32)), TypeError, r"x has dtype torch.int32"),
+    ("device", dict(x=torch.ones(3, device="meta")), ValueError, r"x is on meta"),
+    ("negative seed", dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*63\)"),
+    ("float seed", dict(seed=1.5), TypeError, r"seed must be an int"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_with_a_clear_error(case):
+    _, spec, error, message = case
+    with pytest.raises(error, match=message):
+        ops.dropout(spec.get("x", torch.ones(3)), spec.get("p", 0.5), True, seed=spec.get("seed", 1))

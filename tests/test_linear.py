@@ -1,0 +1,262 @@
+"""linear (+ fused ReLU and dropout) on the Triton kernels against F.linear: output and every gradient."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from alexnet_triton.kernels import linear as linear_kernels
+from alexnet_triton.kernels import runtime
+from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+
+from alexnet_triton import ops
+
+# (batch, in_features, out_features): AlexNet's fc6/fc7/fc8 (9216 -> 4096 -> 4096 -> 1000) / 32 at batch 8,
+# and odd shapes: batch 1, sizes that are multiples of no block, more rows/features than one interpreter block.
+ALEXNET_LAYERS = [pytest.param((8, 9216 // 32, 4096 // 32), id="fc6"),
+                  pytest.param((8, 4096 // 32, 4096 // 32), id="fc7"),
+                  pytest.param((8, 4096 // 32, 1000 // 32), id="fc8")]
+ODD_SHAPES = [pytest.param((1, 37, 23), id="batch1-37to23"),
+              pytest.param((3, 37, 23), id="batch3-37to23"),
+              pytest.param((130, 131, 9), id="rows-and-features-over-a-block")]
+
+
+def make_inputs(shape, dtype=torch.float32, seed=0):
+    """Fresh random x, weight (scaled by 1/sqrt(in_features)), bias, all requiring grad."""
+    batch, fan_in, fan_out = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, fan_in, generator=gen)
+    w = torch.randn(fan_out, fan_in, generator=gen) / fan_in ** 0.5
+    b = torch.randn(fan_out, generator=gen)
+    return [t.to(dtype).requires_grad_() for t in (x, w, b)]
+
+
+def torch_linear(x, w, b, relu):
+    y = F.linear(x, w, b)
+    return F.relu(y) if relu else y
+
+
+def upstream(y):
+    return torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
+
+
+def run_both(x, w, b, relu, no_torch_fallback, precision="ieee"):
+    """(triton outputs, torch outputs, dy): y, dx, dw, db for the same upstream gradient dy."""
+    with no_torch_fallback():
+        y = ops.linear(x, w, b, relu=relu, precision=precision)
+        dy = upstream(y)
+        grads = torch.autograd.grad(y, (x, w, b), dy)
+    y_ref = torch_linear(x, w, b, relu)
+    return (y, *grads), (y_ref, *torch.autograd.grad(y_ref, (x, w, b), dy)), dy
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("shape", ALEXNET_LAYERS + ODD_SHAPES)
+def test_fp32_against_f_linear(shape, relu, no_torch_fallback):
+    ours, ref, _ = run_both(*make_inputs(shape), relu, no_torch_fallback)
+    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
+        assert_close(a, e, name)
+
+
+def test_without_bias_and_with_strided_operands(no_torch_fallback):
+    """No bias; x a column slice and weight a transpose (indexed through strides, never copied)."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 50, generator=gen)[:, 3:40].requires_grad_()
+    w = torch.randn(37, 23, generator=gen).t().requires_grad_()
+    with no_torch_fallback():
+        y = ops.linear(x, w, relu=True)
+        grads = torch.autograd.grad(y, (x, w), upstream(y))
+    y_ref = torch_linear(x, w, None, True)
+    grads_ref = torch.autograd.grad(y_ref, (x, w), upstream(y))
+    for name, a, e in zip(("y", "dx", "dw"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("shape", [ALEXNET_LAYERS[0], ALEXNET_LAYERS[2], ODD_SHAPES[0]])
+def test_low_precision_against_fp64(shape, dtype, no_torch_fallback):
+    """fp16/bf16 (tensor-core path) forward with ReLU and backward without it, vs an fp64 reference.
+
+    Backward runs without the ReLU: where a rounded output sits at 0 the mask
+    legitimately differs between precisions (the mask is tested below).
+    """
+    skip_unless_bf16_testable(dtype)
+    x, w, b = make_inputs(shape, dtype)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    with no_torch_fallback():
+        y_relu = ops.linear(x, w, b, relu=True)
+    assert_low_precision_close(y_relu, torch_linear(x, w, b, True), torch_linear(x64, w64, b64, True), "y")
+    ours, ref, dy = run_both(x, w, b, False, no_torch_fallback)
+    y64 = torch_linear(x64, w64, b64, False)
+    refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
+        assert a.dtype == dtype
+        assert_low_precision_close(a, e, e64, name)
+
+
+def test_tf32_precision_runs_and_stays_close(no_torch_fallback):
+    """precision="tf32" (tensor cores on a GPU; exact in the interpreter) within TF32's error."""
+    x, w, b = make_inputs((8, 288, 128))
+    ours, ref, _ = run_both(x, w, b, True, no_torch_fallback, precision="tf32")
+    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
+        torch.testing.assert_close(a, e, atol=5e-3 * e.abs().max().item(), rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_masks_in_backward_kernels(dtype):
+    """dx, dw, db use dy' = dy * scale * (y > 0) with y given exactly (ReLU, with and without dropout), and
+    dy * scale * keep with the mask regenerated from the seed (dropout alone), at every dtype."""
+    skip_unless_bf16_testable(dtype)
+    x, w, _ = (t.detach() for t in make_inputs((8, 96, 40), dtype))
+    gen = torch.Generator().manual_seed(5)
+    dy = torch.randn(8, 40, generator=gen).to(dtype)
+    y = torch.randn(8, 40, generator=gen).to(dtype)  # about half positive
+    p, seed = 0.25, 77
+    keep = ops.dropout(torch.ones(8, 40), p, True, seed=seed) != 0
+    scale = 1 / (1 - p)
+    cases = {"relu": (dict(y=y), dy.double() * (y > 0)),
+             "relu+dropout": (dict(y=y, dropout=p, seed=seed), dy.double() * (y > 0) * scale),
+             "dropout": (dict(dropout=p, seed=seed), dy.double() * keep * scale)}
+    for case, (masks, masked64) in cases.items():
+        dx = linear_kernels.linear_input_grad(dy, w, **masks)
+        dw, db = linear_kernels.linear_weight_grad(dy, x, **masks)
+        for name, ours, ref64 in (("dx", dx, masked64 @ w.double()), ("dw", dw, masked64.t() @ x.double()),
+                                  ("db", db, masked64.sum(0))):
+            scale64 = ref64.abs().max().item()
+            error = (ours.double() - ref64).abs().max().item()
+            tolerance = 1e-5 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
+            assert error <= tolerance * scale64, f"{case} {name}: error {error:.3g} vs scale {scale64:.3g}"
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["dropout", "relu+dropout"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_fused_dropout_equals_the_standalone_op(dtype, relu, no_torch_fallback):
+    """linear(relu, dropout=p, seed=s) == dropout(linear(relu), p, seed=s) bitwise, output and gradients."""
+    skip_unless_bf16_testable(dtype)
+    x, w, b = make_inputs((6, 72, 40), dtype)
+    p, seed = 0.5, 4242
+    with no_torch_fallback():
+        fused = ops.linear(x, w, b, relu=relu, dropout=p, seed=seed)
+        composed = ops.dropout(ops.linear(x, w, b, relu=relu), p, True, seed=seed)
+        dy = upstream(fused)
+        fused_grads = torch.autograd.grad(fused, (x, w, b), dy)
+        composed_grads = torch.autograd.grad(composed, (x, w, b), dy)
+    assert torch.equal(fused, composed)
+    for name, a, e in zip(("dx", "dw", "db"), fused_grads, composed_grads, strict=True):
+        assert torch.equal(a, e), name
+    kept = (fused != 0).float().mean().item()
+    assert 0.3 < kept * (2 if relu else 1) < 0.7, kept  # about half kept (and, with ReLU, half positive)
+
+
+def test_fused_dropout_against_pytorch_with_the_same_mask(no_torch_fallback):
+    """fp32 parity with F.relu(F.linear) * keep / (1-p), the mask taken from the standalone op."""
+    x, w, b = make_inputs((8, 288, 128))
+    p, seed = 0.3, 99
+    with no_torch_fallback():
+        y = ops.linear(x, w, b, relu=True, dropout=p, seed=seed)
+        dy = upstream(y)
+        grads = torch.autograd.grad(y, (x, w, b), dy)
+        keep = ops.dropout(torch.ones(y.shape), p, True, seed=seed) != 0
+    y_ref = torch_linear(x, w, b, True) * keep / (1 - p)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
+    for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
+
+
+def test_dropout_seed_drawn_from_torch_generator(no_torch_fallback):
+    x, w, b = (t.detach() for t in make_inputs((4, 37, 23)))
+    with no_torch_fallback():
+        torch.manual_seed(1)
+        first = ops.linear(x, w, b, relu=True, dropout=0.5)
+        torch.manual_seed(1)
+        again = ops.linear(x, w, b, relu=True, dropout=0.5)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("case", ["relu", "relu+dropout", "dropout"])
+def test_gradcheck_float64(case):
+    x, w, b = make_inputs((3, 7, 5), torch.float64, seed=7)
+    options = dict(relu="relu" in case, dropout=0.4 if "dropout" in case else 0.0, seed=13)
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.linear(x, w, b, **options), (x, w, b), fast_mode=True)
+
+
+SHIPPED_CONFIGS = [
+    pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
+    for kernel, configs in (("forward", runtime.LINEAR_FORWARD), ("input_grad", runtime.LINEAR_INPUT_GRAD),
+                            ("weight_grad", runtime.LINEAR_WEIGHT_GRAD))
+    for config in configs.shipped()]
+
+
+@pytest.mark.parametrize("kernel, config", SHIPPED_CONFIGS)
+def test_every_shipped_config(kernel, config):
+    """Each GPU config of each linear kernel computes the right result (several tiles and swizzle groups)."""
+    x, w, b = (t.detach() for t in make_inputs((70, 100, 150)))
+    y_ref = torch_linear(x, w, b, True)
+    dy = upstream(y_ref)
+    dy_masked = dy * (y_ref > 0)
+    if kernel == "forward":
+        assert_close(linear_kernels.linear_forward(x, w, b, relu=True, config=config), y_ref, "y")
+    elif kernel == "input_grad":
+        assert_close(linear_kernels.linear_input_grad(dy, w, y=y_ref, config=config), dy_masked @ w, "dx")
+    else:
+        dw, db = linear_kernels.linear_weight_grad(dy, x, y=y_ref, config=config)
+        assert_close(dw, dy_masked.t() @ x, "dw")
+        assert_close(db, dy_masked.sum(0), "db")
+
+
+def test_weight_and_bias_grads_are_deterministic():
+    x, w, _ = (t.detach() for t in make_inputs((130, 131, 9)))
+    dy = torch.randn(130, 9, generator=torch.Generator().manual_seed(4))
+    first = linear_kernels.linear_weight_grad(dy, x)
+    again = linear_kernels.linear_weight_grad(dy, x)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_only_needed_gradients_are_computed(monkeypatch):
+    """An input that needs no gradient gets no input-gradient launch."""
+    calls = []
+    monkeypatch.setattr(importlib.import_module("alexnet_triton.ops.linear"), "linear_input_grad",
+                        lambda *a, **k: calls.append(1))
+    x, w, b = make_inputs((4, 37, 23))
+    ops.linear(x.detach(), w, b, relu=True).sum().backward()
+    assert calls == [] and w.grad is not None and b.grad is not None
+
+
+def test_guard_catches_torch_linear_and_dropout(no_torch_fallback):
+    """The fallback guard itself works: PyTorch's matmul and dropout inside it fail."""
+    x, w = torch.randn(2, 3), torch.randn(4, 3)
+    for fallback in (lambda: F.linear(x, w), lambda: torch.nn.Linear(3, 4)(x), lambda: x @ w.t(),
+                     lambda: F.dropout(x, 0.5), lambda: torch.nn.Dropout(0.5)(x)):
+        with no_torch_fallback(), pytest.raises(AssertionError, match="inside the Triton path"):
+            fallback()
+
+
+BAD_INPUTS = [
+    ("feature mismatch", dict(x=(2, 5)), ValueError, r"x shape \(2, 5\) has 5 features, but weight shape \(4, 3\)"),
+    ("1-D x", dict(x=(3,)), ValueError, r"x must be 2-D.*\(3,\)"),
+    ("3-D x", dict(x=(2, 2, 3)), ValueError, r"x must be 2-D.*\(2, 2, 3\)"),
+    ("1-D weight", dict(w=(3,)), ValueError, r"weight must be 2-D"),
+    ("integer x", dict(x_dtype=torch.int64, w_dtype=torch.int64), TypeError, r"x has dtype torch.int64"),
+    ("dtype mismatch", dict(w_dtype=torch.float16), TypeError, r"float32.*float16"),
+    ("bias shape", dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
+    ("device", dict(device="meta"), ValueError, r"x is on meta"),
+    ("dropout above 1", dict(dropout=1.2), ValueError, r"between 0 and 1, but got 1.2"),
+    ("dropout below 0", dict(dropout=-0.5), ValueError, r"between 0 and 1, but got -0.5"),
+    ("bad seed", dict(dropout=0.5, seed=-3), ValueError, r"seed must be in"),
+    ("bad precision", dict(precision="fp8"), ValueError, r"precision must be one of"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_with_a_clear_error(case):
+    _, spec, error, message = case
+    x = torch.randn(spec.get("x", (2, 3))).to(spec.get("x_dtype", torch.float32))
+    w = torch.randn(spec.get("w", (4, 3))).to(spec.get("w_dtype", torch.float32))
+    b = torch.randn(spec.get("b", (4,)))
+    if "device" in spec:
+        x = x.to(spec["device"])
+    with pytest.raises(error, match=message):
+        ops.linear(x, w, b, dropout=spec.get("dropout", 0.0), seed=spec.get("seed"),
+                   precision=spec.get("precision", "ieee"))
