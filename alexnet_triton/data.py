@@ -215,14 +215,15 @@ def _stripes(t: torch.Tensor, count: int) -> torch.Tensor:
     return torch.floor((t + 1) * count / 2) % 2 == 0
 
 
-# Shape masks in box coordinates (u, v in [-1, 1] span the shape's box; v points down).
+# Shape masks in box coordinates (u, v in [-1, 1] span the shape's box; v points down). Easiest first:
+# ``num_classes`` takes the first ones, and the CPU preset of experiments/train.py uses two.
 SHAPES = {
+    "horizontal stripes": lambda u, v: _box(u, v) & _stripes(v, 5),
+    "vertical stripes": lambda u, v: _box(u, v) & _stripes(u, 5),
     "disc": lambda u, v: u.square() + v.square() <= 1,
     "ring": lambda u, v: (u.square() + v.square() - 0.6).abs() <= 0.4,
     "square outline": lambda u, v: _box(u, v) & (torch.maximum(u.abs(), v.abs()) >= 0.65),
     "cross": lambda u, v: _box(u, v) & ((u.abs() <= 0.3) | (v.abs() <= 0.3)),
-    "horizontal stripes": lambda u, v: _box(u, v) & _stripes(v, 5),
-    "vertical stripes": lambda u, v: _box(u, v) & _stripes(u, 5),
     "triangle": lambda u, v: (v <= 1) & (2 * u.abs() <= v + 1),
     "checkerboard": lambda u, v: _box(u, v) & (_stripes(u, 4) == _stripes(v, 4)),
     "diagonal cross": lambda u, v: _box(u, v) & (((u - v).abs() <= 0.35) | ((u + v).abs() <= 0.35)),
@@ -357,7 +358,9 @@ class ResumableLoader(DataLoader):
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
                  drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None):
         sampler = ResumableSampler(len(dataset), seed, shuffle, None if shard is None else (*shard, batch_size))
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler,
+        # A private generator: DataLoader draws a base seed for its workers on every iteration, which would
+        # otherwise consume the global RNG (and shift dropout seeds between a run and its resumed copy).
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
                          num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory,
                          drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0

@@ -1,0 +1,181 @@
+"""AlexNet: sizes and names of both variants, Triton vs PyTorch backends from the same weights, and a training
+step on the Triton path that leaves no floating-point computation to PyTorch."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from alexnet_triton.kernels import runtime
+from conftest import assert_close
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from alexnet_triton import ops, optim
+from alexnet_triton.model import AlexNet, parameter_count
+
+# Scaled-down copies of each topology (width 1/8) at the smallest input that keeps a 1x1 map after pool5.
+SCALED = {"2012": dict(width=0.125, input_size=67), "torchvision": dict(width=0.125, input_size=63)}
+
+
+@pytest.mark.parametrize("variant, count", [("2012", 60_965_224), ("torchvision", 61_100_840)])
+def test_full_size_parameter_counts(variant, count):
+    assert parameter_count(AlexNet(variant, init="torch")) == count
+
+
+def test_torchvision_variant_has_torchvision_names_and_shapes():
+    shapes = {name: tuple(t.shape) for name, t in AlexNet("torchvision", init="torch").state_dict().items()}
+    assert shapes == {
+        "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
+        "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
+        "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
+        "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
+        "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,),
+        "classifier.1.weight": (4096, 9216), "classifier.1.bias": (4096,),
+        "classifier.4.weight": (4096, 4096), "classifier.4.bias": (4096,),
+        "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
+
+
+def test_paper_initialisation():
+    model = AlexNet("2012", width=0.25, input_size=99, init="paper")
+    biases = {name: module.bias for name, module in model.named_modules() if hasattr(module, "bias")
+              and module.bias is not None}
+    ones = {"features.4", "features.10", "features.12", "classifier.0", "classifier.3"}
+    for name, bias in biases.items():
+        assert torch.all(bias == (1.0 if name in ones else 0.0)), name
+    assert abs(model.classifier[3].weight.std().item() - 0.01) < 1e-3
+
+
+def pair(variant: str, num_classes: int = 10, dropout: float = 0.0):
+    """(triton model, torch model) with the same random weights."""
+    torch.manual_seed(0)
+    triton_model = AlexNet(variant, num_classes, "triton", dropout=dropout, init="kaiming", **SCALED[variant])
+    torch_model = copy.deepcopy(triton_model)
+    torch_model.backend = "torch"
+    return triton_model, torch_model
+
+
+def images(variant: str, batch: int = 3, channels_last: bool = False, seed: int = 1):
+    size = SCALED[variant]["input_size"]
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_triton_backend_matches_torch_backend(variant, channels_last, no_torch_fallback):
+    """Logits, loss and every parameter gradient, fp32, from the same weights (dropout off)."""
+    triton_model, torch_model = pair(variant)
+    x, target = images(variant, channels_last=channels_last), torch.tensor([3, 0, 7])
+    with no_torch_fallback():
+        logits = triton_model(x)
+        loss = ops.cross_entropy(logits, target)
+        loss.backward()
+    logits_ref = torch_model(x)
+    loss_ref = F.cross_entropy(logits_ref, target)
+    loss_ref.backward()
+    assert_close(logits, logits_ref, "logits")
+    assert_close(loss, loss_ref, "loss")
+    reference = dict(torch_model.named_parameters())
+    for name, parameter in triton_model.named_parameters():
+        assert_close(parameter.grad, reference[name].grad, name)
+
+
+def test_eval_mode_has_no_dropout(no_torch_fallback):
+    triton_model, torch_model = pair("2012", dropout=0.5)
+    triton_model.eval()
+    torch_model.eval()
+    x = images("2012")
+    with no_torch_fallback(), torch.no_grad():
+        logits = triton_model(x)
+    assert_close(logits, torch_model(x), "logits")
+
+
+def test_five_sgd_steps_match_on_both_backends(no_torch_fallback):
+    """The same batches from the same start: losses and parameters after 5 steps with momentum and decay."""
+    triton_model, torch_model = pair("2012")
+    sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    triton_sgd = optim.SGD(triton_model.parameters(), **sgd)
+    torch_sgd = torch.optim.SGD(torch_model.parameters(), **sgd)
+    for step in range(5):
+        x, target = images("2012", batch=4, seed=10 + step), torch.randint(10, (4,))
+        with no_torch_fallback():
+            loss = ops.cross_entropy(triton_model(x), target)
+            triton_sgd.zero_grad()
+            loss.backward()
+            triton_sgd.step()
+        loss_ref = F.cross_entropy(torch_model(x), target)
+        torch_sgd.zero_grad()
+        loss_ref.backward()
+        torch_sgd.step()
+        assert_close(loss, loss_ref, f"loss at step {step}")
+    reference = dict(torch_model.named_parameters())
+    for name, parameter in triton_model.named_parameters():
+        assert_close(parameter, reference[name], name)
+
+
+# What a Triton training step may still ask of PyTorch: allocation and views, the backward's seed gradient, the
+# dropout seed drawn from torch's generator, and host-side scalar arithmetic (the dropout scale, the target
+# range check); copy_/set_ are Triton's interpreter staging its arguments in place.
+DATA_OPS = {"empty", "new_empty", "view", "detach", "set_", "ones_like", "randint", "_local_scalar_dense",
+            "_record_function_enter_new", "_record_function_exit"}
+
+
+class _RecordFloatingCompute(TorchDispatchMode):
+    """Records ATen ops that compute on floating-point tensors with elements (not 0-d scalars)."""
+
+    def __init__(self):
+        super().__init__()
+        self.offending: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in DATA_OPS:
+            return result
+        tensors = [t for t in (*args, *(kwargs or {}).values(), result) if isinstance(t, torch.Tensor)]
+        if name == "copy_" and args[0].untyped_storage().data_ptr() == args[1].untyped_storage().data_ptr():
+            return result  # the interpreter writing a kernel argument back onto itself
+        if any(t.is_floating_point() and t.dim() > 0 for t in tensors):
+            self.offending.add(name)
+        return result
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_a_triton_training_step_leaves_no_floating_point_compute_to_pytorch(variant, monkeypatch):
+    monkeypatch.setattr(runtime, "poison_outputs", False)  # the tests' NaN fill is not part of a step
+    torch.manual_seed(0)
+    model = AlexNet(variant, 10, "triton", dropout=0.5, init="kaiming", **SCALED[variant])
+    sgd = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x, target = images(variant), torch.tensor([3, 0, 7])
+    for _ in range(2):  # the second step has momentum buffers
+        with _RecordFloatingCompute() as recorder:
+            loss = ops.cross_entropy(model(x), target)
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+        assert not recorder.offending, recorder.offending
+
+
+def test_the_recorder_sees_pytorch_compute():
+    with _RecordFloatingCompute() as recorder:
+        F.relu(torch.randn(4, 4)).sum()
+    assert {"relu", "sum"} <= recorder.offending
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(variant="2013"), "variant must be one of"),
+    (dict(backend="cudnn"), "backend must be one of"),
+    (dict(init="xavier"), "init must be one of"),
+    (dict(input_size=40), "input_size 40 is too small"),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AlexNet(**kwargs)
+
+
+def test_wrong_image_size_is_named():
+    model = AlexNet("2012", 10, **SCALED["2012"])
+    with pytest.raises(ValueError, match=r"expected images \[N, 3, 67, 67\], got \(2, 3, 64, 64\)"):
+        model(torch.randn(2, 3, 64, 64))
