@@ -97,30 +97,31 @@ def pool_cases():
                     yield f"{variant}/pool-after-{layer.name}/{dtype_name}/{layout_name}", run
 
 
-def lrn_cases():
-    """Yield (case label, launcher thunk) for the 2012 net's LRN (size 5) after conv1 and conv2."""
+def _after_lrn_layers(label: str, launch):
+    """Yield (case label, thunk running ``launch(x)``) for x = the conv1 and conv2 outputs of the 2012 net (where
+    its LRN runs), every dtype and layout."""
     for layer in CONV_LAYERS["2012"][:2]:
         for dtype_name, (dtype, _) in DTYPES.items():
             for layout_name, layout in LAYOUTS.items():
                 def run(layer=layer, dtype=dtype, layout=layout):
-                    x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
-                                    memory_format=layout)
-                    y = lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0)
-                    lrn.lrn_backward(y, x, 5, 1e-4, 0.75, 2.0)
-                yield f"2012/lrn-after-{layer.name}/{dtype_name}/{layout_name}", run
+                    launch(torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                       memory_format=layout))
+                yield f"2012/{label}-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+def lrn_cases():
+    """Yield (case label, launcher thunk) for the 2012 net's LRN (size 5) after conv1 and conv2."""
+    def launch(x):
+        lrn.lrn_backward(lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0), x, 5, 1e-4, 0.75, 2.0)
+    yield from _after_lrn_layers("lrn", launch)
 
 
 def lrn_pool_cases():
     """Yield (case label, launcher thunk) for the 2012 net's fused LRN + 3x3/2 max-pool after conv1 and conv2."""
-    for layer in CONV_LAYERS["2012"][:2]:
-        for dtype_name, (dtype, _) in DTYPES.items():
-            for layout_name, layout in LAYOUTS.items():
-                def run(layer=layer, dtype=dtype, layout=layout):
-                    x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
-                                    memory_format=layout)
-                    y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 3, 2)
-                    lrn_max_pool.lrn_max_pool2d_backward(y, window, x, 5, 1e-4, 0.75, 2.0, 3, 2)
-                yield f"2012/lrn-pool-after-{layer.name}/{dtype_name}/{layout_name}", run
+    def launch(x):
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 3, 2)
+        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, 5, 1e-4, 0.75, 2.0, 3, 2)
+    yield from _after_lrn_layers("lrn-pool", launch)
 
 
 def cross_entropy_cases():

@@ -25,7 +25,6 @@ import triton.language as tl
 from . import runtime
 from .partial_sums import sum_partials
 
-PRECISIONS = ("ieee", "tf32")
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
 FLAT_CRS_CHANNELS = 16
 
@@ -365,15 +364,6 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, groups: int) -> dict:
                 stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w)
 
 
-def _uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
-    return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and precision == "tf32")
-
-
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"conv2d: precision must be one of {PRECISIONS}, got {precision!r}")
-
-
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
                    padding=0, groups: int = 1, relu: bool = False, precision: str = "ieee",
                    flat_crs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
@@ -384,17 +374,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     choices (tests, benchmarks).
     """
     geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, groups)
-    _check_precision(precision)
-    runtime.check_float_dtype("conv2d", x=x, weight=weight, bias=bias)
-    runtime.check_device("conv2d", x=x, weight=weight, bias=bias)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"conv2d: x ({x.dtype}), weight ({weight.dtype}) and bias "
-                        f"({None if bias is None else bias.dtype}) must have one dtype")
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError(f"conv2d: x ({x.device}), weight ({weight.device}) and bias "
-                         f"({None if bias is None else bias.device}) must be on one device")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    runtime.check_precision("conv2d", precision)
+    runtime.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
     g = geometry
     y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
                            memory_format=runtime.memory_format_of(x))
@@ -403,18 +384,12 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config, _uses_tensor_cores(x.dtype, precision),
+        _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config, runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
         **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("y", y),
         HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype))
     return y
-
-
-def _check_grad_output(op: str, name: str, t: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
-    if t is not None and (tuple(t.shape) != shape or t.dtype != dtype):
-        raise ValueError(f"{op}: {name} must have shape {shape} and dtype {dtype}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
 
 
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, groups: int = 1,
@@ -427,10 +402,10 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     memory_format: dx's layout (the forward input's).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, groups)
-    _check_precision(precision)
+    runtime.check_precision("conv2d", precision)
     out_shape = (g["N"], weight.shape[0], g["OH"], g["OW"])
-    _check_grad_output("conv2d_input_grad", "dy", dy, out_shape, weight.dtype)
-    _check_grad_output("conv2d_input_grad", "y", y, out_shape, weight.dtype)
+    runtime.check_shape_and_dtype("conv2d_input_grad", "dy", dy, out_shape, weight.dtype)
+    runtime.check_shape_and_dtype("conv2d_input_grad", "y", y, out_shape, weight.dtype)
     runtime.check_device("conv2d_input_grad", dy=dy, weight=weight, y=y)
     if flat_krs is None:
         flat_krs = flat_reduction(g["K_per_group"])
@@ -440,7 +415,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
         triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
-        _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config, _uses_tensor_cores(dy.dtype, precision),
+        _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config,
+        runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, w_ptr=weight, dx_ptr=dx, **g,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),
         **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
@@ -466,10 +442,10 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     partials are summed in a fixed order: results are bitwise repeatable.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, groups)
-    _check_precision(precision)
+    runtime.check_precision("conv2d", precision)
     out_shape = (g["N"], weight_shape[0], g["OH"], g["OW"])
-    _check_grad_output("conv2d_weight_grad", "dy", dy, out_shape, x.dtype)
-    _check_grad_output("conv2d_weight_grad", "y", y, out_shape, x.dtype)
+    runtime.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, out_shape, x.dtype)
+    runtime.check_shape_and_dtype("conv2d_weight_grad", "y", y, out_shape, x.dtype)
     runtime.check_device("conv2d_weight_grad", dy=dy, x=x, y=y)
     K, crs = weight_shape[0], g["C_per_group"] * g["R"] * g["S"]
     if flat_crs is None:
@@ -490,7 +466,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         return triton.cdiv(g["K_per_group"], meta["BLOCK_M"]), crs_blocks, groups * splits
 
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config, _uses_tensor_cores(x.dtype, precision),
+        _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config,
+        runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, y_ptr=y if y is not None else dy, x_ptr=x, dw_partial_ptr=dw_partial, db_partial_ptr=db_partial,
         **g, groups=groups, splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),

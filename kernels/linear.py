@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 from . import runtime
-from .conv import PRECISIONS, _check_grad_output, _uses_tensor_cores
 from .dropout import check_probability, check_seed, dropout_scale, dropped_out
 
 # Rows of output tiles per group in the swizzled program order (tiles of one group share operand loads in L2).
@@ -216,11 +215,6 @@ def _linear_weight_grad_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"linear: precision must be one of {PRECISIONS}, got {precision!r}")
-
-
 def _check_dropout(p: float, seed) -> tuple[float, int]:
     """(p, seed) checked; the seed is only needed (and must be an int) when p > 0."""
     p = check_probability("linear", p)
@@ -263,22 +257,13 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     fp16/bf16 always use tensor cores. config overrides the launch choice.
     """
     g = linear_geometry(x.shape, weight.shape)
-    _check_precision(precision)
+    runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    runtime.check_float_dtype("linear", x=x, weight=weight, bias=bias)
-    runtime.check_device("linear", x=x, weight=weight, bias=bias)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"linear: x ({x.dtype}), weight ({weight.dtype}) and bias "
-                        f"({None if bias is None else bias.dtype}) must have one dtype")
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError(f"linear: x ({x.device}), weight ({weight.device}) and bias "
-                         f"({None if bias is None else bias.device}) must be on one device")
-    if bias is not None and tuple(bias.shape) != (g["N"],):
-        raise ValueError(f"linear: bias must have shape ({g['N']},), got {tuple(bias.shape)}")
+    runtime.check_layer_operands("linear", x, weight, bias, g["N"])
     y = runtime.new_output((g["M"], g["N"]), device=x.device, dtype=x.dtype)
     runtime.launch(
         _linear_forward_kernel, _grid(g["M"], g["N"]), runtime.LINEAR_FORWARD, config,
-        _uses_tensor_cores(x.dtype, precision),
+        runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **g,
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
         **runtime.stride_args("y", y, "mn"), seed=seed, p=p, scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
@@ -298,15 +283,15 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     if dy.ndim != 2:
         raise ValueError(f"linear_input_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry((dy.shape[0], weight.shape[-1]), weight.shape)
-    _check_precision(precision)
+    runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    _check_grad_output("linear_input_grad", "dy", dy, (g["M"], g["N"]), weight.dtype)
-    _check_grad_output("linear_input_grad", "y", y, (g["M"], g["N"]), weight.dtype)
+    runtime.check_shape_and_dtype("linear_input_grad", "dy", dy, (g["M"], g["N"]), weight.dtype)
+    runtime.check_shape_and_dtype("linear_input_grad", "y", y, (g["M"], g["N"]), weight.dtype)
     runtime.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
     dx = runtime.new_output((g["M"], g["K"]), device=dy.device, dtype=dy.dtype)
     runtime.launch(
         _linear_input_grad_kernel, _grid(g["M"], g["K"]), runtime.LINEAR_INPUT_GRAD, config,
-        _uses_tensor_cores(dy.dtype, precision),
+        runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx, "mk"), **_mask_args(y, dy, p, seed),
         PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype), GROUP_M=GROUP_M)
@@ -323,16 +308,16 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     if dy.ndim != 2:
         raise ValueError(f"linear_weight_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry(x.shape, (dy.shape[1], x.shape[-1]))
-    _check_precision(precision)
+    runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    _check_grad_output("linear_weight_grad", "dy", dy, (g["M"], g["N"]), x.dtype)
-    _check_grad_output("linear_weight_grad", "y", y, (g["M"], g["N"]), x.dtype)
+    runtime.check_shape_and_dtype("linear_weight_grad", "dy", dy, (g["M"], g["N"]), x.dtype)
+    runtime.check_shape_and_dtype("linear_weight_grad", "y", y, (g["M"], g["N"]), x.dtype)
     runtime.check_device("linear_weight_grad", dy=dy, x=x, y=y)
     dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
     db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
     runtime.launch(
         _linear_weight_grad_kernel, _grid(g["N"], g["K"]), runtime.LINEAR_WEIGHT_GRAD, config,
-        _uses_tensor_cores(x.dtype, precision),
+        runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if bias_grad else dw, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed),
         BIAS_GRAD=bias_grad, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)

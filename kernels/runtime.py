@@ -199,6 +199,43 @@ def check_device(op: str, **tensors: torch.Tensor | None) -> None:
                 f"which needs {wanted} tensors (set {MODE_VARIABLE} to choose the mode)")
 
 
+PRECISIONS = ("ieee", "tf32")
+
+
+def check_precision(op: str, precision: str) -> None:
+    """ValueError unless precision is "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{op}: precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
+    """Whether dots of this dtype run on tensor cores: fp16, bf16, and fp32 as TF32."""
+    return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and precision == "tf32")
+
+
+def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
+    """ValueError unless ``t`` (a gradient or saved output; None passes) has this shape and dtype."""
+    if t is not None and (tuple(t.shape) != shape or t.dtype != dtype):
+        raise ValueError(f"{op}: {name} must have shape {shape} and dtype {dtype}, "
+                         f"got {tuple(t.shape)} {t.dtype}")
+
+
+def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         out_features: int) -> None:
+    """Dtype, device and shape checks shared by conv2d and linear: x, weight and bias of one float dtype on
+    the mode's device, bias [out_features]."""
+    check_float_dtype(op, x=x, weight=weight, bias=bias)
+    check_device(op, x=x, weight=weight, bias=bias)
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        raise TypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
+                        f"({None if bias is None else bias.dtype}) must have one dtype")
+    if weight.device != x.device or (bias is not None and bias.device != x.device):
+        raise ValueError(f"{op}: x ({x.device}), weight ({weight.device}) and bias "
+                         f"({None if bias is None else bias.device}) must be on one device")
+    if bias is not None and tuple(bias.shape) != (out_features,):
+        raise ValueError(f"{op}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+
+
 # Tests set this: every output buffer a launcher allocates is then filled with
 # NaN (integers: their maximum) first, so an element a kernel fails to write
 # cannot pass for a result.

@@ -1,4 +1,4 @@
-"""Ahead-of-time GPU compilation of the conv, pool, LRN, loss and SGD kernels (sm_80, sm_90) without a GPU."""
+"""Ahead-of-time GPU compilation of every kernel (sm_80, sm_90) without a GPU, on a subset of AlexNet's cases."""
 
 from __future__ import annotations
 
@@ -14,29 +14,35 @@ CONV_KERNELS = {"_conv2d_forward_kernel": runtime.CONV_FORWARD, "_conv2d_input_g
                 "_conv2d_weight_grad_kernel": runtime.CONV_WEIGHT_GRAD}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
-               "_cross_entropy_backward_kernel", "_sgd_step_kernel")
+               "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
+               "_lrn_max_pool_backward_kernel")
 
 
 # conv1 takes the flat reduction (3 channels, stride 4), conv4 the channel
 # blocks (grouped); between them every dtype/precision and both layouts. The
-# first pool and LRN: every dtype and layout.
+# first pool and LRN: every dtype and layout; the fused LRN + pool at its most register-hungry (conv2, fp32)
+# and in bf16.
 CASES = ["2012/conv1/fp16/channels_last", "2012/conv1/fp32-ieee/nchw", "2012/conv4/bf16/nchw",
          "2012/conv4/fp32-tf32/channels_last", "2012/pool-after-conv1/*", "2012/lrn-after-conv1/*",
+         "2012/lrn-pool-after-conv2/fp32-ieee/*", "2012/lrn-pool-after-conv1/bf16/*",
          # the loss at fp16 and fp32; SGD on fc8's bias, whose 1000 elements defeat 16-wide vector hints
          "2012/cross-entropy-fc8/fp16/*", "2012/cross-entropy-fc8/fp32-ieee/*", "2012/sgd-fc8-bias/bf16/*"]
 
 
-def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
+def inspect(tmp_path, ops: list[str], cases: list[str]) -> pd.DataFrame:
+    """Run experiments/inspect_kernels.py on some ops and cases; its table, after checking it has no failures."""
     out = tmp_path / "inspection.csv"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", "conv", "pool", "lrn",
-         "cross_entropy", "sgd",
-         "--cases", *CASES, "--out", str(out)],
-        capture_output=True, text=True, timeout=1500)
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", *ops,
+                             "--cases", *cases, "--out", str(out)], capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out)
     assert (table.status == "ok").all() and (table.spill_bytes == 0).all()
-    for kernel, configs in CONV_KERNELS.items():
+    return table
+
+
+def assert_every_gemm_config_compiled(table: pd.DataFrame, kernels: dict) -> None:
+    """Each GEMM-like kernel: every shipped config on both targets, tensor cores wherever the dtype allows."""
+    for kernel, configs in kernels.items():
         rows = table[table.kernel == kernel]
         for target in ("sm_80", "sm_90"):
             on_target = rows[rows.target == target]
@@ -46,8 +52,17 @@ def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path
             # Hopper's wgmma (HGMMA) needs 64-row tiles; 32-row tiles use mma.sync (HMMA) there too.
             allowed = {"HMMA", "HGMMA"} if target == "sm_90" else {"HMMA"}
             assert set(tensor_core_rows.mma) <= allowed, (kernel, target, set(tensor_core_rows.mma))
-    for kernel in ROW_KERNELS:
+
+
+def assert_on_both_targets(table: pd.DataFrame, kernels) -> None:
+    for kernel in kernels:
         assert set(table[table.kernel == kernel].target) == {"sm_80", "sm_90"}, kernel
+
+
+def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
+    table = inspect(tmp_path, ["conv", "pool", "lrn", "lrn_pool", "cross_entropy", "sgd"], CASES)
+    assert_every_gemm_config_compiled(table, CONV_KERNELS)
+    assert_on_both_targets(table, ROW_KERNELS)
 
 
 LINEAR_KERNELS = {"_linear_forward_kernel": runtime.LINEAR_FORWARD,
@@ -60,21 +75,6 @@ LINEAR_CASES = ["2012/fc6/fp16/*", "2012/fc8/bf16/*", "2012/fc8/fp32-ieee/*", "2
 
 
 def test_linear_and_dropout_kernels_compile_for_sm80_and_sm90_without_spills(tmp_path):
-    out = tmp_path / "inspection.csv"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", "linear", "dropout",
-         "--cases", *LINEAR_CASES, "--out", str(out)],
-        capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = pd.read_csv(out)
-    assert (table.status == "ok").all() and (table.spill_bytes == 0).all()
-    for kernel, configs in LINEAR_KERNELS.items():
-        rows = table[table.kernel == kernel]
-        for target in ("sm_80", "sm_90"):
-            on_target = rows[rows.target == target]
-            assert set(on_target.config) == {runtime.config_name(c) for c in configs.shipped()}, (kernel, target)
-            tensor_core_rows = on_target[[("fp32-ieee" not in d) for d in on_target["dtypes"]]]
-            assert set(tensor_core_rows.config) == {runtime.config_name(c) for c in configs.tensor_core}
-            allowed = {"HMMA", "HGMMA"} if target == "sm_90" else {"HMMA"}
-            assert set(tensor_core_rows.mma) <= allowed, (kernel, target, set(tensor_core_rows.mma))
-    assert set(table[table.kernel == "_dropout_kernel"].target) == {"sm_80", "sm_90"}
+    table = inspect(tmp_path, ["linear", "dropout"], LINEAR_CASES)
+    assert_every_gemm_config_compiled(table, LINEAR_KERNELS)
+    assert_on_both_targets(table, ["_dropout_kernel"])
