@@ -30,7 +30,9 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, seed: int | 
     training=False and empty tensors return x itself; p = 1 gives zeros and a zero gradient.
     """
     p = check_probability("dropout", p)
-    seed = draw_seed() if seed is None else check_seed("dropout", seed)
+    if seed is not None:
+        check_seed("dropout", seed)
     if p == 0.0 or not training or x.numel() == 0:
-        return x
+        return x  # no seed drawn: evaluation leaves torch's RNG untouched
+    seed = draw_seed() if seed is None else seed
     return DropoutFunction.apply(x, p, seed)
