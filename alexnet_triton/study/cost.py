@@ -1,0 +1,161 @@
+"""What each AlexNet layer must compute and move, from its shapes alone: the study's cost model.
+
+``study_layers(variant)`` lists the layers the benchmarks time and the roofline
+plots, at full size: the five convs (bias + ReLU fused), the LRN + max-pool
+blocks (2012) or plain max-pools (torchvision), fc6-fc8, the cross-entropy and
+the SGD step over every parameter. For each, per mode ("forward", "backward",
+"full" = both):
+
+  flops(layer, mode, batch)                       multiply-adds count 2; element-wise ops count what they
+                                                  compute per element (an approximate model, pow = 1 op)
+  minimum_bytes(layer, mode, batch, element_size) every tensor the mode must read or write, once: the
+                                                  traffic of an ideal fused kernel (a lower bound)
+
+Backward reads what forward saved (the input, and the output where ReLU's mask
+comes from it) and the output gradient, and writes the input, weight and bias
+gradients; conv1's input is the image, which needs no gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..architecture import CONV_LAYERS, ConvLayer
+
+MODES = ("forward", "backward", "full")
+NUM_CLASSES = 1000
+FC_WIDTH = 4096
+LRN_SIZE = 5
+POOL_KERNEL, POOL_STRIDE = 3, 2
+# Per-element operation counts of the element-wise layers (the model's approximation).
+LRN_FLOPS_FORWARD = 2 * LRN_SIZE + 4  # window sum of squares, k + alpha/size * s, pow, divide
+LRN_FLOPS_BACKWARD = 4 * LRN_SIZE + 8  # recompute the denominator, the channel-window sum of the gradient
+CROSS_ENTROPY_FLOPS_FORWARD = 4  # max, subtract, exp, add per logit
+CROSS_ENTROPY_FLOPS_BACKWARD = 3  # exp(x - lse), subtract the one-hot, scale
+SGD_FLOPS = 6  # weight decay, momentum, update: one multiply-add each
+SGD_STATE_TENSORS = 5  # read parameter, gradient, momentum; write parameter, momentum
+INDEX_BYTES = 8  # int64 targets
+LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
+
+
+@dataclass(frozen=True)
+class StudyLayer:
+    """One full-size layer of an AlexNet variant, per image.
+
+    kind "conv": ``conv`` holds the geometry. "lrn_pool" / "pool": ``channels`` maps of ``size`` x ``size``
+    (LRN size 5, then 3x3 stride-2 pooling). "linear": ``in_features`` -> ``out_features``.
+    "cross_entropy": ``in_features`` logits per image. "sgd": ``in_features`` parameters in all.
+    """
+
+    variant: str
+    name: str
+    kind: str
+    conv: ConvLayer | None = None
+    channels: int = 0
+    size: int = 0
+    in_features: int = 0
+    out_features: int = 0
+    needs_input_grad: bool = True
+
+    @property
+    def pooled_size(self) -> int:
+        return (self.size - POOL_KERNEL) // POOL_STRIDE + 1
+
+    def __str__(self) -> str:
+        return f"{self.variant}/{self.name}"
+
+
+def study_layers(variant: str) -> list[StudyLayer]:
+    """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision")."""
+    if variant not in CONV_LAYERS:
+        raise ValueError(f"study_layers: variant must be one of {tuple(CONV_LAYERS)}, got {variant!r}")
+    convs = CONV_LAYERS[variant]
+    pool_kind = "lrn_pool" if variant == "2012" else "pool"
+    layers = []
+    for index, conv in enumerate(convs):
+        layers.append(StudyLayer(variant, conv.name, "conv", conv=conv, needs_input_grad=index > 0))
+        if index in (0, 1):
+            layers.append(StudyLayer(variant, f"{pool_kind.replace('_', '-')}{index + 1}", pool_kind,
+                                     channels=conv.out_channels, size=conv.out_size))
+    last = convs[-1]
+    layers.append(StudyLayer(variant, "pool5", "pool", channels=last.out_channels, size=last.out_size))
+    flat = last.out_channels * layers[-1].pooled_size ** 2
+    for name, in_features, out_features in (("fc6", flat, FC_WIDTH), ("fc7", FC_WIDTH, FC_WIDTH),
+                                            ("fc8", FC_WIDTH, NUM_CLASSES)):
+        layers.append(StudyLayer(variant, name, "linear", in_features=in_features, out_features=out_features))
+    layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
+    layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
+    return layers
+
+
+def parameter_count(variant: str) -> int:
+    """Weights and biases of the full-size net (60,965,224 for "2012", 61,100,840 for "torchvision")."""
+    convs = CONV_LAYERS[variant]
+    count = sum(c.out_channels * (c.in_channels // c.groups * c.kernel ** 2 + 1) for c in convs)
+    pooled = (convs[-1].out_size - POOL_KERNEL) // POOL_STRIDE + 1
+    for in_features, out_features in ((convs[-1].out_channels * pooled ** 2, FC_WIDTH), (FC_WIDTH, FC_WIDTH),
+                                      (FC_WIDTH, NUM_CLASSES)):
+        count += out_features * (in_features + 1)
+    return count
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"cost model: mode must be one of {MODES}, got {mode!r}")
+
+
+def _gemm(layer: StudyLayer) -> tuple[int, int, int, int]:
+    """Per image: (output elements, reduction length, input elements, weight elements) of a conv or linear."""
+    if layer.kind == "conv":
+        c = layer.conv
+        return (c.out_channels * c.out_size ** 2, c.in_channels // c.groups * c.kernel ** 2,
+                c.in_channels * c.size ** 2, c.out_channels * c.in_channels // c.groups * c.kernel ** 2)
+    return layer.out_features, layer.in_features, layer.in_features, layer.out_features * layer.in_features
+
+
+def flops(layer: StudyLayer, mode: str, batch: int) -> int:
+    """Floating-point operations of ``mode`` for a batch (the SGD step does not depend on the batch)."""
+    _check_mode(mode)
+    if mode == "full":
+        return flops(layer, "forward", batch) + flops(layer, "backward", batch)
+    forward = mode == "forward"
+    if layer.kind in ("conv", "linear"):
+        outputs, reduction, _, _ = _gemm(layer)
+        gemms = 1 if forward else 1 + layer.needs_input_grad  # backward: weight grad (+ input grad)
+        return 2 * batch * outputs * reduction * gemms
+    if layer.kind in ("lrn_pool", "pool"):
+        inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
+        lrn = (LRN_FLOPS_FORWARD if forward else LRN_FLOPS_BACKWARD) * inputs if layer.kind == "lrn_pool" else 0
+        pool = POOL_KERNEL ** 2 * outputs  # forward: compare per tap; backward: route per tap
+        return batch * (lrn + pool)
+    if layer.kind == "cross_entropy":
+        per_logit = CROSS_ENTROPY_FLOPS_FORWARD if forward else CROSS_ENTROPY_FLOPS_BACKWARD
+        return batch * layer.in_features * per_logit
+    return 0 if forward else SGD_FLOPS * layer.in_features  # the SGD step is counted as backward
+
+
+def minimum_bytes(layer: StudyLayer, mode: str, batch: int, element_size: int) -> int:
+    """Bytes ``mode`` must read and write at least, each tensor once (parameters once per batch)."""
+    _check_mode(mode)
+    if mode == "full":
+        return minimum_bytes(layer, "forward", batch, element_size) + minimum_bytes(layer, "backward", batch,
+                                                                                    element_size)
+    forward = mode == "forward"
+    if layer.kind in ("conv", "linear"):
+        outputs, _, inputs, weights = _gemm(layer)
+        bias = layer.conv.out_channels if layer.kind == "conv" else layer.out_features
+        if forward:  # x, w, b -> y
+            elements = batch * (inputs + outputs) + weights + bias
+        else:  # dy, y (ReLU mask), x, w -> dx, dw, db
+            elements = batch * (2 * outputs + inputs * (1 + layer.needs_input_grad)) + 2 * weights + bias
+        return element_size * elements
+    if layer.kind in ("lrn_pool", "pool"):
+        inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
+        # forward: x -> y; backward: dy and the saved x -> dx
+        return element_size * batch * (inputs + outputs if forward else 2 * inputs + outputs)
+    if layer.kind == "cross_entropy":
+        # forward: logits, targets -> per-row log-sum-exp (fp32); backward: logits, targets, lse -> dlogits
+        logits = element_size * batch * layer.in_features
+        return logits * (1 if forward else 2) + (INDEX_BYTES + LSE_BYTES) * batch
+    # the SGD step is counted as backward: it runs after it, once per batch
+    return 0 if forward else SGD_STATE_TENSORS * element_size * layer.in_features
