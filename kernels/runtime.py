@@ -276,16 +276,18 @@ class LaunchRecord:
     candidates: tuple[triton.Config, ...]
 
 
-_capture: list[LaunchRecord] | None = None
+_capture: Callable[[LaunchRecord], None] | None = None
 
 
 @contextlib.contextmanager
-def capture_launches():
-    """Within the block, launches are recorded (not run); yields the record list."""
+def capture_launches(on_launch: Callable[[LaunchRecord], None] | None = None):
+    """Within the block, launches are recorded (not run); yields the record list. Given ``on_launch``, each
+    record goes to it instead and the list stays empty (a kept record keeps its launch's tensors alive)."""
     global _capture
-    previous, _capture = _capture, []
+    records: list[LaunchRecord] = []
+    previous, _capture = _capture, on_launch or records.append
     try:
-        yield _capture
+        yield records
     finally:
         _capture = previous
 
@@ -303,7 +305,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
     """
     candidates = configs.gpu(tensor_cores)
     if _capture is not None:
-        _capture.append(LaunchRecord(kernel, dict(args), candidates))
+        _capture(LaunchRecord(kernel, dict(args), candidates))
         return
     if config is None and INTERPRETER:
         config = configs.interpreter

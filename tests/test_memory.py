@@ -1,41 +1,90 @@
-"""experiments/memory.py: the saved-tensor counter, and the Triton blocks' saving against PyTorch eager."""
+"""The saved-tensor counter, and what the Triton path keeps for backward against PyTorch eager: the 2012 net's
+conv blocks and both whole networks, full size."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import pandas as pd
+import pytest
 import torch
 
 from alexnet_triton.architecture import CONV_LAYERS
+from alexnet_triton.model import AlexNet
+from alexnet_triton.study import memory
 
-_spec = importlib.util.spec_from_file_location(
-    "memory_experiment", Path(__file__).resolve().parents[1] / "experiments" / "memory.py")
-memory = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(memory)
+FP32 = 4
+
+
+def pooled(size: int) -> int:
+    return (size - 3) // 2 + 1
 
 
 def test_counter_counts_a_shared_storage_once_and_parameters_apart():
     x = torch.randn(3, 5, requires_grad=True)
     w = torch.randn(5, 5, requires_grad=True)
     # x @ w saves x and w; (x * x) saves x twice more; sigmoid saves its 3x5 result; the view shares x's storage
-    saved = memory.saved_storages(lambda: (x @ w).sum() + (x * x).sum() + x.view(15).sigmoid().sum(), [w])
+    _, saved = memory.saved_storages(lambda: (x @ w).sum() + (x * x).sum() + x.view(15).sigmoid().sum(), [w])
     activations = sorted(s.nbytes for s in saved if not s.parameter)
     assert activations == [60, 60]  # x once, sigmoid's result once
     assert [s.nbytes for s in saved if s.parameter] == [100]
 
 
+def block_bytes(layer) -> int:
+    """Per image, what a Triton conv -> ReLU -> LRN -> pool block keeps: the conv's input, its ReLU output
+    (shared by the conv and the fused LRN + pool) and the pool's int8 window offsets."""
+    return FP32 * layer.in_channels * layer.size ** 2 + FP32 * layer.out_channels * layer.out_size ** 2 \
+        + layer.out_channels * pooled(layer.out_size) ** 2
+
+
 def test_triton_blocks_save_at_most_half_of_eager():
     """Full-size AlexNet blocks (batch 1): the ratio depends on the real channel and spatial sizes."""
     layers = CONV_LAYERS["2012"][:2]
-    rows = {(r["block"], r["path"]): r for r in memory.measure(layers, batch=1)}
+    rows = memory.measure_blocks(list(layers), batch=1).set_index(["block", "path"])
     for layer in layers:
-        block = f"{layer.name}+relu+lrn+pool"
-        triton, eager = rows[block, "triton"], rows[block, "eager"]
-        assert triton["ratio_to_eager"] <= 0.5, (block, triton, eager)
-        # the conv's input, its ReLU output (shared by the conv and the fused block) and int8 window offsets
-        out, pooled = layer.out_size, (layer.out_size - 3) // 2 + 1
-        expected = 4 * layer.in_channels * layer.size ** 2 + 4 * layer.out_channels * out ** 2 \
-            + layer.out_channels * pooled ** 2
-        assert triton["saved_tensors"] == 3 and triton["saved_bytes_per_image"] == expected, triton
+        triton = rows.loc[(f"{layer.name}+relu+lrn+pool", "triton")]
+        assert triton.ratio_to_eager <= 0.5, triton
+        assert triton.saved_tensors == 3 and triton.saved_bytes_per_image == block_bytes(layer), triton
+
+
+def triton_network_bytes() -> int:
+    """Per image, what the Triton 2012 net keeps: both blocks; conv3's input (pool2's output); the ReLU outputs of
+    conv3, conv4 and conv5 (conv4's and conv5's inputs); pool5's int8 offsets and output (fc6's input); the
+    outputs of fc6 and fc7 (ReLU, then dropout: fc7's and fc8's inputs)."""
+    conv1, conv2, conv3, conv4, conv5 = CONV_LAYERS["2012"]
+    maps = conv3.out_size ** 2  # 13 x 13 from conv3 to conv5
+    pool5 = conv5.out_channels * pooled(conv5.out_size) ** 2
+    return (block_bytes(conv1) + block_bytes(conv2) + FP32 * conv3.in_channels * maps
+            + FP32 * (conv3.out_channels + conv4.out_channels + conv5.out_channels) * maps
+            + pool5 + FP32 * pool5 + FP32 * 2 * 4096)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    """Both variants, full size, batch 1 (the eager forward runs for real, the Triton kernels are captured)."""
+    return {variant: memory.measure_network(variant, batch=1).set_index(["path", "group"])
+            for variant in ("2012", "torchvision")}
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_the_triton_network_saves_less_than_eager(networks, variant):
+    rows = networks[variant]
+    assert rows.loc[("triton", memory.NETWORK), "ratio_to_eager"] < 1
+    groups = rows.drop(memory.NETWORK, level="group")
+    assert list(groups.loc["triton"].index) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    for path in memory.PATHS:  # the groups split the whole network's tensors and bytes
+        for column in ("saved_tensors", "saved_bytes_per_image", "parameter_bytes"):
+            assert groups.loc[path, column].sum() == rows.loc[(path, memory.NETWORK), column], (path, column)
+    # parameters are the same tensors on both paths: every weight (conv and linear), no bias
+    weights = sum(FP32 * m.weight.numel() for m in AlexNet(variant, init="torch").modules() if hasattr(m, "weight"))
+    assert (rows.xs(memory.NETWORK, level="group").parameter_bytes == weights).all()
+
+
+def test_triton_2012_network_bytes_by_hand(networks):
+    rows = networks["2012"]
+    assert rows.loc[("triton", "conv1"), "saved_bytes_per_image"] == block_bytes(CONV_LAYERS["2012"][0])
+    assert rows.loc[("triton", memory.NETWORK), "saved_bytes_per_image"] == triton_network_bytes()
+    assert rows.loc[("triton", memory.NETWORK), "saved_tensors"] == 14
+
+
+def test_plot(networks, tmp_path):
+    table = pd.concat([rows.reset_index() for rows in networks.values()])
+    assert memory.plot_memory(table, tmp_path / "network.png").stat().st_size > 0

@@ -1,0 +1,222 @@
+"""Bytes autograd keeps for backward, per image: the Triton path against PyTorch eager, fp32, full size.
+
+Two measurements, each path's forward run under ``torch.autograd.graph.saved_tensors_hooks``, which sees every
+tensor autograd keeps for backward. A storage shared by several saved tensors (the conv output that both the
+conv's ReLU mask and the LRN need, a weight and its transpose) is counted once; parameters (weights, biases)
+are listed apart, since they do not grow with the batch.
+
+  ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool.
+                       Triton: ``ops.conv2d(relu=True)`` then the fused ``ops.lrn_max_pool2d``; eager:
+                       F.conv2d, F.relu, F.local_response_norm, F.max_pool2d.
+  ``measure_network``  the whole model (both variants, training mode, dropout on), forward only: backend
+                       "triton" against backend "torch", per layer group and in all. A group is a conv or
+                       linear layer and every layer after it up to the next one (conv1: conv1, ReLU, LRN,
+                       pool1); a tensor belongs to the group of the first autograd node, in forward order,
+                       that saved it (a layer's input is saved by the layer that consumes it).
+
+The Triton kernels are captured, not run (``runtime.capture_launches``): which tensors autograd saves does
+not depend on their values, so the Triton forward only allocates (uninitialised) outputs and a full-size
+network costs no interpreter time. The eager forward runs for real on the CPU. Its saved tensors are those of
+a CUDA eager forward except for dropout, which on the CPU keeps its float scale mask (4 bytes per element)
+where CUDA's ``native_dropout`` keeps a bool mask (1 byte): eager is 3 bytes per dropout element too high,
+24 KiB per image for the 2012 net (fc6, fc7 groups) and 39 KiB for torchvision's (conv5, fc6 groups).
+ratio_to_eager is empty where eager keeps nothing (torchvision's fc8 group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from .. import ops
+from ..architecture import ConvLayer
+from ..kernels import runtime
+from ..model import LRN, VARIANTS, AlexNet
+from .traffic import PATHS
+
+POOL = dict(kernel_size=3, stride=2)
+DTYPE = "float32"
+NETWORK = "network"  # measure_network's row for the whole model
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class SavedStorage:
+    """One storage autograd keeps for backward: its address, the first tensor seen on it, its size, and
+    whether it is a parameter's."""
+
+    address: int
+    description: str
+    nbytes: int
+    parameter: bool
+
+
+def saved_storages(forward: Callable[[], torch.Tensor],
+                   parameters: list[torch.Tensor]) -> tuple[torch.Tensor, list[SavedStorage]]:
+    """Run ``forward`` with Triton launches captured; return its output and each distinct storage of the
+    tensors autograd saved, once."""
+    parameter_storages = {p.untyped_storage().data_ptr() for p in parameters}
+    seen: dict[int, SavedStorage] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            description = f"{'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}"
+            seen[storage.data_ptr()] = SavedStorage(storage.data_ptr(), description, storage.nbytes(),
+                                                    storage.data_ptr() in parameter_storages)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runtime.capture_launches():
+        output = forward()
+    return output, list(seen.values())
+
+
+def _row(saved: list[SavedStorage], batch: int, **columns) -> dict:
+    activations = [s for s in saved if not s.parameter]
+    return dict(**columns, dtype=DTYPE, batch=batch, saved_tensors=len(activations),
+                saved_bytes_per_image=sum(s.nbytes for s in activations) // batch,
+                parameter_bytes=sum(s.nbytes for s in saved if s.parameter),
+                tensors="; ".join(s.description for s in activations))
+
+
+def _with_ratio_to_eager(rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    """rows as a table with ratio_to_eager: saved bytes / the eager row's with the same ``keys``."""
+    table = pd.DataFrame(rows)
+    eager = table.loc[table.path == "eager", [*keys, "saved_bytes_per_image"]]
+    table = table.merge(eager, on=keys, suffixes=("", "_eager"), how="left", sort=False)
+    eager_bytes = table.pop("saved_bytes_per_image_eager")
+    table.insert(table.columns.get_loc("saved_bytes_per_image") + 1, "ratio_to_eager",
+                 (table.saved_bytes_per_image / eager_bytes).round(3))
+    return table
+
+
+# ----------------------------------------------------------------------------- conv blocks
+
+
+def block_inputs(layer: ConvLayer, batch: int, needs_input_grad: bool):
+    """Random x [batch, C_in, size, size] and the layer's weight and bias (requiring grad)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, layer.in_channels, layer.size, layer.size, generator=gen)
+    weight = (torch.randn(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel,
+                          generator=gen) * 0.01).requires_grad_()
+    bias = torch.zeros(layer.out_channels).requires_grad_()
+    return x.requires_grad_(needs_input_grad), weight, bias
+
+
+def triton_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
+    y = ops.conv2d(x, weight, bias, layer.stride, layer.padding, layer.groups, relu=True)
+    return ops.lrn_max_pool2d(y, **LRN, **POOL)
+
+
+def eager_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
+    y = F.relu(F.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups))
+    return F.max_pool2d(F.local_response_norm(y, **LRN), **POOL)
+
+
+def measure_blocks(layers: list[ConvLayer], batch: int) -> pd.DataFrame:
+    """One row per (block, path): saved bytes per image, the Triton / eager ratio, parameter bytes, tensors."""
+    rows = []
+    for layer in layers:
+        x, weight, bias = block_inputs(layer, batch, needs_input_grad=layer.name != "conv1")
+        for path, block in (("triton", triton_block), ("eager", eager_block)):
+            _, saved = saved_storages(partial(block, layer, x, weight, bias), [weight, bias])
+            rows.append(_row(saved, batch, block=f"{layer.name}+relu+lrn+pool", path=path))
+    return _with_ratio_to_eager(rows, ["block"])
+
+
+# ----------------------------------------------------------------------------- whole network
+
+
+def layer_groups(model: AlexNet) -> dict[int, str]:
+    """Storage address of each conv / linear bias -> its layer's name (conv1..conv5, fc6..fc8)."""
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    names = [f"conv{i + 1}" for i in range(len(convs))] + [f"fc{i + 6}" for i in range(len(linears))]
+    return {layer.bias.data_ptr(): name for layer, name in zip(convs + linears, names, strict=True)}
+
+
+def _node_saved_tensors(node) -> list[torch.Tensor]:
+    """What an autograd node keeps: a custom Function's saved_tensors, a built-in node's _saved_* fields."""
+    if isinstance(node, torch.autograd.function.BackwardCFunction):
+        return [t for t in node.saved_tensors if t is not None]
+    fields = [getattr(node, name) for name in dir(node) if name.startswith("_saved_")]
+    return [leaf for leaf in tree_leaves(fields) if isinstance(leaf, torch.Tensor)]
+
+
+def saving_groups(output: torch.Tensor, model: AlexNet) -> dict[int, str]:
+    """Storage address -> layer group of the first node (in forward order) of ``output``'s autograd graph that
+    saved a tensor on it. A node starts a group when it takes that layer's bias, as every backend's conv and
+    linear nodes do."""
+    group_of_bias = layer_groups(model)
+    nodes, stack = set(), [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in nodes:
+            nodes.add(node)
+            stack += [child for child, _ in node.next_functions]
+    group, groups = "input", {}
+    for node in sorted((n for n in nodes if not hasattr(n, "variable")), key=lambda n: n._sequence_nr()):
+        biases = [child.variable.data_ptr() for child, _ in node.next_functions if hasattr(child, "variable")]
+        group = next((group_of_bias[b] for b in biases if b in group_of_bias), group)
+        for t in _node_saved_tensors(node):
+            groups.setdefault(t.untyped_storage().data_ptr(), group)
+    return groups
+
+
+def measure_network(variant: str, batch: int, **model_options) -> pd.DataFrame:
+    """Rows (variant, path, group) of the model's forward in training mode on images [batch, 3, S, S], one per
+    layer group and one "network" row for the whole model, with the Triton / eager ratio of each.
+    model_options: AlexNet's (width, input_size, num_classes) for a scaled-down model."""
+    rows = []
+    for path, backend in PATHS.items():
+        torch.manual_seed(0)
+        model = AlexNet(variant, backend=backend, init="torch", **model_options)
+        images = torch.rand(batch, 3, model.input_size, model.input_size)
+        output, saved = saved_storages(partial(model, images), list(model.parameters()))
+        groups = saving_groups(output, model)
+        for group in dict.fromkeys(groups.values()):
+            rows.append(_row([s for s in saved if groups.get(s.address) == group], batch, variant=variant,
+                             path=path, group=group))
+        rows.append(_row(saved, batch, variant=variant, path=path, group=NETWORK) | dict(tensors=""))
+    return _with_ratio_to_eager(rows, ["variant", "group"])
+
+
+def plot_memory(table: pd.DataFrame, path: Path) -> Path:
+    """Bars of MiB saved per image, Triton vs eager for each variant, stacked by layer group; each bar is
+    labelled with its total and the Triton bar with its ratio to eager."""
+    groups = list(dict.fromkeys(table.group[table.group != NETWORK]))
+    variants = [v for v in VARIANTS if v in set(table.variant)]
+    bars = [(variant, path) for variant in variants for path in PATHS]
+    fig = Figure(figsize=(2.2 * len(bars) + 2.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    colours = dict(zip(groups, [f"C{i}" for i in range(len(groups))], strict=True))
+    by_key = table.set_index(["variant", "path", "group"]).saved_bytes_per_image / MIB
+    bottoms = [0.0] * len(bars)
+    for group in groups:
+        heights = [by_key.get((variant, path, group), 0.0) for variant, path in bars]
+        ax.bar(range(len(bars)), heights, bottom=bottoms, color=colours[group], label=group)
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    totals = table[table.group == NETWORK].set_index(["variant", "path"])
+    for i, key in enumerate(bars):
+        ratio = "" if key[1] == "eager" else f"\nx{totals.loc[key, 'ratio_to_eager']:.2f} of eager"
+        ax.annotate(f"{totals.loc[key, 'saved_bytes_per_image'] / MIB:.1f} MiB{ratio}", (i, bottoms[i]),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(bars)), [f"{variant}\n{path}" for variant, path in bars])
+    ax.set_ylabel("MiB saved for backward per image (activations)")
+    ax.margins(y=0.15)
+    ax.legend(title="layer group", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    batch = table.batch.iloc[0]
+    fig.suptitle(f"AlexNet forward in training mode (dropout on), {table.dtype.iloc[0]}, measured at batch {batch}: "
+                 "bytes autograd keeps for backward\nTriton path vs PyTorch eager (sizes, not timings; parameters "
+                 "excluded)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,102 @@
+"""The launch and traffic counter: its rule on hand-countable graphs, and a training step's phases on both paths."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from alexnet_triton.kernels import runtime
+
+from alexnet_triton import ops
+from alexnet_triton.study import traffic
+
+# Scaled-down topologies (width 1/8, smallest input with a 1x1 map after pool5), as in test_model.py.
+SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
+          "torchvision": dict(width=0.125, input_size=63, num_classes=10)}
+FP32 = 4
+
+
+@pytest.fixture(autouse=True)
+def no_poison(monkeypatch):
+    """The tests' NaN fill of kernel outputs is an ATen op of its own: not part of what is counted here."""
+    monkeypatch.setattr(runtime, "poison_outputs", False)
+
+
+def summary_of(launches):
+    return [(launch.phase, launch.source, launch.name, launch.bytes) for launch in launches]
+
+
+def test_pytorch_ops_count_by_the_rule():
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    launches = []
+    with traffic.record_launches("forward", launches):
+        c = torch.relu(a + b)  # add: a, b, a + b; relu: its input and output
+        c.add_(a)  # in place: c once, a once
+        c.view(12).t()  # views: no kernel
+        torch.ones(()) * 2  # only 0-d tensors: scalar bookkeeping
+    size = 12 * FP32
+    assert summary_of(launches) == [("forward", "aten", "add", 3 * size), ("forward", "aten", "relu", 2 * size),
+                                    ("forward", "aten", "add_", 2 * size)]
+
+
+def test_triton_launches_are_counted_without_running():
+    """linear x [4, 8] @ w [5, 8]^T + b [5], then dropout of y [4, 5]: one kernel each way per op."""
+    x, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((4, 8), (5, 8), (5,)))
+    dy = torch.ones(4, 5)
+    launches = []
+    with traffic.record_launches("forward", launches):
+        y = ops.dropout(ops.linear(x, w, b), p=0.5, seed=7)
+    with traffic.record_launches("backward", launches):
+        y.backward(dy)
+    x_, w_, b_, y_ = 32 * FP32, 40 * FP32, 5 * FP32, 20 * FP32
+    assert summary_of(launches) == [
+        ("forward", "triton", "linear_forward", x_ + w_ + b_ + y_),
+        ("forward", "triton", "dropout", 2 * y_),  # the seed is given; the scale 1/(1-p) is a 0-d op
+        ("backward", "triton", "dropout", 2 * y_),  # the backward regenerates the mask with the same kernel
+        ("backward", "triton", "linear_input_grad", y_ + w_ + x_),  # dy, w -> dx
+        ("backward", "triton", "linear_weight_grad", y_ + x_ + w_ + b_),  # dy, x -> dw, db
+    ]
+
+
+# Triton launches per phase of a step, by hand. 2012 forward: 5 convs, 2 LRN + pool, 1 pool, 3 linears (ReLU
+# and dropout fused), cross-entropy (2: rows, then their mean); backward: conv1 weight grad + 2 partial sums,
+# conv2-5 input grad, weight grad + 2 partial sums each, 2 LRN + pool, 1 pool, 3 x (input, weight grad),
+# cross-entropy; optimizer: one SGD launch per parameter (16). torchvision: 3 pools, no LRN, and the
+# standalone dropout before fc6 (the one before fc7 is fc6's fused epilogue).
+TRITON_LAUNCHES = {"2012": {"forward": 13, "backward": 29, "optimizer": 16},
+                   "torchvision": {"forward": 14, "backward": 30, "optimizer": 16}}
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_a_training_step_on_both_paths(variant):
+    triton = traffic.count_training_step(variant, "triton", 2, **SCALED[variant])
+    per_phase = triton[triton.source == "triton"].groupby("phase").size().to_dict()
+    assert per_phase == TRITON_LAUNCHES[variant]
+    # all PyTorch is asked to launch: the range check of the integer targets
+    assert triton.loc[triton.source == "aten", "name"].tolist() == ["aminmax"]
+    eager = traffic.count_training_step(variant, "eager", 2, **SCALED[variant])
+    assert set(eager.source) == {"aten"} and list(eager.phase.unique()) == list(traffic.PHASES)
+    names = eager.groupby("name").size()
+    assert names["convolution"] == names["convolution_backward"] == 5
+    summary = traffic.summarise(pd.concat([triton, eager])).set_index(["path", "phase"])
+    assert summary.loc[("triton", "step"), "launches"] == sum(TRITON_LAUNCHES[variant].values()) + 1
+    assert summary.loc[("triton", "step"), "launches_ratio"] == round(
+        summary.loc[("triton", "step"), "launches"] / len(eager), 3)
+    assert (summary.loc["eager", "mb_ratio"] == 1).all()
+
+
+@pytest.mark.parametrize("path", ["triton", "eager"])
+def test_counts_repeat(path):
+    first, second = (traffic.count_training_step("2012", path, 2, **SCALED["2012"]) for _ in range(2))
+    assert first.equals(second)
+
+
+def test_plot(tmp_path):
+    summary = traffic.summarise(pd.concat(
+        [traffic.count_training_step("torchvision", path, 1, **SCALED["torchvision"]) for path in traffic.PATHS]))
+    assert traffic.plot_traffic(summary, tmp_path / "traffic.png").stat().st_size > 0
+
+
+def test_unknown_path():
+    with pytest.raises(ValueError, match="path must be one of"):
+        traffic.count_training_step("2012", "compiled", 1)
