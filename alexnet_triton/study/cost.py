@@ -56,6 +56,7 @@ class StudyLayer:
     in_features: int = 0
     out_features: int = 0
     needs_input_grad: bool = True
+    relu: bool = True  # conv / linear: a fused ReLU, whose mask the backward reads from the saved output
 
     @property
     def pooled_size(self) -> int:
@@ -67,8 +68,7 @@ class StudyLayer:
 
 def study_layers(variant: str) -> list[StudyLayer]:
     """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision")."""
-    if variant not in CONV_LAYERS:
-        raise ValueError(f"study_layers: variant must be one of {tuple(CONV_LAYERS)}, got {variant!r}")
+    _check_variant(variant)
     convs = CONV_LAYERS[variant]
     pool_kind = "lrn_pool" if variant == "2012" else "pool"
     layers = []
@@ -82,7 +82,8 @@ def study_layers(variant: str) -> list[StudyLayer]:
     flat = last.out_channels * layers[-1].pooled_size ** 2
     for name, in_features, out_features in (("fc6", flat, FC_WIDTH), ("fc7", FC_WIDTH, FC_WIDTH),
                                             ("fc8", FC_WIDTH, NUM_CLASSES)):
-        layers.append(StudyLayer(variant, name, "linear", in_features=in_features, out_features=out_features))
+        layers.append(StudyLayer(variant, name, "linear", in_features=in_features, out_features=out_features,
+                                 relu=name != "fc8"))
     layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
     layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
     return layers
@@ -90,6 +91,7 @@ def study_layers(variant: str) -> list[StudyLayer]:
 
 def parameter_count(variant: str) -> int:
     """Weights and biases of the full-size net (60,965,224 for "2012", 61,100,840 for "torchvision")."""
+    _check_variant(variant)
     convs = CONV_LAYERS[variant]
     count = sum(c.out_channels * (c.in_channels // c.groups * c.kernel ** 2 + 1) for c in convs)
     pooled = (convs[-1].out_size - POOL_KERNEL) // POOL_STRIDE + 1
@@ -97,6 +99,11 @@ def parameter_count(variant: str) -> int:
                                       (FC_WIDTH, NUM_CLASSES)):
         count += out_features * (in_features + 1)
     return count
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in CONV_LAYERS:
+        raise ValueError(f"cost model: variant must be one of {tuple(CONV_LAYERS)}, got {variant!r}")
 
 
 def _check_mode(mode: str) -> None:
@@ -146,8 +153,9 @@ def minimum_bytes(layer: StudyLayer, mode: str, batch: int, element_size: int) -
         bias = layer.conv.out_channels if layer.kind == "conv" else layer.out_features
         if forward:  # x, w, b -> y
             elements = batch * (inputs + outputs) + weights + bias
-        else:  # dy, y (ReLU mask), x, w -> dx, dw, db
-            elements = batch * (2 * outputs + inputs * (1 + layer.needs_input_grad)) + 2 * weights + bias
+        else:  # dy, y (the ReLU mask), x, and w for dx -> dx (if the input needs it), dw, db
+            elements = (batch * (outputs * (1 + layer.relu) + inputs * (1 + layer.needs_input_grad))
+                        + weights * (1 + layer.needs_input_grad) + bias)
         return element_size * elements
     if layer.kind in ("lrn_pool", "pool"):
         inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
