@@ -8,7 +8,7 @@ Modes (environment variable ``ALEXNET_TRITON_MODE``):
   ``interpreter``     Triton's CPU interpreter (``TRITON_INTERPRET=1``); tensors
                       live on the CPU; each kernel runs one fixed config with
                       large blocks, since interpreter cost grows with
-                      programs x loop steps, not with block size.
+                      programs x loop steps far more than with block size.
   ``gpu``             native compilation; GEMM-like kernels autotune over their
                       GPU config list. Also the mode for ahead-of-time compile
                       inspection on a machine without a GPU.
@@ -61,24 +61,46 @@ class KernelConfigs:
         (fp16, bf16, fp32 as TF32).
     cuda_core: candidates for exact fp32 (IEEE) dots, which run as FMAs on
         CUDA cores and hold far more in registers, so they need smaller tiles.
-        Every candidate must compile for sm_80 and sm_90 without spills
+        Every candidate must compile for sm_80, sm_90 and (as ``for_backend``
+        adapts it) gfx942 without spills or shared memory over the limit
         (``experiments/inspect_kernels.py`` checks; the tests run each one).
-    interpreter: the one config the interpreter runs: large blocks, since
-        its cost grows with programs x loop steps, not with block size.
+    interpreter: the config the interpreter runs, or a function of the launch's
+        arguments that returns it: large blocks, since the interpreter's cost
+        grows with programs x loop steps far more than with block size.
     key: kernel argument names whose values key the autotuning cache.
     """
 
     tensor_core: tuple[triton.Config, ...]
     cuda_core: tuple[triton.Config, ...]
-    interpreter: triton.Config
+    interpreter: triton.Config | Callable[[dict[str, Any]], triton.Config]
     key: tuple[str, ...]
 
-    def gpu(self, tensor_cores: bool) -> tuple[triton.Config, ...]:
-        return self.tensor_core if tensor_cores else self.cuda_core
+    def gpu(self, tensor_cores: bool, backend: str | None = None) -> tuple[triton.Config, ...]:
+        """The autotuning candidates on a ``backend`` GPU ("cuda" or "hip"; default: this machine's)."""
+        backend = backend or GPU_BACKEND
+        return tuple(for_backend(c, backend) for c in (self.tensor_core if tensor_cores else self.cuda_core))
+
+    def for_interpreter(self, args: dict[str, Any]) -> triton.Config:
+        return self.interpreter(args) if callable(self.interpreter) else self.interpreter
 
     def shipped(self) -> tuple[triton.Config, ...]:
         """Every config a GPU launch can use."""
         return self.tensor_core + tuple(c for c in self.cuda_core if c not in self.tensor_core)
+
+
+GPU_BACKEND = "hip" if torch.version.hip else "cuda"
+# On AMD GPUs Triton's stream pipeliner keeps num_stages - 1 tiles ahead in LDS, 64 KiB per workgroup on MI300
+# (gfx942): the 4-stage TF32 linear tiles needed up to 96 KiB there. Two stages is ROCm's usual GEMM depth.
+HIP_MAX_STAGES = 2
+
+
+def for_backend(config: triton.Config, backend: str) -> triton.Config:
+    """``config`` as launched on a ``backend`` GPU: at most ``HIP_MAX_STAGES`` pipeline stages on "hip"."""
+    if backend not in ("cuda", "hip"):
+        raise ValueError(f"GPU backend {backend!r}: expected 'cuda' or 'hip'")
+    if backend == "cuda" or config.num_stages <= HIP_MAX_STAGES:
+        return config
+    return triton.Config(config.kwargs, num_warps=config.num_warps, num_stages=HIP_MAX_STAGES)
 
 
 def config_name(config: triton.Config) -> str:
@@ -87,10 +109,12 @@ def config_name(config: triton.Config) -> str:
     return f"{meta}_w{config.num_warps}_s{config.num_stages}"
 
 
-def fixed_config(num_warps: int, **meta: int) -> KernelConfigs:
-    """Configs of a kernel that is not autotuned: one config everywhere."""
+def fixed_config(num_warps: int, interpreter_block: int | None = None, **meta: int) -> KernelConfigs:
+    """Configs of a kernel that is not autotuned: one config on a GPU; in the interpreter the same, or with
+    BLOCK = ``interpreter_block`` (element-wise kernels: fewer, larger programs)."""
     config = triton.Config(meta, num_warps=num_warps, num_stages=1)
-    return KernelConfigs(tensor_core=(config,), cuda_core=(config,), interpreter=config, key=())
+    interpreter = config if interpreter_block is None else triton.Config({**meta, "BLOCK": interpreter_block})
+    return KernelConfigs(tensor_core=(config,), cuda_core=(config,), interpreter=interpreter, key=())
 
 
 def _tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
@@ -104,27 +128,54 @@ def _tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> 
 # (conv1, fp16), 32x32 weight-gradient tiles (fp32), 32x64 ones on tensor cores
 # (sm_90, channels_last). The per-element im2col
 # addressing is what costs registers.
-# Interpreter tiles: its cost is per tl operation, so few programs and few
-# reduction steps win. Long pixel tiles for the forward and input gradient
-# (M = pixels), long reduction tiles for the weight gradient (K = pixels):
-# 3-5x faster than 128x128x64 on the scaled CPU net's layers.
-_INTERPRETER_PIXEL_TILE = _tile(512, 32, 128, 8, 2)
-_INTERPRETER_REDUCTION_TILE = _tile(32, 128, 512, 8, 2)
-_INTERPRETER_TILE = _tile(128, 128, 64, 8, 2)
+# Interpreter tiles: its cost is Python work per tl operation, repeated per
+# program and per reduction step, while numpy's work per tile element is cheap.
+# So each GEMM gets a tile fitted to its own size (powers of two, at least 16,
+# tl.dot's minimum), capped so one operand tile holds at most 2^20 elements:
+# usually one program and a few reduction steps. On the scaled CPU net
+# (width 1/8, 67x67, batch 16) a training step took 2x less CPU time than with
+# fixed 512x32x128 conv and 128x128x64 linear tiles.
+_INTERPRETER_TILE_CAPS = dict(rows=4096, cols=512, reduction=2048, operand_elements=1 << 20)
+
+
+def interpreter_gemm_tile(rows: int, cols: int, reduction: int) -> triton.Config:
+    """The interpreter's tile for a [rows, cols] output reduced over ``reduction``: the problem's size, capped."""
+    caps = _INTERPRETER_TILE_CAPS
+    block_m, block_n, block_k = (min(cap, max(16, triton.next_power_of_2(size))) for size, cap in
+                                 ((rows, caps["rows"]), (cols, caps["cols"]), (reduction, caps["reduction"])))
+    while max(block_m, block_n) * block_k > caps["operand_elements"] and block_k > 16:
+        block_k //= 2
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k})
+
+
+def _conv_forward_tile(a: dict) -> triton.Config:  # pixels x output channels over (c, r, s)
+    return interpreter_gemm_tile(a["N"] * a["OH"] * a["OW"], a["K_per_group"], a["C_per_group"] * a["R"] * a["S"])
+
+
+def _conv_input_grad_tile(a: dict) -> triton.Config:  # input pixels of one stride phase x channels over (k, r, s)
+    sh, sw = a["stride_h"], a["stride_w"]
+    return interpreter_gemm_tile(a["N"] * triton.cdiv(a["H"], sh) * triton.cdiv(a["W"], sw), a["C_per_group"],
+                                 a["K_per_group"] * triton.cdiv(a["R"], sh) * triton.cdiv(a["S"], sw))
+
+
+def _conv_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r, s) over pixels
+    return interpreter_gemm_tile(a["K_per_group"], a["C_per_group"] * a["R"] * a["S"], a["N"] * a["OH"] * a["OW"])
+
+
 _CONV_KEY = ("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w")
 
 CONV_FORWARD = KernelConfigs(
     tensor_core=(_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_INTERPRETER_PIXEL_TILE, key=_CONV_KEY)
+    interpreter=_conv_forward_tile, key=_CONV_KEY)
 CONV_INPUT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_INTERPRETER_PIXEL_TILE, key=_CONV_KEY)
+    interpreter=_conv_input_grad_tile, key=_CONV_KEY)
 CONV_WEIGHT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 64, 16, 8, 3),),
     cuda_core=(_tile(32, 64, 32, 4, 2),),
-    interpreter=_INTERPRETER_REDUCTION_TILE, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
+    interpreter=_conv_weight_grad_tile, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
 
 # Linear layers: plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output
 # tile, BLOCK_K reduction step (kernels/linear.py says which dimensions each kernel maps to them). Dropped
@@ -132,30 +183,45 @@ CONV_WEIGHT_GRAD = KernelConfigs(
 # whose dropout epilogue runs Philox on the whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped
 # for shared memory: 4-stage 64x128x64 TF32 tiles.
 _LINEAR_KEY = ("M", "N", "K")
+
+
+def _linear_forward_tile(a: dict) -> triton.Config:  # rows x output features over input features
+    return interpreter_gemm_tile(a["M"], a["N"], a["K"])
+
+
+def _linear_input_grad_tile(a: dict) -> triton.Config:  # rows x input features over output features
+    return interpreter_gemm_tile(a["M"], a["K"], a["N"])
+
+
+def _linear_weight_grad_tile(a: dict) -> triton.Config:  # output x input features over rows
+    return interpreter_gemm_tile(a["N"], a["K"], a["M"])
+
+
 LINEAR_FORWARD = KernelConfigs(
     tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
+    interpreter=_linear_forward_tile, key=_LINEAR_KEY)
 LINEAR_INPUT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
+    interpreter=_linear_input_grad_tile, key=_LINEAR_KEY)
 LINEAR_WEIGHT_GRAD = KernelConfigs(
     tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
     cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
-    interpreter=_INTERPRETER_TILE, key=_LINEAR_KEY)
+    interpreter=_linear_weight_grad_tile, key=_LINEAR_KEY)
 
 # Row/element-wise kernels are not autotuned: one config each.
-PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4)
-POOLING = fixed_config(BLOCK=1024, num_warps=8)
+PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
+POOLING = fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
 LRN = fixed_config(num_warps=8)  # block sizes follow the channel count (kernels/lrn.py)
 # Elements per LRN program (all channels x BLOCK_P pixels): 4096-element tiles
 # took up to 255 registers in the fused LRN + pool kernels and spilled in the
 # LRN backward (sm_90, fp32); the interpreter runs fewer, larger programs.
 LRN_TILE_ELEMENTS = 32768 if INTERPRETER else 2048
-DROPOUT = fixed_config(BLOCK=1024, num_warps=4)
+DROPOUT = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
 CROSS_ENTROPY = fixed_config(BLOCK_C=1024, num_warps=4)  # one row per program; AlexNet's 1000 classes in one chunk
-SGD = fixed_config(BLOCK=1024, num_warps=4)  # 4096-wide blocks took up to 146 registers (numel % 16 != 0)
+# SGD: 4096-wide GPU blocks took up to 146 registers (numel % 16 != 0).
+SGD = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
 
 
 def streaming_multiprocessors() -> int:
@@ -308,7 +374,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
         _capture(LaunchRecord(kernel, dict(args), candidates))
         return
     if config is None and INTERPRETER:
-        config = configs.interpreter
+        config = configs.for_interpreter(args)
     elif config is None and len(candidates) == 1:
         config = candidates[0]
     if config is not None:

@@ -13,8 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import optim
 
-# AlexNet-like parameters scaled down (conv1 weight, grouped conv weight, fc weight, biases) and odd sizes.
-SHAPES = [(8, 3, 11, 11), (16, 4, 5, 5), (24, 72), (37,), (5, 7, 3), (8,)]
+# AlexNet-like parameters scaled down (conv1 weight, grouped conv weight, fc weight, biases) and odd sizes;
+# the fc weight has more elements than one interpreter program's block (runtime.SGD), so the kernel runs 2 programs.
+SHAPES = [(8, 3, 11, 11), (16, 4, 5, 5), (96, 181), (37,), (5, 7, 3), (8,)]
 HYPER = [
     pytest.param(dict(momentum=0.0, weight_decay=0.0), id="plain"),
     pytest.param(dict(momentum=0.0, weight_decay=1e-2), id="weight-decay"),
