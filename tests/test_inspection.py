@@ -1,4 +1,5 @@
-"""Ahead-of-time GPU compilation of every kernel (sm_80, sm_90) without a GPU, on a subset of AlexNet's cases."""
+"""Ahead-of-time GPU compilation of every kernel (sm_80, sm_90, gfx942) without a GPU, on a subset of AlexNet's
+cases; the inspection's figures and summary."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from alexnet_triton.kernels import runtime
+
+from alexnet_triton.study import inspection
 
 REPO = Path(__file__).resolve().parents[1]
 CONV_KERNELS = {"_conv2d_forward_kernel": runtime.CONV_FORWARD, "_conv2d_input_grad_kernel": runtime.CONV_INPUT_GRAD,
@@ -29,14 +33,17 @@ CASES = ["2012/conv1/fp16/channels_last", "2012/conv1/fp32-ieee/nchw", "2012/con
          "2012/cross-entropy-fc8/fp16/*", "2012/cross-entropy-fc8/fp32-ieee/*", "2012/sgd-fc8-bias/bf16/*"]
 
 
-def inspect(tmp_path, ops: list[str], cases: list[str]) -> pd.DataFrame:
-    """Run experiments/inspect_kernels.py on some ops and cases; its table, after checking it has no failures."""
+def inspect(tmp_path, ops: list[str], cases: list[str], targets=("sm_80", "sm_90")) -> pd.DataFrame:
+    """Run experiments/inspect_kernels.py on some ops, cases and targets; its table, after checking it has no
+    failures."""
     out = tmp_path / "inspection.csv"
     result = subprocess.run([sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", *ops,
-                             "--cases", *cases, "--out", str(out)], capture_output=True, text=True, timeout=1500)
+                             "--cases", *cases, "--targets", *targets, "--out", str(out), "--no-plots"],
+                            capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out)
     assert (table.status == "ok").all() and (table.spill_bytes == 0).all()
+    assert set(table.target) == set(targets)
     return table
 
 
@@ -78,3 +85,50 @@ def test_linear_and_dropout_kernels_compile_for_sm80_and_sm90_without_spills(tmp
     table = inspect(tmp_path, ["linear", "dropout"], LINEAR_CASES)
     assert_every_gemm_config_compiled(table, LINEAR_KERNELS)
     assert_on_both_targets(table, ["_dropout_kernel"])
+
+
+def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path):
+    table = inspect(tmp_path, ["conv", "linear", "lrn"], ["2012/conv2/fp16/channels_last", "2012/fc8/fp16/*",
+                                                          "2012/lrn-after-conv1/fp16/nchw"], targets=["gfx942"])
+    assert (table.registers > 0).all() and table.register_detail.str.contains("VGPR").all()
+    assert (table.shared_bytes <= inspection.TARGETS["gfx942"].shared_per_block).all()
+    assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
+    for kernel, configs in (CONV_KERNELS | LINEAR_KERNELS).items():
+        rows = table[table.kernel == kernel]
+        assert set(rows.config) == {runtime.config_name(c) for c in configs.gpu(True, "hip")}, kernel
+        assert (rows.mma == "MFMA").all(), kernel
+    row_kernels = table[table.kernel.isin(["_lrn_forward_kernel", "_lrn_backward_kernel", "_sum_partials_kernel"])]
+    assert len(row_kernels) == 3 and (row_kernels.mma == "none").all()
+
+
+def synthetic_table() -> pd.DataFrame:
+    """A small inspection table: a GEMM and a row kernel on each target, one spilling and one failing row."""
+    rows = []
+    for target, mma, copy, registers in (("sm_80", "HMMA", "cp.async", 120), ("sm_90", "HGMMA", "TMA", 130),
+                                         ("gfx942", "MFMA", "none", 300)):
+        for dtypes in ("fp16", "fp32-ieee"):
+            rows.append(dict(kernel="_conv2d_forward_kernel", config="BM64_BN64_BK32_w8_s3", target=target,
+                             dtypes=dtypes, layouts="nchw", registers=registers, spill_bytes=0, shared_bytes=32768,
+                             occupancy=0.25, mma=mma if dtypes == "fp16" else "none", async_copy=copy, status="ok"))
+        rows.append(dict(kernel="_lrn_forward_kernel", config="w8_s1", target=target, dtypes="bf16 fp16",
+                         layouts="nchw", registers=40, spill_bytes=0, shared_bytes=0, occupancy=1.0, mma="none",
+                         async_copy="none", status="ok"))
+    rows[1].update(spill_bytes=16, status="spills")
+    rows.append(dict(kernel="_lrn_backward_kernel", config="w8_s1", target="gfx942", dtypes="fp16", layouts="nchw",
+                     registers=np.nan, status="compile error: RuntimeError: example"))
+    table = pd.DataFrame(rows).reindex(columns=inspection.COLUMNS)
+    return table.assign(triton="3.7.1", example_case="2012/conv1/fp16/nchw", cases=1)
+
+
+def test_plot_and_summarise_an_inspection_table(tmp_path):
+    table = synthetic_table()
+    paths = inspection.plot_inspection(table, tmp_path / "figures")
+    assert len(paths) == 4 and all(p.suffix == ".png" and p.stat().st_size > 10_000 for p in paths)
+    summary = inspection.summarise_inspection(table)
+    counts = [summary[name] for name in ("compilations", "failing", "spilling", "compile_errors")]
+    assert counts == [10, 2, 1, 1]
+    assert list(summary["per_target"]) == ["sm_80", "sm_90", "gfx942"]
+    gfx942 = summary["per_target"]["gfx942"]
+    assert (gfx942["kernels"], gfx942["max_registers"], gfx942["mma"], gfx942["kernels_using_mma"]) == (
+        3, 300, ["MFMA"], 1)
+    assert summary["per_target"]["sm_90"]["kernels_using_async_copy"] == 1

@@ -1,0 +1,453 @@
+"""The benchmark harness: each AlexNet layer and the whole network, Triton vs PyTorch eager vs torch.compile.
+
+One long-format table, one row per measurement, with the columns of ``COLUMNS``:
+  kernel          "2012/conv1", ... (``cost.study_layers``), or "2012/model" for the whole network
+  provider        "triton": this project's ops and ``optim.SGD``; "eager": PyTorch eager (cuDNN, cuBLAS,
+                  ``cudnn.benchmark`` on) and ``torch.optim.SGD``; "compile": ``torch.compile`` of the eager code
+                  (inductor; ``LAYER_COMPILE_MODE`` per layer, ``MODEL_COMPILE_MODE`` for the network)
+  mode            layers: "forward" (as in training: autograd records the graph), "backward" (autograd backward
+                  alone, the graph kept: ``torch.autograd.grad(retain_graph=True)``), "full" (both; the SGD step
+                  has only this mode); the network: "train-step" (forward, loss, backward, SGD), "inference"
+  shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
+  dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
+                  "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
+                  precision as ``experiments/train.py --amp`` runs it: fp32 parameters, the Triton path casting
+                  them per step, the PyTorch path under ``torch.autocast``; no loss scaling
+  layout          "nchw" or "channels_last" (the activations and the 4-D weights); empty for non-spatial layers
+  ms_p20/50/80    quantiles of the time per call (GPU: ``triton.testing.do_bench``, L2 flushed before each call)
+  tflops          ``cost.flops`` / median time (the network: its full-size layers' sum; train-step counts
+                  forward, backward and SGD, inference the forward without the loss)
+  gbps            ``cost.minimum_bytes`` / median time: effective bandwidth against the minimum traffic (an
+                  ideal fused kernel's), not the DRAM traffic measured
+  images_per_s    batch / median time (empty for the SGD step)
+  peak_memory_mb  ``torch.cuda.max_memory_allocated`` over one call, everything alive counted (inputs too)
+  device, torch, triton, cudnn, timestamp   the conditions of the row
+  run_kind        "gpu", or "cpu-smoke"
+
+Each layer computes what the model computes there: conv + bias + ReLU, LRN + max-pool (2012) or max-pool, fc with
+the model's ReLU and dropout (``LINEAR_STEPS``), cross-entropy over 1000 classes, the SGD step (the paper's
+momentum and weight decay) over every parameter of the variant; every provider gets the same seeded inputs.
+fp16/bf16 leave PyTorch's reduced-precision-reduction settings at their defaults.
+
+Without a GPU (``runtime.INTERPRETER``) the same code runs as a smoke test: tiny scaled-down shapes, the
+Triton kernels in the interpreter, ``torch.compile(backend="aot_eager")``, a wall-clock timer over a few
+repetitions; its rows say ``run_kind="cpu-smoke"`` and are not performance measurements. Empty cells
+mean "not meaningful here" (no FLOPs for the whole scaled-down network, no CUDA memory statistics on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import gc
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch._functorch.config
+import torch.nn.functional as F
+import triton.testing
+from tqdm import tqdm
+
+from .. import ops, optim
+from ..model import INPUT_SIZES, LRN, AlexNet
+from . import cost
+from .benchmark_cases import COLUMNS, DTYPES, LAYOUTS, PROVIDERS, LayerCase, ModelCase, select, smoke, timings_in
+from .benchmark_plots import read_benchmarks, summarise_benchmarks
+
+QUANTILES = (0.2, 0.5, 0.8)
+SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke test, "
+                "not a performance measurement")
+# Layers: retain_graph backward and CUDA graphs (cudagraph trees) do not compose, and the other providers run
+# without CUDA graphs too. The network's steps are ordinary training / inference loops: CUDA graphs included.
+LAYER_COMPILE_MODE = "max-autotune-no-cudagraphs"
+MODEL_COMPILE_MODE = "max-autotune"
+# Timing: do_bench runs for max(MIN_REP_MS, MIN_SAMPLES x one call) so that slow calls still give samples.
+MIN_REP_MS = {"layer": 100.0, "model": 500.0}
+MIN_SAMPLES = 10
+SMOKE_REPEATS = 5
+SGD_SETTINGS = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)  # the paper's
+DROPOUT = 0.5
+POOL = dict(kernel_size=3, stride=2)
+# fc layers as the model's Triton path runs them: (dropout on the input, ReLU, dropout on the output). torchvision
+# drops fc6's and fc7's inputs; the model fuses fc7's input dropout into fc6's epilogue.
+LINEAR_STEPS = {"2012": {"fc6": (False, True, True), "fc7": (False, True, True), "fc8": (False, False, False)},
+                "torchvision": {"fc6": (True, True, True), "fc7": (False, True, False), "fc8": (False, False, False)}}
+
+
+def device() -> torch.device:
+    return torch.device("cpu" if smoke() else "cuda")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The columns every row of this process shares."""
+
+    device: str
+    torch: str
+    triton: str
+    cudnn: str
+    run_kind: str
+
+
+def conditions() -> Conditions:
+    if smoke():
+        return Conditions(SMOKE_DEVICE, torch.__version__, triton.__version__, "", "cpu-smoke")
+    major, minor = torch.cuda.get_device_capability()
+    return Conditions(f"{torch.cuda.get_device_name()} (sm_{major}{minor})", torch.__version__, triton.__version__,
+                      str(torch.backends.cudnn.version() or ""), "gpu")
+
+
+@contextlib.contextmanager
+def numeric_settings(dtype: str):
+    """cuDNN autotuning on, TF32 in cuBLAS and cuDNN exactly for "fp32-tf32" (as the Triton side); restored after."""
+    backends = torch.backends
+    saved = backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32
+    backends.cudnn.benchmark = True
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = dtype == "fp32-tf32"
+    try:
+        yield
+    finally:
+        backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Quantiles of the time per call (ms) and the CUDA peak memory of one call (MiB; None on the CPU)."""
+
+    p20: float
+    p50: float
+    p80: float
+    peak_memory_mb: float | None
+
+
+def measure(fn: Callable[[], object], scope: str) -> Timing:
+    """Time ``fn`` after a first call (compilation, autotuning and cuDNN's algorithm search are not timed).
+
+    GPU: peak memory of one call, then ``triton.testing.do_bench`` (warm-up, L2 flushed before each call) for at
+    least MIN_REP_MS[scope] and MIN_SAMPLES calls. Smoke: SMOKE_REPEATS wall-clock calls.
+    """
+    fn()
+    if smoke():
+        times = []
+        for _ in range(SMOKE_REPEATS):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return Timing(*np.quantile(times, QUANTILES).tolist(), None)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    once_ms = (time.perf_counter() - start) * 1e3
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    rep = max(MIN_REP_MS[scope], MIN_SAMPLES * once_ms)
+    p20, p50, p80 = triton.testing.do_bench(fn, warmup=25, rep=rep, quantiles=list(QUANTILES))
+    return Timing(p20, p50, p80, peak)
+
+
+def compiled(fn: Callable, mode: str, fullgraph: bool = True) -> Callable:
+    """``torch.compile(fn, mode=mode)`` (smoke: the cheap aot_eager backend); ``run`` resets dynamo after each."""
+    if smoke():
+        return torch.compile(fn, backend="aot_eager", fullgraph=fullgraph, dynamic=False)
+    return torch.compile(fn, mode=mode, fullgraph=fullgraph, dynamic=False)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+def _layer_functions(layer: cost.StudyLayer, precision: str) -> dict[str, Callable]:
+    """(triton, eager) functions of the layer's tensors, computing what the model computes there."""
+    if layer.kind == "conv":
+        c = layer.conv
+        return dict(triton=lambda x, w, b: ops.conv2d(x, w, b, c.stride, c.padding, c.groups, relu=True,
+                                                      precision=precision),
+                    eager=lambda x, w, b: F.relu(F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups),
+                                                 inplace=True))
+    if layer.kind == "lrn_pool":
+        return dict(triton=lambda x: ops.lrn_max_pool2d(x, **LRN, **POOL),
+                    eager=lambda x: F.max_pool2d(F.local_response_norm(x, **LRN), **POOL))
+    if layer.kind == "pool":
+        return dict(triton=lambda x: ops.max_pool2d(x, **POOL), eager=lambda x: F.max_pool2d(x, **POOL))
+    if layer.kind == "cross_entropy":
+        return dict(triton=ops.cross_entropy, eager=F.cross_entropy)
+    dropout_in, relu, dropout_out = LINEAR_STEPS[layer.variant][layer.name]
+
+    def triton_linear(x, w, b):
+        x = ops.dropout(x, DROPOUT) if dropout_in else x
+        return ops.linear(x, w, b, relu, DROPOUT if dropout_out else 0.0, precision=precision)
+
+    def eager_linear(x, w, b):
+        y = F.linear(F.dropout(x, DROPOUT) if dropout_in else x, w, b)
+        y = F.relu(y, inplace=True) if relu else y
+        return F.dropout(y, DROPOUT) if dropout_out else y
+
+    return dict(triton=triton_linear, eager=eager_linear)
+
+
+def _layer_inputs(case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> tuple[list[torch.Tensor], list[bool]]:
+    """The layer's input tensors (random, on the benchmark device, in the case's layout) and which need a grad."""
+    layer, n, dev = case.layer, case.batch, gen.device
+    memory_format = LAYOUTS.get(case.layout, torch.contiguous_format)
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(shape, generator=gen, device=dev) * scale).to(dtype)
+
+    if layer.kind == "conv":
+        c = layer.conv
+        fan_in = c.in_channels // c.groups * c.kernel ** 2
+        x = randn(n, c.in_channels, c.size, c.size).contiguous(memory_format=memory_format)
+        w = randn(c.out_channels, fan_in // c.kernel ** 2, c.kernel, c.kernel, scale=fan_in ** -0.5)
+        return [x, w.contiguous(memory_format=memory_format), randn(c.out_channels, scale=0.01)], \
+            [layer.needs_input_grad, True, True]
+    if layer.kind in ("lrn_pool", "pool"):  # the input is a ReLU output
+        return [randn(n, layer.channels, layer.size, layer.size).relu().contiguous(memory_format=memory_format)], \
+            [True]
+    if layer.kind == "linear":
+        return [randn(n, layer.in_features), randn(layer.out_features, layer.in_features,
+                                                   scale=layer.in_features ** -0.5),
+                randn(layer.out_features, scale=0.01)], [True, True, True]
+    target = torch.randint(layer.in_features, (n,), generator=gen, device=dev)
+    return [randn(n, layer.in_features), target], [True, False]
+
+
+def _mode_functions(fn: Callable, inputs: list[torch.Tensor], modes: tuple[str, ...]) -> Iterable[tuple[str, Callable]]:
+    """(mode, callable to time) for each mode, after a warm-up of the forward and both kinds of backward.
+
+    The backward keeps the graph of one forward and recomputes the gradient of a fixed random output gradient.
+    The warm-up runs a retain_graph backward first: torch.compile builds its backward at the first one.
+    """
+    wrt = [t for t in inputs if t.requires_grad]
+    y = fn(*inputs)
+    dy = torch.empty_like(y).normal_(generator=torch.Generator(y.device).manual_seed(1))
+    torch.autograd.grad(y, wrt, dy, retain_graph=True)
+    torch.autograd.grad(fn(*inputs), wrt, dy)
+    del y
+    for mode in modes:
+        if mode == "forward":
+            yield mode, lambda: fn(*inputs)
+        elif mode == "full":
+            yield mode, lambda: torch.autograd.grad(fn(*inputs), wrt, dy)
+        else:
+            y = fn(*inputs)
+            yield mode, lambda y=y: torch.autograd.grad(y, wrt, dy, retain_graph=True)
+            del y
+
+
+def _sgd_step(provider: str, case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> Callable[[], None]:
+    """One optimiser step over random parameters of the case's shapes, with random gradients."""
+    params = [torch.randn(s, generator=gen, device=gen.device).to(dtype).requires_grad_() for s in case.parameters]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, device=gen.device).to(dtype)
+    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(params, **SGD_SETTINGS)
+    step = optimizer.step
+    return compiled(lambda: step(), LAYER_COMPILE_MODE, fullgraph=False) if provider == "compile" else step
+
+
+def _layer_timings(case: LayerCase, provider: str) -> Iterable[tuple[str, Timing]]:
+    dtype, precision = DTYPES[case.dtype]
+    gen = torch.Generator(device()).manual_seed(0)  # the same inputs for every provider
+    if case.layer.kind == "sgd":
+        yield "full", measure(_sgd_step(provider, case, dtype, gen), "layer")
+        return
+    functions = _layer_functions(case.layer, precision)
+    fn = functions["triton" if provider == "triton" else "eager"]
+    if provider == "compile":
+        fn = compiled(fn, LAYER_COMPILE_MODE)
+    tensors, needs_grad = _layer_inputs(case, dtype, gen)
+    inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
+    for mode, timed in _mode_functions(fn, inputs, case.modes):
+        yield mode, measure(timed, "layer")
+
+
+def _layer_shape(case: LayerCase) -> str:
+    layer, n = case.layer, case.batch
+    if layer.kind == "conv":
+        return f"{n}x{layer.conv.in_channels}x{layer.conv.size}x{layer.conv.size}"
+    if layer.kind in ("lrn_pool", "pool"):
+        return f"{n}x{layer.channels}x{layer.size}x{layer.size}"
+    return f"{layer.in_features} params" if layer.kind == "sgd" else f"{n}x{layer.in_features}"
+
+
+def _layer_metrics(case: LayerCase, mode: str, seconds: float) -> dict:
+    layer, element_size = case.layer, DTYPES[case.dtype][0].itemsize
+    flops = cost.flops(layer, mode, case.batch)
+    traffic = cost.minimum_bytes(layer, mode, case.batch, element_size)
+    return dict(shape=_layer_shape(case), tflops=flops / seconds / 1e12 if flops else None,
+                gbps=traffic / seconds / 1e9 if traffic else None,
+                images_per_s=None if layer.kind == "sgd" else case.batch / seconds)
+
+
+# ------------------------------------------------------------------------------------------------ network
+def _model_functions(case: ModelCase, provider: str) -> Iterable[tuple[str, Callable]]:
+    """(mode, step) for each mode: the network built for ``provider``, on the same random images and labels."""
+    dtype, precision = DTYPES[case.dtype]
+    scale = case.scale or dict(num_classes=cost.NUM_CLASSES)
+    torch.manual_seed(0)
+    dev = device()
+    with dev:  # parameters created and initialised on the device
+        model = AlexNet(case.variant, backend="triton" if provider == "triton" else "torch", init="kaiming",
+                        dropout=DROPOUT, precision=precision, **scale)
+    model.to(memory_format=LAYOUTS[case.layout])
+    gen = torch.Generator(dev).manual_seed(0)
+    images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
+    images = images.contiguous(memory_format=LAYOUTS[case.layout])
+    labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
+
+    if provider == "triton":  # mixed precision as train.py: the images in the low dtype, the layers cast weights
+        def logits(x):
+            return model(x.to(dtype))
+
+        def loss(x, t):
+            return ops.cross_entropy(logits(x), t)
+    else:
+        def logits(x):
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+                return model(x)
+
+        def loss(x, t):
+            return F.cross_entropy(logits(x).float(), t)
+    logits_fn, loss_fn = ((compiled(logits, MODEL_COMPILE_MODE), compiled(loss, MODEL_COMPILE_MODE))
+                          if provider == "compile" else (logits, loss))
+    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(model.parameters(), **SGD_SETTINGS)
+
+    def inference():
+        with torch.no_grad():
+            logits_fn(images)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(images, labels).backward()
+        optimizer.step()
+
+    for mode in case.modes:
+        model.train(mode == "train-step")
+        yield mode, inference if mode == "inference" else train_step
+
+
+def _model_timings(case: ModelCase, provider: str) -> Iterable[tuple[str, Timing]]:
+    for mode, step in _model_functions(case, provider):
+        yield mode, measure(step, "model")
+
+
+def _model_metrics(case: ModelCase, mode: str, seconds: float) -> dict:
+    """images/s; TFLOP/s from the cost model's layers (full-size net only)."""
+    size = case.scale["input_size"] if case.scale else INPUT_SIZES[case.variant]
+    tflops = None
+    if case.scale is None:
+        layers = cost.study_layers(case.variant)
+        flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if mode == "train-step" else
+                 sum(cost.flops(layer, "forward", case.batch) for layer in layers if layer.kind != "cross_entropy"))
+        tflops = flops / seconds / 1e12
+    return dict(shape=f"{case.batch}x3x{size}x{size}", tflops=tflops, gbps=None, images_per_s=case.batch / seconds)
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _format(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def run(cases: list, csv_path: Path, progress: bool = True) -> list[str]:
+    """Time every case's providers and modes; write the rows to ``csv_path`` as they come (a new file).
+
+    A failing provider (out of memory, a compile error) is reported and skipped; returns those failures.
+    """
+    env = conditions()
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    bar = tqdm(total=timings_in(cases), unit="timing", disable=not progress)
+    with open(csv_path, "w", newline="") as f, bar:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        for case in cases:
+            is_layer = isinstance(case, LayerCase)
+            for provider in case.providers:
+                bar.set_description(f"{case.kernel} {provider} b{case.batch} {case.dtype} {case.layout}".strip())
+                timings = _layer_timings(case, provider) if is_layer else _model_timings(case, provider)
+                written = 0
+                # compiled backwards that donate saved buffers refuse the layers' retain_graph backward
+                donation = torch._functorch.config.patch(donated_buffer=False) if is_layer else contextlib.nullcontext()
+                try:
+                    with numeric_settings(case.dtype), donation:
+                        for mode, timing in timings:
+                            metrics = (_layer_metrics if is_layer else _model_metrics)(case, mode, timing.p50 / 1e3)
+                            writer.writerow({k: _format(v) for k, v in dict(
+                                kernel=case.kernel, provider=provider, mode=mode, batch=case.batch, dtype=case.dtype,
+                                layout=case.layout, ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80,
+                                peak_memory_mb=timing.peak_memory_mb, **metrics, **vars(env),
+                                timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds")).items()})
+                            f.flush()
+                            bar.update()
+                            written += 1
+                except Exception as error:  # noqa: BLE001  (one failing measurement must not end the study)
+                    failures.append(f"{case.kernel} {provider} batch {case.batch} {case.dtype} {case.layout}: "
+                                    f"{type(error).__name__}: {error}")
+                    print(f"benchmark failed: {failures[-1]}", file=sys.stderr)
+                    traceback.print_exc(limit=-4)
+                    bar.update(len(case.modes) - written)
+                finally:
+                    del timings
+                    torch._dynamo.reset()
+                    gc.collect()
+                    if not smoke():
+                        torch.cuda.empty_cache()
+    return failures
+
+
+def output_path(out: Path | None, repo: Path, csv_name: str) -> Path:
+    """``out``, by default reports/benchmarks/<csv_name> on a GPU and runs/bench-smoke/<csv_name> for the smoke test;
+    ValueError for smoke rows in reports/."""
+    out = (out or repo / ("runs/bench-smoke" if smoke() else "reports/benchmarks") / csv_name).resolve()
+    if smoke() and (repo / "reports").resolve() in out.parents:
+        raise ValueError(f"{out}: CPU smoke rows are not measurements and never go to reports/")
+    return out
+
+
+def command_line(argv: list[str] | None, description: str, plan: Callable[[bool], list], csv_name: str,
+                 plot: Callable, repo: Path) -> int:
+    """The benchmark CLIs: time ``plan(quick)`` (narrowed by the filters) into a CSV, print the summary, optionally
+    draw the figures. GPU rows go to reports/benchmarks/, smoke rows to runs/bench-smoke/ and never to reports/.
+    Returns 1 if a measurement failed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the headline conditions only (GPU)")
+    parser.add_argument("--out", type=Path, help="CSV to write (default: reports/benchmarks/ on a GPU, "
+                                                 "runs/bench-smoke/ for the CPU smoke test)")
+    parser.add_argument("--kernels", nargs="+", help='fnmatch patterns, e.g. "2012/conv*" "*/fc6"')
+    parser.add_argument("--providers", nargs="+", choices=PROVIDERS)
+    parser.add_argument("--modes", nargs="+")
+    parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
+    parser.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS))
+    parser.add_argument("--batches", nargs="+", type=int)
+    parser.add_argument("--plot", action="store_true", help="also draw the figures next to the CSV")
+    args = parser.parse_args(argv)
+    smoke_test = smoke()
+    try:
+        out = output_path(args.out, repo, csv_name)
+    except ValueError as error:
+        parser.error(str(error))
+    cases = select(plan(args.quick), args.kernels, args.providers, args.modes, args.dtypes, args.layouts,
+                   args.batches)
+    if not cases:
+        parser.error("no case of the plan matches these filters")
+    print(f"{timings_in(cases)} timings in {len(cases)} cases -> {out}"
+          + (f"\n{SMOKE_DEVICE}: tiny scaled-down shapes" if smoke_test else ""), flush=True)
+    failures = run(cases, out)
+    table = read_benchmarks(out)
+    if len(table):
+        print(summarise_benchmarks(table, allow_smoke=smoke_test))
+    if args.plot and len(table):
+        for path in plot(table, out.parent, allow_smoke=smoke_test):
+            print(f"wrote {path}")
+    print(f"wrote {out}")
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,530 @@
+"""Ahead-of-time compile inspection: what each GPU target's compiler makes of every kernel, without a GPU.
+
+``collect`` runs each op's launchers on AlexNet's full-size shapes (batch 128)
+with launches captured instead of run, and binds each launch with the target's
+own backend, so every kernel is specialised as a real launch there would be
+(16-byte alignment and divisibility hints; on AMD also the 32-bit pointer-range
+hint that turns loads into buffer loads). ``inspect_kernels`` compiles every
+(kernel, specialisation, config, target) once and reads the binary: NVIDIA
+cubins with the ``cuobjdump`` in Triton's wheel, AMD code from the amdgcn
+assembly's kernel info and metadata. ``plot_inspection`` and
+``summarise_inspection`` turn the table into figures and headline numbers.
+
+Compilation needs a process whose execution mode is ``gpu`` with
+``TRITON_INTERPRET`` unset (``experiments/inspect_kernels.py`` sets it up);
+reading, plotting and summarising a table work in any process.
+
+Columns of the table, one row per distinct compilation:
+  kernel, config, target   the ``@triton.jit`` function, ``runtime.config_name`` of the config, and
+                           sm_80 (A100), sm_90 (H100) or gfx942 (MI300, wave size 64)
+  dtypes, layouts, cases, example_case   the AlexNet cases (variant/layer/dtype/layout) that launch it
+  registers        per thread (NVIDIA, at most 255) or per lane (AMD: architected VGPRs + accumulation
+                   AGPRs, which share one 512-entry file per lane, 256 of each at most)
+  register_detail  AMD only: "<v> VGPR + <a> AGPR, <s> SGPR; spilled <v> VGPR, <s> SGPR"
+  spill_bytes      NVIDIA: stack + local memory per thread; AMD: scratch memory per lane
+  shared_bytes     shared memory (NVIDIA) or LDS (AMD) per block / workgroup, dynamic + static; the limit is
+                   227 KiB (sm_90), 163 KiB (sm_80), 64 KiB (gfx942)
+  occupancy        theoretical fraction of the resident warps a kernel can fill: of 64 per SM (NVIDIA),
+                   of 8 waves per SIMD (AMD; see ``amd_occupancy``); 0 when the block cannot launch
+  mma              matrix instructions in the binary: HMMA (mma.sync), HGMMA (wgmma), DMMA, MFMA, or none
+  async_copy       cp.async (LDGSTS), TMA (UTMALDG), direct-to-LDS loads (AMD: buffer/global_load ... lds;
+                   Triton 3.7 emits them for gfx942 only with TRITON_HIP_USE_ASYNC_COPY=1), or none
+  compile_s        seconds to compile, from an empty cache
+  triton           the Triton version that compiled it
+  status           ok; spills (NVIDIA: any stack or local memory; AMD: any scratch memory or spilled VGPR;
+                   SGPRs spilled into VGPR lanes cost no memory traffic and are only counted in
+                   register_detail); shared memory over the limit; or compile error: <message>
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import triton
+from matplotlib.figure import Figure
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
+from ..architecture import CONV_LAYERS
+from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
+
+
+@dataclass(frozen=True)
+class Target:
+    """A GPU to compile for, and the limits its compilations are judged against."""
+
+    gpu: GPUTarget
+    shared_per_block: int  # bytes of shared memory / LDS one block (workgroup) may use
+    shared_per_unit: int  # bytes per SM / CU
+    registers: int  # registers per thread (lane) before the compiler must spill
+
+
+TARGETS = {
+    "sm_80": Target(GPUTarget("cuda", 80, 32), shared_per_block=166912, shared_per_unit=167936, registers=255),
+    "sm_90": Target(GPUTarget("cuda", 90, 32), shared_per_block=232448, shared_per_unit=233472, registers=255),
+    "gfx942": Target(GPUTarget("hip", "gfx942", 64), shared_per_block=65536, shared_per_unit=65536, registers=512),
+}
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+BATCH = 128
+DTYPES = {"fp16": (torch.float16, "ieee"), "bf16": (torch.bfloat16, "ieee"),
+          "fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32")}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+FC_LAYERS = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+Cases = Iterator[tuple[str, Callable[[], None]]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The launches: (case label "variant/layer/dtype/layout", thunk calling the launchers) per op.
+
+def conv_cases() -> Cases:
+    """Every AlexNet conv layer, dtype and layout: forward (bias + ReLU), input and weight gradients."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            for dtype_name, (dtype, precision) in DTYPES.items():
+                for layout_name, layout in LAYOUTS.items():
+                    def run(layer=layer, dtype=dtype, precision=precision, layout=layout):
+                        x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=dtype,
+                                        memory_format=layout)
+                        w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
+                                        layer.kernel, dtype=dtype)
+                        b = torch.empty(layer.out_channels, dtype=dtype)
+                        geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                                        precision=precision)
+                        y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
+                        conv.conv2d_input_grad(y, w, x.shape, y=y, memory_format=layout, **geometry)
+                        conv.conv2d_weight_grad(y, x, w.shape, y=y, **geometry)
+                    yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
+
+
+def pool_cases() -> Cases:
+    """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            if layer.name not in ("conv1", "conv2", "conv5"):
+                continue
+            for dtype_name, (dtype, _) in DTYPES.items():
+                for layout_name, layout in LAYOUTS.items():
+                    def run(layer=layer, dtype=dtype, layout=layout):
+                        x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                        memory_format=layout)
+                        y, window = max_pool.max_pool2d_forward(x, 3, 2)
+                        max_pool.max_pool2d_backward(y, window, x.shape, 3, 2, memory_format=layout)
+                    yield f"{variant}/pool-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+def _after_lrn_layers(label: str, launch: Callable[[torch.Tensor], None]) -> Cases:
+    """``launch(x)`` for x = the conv1 and conv2 outputs of the 2012 net (where its LRN runs), every dtype and
+    layout."""
+    for layer in CONV_LAYERS["2012"][:2]:
+        for dtype_name, (dtype, _) in DTYPES.items():
+            for layout_name, layout in LAYOUTS.items():
+                def run(layer=layer, dtype=dtype, layout=layout):
+                    launch(torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
+                                       memory_format=layout))
+                yield f"2012/{label}-after-{layer.name}/{dtype_name}/{layout_name}", run
+
+
+def lrn_cases() -> Cases:
+    """The 2012 net's LRN (size 5) after conv1 and conv2, forward and backward."""
+    def launch(x):
+        lrn.lrn_backward(lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0), x, 5, 1e-4, 0.75, 2.0)
+    yield from _after_lrn_layers("lrn", launch)
+
+
+def lrn_pool_cases() -> Cases:
+    """The 2012 net's fused LRN + 3x3/2 max-pool after conv1 and conv2, forward and backward."""
+    def launch(x):
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 3, 2)
+        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, 5, 1e-4, 0.75, 2.0, 3, 2)
+    yield from _after_lrn_layers("lrn-pool", launch)
+
+
+def cross_entropy_cases() -> Cases:
+    """The loss on fc8's logits [128, 1000], every dtype, all reductions, forward and backward."""
+    for dtype_name, (dtype, _) in DTYPES.items():
+        def run(dtype=dtype):
+            logits = torch.empty(BATCH, 1000, dtype=dtype)
+            target = torch.zeros(BATCH, dtype=torch.int64)
+            for reduction in cross_entropy.REDUCTIONS:
+                loss, lse = cross_entropy.cross_entropy_forward(logits, target, reduction)
+                cross_entropy.cross_entropy_backward(torch.empty_like(loss), logits, target, lse, reduction)
+        yield f"2012/cross-entropy-fc8/{dtype_name}/rows", run
+
+
+def _alexnet_parameter_shapes() -> Iterator[tuple[str, str, tuple[int, ...]]]:
+    """(variant, name, shape) of every weight and bias of both AlexNet variants (fc6 takes 256 x 6 x 6 features)."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            yield variant, layer.name, (layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
+                                        layer.kernel)
+            yield variant, f"{layer.name}-bias", (layer.out_channels,)
+        for name, (fan_in, fan_out) in FC_LAYERS.items():
+            yield variant, name, (fan_out, fan_in)
+            yield variant, f"{name}-bias", (fan_out,)
+
+
+def sgd_cases() -> Cases:
+    """Two SGD steps (first and later) of every AlexNet parameter: torch's update with and without Nesterov
+    momentum and the paper's, momentum 0.9, weight decay 5e-4."""
+    for variant, name, shape in _alexnet_parameter_shapes():
+        for dtype_name, dtype in {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.items():
+            def run(shape=shape, dtype=dtype):
+                param, grad = torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype)
+                for update, nesterov in (("pytorch", False), ("pytorch", True), ("paper", False)):
+                    hyper = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=nesterov, update=update)
+                    buffer = sgd.sgd_step(param, grad, None, **hyper)
+                    sgd.sgd_step(param, grad, buffer, **hyper)
+            yield f"{variant}/sgd-{name}/{dtype_name}/contiguous", run
+
+
+def linear_cases() -> Cases:
+    """fc6/fc7/fc8 at batch 128, every dtype: fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5
+    (backward masked by y > 0), fc8 plain, and fc7 with dropout but no ReLU (the backward regenerates the
+    mask: the other specialisation of the backward kernels)."""
+    layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
+    layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
+    for name, (fan_in, fan_out), relu, drop in layers:
+        for dtype_name, (dtype, precision) in DTYPES.items():
+            def run(fan_in=fan_in, fan_out=fan_out, relu=relu, drop=drop, dtype=dtype, precision=precision):
+                x = torch.empty(BATCH, fan_in, dtype=dtype)
+                w = torch.empty(fan_out, fan_in, dtype=dtype)
+                b = torch.empty(fan_out, dtype=dtype)
+                p, seed = (0.5, 1234) if drop else (0.0, None)
+                y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision)
+                masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
+                linear.linear_input_grad(y, w, **masks)
+                linear.linear_weight_grad(y, x, **masks)
+            yield f"2012/{name}/{dtype_name}/rowmajor", run
+
+
+def dropout_cases() -> Cases:
+    """The torchvision net's standalone dropout (fc6's input), every dtype, forward and backward."""
+    for dtype_name, (dtype, _) in DTYPES.items():
+        def run(dtype=dtype):
+            x = torch.empty(BATCH, FC_LAYERS["fc6"][0], dtype=dtype)
+            dropout.dropout_backward(dropout.dropout_forward(x, 0.5, 1234), 0.5, 1234)
+        yield f"torchvision/dropout-before-fc6/{dtype_name}/rowmajor", run
+
+
+OPS: dict[str, Callable[[], Cases]] = {
+    "conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "lrn_pool": lrn_pool_cases,
+    "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compilation and reading the binaries.
+
+@dataclass
+class Compilation:
+    """One distinct (kernel, specialisation, config, target) and the cases that launch it."""
+
+    module: str
+    kernel: str
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    options: dict
+    target: str
+    config: str
+    cases: list[str] = field(default_factory=list)
+
+
+def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Compilation]:
+    """Capture the launches of every case of ``ops`` matching a glob pattern; expand over each launch's configs
+    and the targets, deduplicated."""
+    if runtime.INTERPRETER:
+        raise RuntimeError("compile inspection needs ALEXNET_TRITON_MODE=gpu and TRITON_INTERPRET unset "
+                           "before alexnet_triton is imported")
+    compilations: dict[tuple, Compilation] = {}
+    backends = {name: make_backend(TARGETS[name].gpu) for name in targets}
+    binders = {}
+    for op in ops:
+        for case, run in OPS[op]():
+            if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
+                continue
+            with runtime.capture_launches() as launches:
+                run()
+            for launch in launches:
+                kernel = launch.kernel
+                for cuda_config in launch.candidates:
+                    for name, backend in backends.items():
+                        config = runtime.for_backend(cuda_config, TARGETS[name].gpu.backend)
+                        if (kernel, name) not in binders:
+                            binders[kernel, name] = create_function_from_signature(
+                                kernel.signature, kernel.params, backend)
+                        kwargs = dict(launch.args, **config.kwargs, num_warps=config.num_warps,
+                                      num_stages=config.num_stages)
+                        bound, specialization, options = binders[kernel, name](**kwargs)
+                        options, signature, constexprs, attrs = kernel._pack_args(
+                            backend, kwargs, bound, specialization, options)
+                        key = (kernel.fn.__name__, repr(signature), repr(sorted(constexprs.items())),
+                               repr(sorted(attrs.items())), runtime.config_name(config), name)
+                        if key not in compilations:
+                            compilations[key] = Compilation(kernel.fn.__module__, kernel.fn.__name__, signature,
+                                                            constexprs, attrs, options.__dict__, name,
+                                                            runtime.config_name(config))
+                        compilations[key].cases.append(case)
+    return list(compilations.values())
+
+
+def nvidia_occupancy(target: Target, registers: int, warps: int, shared: int) -> float:
+    """Theoretical fraction of the SM's 64 warp slots a kernel fills: 64K registers, allocated per warp in
+    256-register units; shared memory per block plus 1 KiB the system reserves; at most 32 blocks."""
+    per_warp_registers = -(-registers * 32 // 256) * 256
+    by_registers = 65536 // (per_warp_registers * warps) if registers else 32
+    by_shared = target.shared_per_unit // (shared + 1024) if shared else 32
+    blocks = min(32, 64 // warps, by_registers, by_shared)
+    return blocks * warps / 64
+
+
+def amd_occupancy(target: Target, compiler_waves: int, warps: int, lds: int) -> float:
+    """Theoretical fraction of the 8 wave slots of a SIMD a kernel fills on gfx942.
+
+    ``compiler_waves`` is the LLVM backend's own "; Occupancy" (waves per SIMD as limited by VGPRs + AGPRs,
+    SGPRs and the workgroup size). Triton allocates LDS dynamically, which that figure does not see, so the
+    LDS limit is applied here: a CU holds 64 KiB // (LDS rounded up to 512 bytes) workgroups, and each
+    workgroup puts ceil(warps / 4) waves on every one of the CU's 4 SIMDs.
+    """
+    by_lds = target.shared_per_unit // (-(-lds // 512) * 512) * -(-warps // 4) if lds else 8
+    return min(8, compiler_waves, by_lds) / 8
+
+
+def _read_cubin(compiled, target: Target, warps: int) -> dict:
+    """Registers, spills, shared memory, occupancy, HMMA/HGMMA and async copies of an NVIDIA kernel."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        usage = subprocess.run([CUOBJDUMP, "--dump-resource-usage", cubin.name], capture_output=True,
+                               text=True, check=True).stdout
+        sass = subprocess.run([CUOBJDUMP, "--dump-sass", cubin.name], capture_output=True, text=True,
+                              check=True).stdout
+    fields = {name: int(value) for name, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", usage)}
+    registers = fields["REG"]
+    spills = fields["STACK"] + fields["LOCAL"]
+    shared = compiled.metadata.shared + fields["SHARED"]
+    mma = [name for name, op in (("HGMMA", "HGMMA"), ("HMMA", "HMMA."), ("DMMA", "DMMA")) if op in sass]
+    copies = [name for name, op in (("cp.async", "LDGSTS"), ("TMA", "UTMALDG")) if op in sass]
+    return dict(registers=registers, register_detail="", spill_bytes=spills, shared_bytes=shared,
+                occupancy=nvidia_occupancy(target, registers, warps, shared), mma=mma, async_copy=copies,
+                spilled=spills > 0)
+
+
+_DIRECT_TO_LDS = re.compile(r"\b(?:global_load_lds_\w+|buffer_load_\w+ [^\n;]*\blds\b)")
+
+
+def _read_amdgcn(compiled, target: Target, warps: int) -> dict:
+    """Registers, spills, LDS, occupancy, MFMA and direct-to-LDS loads of an AMD kernel, from its assembly."""
+    asm = compiled.asm["amdgcn"]
+    info = {name: int(value) for name, value in re.findall(r"^; (\w+): (\d+)", asm.split("; Kernel info:")[1],
+                                                          re.MULTILINE)}
+    spilled = {kind: int(count) for kind, count in re.findall(r"\.(vgpr|sgpr)_spill_count:\s+(\d+)", asm)}
+    lds = compiled.metadata.shared + info["LDSByteSize"]
+    detail = (f"{info['NumVgprs']} VGPR + {info['NumAgprs']} AGPR, {info['TotalNumSgprs']} SGPR; "
+              f"spilled {spilled['vgpr']} VGPR, {spilled['sgpr']} SGPR")
+    mma = ["MFMA"] if "v_mfma" in asm else []
+    copies = ["direct-to-LDS"] if _DIRECT_TO_LDS.search(asm) else []
+    return dict(registers=info["TotalNumVgprs"], register_detail=detail, spill_bytes=info["ScratchSize"],
+                shared_bytes=lds, occupancy=amd_occupancy(target, info["Occupancy"], warps, lds), mma=mma,
+                async_copy=copies, spilled=info["ScratchSize"] > 0 or spilled["vgpr"] > 0)
+
+
+_READERS = {"cuda": _read_cubin, "hip": _read_amdgcn}
+
+
+def compile_one(job: Compilation) -> dict:
+    """Compile one job and read its binary; returns a table row (a failure is a row with its status)."""
+    kernel = getattr(importlib.import_module(job.module), job.kernel)
+    target = TARGETS[job.target]
+    row = dict(kernel=job.kernel, config=job.config, target=job.target,
+               dtypes=" ".join(sorted({c.split("/")[2] for c in job.cases})),
+               layouts=" ".join(sorted({c.split("/")[3] for c in job.cases})),
+               cases=len(job.cases), example_case=job.cases[0], triton=triton.__version__)
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(ASTSource(kernel, job.signature, job.constexprs, job.attrs), target=target.gpu,
+                                  options=job.options)
+    except Exception as error:  # every failure goes into the table
+        return dict(row, status=f"compile error: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    row["compile_s"] = round(time.perf_counter() - start, 2)
+    found = _READERS[target.gpu.backend](compiled, target, job.options["num_warps"])
+    status = "spills" if found.pop("spilled") else "ok"
+    if found["shared_bytes"] > target.shared_per_block:
+        status = "shared memory over the limit"
+    found.update(occupancy=round(found["occupancy"], 3), mma="+".join(found["mma"]) or "none",
+                 async_copy="+".join(found["async_copy"]) or "none")
+    return dict(row, **found, status=status)
+
+
+COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "register_detail", "spill_bytes",
+           "shared_bytes", "occupancy", "mma", "async_copy", "compile_s", "cases", "example_case", "triton", "status"]
+
+
+def inspect_kernels(ops: list[str], targets: list[str], patterns: list[str], jobs: int) -> pd.DataFrame:
+    """Collect and compile (``jobs`` processes) every matching case for ``targets``; the table, sorted."""
+    with ProcessPoolExecutor(jobs) as pool:
+        rows = list(pool.map(compile_one, collect(ops, targets, patterns)))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.sort_values(["kernel", "target", "dtypes", "layouts", "config"], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures and headline numbers.
+
+def _conditions(table: pd.DataFrame) -> str:
+    versions = ", ".join(sorted(set(table.triton.astype(str))))
+    return (f"Triton {versions}; compiled ahead of time for {', '.join(_targets(table))}, not run; "
+            f"AlexNet layers at batch {BATCH}, full size")
+
+
+def _targets(table: pd.DataFrame) -> list[str]:
+    return [t for t in TARGETS if t in set(table.target)]
+
+
+def _short(kernel: str) -> str:
+    return kernel.strip("_").removesuffix("_kernel")
+
+
+def _dtype_colour(dtypes: str) -> str:
+    """One colour per dtype; grey for compilations shared by several dtypes (kernels without dots)."""
+    colours = {"fp16": "tab:blue", "bf16": "tab:green", "fp32-ieee": "tab:orange", "fp32-tf32": "tab:purple",
+               "fp32": "tab:orange"}
+    names = dtypes.split()
+    return colours.get(names[0], "tab:grey") if len(names) == 1 else "tab:grey"
+
+
+FAILURE_MARKERS = {"spills": "x", "shared memory over the limit": "^", "compile error": "s"}
+
+
+def _strip_figure(table: pd.DataFrame, column: str, scale: float, label: str,
+                  limits: Callable[[Target], float] | None, title: str, path: Path) -> Path:
+    """One panel per target: ``column`` / ``scale`` of every compilation per kernel (a point per config, dtype and
+    layout, coloured by dtype), the target's limit as a dashed line, failures in red (compile errors on the
+    limit)."""
+    kernels = sorted(table.kernel.unique(), key=_short, reverse=True)
+    targets = _targets(table)
+    fig = Figure(figsize=(5.2 * len(targets), 0.3 * len(kernels) + 2.4), layout="constrained")
+    axes = fig.subplots(1, len(targets), sharey=True, squeeze=False)[0]
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes, targets, strict=True):
+        limit = limits(TARGETS[name]) / scale if limits else None
+        rows = table[table.target == name]
+        y = rows.kernel.map({k: i for i, k in enumerate(kernels)}) + rng.uniform(-0.25, 0.25, len(rows))
+        x = rows[column].astype(float) / scale
+        ok = rows.status == "ok"
+        ax.scatter(x[ok], y[ok], s=14, alpha=0.6, c=[_dtype_colour(d) for d in rows["dtypes"][ok]], linewidths=0)
+        for failure, marker in FAILURE_MARKERS.items():
+            failed = rows.status.str.startswith(failure)
+            if failed.any():
+                ax.scatter(x[failed].fillna(limit or 0.0), y[failed], s=36, marker=marker, c="red",
+                           label=f"{failure} ({failed.sum()})")
+        if limit is not None:
+            ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"limit {limit:g}")
+        ax.set_title(name)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlim(left=0)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_yticks(range(len(kernels)), [_short(k) for k in kernels], fontsize=8)
+    axes[0].set_ylim(-0.6, len(kernels) - 0.4)
+    handles = [axes[0].scatter([], [], s=14, c=_dtype_colour(d), label=d)
+               for d in ("fp16", "bf16", "fp32-ieee", "fp32-tf32")]
+    handles.append(axes[0].scatter([], [], s=14, c="tab:grey", label="several dtypes (one compilation)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\n{_conditions(table)}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _matrix_unit_figure(table: pd.DataFrame, path: Path) -> Path:
+    """Kernels with a dot x (target, dtype): which matrix instructions and asynchronous copies the binaries hold,
+    and in how many of the compilations (configs x layouts x layers, spilling ones included)."""
+    compiled = table[table.registers.notna()]
+    dot_kernels = sorted(compiled.kernel[compiled.mma != "none"].unique(), key=_short)
+    targets = _targets(table)
+    dtypes = [d for d in DTYPES if compiled["dtypes"].str.contains(d).any()]
+    columns = [(t, d) for t in targets for d in dtypes]
+    share = np.full((len(dot_kernels), len(columns)), np.nan)
+    fig = Figure(figsize=(1.15 * len(columns) + 2.5, 0.6 * len(dot_kernels) + 2.2), layout="constrained")
+    ax = fig.subplots()
+    for i, kernel in enumerate(dot_kernels):
+        for j, (target, dtype) in enumerate(columns):
+            rows = compiled[(compiled.kernel == kernel) & (compiled.target == target)
+                            & compiled["dtypes"].str.split().apply(lambda names, d=dtype: d in names)]
+            if rows.empty:
+                continue
+            share[i, j] = (rows.mma != "none").mean()
+            text = "\n".join(f"{'+'.join(sorted(set(rows[c]) - {'none'})) or '-'} {(rows[c] != 'none').sum()}/"
+                             f"{len(rows)}" for c in ("mma", "async_copy"))
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.imshow(share, cmap="Greens", vmin=-0.1, vmax=2.5, aspect="auto")
+    ax.set_xticks(range(len(columns)), [f"{t}\n{d}" for t, d in columns], fontsize=8)
+    ax.set_yticks(range(len(dot_kernels)), [_short(k) for k in dot_kernels], fontsize=8)
+    for boundary in range(len(dtypes), len(columns), len(dtypes)):
+        ax.axvline(boundary - 0.5, color="black", linewidth=1.5)
+    ax.tick_params(length=0)
+    fig.suptitle("Matrix instructions (line 1) and asynchronous copies (line 2) in the binaries: compilations using "
+                 f"them / compiled (green: matrix units)\n{_conditions(table)}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_inspection(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write the inspection figures (PNG) to ``out_dir``: registers, occupancy, shared memory / LDS, and matrix-unit
+    and async-copy use; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        _strip_figure(table, "registers", 1, "registers per thread (lane)", lambda t: t.registers,
+                      "Registers per thread (AMD: per lane, VGPRs + AGPRs, at most 256 + 256); dashed: the most "
+                      "before spilling to memory", out_dir / "registers.png"),
+        _strip_figure(table, "occupancy", 1, "theoretical occupancy", None,
+                      "Theoretical occupancy: resident warps of 64 per SM (NVIDIA), waves of 8 per SIMD (AMD)",
+                      out_dir / "occupancy.png"),
+        _strip_figure(table, "shared_bytes", 1024, "KiB per block (workgroup)", lambda t: t.shared_per_block,
+                      "Shared memory (NVIDIA) / LDS (AMD) per block; dashed: the most a block may use",
+                      out_dir / "shared_memory.png"),
+        _matrix_unit_figure(table, out_dir / "matrix_units.png"),
+    ]
+
+
+def _failure_counts(rows: pd.DataFrame) -> dict:
+    return dict(kernels=int(rows.kernel.nunique()), compilations=len(rows), failing=int((rows.status != "ok").sum()),
+                compile_errors=int(rows.status.str.startswith("compile error").sum()),
+                spilling=int((rows.status == "spills").sum()),
+                shared_over_limit=int((rows.status == "shared memory over the limit").sum()))
+
+
+def _target_summary(rows: pd.DataFrame) -> dict:
+    compiled = rows[rows.registers.notna()]
+    heaviest = compiled.loc[compiled.registers.idxmax()] if len(compiled) else None
+    return dict(
+        _failure_counts(rows),
+        max_registers=None if heaviest is None else int(heaviest.registers),
+        max_registers_at=None if heaviest is None else " ".join(heaviest[["kernel", "config", "example_case"]]),
+        min_occupancy=float(compiled.occupancy[compiled.occupancy > 0].min()) if len(compiled) else None,
+        kernels_using_mma=int(rows.kernel[rows.mma.fillna("none") != "none"].nunique()),
+        mma=sorted({m for value in rows.mma.dropna() for m in value.split("+")} - {"none"}),
+        kernels_using_async_copy=int(rows.kernel[rows.async_copy.fillna("none") != "none"].nunique()))
+
+
+def summarise_inspection(table: pd.DataFrame) -> dict:
+    """Headline numbers of an inspection table: kernels, compilations and failures (compile errors, spills,
+    shared memory over the limit) in all and per target; per target also the largest register count and
+    where, the lowest occupancy of the compilations that can launch, the matrix instructions used and how
+    many kernels use them and asynchronous copies."""
+    return dict(_failure_counts(table), triton=sorted(set(table.triton.astype(str))),
+                per_target={name: _target_summary(table[table.target == name]) for name in _targets(table)})

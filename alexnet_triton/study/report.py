@@ -1,0 +1,251 @@
+"""The study's report: ``reports/README.md`` built from the CSVs and figures under ``reports/``.
+
+``write_report(reports)`` reads what the analyses wrote (each section is built from its own files and says
+so when they are missing) and draws the benchmark figures when GPU measurements exist. Layout of ``reports/``:
+  kernels/inspection.csv + PNGs      ``experiments/inspect_kernels.py`` (compile inspection, no GPU)
+  memory/network.csv, blocks.csv     ``experiments/memory.py`` (saved-for-backward bytes per image)
+  traffic/summary.csv, launches.csv  ``experiments/traffic.py`` (launches and bytes of one training step)
+  roofline/roofline.csv + PNGs       ``experiments/roofline.py`` (a model from the shapes and published peaks)
+  training/metrics.csv, curves.png,  the default CPU run of ``experiments/train.py`` (interpreter)
+    held_out.txt
+  benchmarks/layers.csv, model.csv   ``experiments/bench_layers.py`` / ``bench_model.py`` on a GPU only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
+from .inspection import summarise_inspection
+from .memory import MIB, NETWORK
+from .roofline import GPUS, summarise_roofline
+
+VARIANT_NAMES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}
+HEADLINE_ROOFLINE = ("h100-sxm", "bf16")  # the roofline condition the headline table quotes
+GPU_STUDY = "python experiments/gpu_study.py"
+
+
+def _image(path: Path, reports: Path, alt: str) -> str:
+    return f"![{alt}]({path.relative_to(reports).as_posix()})"
+
+
+def _images(reports: Path, folder: str, pattern: str = "*.png") -> list[str]:
+    return [_image(p, reports, p.stem.replace("_", " ")) for p in sorted((reports / folder).glob(pattern))]
+
+
+def _missing(data: str, script: str) -> str:
+    return f"_Not generated yet: `{data}` (`python experiments/make_report.py` runs `experiments/{script}`)._"
+
+
+def _ratio(numerator: float, denominator: float = 1.0) -> str:
+    """``numerator / denominator`` as "0.31×"; "–" when the denominator is 0."""
+    return f"{numerator / denominator:.2f}×" if denominator else "–"
+
+
+# ---------------------------------------------------------------------------------------------------- sections
+def _gpu_benchmarks(reports: Path) -> pd.DataFrame | None:
+    """The GPU rows of reports/benchmarks/*.csv (smoke rows never count), or None."""
+    paths = sorted((reports / "benchmarks").glob("*.csv"))
+    table = read_benchmarks(*paths) if paths else None
+    return None if table is None or not (table.run_kind == "gpu").any() else table[table.run_kind == "gpu"]
+
+
+def headline_rows(reports: Path) -> list[tuple[str, str, str, str, str, str]]:
+    """(quantity, variant, Triton, PyTorch eager, Triton / eager, conditions) for every headline number found."""
+    rows = []
+    memory = reports / "memory" / "network.csv"
+    if memory.is_file():
+        table = pd.read_csv(memory)
+        for variant, group in table[table.group == NETWORK].groupby("variant", sort=False):
+            per_path = group.set_index("path")
+            triton, eager = (per_path.saved_bytes_per_image[p] / MIB for p in ("triton", "eager"))
+            rows.append(("saved for backward, MiB per image", VARIANT_NAMES[variant], f"{triton:.2f}", f"{eager:.2f}",
+                         _ratio(triton, eager), f"whole network, {group.dtype.iloc[0]}, counted on the CPU"))
+    traffic = reports / "traffic" / "summary.csv"
+    if traffic.is_file():
+        table = pd.read_csv(traffic)
+        for variant, group in table[table.phase == "step"].groupby("variant", sort=False):
+            per_path = group.set_index("path")
+            conditions = f"one training step, batch {group.batch.iloc[0]}, {group.dtype.iloc[0]}, counted on the CPU"
+            rows.append(("kernel launches", VARIANT_NAMES[variant], *(f"{per_path.launches[p]:d}" for p in
+                                                                       ("triton", "eager")),
+                         _ratio(per_path.launches_ratio["triton"]), conditions))
+            rows.append(("MB read + written (compulsory)", VARIANT_NAMES[variant],
+                         *(f"{per_path.mb[p]:,.0f}" for p in ("triton", "eager")), _ratio(per_path.mb_ratio["triton"]),
+                         conditions))
+    benchmarks = _gpu_benchmarks(reports)
+    if benchmarks is not None:
+        steps = benchmarks[(benchmarks["mode"] == "train-step") & (benchmarks.batch == 128)]
+        for (kernel, dtype, layout), group in steps.groupby(["kernel", "dtype", "layout"], sort=False):
+            speed = group.groupby("provider").images_per_s.median()
+            if {"triton", "eager"} <= set(speed.index):
+                rows.append((f"training images/s (measured), {dtype}, {layout}", VARIANT_NAMES[kernel.split("/")[0]],
+                             f"{speed['triton']:,.0f}", f"{speed['eager']:,.0f}",
+                             _ratio(speed["triton"], speed["eager"]),
+                             f"batch 128, {group.device.iloc[0]}, torch {group.torch.iloc[0]}"))
+    return rows
+
+
+def _headline_section(reports: Path) -> str:
+    rows = headline_rows(reports)
+    lines = ["## Headline", "", "| quantity | network | Triton | PyTorch eager | Triton / eager | conditions |",
+             "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "Ratios are of the quantity in the row: below 1 is better for memory, launches and bytes, above 1 "
+              "for images/s."]
+    if _gpu_benchmarks(reports) is None:
+        lines += ["", "No GPU measurements yet: no time, throughput or speed-up in this report was measured. "
+                  f"On a CUDA GPU, `{GPU_STUDY}` adds them."]
+    inspection = reports / "kernels" / "inspection.csv"
+    if inspection.is_file():
+        summary = summarise_inspection(pd.read_csv(inspection))
+        targets = summary["per_target"]
+        lines += ["", f"Compile inspection: {summary['kernels']} kernels × {len(targets)} targets "
+                  f"({', '.join(targets)}), {summary['compilations']} compilations, {summary['failing']} failing, "
+                  f"{summary['spilling']} spilling; matrix instructions ("
+                  + ", ".join(f"{'/'.join(t['mma'])} on {name}" for name, t in targets.items())
+                  + f") in {max(t['kernels_using_mma'] for t in targets.values())} GEMM kernels."]
+    roofline = reports / "roofline" / "roofline.csv"
+    if roofline.is_file():
+        table = pd.read_csv(roofline)
+        gpu, dtype = HEADLINE_ROOFLINE
+        steps = table[(table.gpu == gpu) & (table.dtype == dtype) & (table.layer == "step")]
+        bounds = "; ".join(f"{VARIANT_NAMES[s.variant]} at least {s.time_ms:.2f} ms (at most {s.images_per_s:,.0f} "
+                           f"images/s)" for s in steps.itertuples())
+        if bounds:
+            lines += ["", f"Roofline model (not a measurement), {GPUS[gpu].name}, {dtype}, batch "
+                      f"{steps.batch.iloc[0]}: one training step takes {bounds}."]
+    return "\n".join(lines)
+
+
+def _benchmark_section(reports: Path) -> str:
+    lines = ["## Benchmarks: Triton vs PyTorch eager (cuDNN) vs torch.compile", ""]
+    table = _gpu_benchmarks(reports)
+    if table is None:
+        lines += ["**No GPU measurements.** This report was built on a machine without a GPU, and a GPU figure "
+                  "appears here only if it was measured on one. The harness is exercised on the CPU by a smoke mode "
+                  "(`python experiments/bench_layers.py`, `python experiments/bench_model.py`; tiny shapes, "
+                  "interpreter) whose rows go to `runs/bench-smoke/`, never to `reports/`.", "",
+                  f"On a CUDA GPU, `{GPU_STUDY}` times every layer (both variants; forward, backward, full; "
+                  "fp32 IEEE and TF32, fp16, bf16; NCHW and channels_last; a batch sweep) and the whole network "
+                  "(training step and inference images/s, peak memory), writes `benchmarks/layers.csv` and "
+                  "`benchmarks/model.csv`, puts the measured points on the roofline plots and rebuilds this report."]
+        return "\n".join(lines)
+    out = reports / "benchmarks"
+    figures = []
+    if (~table.kernel.str.endswith("/model")).any():
+        figures += plot_layer_benchmarks(table, out)
+    if table.kernel.str.endswith("/model").any():
+        figures += plot_model_benchmarks(table, out)
+    lines += [summarise_benchmarks(table), "", *(_image(p, reports, p.stem) for p in figures)]
+    return "\n".join(lines)
+
+
+def _section(reports: Path, title: str, data: str, script: str, body: Callable[[pd.DataFrame], list[str]]) -> str:
+    """A section built by ``body`` from the CSV ``reports/<data>``, then the figures of its folder; when the CSV is
+    missing, a line naming the script that makes it."""
+    path = reports / data
+    if not path.is_file():
+        return f"## {title}\n\n{_missing(data, script)}"
+    return "\n".join([f"## {title}", "", *body(pd.read_csv(path)), "", *_images(reports, path.parent.name)])
+
+
+def _inspection_body(table: pd.DataFrame) -> list[str]:
+    summary = summarise_inspection(table)
+    lines = [f"Every kernel compiled ahead of time with each config it can be launched with, on AlexNet's "
+             f"full-size shapes (batch 128), every dtype and layout: {summary['kernels']} kernels, "
+             f"{summary['compilations']} compilations (Triton {', '.join(summary['triton'])}), "
+             f"{summary['failing']} failing. Data: `kernels/inspection.csv`.", "",
+             "| target | kernels | compilations | failing | spilling | max registers | lowest occupancy "
+             "| kernels with matrix instructions | kernels with async copies |", "|---" * 9 + "|"]
+    for target, t in summary["per_target"].items():
+        mma = f"{t['kernels_using_mma']} ({'/'.join(t['mma']) or 'none'})"
+        lines.append(f"| {target} | {t['kernels']} | {t['compilations']} | {t['failing']} | {t['spilling']} | "
+                     f"{t['max_registers']} | {t['min_occupancy']:.3f} | {mma} | {t['kernels_using_async_copy']} |")
+    return lines + ["", "Registers are per thread (NVIDIA) or per lane, VGPR + AGPR (AMD); occupancy is the "
+                    "theoretical fraction of resident warps (waves) the registers and shared memory allow."]
+
+
+def _memory_body(table: pd.DataFrame) -> list[str]:
+    lines = ["Bytes autograd keeps between forward and backward, per image, counted with `saved_tensors_hooks` "
+             "(storage shared by several saved tensors counted once, parameters apart), full-size networks, "
+             f"{table.dtype.iloc[0]}, batch {table.batch.iloc[0]}. Data: `memory/network.csv`, "
+             "`memory/blocks.csv` (the fused conv1 and conv2 blocks alone).", "",
+             "| network | layer group | Triton MiB/image | eager MiB/image | Triton / eager |", "|---" * 5 + "|"]
+    for (variant, group), rows in table.groupby(["variant", "group"], sort=False):
+        per_path = rows.set_index("path").saved_bytes_per_image / MIB
+        label = "**whole network**" if group == NETWORK else group
+        lines.append(f"| {VARIANT_NAMES[variant]} | {label} | {per_path['triton']:.3f} | {per_path['eager']:.3f} | "
+                     f"{_ratio(per_path['triton'], per_path['eager'])} |")
+    return lines
+
+
+def _traffic_body(table: pd.DataFrame) -> list[str]:
+    lines = ["Both paths instrumented the same way on the CPU: every Triton launch and every ATen op PyTorch eager "
+             "dispatches counts as one kernel launch, and each reads its inputs once and writes its outputs once "
+             "(compulsory traffic, not DRAM traffic measured). Data: `traffic/summary.csv`, `traffic/launches.csv` "
+             "(per kernel).", "", "| network | phase | Triton launches | eager launches | Triton MB | eager MB | "
+             "launch ratio | MB ratio |", "|---" * 8 + "|"]
+    for (variant, phase), rows in table.groupby(["variant", "phase"], sort=False):
+        p = rows.set_index("path")
+        lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {p.launches['triton']} | {p.launches['eager']} | "
+                     f"{p.mb['triton']:,.0f} | {p.mb['eager']:,.0f} | {_ratio(p.launches_ratio['triton'])} | "
+                     f"{_ratio(p.mb_ratio['triton'])} |")
+    return lines
+
+
+def _roofline_body(table: pd.DataFrame) -> list[str]:
+    gpu, dtype = HEADLINE_ROOFLINE
+    return ["FLOPs and minimum bytes of each layer from its shapes, against a GPU's published peaks: lower bounds "
+            "on time, not measurements. Measured points join the plots once `benchmarks/layers.csv` holds GPU "
+            f"rows. Data: `roofline/roofline.csv` ({', '.join(GPUS[g].name for g in table.gpu.unique())}; "
+            f"{', '.join(table.dtype.unique())}).", "",
+            summarise_roofline(table[(table.gpu == gpu) & (table.dtype == dtype)])]
+
+
+def _training_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
+    """The CPU run's section body; its held-out line comes from training/held_out.txt."""
+    def body(metrics: pd.DataFrame) -> list[str]:
+        held_out = reports / "training" / "held_out.txt"
+        return ["The default `python experiments/train.py` on a CPU-only machine: the 2012 topology at width 1/8 on "
+                "67×67 images of the built-in dataset (2 classes, chance 0.5), every layer on the Triton kernels in "
+                f"Triton's CPU interpreter, {(metrics.kind == 'step').sum()} SGD steps. A correctness demonstration: "
+                "its speed says nothing about a GPU. Data: `training/metrics.csv` (per step and per epoch).", "",
+                f"```\n{held_out.read_text().strip()}\n```" if held_out.is_file() else ""]
+    return body
+
+
+def _reproduce_section() -> str:
+    return "\n".join([
+        "## Reproduce", "",
+        "```bash",
+        "python experiments/make_report.py                        # every CPU-side analysis, then this file",
+        "python experiments/make_report.py --reuse inspection     # keep the compile inspection (~15 min, 2 cores)",
+        f"{GPU_STUDY}                         # on a CUDA GPU: the benchmarks, then make_report",
+        "```"])
+
+
+def write_report(reports: Path, conditions: str) -> Path:
+    """Write ``reports/README.md`` from what ``reports`` holds (``conditions``: where and with what it was built)."""
+    reports = Path(reports)
+    header = ("# AlexNet on hand-written Triton kernels: the performance study\n\n"
+              f"Generated by `python experiments/make_report.py`; do not edit. {conditions}\n\n"
+              "Every number says how it was obtained: *counted* or *modelled* on the CPU, or *measured* on a named "
+              "GPU. A GPU time appears only if it was measured on a GPU.")
+    sections = [
+        header, _headline_section(reports), _benchmark_section(reports),
+        _section(reports, "Compile inspection (sm_80, sm_90, gfx942; no GPU needed)", "kernels/inspection.csv",
+                 "inspect_kernels.py", _inspection_body),
+        _section(reports, "Memory saved for backward (no GPU needed)", "memory/network.csv", "memory.py", _memory_body),
+        _section(reports, "Launches and traffic of one training step (no GPU needed)", "traffic/summary.csv",
+                 "traffic.py", _traffic_body),
+        _section(reports, "Roofline (a model, no GPU needed)", "roofline/roofline.csv", "roofline.py", _roofline_body),
+        _section(reports, "Training on the CPU (Triton interpreter)", "training/metrics.csv", "train.py",
+                 _training_body(reports)),
+        _reproduce_section()]
+    path = reports / "README.md"
+    path.write_text("\n\n".join(sections) + "\n")
+    return path

@@ -1,0 +1,149 @@
+"""The benchmark harness in its CPU smoke mode (tiny shapes, Triton interpreter): CSV schema and conditions,
+consistency with the cost model, the study's sweep, the figures, and gpu_study.py's refusal without a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = ["kernel", "provider", "mode", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
+          "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp", "run_kind"]
+LAYERS = ("2012/conv2", "torchvision/fc6", "2012/sgd")  # grouped conv; dropout + linear + ReLU + dropout; SGD
+
+
+def _experiment(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_experiment", REPO / "experiments" / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _smoke_run(tmp_path: Path, experiment: str, argv: list[str], repeats: int) -> pd.DataFrame:
+    """Run experiments/<experiment>.py's smoke test in this process; its rows, after the schema check."""
+    out = tmp_path / f"{experiment}.csv"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(benchmark, "SMOKE_REPEATS", repeats)
+        assert _experiment(experiment).main([*argv, "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[0] == ",".join(SCHEMA)
+    return benchmark_plots.read_benchmarks(out)
+
+
+def _check_common(rows: pd.DataFrame) -> None:
+    assert list(rows.columns) == SCHEMA == benchmark.COLUMNS
+    assert (rows.run_kind == "cpu-smoke").all()
+    assert rows.device.str.contains("smoke test, not a performance measurement").all()
+    times = rows[["ms_p20", "ms_p50", "ms_p80"]]
+    assert (times > 0).all().all() and times.map(math.isfinite).all().all()
+    assert ((rows.ms_p20 <= rows.ms_p50) & (rows.ms_p50 <= rows.ms_p80)).all()
+    assert rows.peak_memory_mb.isna().all() and (rows.cudnn == "").all()  # no CUDA statistics on the CPU
+
+
+def _check_plots_refuse_smoke_rows(rows: pd.DataFrame, draw, out_dir: Path) -> None:
+    for refused in (lambda: draw(rows, out_dir), lambda: benchmark_plots.summarise_benchmarks(rows)):
+        with pytest.raises(ValueError, match="not performance measurements"):
+            refused()
+    assert not out_dir.exists()
+
+
+def _check_pngs(paths: list[Path], names: list[str]) -> None:
+    assert sorted(p.name for p in paths) == names
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in paths)
+
+
+def test_bench_layers_smoke(tmp_path):
+    """Three small layers, every provider and mode: rows, cost-model consistency, figures (SMOKE only if asked)."""
+    rows = _smoke_run(tmp_path, "bench_layers", ["--kernels", *LAYERS, "--layouts", "channels_last"], repeats=2)
+    _check_common(rows)
+    layers = {str(layer): layer for variant in benchmark_cases.VARIANTS
+              for layer in benchmark_cases.smoke_layers(variant)}
+    expected = {(k, p, m) for k in LAYERS for p in benchmark_cases.PROVIDERS
+                for m in benchmark_cases.layer_modes(layers[k])}
+    assert set(zip(rows.kernel, rows.provider, rows["mode"], strict=True)) == expected and len(rows) == len(expected)
+    for row in rows.itertuples():
+        layer, seconds = layers[row.kernel], row.ms_p50 / 1e3
+        assert row.batch == benchmark_cases.SMOKE_BATCH and row.dtype == "fp32-ieee"
+        assert row.tflops == pytest.approx(cost.flops(layer, row.mode, row.batch) / seconds / 1e12, rel=1e-4)
+        assert row.gbps == pytest.approx(cost.minimum_bytes(layer, row.mode, row.batch, 4) / seconds / 1e9, rel=1e-4)
+        if layer.kind == "sgd":
+            assert math.isnan(row.images_per_s) and row.shape == f"{layer.in_features} params"
+        else:
+            assert row.images_per_s == pytest.approx(row.batch / seconds, rel=1e-4)
+        assert row.layout == ("channels_last" if layer.kind == "conv" else "")
+    conv = layers["2012/conv2"].conv
+    assert set(rows[rows.kernel == "2012/conv2"]["shape"]) == {f"2x{conv.in_channels}x{conv.size}x{conv.size}"}
+
+    _check_plots_refuse_smoke_rows(rows, benchmark_plots.plot_layer_benchmarks, tmp_path / "refused")
+    # a second batch (copied rows) exercises the batch-sweep figure; all of it is smoke data
+    sweep = pd.concat([rows, rows.assign(batch=4, ms_p50=rows.ms_p50 * 1.5)], ignore_index=True)
+    _check_pngs(benchmark_plots.plot_layer_benchmarks(sweep, tmp_path / "figures", allow_smoke=True),
+                ["layers_batch.png", "layers_fp32-ieee.png", "layers_speedup.png"])
+    summary = benchmark_plots.summarise_benchmarks(rows, allow_smoke=True)
+    assert summary.startswith("SMOKE TEST") and all(f"| {kernel} |" in summary for kernel in LAYERS)
+
+
+def test_bench_model_smoke(tmp_path):
+    """The scaled-down 2012 net, inference and training step, every provider: rows and figures."""
+    rows = _smoke_run(tmp_path, "bench_model", ["--kernels", "2012/model", "--layouts", "nchw"], repeats=1)
+    _check_common(rows)
+    assert set(zip(rows.provider, rows["mode"], strict=True)) == {
+        (p, m) for p in benchmark_cases.PROVIDERS for m in benchmark_cases.MODEL_MODES} and len(rows) == 6
+    size = benchmark_cases.SMOKE_MODEL["2012"]["input_size"]
+    assert (rows.kernel == "2012/model").all() and (rows["shape"] == f"2x3x{size}x{size}").all()
+    assert rows.images_per_s.to_numpy() == pytest.approx((2 / (rows.ms_p50 / 1e3)).to_numpy(), rel=1e-4)
+    assert rows.tflops.isna().all()  # the cost model describes the full-size net only
+    _check_plots_refuse_smoke_rows(rows, benchmark_plots.plot_model_benchmarks, tmp_path / "refused")
+    _check_pngs(benchmark_plots.plot_model_benchmarks(rows, tmp_path / "figures", allow_smoke=True),
+                ["model_throughput.png"])
+    summary = benchmark_plots.summarise_benchmarks(rows, allow_smoke=True)
+    assert summary.startswith("SMOKE TEST") and "| 2012 | fp32-ieee | train-step |" in summary
+
+
+def test_smoke_rows_never_go_to_reports():
+    assert benchmark.output_path(None, REPO, "layers.csv") == REPO / "runs" / "bench-smoke" / "layers.csv"
+    with pytest.raises(ValueError, match="never go to reports"):
+        benchmark.output_path(REPO / "reports" / "benchmarks" / "layers.csv", REPO, "layers.csv")
+
+
+def test_study_sweep(monkeypatch):
+    """The GPU plan has the size experiments/gpu_study.py states; compile only where the budget allows it."""
+    for variant in benchmark_cases.VARIANTS:
+        shapes = benchmark_cases.parameter_shapes(cost.study_layers(variant))
+        assert sum(math.prod(s) for s in shapes) == cost.parameter_count(variant)
+    monkeypatch.setattr(benchmark_cases, "smoke", lambda: False)
+    layers, network = benchmark_cases.layer_plan(), benchmark_cases.model_plan()
+    assert (benchmark_cases.timings_in(layers), benchmark_cases.timings_in(network)) == (1346, 60)
+    assert (benchmark_cases.timings_in(benchmark_cases.layer_plan(quick=True)),
+            benchmark_cases.timings_in(benchmark_cases.model_plan(quick=True))) == (111, 6)
+    headline = benchmark_cases.HEADLINE
+    for case in layers + network:
+        assert case.providers[:2] == ("triton", "eager")
+        if "compile" in case.providers:
+            assert case.kernel.startswith("2012/") and case.batch == headline["batch"]
+            assert case.dtype in benchmark_cases.COMPILE_DTYPES and case.layout in ("", headline["layout"])
+    study = {(str(layer), dtype, layout) for v in benchmark_cases.VARIANTS for layer in cost.study_layers(v)
+             for dtype in benchmark_cases.DTYPES
+             for layout in (benchmark_cases.LAYOUTS if layer.kind in benchmark_cases.SPATIAL_KINDS else [""])}
+    assert {(c.kernel, c.dtype, c.layout) for c in layers if c.batch == headline["batch"]} == study
+
+
+def test_select_keeps_non_spatial_layers_under_a_layout_filter():
+    cases = benchmark_cases.select(benchmark_cases.layer_plan(), kernels=["2012/*"], layouts=["nchw"],
+                                   providers=["eager"], modes=["full"])
+    assert {c.kernel for c in cases} == {str(layer) for layer in cost.study_layers("2012")}
+    assert all(c.providers == ("eager",) and c.modes == ("full",) and c.layout in ("", "nchw") for c in cases)
+
+
+def test_gpu_study_needs_a_gpu():
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "gpu_study.py")], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert result.returncode != 0
+    assert "needs a CUDA GPU" in result.stderr and "bench_layers.py" in result.stderr

@@ -1,0 +1,108 @@
+"""The report build: reports/README.md from the analyses' outputs, honest about what is missing or not measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alexnet_triton.study import benchmark_cases, report
+from alexnet_triton.study.memory import NETWORK
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ["## Headline", "## Benchmarks", "## Compile inspection", "## Memory saved for backward",
+            "## Launches and traffic", "## Roofline", "## Training on the CPU", "## Reproduce"]
+FIXTURE_DEVICE = "TEST FIXTURE GPU (made-up rows, not a measurement)"
+
+
+@pytest.fixture
+def reports(tmp_path) -> Path:
+    """A copy of the committed reports/ without its README."""
+    copy = tmp_path / "reports"
+    shutil.copytree(REPO / "reports", copy, ignore=shutil.ignore_patterns("README.md", "benchmarks"))
+    return copy
+
+
+def _links_resolve(text: str, folder: Path) -> list[str]:
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert all((folder / link).is_file() for link in links), links
+    return links
+
+
+def _benchmark_rows(run_kind: str) -> pd.DataFrame:
+    """Made-up rows in the harness's schema: two layers and the network, every provider."""
+    rows = []
+    for kernel, modes, layout in (("2012/conv2", ("forward", "backward", "full"), "channels_last"),
+                                  ("2012/sgd", ("full",), ""), ("2012/model", ("inference", "train-step"),
+                                                                "channels_last")):
+        for batch in (64, 128):
+            for speed, provider in enumerate(benchmark_cases.PROVIDERS, start=1):
+                for mode in modes:
+                    ms = batch / 100 * speed
+                    rows.append(dict(kernel=kernel, provider=provider, mode=mode, shape="", batch=batch, dtype="bf16",
+                                     layout=layout, ms_p20=0.9 * ms, ms_p50=ms, ms_p80=1.1 * ms, tflops=1.0, gbps=1.0,
+                                     images_per_s=batch / ms * 1e3, peak_memory_mb=100.0, device=FIXTURE_DEVICE,
+                                     torch="0", triton="0", cudnn="0", timestamp="2026-01-01T00:00:00+00:00",
+                                     run_kind=run_kind))
+    return pd.DataFrame(rows, columns=benchmark_cases.COLUMNS)
+
+
+def test_report_of_the_committed_analyses(reports):
+    text = report.write_report(reports, "conditions line").read_text()
+    assert [s for s in SECTIONS if s not in text] == [] and "conditions line" in text
+    network = pd.read_csv(reports / "memory" / "network.csv")
+    saved = network[(network.group == NETWORK) & (network.variant == "2012")].set_index("path").saved_bytes_per_image
+    triton, eager = saved["triton"] / 2**20, saved["eager"] / 2**20
+    row = f"| saved for backward, MiB per image | AlexNet 2012 | {triton:.2f} | {eager:.2f} | {triton / eager:.2f}× |"
+    assert row in text
+    step = pd.read_csv(reports / "traffic" / "summary.csv").query("phase == 'step' and variant == '2012'")
+    launches = step.set_index("path").launches
+    assert f"| kernel launches | AlexNet 2012 | {launches['triton']} | {launches['eager']} |" in text
+    assert "**No GPU measurements.**" in text and "(measured)" not in text
+    links = _links_resolve(text, reports)
+    assert {"kernels/registers.png", "memory/network.png", "traffic/traffic.png"} <= set(links)
+
+
+def test_missing_analyses_are_named_not_invented(tmp_path):
+    text = report.write_report(tmp_path, "").read_text()
+    assert [s for s in SECTIONS if s not in text] == []
+    assert text.count("_Not generated yet:") == 5 and "**No GPU measurements.**" in text
+    headline = text.split("## Headline")[1].split("##")[0]
+    assert "|---|" in headline and not re.search(r"\d×", headline)
+
+
+def test_smoke_rows_never_reach_the_report(reports):
+    (reports / "benchmarks").mkdir()
+    _benchmark_rows("cpu-smoke").to_csv(reports / "benchmarks" / "layers.csv", index=False)
+    text = report.write_report(reports, "").read_text()
+    assert "**No GPU measurements.**" in text and FIXTURE_DEVICE not in text
+    assert list((reports / "benchmarks").glob("*.png")) == []
+
+
+def test_gpu_rows_are_shown_with_their_device(reports):
+    (reports / "benchmarks").mkdir()
+    _benchmark_rows("gpu").to_csv(reports / "benchmarks" / "layers.csv", index=False)
+    text = report.write_report(reports, "").read_text()
+    assert "No GPU measurements" not in text
+    benchmarks = text.split("## Benchmarks")[1].split("\n## ")[0]
+    assert FIXTURE_DEVICE in benchmarks and "| 2012/conv2 |" in benchmarks
+    assert {"benchmarks/layers_bf16.png", "benchmarks/model_throughput.png"} <= set(_links_resolve(benchmarks, reports))
+    headline = text.split("## Headline")[1].split("\n## ")[0]
+    # in the made-up rows Triton takes 1.28 ms per step of 128 images, eager twice as long
+    assert re.search(r"\| training images/s \(measured\), bf16, channels_last \| AlexNet 2012 \| 100,000 \| 50,000 "
+                     r"\| 2\.00× \| batch 128, " + re.escape(FIXTURE_DEVICE), headline)
+
+
+def test_make_report_rebuilds_the_document_from_reused_outputs(reports, monkeypatch):
+    spec = importlib.util.spec_from_file_location("make_report_experiment", REPO / "experiments" / "make_report.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "REPORTS", reports)
+    assert module.main(["--reuse", "all"]) == 0
+    text = (reports / "README.md").read_text()
+    assert "Generated by `python experiments/make_report.py`" in text and "no GPU" in text
