@@ -126,6 +126,7 @@ class Run:
             train_count=config.train_count, val_count=config.val_count,
             shard=(self.rank, self.world_size) if self.world_size > 1 else None)
         torch.manual_seed(config.seed)
+        self.num_classes = num_classes
         self.model = AlexNet(config.variant, num_classes, config.backend, config.width, input_size, config.dropout,
                              config.init, config.precision)
         self.model.to(self.device)
@@ -307,8 +308,13 @@ class Run:
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         if self.is_main:
+            where = "CPU, Triton interpreter" if runtime.INTERPRETER and config.backend == "triton" else \
+                self.device.type
+            size = self.model.input_size
             plot_curves(self.out / "metrics.csv", self.out / "curves.png",
-                        f"AlexNet {config.variant}, {config.backend} backend, {self.device.type}")
+                        f"AlexNet {config.variant} (width {config.width:g}, {size}×{size} input, "
+                        f"{self.num_classes} classes), {config.backend} backend, {where}, batch {config.batch_size}",
+                        chance=1 / self.num_classes)
         return metrics
 
     def _done(self) -> bool:
@@ -350,8 +356,9 @@ class Run:
         return dict(val_loss=loss_sum / total, val_top1=top1 / total, val_top5=top5 / total)
 
 
-def plot_curves(metrics_csv: Path, png: Path, title: str) -> None:
-    """Training loss per step and validation top-1 per epoch, from metrics.csv."""
+def plot_curves(metrics_csv: Path, png: Path, title: str, chance: float) -> None:
+    """Training loss per step; training top-1 (running mean over 5 steps) and held-out top-1 per epoch against the
+    ``chance`` level; from metrics.csv."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,14 +367,19 @@ def plot_curves(metrics_csv: Path, png: Path, title: str) -> None:
 
     table = pd.read_csv(metrics_csv)
     steps, epochs = table[table.kind == "step"], table[table.kind == "epoch"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(steps.step, steps.loss, lw=0.8)
-    left.set(xlabel="step", ylabel="training loss (cross-entropy)", title="training loss")
-    right.plot(epochs.step, epochs.val_top1, marker="o", label="top-1")
-    right.plot(epochs.step, epochs.val_top5, marker="s", label="top-5")
-    right.set(xlabel="step", ylabel="held-out accuracy", ylim=(0, 1), title="held-out accuracy (end of epoch)")
-    right.legend()
-    figure.suptitle(title)
+    left.set(xlabel="step", ylabel="training loss (cross-entropy)", title="training loss per step")
+    right.plot(steps.step, steps.top1.rolling(5, min_periods=1).mean(), lw=0.8,
+               label="training top-1 (batch, mean of 5)")
+    right.plot(epochs.step, epochs.val_top1, "o", color="tab:red", label="held-out top-1 (end of epoch)")
+    for epoch in epochs.itertuples():
+        right.annotate(f"{epoch.val_top1:.3f}", (epoch.step, epoch.val_top1), textcoords="offset points",
+                       xytext=(-6, -14), ha="right")
+    right.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance ({chance:.3g})")
+    right.set(xlabel="step", ylabel="top-1 accuracy", ylim=(0, 1.02), title="accuracy")
+    right.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)

@@ -57,8 +57,9 @@ def run_training(out: Path) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name in TRAINING_FILES:
             shutil.copy2(Path(run_dir) / name, out / name)
+    result_line = held_out[-1].split("; run directory")[0]  # the run directory was temporary
     (out / "held_out.txt").write_text(f"$ python experiments/train.py   # {wall:.0f} s wall on {os.cpu_count()} CPU "
-                                      f"cores ({platform.processor() or platform.machine()})\n{held_out[-1]}\n")
+                                      f"cores ({platform.processor() or platform.machine()})\n{result_line}\n")
     return 0
 
 

@@ -25,7 +25,7 @@ from alexnet_triton.training import NonFiniteLoss, Run, RunConfig
 # The CPU preset: what the interpreter can train in about three minutes on two cores.
 # Two classes (horizontal vs vertical stripes, random colours and placement): the interpreter trains ~4
 # images/s, and the 8-class task needs thousands of images (see the README).
-CPU_PRESET = dict(width=0.125, input_size=67, num_classes=2, batch_size=16, lr=0.005, epochs=1, train_count=768,
+CPU_PRESET = dict(width=0.125, input_size=67, num_classes=2, batch_size=16, lr=0.005, epochs=1, train_count=640,
                   val_count=128, dropout=0.0, init="kaiming", schedule="step", step_epochs=1,
                   out="runs/cpu-default")
 GPU_PRESET = dict(init="kaiming", out="runs/alexnet")

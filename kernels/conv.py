@@ -426,10 +426,7 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
 
 
 def weight_grad_splits(pixels: int, output_tiles: int) -> int:
-    """Slices of the N*OH*OW reduction: enough programs for ~4 per SM, each slice >= 512 pixels (one slice in
-    the interpreter, which runs programs one after another)."""
-    if runtime.INTERPRETER:
-        return 1
+    """Slices of the N*OH*OW reduction: enough programs for ~4 per SM, each slice >= 512 pixels."""
     wanted = triton.cdiv(4 * runtime.streaming_multiprocessors(), output_tiles)
     return max(1, min(wanted, pixels // 512, 256))
 

@@ -225,9 +225,9 @@ SGD = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
 
 
 def streaming_multiprocessors() -> int:
-    """SM count of the current GPU; in the interpreter, the CPU core count."""
+    """SM count of the current GPU; 1 in the interpreter, which runs programs one after another."""
     if INTERPRETER or not torch.cuda.is_available():
-        return os.cpu_count() or 1
+        return 1
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
