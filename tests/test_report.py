@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alexnet_triton.study import benchmark_cases, report
+from alexnet_triton.study import benchmark, benchmark_cases, report
 from alexnet_triton.study.memory import NETWORK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,10 +77,14 @@ def test_missing_analyses_are_named_not_invented(tmp_path):
 
 
 def test_smoke_rows_never_reach_the_report(reports):
-    (reports / "benchmarks").mkdir()
-    _benchmark_rows("cpu-smoke").to_csv(reports / "benchmarks" / "layers.csv", index=False)
+    """The harness's CPU smoke rows (here one layer, two providers) do not count as measurements."""
+    smoke_csv = reports / "benchmarks" / "layers.csv"
+    cases = benchmark_cases.select(benchmark_cases.layer_plan(), kernels=["2012/fc8"], providers=["triton", "eager"],
+                                   modes=["forward"])
+    assert benchmark.run(cases, smoke_csv, progress=False) == []
+    assert set(pd.read_csv(smoke_csv).run_kind) == {"cpu-smoke"}
     text = report.write_report(reports, "").read_text()
-    assert "**No GPU measurements.**" in text and FIXTURE_DEVICE not in text
+    assert "**No GPU measurements.**" in text and "smoke test, not a performance measurement" not in text
     assert list((reports / "benchmarks").glob("*.png")) == []
 
 
