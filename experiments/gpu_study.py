@@ -6,11 +6,11 @@
     python experiments/gpu_study.py --quick    # headline conditions only, about 10 minutes
 
 The sweep (alexnet_triton/study/benchmark_cases.py); headline conditions: batch 128, bf16, channels_last.
-  layers (1,346 timings)
+  layers (1,338 timings)
     976  both variants at batch 128: 4 dtypes (fp32-ieee, fp32-tf32, fp16, bf16) x 2 layouts (spatial layers)
          x forward / backward / full, triton and eager;
      74  compile: the 2012 net at batch 128, channels_last, bf16 and fp32-tf32 (26 compile sessions);
-    296  the 2012 net's batch sweep (1, 32, 64, 256) at bf16, channels_last, triton and eager.
+    288  the 2012 net's batch sweep (1, 32, 64, 256) at bf16, channels_last, triton and eager (not SGD).
   network (60 timings of inference and train-step = forward, loss, backward, SGD)
      36  both variants at batch 128, channels_last, every dtype, triton and eager, and compile for the 2012 net
          at bf16 and fp32-tf32 (2 sessions, 4 compiles); 8: nchw at bf16; 16: the 2012 net's batch sweep at bf16.
@@ -19,8 +19,9 @@ Time estimate for one H100 from empty caches (an estimate: this was written with
 ~0.25 s per timing (do_bench: 25 ms of warm-up, then at least 100 ms of calls; 500 ms for the network) -> ~6 min;
 Triton's first compilations (~400 kernel specialisations, ~1 s each) and autotuning (~2.5 configs x ~0.15 s per
 GEMM-like kernel and shape) -> ~8 min; cuDNN's algorithm search -> ~1 min; max-autotune (26 per-layer sessions
-of ~20 s, forward and backward; 4 network compiles of ~90 s) -> ~14 min. About 30 minutes; Triton's and
-inductor's on-disk caches make a second run markedly shorter. The progress bars show the time left per part.
+of ~20 s, forward and backward; 4 network compiles of ~90 s) -> ~14 min. About 30 minutes, possibly 45:
+max-autotune also runs coordinate-descent tuning, whose cost was not measured. Triton's and inductor's on-disk
+caches make a second run markedly shorter. The progress bars show the time left per part.
 --quick: the 2012 net at batch 128, bf16, channels_last, all three providers (111 layer timings in 13 compile
 sessions; 6 network timings, 2 compiles): about 10 minutes.
 

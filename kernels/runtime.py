@@ -162,20 +162,24 @@ def _conv_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r
     return interpreter_gemm_tile(a["K_per_group"], a["C_per_group"] * a["R"] * a["S"], a["N"] * a["OH"] * a["OW"])
 
 
+# Autotuning keys: the GEMM's sizes and whatever else changes the best tile. Triton adds the tensors' dtypes but
+# not their strides, so each key names the channel stride of one activation (1 in channels_last) to tune the two
+# layouts apart, and the linear keys name the epilogue flags.
 _CONV_KEY = ("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w")
 
 CONV_FORWARD = KernelConfigs(
     tensor_core=(_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_conv_forward_tile, key=_CONV_KEY)
+    interpreter=_conv_forward_tile, key=(*_CONV_KEY, "x_sc"))
 CONV_INPUT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_conv_input_grad_tile, key=_CONV_KEY)
+    interpreter=_conv_input_grad_tile, key=(*_CONV_KEY, "dx_sc", "RELU_MASK"))
 CONV_WEIGHT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 64, 16, 8, 3),),
     cuda_core=(_tile(32, 64, 32, 4, 2),),
-    interpreter=_conv_weight_grad_tile, key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits"))
+    interpreter=_conv_weight_grad_tile,
+    key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits", "x_sc", "RELU_MASK"))
 
 # Linear layers: plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output
 # tile, BLOCK_K reduction step (kernels/linear.py says which dimensions each kernel maps to them). Dropped
@@ -200,15 +204,15 @@ def _linear_weight_grad_tile(a: dict) -> triton.Config:  # output x input featur
 LINEAR_FORWARD = KernelConfigs(
     tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_linear_forward_tile, key=_LINEAR_KEY)
+    interpreter=_linear_forward_tile, key=(*_LINEAR_KEY, "APPLY_RELU", "DROPOUT"))
 LINEAR_INPUT_GRAD = KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_linear_input_grad_tile, key=_LINEAR_KEY)
+    interpreter=_linear_input_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
 LINEAR_WEIGHT_GRAD = KernelConfigs(
     tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
     cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
-    interpreter=_linear_weight_grad_tile, key=_LINEAR_KEY)
+    interpreter=_linear_weight_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
 
 # Row/element-wise kernels are not autotuned: one config each.
 PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)

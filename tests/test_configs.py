@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from alexnet_triton.kernels import runtime
+import torch
+from alexnet_triton.kernels import conv, linear, runtime
 
+GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": conv._conv2d_input_grad_kernel,
+                "conv_weight_grad": conv._conv2d_weight_grad_kernel, "linear_forward": linear._linear_forward_kernel,
+                "linear_input_grad": linear._linear_input_grad_kernel,
+                "linear_weight_grad": linear._linear_weight_grad_kernel}
 GEMM_CONFIGS = {"conv_forward": runtime.CONV_FORWARD, "conv_input_grad": runtime.CONV_INPUT_GRAD,
                 "conv_weight_grad": runtime.CONV_WEIGHT_GRAD, "linear_forward": runtime.LINEAR_FORWARD,
                 "linear_input_grad": runtime.LINEAR_INPUT_GRAD, "linear_weight_grad": runtime.LINEAR_WEIGHT_GRAD}
@@ -38,3 +43,27 @@ def test_amd_launches_the_same_tiles_with_at_most_two_stages(name, tensor_cores)
 def test_unknown_gpu_backend_is_rejected():
     with pytest.raises(ValueError, match="'xpu'"):
         runtime.CONV_FORWARD.gpu(True, "xpu")
+
+
+def _captured_arguments() -> dict[str, dict]:
+    """The arguments each GEMM kernel is launched with: a conv layer and an fc layer with ReLU and dropout."""
+    x, w, b = torch.randn(2, 8, 9, 9), torch.randn(6, 8, 3, 3), torch.randn(6)
+    fc_x, fc_w, fc_b = torch.randn(4, 10), torch.randn(12, 10), torch.randn(12)
+    with runtime.capture_launches() as launches:
+        y = conv.conv2d_forward(x, w, b, relu=True, stride=2, padding=1, groups=1, precision="ieee")
+        conv.conv2d_input_grad(y, w, x.shape, y=y, stride=2, padding=1, groups=1, precision="ieee")
+        conv.conv2d_weight_grad(y, x, w.shape, y=y, stride=2, padding=1, groups=1, precision="ieee")
+        fc_y = linear.linear_forward(fc_x, fc_w, fc_b, relu=True, dropout=0.5, seed=7, precision="ieee")
+        masks = dict(y=fc_y, dropout=0.5, seed=7, precision="ieee")
+        linear.linear_input_grad(fc_y, fc_w, **masks)
+        linear.linear_weight_grad(fc_y, fc_x, **masks)
+    return {launch.kernel.fn.__name__: launch.args for launch in launches}
+
+
+@pytest.mark.parametrize("name", GEMM_CONFIGS)
+def test_autotuning_keys_name_arguments_every_launch_passes(name):
+    """Triton's autotuner silently skips key names it is not given: each must be a parameter the launch passes."""
+    kernel, key = GEMM_KERNELS[name], GEMM_CONFIGS[name].key
+    assert set(key) <= set(kernel.arg_names), set(key) - set(kernel.arg_names)
+    arguments = _captured_arguments()[kernel.fn.__name__]
+    assert set(key) <= set(arguments), set(key) - set(arguments)

@@ -155,8 +155,8 @@ def layer_plan(quick: bool = False) -> list[LayerCase]:
         layers = cost.study_layers(variant)
         cases += _layer_cases(layers, batch, tuple(DTYPES), tuple(LAYOUTS),
                               with_compile if variant == SWEEP_VARIANT else lambda *_: PROVIDERS[:2])
-    return cases + _layer_cases(cost.study_layers(SWEEP_VARIANT), BATCH_SWEEP, dtype, layout,
-                                lambda *_: PROVIDERS[:2])
+    swept = [layer for layer in cost.study_layers(SWEEP_VARIANT) if layer.kind != "sgd"]  # SGD has no batch
+    return cases + _layer_cases(swept, BATCH_SWEEP, dtype, layout, lambda *_: PROVIDERS[:2])
 
 
 def model_plan(quick: bool = False) -> list[ModelCase]:
