@@ -81,6 +81,7 @@ class KernelConfigs:
         return tuple(for_backend(c, backend) for c in (self.tensor_core if tensor_cores else self.cuda_core))
 
     def for_interpreter(self, args: dict[str, Any]) -> triton.Config:
+        """The interpreter's config for a launch with keyword ``args``."""
         return self.interpreter(args) if callable(self.interpreter) else self.interpreter
 
     def shipped(self) -> tuple[triton.Config, ...]:

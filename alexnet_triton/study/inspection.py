@@ -1,8 +1,9 @@
 """Ahead-of-time compile inspection: what each GPU target's compiler makes of every kernel, without a GPU.
 
 ``collect`` runs each op's launchers on AlexNet's full-size shapes (batch 128)
-with launches captured instead of run, and binds each launch with the target's
-own backend, so every kernel is specialised as a real launch there would be
+with launches captured instead of run (split-K slice counts as on an H100's
+132 SMs), and binds each launch with the target's own backend, so every kernel
+is specialised as a real launch there would be
 (16-byte alignment and divisibility hints; on AMD also the 32-bit pointer-range
 hint that turns loads into buffer loads). ``inspect_kernels`` compiles every
 (kernel, specialisation, config, target) once and reads the binary: NVIDIA
@@ -48,6 +49,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -60,6 +62,7 @@ from triton.runtime.jit import create_function_from_signature
 
 from ..architecture import CONV_LAYERS
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
+from .traffic import H100_SXM_SMS
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
         for case, run in OPS[op]():
             if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
                 continue
-            with runtime.capture_launches() as launches:
+            with runtime.capture_launches() as launches, \
+                    mock.patch.object(runtime, "streaming_multiprocessors", lambda: H100_SXM_SMS):
                 run()
             for launch in launches:
                 kernel = launch.kernel
