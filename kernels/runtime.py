@@ -77,8 +77,8 @@ class KernelConfigs:
 
     def gpu(self, tensor_cores: bool, backend: str | None = None) -> tuple[triton.Config, ...]:
         """The autotuning candidates on a ``backend`` GPU ("cuda" or "hip"; default: this machine's)."""
-        backend = backend or GPU_BACKEND
-        return tuple(for_backend(c, backend) for c in (self.tensor_core if tensor_cores else self.cuda_core))
+        configs, backend = self.tensor_core if tensor_cores else self.cuda_core, backend or GPU_BACKEND
+        return configs if backend == "cuda" else tuple(for_backend(c, backend) for c in configs)
 
     def for_interpreter(self, args: dict[str, Any]) -> triton.Config:
         """The interpreter's config for a launch with keyword ``args``."""
