@@ -130,6 +130,8 @@ class Run:
         self.model = AlexNet(config.variant, num_classes, config.backend, config.width, input_size, config.dropout,
                              config.init, config.precision)
         self.model.to(self.device)
+        if config.channels_last:  # conv weights as (K, R, S, C): contiguous channel blocks for the conv kernels
+            self.model.to(memory_format=torch.channels_last)
         self.network = self.model
         if self.world_size > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(

@@ -12,11 +12,9 @@ the Triton interpreter, rows marked cpu-smoke) into runs/bench-smoke/model.csv; 
 
 from __future__ import annotations
 
-from pathlib import Path
+from _checkout import REPO
 
 from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

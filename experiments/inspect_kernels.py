@@ -11,9 +11,13 @@ columns.
 Writes reports/kernels/inspection.csv, one row per distinct compilation, and
 the figures (registers.png, occupancy.png, shared_memory.png,
 matrix_units.png) next to it. Exits 1 when any config fails to compile,
-spills, or needs more shared memory / LDS than its target has.
+spills, or needs more shared memory / LDS than its target has. ``--loop``
+also prints each compilation's main loop (instructions, MMAs, issue per
+tensor-core cycle, wgmma wait depth, scalar loads, divisions) and, when the
+reference GEMM ("reference_gemm" op) was compiled with the conv kernels, each
+conv kernel's best loop against the GEMM's.
 
-    python experiments/inspect_kernels.py [--ops conv] [--cases '2012/conv1/*'] [--targets sm_80 gfx942]
+    python experiments/inspect_kernels.py [--ops conv] [--cases '2012/conv1/*'] [--targets sm_80 gfx942] [--loop]
 """
 
 from __future__ import annotations
@@ -34,9 +38,21 @@ atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], ignore_errors=Tru
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _checkout import REPO  # noqa: E402
+
 from alexnet_triton.study import inspection  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+SUMMARY_COLUMNS = ["variant", "layer", "pass", "target", "dtype", "layout", "config", "issue_per_tensor",
+                   "reference_config", "reference_issue_per_tensor", "issue_vs_reference"]
+
+
+def print_loops(table) -> None:
+    """The main-loop table of every compilation with one; the conv-vs-reference summary when it has rows."""
+    print(inspection.loop_table(table).to_string(index=False))
+    summary = inspection.loop_summary(table)
+    if summary.reference_issue_per_tensor.notna().any():
+        print()
+        print(summary[SUMMARY_COLUMNS].to_string(index=False))
 
 
 def main(argv=None) -> int:
@@ -48,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV only")
+    parser.add_argument("--loop", action="store_true", help="print the main loops and the conv-vs-GEMM summary")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -66,6 +83,8 @@ def main(argv=None) -> int:
     if not args.no_plots:
         for path in inspection.plot_inspection(table, args.out.parent):
             print(f"wrote {path}")
+    if args.loop:
+        print_loops(table)
     for row in table[table.status != "ok"].itertuples():
         print(f"FAIL {row.kernel} {row.config} {row.target} {row.example_case}: {row.status}")
     return 1 if summary["failing"] else 0

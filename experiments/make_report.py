@@ -13,6 +13,12 @@ GPU benchmarks are never run here: experiments/gpu_study.py runs them, then this
     python experiments/make_report.py                            # everything (~20 min on a 2-core CPU)
     python experiments/make_report.py --reuse inspection training  # keep those outputs, rerun the rest
     python experiments/make_report.py --reuse all                # only reports/README.md (and benchmark figures)
+    python experiments/make_report.py --benchmarks DIR           # merge a gpu_study.py folder, redraw, rebuild
+
+--benchmarks DIR: the folder of ``experiments/gpu_study.py --out DIR`` (GPU rows only; a rehearsal's is refused)
+is copied into reports/benchmarks/, its measured points drawn on the roofline of the device they ran on
+(reports/roofline/measured-<gpu>-<dtype>.png), and the report rebuilt; the slow analyses are reused unless named
+by --rerun.
 """
 
 from __future__ import annotations
@@ -30,15 +36,43 @@ from pathlib import Path
 
 import torch
 import triton
+from _checkout import REPO
 
+from alexnet_triton.study.benchmark_plots import read_benchmarks
 from alexnet_triton.study.report import write_report
+from alexnet_triton.study.roofline import gpu_named, plot_roofline, roofline_table
 
-REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "reports"
 EXPERIMENTS = REPO / "experiments"
 ANALYSES = {"inspection": "inspect_kernels.py", "memory": "memory.py", "traffic": "traffic.py",
             "roofline": "roofline.py"}
 TRAINING_FILES = ("metrics.csv", "curves.png")
+STUDY_FILES = ("summary.txt", "correctness.csv", "model.csv", "layers.csv")
+
+
+def merge_benchmarks(folder: Path, reports: Path) -> list[Path]:
+    """Copy a GPU study's files into reports/benchmarks/ and draw its per-layer points on its device's roofline;
+    ValueError when the folder holds no GPU rows. Returns the roofline figures."""
+    found = [folder / name for name in STUDY_FILES if (folder / name).is_file()]
+    if not any(p.suffix == ".csv" and p.name != "correctness.csv" for p in found):
+        raise ValueError(f"{folder}: no model.csv or layers.csv of experiments/gpu_study.py")
+    table = read_benchmarks(*(p for p in found if p.name in ("model.csv", "layers.csv")))
+    gpu_rows = table[table.run_kind == "gpu"]
+    if gpu_rows.empty:
+        raise ValueError(f"{folder}: no GPU rows ({len(table)} cpu-smoke rows: a rehearsal is not a measurement)")
+    out = reports / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        shutil.copy2(path, out / path.name)
+    figures = []
+    for (device, dtype, batch), rows in gpu_rows.groupby(["device", "dtype", "batch"]):
+        gpu = gpu_named(device)
+        if gpu is None:
+            print(f"no roofline for {device}: not among roofline.GPUS")
+            continue
+        figures.append(plot_roofline(roofline_table(gpu, dtype, int(batch)), reports / "roofline" /
+                                     f"measured-{gpu}-{dtype}-b{batch}.png", rows))
+    return figures
 
 
 def run_training(out: Path) -> int:
@@ -68,8 +102,18 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--reuse", nargs="+", default=[], choices=[*ANALYSES, "training", "all"],
                         help="keep these analyses' committed outputs instead of rerunning them")
+    parser.add_argument("--benchmarks", type=Path, metavar="DIR", help="merge this gpu_study.py output folder")
+    parser.add_argument("--rerun", nargs="+", default=[], choices=[*ANALYSES, "training"],
+                        help="with --benchmarks: rerun these analyses too (default: only the roofline)")
     args = parser.parse_args(argv)
     reuse = set(ANALYSES) | {"training"} if "all" in args.reuse else set(args.reuse)
+    if args.benchmarks:
+        reuse |= {"inspection", "memory", "traffic", "training"} - set(args.rerun)
+        try:
+            figures = merge_benchmarks(args.benchmarks, REPORTS)
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
+        print("\n".join(f"wrote {path}" for path in figures))
     failed = []
     for name, script in ANALYSES.items():
         if name in reuse:

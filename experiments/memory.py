@@ -14,12 +14,11 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from _checkout import REPO
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.model import VARIANTS
 from alexnet_triton.study.memory import MIB, NETWORK, measure_blocks, measure_network, plot_memory
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

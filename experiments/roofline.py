@@ -15,10 +15,10 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from _checkout import REPO
 
 from alexnet_triton.study.roofline import GPUS, plot_roofline, roofline_table, summarise_roofline
 
-REPO = Path(__file__).resolve().parents[1]
 TABLE_DTYPES = ("bf16", "fp32-tf32", "fp32-ieee")
 PLOTS = (("h100-sxm", "bf16"), ("h100-sxm", "fp32-tf32"))
 

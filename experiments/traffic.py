@@ -15,11 +15,10 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from _checkout import REPO
 
 from alexnet_triton.model import VARIANTS
 from alexnet_triton.study.traffic import PATHS, count_training_step, launches_by_name, plot_traffic, summarise
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,9 @@ import argparse
 import sys
 from dataclasses import fields
 
-from alexnet_triton.kernels import runtime
+import _checkout  # noqa: F401  (the checkout's package first)
 
+from alexnet_triton.kernels import runtime
 from alexnet_triton.training import NonFiniteLoss, Run, RunConfig
 
 # The CPU preset: what the interpreter can train in about three minutes on two cores.
@@ -28,7 +29,7 @@ from alexnet_triton.training import NonFiniteLoss, Run, RunConfig
 CPU_PRESET = dict(width=0.125, input_size=67, num_classes=2, batch_size=16, lr=0.005, epochs=1, train_count=640,
                   val_count=128, dropout=0.0, init="kaiming", schedule="step", step_epochs=1,
                   out="runs/cpu-default")
-GPU_PRESET = dict(init="kaiming", out="runs/alexnet")
+GPU_PRESET = dict(init="kaiming", out="runs/alexnet", channels_last=True)
 
 
 def parse_args(argv=None) -> tuple[RunConfig, argparse.Namespace]:
@@ -49,7 +50,7 @@ def parse_args(argv=None) -> tuple[RunConfig, argparse.Namespace]:
     add("--step-epochs", type=int)
     add("--patience", type=int, help="plateau: epochs without improvement before lr / 10")
     add("--amp", choices=["off", "bf16", "fp16"], help="mixed precision (GPU only)")
-    add("--channels-last", action="store_true", default=None)
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     add("--seed", type=int)
     add("--out", help="run directory")
     add("--width", type=float, help="channel multiplier (a scaled-down copy of the topology)")

@@ -1,15 +1,28 @@
-"""2-D convolution as implicit GEMM: forward (bias + ReLU fused), input gradient, weight/bias gradient.
+"""2-D convolution as implicit GEMM: forward (bias + ReLU fused), output grad (ReLU mask + bias grad), input grad,
+weight grad.
 
 Notation: x [N, C, H, W], weight [K, C/G, R, S], y [N, K, OH, OW], G groups;
 per group the GEMM is (N*OH*OW) x (K/G) x (C/G*R*S). All tensors are indexed
 through their strides, so NCHW and channels_last inputs both work; outputs
-take the input's memory format. Accumulation is fp32 (fp64 for float64
-inputs, which exist to run gradcheck in the interpreter).
+take the input's memory format, weight gradients the weight's. Accumulation is
+fp32 (fp64 for float64 inputs, which exist to run gradcheck in the interpreter).
+
+Speed (read from the SASS, ``experiments/inspect_kernels.py --loop``) rests on:
+  - the layer's geometry (channels per group, filter size, stride, padding) is
+    constexpr: AlexNet has five layers, each compiles once, and every index
+    division in a loop becomes a multiply-shift by a constant;
+  - per-row pointers and window origins are computed once, before the loop; a
+    step adds one uniform tap offset and checks the window's bounds;
+  - with channels_last activations and channels_last (K, R, S, C) weights, both
+    operand tiles are contiguous along the channel: vector loads that the
+    pipeliner turns into cp.async;
+  - the ReLU mask and the bias gradient are one element-wise pass over dy
+    (``conv2d_output_grad``), not work repeated inside two GEMM loops.
 
 The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
   - channel blocks: each step is one filter tap (r, s) and a block of
-    channels, so a channels_last tile row is contiguous memory (vector loads,
-    cp.async); used when C/G fills a block.
+    channels, so a channels_last tile row is contiguous memory; used when C/G
+    fills a block.
   - flat: each step is BLOCK consecutive (r, s, c) indices, c fastest; for
     few channels (conv1: C=3, C*R*S=363) where channel blocks would be mostly
     padding, and by default in the interpreter (fewer interpreted steps).
@@ -29,6 +42,58 @@ from .partial_sums import sum_partials
 FLAT_CRS_CHANNELS = 16
 
 
+def _interpreter_forward_tile(a: dict) -> triton.Config:  # pixels x output channels over (c, r, s)
+    return runtime.interpreter_gemm_tile(a["N"] * a["OH"] * a["OW"], a["K_per_group"],
+                                         a["C_per_group"] * a["R"] * a["S"])
+
+
+def _interpreter_input_grad_tile(a: dict) -> triton.Config:  # input pixels of one stride phase x channels
+    sh, sw = a["stride_h"], a["stride_w"]
+    return runtime.interpreter_gemm_tile(a["N"] * triton.cdiv(a["H"], sh) * triton.cdiv(a["W"], sw),
+                                         a["C_per_group"],
+                                         a["K_per_group"] * triton.cdiv(a["R"], sh) * triton.cdiv(a["S"], sw))
+
+
+def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r, s) over pixels
+    return runtime.interpreter_gemm_tile(a["K_per_group"], a["C_per_group"] * a["R"] * a["S"],
+                                         a["N"] * a["OH"] * a["OW"])
+
+
+def _interpreter_output_grad_tile(a: dict) -> triton.Config:  # every channel, pixels up to 2^20 elements
+    block_k = max(16, triton.next_power_of_2(a["K"]))
+    return triton.Config({"BLOCK_P": min(max(16, triton.next_power_of_2(a["P"])), (1 << 20) // block_k),
+                          "BLOCK_K": block_k})
+
+
+_tile = runtime.gemm_tile
+# Tensor-core tiles, largest first; at launch each GPU keeps those whose pipeline fits its shared memory at the
+# operands' size (``KernelConfigs.fitting``): 128x256x64 bf16 fits sm_80/sm_90 (144 KiB), not a 64 KiB gfx942
+# workgroup; TF32 takes the BLOCK_K = 32 tiles. The geometry is constexpr, so Triton's autotuning cache
+# already tells layers apart; keys add the batch and the channel strides of an activation and of the weight
+# (1 in channels_last), to tune the layouts apart.
+_TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3),
+                      _tile(128, 128, 32, 8, 3))
+FORWARD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=_TENSOR_CORE_TILES,
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
+    interpreter=_interpreter_forward_tile, key=("N", "x_sc", "w_sc"))
+INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=_TENSOR_CORE_TILES,
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
+    interpreter=_interpreter_input_grad_tile, key=("N", "dx_sc", "w_sc"))
+# Not tuned: the first tile that fits is launched, so the split of the pixel reduction, and with it the bits of
+# dw, depend only on the shapes and the GPU, never on timing noise (bitwise-repeatable across processes).
+WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=(_tile(256, 128, 64, 8, 3), _tile(128, 128, 32, 8, 3)),
+    cuda_core=(_tile(32, 64, 32, 4, 2),),
+    interpreter=_interpreter_weight_grad_tile, key=("N", "splits", "x_sc", "dw_sc"), tuned=False)
+# The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
+OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=(triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1),),
+    cuda_core=(triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1),),
+    interpreter=_interpreter_output_grad_tile, key=())
+
+
 def flat_reduction(channels_per_group: int) -> bool:
     """Default reduction order: flat on a GPU for few channels (tensor-core K >= 16), and always in the
     interpreter, where fewer, larger steps are faster (tests run the channel-block order explicitly)."""
@@ -36,11 +101,12 @@ def flat_reduction(channels_per_group: int) -> bool:
 
 
 @triton.jit
-def _crs_indices(block, C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
+def _crs_indices(block, C: tl.constexpr, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
     """Filter indices (r, s, c, valid) of reduction block ``block`` over (r, s, c).
 
     Flat: all four are [BLOCK] vectors. Channel blocks: the block is one tap,
-    so r and s are scalars; c and valid are [BLOCK].
+    so r and s are scalars; c and valid are [BLOCK]. C and BLOCK are constexpr
+    (so is S where the caller's geometry is): divisions are multiply-shifts.
     """
     if FLAT_CRS:
         crs = block * BLOCK + tl.arange(0, BLOCK)
@@ -50,17 +116,19 @@ def _crs_indices(block, C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
         s = rs - r * S
         valid = r < R
     else:
-        channel_blocks = tl.cdiv(C, BLOCK)
-        tap = block // channel_blocks
-        c = (block - tap * channel_blocks) * BLOCK + tl.arange(0, BLOCK)
+        tap = block // tl.cdiv(C, BLOCK)
+        c = (block - tap * tl.cdiv(C, BLOCK)) * BLOCK + tl.arange(0, BLOCK)
         r = tap // S
         s = tap - r * S
-        valid = c < C
+        if C % BLOCK == 0:
+            valid = tl.full([BLOCK], 1, tl.int1)
+        else:
+            valid = c < C
     return r, s, c, valid
 
 
 @triton.jit
-def _crs_blocks(C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
+def _crs_blocks(C: tl.constexpr, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
     """Number of reduction blocks over (r, s, c)."""
     if FLAT_CRS:
         return tl.cdiv(C * R * S, BLOCK)
@@ -69,71 +137,43 @@ def _crs_blocks(C, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
 
 
 @triton.jit
-def _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw,
-                 FLAT_CRS: tl.constexpr):
-    """x values of an im2col tile [P, BLOCK]: rows are output pixels, columns (r, s, c).
+def _window_tile(row_ptr, h0, w0, r, s, c, c_ok, H, W, sc, sh, sw, FLAT: tl.constexpr):
+    """Values [P, BLOCK] of an NCHW-indexed tensor at rows (h0 + r, w0 + s), channels c; 0 outside [0, H) x [0, W).
 
-    x_pixel_ptr [P]: x at (n, first channel of the group, 0, 0) of each pixel;
-    ih0/iw0 [P]: top-left input coordinate of each pixel's window (may be < 0);
-    r, s, c, crs_ok: from ``_crs_indices``. Outside the image reads 0.
+    row_ptr [P]: the tensor at (n, first channel, h0, w0) of each row (computed once per program; may point
+    outside the tensor, only read under the mask); h0/w0 [P]: each row's window origin; r, s, c, c_ok: a
+    reduction block (``_crs_indices``): scalar r, s (channel blocks) or [BLOCK] vectors (flat).
     """
-    if FLAT_CRS:  # the tap varies along the columns: 2-D coordinates
-        ih = ih0[:, None] + r[None, :]
-        iw = iw0[:, None] + s[None, :]
-        inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        ptrs = x_pixel_ptr[:, None] + ih * x_sh + iw * x_sw + (c * x_sc)[None, :]
-        mask = pixel_ok[:, None] & crs_ok[None, :] & inside
-    else:  # one tap: a row offset per pixel plus a channel offset per column
-        ih = ih0 + r
-        iw = iw0 + s
-        row_ok = pixel_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        ptrs = (x_pixel_ptr + ih * x_sh + iw * x_sw)[:, None] + (c * x_sc)[None, :]
-        mask = row_ok[:, None] & crs_ok[None, :]
+    if FLAT:  # the tap varies along the columns: 2-D coordinates
+        h = h0[:, None] + r[None, :]
+        w = w0[:, None] + s[None, :]
+        inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        ptrs = row_ptr[:, None] + (r * sh + s * sw + c * sc)[None, :]
+        mask = c_ok[None, :] & inside
+    else:  # one tap: a uniform offset for every row
+        h = h0 + r
+        w = w0 + s
+        row_ok = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        ptrs = (row_ptr + (r * sh + s * sw))[:, None] + (c * sc)[None, :]
+        mask = row_ok[:, None] & c_ok[None, :]
     return tl.load(ptrs, mask=mask, other=0.0)
-
-
-@triton.jit
-def _output_tile_at_input(pixel_ptr, ih, iw, pixel_ok, r, s, k, krs_ok, pad_h, pad_w, stride_h, stride_w,
-                          OH, OW, sk, sh, sw, FLAT_KRS: tl.constexpr):
-    """Values [P, BLOCK] of an output-shaped tensor (dy or y) at the output pixels that input pixel
-    (ih, iw) [P] reaches through tap (r, s), for output channels k (columns).
-
-    pixel_ptr [P]: the tensor at (n, first channel of the group, 0, 0); r, s, k,
-    krs_ok: from ``_crs_indices`` over (tap_h, tap_w, k), mapped to filter taps.
-    (ih + pad - r) is a multiple of the stride for every tap of the pixel's phase.
-    """
-    if FLAT_KRS:
-        oh = (ih[:, None] + pad_h - r[None, :]) // stride_h
-        ow = (iw[:, None] + pad_w - s[None, :]) // stride_w
-        mask = pixel_ok[:, None] & krs_ok[None, :] & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-        ptrs = pixel_ptr[:, None] + oh * sh + ow * sw + (k * sk)[None, :]
-    else:
-        oh = (ih + pad_h - r) // stride_h
-        ow = (iw + pad_w - s) // stride_w
-        row_ok = pixel_ok & (oh >= 0) & (oh < OH) & (ow >= 0) & (ow < OW)
-        ptrs = (pixel_ptr + oh * sh + ow * sw)[:, None] + (k * sk)[None, :]
-        mask = row_ok[:, None] & krs_ok[None, :]
-    return tl.load(ptrs, mask=mask, other=0.0)
-
-
-@triton.jit
-def _relu_masked(dy, y, ACC_DTYPE: tl.constexpr):
-    """dy where the ReLU output y is positive, else 0 (the ReLU backward)."""
-    return tl.where(y.to(ACC_DTYPE) > 0.0, dy, 0.0).to(dy.dtype)
 
 
 @triton.jit
 def _conv2d_forward_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
-    # sizes
-    N, H, W, C_per_group, OH, OW, K_per_group, R, S,
-    # geometry
-    stride_h, stride_w, pad_h, pad_w,
+    # sizes (the batch; the rest of the geometry is specialised below)
+    N,
     # strides, in elements
     x_sn, x_sc, x_sh, x_sw,
     w_sk, w_sc, w_sr, w_ss,
+    b_sk,
     y_sn, y_sc, y_sh, y_sw,
+    # geometry, specialised per layer
+    H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
+    C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     # meta
     HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -149,13 +189,13 @@ def _conv2d_forward_kernel(
     group = tl.program_id(2)
 
     pixels = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    pixel_ok = pixels < N * OH * OW
     ow = pixels % OW
     oh = (pixels // OW) % OH
     n = pixels // (OW * OH)
-    x_pixel_ptr = x_ptr + n.to(tl.int64) * x_sn + group * C_per_group * x_sc
-    ih0 = oh * stride_h - pad_h
+    # window origins; a pixel past the end gets one below every tap's reach, so its row is always masked
+    ih0 = tl.where(pixels < N * OH * OW, oh * stride_h - pad_h, -R)
     iw0 = ow * stride_w - pad_w
+    x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + group * C_per_group * x_sc + ih0 * x_sh + iw0 * x_sw
 
     k_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k_ok = k_in_group < K_per_group
@@ -165,42 +205,82 @@ def _conv2d_forward_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
-        a = _im2col_tile(x_pixel_ptr, ih0, iw0, pixel_ok, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
+        a = _window_tile(x_row_ptr, ih0, iw0, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     if HAS_BIAS:
-        acc += tl.load(b_ptr + k, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(b_ptr + k * b_sk, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     y_ptrs = (y_ptr + n.to(tl.int64) * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sc)[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & k_ok[None, :])
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(pixels < N * OH * OW)[:, None] & k_ok[None, :])
+
+
+@triton.jit
+def _conv2d_output_grad_kernel(
+    # pointers
+    dy_ptr, y_ptr, out_ptr, db_partial_ptr,
+    # sizes
+    P, K, OH, OW,
+    # strides, in elements
+    dy_sn, dy_sk, dy_sh, dy_sw,
+    y_sn, y_sk, y_sh, y_sw,
+    out_sn, out_sk, out_sh, out_sw,
+    # meta
+    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """out = dy * (y > 0) (RELU_MASK) and db_partial[i, k] = sum of that over pixel block i (BIAS_GRAD).
+
+    dy, y, out: [N, K, OH, OW]; P = N*OH*OW; db_partial: [cdiv(P, BLOCK_P), K], accumulator type.
+    grid (cdiv(P, BLOCK_P), cdiv(K, BLOCK_K)): each program handles BLOCK_P pixels x BLOCK_K channels.
+    """
+    pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    ow = pixels % OW
+    oh = (pixels // OW) % OH
+    n = (pixels // (OW * OH)).to(tl.int64)
+    mask = (pixels < P)[:, None] & (k < K)[None, :]
+    dy = tl.load(dy_ptr + (n * dy_sn + oh * dy_sh + ow * dy_sw)[:, None] + (k * dy_sk)[None, :], mask=mask,
+                 other=0.0)
+    if RELU_MASK:
+        y = tl.load(y_ptr + (n * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sk)[None, :], mask=mask,
+                    other=0.0)
+        dy = tl.where(y.to(ACC_DTYPE) > 0.0, dy, 0.0).to(dy.dtype)
+        tl.store(out_ptr + (n * out_sn + oh * out_sh + ow * out_sw)[:, None] + (k * out_sk)[None, :], dy,
+                 mask=mask)
+    if BIAS_GRAD:
+        tl.store(db_partial_ptr + tl.program_id(0).to(tl.int64) * K + k, tl.sum(dy.to(ACC_DTYPE), axis=0),
+                 mask=k < K)
 
 
 @triton.jit
 def _conv2d_input_grad_kernel(
     # pointers
-    dy_ptr, y_ptr, w_ptr, dx_ptr,
-    # sizes
-    N, H, W, C_per_group, OH, OW, K_per_group, R, S,
-    # geometry
-    stride_h, stride_w, pad_h, pad_w,
+    dy_ptr, w_ptr, dx_ptr,
+    # sizes (the batch; the rest of the geometry is specialised below)
+    N,
     # strides, in elements
     dy_sn, dy_sk, dy_sh, dy_sw,
-    y_sn, y_sk, y_sh, y_sw,
     w_sk, w_sc, w_sr, w_ss,
     dx_sn, dx_sc, dx_sh, dx_sw,
+    # geometry, specialised per layer
+    H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
+    C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     # meta
-    RELU_MASK: tl.constexpr, FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dx = conv2d_input_grad(dy * (y > 0 if RELU_MASK), w).
+    """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``).
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
     (iw + pad_w) % stride_w; a phase needs only the filter taps r, s of the
-    same residue, so no step is spent on taps that hit no output pixel. The
-    reduction runs over (tap, output channel k) as the forward's does over
+    same residue: tap (tap_h, tap_w) is r = phase_h + tap_h * stride_h, and it
+    reaches output row oh = oh0 - tap_h, oh0 = (ih + pad_h - phase_h) / stride_h.
+    The reduction runs over (tap, output channel k) as the forward's does over
     (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
     grid (cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M), cdiv(C/G, BLOCK_N), G*sh*sw):
     each program computes a BLOCK_M (input pixels of one phase) x BLOCK_N
@@ -223,29 +303,25 @@ def _conv2d_input_grad_kernel(
     ih = first_h + (pixels // cols) % rows * stride_h
     iw = first_w + pixels % cols * stride_w
     n = pixels // (cols * rows)
+    oh0 = tl.where(pixel_ok, (ih + pad_h - phase_h) // stride_h, OH + R)  # past the end: never in [0, OH)
+    ow0 = (iw + pad_w - phase_w) // stride_w
+    dy_row_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk + oh0 * dy_sh + ow0 * dy_sw
 
     c_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     c_ok = c_in_group < C_per_group
     c = group * C_per_group + c_in_group
+    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc + phase_h * w_sr + phase_w * w_ss
 
     # taps of this phase: r = phase_h + j * stride_h, j < taps_h (none when phase_h >= R)
     taps_h = (R - phase_h + stride_h - 1) // stride_h
     taps_w = (S - phase_w + stride_w - 1) // stride_w
-    dy_pixel_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk
-    y_pixel_ptr = y_ptr + n.to(tl.int64) * y_sn + group * K_per_group * y_sk
-    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)):
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
-        r = phase_h + tap_h * stride_h
-        s = phase_w + tap_w * stride_w
-        a = _output_tile_at_input(dy_pixel_ptr, ih, iw, pixel_ok, r, s, k_in_group, krs_ok, pad_h, pad_w,
-                                  stride_h, stride_w, OH, OW, dy_sk, dy_sh, dy_sw, FLAT_KRS)
-        if RELU_MASK:
-            y = _output_tile_at_input(y_pixel_ptr, ih, iw, pixel_ok, r, s, k_in_group, krs_ok, pad_h, pad_w,
-                                      stride_h, stride_w, OH, OW, y_sk, y_sh, y_sw, FLAT_KRS)
-            a = _relu_masked(a, y, ACC_DTYPE)
-        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + r * w_sr + s * w_ss)[:, None]
+        # dy at (oh0 - tap_h, ow0 - tap_w): the window tile with negated tap offsets
+        a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h, -tap_w, k_in_group, krs_ok, OH, OW, dy_sk, dy_sh, dy_sw,
+                         FLAT_KRS)
+        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * stride_h * w_sr + tap_w * stride_w * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
@@ -256,26 +332,28 @@ def _conv2d_input_grad_kernel(
 @triton.jit
 def _conv2d_weight_grad_kernel(
     # pointers
-    dy_ptr, y_ptr, x_ptr, dw_partial_ptr, db_partial_ptr,
-    # sizes
-    N, H, W, C_per_group, OH, OW, K_per_group, R, S, groups, splits,
-    # geometry
-    stride_h, stride_w, pad_h, pad_w,
-    # strides, in elements
+    dy_ptr, x_ptr, dw_partial_ptr,
+    # sizes (the batch and the split count; the geometry is specialised below)
+    N, splits,
+    # strides, in elements (dw: the weight's own layout, dense; a slice every dw_split_stride)
     dy_sn, dy_sk, dy_sh, dy_sw,
-    y_sn, y_sk, y_sh, y_sw,
     x_sn, x_sc, x_sh, x_sw,
+    dw_sk, dw_sc, dw_sr, dw_ss, dw_split_stride,
+    # geometry, specialised per layer
+    H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
+    C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     # meta
-    RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_CRS: tl.constexpr,
-    PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    DY_PIXELS_FLAT: tl.constexpr, X_PIXELS_FLAT: tl.constexpr,
+    FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Split-K partial sums of dw = dy'^T @ im2col(x) and db = sum(dy'), dy' = dy * (y > 0 if RELU_MASK).
+    """Split-K partial sums of dw = dy^T @ im2col(x) (dy already ReLU-masked: ``conv2d_output_grad``).
 
     The N*OH*OW reduction is cut into ``splits`` contiguous slices; slice j
-    writes dw_partial[j, k, (c, r, s)] ([splits, K, C/G*R*S], accumulator type) and, from the
-    programs with pid_n == 0, db_partial[j, k] ([splits, K]). No atomics:
-    a second pass sums the slices in order.
+    writes dw_partial[j] ([splits, K*C/G*R*S], accumulator type, each slice in
+    the weight's own element order). No atomics: a second pass sums the slices
+    in order.
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
     BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice.
     """
@@ -288,6 +366,8 @@ def _conv2d_weight_grad_kernel(
     k_ok = k_in_group < K_per_group
     k = group * K_per_group + k_in_group
     r, s, c, crs_ok = _crs_indices(pid_n, C_per_group, R, S, BLOCK_N, FLAT_CRS)
+    dy_k_ptr = dy_ptr + k * dy_sk
+    x_group_ptr = x_ptr + group * C_per_group * x_sc
 
     pixel_count = N * OH * OW
     slice_len = tl.cdiv(tl.cdiv(pixel_count, splits), BLOCK_K) * BLOCK_K
@@ -295,35 +375,29 @@ def _conv2d_weight_grad_kernel(
     slice_end = tl.minimum(slice_start + slice_len, pixel_count)
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
-    bias_acc = tl.zeros([BLOCK_M], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
-        pixel_ok = pixels < slice_end
         ow = pixels % OW
         oh = (pixels // OW) % OH
         n = (pixels // (OW * OH)).to(tl.int64)
-        mask = k_ok[:, None] & pixel_ok[None, :]
-        a = tl.load(dy_ptr + (k * dy_sk)[:, None] + (n * dy_sn + oh * dy_sh + ow * dy_sw)[None, :],
-                    mask=mask, other=0.0)
-        if RELU_MASK:
-            y = tl.load(y_ptr + (k * y_sk)[:, None] + (n * y_sn + oh * y_sh + ow * y_sw)[None, :],
-                        mask=mask, other=0.0)
-            a = _relu_masked(a, y, ACC_DTYPE)
-        x_pixel_ptr = x_ptr + n * x_sn + group * C_per_group * x_sc
-        b = _im2col_tile(x_pixel_ptr, oh * stride_h - pad_h, ow * stride_w - pad_w, pixel_ok,
-                         r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
+        if DY_PIXELS_FLAT:  # dense channels_last dy: pixel p sits at p * dy_sw
+            dy_offsets = pixels.to(tl.int64) * dy_sw
+        else:
+            dy_offsets = n * dy_sn + oh * dy_sh + ow * dy_sw
+        a = tl.load(dy_k_ptr[:, None] + dy_offsets[None, :], mask=k_ok[:, None] & (pixels < slice_end)[None, :],
+                    other=0.0)
+        ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -R)
+        iw0 = ow * stride_w - pad_w
+        if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv: x row of pixel p is p - padding
+            x_rows = x_group_ptr + pixels.to(tl.int64) * x_sw - (pad_h * x_sh + pad_w * x_sw)
+        else:
+            x_rows = x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw
+        b = _window_tile(x_rows, ih0, iw0, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        if BIAS_GRAD:  # every program sums (a runtime branch here spills); pid_n == 0 stores
-            bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
 
-    K = K_per_group * groups
-    CRS = C_per_group * R * S
-    crs = c * (R * S) + r * S + s
-    row = split.to(tl.int64) * K + k
-    tl.store(dw_partial_ptr + (row * CRS)[:, None] + crs[None, :], acc, mask=k_ok[:, None] & crs_ok[None, :])
-    if BIAS_GRAD:
-        if pid_n == 0:
-            tl.store(db_partial_ptr + row, bias_acc, mask=k_ok)
+    dw_ptrs = (dw_partial_ptr + split.to(tl.int64) * dw_split_stride
+               + (k * dw_sk)[:, None] + (c * dw_sc + r * dw_sr + s * dw_ss)[None, :])
+    tl.store(dw_ptrs, acc, mask=k_ok[:, None] & crs_ok[None, :])
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -370,8 +444,9 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """y = conv2d(x, weight, bias), then ReLU if ``relu``: x [N, C, H, W], weight [K, C/G, R, S] -> y [N, K, OH, OW].
 
     precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
-    fp16/bf16 always use tensor cores. flat_crs/config override the launch
-    choices (tests, benchmarks).
+    fp16/bf16 always use tensor cores. Any weight layout works; channels_last
+    (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config
+    override the launch choices (tests, benchmarks).
     """
     geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, groups)
     runtime.check_precision("conv2d", precision)
@@ -384,29 +459,59 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid, runtime.CONV_FORWARD, config, runtime.uses_tensor_cores(x.dtype, precision),
+        _conv2d_forward_kernel, grid, FORWARD_CONFIGS, config, runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
-        **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("y", y),
-        HAS_BIAS=bias is not None, APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
+        **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"),
+        b_sk=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y), HAS_BIAS=bias is not None,
+        APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype))
     return y
 
 
+def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_grad: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dy', db) from dy [N, K, OH, OW]: dy' = dy * (y > 0) when the forward's ReLU output ``y`` is given (a new
+    tensor in y's layout; else dy itself), db [K] = dy' summed over N, OH, OW when ``bias_grad`` (else None).
+
+    One element-wise pass that the two GEMM gradients then read; db is summed in a fixed order (partials per
+    block of pixels, then ``sum_partials``): bitwise repeatable.
+    """
+    if dy.dim() != 4:
+        raise ValueError(f"conv2d_output_grad: dy must be 4-D [N, K, OH, OW], got shape {tuple(dy.shape)}")
+    runtime.check_shape_and_dtype("conv2d_output_grad", "y", y, tuple(dy.shape), dy.dtype)
+    runtime.check_device("conv2d_output_grad", dy=dy, y=y)
+    if y is None and not bias_grad:
+        return dy, None
+    N, K, OH, OW = dy.shape
+    P = N * OH * OW
+    masked = runtime.new_output(dy.shape, device=dy.device, dtype=dy.dtype,
+                                memory_format=runtime.memory_format_of(y)) if y is not None else dy
+    config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
+        OUTPUT_GRAD_CONFIGS.tensor_core[0]
+    blocks = triton.cdiv(P, config.kwargs["BLOCK_P"])
+    partial_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
+    db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else masked
+    runtime.launch(
+        _conv2d_output_grad_kernel, lambda meta: (blocks, triton.cdiv(K, meta["BLOCK_K"])), OUTPUT_GRAD_CONFIGS,
+        config, dy_ptr=dy, y_ptr=y if y is not None else dy, out_ptr=masked, db_partial_ptr=db_partial,
+        P=P, K=K, OH=OH, OW=OW, **runtime.stride_args("dy", dy, "nkhw"),
+        **runtime.stride_args("y", y if y is not None else dy, "nkhw"), **runtime.stride_args("out", masked, "nkhw"),
+        RELU_MASK=y is not None, BIAS_GRAD=bias_grad, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
+    db = sum_partials(db_partial, runtime.new_output((K,), device=dy.device, dtype=dy.dtype)) if bias_grad else None
+    return masked, db
+
+
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, groups: int = 1,
-                      y: torch.Tensor | None = None,
                       memory_format: torch.memory_format = torch.contiguous_format, precision: str = "ieee",
                       flat_krs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
-    """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] and weight [K, C/G, R, S].
-
-    y: the forward's ReLU output; when given, dy is masked by y > 0 inside the kernel.
-    memory_format: dx's layout (the forward input's).
+    """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
+    weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, groups)
     runtime.check_precision("conv2d", precision)
-    out_shape = (g["N"], weight.shape[0], g["OH"], g["OW"])
-    runtime.check_shape_and_dtype("conv2d_input_grad", "dy", dy, out_shape, weight.dtype)
-    runtime.check_shape_and_dtype("conv2d_input_grad", "y", y, out_shape, weight.dtype)
-    runtime.check_device("conv2d_input_grad", dy=dy, weight=weight, y=y)
+    runtime.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (g["N"], weight.shape[0], g["OH"], g["OW"]),
+                                  weight.dtype)
+    runtime.check_device("conv2d_input_grad", dy=dy, weight=weight)
     if flat_krs is None:
         flat_krs = flat_reduction(g["K_per_group"])
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
@@ -415,14 +520,18 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
         triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
-        _conv2d_input_grad_kernel, grid, runtime.CONV_INPUT_GRAD, config,
-        runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, y_ptr=y if y is not None else dy, w_ptr=weight, dx_ptr=dx, **g,
-        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),
+        _conv2d_input_grad_kernel, grid, INPUT_GRAD_CONFIGS, config, runtime.uses_tensor_cores(dy.dtype, precision),
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
-        RELU_MASK=y is not None, FLAT_KRS=flat_krs, PRECISION=precision,
-        ACC_DTYPE=runtime.accumulator_type(dy.dtype))
+        FLAT_KRS=flat_krs, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
+
+
+def _pixels_flat(t: torch.Tensor) -> bool:
+    """Whether pixel (n, h, w) of ``t`` [N, C, H, W] sits at ((n * H + h) * W + w) * stride(3), so a flat pixel
+    index addresses it: dense channels_last (or a single channel)."""
+    _, _, height, width = t.shape
+    return t.stride(2) == width * t.stride(3) and t.stride(0) == height * t.stride(2)
 
 
 def weight_grad_splits(pixels: int, output_tiles: int) -> int:
@@ -432,31 +541,31 @@ def weight_grad_splits(pixels: int, output_tiles: int) -> int:
 
 
 def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, groups: int = 1,
-                       y: torch.Tensor | None = None, bias_grad: bool = True, precision: str = "ieee",
+                       memory_format: torch.memory_format = torch.contiguous_format, precision: str = "ieee",
                        splits: int | None = None, flat_crs: bool | None = None,
-                       config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dw [K, C/G, R, S], db [K] or None) of conv2d from dy [N, K, OH, OW] and x [N, C, H, W].
+                       config: triton.Config | None = None) -> torch.Tensor:
+    """dw [K, C/G, R, S] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
+    x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides).
 
-    y: the forward's ReLU output; when given, dy is masked by y > 0 inside the
-    kernel. The N*OH*OW reduction is split into ``splits`` slices whose fp32
-    partials are summed in a fixed order: results are bitwise repeatable.
+    The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order:
+    results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, groups)
     runtime.check_precision("conv2d", precision)
-    out_shape = (g["N"], weight_shape[0], g["OH"], g["OW"])
-    runtime.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, out_shape, x.dtype)
-    runtime.check_shape_and_dtype("conv2d_weight_grad", "y", y, out_shape, x.dtype)
-    runtime.check_device("conv2d_weight_grad", dy=dy, x=x, y=y)
+    runtime.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (g["N"], weight_shape[0], g["OH"], g["OW"]),
+                                  x.dtype)
+    runtime.check_device("conv2d_weight_grad", dy=dy, x=x)
     K, crs = weight_shape[0], g["C_per_group"] * g["R"] * g["S"]
     if flat_crs is None:
         flat_crs = flat_reduction(g["C_per_group"])
     if splits is None:
-        splits = weight_grad_splits(g["N"] * g["OH"] * g["OW"], triton.cdiv(K, 64) * triton.cdiv(crs, 64))
+        splits = weight_grad_splits(g["N"] * g["OH"] * g["OW"], triton.cdiv(K, 128) * triton.cdiv(crs, 128))
     if not isinstance(splits, int) or splits < 1:
         raise ValueError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
+    dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_partial = runtime.new_output((splits, K * crs), device=x.device, dtype=partial_dtype)
-    db_partial = runtime.new_output((splits, K), device=x.device, dtype=partial_dtype) if bias_grad else dw_partial
+    same_size = (g["H"], g["W"], g["stride_h"], g["stride_w"]) == (g["OH"], g["OW"], 1, 1)
 
     def grid(meta):
         if flat_crs:
@@ -466,14 +575,13 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         return triton.cdiv(g["K_per_group"], meta["BLOCK_M"]), crs_blocks, groups * splits
 
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid, runtime.CONV_WEIGHT_GRAD, config,
-        runtime.uses_tensor_cores(x.dtype, precision),
-        dy_ptr=dy, y_ptr=y if y is not None else dy, x_ptr=x, dw_partial_ptr=dw_partial, db_partial_ptr=db_partial,
-        **g, groups=groups, splits=splits,
-        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("y", y if y is not None else dy, "nkhw"),
-        **runtime.stride_args("x", x),
-        RELU_MASK=y is not None, BIAS_GRAD=bias_grad, FLAT_CRS=flat_crs, PRECISION=precision,
-        ACC_DTYPE=runtime.accumulator_type(x.dtype))
-    dw = sum_partials(dw_partial, runtime.new_output(weight_shape, device=x.device, dtype=x.dtype))
-    db = sum_partials(db_partial, runtime.new_output((K,), device=x.device, dtype=x.dtype)) if bias_grad else None
-    return dw, db
+        _conv2d_weight_grad_kernel, grid, WEIGHT_GRAD_CONFIGS, config, runtime.uses_tensor_cores(x.dtype, precision),
+        dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, **g, splits=splits,
+        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
+        **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,
+        DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size, FLAT_CRS=flat_crs,
+        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype))
+    # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
+    dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
+    sum_partials(dw_partial, dense.view(-1))
+    return dw

@@ -1,7 +1,8 @@
 """Where the Triton kernels run, and with which launch configurations.
 
 This module alone decides the execution mode and owns every kernel's config
-list. It must be imported before `triton` (``alexnet_triton/__init__`` does so).
+list. Import order does not matter: when Triton was imported first, choosing
+the interpreter rebuilds Triton's library for it (``kernels/interpreter.py``).
 
 Modes (environment variable ``ALEXNET_TRITON_MODE``):
   ``auto`` (default)  ``gpu`` when CUDA is available, else ``interpreter``.
@@ -17,6 +18,7 @@ Modes (environment variable ``ALEXNET_TRITON_MODE``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -49,8 +51,13 @@ def _decide_mode() -> str:
 MODE = _decide_mode()
 INTERPRETER = MODE == "interpreter"
 
-import triton  # noqa: E402  (the mode must be fixed before Triton is imported)
+import triton  # noqa: E402  (TRITON_INTERPRET is set first, when it is not set already)
 import triton.language as tl  # noqa: E402
+
+from . import interpreter  # noqa: E402
+
+# What was done to Triton's interpreter for these versions (see kernels/interpreter.py); empty on a GPU.
+INTERPRETER_FIXES = interpreter.prepare() if INTERPRETER else []
 
 
 @dataclass(frozen=True)
@@ -68,17 +75,28 @@ class KernelConfigs:
         arguments that returns it: large blocks, since the interpreter's cost
         grows with programs x loop steps far more than with block size.
     key: kernel argument names whose values key the autotuning cache.
+    tuned: False launches the first candidate that fits the GPU, never a timed choice (for kernels whose
+        result bits depend on the config: bitwise-repeatable across processes).
     """
 
     tensor_core: tuple[triton.Config, ...]
     cuda_core: tuple[triton.Config, ...]
     interpreter: triton.Config | Callable[[dict[str, Any]], triton.Config]
     key: tuple[str, ...]
+    tuned: bool = True
 
     def gpu(self, tensor_cores: bool, backend: str | None = None) -> tuple[triton.Config, ...]:
         """The autotuning candidates on a ``backend`` GPU ("cuda" or "hip"; default: this machine's)."""
         configs, backend = self.tensor_core if tensor_cores else self.cuda_core, backend or GPU_BACKEND
         return configs if backend == "cuda" else tuple(for_backend(c, backend) for c in configs)
+
+    def fitting(self, candidates: tuple[triton.Config, ...], operand_bytes: int,
+                shared_limit: int) -> tuple[triton.Config, ...]:
+        """The candidates whose operand pipeline fits ``shared_limit`` bytes at ``operand_bytes`` per element
+        (bf16 tiles that fit an H100 may not fit an A100, TF32 ones or a 64 KiB MI300 workgroup); the smallest
+        candidate when none fits."""
+        fit = tuple(c for c in candidates if pipeline_shared_bytes(c, operand_bytes) <= shared_limit)
+        return fit or (min(candidates, key=lambda c: pipeline_shared_bytes(c, operand_bytes)),)
 
     def for_interpreter(self, args: dict[str, Any]) -> triton.Config:
         """The interpreter's config for a launch with keyword ``args``."""
@@ -104,6 +122,15 @@ def for_backend(config: triton.Config, backend: str) -> triton.Config:
     return triton.Config(config.kwargs, num_warps=config.num_warps, num_stages=HIP_MAX_STAGES)
 
 
+def pipeline_shared_bytes(config: triton.Config, operand_bytes: int) -> int:
+    """Shared memory a GEMM-like config's software pipeline holds: num_stages x (A tile + B tile); 0 for
+    configs without BLOCK_M/N/K."""
+    meta = config.kwargs
+    if not {"BLOCK_M", "BLOCK_N", "BLOCK_K"} <= meta.keys():
+        return 0
+    return config.num_stages * (meta["BLOCK_M"] + meta["BLOCK_N"]) * meta["BLOCK_K"] * operand_bytes
+
+
 def config_name(config: triton.Config) -> str:
     """Short label of a config: BM128_BN64_BK32_w8_s3."""
     meta = "_".join(f"{k.replace('BLOCK_', 'B')}{v}" for k, v in config.kwargs.items())
@@ -118,17 +145,12 @@ def fixed_config(num_warps: int, interpreter_block: int | None = None, **meta: i
     return KernelConfigs(tensor_core=(config,), cuda_core=(config,), interpreter=interpreter, key=())
 
 
-def _tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
+def gemm_tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
+    """A GEMM-like kernel's config: BLOCK_M x BLOCK_N output tile, BLOCK_K reduction step."""
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
                          num_warps=warps, num_stages=stages)
 
 
-# Implicit-GEMM tiles. Candidates that spilled registers on sm_80 or sm_90 for
-# any AlexNet layer, dtype or layout were dropped: 128x128 and 4-warp 128x64
-# tiles (all dtypes), 64x64x64 (TF32), 8-warp 64x64x32 in the weight gradient
-# (conv1, fp16), 32x32 weight-gradient tiles (fp32), 32x64 ones on tensor cores
-# (sm_90, channels_last). The per-element im2col
-# addressing is what costs registers.
 # Interpreter tiles: its cost is Python work per tl operation, repeated per
 # program and per reduction step, while numpy's work per tile element is cheap.
 # So each GEMM gets a tile fitted to its own size (powers of two, at least 16,
@@ -148,39 +170,6 @@ def interpreter_gemm_tile(rows: int, cols: int, reduction: int) -> triton.Config
         block_k //= 2
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k})
 
-
-def _conv_forward_tile(a: dict) -> triton.Config:  # pixels x output channels over (c, r, s)
-    return interpreter_gemm_tile(a["N"] * a["OH"] * a["OW"], a["K_per_group"], a["C_per_group"] * a["R"] * a["S"])
-
-
-def _conv_input_grad_tile(a: dict) -> triton.Config:  # input pixels of one stride phase x channels over (k, r, s)
-    sh, sw = a["stride_h"], a["stride_w"]
-    return interpreter_gemm_tile(a["N"] * triton.cdiv(a["H"], sh) * triton.cdiv(a["W"], sw), a["C_per_group"],
-                                 a["K_per_group"] * triton.cdiv(a["R"], sh) * triton.cdiv(a["S"], sw))
-
-
-def _conv_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r, s) over pixels
-    return interpreter_gemm_tile(a["K_per_group"], a["C_per_group"] * a["R"] * a["S"], a["N"] * a["OH"] * a["OW"])
-
-
-# Autotuning keys: the GEMM's sizes and whatever else changes the best tile. Triton adds the tensors' dtypes but
-# not their strides, so each key names the channel stride of one activation (1 in channels_last) to tune the two
-# layouts apart, and the linear keys name the epilogue flags.
-_CONV_KEY = ("N", "H", "W", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w")
-
-CONV_FORWARD = KernelConfigs(
-    tensor_core=(_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_conv_forward_tile, key=(*_CONV_KEY, "x_sc"))
-CONV_INPUT_GRAD = KernelConfigs(
-    tensor_core=(_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)),
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_conv_input_grad_tile, key=(*_CONV_KEY, "dx_sc", "RELU_MASK"))
-CONV_WEIGHT_GRAD = KernelConfigs(
-    tensor_core=(_tile(64, 64, 16, 8, 3),),
-    cuda_core=(_tile(32, 64, 32, 4, 2),),
-    interpreter=_conv_weight_grad_tile,
-    key=("N", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "splits", "x_sc", "RELU_MASK"))
 
 # Linear layers: plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output
 # tile, BLOCK_K reduction step (kernels/linear.py says which dimensions each kernel maps to them). Dropped
@@ -203,16 +192,16 @@ def _linear_weight_grad_tile(a: dict) -> triton.Config:  # output x input featur
 
 
 LINEAR_FORWARD = KernelConfigs(
-    tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    tensor_core=(gemm_tile(64, 64, 64, 4, 4), gemm_tile(128, 64, 32, 8, 4), gemm_tile(64, 128, 32, 8, 4)),
+    cuda_core=(gemm_tile(64, 64, 32, 8, 2), gemm_tile(32, 64, 32, 4, 2)),
     interpreter=_linear_forward_tile, key=(*_LINEAR_KEY, "APPLY_RELU", "DROPOUT"))
 LINEAR_INPUT_GRAD = KernelConfigs(
-    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    tensor_core=(gemm_tile(64, 128, 32, 4, 4), gemm_tile(128, 128, 32, 8, 4), gemm_tile(64, 64, 64, 4, 4)),
+    cuda_core=(gemm_tile(64, 64, 32, 8, 2), gemm_tile(32, 64, 32, 4, 2)),
     interpreter=_linear_input_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
 LINEAR_WEIGHT_GRAD = KernelConfigs(
-    tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
-    cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
+    tensor_core=(gemm_tile(128, 128, 32, 8, 4), gemm_tile(64, 128, 32, 4, 4)),
+    cuda_core=(gemm_tile(32, 64, 32, 4, 2), gemm_tile(64, 32, 32, 4, 2)),
     interpreter=_linear_weight_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
 
 # Row/element-wise kernels are not autotuned: one config each.
@@ -344,7 +333,9 @@ class LaunchRecord:
 
     kernel: Any
     args: dict[str, Any]
-    candidates: tuple[triton.Config, ...]
+    candidates: tuple[triton.Config, ...]  # before ``KernelConfigs.fitting`` a target's shared memory
+    configs: KernelConfigs
+    operand_bytes: int
 
 
 _capture: Callable[[LaunchRecord], None] | None = None
@@ -366,6 +357,12 @@ def capture_launches(on_launch: Callable[[LaunchRecord], None] | None = None):
 _autotuned: dict[Any, Any] = {}
 
 
+@functools.cache
+def _shared_limit() -> int:
+    """Shared memory one block may use on this GPU (opt-in maximum)."""
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).shared_memory_per_block_optin
+
+
 def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfigs,
            config: triton.Config | None = None, tensor_cores: bool = True, **args: Any) -> None:
     """Launch ``kernel`` over ``grid(meta)`` with keyword ``args``.
@@ -375,9 +372,13 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
     ``configs.gpu(tensor_cores)``.
     """
     candidates = configs.gpu(tensor_cores)
+    operand_bytes = next(v.element_size() for v in args.values() if isinstance(v, torch.Tensor))
     if _capture is not None:
-        _capture(LaunchRecord(kernel, dict(args), candidates))
+        _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes))
         return
+    if not INTERPRETER:
+        candidates = configs.fitting(candidates, operand_bytes, _shared_limit())
+        candidates = candidates if configs.tuned else candidates[:1]
     if config is None and INTERPRETER:
         config = configs.for_interpreter(args)
     elif config is None and len(candidates) == 1:

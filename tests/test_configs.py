@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from alexnet_triton.kernels import conv, linear, runtime
 
 GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": conv._conv2d_input_grad_kernel,
                 "conv_weight_grad": conv._conv2d_weight_grad_kernel, "linear_forward": linear._linear_forward_kernel,
                 "linear_input_grad": linear._linear_input_grad_kernel,
                 "linear_weight_grad": linear._linear_weight_grad_kernel}
-GEMM_CONFIGS = {"conv_forward": runtime.CONV_FORWARD, "conv_input_grad": runtime.CONV_INPUT_GRAD,
-                "conv_weight_grad": runtime.CONV_WEIGHT_GRAD, "linear_forward": runtime.LINEAR_FORWARD,
+GEMM_CONFIGS = {"conv_forward": conv.FORWARD_CONFIGS, "conv_input_grad": conv.INPUT_GRAD_CONFIGS,
+                "conv_weight_grad": conv.WEIGHT_GRAD_CONFIGS, "linear_forward": runtime.LINEAR_FORWARD,
                 "linear_input_grad": runtime.LINEAR_INPUT_GRAD, "linear_weight_grad": runtime.LINEAR_WEIGHT_GRAD}
 
 
@@ -42,7 +43,7 @@ def test_amd_launches_the_same_tiles_with_at_most_two_stages(name, tensor_cores)
 
 def test_unknown_gpu_backend_is_rejected():
     with pytest.raises(ValueError, match="'xpu'"):
-        runtime.CONV_FORWARD.gpu(True, "xpu")
+        conv.FORWARD_CONFIGS.gpu(True, "xpu")
 
 
 def _captured_arguments() -> dict[str, dict]:
@@ -51,8 +52,8 @@ def _captured_arguments() -> dict[str, dict]:
     fc_x, fc_w, fc_b = torch.randn(4, 10), torch.randn(12, 10), torch.randn(12)
     with runtime.capture_launches() as launches:
         y = conv.conv2d_forward(x, w, b, relu=True, stride=2, padding=1, groups=1, precision="ieee")
-        conv.conv2d_input_grad(y, w, x.shape, y=y, stride=2, padding=1, groups=1, precision="ieee")
-        conv.conv2d_weight_grad(y, x, w.shape, y=y, stride=2, padding=1, groups=1, precision="ieee")
+        conv.conv2d_input_grad(y, w, x.shape, stride=2, padding=1, groups=1, precision="ieee")
+        conv.conv2d_weight_grad(y, x, w.shape, stride=2, padding=1, groups=1, precision="ieee")
         fc_y = linear.linear_forward(fc_x, fc_w, fc_b, relu=True, dropout=0.5, seed=7, precision="ieee")
         masks = dict(y=fc_y, dropout=0.5, seed=7, precision="ieee")
         linear.linear_input_grad(fc_y, fc_w, **masks)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from alexnet_triton.kernels import conv, runtime
-from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+from conftest import assert_close, assert_low_precision_close
 
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
+from alexnet_triton.kernels import conv, runtime
 
 # AlexNet's ten conv layers: real kernel/stride/padding/groups, channels / 8
 # and smaller images so the interpreter stays fast.
@@ -82,8 +82,9 @@ def test_alexnet_layers_channel_block_order(layer, channels_last):
     dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
     dy_masked = dy * (y_ref > 0)
     y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=False, **g)
-    dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, memory_format=runtime.memory_format_of(x), flat_krs=False, **g)
-    dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y_ref, flat_crs=False, **g)
+    masked, db = conv.conv2d_output_grad(dy, y_ref, bias_grad=True)
+    dx = conv.conv2d_input_grad(masked, w, x.shape, memory_format=runtime.memory_format_of(x), flat_krs=False, **g)
+    dw = conv.conv2d_weight_grad(masked, x, w.shape, flat_crs=False, **g)
     assert_close(y, y_ref, "y")
     assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")
     assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
@@ -107,7 +108,6 @@ def test_low_precision_against_fp64(layer, dtype, no_torch_fallback):
     Backward runs without the ReLU: where a rounded output sits at 0 the mask
     legitimately differs between precisions (the mask itself is tested below).
     """
-    skip_unless_bf16_testable(dtype)
     x, w, b = make_inputs(layer, batch=2, dtype=dtype)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     with no_torch_fallback():
@@ -125,7 +125,6 @@ def test_low_precision_against_fp64(layer, dtype, no_torch_fallback):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_relu_mask_in_backward_kernels(dtype):
     """dx and dw use dy * (y > 0) with y given exactly, at every dtype."""
-    skip_unless_bf16_testable(dtype)
     layer = ALEXNET_LAYERS[1].values[0]
     x, w, _ = (t.detach() for t in make_inputs(layer, batch=2, dtype=dtype))
     out_shape = (2, layer.out_channels, layer.out_size, layer.out_size)
@@ -133,8 +132,9 @@ def test_relu_mask_in_backward_kernels(dtype):
     dy = torch.randn(out_shape, generator=gen).to(dtype)
     y = torch.randn(out_shape, generator=gen).to(dtype)  # about half positive
     masked64 = dy.double() * (y > 0)
-    dx = conv.conv2d_input_grad(dy, w, x.shape, y=y, **geometry(layer))
-    dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y, **geometry(layer))
+    masked, db = conv.conv2d_output_grad(dy, y, bias_grad=True)
+    dx = conv.conv2d_input_grad(masked, w, x.shape, **geometry(layer))
+    dw = conv.conv2d_weight_grad(masked, x, w.shape, **geometry(layer))
     dx64 = torch.nn.grad.conv2d_input(x.shape, w.double(), masked64, **geometry(layer))
     dw64 = torch.nn.grad.conv2d_weight(x.double(), w.shape, masked64, **geometry(layer))
     for name, ours, ref64 in (("dx", dx, dx64), ("dw", dw, dw64), ("db", db, masked64.sum((0, 2, 3)))):
@@ -154,8 +154,8 @@ def test_gradcheck_float64(relu):
 
 SHIPPED_CONFIGS = [
     pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
-    for kernel, configs in (("forward", runtime.CONV_FORWARD), ("input_grad", runtime.CONV_INPUT_GRAD),
-                            ("weight_grad", runtime.CONV_WEIGHT_GRAD))
+    for kernel, configs in (("forward", conv.FORWARD_CONFIGS), ("input_grad", conv.INPUT_GRAD_CONFIGS),
+                            ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
     for config in configs.shipped()]
 
 
@@ -172,12 +172,34 @@ def test_every_shipped_config(kernel, config, flat):
     if kernel == "forward":
         assert_close(conv.conv2d_forward(x, w, b, relu=True, flat_crs=flat, config=config, **g), y_ref, "y")
     elif kernel == "input_grad":
-        dx = conv.conv2d_input_grad(dy, w, x.shape, y=y_ref, flat_krs=flat, config=config, **g)
+        dx = conv.conv2d_input_grad(dy_masked, w, x.shape, flat_krs=flat, config=config, **g)
         assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")
     else:
-        dw, db = conv.conv2d_weight_grad(dy, x, w.shape, y=y_ref, flat_crs=flat, splits=2, config=config, **g)
+        dw = conv.conv2d_weight_grad(dy_masked, x, w.shape, flat_crs=flat, splits=2, config=config, **g)
         assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
-        assert_close(db, dy_masked.sum((0, 2, 3)), "db")
+
+
+@pytest.mark.parametrize("layer", [ALEXNET_LAYERS[1], ALEXNET_LAYERS[3], ODD_LAYERS[2]])
+def test_strided_operands_and_channels_last_weights(layer, no_torch_fallback):
+    """Every operand a strided view (x and dy every other column, bias every other element) or in another
+    layout (weights channels_last, as the model keeps them on a GPU): same results, dw in the weight's layout."""
+    x, w, b = (t.detach() for t in make_inputs(layer, batch=2, seed=9))
+    x_view = torch.stack([x, x], dim=4).flatten(3)[..., ::2]  # x itself, column stride 2
+    w_cl = w.to(memory_format=torch.channels_last).requires_grad_()
+    b_view = torch.stack([b, b], dim=1)[:, 0].requires_grad_()
+    x_view.requires_grad_()
+    with no_torch_fallback():
+        y = ops.conv2d(x_view, w_cl, b_view, relu=True, **geometry(layer))
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    y_ref = torch_conv(x, w, b, layer, True)
+    dy = torch.randn(y.shape[:3] + (2 * y.shape[3],), generator=torch.Generator().manual_seed(6))[..., ::2]
+    with no_torch_fallback():
+        grads = torch.autograd.grad(y, (x_view, w_cl, b_view), dy)
+    refs = torch.autograd.grad(y_ref, (x, w, b), dy)
+    assert_close(y, y_ref, "y")
+    for name, a, e in zip(("dx", "dw", "db"), grads, refs, strict=True):
+        assert_close(a, e, name)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_weight_grad_is_deterministic_and_split_invariant():
@@ -188,9 +210,12 @@ def test_weight_grad_is_deterministic_and_split_invariant():
     first = conv.conv2d_weight_grad(dy, x, w.shape, splits=3, **g)
     again = conv.conv2d_weight_grad(dy, x, w.shape, splits=3, **g)
     single = conv.conv2d_weight_grad(dy, x, w.shape, splits=1, **g)
-    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    assert_close(first[0], single[0], "dw, 3 splits vs 1")
-    assert_close(first[0], torch.nn.grad.conv2d_weight(x, w.shape, dy, **g), "dw")
+    assert torch.equal(first, again)
+    assert_close(first, single, "dw, 3 splits vs 1")
+    assert_close(first, torch.nn.grad.conv2d_weight(x, w.shape, dy, **g), "dw")
+    db = conv.conv2d_output_grad(dy, bias_grad=True)[1]
+    assert torch.equal(db, conv.conv2d_output_grad(dy, bias_grad=True)[1])
+    assert_close(db, dy.sum((0, 2, 3)), "db")
 
 
 def test_input_grad_skipped_when_not_needed(monkeypatch):

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from alexnet_triton.kernels import runtime
+import pytest
+import torch
+import triton
 
-from alexnet_triton.study import inspection
+from alexnet_triton.kernels import conv, runtime
+from alexnet_triton.study import inspection, reference_gemm
 
 REPO = Path(__file__).resolve().parents[1]
-CONV_KERNELS = {"_conv2d_forward_kernel": runtime.CONV_FORWARD, "_conv2d_input_grad_kernel": runtime.CONV_INPUT_GRAD,
-                "_conv2d_weight_grad_kernel": runtime.CONV_WEIGHT_GRAD}
+CONV_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_CONFIGS, "_conv2d_input_grad_kernel": conv.INPUT_GRAD_CONFIGS,
+                "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_CONFIGS}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
@@ -33,18 +36,19 @@ CASES = ["2012/conv1/fp16/channels_last", "2012/conv1/fp32-ieee/nchw", "2012/con
          "2012/cross-entropy-fc8/fp16/*", "2012/cross-entropy-fc8/fp32-ieee/*", "2012/sgd-fc8-bias/bf16/*"]
 
 
-def inspect(tmp_path, ops: list[str], cases: list[str], targets=("sm_80", "sm_90")) -> pd.DataFrame:
+def inspect(tmp_path, ops: list[str], cases: list[str], targets=("sm_80", "sm_90"),
+            options=()) -> tuple[pd.DataFrame, str]:
     """Run experiments/inspect_kernels.py on some ops, cases and targets; its table, after checking it has no
-    failures."""
+    failures, and its standard output."""
     out = tmp_path / "inspection.csv"
     result = subprocess.run([sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", *ops,
-                             "--cases", *cases, "--targets", *targets, "--out", str(out), "--no-plots"],
+                             "--cases", *cases, "--targets", *targets, "--out", str(out), "--no-plots", *options],
                             capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out)
     assert (table.status == "ok").all() and (table.spill_bytes == 0).all()
     assert set(table.target) == set(targets)
-    return table
+    return table, result.stdout
 
 
 def assert_every_gemm_config_compiled(table: pd.DataFrame, kernels: dict) -> None:
@@ -59,6 +63,9 @@ def assert_every_gemm_config_compiled(table: pd.DataFrame, kernels: dict) -> Non
             # Hopper's wgmma (HGMMA) needs 64-row tiles; 32-row tiles use mma.sync (HMMA) there too.
             allowed = {"HMMA", "HGMMA"} if target == "sm_90" else {"HMMA"}
             assert set(tensor_core_rows.mma) <= allowed, (kernel, target, set(tensor_core_rows.mma))
+            # every tensor-core compilation has a main loop; exact fp32 (FMA) ones have none on NVIDIA
+            assert (tensor_core_rows.issue_per_tensor > 0).all(), (kernel, target)
+            assert on_target.drop(tensor_core_rows.index).loop_instructions.isna().all(), (kernel, target)
 
 
 def assert_on_both_targets(table: pd.DataFrame, kernels) -> None:
@@ -67,7 +74,7 @@ def assert_on_both_targets(table: pd.DataFrame, kernels) -> None:
 
 
 def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
-    table = inspect(tmp_path, ["conv", "pool", "lrn", "lrn_pool", "cross_entropy", "sgd"], CASES)
+    table, _ = inspect(tmp_path, ["conv", "pool", "lrn", "lrn_pool", "cross_entropy", "sgd"], CASES)
     assert_every_gemm_config_compiled(table, CONV_KERNELS)
     assert_on_both_targets(table, ROW_KERNELS)
 
@@ -82,14 +89,14 @@ LINEAR_CASES = ["2012/fc6/fp16/*", "2012/fc8/bf16/*", "2012/fc8/fp32-ieee/*", "2
 
 
 def test_linear_and_dropout_kernels_compile_for_sm80_and_sm90_without_spills(tmp_path):
-    table = inspect(tmp_path, ["linear", "dropout"], LINEAR_CASES)
+    table, _ = inspect(tmp_path, ["linear", "dropout"], LINEAR_CASES)
     assert_every_gemm_config_compiled(table, LINEAR_KERNELS)
     assert_on_both_targets(table, ["_dropout_kernel"])
 
 
 def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path):
-    table = inspect(tmp_path, ["conv", "linear", "lrn"], ["2012/conv2/fp16/channels_last", "2012/fc8/fp16/*",
-                                                          "2012/lrn-after-conv1/fp16/nchw"], targets=["gfx942"])
+    table, _ = inspect(tmp_path, ["conv", "linear", "lrn"], ["2012/conv2/fp16/channels_last", "2012/fc8/fp16/*",
+                                                             "2012/lrn-after-conv1/fp16/nchw"], targets=["gfx942"])
     assert (table.registers > 0).all() and table.register_detail.str.contains("VGPR").all()
     assert (table.shared_bytes <= inspection.TARGETS["gfx942"].shared_per_block).all()
     assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
@@ -97,8 +104,62 @@ def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path
         rows = table[table.kernel == kernel]
         assert set(rows.config) == {runtime.config_name(c) for c in configs.gpu(True, "hip")}, kernel
         assert (rows.mma == "MFMA").all(), kernel
+        assert (rows.mma_input == "f16").all() and (rows.issue_per_tensor > 0).all(), kernel
     row_kernels = table[table.kernel.isin(["_lrn_forward_kernel", "_lrn_backward_kernel", "_sum_partials_kernel"])]
     assert len(row_kernels) == 3 and (row_kernels.mma == "none").all()
+
+
+def test_main_loops_of_a_conv_and_the_reference_gemm_on_sm90(tmp_path):
+    table, stdout = inspect(tmp_path, ["conv", "reference_gemm"],
+                            ["2012/conv3/bf16/channels_last", "2012/conv3/bf16/rowmajor"], targets=["sm_90"],
+                            options=["--loop"])
+    conv_rows = table[table.kernel.isin(CONV_KERNELS)]
+    assert len(conv_rows) == sum(len(configs.tensor_core) for configs in CONV_KERNELS.values())
+    assert (conv_rows.mma_count >= 1).all() and (conv_rows.issue_per_tensor > 0).all()
+    assert (conv_rows.mma_input == "bf16").all() and conv_rows.mma_shapes.str.match(r"64x\d+x16").all()
+    assert conv_rows.wgmma_wait_depth.notna().all() and conv_rows.hgmma_register_a.notna().all()
+    assert (conv_rows.loop_instructions > conv_rows.mma_count).all()
+    assert table[table.kernel == "_sum_partials_kernel"].loop_instructions.isna().all()
+    reference = table[table.kernel == "_reference_matmul_kernel"].set_index("config")
+    assert set(reference.index) == {runtime.config_name(c) for c in reference_gemm.reference_configs(
+        torch.bfloat16).tensor_core}
+    tuned = reference.loc["BM128_BN128_BK64_w8_s4"]
+    assert tuned.issue_per_tensor < 0.6 and tuned.loop_scalar_loads == 0 and tuned.loop_divisions == 0
+    assert tuned.case_list == "2012/conv3/bf16/rowmajor"
+
+    summary = inspection.loop_summary(table)
+    assert list(summary["pass"]) == ["forward", "input grad", "weight grad"]
+    assert (summary.reference_issue_per_tensor == reference.issue_per_tensor.min()).all()
+    assert np.allclose(summary.issue_vs_reference,
+                       summary.issue_per_tensor / summary.reference_issue_per_tensor, atol=0.01)
+    assert "issue/tc" in stdout and "issue_vs_reference" in stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_reference_gemm_multiplies(dtype):
+    """Odd sizes, several k-steps and tile groups (runs in the interpreter here: fp32 exact)."""
+    a, b = torch.randn(70, 40).to(dtype), torch.randn(40, 150).to(dtype)
+    tile = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16})
+    c = reference_gemm.reference_matmul(a, b, config=tile)
+    expected = a.double() @ b.double()
+    tolerance = dict(atol=1e-2, rtol=2e-3) if dtype == torch.float16 else dict(atol=1e-4, rtol=1e-6)
+    assert c.dtype == dtype and torch.allclose(c.double(), expected, **tolerance)
+
+
+def test_loop_summary_takes_each_layers_best_config_against_its_reference():
+    def row(kernel, config, issue, cases):
+        return dict(kernel=kernel, config=config, target="sm_90", status="ok", issue_per_tensor=issue,
+                    loop_instructions=100, case_list=";".join(cases))
+    table = pd.DataFrame([
+        row("_conv2d_forward_kernel", "A", 3.0, ["2012/conv3/bf16/nchw", "2012/conv4/bf16/nchw"]),
+        row("_conv2d_forward_kernel", "B", 2.0, ["2012/conv3/bf16/nchw"]),
+        row("_reference_matmul_kernel", "R1", 0.4, ["2012/conv3/bf16/rowmajor", "2012/conv4/bf16/rowmajor"]),
+        row("_reference_matmul_kernel", "R2", 0.5, ["2012/conv3/bf16/rowmajor"]),
+        row("_reference_matmul_kernel", "R3", 0.25, ["2012/conv4/bf16/rowmajor"]),
+    ]).reindex(columns=inspection.COLUMNS)
+    summary = inspection.loop_summary(table).set_index("layer")
+    assert list(summary.config) == ["B", "A"] and list(summary.reference_config) == ["R1", "R3"]
+    assert list(summary.issue_vs_reference) == [5.0, 12.0]
 
 
 def synthetic_table() -> pd.DataFrame:

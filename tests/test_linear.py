@@ -7,11 +7,11 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
-from alexnet_triton.kernels import linear as linear_kernels
-from alexnet_triton.kernels import runtime
-from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+from conftest import assert_close, assert_low_precision_close
 
 from alexnet_triton import ops
+from alexnet_triton.kernels import linear as linear_kernels
+from alexnet_triton.kernels import runtime
 
 # (batch, in_features, out_features): AlexNet's fc6/fc7/fc8 (9216 -> 4096 -> 4096 -> 1000) / 32 at batch 8,
 # and odd shapes: batch 1, sizes that are multiples of no block, more rows/features than one interpreter block.
@@ -82,7 +82,6 @@ def test_low_precision_against_fp64(shape, dtype, no_torch_fallback):
     Backward runs without the ReLU: where a rounded output sits at 0 the mask
     legitimately differs between precisions (the mask is tested below).
     """
-    skip_unless_bf16_testable(dtype)
     x, w, b = make_inputs(shape, dtype)
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     with no_torch_fallback():
@@ -108,7 +107,6 @@ def test_tf32_precision_runs_and_stays_close(no_torch_fallback):
 def test_masks_in_backward_kernels(dtype):
     """dx, dw, db use dy' = dy * scale * (y > 0) with y given exactly (ReLU, with and without dropout), and
     dy * scale * keep with the mask regenerated from the seed (dropout alone), at every dtype."""
-    skip_unless_bf16_testable(dtype)
     x, w, _ = (t.detach() for t in make_inputs((8, 96, 40), dtype))
     gen = torch.Generator().manual_seed(5)
     dy = torch.randn(8, 40, generator=gen).to(dtype)
@@ -134,7 +132,6 @@ def test_masks_in_backward_kernels(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_fused_dropout_equals_the_standalone_op(dtype, relu, no_torch_fallback):
     """linear(relu, dropout=p, seed=s) == dropout(linear(relu), p, seed=s) bitwise, output and gradients."""
-    skip_unless_bf16_testable(dtype)
     x, w, b = make_inputs((6, 72, 40), dtype)
     p, seed = 0.5, 4242
     with no_torch_fallback():

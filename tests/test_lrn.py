@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+from conftest import assert_close, assert_low_precision_close
 
 from alexnet_triton import nn, ops
 
@@ -49,7 +49,6 @@ def test_matches_torch_fp32(shape, size, alpha, beta, k, channels_last, no_torch
 def test_low_precision_against_fp64(dtype, no_torch_fallback):
     """PyTorch's CPU LRN has no fp16/bf16 kernels (avg_pool3d), so its share of the bound is its fp32
     result rounded to the dtype: the error of any implementation that does the math in fp32."""
-    skip_unless_bf16_testable(dtype)
     x, dy = make((2, 16, 5, 5), dtype=dtype)
     with no_torch_fallback():
         y = ops.local_response_norm(x, 5, 1e-4, 0.75, 2.0)

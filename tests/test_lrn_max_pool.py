@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from alexnet_triton.kernels import lrn_max_pool
-from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+from conftest import assert_close, assert_low_precision_close
 
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS
+from alexnet_triton.kernels import lrn_max_pool
 
 # (shape, size, alpha, beta, k, kernel, stride, padding): AlexNet's two blocks (channels / 8, real spatial
 # sizes), other LRN sizes and constants, padded / rectangular / non-overlapping pools, odd channel counts.
@@ -112,7 +112,6 @@ def rounded_reference(x, dy, dtype, reference_dtype, block):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_low_precision_against_fp64(dtype, no_torch_fallback):
     """PyTorch's CPU LRN has no fp16/bf16 kernels, so its share of the bound is its fp32 result rounded."""
-    skip_unless_bf16_testable(dtype)
     x = relu_output((2, 16, 11, 11), dtype=dtype)
     block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
     with no_torch_fallback():

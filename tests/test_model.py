@@ -8,11 +8,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from alexnet_triton.kernels import runtime
 from conftest import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import ops, optim
+from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet, parameter_count
 
 # Scaled-down copies of each topology (width 1/8) at the smallest input that keeps a 1x1 map after pool5.

@@ -152,3 +152,11 @@ def test_cli_writes_the_table_and_the_plots(tmp_path):
     assert set(table["batch"]) == {128}
     for name in ("roofline-h100-sxm-bf16-b128.png", "roofline-h100-sxm-fp32-tf32-b128.png"):
         assert (tmp_path / "roofline" / name).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_gpu_named_maps_benchmark_devices():
+    from alexnet_triton.study.roofline import gpu_named
+
+    assert gpu_named("NVIDIA H200 (sm_90)") == "h200-sxm"
+    assert gpu_named("NVIDIA H100 80GB HBM3 (sm_90)") == "h100-sxm"
+    assert gpu_named("CPU, Triton interpreter") is None

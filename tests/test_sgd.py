@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from alexnet_triton.kernels import runtime
-from alexnet_triton.kernels import sgd as kernels
-from conftest import assert_close, assert_low_precision_close, skip_unless_bf16_testable
+from conftest import assert_close, assert_low_precision_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import optim
+from alexnet_triton.kernels import runtime
+from alexnet_triton.kernels import sgd as kernels
 
 # AlexNet-like parameters scaled down (conv1 weight, grouped conv weight, fc weight, biases) and odd sizes;
 # the fc weight has more elements than one interpreter program's block (runtime.SGD), so the kernel runs 2 programs.
@@ -137,7 +137,6 @@ def test_state_dict_round_trip_with_torch():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_low_precision_against_fp64(dtype, no_torch_fallback):
     """fp16/bf16 parameters and buffers; the kernel computes in fp32 and rounds once per stored value."""
-    skip_unless_bf16_testable(dtype)
     hyper = dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True)
     ours_params = make_params(dtype=dtype, seed=6)
     torch_params = clone(ours_params)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from alexnet_triton.kernels import runtime
 
 from alexnet_triton import ops
+from alexnet_triton.kernels import runtime
 from alexnet_triton.study import traffic
 
 # Scaled-down topologies (width 1/8, smallest input with a 1x1 map after pool5), as in test_model.py.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
+from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_output_grad, conv2d_weight_grad
 from ..kernels.runtime import memory_format_of
 
 
@@ -23,12 +23,13 @@ class Conv2dFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = db = None
+        dx = dw = None
+        dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)  # ReLU mask applied once
         if need_x:
-            dx = conv2d_input_grad(dy, weight, x.shape, y=y, memory_format=memory_format_of(x), **ctx.conv)
-        if need_w or need_b:
-            dw, db = conv2d_weight_grad(dy, x, weight.shape, y=y, bias_grad=ctx.has_bias and need_b, **ctx.conv)
-        return dx, dw if need_w else None, db, None, None, None, None, None
+            dx = conv2d_input_grad(dy, weight, x.shape, memory_format=memory_format_of(x), **ctx.conv)
+        if need_w:
+            dw = conv2d_weight_grad(dy, x, weight.shape, memory_format=memory_format_of(weight), **ctx.conv)
+        return dx, dw, db, None, None, None, None, None
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,

@@ -7,7 +7,9 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
                   (inductor; ``LAYER_COMPILE_MODE`` per layer, ``MODEL_COMPILE_MODE`` for the network)
   mode            layers: "forward" (as in training: autograd records the graph), "backward" (autograd backward
                   alone, the graph kept: ``torch.autograd.grad(retain_graph=True)``), "full" (both; the SGD step
-                  has only this mode); the network: "train-step" (forward, loss, backward, SGD), "inference"
+                  has only this mode), "input-grad" / "weight-grad" (the backward of a graph whose only input
+                  needing a gradient is x / the weight and bias: one kernel each, cuDNN's dgrad / wgrad);
+                  the network: "train-step" (forward, loss, backward, SGD), "inference"
   shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
   dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
                   "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
@@ -25,6 +27,10 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
   peak_memory_mb  ``torch.cuda.max_memory_allocated`` over one call, everything alive counted (inputs too)
   device, torch, triton, cudnn, timestamp   the conditions of the row
   run_kind        "gpu", or "cpu-smoke"
+  compile_mode    provider "compile": the torch.compile mode the row ran with (a mode whose CUDA graphs failed
+                  falls back to its no-cudagraphs twin; smoke: "aot_eager")
+  correctness     the GPU study's correctness check of that kernel (``gpu_check``): "passed", "failed", or empty
+                  (not checked)
 
 Each layer computes what the model computes there: conv + bias + ReLU, LRN + max-pool (2012) or max-pool, fc with
 the model's ReLU and dropout (``LINEAR_STEPS``), cross-entropy over 1000 classes, the SGD step (the paper's
@@ -43,11 +49,12 @@ import argparse
 import contextlib
 import csv
 import gc
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -71,6 +78,9 @@ SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke
 # without CUDA graphs too. The network's steps are ordinary training / inference loops: CUDA graphs included.
 LAYER_COMPILE_MODE = "max-autotune-no-cudagraphs"
 MODEL_COMPILE_MODE = "max-autotune"
+COMPILE_FALLBACK = {"max-autotune": "max-autotune-no-cudagraphs", "reduce-overhead": "default"}
+# Modes that time one backward kernel: the inputs (x, weight, bias) that need a gradient in that graph.
+GRAD_MODES = {"input-grad": (0,), "weight-grad": (1, 2)}
 # Timing: WARMUP_CALLS untimed calls first: the first ones compile (Triton specialisations such as the SGD step's
 # first-step variant, dynamo's recompile once optimizer state exists, autotuning, cuDNN's search). Then do_bench
 # runs for max(MIN_REP_MS, MIN_SAMPLES x one call), at most MAX_REP_MS, so that slow calls still give samples.
@@ -90,6 +100,28 @@ LINEAR_STEPS = {"2012": {"fc6": (False, True, True), "fc7": (False, True, True),
 
 def device() -> torch.device:
     return torch.device("cpu" if smoke() else "cuda")
+
+
+# torch's inductor sets TRITON_PTXAS_PATH to the ptxas in torch's wheel (torch/bin/ptxas) when that file exists
+# and the variable is unset: torch/_inductor/runtime/compile_tasks.py, _set_triton_ptxas_path(), called before
+# each Triton compile of torch.compile's kernels (async_compile.py, in this process, and in its compile workers)
+# and cached, so once torch.compile has run, every later Triton compile in the process would use torch's ptxas.
+# This project's kernels always compile with Triton's own: the variable is set around their launches only.
+TRITON_PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+
+
+@contextlib.contextmanager
+def triton_ptxas():
+    """Within the block, Triton compiles with the ptxas bundled with Triton (whatever torch.compile set)."""
+    saved = os.environ.get("TRITON_PTXAS_PATH")
+    os.environ["TRITON_PTXAS_PATH"] = str(TRITON_PTXAS)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TRITON_PTXAS_PATH"]
+        else:
+            os.environ["TRITON_PTXAS_PATH"] = saved
 
 
 @dataclass(frozen=True)
@@ -247,30 +279,38 @@ def _mode_functions(fn: Callable, inputs: list[torch.Tensor], modes: tuple[str, 
             del y
 
 
-def _sgd_step(provider: str, case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> Callable[[], None]:
+def _sgd_step(provider: str, case: LayerCase, dtype: torch.dtype, gen: torch.Generator,
+              compile_mode: str) -> Callable[[], None]:
     """One optimiser step over random parameters of the case's shapes, with random gradients."""
     params = [torch.randn(s, generator=gen, device=gen.device).to(dtype).requires_grad_() for s in case.parameters]
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=gen.device).to(dtype)
     optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(params, **SGD_SETTINGS)
     step = optimizer.step
-    return compiled(lambda: step(), LAYER_COMPILE_MODE, fullgraph=False) if provider == "compile" else step
+    return compiled(lambda: step(), compile_mode, fullgraph=False) if provider == "compile" else step
 
 
-def _layer_timings(case: LayerCase, provider: str) -> Iterable[tuple[str, Timing]]:
+def _layer_timings(case: LayerCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Timing]]:
     dtype, precision = DTYPES[case.dtype]
     gen = torch.Generator(device()).manual_seed(0)  # the same inputs for every provider
     if case.layer.kind == "sgd":
-        yield "full", measure(_sgd_step(provider, case, dtype, gen), "layer")
+        yield "full", measure(_sgd_step(provider, case, dtype, gen, compile_mode), "layer")
         return
     functions = _layer_functions(case.layer, precision)
     fn = functions["triton" if provider == "triton" else "eager"]
     if provider == "compile":
-        fn = compiled(fn, LAYER_COMPILE_MODE)
+        fn = compiled(fn, compile_mode)
     tensors, needs_grad = _layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
-    for mode, timed in _mode_functions(fn, inputs, case.modes):
-        yield mode, measure(timed, "layer")
+    autograd_modes = tuple(m for m in case.modes if m not in GRAD_MODES)
+    if autograd_modes:
+        for mode, timed in _mode_functions(fn, inputs, autograd_modes):
+            yield mode, measure(timed, "layer")
+    for mode in case.modes:
+        if mode in GRAD_MODES:  # a graph of its own: only these inputs need a gradient
+            wrt = [t.detach().requires_grad_(i in GRAD_MODES[mode]) for i, t in enumerate(tensors)]
+            for _, timed in _mode_functions(fn, wrt, ("backward",)):
+                yield mode, measure(timed, "layer")
 
 
 def _layer_shape(case: LayerCase) -> str:
@@ -282,17 +322,30 @@ def _layer_shape(case: LayerCase) -> str:
     return f"{layer.in_features} params" if layer.kind == "sgd" else f"{n}x{layer.in_features}"
 
 
+def _grad_cost(layer: cost.StudyLayer, mode: str, batch: int, element_size: int) -> tuple[int, int]:
+    """(FLOPs, minimum bytes) of a conv's input gradient (dy, y, w -> dx) or weight gradient (dy, y, x -> dw, db):
+    one GEMM the size of the forward's."""
+    c = layer.conv
+    outputs, inputs = batch * c.out_channels * c.out_size ** 2, batch * c.in_channels * c.size ** 2
+    weights = c.out_channels * c.in_channels // c.groups * c.kernel ** 2
+    read_written = outputs * (1 + layer.relu) + inputs + weights + (0 if mode == "input-grad" else c.out_channels)
+    return cost.flops(layer, "forward", batch), element_size * read_written
+
+
 def _layer_metrics(case: LayerCase, mode: str, seconds: float) -> dict:
     layer, element_size = case.layer, DTYPES[case.dtype][0].itemsize
-    flops = cost.flops(layer, mode, case.batch)
-    traffic = cost.minimum_bytes(layer, mode, case.batch, element_size)
+    if mode in GRAD_MODES:
+        flops, traffic = _grad_cost(layer, mode, case.batch, element_size)
+    else:
+        flops = cost.flops(layer, mode, case.batch)
+        traffic = cost.minimum_bytes(layer, mode, case.batch, element_size)
     return dict(shape=_layer_shape(case), tflops=flops / seconds / 1e12 if flops else None,
                 gbps=traffic / seconds / 1e9 if traffic else None,
                 images_per_s=None if layer.kind == "sgd" else case.batch / seconds)
 
 
 # ------------------------------------------------------------------------------------------------ network
-def _model_functions(case: ModelCase, provider: str) -> Iterable[tuple[str, Callable]]:
+def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Callable]]:
     """(mode, step) for each mode: the network built for ``provider``, on the same random images and labels."""
     dtype, precision = DTYPES[case.dtype]
     scale = case.scale or dict(num_classes=cost.NUM_CLASSES)
@@ -320,7 +373,7 @@ def _model_functions(case: ModelCase, provider: str) -> Iterable[tuple[str, Call
 
         def loss(x, t):
             return F.cross_entropy(logits(x).float(), t)
-    logits_fn, loss_fn = ((compiled(logits, MODEL_COMPILE_MODE), compiled(loss, MODEL_COMPILE_MODE))
+    logits_fn, loss_fn = ((compiled(logits, compile_mode), compiled(loss, compile_mode))
                           if provider == "compile" else (logits, loss))
     optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(model.parameters(), **SGD_SETTINGS)
 
@@ -338,8 +391,8 @@ def _model_functions(case: ModelCase, provider: str) -> Iterable[tuple[str, Call
         yield mode, inference if mode == "inference" else train_step
 
 
-def _model_timings(case: ModelCase, provider: str) -> Iterable[tuple[str, Timing]]:
-    for mode, step in _model_functions(case, provider):
+def _model_timings(case: ModelCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Timing]]:
+    for mode, step in _model_functions(case, provider, compile_mode):
         yield mode, measure(step, "model")
 
 
@@ -362,52 +415,95 @@ def _format(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def run(cases: list, csv_path: Path, progress: bool = True) -> list[str]:
-    """Time every case's providers and modes; write the rows to ``csv_path`` as they come (a new file).
+@dataclass
+class Outcome:
+    """What ``run`` could not measure: failures (provider errors) and timings skipped at the deadline."""
 
-    A failing provider (out of memory, a compile error) is reported and skipped; returns those failures.
+    failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run(cases: list, csv_path: Path, progress: bool = True, *, deadline: float | None = None, append: bool = False,
+        compile_mode: str | None = None, correctness: Callable[[str], str] = lambda kernel: "") -> Outcome:
+    """Time every case's providers and modes; write the rows to ``csv_path`` as they come (appended to it when
+    ``append``, else a new file).
+
+    deadline: a ``time.perf_counter()`` value; a timing that would start after it is skipped and listed.
+    compile_mode: torch.compile's mode for every case (default: LAYER_ / MODEL_COMPILE_MODE); a failing mode with
+    a COMPILE_FALLBACK is retried once in it. correctness: the check's status of a kernel, for its rows.
+    A failing provider (out of memory, a compile error) is reported and skipped.
     """
     env = conditions()
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    failures = []
+    outcome = Outcome()
     bar = tqdm(total=timings_in(cases), unit="timing", disable=not progress)
-    with open(csv_path, "w", newline="") as f, bar:
+    header = not (append and csv_path.is_file() and csv_path.stat().st_size)
+    with open(csv_path, "a" if append else "w", newline="") as f, bar:
         writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
+        if header:
+            writer.writeheader()
         for case in cases:
             is_layer = isinstance(case, LayerCase)
+            describe = f"{case.kernel} batch {case.batch} {case.dtype} {case.layout}".strip()
             for provider in case.providers:
-                bar.set_description(f"{case.kernel} {provider} b{case.batch} {case.dtype} {case.layout}".strip())
-                timings = _layer_timings(case, provider) if is_layer else _model_timings(case, provider)
-                written = 0
-                # compiled backwards that donate saved buffers refuse the layers' retain_graph backward
-                donation = torch._functorch.config.patch(donated_buffer=False) if is_layer else contextlib.nullcontext()
-                try:
-                    with numeric_settings(case.dtype), donation:
-                        for mode, timing in timings:
-                            metrics = (_layer_metrics if is_layer else _model_metrics)(case, mode, timing.p50 / 1e3)
-                            writer.writerow({k: _format(v) for k, v in dict(
-                                kernel=case.kernel, provider=provider, mode=mode, batch=case.batch, dtype=case.dtype,
-                                layout=case.layout, ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80,
-                                peak_memory_mb=timing.peak_memory_mb, **metrics, **vars(env),
-                                timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds")).items()})
-                            f.flush()
-                            bar.update()
-                            written += 1
-                except Exception as error:  # noqa: BLE001  (one failing measurement must not end the study)
-                    failures.append(f"{case.kernel} {provider} batch {case.batch} {case.dtype} {case.layout}: "
-                                    f"{type(error).__name__}: {error}")
-                    print(f"benchmark failed: {failures[-1]}", file=sys.stderr)
-                    traceback.print_exc(limit=-4)
-                    bar.update(len(case.modes) - written)
-                finally:
-                    del timings
-                    torch._dynamo.reset()
-                    gc.collect()
-                    if not smoke():
-                        torch.cuda.empty_cache()
-    return failures
+                mode_used = compile_mode or (LAYER_COMPILE_MODE if is_layer else MODEL_COMPILE_MODE)
+                written: list[str] = []
+                while True:
+                    error = _time_provider(case, provider, mode_used, writer, f, bar, written, deadline,
+                                           dict(**vars(env), correctness=correctness(case.kernel)))
+                    fallback = COMPILE_FALLBACK.get(mode_used) if provider == "compile" and not smoke() else None
+                    if error is None or written or fallback is None:
+                        break
+                    print(f"benchmark: {describe} compile mode {mode_used} failed ({error}); retrying in {fallback}",
+                          file=sys.stderr)
+                    mode_used = fallback
+                if error is not None:
+                    outcome.failures.append(f"{describe} {provider}: {error}")
+                    print(f"benchmark failed: {outcome.failures[-1]}", file=sys.stderr)
+                elif len(written) < len(case.modes):
+                    outcome.skipped += [f"{describe} {provider} {m}" for m in case.modes if m not in written]
+                bar.update(len(case.modes) - len(written))
+    return outcome
+
+
+def _time_provider(case, provider: str, compile_mode: str, writer: csv.DictWriter, f, bar, written: list[str],
+                   deadline: float | None, columns: dict) -> str | None:
+    """Time one provider's modes of ``case`` into ``writer`` (appending each mode to ``written``) until the deadline;
+    returns the error that stopped it, if any."""
+    if deadline is not None and time.perf_counter() >= deadline:
+        return None
+    is_layer = isinstance(case, LayerCase)
+    bar.set_description(f"{case.kernel} {provider} b{case.batch} {case.dtype} {case.layout}".strip())
+    timings = (_layer_timings if is_layer else _model_timings)(case, provider, compile_mode)
+    # compiled backwards that donate saved buffers refuse the layers' retain_graph backward
+    donation = torch._functorch.config.patch(donated_buffer=False) if is_layer else contextlib.nullcontext()
+    ptxas = triton_ptxas() if provider == "triton" else contextlib.nullcontext()
+    used = ("aot_eager" if smoke() else compile_mode) if provider == "compile" else ""
+    try:
+        with numeric_settings(case.dtype), donation, ptxas:
+            for mode, timing in timings:
+                metrics = (_layer_metrics if is_layer else _model_metrics)(case, mode, timing.p50 / 1e3)
+                writer.writerow({k: _format(v) for k, v in dict(
+                    kernel=case.kernel, provider=provider, mode=mode, batch=case.batch, dtype=case.dtype,
+                    layout=case.layout, ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80,
+                    peak_memory_mb=timing.peak_memory_mb, **metrics, **columns, compile_mode=used,
+                    timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds")).items()})
+                f.flush()
+                bar.update()
+                written.append(mode)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+    except Exception as error:  # noqa: BLE001  (one failing measurement must not end the study)
+        traceback.print_exc(limit=-4)
+        return f"{type(error).__name__}: {error}"
+    finally:
+        del timings
+        torch._dynamo.reset()
+        gc.collect()
+        if not smoke():
+            torch.cuda.empty_cache()
+    return None
 
 
 def output_path(out: Path | None, repo: Path, csv_name: str) -> Path:
@@ -447,7 +543,7 @@ def command_line(argv: list[str] | None, description: str, plan: Callable[[bool]
         parser.error("no case of the plan matches these filters")
     print(f"{timings_in(cases)} timings in {len(cases)} cases -> {out}"
           + (f"\n{SMOKE_DEVICE}: tiny scaled-down shapes" if smoke_test else ""), flush=True)
-    failures = run(cases, out)
+    failures = run(cases, out).failures
     table = read_benchmarks(out)
     if len(table):
         print(summarise_benchmarks(table, allow_smoke=smoke_test))

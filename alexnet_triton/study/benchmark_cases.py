@@ -10,6 +10,7 @@ The sweep (``layer_plan``, ``model_plan``; counts and time estimate in ``experim
            paper's net at the headline dtype and layout.
 ``quick``: the headline conditions only, on the paper's net, all three providers. Without a GPU the plans
 are the smoke test's: tiny scaled-down shapes (``smoke_layers``, SMOKE_MODEL), batch 2, fp32.
+``study_steps``: the GPU study's headline-first order (experiments/gpu_study.py).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from . import cost
 
 # The benchmark table's columns, in order (alexnet_triton/study/benchmark.py says what each holds).
 COLUMNS = ["kernel", "provider", "mode", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
-           "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp", "run_kind"]
+           "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp", "run_kind",
+           "compile_mode", "correctness"]
 PROVIDERS = ("triton", "eager", "compile")
 LAYER_MODES = cost.MODES
+CONV_MODES = ("forward", "input-grad", "weight-grad")  # one kernel each (conv1 has no input gradient)
 MODEL_MODES = ("inference", "train-step")  # inference first: it then runs before gradients and momentum exist
 DTYPES = {"fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32"),
           "fp16": (torch.float16, "ieee"), "bf16": (torch.bfloat16, "ieee")}
@@ -172,6 +175,31 @@ def model_plan(quick: bool = False) -> list[ModelCase]:
                        MODEL_MODES) for v in VARIANTS for d in DTYPES]
     cases += [ModelCase(v, batch, dtype, other_layout, PROVIDERS[:2], MODEL_MODES) for v in VARIANTS]
     return cases + [ModelCase(SWEEP_VARIANT, b, dtype, layout, PROVIDERS[:2], MODEL_MODES) for b in BATCH_SWEEP]
+
+
+def study_steps() -> dict[str, list]:
+    """The GPU study's benchmark steps at the headline conditions of the paper's net (smoke: its smoke plan's
+    batch, dtype and shapes), in order: "network" (inference and training step, all providers), "conv" (each conv's
+    forward, input and weight gradient, triton and eager), "conv-compile" (the same, torch.compile), "blocks"
+    (LRN + pool blocks, pool, fc layers: forward and backward, triton and eager), "rest" (the other cases of
+    ``model_plan`` and ``layer_plan``, the network first)."""
+    headline = dict(HEADLINE, dtype="fp32-ieee", batch=SMOKE_BATCH) if smoke() else HEADLINE
+    batch, dtype, layout = headline["batch"], headline["dtype"], headline["layout"]
+    layers = smoke_layers(SWEEP_VARIANT) if smoke() else cost.study_layers(SWEEP_VARIANT)
+    network = [ModelCase(SWEEP_VARIANT, batch, dtype, layout, PROVIDERS, MODEL_MODES,
+                         SMOKE_MODEL[SWEEP_VARIANT] if smoke() else None)]
+
+    def cases(kinds, providers, modes):
+        return [LayerCase(layer, batch, dtype, layout if layer.kind in SPATIAL_KINDS else "", providers,
+                          tuple(m for m in modes if m != "input-grad" or layer.needs_input_grad))
+                for layer in layers if layer.kind in kinds]
+
+    steps = dict(network=network, conv=cases(("conv",), PROVIDERS[:2], CONV_MODES),
+                 **{"conv-compile": cases(("conv",), PROVIDERS[2:], CONV_MODES)},
+                 blocks=cases(("lrn_pool", "pool", "linear"), PROVIDERS[:2], ("forward", "backward")))
+    done = {(c.kernel, c.batch, c.dtype, c.layout) for step in steps.values() for c in step}
+    steps["rest"] = [c for c in model_plan() + layer_plan() if (c.kernel, c.batch, c.dtype, c.layout) not in done]
+    return steps
 
 
 def select(cases: list, kernels=None, providers=None, modes=None, dtypes=None, layouts=None, batches=None) -> list:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .benchmark_cases import COLUMNS, DTYPES, HEADLINE, LAYER_MODES, MODEL_MODES, PROVIDERS
+from .benchmark_cases import COLUMNS, CONV_MODES, DTYPES, HEADLINE, LAYER_MODES, MODEL_MODES, PROVIDERS
 
 SMOKE_TITLE = "SMOKE TEST (CPU, Triton interpreter), not a performance measurement\n"
 COLOURS = dict(zip(PROVIDERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
@@ -23,10 +23,11 @@ MARKERS = dict(zip(DTYPES, ("o", "s", "^", "D"), strict=True))
 def read_benchmarks(*paths: Path) -> pd.DataFrame:
     """The rows of one or more benchmark CSVs; the text columns keep empty cells as ""."""
     text = ("kernel", "provider", "mode", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
-            "timestamp", "run_kind")
+            "timestamp", "run_kind", "compile_mode", "correctness")
     table = pd.concat([pd.read_csv(p, dtype=dict.fromkeys(text, str)) for p in paths], ignore_index=True)
+    table = table.reindex(columns=COLUMNS)  # files written before a column existed leave it empty
     table[list(text)] = table[list(text)].fillna("")
-    return table[COLUMNS]
+    return table
 
 
 def _measurements(table: pd.DataFrame, allow_smoke: bool, network: bool) -> tuple[pd.DataFrame, str]:
@@ -84,7 +85,7 @@ def _label_layer_axes(ax, layers: list[str], ylabel: str, title: str) -> None:
 def _layer_time_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
     """Median time per call of each layer and provider (bars p20-p80), one panel per mode and variant."""
     variants = sorted({k.split("/")[0] for k in rows.kernel})
-    modes = [m for m in LAYER_MODES if (rows["mode"] == m).any()]
+    modes = [m for m in dict.fromkeys(LAYER_MODES + CONV_MODES) if (rows["mode"] == m).any()]
     fig = Figure(figsize=(7 * len(variants), 3.2 * len(modes)))
     axes = fig.subplots(len(modes), len(variants), squeeze=False)
     for (mode, variant), ax in zip([(m, v) for m in modes for v in variants], axes.flat, strict=True):

@@ -9,7 +9,9 @@ hint that turns loads into buffer loads). ``inspect_kernels`` compiles every
 (kernel, specialisation, config, target) once and reads the binary: NVIDIA
 cubins with the ``cuobjdump`` in Triton's wheel, AMD code from the amdgcn
 assembly's kernel info and metadata. ``plot_inspection`` and
-``summarise_inspection`` turn the table into figures and headline numbers.
+``summarise_inspection`` turn the table into figures and headline numbers; ``loop_table`` and ``loop_summary``
+put each GEMM-like kernel's main loop (``sass_loop``) beside that of a plain Triton matmul
+(``reference_gemm``, op "reference_gemm": each conv layer's forward GEMM).
 
 Compilation needs a process whose execution mode is ``gpu`` with
 ``TRITON_INTERPRET`` unset (``experiments/inspect_kernels.py`` sets it up);
@@ -35,6 +37,16 @@ Columns of the table, one row per distinct compilation:
   status           ok; spills (NVIDIA: any stack or local memory; AMD: any scratch memory or spilled VGPR;
                    SGPRs spilled into VGPR lanes cost no memory traffic and are only counted in
                    register_detail); shared memory over the limit; or compile error: <message>
+  loop_instructions, mma_count, mma_shapes, mma_input, hgmma_register_a, non_mma_per_mma, loop_scalar_loads,
+  loop_vector_loads, loop_cp_async, loop_tma, loop_shared_stores, wgmma_wait_depth, loop_divisions,
+  issue_per_tensor
+                   the main loop (the backward branch whose body holds the most HMMA / HGMMA / MFMA), per warp
+                   (wavefront) and iteration, as ``sass_loop`` defines them: instructions, matrix instructions,
+                   global loads by kind, shared stores, the wgmma wait depth, integer divisions, and
+                   issue_per_tensor = instructions / the cycles the MMAs keep one SM sub-partition's (SIMD's)
+                   tensor unit busy (above 1: the loop cannot feed it). Empty for kernels without an MMA loop
+                   (exact fp32 on NVIDIA, element-wise and row kernels)
+  case_list        every case that launches it, ";"-separated
 """
 
 from __future__ import annotations
@@ -60,8 +72,9 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from ..architecture import CONV_LAYERS
+from ..architecture import CONV_LAYERS, ConvLayer
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
+from . import reference_gemm, sass_loop
 from .traffic import H100_SXM_SMS
 
 
@@ -102,13 +115,14 @@ def conv_cases() -> Cases:
                         x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=dtype,
                                         memory_format=layout)
                         w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
-                                        layer.kernel, dtype=dtype)
+                                        layer.kernel, dtype=dtype, memory_format=layout)  # as the model keeps it
                         b = torch.empty(layer.out_channels, dtype=dtype)
                         geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups,
                                         precision=precision)
                         y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
-                        conv.conv2d_input_grad(y, w, x.shape, y=y, memory_format=layout, **geometry)
-                        conv.conv2d_weight_grad(y, x, w.shape, y=y, **geometry)
+                        dy, _ = conv.conv2d_output_grad(y, y, bias_grad=True)
+                        conv.conv2d_input_grad(dy, w, x.shape, memory_format=layout, **geometry)
+                        conv.conv2d_weight_grad(dy, x, w.shape, memory_format=layout, **geometry)
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 
 
@@ -222,9 +236,29 @@ def dropout_cases() -> Cases:
         yield f"torchvision/dropout-before-fc6/{dtype_name}/rowmajor", run
 
 
+def conv_forward_gemm(layer: ConvLayer) -> tuple[int, int, int]:
+    """(M, N, K) of one group of a conv layer's forward at batch ``BATCH``: M = N * OH * OW pixels,
+    N = output channels / groups, K = input channels / groups * R * S."""
+    return (BATCH * layer.out_size ** 2, layer.out_channels // layer.groups,
+            layer.in_channels // layer.groups * layer.kernel ** 2)
+
+
+def reference_gemm_cases() -> Cases:
+    """Each conv layer's forward GEMM as a plain matmul (``reference_gemm``), fp16, bf16 and TF32: a [M, K] and
+    b [K, N] contiguous, at the conv forward's tensor-core tiles and the GEMM's own."""
+    for variant, layers in CONV_LAYERS.items():
+        for layer in layers:
+            m, n, k = conv_forward_gemm(layer)
+            for dtype_name in ("fp16", "bf16", "fp32-tf32"):
+                def run(m=m, n=n, k=k, dtype=DTYPES[dtype_name][0]):
+                    reference_gemm.reference_matmul(torch.empty(m, k, dtype=dtype), torch.empty(k, n, dtype=dtype))
+                yield f"{variant}/{layer.name}/{dtype_name}/rowmajor", run
+
+
 OPS: dict[str, Callable[[], Cases]] = {
     "conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "lrn_pool": lrn_pool_cases,
-    "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases}
+    "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases,
+    "reference_gemm": reference_gemm_cases}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,6 +300,12 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
                 for cuda_config in launch.candidates:
                     for name, backend in backends.items():
                         config = runtime.for_backend(cuda_config, TARGETS[name].gpu.backend)
+                        fitting = launch.configs.fitting(tuple(runtime.for_backend(c, TARGETS[name].gpu.backend)
+                                                               for c in launch.candidates),
+                                                         launch.operand_bytes, TARGETS[name].shared_per_block)
+                        fitting = fitting if launch.configs.tuned else fitting[:1]
+                        if config not in fitting:  # pruned on this target at launch, as a GPU there would
+                            continue
                         if (kernel, name) not in binders:
                             binders[kernel, name] = create_function_from_signature(
                                 kernel.signature, kernel.params, backend)
@@ -306,8 +346,13 @@ def amd_occupancy(target: Target, compiler_waves: int, warps: int, lds: int) -> 
     return min(8, compiler_waves, by_lds) / 8
 
 
+def _loop_columns(loop: sass_loop.MainLoop | None) -> dict:
+    return dict.fromkeys(sass_loop.LOOP_COLUMNS) if loop is None else vars(loop)
+
+
 def _read_cubin(compiled, target: Target, warps: int) -> dict:
-    """Registers, spills, shared memory, occupancy, HMMA/HGMMA and async copies of an NVIDIA kernel."""
+    """Registers, spills, shared memory, occupancy, HMMA/HGMMA, async copies and the main loop of an NVIDIA
+    kernel."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
@@ -323,14 +368,15 @@ def _read_cubin(compiled, target: Target, warps: int) -> dict:
     copies = [name for name, op in (("cp.async", "LDGSTS"), ("TMA", "UTMALDG")) if op in sass]
     return dict(registers=registers, register_detail="", spill_bytes=spills, shared_bytes=shared,
                 occupancy=nvidia_occupancy(target, registers, warps, shared), mma=mma, async_copy=copies,
-                spilled=spills > 0)
+                spilled=spills > 0, **_loop_columns(sass_loop.measure_sass(sass, f"sm_{target.gpu.arch}")))
 
 
 _DIRECT_TO_LDS = re.compile(r"\b(?:global_load_lds_\w+|buffer_load_\w+ [^\n;]*\blds\b)")
 
 
 def _read_amdgcn(compiled, target: Target, warps: int) -> dict:
-    """Registers, spills, LDS, occupancy, MFMA and direct-to-LDS loads of an AMD kernel, from its assembly."""
+    """Registers, spills, LDS, occupancy, MFMA, direct-to-LDS loads and the main loop of an AMD kernel, from its
+    assembly."""
     asm = compiled.asm["amdgcn"]
     info = {name: int(value) for name, value in re.findall(r"^; (\w+): (\d+)", asm.split("; Kernel info:")[1],
                                                           re.MULTILINE)}
@@ -342,7 +388,8 @@ def _read_amdgcn(compiled, target: Target, warps: int) -> dict:
     copies = ["direct-to-LDS"] if _DIRECT_TO_LDS.search(asm) else []
     return dict(registers=info["TotalNumVgprs"], register_detail=detail, spill_bytes=info["ScratchSize"],
                 shared_bytes=lds, occupancy=amd_occupancy(target, info["Occupancy"], warps, lds), mma=mma,
-                async_copy=copies, spilled=info["ScratchSize"] > 0 or spilled["vgpr"] > 0)
+                async_copy=copies, spilled=info["ScratchSize"] > 0 or spilled["vgpr"] > 0,
+                **_loop_columns(sass_loop.measure_amdgcn(asm, target.gpu.arch)))
 
 
 _READERS = {"cuda": _read_cubin, "hip": _read_amdgcn}
@@ -355,7 +402,8 @@ def compile_one(job: Compilation) -> dict:
     row = dict(kernel=job.kernel, config=job.config, target=job.target,
                dtypes=" ".join(sorted({c.split("/")[2] for c in job.cases})),
                layouts=" ".join(sorted({c.split("/")[3] for c in job.cases})),
-               cases=len(job.cases), example_case=job.cases[0], triton=triton.__version__)
+               cases=len(job.cases), example_case=job.cases[0], case_list=";".join(job.cases),
+               triton=triton.__version__)
     start = time.perf_counter()
     try:
         compiled = triton.compile(ASTSource(kernel, job.signature, job.constexprs, job.attrs), target=target.gpu,
@@ -373,7 +421,8 @@ def compile_one(job: Compilation) -> dict:
 
 
 COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "register_detail", "spill_bytes",
-           "shared_bytes", "occupancy", "mma", "async_copy", "compile_s", "cases", "example_case", "triton", "status"]
+           "shared_bytes", "occupancy", "mma", "async_copy", "compile_s", "cases", "example_case", "triton", "status",
+           *sass_loop.LOOP_COLUMNS, "case_list"]
 
 
 def inspect_kernels(ops: list[str], targets: list[str], patterns: list[str], jobs: int) -> pd.DataFrame:
@@ -532,3 +581,57 @@ def summarise_inspection(table: pd.DataFrame) -> dict:
     many kernels use them and asynchronous copies."""
     return dict(_failure_counts(table), triton=sorted(set(table.triton.astype(str))),
                 per_target={name: _target_summary(table[table.target == name]) for name in _targets(table)})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Main loops, and the conv kernels' against the reference GEMM's.
+
+LOOP_TABLE_COLUMNS = {"kernel": "kernel", "config": "config", "target": "target", "dtypes": "dtypes",
+                      "layouts": "layouts", "registers": "regs", "spill_bytes": "spill", "shared_bytes": "smem",
+                      "loop_instructions": "loop", "mma_count": "mma", "mma_shapes": "shape",
+                      "issue_per_tensor": "issue/tc", "wgmma_wait_depth": "wait", "hgmma_register_a": "regA",
+                      "loop_scalar_loads": "ldg_scalar", "loop_cp_async": "cp.async", "loop_divisions": "div"}
+CONV_PASSES = {"_conv2d_forward_kernel": "forward", "_conv2d_input_grad_kernel": "input grad",
+               "_conv2d_weight_grad_kernel": "weight grad"}
+REFERENCE_KERNEL = "_reference_matmul_kernel"
+
+
+def loop_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The compiled rows with a main loop, main-loop columns under short headers (issue/tc: issue_per_tensor),
+    kernels without their leading underscore and ``_kernel``; sorted by kernel, target, dtypes, config."""
+    rows = table[table.loop_instructions.notna()].assign(kernel=lambda t: t.kernel.map(_short))
+    rows = rows.sort_values(["kernel", "target", "dtypes", "layouts", "config"])
+    integers = ["registers", "spill_bytes", "shared_bytes", "loop_instructions", "mma_count", "wgmma_wait_depth",
+                "hgmma_register_a", "loop_scalar_loads", "loop_cp_async", "loop_divisions"]
+    rows[integers] = rows[integers].astype("Int64")
+    return rows[list(LOOP_TABLE_COLUMNS)].rename(columns=LOOP_TABLE_COLUMNS).reset_index(drop=True)
+
+
+def _rows_per_case(table: pd.DataFrame) -> pd.DataFrame:
+    """Compiled rows with a main loop, one per case each serves, with the case's variant, layer, dtype, layout."""
+    rows = table[(table.status == "ok") & table.issue_per_tensor.notna()]
+    rows = rows.assign(case=rows.case_list.str.split(";")).explode("case", ignore_index=True)
+    parts = pd.DataFrame(rows.case.str.split("/").tolist(), index=rows.index,
+                         columns=["variant", "layer", "dtype", "layout"])
+    return rows.join(parts)
+
+
+def loop_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per conv (variant, layer, pass, target, dtype, layout): the shipped config with the least issue_per_tensor,
+    its registers, spills, shared memory and main-loop columns; the reference GEMM's least issue_per_tensor on the
+    same layer's forward GEMM, dtype and target, and its config; issue_vs_reference = the conv's / the
+    reference's. Only compilations with status ok and an MMA loop count."""
+    rows = _rows_per_case(table)
+    keys = ["variant", "layer", "target", "dtype"]
+    best = rows.sort_values(["issue_per_tensor", "config"]).drop_duplicates([*keys, "kernel", "layout"])
+    reference = best[best.kernel == REFERENCE_KERNEL][[*keys, "config", "issue_per_tensor"]].rename(
+        columns={"config": "reference_config", "issue_per_tensor": "reference_issue_per_tensor"})
+    conv_rows = best[best.kernel.isin(CONV_PASSES)].merge(reference, on=keys, how="left")
+    conv_rows["pass"] = conv_rows.kernel.map(CONV_PASSES)
+    conv_rows["issue_vs_reference"] = (conv_rows.issue_per_tensor / conv_rows.reference_issue_per_tensor).round(2)
+    columns = ["variant", "layer", "pass", "target", "dtype", "layout", "kernel", "config", "registers",
+               "spill_bytes", "shared_bytes", *sass_loop.LOOP_COLUMNS, "reference_config",
+               "reference_issue_per_tensor", "issue_vs_reference"]
+    order = {name: i for i, name in enumerate(CONV_PASSES.values())}
+    return conv_rows[columns].sort_values(["variant", "layer", "pass", "target", "dtype", "layout"],
+                                          key=lambda c: c.map(order) if c.name == "pass" else c, ignore_index=True)

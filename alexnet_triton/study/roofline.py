@@ -57,6 +57,11 @@ GPUS = {
 }
 
 
+def gpu_named(device: str) -> str | None:
+    """The ``GPUS`` key of a benchmark row's device ("NVIDIA H200 (sm_90)" -> "h200-sxm"), or None."""
+    return next((key for key, gpu in GPUS.items() if gpu.device_pattern in device), None)
+
+
 @dataclass(frozen=True)
 class DtypeCase:
     """How a dtype case runs: bytes per element and which of the GPU's peaks its GEMMs reach."""
