@@ -66,27 +66,48 @@ def _interpreter_output_grad_tile(a: dict) -> triton.Config:  # every channel, p
 
 
 _tile = runtime.gemm_tile
-# Tensor-core tiles, largest first; at launch each GPU keeps those whose pipeline fits its shared memory at the
-# operands' size (``KernelConfigs.fitting``): 128x256x64 bf16 fits sm_80/sm_90 (144 KiB), not a 64 KiB gfx942
-# workgroup; TF32 takes the BLOCK_K = 32 tiles. The geometry is constexpr, so Triton's autotuning cache
-# already tells layers apart; keys add the batch and the channel strides of an activation and of the weight
-# (1 in channels_last), to tune the layouts apart.
+# Two config sets per GEMM kernel. The channel-block path on channels_last activations (the GPU model's layout,
+# every AlexNet layer but conv1) loads contiguous channel vectors and takes large tensor-core tiles, largest
+# first; at launch each GPU keeps those whose pipeline fits its shared memory at the operands' size
+# (``KernelConfigs.fitting``): 128x256x64 bf16 fits sm_80/sm_90 (144 KiB), not a 64 KiB gfx942 workgroup;
+# TF32 takes the BLOCK_K = 32 tiles. The gather path (NCHW activations, or the flat reduction of conv1's three
+# channels; and the stride-phase input gradient of a strided conv, conv1's) computes more addresses and masks
+# per element: those tiles spilled at 128x128 and above (sm_80/sm_90), so it keeps smaller ones. The geometry
+# is constexpr, so Triton's autotuning cache already tells layers apart; keys add the batch and the channel
+# strides of an activation and of the weight.
 _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3),
                       _tile(128, 128, 32, 8, 3))
-FORWARD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=_TENSOR_CORE_TILES,
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_interpreter_forward_tile, key=("N", "x_sc", "w_sc"))
-INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=_TENSOR_CORE_TILES,
-    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2)),
-    interpreter=_interpreter_input_grad_tile, key=("N", "dx_sc", "w_sc"))
+_GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
+
+
+def _configs(tensor_core, cuda_core, interpreter, key, tuned=True) -> runtime.KernelConfigs:
+    return runtime.KernelConfigs(tensor_core=tensor_core, cuda_core=cuda_core, interpreter=interpreter, key=key,
+                                 tuned=tuned)
+
+
+_FORWARD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2))
+FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, _FORWARD_CUDA_CORE, _interpreter_forward_tile, ("N", "x_sc", "w_sc"))
+FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, _FORWARD_CUDA_CORE, _interpreter_forward_tile,
+                                  ("N", "x_sc", "w_sc"))
+_INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES, _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile,
+                              ("N", "dx_sc", "w_sc"))
+INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
+                                     _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
 # Not tuned: the first tile that fits is launched, so the split of the pixel reduction, and with it the bits of
 # dw, depend only on the shapes and the GPU, never on timing noise (bitwise-repeatable across processes).
-WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=(_tile(256, 128, 64, 8, 3), _tile(128, 128, 32, 8, 3)),
-    cuda_core=(_tile(32, 64, 32, 4, 2),),
-    interpreter=_interpreter_weight_grad_tile, key=("N", "splits", "x_sc", "dw_sc"), tuned=False)
+WEIGHT_GRAD_CONFIGS = _configs((_tile(256, 128, 64, 8, 3), _tile(128, 128, 32, 8, 3)), (_tile(32, 64, 32, 4, 2),),
+                               _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), tuned=False)
+WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 64, 32, 4, 2),),
+                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), tuned=False)
+
+
+def _channel_vectors(activation: torch.Tensor, flat: bool) -> bool:
+    """Whether a launch takes the channel-block path's large tiles: channels_last activations (channel stride 1)
+    and channel blocks (not the flat reduction)."""
+    return not flat and activation.stride(1) == 1
+
+
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
 OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1),),
@@ -459,7 +480,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid, FORWARD_CONFIGS, config, runtime.uses_tensor_cores(x.dtype, precision),
+        _conv2d_forward_kernel, grid, FORWARD_CONFIGS if _channel_vectors(x, flat_crs) else FORWARD_GATHER_CONFIGS,
+        config, runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
         **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"),
         b_sk=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y), HAS_BIAS=bias is not None,
@@ -520,7 +542,9 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
         triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
-        _conv2d_input_grad_kernel, grid, INPUT_GRAD_CONFIGS, config, runtime.uses_tensor_cores(dy.dtype, precision),
+        _conv2d_input_grad_kernel, grid,
+        INPUT_GRAD_CONFIGS if _channel_vectors(dy, flat_krs) and sh == sw == 1 else INPUT_GRAD_GATHER_CONFIGS, config,
+        runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
         FLAT_KRS=flat_krs, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
@@ -575,7 +599,9 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         return triton.cdiv(g["K_per_group"], meta["BLOCK_M"]), crs_blocks, groups * splits
 
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid, WEIGHT_GRAD_CONFIGS, config, runtime.uses_tensor_cores(x.dtype, precision),
+        _conv2d_weight_grad_kernel, grid,
+        WEIGHT_GRAD_CONFIGS if _channel_vectors(x, flat_crs) else WEIGHT_GRAD_GATHER_CONFIGS, config,
+        runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, **g, splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,

@@ -154,8 +154,9 @@ def test_gradcheck_float64(relu):
 
 SHIPPED_CONFIGS = [
     pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
-    for kernel, configs in (("forward", conv.FORWARD_CONFIGS), ("input_grad", conv.INPUT_GRAD_CONFIGS),
-                            ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
+    for kernel, configs in (("forward", conv.FORWARD_CONFIGS), ("forward", conv.FORWARD_GATHER_CONFIGS),
+                            ("input_grad", conv.INPUT_GRAD_CONFIGS), ("input_grad", conv.INPUT_GRAD_GATHER_CONFIGS),
+                            ("weight_grad", conv.WEIGHT_GRAD_CONFIGS), ("weight_grad", conv.WEIGHT_GRAD_GATHER_CONFIGS))
     for config in configs.shipped()]
 
 

@@ -19,6 +19,11 @@ from alexnet_triton.study import inspection, reference_gemm
 REPO = Path(__file__).resolve().parents[1]
 CONV_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_CONFIGS, "_conv2d_input_grad_kernel": conv.INPUT_GRAD_CONFIGS,
                 "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_CONFIGS}
+# A conv launch takes the channel-block set or the gather set (kernels/conv.py), and of it the tiles that fit the
+# target's shared memory at the operands' size (the first only, for the untuned weight gradient).
+CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
+                       "_conv2d_input_grad_kernel": conv.INPUT_GRAD_GATHER_CONFIGS,
+                       "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_GATHER_CONFIGS}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
@@ -68,6 +73,21 @@ def assert_every_gemm_config_compiled(table: pd.DataFrame, kernels: dict) -> Non
             assert on_target.drop(tensor_core_rows.index).loop_instructions.isna().all(), (kernel, target)
 
 
+def assert_conv_configs_compiled(table: pd.DataFrame) -> None:
+    """Each conv kernel: only shipped configs, every gather-set tile (the NCHW and conv1 cases take it) and at
+    least one channel-block tile on both targets, tensor cores wherever the dtype allows."""
+    for kernel, fast in CONV_KERNELS.items():
+        gather = CONV_GATHER_KERNELS[kernel]
+        for target in ("sm_80", "sm_90"):
+            on_target = table[(table.kernel == kernel) & (table.target == target)]
+            shipped = {runtime.config_name(c) for c in fast.shipped() + gather.shipped()}
+            assert set(on_target.config) <= shipped, (kernel, target)
+            assert {runtime.config_name(c) for c in gather.tensor_core} <= set(on_target.config), (kernel, target)
+            assert set(on_target.config) & {runtime.config_name(c) for c in fast.tensor_core}, (kernel, target)
+            tensor_core_rows = on_target[[("fp32-ieee" not in d) for d in on_target["dtypes"]]]
+            assert (tensor_core_rows.issue_per_tensor > 0).all(), (kernel, target)
+
+
 def assert_on_both_targets(table: pd.DataFrame, kernels) -> None:
     for kernel in kernels:
         assert set(table[table.kernel == kernel].target) == {"sm_80", "sm_90"}, kernel
@@ -75,7 +95,7 @@ def assert_on_both_targets(table: pd.DataFrame, kernels) -> None:
 
 def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path):
     table, _ = inspect(tmp_path, ["conv", "pool", "lrn", "lrn_pool", "cross_entropy", "sgd"], CASES)
-    assert_every_gemm_config_compiled(table, CONV_KERNELS)
+    assert_conv_configs_compiled(table)
     assert_on_both_targets(table, ROW_KERNELS)
 
 
@@ -102,7 +122,8 @@ def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path
     assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
     for kernel, configs in (CONV_KERNELS | LINEAR_KERNELS).items():
         rows = table[table.kernel == kernel]
-        assert set(rows.config) == {runtime.config_name(c) for c in configs.gpu(True, "hip")}, kernel
+        hip = configs.gpu(True, "hip") + CONV_GATHER_KERNELS.get(kernel, configs).gpu(True, "hip")
+        assert set(rows.config) <= {runtime.config_name(c) for c in hip}, kernel
         assert (rows.mma == "MFMA").all(), kernel
         assert (rows.mma_input == "f16").all() and (rows.issue_per_tensor > 0).all(), kernel
     row_kernels = table[table.kernel.isin(["_lrn_forward_kernel", "_lrn_backward_kernel", "_sum_partials_kernel"])]
@@ -114,7 +135,7 @@ def test_main_loops_of_a_conv_and_the_reference_gemm_on_sm90(tmp_path):
                             ["2012/conv3/bf16/channels_last", "2012/conv3/bf16/rowmajor"], targets=["sm_90"],
                             options=["--loop"])
     conv_rows = table[table.kernel.isin(CONV_KERNELS)]
-    assert len(conv_rows) == sum(len(configs.tensor_core) for configs in CONV_KERNELS.values())
+    assert set(conv_rows.kernel) == set(CONV_KERNELS)
     assert (conv_rows.mma_count >= 1).all() and (conv_rows.issue_per_tensor > 0).all()
     assert (conv_rows.mma_input == "bf16").all() and conv_rows.mma_shapes.str.match(r"64x\d+x16").all()
     assert conv_rows.wgmma_wait_depth.notna().all() and conv_rows.hgmma_register_a.notna().all()
