@@ -395,25 +395,35 @@ def _conv2d_weight_grad_kernel(
     slice_start = split * slice_len
     slice_end = tl.minimum(slice_start + slice_len, pixel_count)
 
+    first = (slice_start + tl.arange(0, BLOCK_K)).to(tl.int64)
+    if DY_PIXELS_FLAT:  # dense channels_last dy: pixel p sits at p * dy_sw; the pointers step BLOCK_K pixels
+        a_ptrs = dy_k_ptr[:, None] + (first * dy_sw)[None, :]
+    if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv, channel blocks: likewise
+        b_ptrs = (x_group_ptr + first * x_sw + ((r - pad_h) * x_sh + (s - pad_w) * x_sw))[:, None] + \
+            (c * x_sc)[None, :]
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
         ow = pixels % OW
         oh = (pixels // OW) % OH
         n = (pixels // (OW * OH)).to(tl.int64)
-        if DY_PIXELS_FLAT:  # dense channels_last dy: pixel p sits at p * dy_sw
-            dy_offsets = pixels.to(tl.int64) * dy_sw
+        a_mask = k_ok[:, None] & (pixels < slice_end)[None, :]
+        if DY_PIXELS_FLAT:
+            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+            a_ptrs += BLOCK_K * dy_sw
         else:
-            dy_offsets = n * dy_sn + oh * dy_sh + ow * dy_sw
-        a = tl.load(dy_k_ptr[:, None] + dy_offsets[None, :], mask=k_ok[:, None] & (pixels < slice_end)[None, :],
-                    other=0.0)
+            a = tl.load(dy_k_ptr[:, None] + (n * dy_sn + oh * dy_sh + ow * dy_sw)[None, :], mask=a_mask, other=0.0)
         ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -R)
         iw0 = ow * stride_w - pad_w
-        if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv: x row of pixel p is p - padding
-            x_rows = x_group_ptr + pixels.to(tl.int64) * x_sw - (pad_h * x_sh + pad_w * x_sw)
+        if X_PIXELS_FLAT:
+            ih = ih0 + r
+            iw = iw0 + s
+            row_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(b_ptrs, mask=row_ok[:, None] & crs_ok[None, :], other=0.0)
+            b_ptrs += BLOCK_K * x_sw
         else:
-            x_rows = x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw
-        b = _window_tile(x_rows, ih0, iw0, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
+            b = _window_tile(x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw, ih0, iw0, r, s, c, crs_ok, H, W,
+                             x_sc, x_sh, x_sw, FLAT_CRS)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dw_ptrs = (dw_partial_ptr + split.to(tl.int64) * dw_split_stride
@@ -605,7 +615,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, **g, splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,
-        DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size, FLAT_CRS=flat_crs,
+        DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size and not flat_crs,
+        FLAT_CRS=flat_crs,
         PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype))
     # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
     dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
