@@ -20,9 +20,11 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import partial_sums, runtime
 
 REDUCTIONS = ("mean", "sum", "none")
+# Not autotuned: one row per program, AlexNet's 1000 classes in one chunk.
+CONFIGS = runtime.fixed_config(BLOCK_C=1024, num_warps=4)
 
 
 @triton.jit
@@ -154,14 +156,14 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor,
     lse = runtime.new_output((N,), device=logits.device, dtype=compute_dtype)
     row_losses = runtime.new_output((N,), device=logits.device,
                                     dtype=logits.dtype if reduction == "none" else compute_dtype)
-    runtime.launch(_cross_entropy_forward_kernel, lambda meta: (N,), runtime.CROSS_ENTROPY,
+    runtime.launch(_cross_entropy_forward_kernel, lambda meta: (N,), CONFIGS,
                    logits_ptr=logits, target_ptr=target, loss_ptr=row_losses, lse_ptr=lse, C=C,
                    logits_sn=logits.stride(0), logits_sc=logits.stride(1), target_sn=target.stride(0),
                    COMPUTE_DTYPE=runtime.accumulator_type(logits.dtype))
     if reduction == "none":
         return row_losses, lse
     loss = runtime.new_output((), device=logits.device, dtype=logits.dtype)
-    runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), runtime.PARTIAL_SUMS, losses_ptr=row_losses,
+    runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), partial_sums.CONFIGS, losses_ptr=row_losses,
                    out_ptr=loss, N=N, divisor=N if reduction == "mean" else 1)
     return loss, lse
 
@@ -179,7 +181,7 @@ def cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: to
                          f"{tuple(lse.shape)} shape ({N},) for logits {tuple(logits.shape)}, reduction {reduction!r}")
     runtime.check_device(op, dloss=dloss, lse=lse)
     dlogits = runtime.new_output((N, C), device=logits.device, dtype=logits.dtype)
-    runtime.launch(_cross_entropy_backward_kernel, lambda meta: (N,), runtime.CROSS_ENTROPY,
+    runtime.launch(_cross_entropy_backward_kernel, lambda meta: (N,), CONFIGS,
                    logits_ptr=logits, target_ptr=target, lse_ptr=lse, dloss_ptr=dloss, dlogits_ptr=dlogits, C=C,
                    logits_sn=logits.stride(0), logits_sc=logits.stride(1), target_sn=target.stride(0),
                    dloss_sn=dloss.stride(0) if reduction == "none" else 0, dlogits_sn=dlogits.stride(0),

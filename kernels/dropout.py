@@ -20,6 +20,8 @@ from . import runtime
 # Seeds are non-negative 64-bit ints; drawn ones stay below 2**31 (one kernel signature, i32).
 SEED_LIMIT = 2**63
 DRAWN_SEED_LIMIT = 2**31
+# Not autotuned: one config; the interpreter runs fewer, larger programs.
+CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
 
 
 @triton.jit
@@ -95,7 +97,7 @@ def _dropout_launch(op: str, t: torch.Tensor, p: float, seed: int, config: trito
     runtime.check_device(op, x=t)
     t = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
     out = runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
-    runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(t.numel(), meta["BLOCK"]),), runtime.DROPOUT, config,
+    runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(t.numel(), meta["BLOCK"]),), CONFIGS, config,
                    x_ptr=t, y_ptr=out, numel=t.numel(), seed=seed, p=p, scale=dropout_scale(p, t.dtype),
                    COMPUTE_DTYPE=runtime.accumulator_type(t.dtype))
     return out

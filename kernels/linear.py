@@ -31,6 +31,40 @@ from .dropout import check_probability, check_seed, dropout_scale, dropped_out
 GROUP_M = 8
 
 
+# Plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output tile, BLOCK_K reduction
+# step (each kernel's docstring says which dimensions it maps to them). Dropped for spills on sm_80/sm_90: forward
+# tiles of 64 accumulators per thread (64x128 at 4 warps, 128x128 at 8), whose dropout epilogue runs Philox on the
+# whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped for shared memory: 4-stage 64x128x64 TF32 tiles.
+_KEY = ("M", "N", "K")
+_tile = runtime.gemm_tile
+
+
+def _interpreter_forward_tile(a: dict) -> triton.Config:  # rows x output features over input features
+    return runtime.interpreter_gemm_tile(a["M"], a["N"], a["K"])
+
+
+def _interpreter_input_grad_tile(a: dict) -> triton.Config:  # rows x input features over output features
+    return runtime.interpreter_gemm_tile(a["M"], a["K"], a["N"])
+
+
+def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output x input features over rows
+    return runtime.interpreter_gemm_tile(a["N"], a["K"], a["M"])
+
+
+FORWARD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"))
+INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
+    cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
+    interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"))
+WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
+    tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
+    cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
+    interpreter=_interpreter_weight_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"))
+
+
 @triton.jit
 def _swizzled_tile(pid, rows, cols, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
                    GROUP_ROWS: tl.constexpr):
@@ -262,7 +296,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     runtime.check_layer_operands("linear", x, weight, bias, g["N"])
     y = runtime.new_output((g["M"], g["N"]), device=x.device, dtype=x.dtype)
     runtime.launch(
-        _linear_forward_kernel, _grid(g["M"], g["N"]), runtime.LINEAR_FORWARD, config,
+        _linear_forward_kernel, _grid(g["M"], g["N"]), FORWARD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **g,
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
@@ -290,7 +324,7 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     runtime.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
     dx = runtime.new_output((g["M"], g["K"]), device=dy.device, dtype=dy.dtype)
     runtime.launch(
-        _linear_input_grad_kernel, _grid(g["M"], g["K"]), runtime.LINEAR_INPUT_GRAD, config,
+        _linear_input_grad_kernel, _grid(g["M"], g["K"]), INPUT_GRAD_CONFIGS, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx, "mk"), **_mask_args(y, dy, p, seed),
@@ -316,7 +350,7 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
     db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
     runtime.launch(
-        _linear_weight_grad_kernel, _grid(g["N"], g["K"]), runtime.LINEAR_WEIGHT_GRAD, config,
+        _linear_weight_grad_kernel, _grid(g["N"], g["K"]), WEIGHT_GRAD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if bias_grad else dw, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed),

@@ -18,6 +18,12 @@ import triton.language as tl
 
 from . import runtime
 
+# Not autotuned: block sizes follow the channel count (``channel_blocks``). Elements per program (all channels x
+# BLOCK_P pixels): 4096-element tiles took up to 255 registers in the fused LRN + pool kernels and spilled in the
+# LRN backward (sm_90, fp32); the interpreter runs fewer, larger programs. kernels/lrn_max_pool.py shares both.
+CONFIGS = runtime.fixed_config(num_warps=8)
+TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 2048
+
 
 @triton.jit
 def _positions(pid, N, H, W, BLOCK_P: tl.constexpr):
@@ -134,9 +140,9 @@ def check_lrn_arguments(op: str, x_shape, size: int, alpha: float, beta: float, 
 
 
 def channel_blocks(C: int) -> dict:
-    """All channels in one block, BLOCK_P pixels: about runtime.LRN_TILE_ELEMENTS elements per program."""
+    """All channels in one block, BLOCK_P pixels: about TILE_ELEMENTS elements per program."""
     block_c = triton.next_power_of_2(C)
-    return dict(BLOCK_C=block_c, BLOCK_P=max(1, runtime.LRN_TILE_ELEMENTS // block_c))
+    return dict(BLOCK_C=block_c, BLOCK_P=max(1, TILE_ELEMENTS // block_c))
 
 
 def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
@@ -147,7 +153,7 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0
     N, C, H, W = x.shape
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     blocks = channel_blocks(C)
-    runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
+    runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), CONFIGS,
                    x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **runtime.stride_args("x", x), **runtime.stride_args("y", y),
                    SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
@@ -165,7 +171,7 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e
     N, C, H, W = x.shape
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     blocks = channel_blocks(C)
-    runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), runtime.LRN,
+    runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), CONFIGS,
                    dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
                    SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from . import runtime
 from .lrn import (
+    CONFIGS,
     _load_channels,
     _lrn_denominator,
     _lrn_input_grad,
@@ -128,7 +129,7 @@ def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
     runtime.launch(_lrn_max_pool_forward_kernel,
-                   lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_P"]),), runtime.LRN,
+                   lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_P"]),), CONFIGS,
                    x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    **runtime.stride_args("y", y), SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
@@ -146,7 +147,7 @@ def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Ten
     runtime.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     runtime.launch(_lrn_max_pool_backward_kernel,
-                   lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), runtime.LRN,
+                   lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), CONFIGS,
                    dy_ptr=dy, window_ptr=window, x_ptr=x, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("win", window), **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
                    SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),

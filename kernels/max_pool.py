@@ -15,6 +15,9 @@ import triton.language as tl
 
 from . import runtime
 
+# Not autotuned: one config (forward and backward); the interpreter runs fewer, larger programs.
+CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
+
 
 @triton.jit
 def _output_coordinates(offs, C, OH, OW, CHANNELS_LAST: tl.constexpr):
@@ -175,7 +178,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> 
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
-                   runtime.POOLING, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
+                   CONFIGS, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    **runtime.stride_args("y", y), CHANNELS_LAST=fmt is torch.channels_last,
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
     return y, window
@@ -192,7 +195,7 @@ def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_
     runtime.check_device("max_pool2d_backward", dy=dy, window=window)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
     runtime.launch(_max_pool2d_backward_kernel, lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),),
-                   runtime.POOLING, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
+                   CONFIGS, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("win", window), **runtime.stride_args("dx", dx),
                    CHANNELS_LAST=memory_format is torch.channels_last, COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx

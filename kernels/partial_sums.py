@@ -6,6 +6,9 @@ import triton.language as tl
 
 from . import runtime
 
+# Not autotuned: one config; the interpreter runs fewer, larger programs.
+CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
+
 
 @triton.jit
 def _sum_partials_kernel(
@@ -38,5 +41,5 @@ def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
                          "must be contiguous with matching length")
     runtime.launch(_sum_partials_kernel, lambda meta: (triton.cdiv(length, meta["BLOCK"]),),
-                   runtime.PARTIAL_SUMS, partials_ptr=partials, out_ptr=out, splits=splits, length=length)
+                   CONFIGS, partials_ptr=partials, out_ptr=out, splits=splits, length=length)
     return out

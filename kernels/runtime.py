@@ -1,8 +1,10 @@
 """Where the Triton kernels run, and with which launch configurations.
 
-This module alone decides the execution mode and owns every kernel's config
-list. Import order does not matter: when Triton was imported first, choosing
-the interpreter rebuilds Triton's library for it (``kernels/interpreter.py``).
+This module alone decides the execution mode, and holds the config mechanism
+(``KernelConfigs``, fitting tiles to a GPU, launch and capture); each kernel
+module holds its own config lists beside its kernels. Import order does not
+matter: when Triton was imported first, choosing the interpreter rebuilds
+Triton's library for it (``kernels/interpreter.py``).
 
 Modes (environment variable ``ALEXNET_TRITON_MODE``):
   ``auto`` (default)  ``gpu`` when CUDA is available, else ``interpreter``.
@@ -169,53 +171,6 @@ def interpreter_gemm_tile(rows: int, cols: int, reduction: int) -> triton.Config
     while max(block_m, block_n) * block_k > caps["operand_elements"] and block_k > 16:
         block_k //= 2
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k})
-
-
-# Linear layers: plain GEMMs on strided rows (no im2col addressing). Tile roles: BLOCK_M x BLOCK_N output
-# tile, BLOCK_K reduction step (kernels/linear.py says which dimensions each kernel maps to them). Dropped
-# for spills on sm_80/sm_90: forward tiles of 64 accumulators per thread (64x128 at 4 warps, 128x128 at 8),
-# whose dropout epilogue runs Philox on the whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped
-# for shared memory: 4-stage 64x128x64 TF32 tiles.
-_LINEAR_KEY = ("M", "N", "K")
-
-
-def _linear_forward_tile(a: dict) -> triton.Config:  # rows x output features over input features
-    return interpreter_gemm_tile(a["M"], a["N"], a["K"])
-
-
-def _linear_input_grad_tile(a: dict) -> triton.Config:  # rows x input features over output features
-    return interpreter_gemm_tile(a["M"], a["K"], a["N"])
-
-
-def _linear_weight_grad_tile(a: dict) -> triton.Config:  # output x input features over rows
-    return interpreter_gemm_tile(a["N"], a["K"], a["M"])
-
-
-LINEAR_FORWARD = KernelConfigs(
-    tensor_core=(gemm_tile(64, 64, 64, 4, 4), gemm_tile(128, 64, 32, 8, 4), gemm_tile(64, 128, 32, 8, 4)),
-    cuda_core=(gemm_tile(64, 64, 32, 8, 2), gemm_tile(32, 64, 32, 4, 2)),
-    interpreter=_linear_forward_tile, key=(*_LINEAR_KEY, "APPLY_RELU", "DROPOUT"))
-LINEAR_INPUT_GRAD = KernelConfigs(
-    tensor_core=(gemm_tile(64, 128, 32, 4, 4), gemm_tile(128, 128, 32, 8, 4), gemm_tile(64, 64, 64, 4, 4)),
-    cuda_core=(gemm_tile(64, 64, 32, 8, 2), gemm_tile(32, 64, 32, 4, 2)),
-    interpreter=_linear_input_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
-LINEAR_WEIGHT_GRAD = KernelConfigs(
-    tensor_core=(gemm_tile(128, 128, 32, 8, 4), gemm_tile(64, 128, 32, 4, 4)),
-    cuda_core=(gemm_tile(32, 64, 32, 4, 2), gemm_tile(64, 32, 32, 4, 2)),
-    interpreter=_linear_weight_grad_tile, key=(*_LINEAR_KEY, "RELU_MASK", "DROPOUT_MASK"))
-
-# Row/element-wise kernels are not autotuned: one config each.
-PARTIAL_SUMS = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
-POOLING = fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
-LRN = fixed_config(num_warps=8)  # block sizes follow the channel count (kernels/lrn.py)
-# Elements per LRN program (all channels x BLOCK_P pixels): 4096-element tiles
-# took up to 255 registers in the fused LRN + pool kernels and spilled in the
-# LRN backward (sm_90, fp32); the interpreter runs fewer, larger programs.
-LRN_TILE_ELEMENTS = 32768 if INTERPRETER else 2048
-DROPOUT = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
-CROSS_ENTROPY = fixed_config(BLOCK_C=1024, num_warps=4)  # one row per program; AlexNet's 1000 classes in one chunk
-# SGD: 4096-wide GPU blocks took up to 146 registers (numel % 16 != 0).
-SGD = fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
 
 
 def streaming_multiprocessors() -> int:

@@ -12,8 +12,8 @@ GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": 
                 "linear_input_grad": linear._linear_input_grad_kernel,
                 "linear_weight_grad": linear._linear_weight_grad_kernel}
 GEMM_CONFIGS = {"conv_forward": conv.FORWARD_CONFIGS, "conv_input_grad": conv.INPUT_GRAD_CONFIGS,
-                "conv_weight_grad": conv.WEIGHT_GRAD_CONFIGS, "linear_forward": runtime.LINEAR_FORWARD,
-                "linear_input_grad": runtime.LINEAR_INPUT_GRAD, "linear_weight_grad": runtime.LINEAR_WEIGHT_GRAD}
+                "conv_weight_grad": conv.WEIGHT_GRAD_CONFIGS, "linear_forward": linear.FORWARD_CONFIGS,
+                "linear_input_grad": linear.INPUT_GRAD_CONFIGS, "linear_weight_grad": linear.WEIGHT_GRAD_CONFIGS}
 
 
 @pytest.mark.parametrize("rows, cols, reduction", [(1, 1, 1), (17, 5, 3), (4624, 12, 363), (16, 4096, 9216),
@@ -68,3 +68,17 @@ def test_autotuning_keys_name_arguments_every_launch_passes(name):
     assert set(key) <= set(kernel.arg_names), set(key) - set(kernel.arg_names)
     arguments = _captured_arguments()[kernel.fn.__name__]
     assert set(key) <= set(arguments), set(key) - set(arguments)
+
+
+def test_tiles_are_fitted_to_the_gpus_shared_memory():
+    """128x256x64 bf16 (144 KiB over 3 stages) fits an A100's 163 KiB, not a 64 KiB MI300 workgroup; TF32 doubles
+    the bytes; when nothing fits, the smallest tile is kept."""
+    configs = conv.FORWARD_CONFIGS
+    big = runtime.gemm_tile(128, 256, 64, 8, 3)
+    assert runtime.pipeline_shared_bytes(big, 2) == 3 * (128 + 256) * 64 * 2
+    assert big in configs.fitting(configs.tensor_core, 2, 166912)
+    assert big not in configs.fitting(configs.tensor_core, 4, 166912)
+    hip = configs.gpu(True, "hip")
+    assert all(runtime.pipeline_shared_bytes(c, 2) <= 65536 for c in configs.fitting(hip, 2, 65536))
+    assert configs.fitting(configs.tensor_core, 4, 1) == (min(configs.tensor_core, key=lambda c: (
+        runtime.pipeline_shared_bytes(c, 4))),)

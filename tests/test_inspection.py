@@ -13,7 +13,7 @@ import pytest
 import torch
 import triton
 
-from alexnet_triton.kernels import conv, runtime
+from alexnet_triton.kernels import conv, linear, runtime
 from alexnet_triton.study import inspection, reference_gemm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,9 +99,9 @@ def test_every_shipped_config_compiles_for_sm80_and_sm90_without_spills(tmp_path
     assert_on_both_targets(table, ROW_KERNELS)
 
 
-LINEAR_KERNELS = {"_linear_forward_kernel": runtime.LINEAR_FORWARD,
-                  "_linear_input_grad_kernel": runtime.LINEAR_INPUT_GRAD,
-                  "_linear_weight_grad_kernel": runtime.LINEAR_WEIGHT_GRAD}
+LINEAR_KERNELS = {"_linear_forward_kernel": linear.FORWARD_CONFIGS,
+                  "_linear_input_grad_kernel": linear.INPUT_GRAD_CONFIGS,
+                  "_linear_weight_grad_kernel": linear.WEIGHT_GRAD_CONFIGS}
 # fc6 (fused ReLU + dropout, backward masked by y) at fp16, fc8 (plain, 1000 outputs) at bf16 and exact fp32,
 # fc7 with dropout but no ReLU (backward regenerates the mask) at TF32, the standalone dropout at fp16.
 LINEAR_CASES = ["2012/fc6/fp16/*", "2012/fc8/bf16/*", "2012/fc8/fp32-ieee/*", "2012/fc7-dropout-no-relu/fp32-tf32/*",

@@ -181,8 +181,9 @@ def test_gradcheck_float64(case):
 
 SHIPPED_CONFIGS = [
     pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
-    for kernel, configs in (("forward", runtime.LINEAR_FORWARD), ("input_grad", runtime.LINEAR_INPUT_GRAD),
-                            ("weight_grad", runtime.LINEAR_WEIGHT_GRAD))
+    for kernel, configs in (("forward", linear_kernels.FORWARD_CONFIGS),
+                            ("input_grad", linear_kernels.INPUT_GRAD_CONFIGS),
+                            ("weight_grad", linear_kernels.WEIGHT_GRAD_CONFIGS))
     for config in configs.shipped()]
 
 

@@ -14,7 +14,7 @@ from alexnet_triton.kernels import runtime
 from alexnet_triton.kernels import sgd as kernels
 
 # AlexNet-like parameters scaled down (conv1 weight, grouped conv weight, fc weight, biases) and odd sizes;
-# the fc weight has more elements than one interpreter program's block (runtime.SGD), so the kernel runs 2 programs.
+# the fc weight has more elements than one interpreter program's block (kernels.CONFIGS), so the kernel runs 2 programs.
 SHAPES = [(8, 3, 11, 11), (16, 4, 5, 5), (96, 181), (37,), (5, 7, 3), (8,)]
 HYPER = [
     pytest.param(dict(momentum=0.0, weight_decay=0.0), id="plain"),
