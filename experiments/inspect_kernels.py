@@ -10,7 +10,11 @@ columns.
 
 Writes reports/kernels/inspection.csv, one row per distinct compilation, and
 the figures (registers.png, occupancy.png, shared_memory.png,
-matrix_units.png) next to it. Exits 1 when any config fails to compile,
+matrix_units.png; issue_per_tensor.png when conv kernels were compiled for
+sm_80/sm_90: their main loops against the reference GEMM, if compiled too, and
+the committed before-state conv_loops_before.csv) next to it, with
+conv_lower_bound.csv (``alexnet_triton.study.loop_model``: a modelled lower bound
+per conv kernel on an H100 SXM from its main loop; not a measurement). Exits 1 when any config fails to compile,
 spills, or needs more shared memory / LDS than its target has. ``--loop``
 also prints each compilation's main loop (instructions, MMAs, issue per
 tensor-core cycle, wgmma wait depth, scalar loads, divisions) and, when the
@@ -40,7 +44,7 @@ from pathlib import Path  # noqa: E402
 
 from _checkout import REPO  # noqa: E402
 
-from alexnet_triton.study import inspection  # noqa: E402
+from alexnet_triton.study import inspection, loop_model  # noqa: E402
 
 SUMMARY_COLUMNS = ["variant", "layer", "pass", "target", "dtype", "layout", "config", "issue_per_tensor",
                    "reference_config", "reference_issue_per_tensor", "issue_vs_reference"]
@@ -85,6 +89,9 @@ def main(argv=None) -> int:
     if not args.no_plots:
         for path in inspection.plot_inspection(table, args.out.parent):
             print(f"wrote {path}")
+        bounds = loop_model.write_lower_bound(table, args.out.parent, loop_model.layer_benchmarks(REPO / "reports"))
+        if bounds:
+            print(f"wrote {bounds} (a model: lower bounds of the conv kernels on an H100 SXM from their main loops)")
     if args.loop:
         print_loops(table)
     for row in table[table.status != "ok"].itertuples():

@@ -8,6 +8,9 @@ Each analysis runs as its own script, in a fresh process (the compile inspection
   roofline    experiments/roofline.py          the model, with the measured points of benchmarks/layers.csv if any
   training    experiments/train.py, default CPU run (forced into the interpreter: the same 2-3 minute run on a
               GPU machine), copied to reports/training/
+Then, from reports/kernels/inspection.csv (committed or just rewritten) when it has the main-loop columns:
+kernels/issue_per_tensor.png and kernels/conv_lower_bound.csv (alexnet_triton.study.loop_model, a model), with
+the measured p50 of reports/benchmarks/layers.csv beside each bound where GPU rows exist.
 GPU benchmarks are never run here: experiments/gpu_study.py runs them, then this script.
 
     python experiments/make_report.py                            # everything (~20 min on a 2-core CPU)
@@ -39,6 +42,7 @@ import triton
 from _checkout import REPO
 
 from alexnet_triton.study.benchmark_plots import read_benchmarks
+from alexnet_triton.study.loop_model import write_loop_outputs
 from alexnet_triton.study.report import write_report
 from alexnet_triton.study.roofline import gpu_named, plot_roofline, roofline_table
 
@@ -125,6 +129,9 @@ def main(argv=None) -> int:
         print("== training: experiments/train.py (CPU default run)", flush=True)
         if run_training(REPORTS / "training"):
             failed.append("training")
+    # the conv main loops' figure and modelled lower bound, from the inspection table (committed or just rewritten)
+    for path in write_loop_outputs(REPORTS):
+        print(f"wrote {path}")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     conditions = (f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on a machine with {os.cpu_count()} CPU "
                   f"cores and {device}; torch {torch.__version__}, triton {triton.__version__}.")

@@ -109,10 +109,11 @@ def _channel_vectors(activation: torch.Tensor, flat: bool) -> bool:
 
 
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
-OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=(triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1),),
-    cuda_core=(triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1),),
-    interpreter=_interpreter_output_grad_tile, key=())
+# 8 warps: at 4, Triton 3.9 spilled on sm_80 (NCHW, 243 registers: every element carries its own int64 pixel
+# address); element-wise, not autotuned.
+_OUTPUT_GRAD_TILE = triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=8, num_stages=1)
+OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(tensor_core=(_OUTPUT_GRAD_TILE,), cuda_core=(_OUTPUT_GRAD_TILE,),
+                                            interpreter=_interpreter_output_grad_tile, key=())
 
 
 def flat_reduction(channels_per_group: int) -> bool:

@@ -130,3 +130,49 @@ def test_make_report_merges_a_gpu_study_folder(reports, tmp_path, monkeypatch):
     _benchmark_rows("cpu-smoke").to_csv(smoke / "layers.csv", index=False)
     with pytest.raises(ValueError, match="a rehearsal is not a measurement"):
         module.merge_benchmarks(smoke, reports)
+
+
+def _main_loop_table() -> pd.DataFrame:
+    """A made-up inspection table with main-loop columns: 2012 conv3's three conv passes and its reference GEMM
+    on sm_90 and sm_80, bf16."""
+    from alexnet_triton.study import inspection
+
+    rows = []
+    for target, mma in (("sm_90", "HGMMA"), ("sm_80", "HMMA")):
+        for kernel, config, issue, case in (
+                ("_conv2d_forward_kernel", "BM128_BN256_BK64_w8_s3", 0.40, "2012/conv3/bf16/channels_last"),
+                ("_conv2d_input_grad_kernel", "BM128_BN256_BK64_w8_s3", 0.45, "2012/conv3/bf16/channels_last"),
+                ("_conv2d_weight_grad_kernel", "BM256_BN128_BK64_w8_s3", 0.44, "2012/conv3/bf16/channels_last"),
+                ("_reference_matmul_kernel", "BM128_BN128_BK64_w8_s4", 0.25, "2012/conv3/bf16/rowmajor")):
+            rows.append(dict(kernel=kernel, config=config, target=target, dtypes="bf16",
+                             layouts=case.split("/")[-1], registers=200, spill_bytes=0, shared_bytes=147456,
+                             occupancy=0.125, mma=mma, async_copy="cp.async", cases=1, example_case=case,
+                             triton="3.7.1", status="ok", loop_instructions=200, issue_per_tensor=issue,
+                             case_list=case))
+    return pd.DataFrame(rows).reindex(columns=inspection.COLUMNS)
+
+
+def test_compile_inspection_shows_the_conv_main_loops_and_the_modelled_bound(reports):
+    from alexnet_triton.study import loop_model
+
+    _main_loop_table().to_csv(reports / "kernels" / "inspection.csv", index=False)
+    assert {p.name for p in loop_model.write_loop_outputs(reports)} == {"issue_per_tensor.png",
+                                                                        "conv_lower_bound.csv"}
+    text = report.write_report(reports, "").read_text()
+    section = text.split("## Compile inspection")[1].split("\n## ")[0]
+    assert "### Conv main loops" in section and "not measured" in section
+    # the committed before-state (commit f551264): 2012 conv3's forward at 3.53 issue slots per tensor cycle
+    assert "| AlexNet 2012 | conv3 | 0.250 | **0.400** (1.60× ref; before 3.53) |" in section
+    assert "**sm_90**" in section and "**sm_80**" in section
+    assert "lower bound per conv kernel, NVIDIA H100 SXM5 80GB (a model, not a measurement)" in section
+    assert "| AlexNet 2012 | conv3 | forward | BM128_BN256_BK64_w8_s3 (1) | 338 | 3 | 36 |" in section
+    assert "the measured column is empty" in section
+    links = _links_resolve(section, reports)
+    assert links.count("kernels/issue_per_tensor.png") == 1
+
+
+def test_a_table_without_main_loops_says_how_to_add_them(reports):
+    table = _main_loop_table().drop(columns=["issue_per_tensor", "loop_instructions"])
+    table.to_csv(reports / "kernels" / "inspection.csv", index=False)
+    text = report.write_report(reports, "").read_text()
+    assert "has no main-loop columns" in text and "### Conv main loops" not in text

@@ -11,7 +11,9 @@ cubins with the ``cuobjdump`` in Triton's wheel, AMD code from the amdgcn
 assembly's kernel info and metadata. ``plot_inspection`` and
 ``summarise_inspection`` turn the table into figures and headline numbers; ``loop_table`` and ``loop_summary``
 put each GEMM-like kernel's main loop (``sass_loop``) beside that of a plain Triton matmul
-(``reference_gemm``, op "reference_gemm": each conv layer's forward GEMM).
+(``reference_gemm``, op "reference_gemm": each conv layer's forward GEMM); ``issue_comparison`` and
+``plot_issue_per_tensor`` add the before-state (conv_loops_before.csv: the conv kernels of commit f551264,
+measured with the same ``sass_loop``).
 
 Compilation needs a process whose execution mode is ``gpu`` with
 ``TRITON_INTERPRET`` unset (``experiments/inspect_kernels.py`` sets it up);
@@ -68,6 +70,7 @@ import pandas as pd
 import torch
 import triton
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
@@ -536,8 +539,10 @@ def _matrix_unit_figure(table: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_inspection(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write the inspection figures (PNG) to ``out_dir``: registers, occupancy, shared memory / LDS, and matrix-unit
-    and async-copy use; returns their paths."""
+    """Write the inspection figures (PNG) to ``out_dir``: registers, occupancy, shared memory / LDS, matrix-unit
+    and async-copy use, and, when the table has conv main loops, their issue per tensor-core cycle
+    (``plot_issue_per_tensor``, with the before-state of ``out_dir``/conv_loops_before.csv if there); returns
+    their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
@@ -551,7 +556,8 @@ def plot_inspection(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                       "Shared memory (NVIDIA) / LDS (AMD) per block; dashed: the most a block may use",
                       out_dir / "shared_memory.png"),
         _matrix_unit_figure(table, out_dir / "matrix_units.png"),
-    ]
+    ] + ([plot_issue_per_tensor(table, read_before(out_dir), out_dir / "issue_per_tensor.png")]
+         if has_main_loops(table) else [])
 
 
 def _failure_counts(rows: pd.DataFrame) -> dict:
@@ -620,7 +626,7 @@ def loop_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per conv (variant, layer, pass, target, dtype, layout): the shipped config with the least issue_per_tensor,
     its registers, spills, shared memory and main-loop columns; the reference GEMM's least issue_per_tensor on the
     same layer's forward GEMM, dtype and target, and its config; issue_vs_reference = the conv's / the
-    reference's. Only compilations with status ok and an MMA loop count."""
+    reference's. Only compilations with status ok and an MMA loop count. Also the config's occupancy."""
     rows = _rows_per_case(table)
     keys = ["variant", "layer", "target", "dtype"]
     best = rows.sort_values(["issue_per_tensor", "config"]).drop_duplicates([*keys, "kernel", "layout"])
@@ -630,8 +636,130 @@ def loop_summary(table: pd.DataFrame) -> pd.DataFrame:
     conv_rows["pass"] = conv_rows.kernel.map(CONV_PASSES)
     conv_rows["issue_vs_reference"] = (conv_rows.issue_per_tensor / conv_rows.reference_issue_per_tensor).round(2)
     columns = ["variant", "layer", "pass", "target", "dtype", "layout", "kernel", "config", "registers",
-               "spill_bytes", "shared_bytes", *sass_loop.LOOP_COLUMNS, "reference_config",
+               "spill_bytes", "shared_bytes", "occupancy", *sass_loop.LOOP_COLUMNS, "reference_config",
                "reference_issue_per_tensor", "issue_vs_reference"]
     order = {name: i for i, name in enumerate(CONV_PASSES.values())}
     return conv_rows[columns].sort_values(["variant", "layer", "pass", "target", "dtype", "layout"],
                                           key=lambda c: c.map(order) if c.name == "pass" else c, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The conv kernels' issue per tensor-core cycle: now, against the reference GEMM and the before-state.
+
+BEFORE_FILE = "conv_loops_before.csv"
+BEFORE_COMMIT = "f551264"
+# Below 1 the schedulers could keep the tensor cores busy; the goals of the conv rewrite (the reference GEMM's
+# range, with room for the conv's address work) per target.
+ISSUE_GOALS = {"sm_90": 0.5, "sm_80": 0.6}
+VARIANT_ORDER = list(CONV_LAYERS)
+
+
+def has_main_loops(table: pd.DataFrame) -> bool:
+    """Whether an inspection table holds the main-loop columns and a conv kernel measured with them."""
+    return "issue_per_tensor" in table and bool(
+        (table.kernel.isin(CONV_PASSES) & table.issue_per_tensor.notna()).any())
+
+
+def read_before(folder: Path) -> pd.DataFrame | None:
+    """The committed before-state (``conv_loops_before.csv``: the conv kernels of commit f551264 measured with
+    today's ``sass_loop``) in ``folder``, or None."""
+    path = Path(folder) / BEFORE_FILE
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def issue_comparison(table: pd.DataFrame, before: pd.DataFrame | None = None, dtype: str = "bf16",
+                     layout: str = "channels_last") -> pd.DataFrame:
+    """Per target, variant, layer and pass of ``dtype``/``layout``: the best shipped config and its
+    issue_per_tensor (``loop_summary``), the reference GEMM's best and the quotient, and the before-state's
+    best (``before``: rows of conv_loops_before.csv) as before_config, before_issue_per_tensor; a pass with no
+    compilation of status ok now but one before keeps its row, with an empty config. Sorted by target
+    (``TARGETS`` order), variant, layer, pass."""
+    summary = loop_summary(table)
+    summary = summary[(summary.dtype == dtype) & (summary.layout == layout)]
+    columns = ["target", "variant", "layer", "pass", "config", "issue_per_tensor", "reference_config",
+               "reference_issue_per_tensor", "issue_vs_reference"]
+    out = summary[columns].copy()
+    keys = ["target", "variant", "layer", "pass"]
+    if before is not None and len(before):
+        rows = before[(before.dtype == dtype) & (before.layout == layout) & before.issue_per_tensor.notna()]
+        rows = rows.assign(variant=rows.variant.astype(str))
+        best = rows.sort_values(["issue_per_tensor", "config"]).drop_duplicates(keys)
+        out = out.merge(best[[*keys, "config", "issue_per_tensor"]].rename(
+            columns={"config": "before_config", "issue_per_tensor": "before_issue_per_tensor"}), on=keys, how="outer")
+    else:
+        out = out.assign(before_config=None, before_issue_per_tensor=float("nan"))
+    order = {name: i for i, name in enumerate([*TARGETS, *VARIANT_ORDER, *CONV_PASSES.values()])}
+    return out.sort_values(keys, key=lambda c: c.map(lambda v: order.get(v, v)) if c.name != "layer" else c,
+                           ignore_index=True)
+
+
+def plot_issue_per_tensor(table: pd.DataFrame, before: pd.DataFrame | None, path: Path, dtype: str = "bf16",
+                          layout: str = "channels_last") -> Path:
+    """Issue slots per tensor-core cycle of each conv layer x pass's best shipped config (``loop_summary``), a
+    panel per NVIDIA target, against the reference GEMM's best on the layer's forward GEMM and the before-state
+    (dashed); log scale, with 1.0 (above it the tensor cores cannot be kept busy) and the goal
+    (``ISSUE_GOALS``). Static analysis of compiled SASS, not a GPU measurement."""
+    data = issue_comparison(table, before, dtype, layout)
+    targets = [t for t in ISSUE_GOALS if t in set(data.target)]
+    slots = [(v, layer, p) for v in VARIANT_ORDER for layer in (c.name for c in CONV_LAYERS[v])
+             for p in CONV_PASSES.values()]
+    x = {slot: i + 0.8 * (i // 3) for i, slot in enumerate(slots)}  # a gap after each layer's three passes
+    fig = Figure(figsize=(15, 4.2 * max(len(targets), 1) + 1.2), layout="constrained")
+    axes = fig.subplots(max(len(targets), 1), 1, squeeze=False)[:, 0]
+    pass_colours = dict(zip(CONV_PASSES.values(), ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for ax, target in zip(axes, targets, strict=False):
+        rows = data[data.target == target]
+        for (variant, layer), group in rows.groupby(["variant", "layer"], sort=False):
+            xs = [x[(variant, layer, p)] for p in group["pass"]]
+            ax.plot(xs, group.issue_per_tensor, color="tab:blue", lw=1, zorder=3)
+            ax.scatter(xs, group.issue_per_tensor, c=[pass_colours[p] for p in group["pass"]], s=40, zorder=4,
+                       edgecolors="black", linewidths=0.5)
+            for slot_x, value in zip(xs, group.issue_per_tensor, strict=True):
+                if pd.isna(value):  # no compilation of status ok (spills, too much shared memory)
+                    ax.text(slot_x, 0.04, "none ok", transform=ax.get_xaxis_transform(), rotation=90, ha="center",
+                            va="bottom", fontsize=7, color="red")
+            if group.before_issue_per_tensor.notna().any():
+                ax.plot(xs, group.before_issue_per_tensor, color="tab:red", ls="--", lw=1, marker="s",
+                        markerfacecolor="none", markersize=6, zorder=2)
+            reference = group.reference_issue_per_tensor.dropna()
+            if len(reference):
+                ax.hlines(reference.iloc[0], min(xs) - 0.35, max(xs) + 0.35, color="black", lw=2, zorder=3)
+        ax.axhline(1.0, color="0.3", lw=1)
+        ax.text(0.002, 1.0, " 1.0: tensor cores cannot be kept busy above", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8, color="0.3")
+        goal = ISSUE_GOALS[target]
+        ax.axhline(goal, color="tab:green", lw=1, ls=":")
+        ax.text(0.002, goal, f" goal {goal:g}", transform=ax.get_yaxis_transform(), va="top", fontsize=8,
+                color="tab:green")
+        ax.set_yscale("log")
+        ax.set_ylabel("issue slots per tensor-core cycle")
+        ax.set_title(f"{target} (tensor rates of an {'H100' if target == 'sm_90' else 'A100'})", fontsize=10,
+                     loc="left")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.set_xticks([x[s] for s in slots], [f"{s[1]} {_PASS_SHORT[s[2]]}" for s in slots], rotation=90,
+                      fontsize=7)
+        middle = len(slots) // 2
+        ax.axvline((x[slots[middle - 1]] + x[slots[middle]]) / 2, color="0.5", lw=0.8)
+        for variant in VARIANT_ORDER:
+            own = [x[s] for s in slots if s[0] == variant]
+            ax.text(sum(own) / len(own), 0.97, VARIANT_TITLES[variant], transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=9)
+    handles = [Line2D([], [], color="tab:blue", marker="o", markerfacecolor=colour, markeredgecolor="black",
+                      label=f"now, best shipped config: {name}") for name, colour in pass_colours.items()]
+    handles += [Line2D([], [], color="tab:red", ls="--", marker="s", markerfacecolor="none",
+                       label=f"before (commit {BEFORE_COMMIT}), best config"),
+                Line2D([], [], color="black", lw=2, label="reference GEMM, best config (the layer's forward GEMM)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    versions = ", ".join(sorted(set(table.triton.astype(str))))
+    fig.suptitle(f"Conv main loops, {dtype} {layout}, AlexNet layers at batch {BATCH}: issue slots per tensor-core "
+                 f"cycle = loop instructions per warp / its MMAs' tensor cycles\nStatic analysis of compiled SASS "
+                 f"(Triton {versions}, compiled ahead of time, not run): not a GPU measurement. Lower is better.",
+                 fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+_PASS_SHORT = {"forward": "fwd", "input grad": "dgrad", "weight grad": "wgrad"}
+VARIANT_TITLES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}

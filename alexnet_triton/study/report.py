@@ -3,6 +3,9 @@
 ``write_report(reports)`` reads what the analyses wrote (each section is built from its own files and says
 so when they are missing) and draws the benchmark figures when GPU measurements exist. Layout of ``reports/``:
   kernels/inspection.csv + PNGs      ``experiments/inspect_kernels.py`` (compile inspection, no GPU)
+  kernels/conv_loops_before.csv      the conv kernels of commit f551264 read the same way (committed once)
+  kernels/conv_lower_bound.csv       ``loop_model`` (a model from the SASS), with issue_per_tensor.png
+                                     rewritten by ``experiments/make_report.py`` from inspection.csv
   memory/network.csv, blocks.csv     ``experiments/memory.py`` (saved-for-backward bytes per image)
   traffic/summary.csv, launches.csv  ``experiments/traffic.py`` (launches and bytes of one training step)
   roofline/roofline.csv + PNGs       ``experiments/roofline.py`` (a model from the shapes and published peaks)
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import inspection, loop_model
 from .benchmark_cases import HEADLINE
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
 from .inspection import summarise_inspection
@@ -101,9 +105,9 @@ def _headline_section(reports: Path, benchmarks: pd.DataFrame | None) -> str:
     if benchmarks is None:
         lines += ["", "No GPU measurements yet: no time, throughput or speed-up in this report was measured. "
                   f"On a CUDA GPU, `{GPU_STUDY}` adds them."]
-    inspection = reports / "kernels" / "inspection.csv"
-    if inspection.is_file():
-        summary = summarise_inspection(pd.read_csv(inspection))
+    inspection_csv = reports / "kernels" / "inspection.csv"
+    if inspection_csv.is_file():
+        summary = summarise_inspection(pd.read_csv(inspection_csv))
         targets = summary["per_target"]
         lines += ["", f"Compile inspection: {summary['kernels']} kernels × {len(targets)} targets "
                   f"({', '.join(targets)}), {summary['compilations']} compilations, {summary['failing']} failing, "
@@ -147,14 +151,16 @@ def _benchmark_section(reports: Path, table: pd.DataFrame | None) -> str:
 
 def _section(reports: Path, title: str, data: str, script: str, body: Callable[[pd.DataFrame], list[str]]) -> str:
     """A section built by ``body`` from the CSV ``reports/<data>``, then the figures of its folder; when the CSV is
-    missing, a line naming the script that makes it."""
+    missing, a line naming the script that makes it. A figure the body already shows is not repeated."""
     path = reports / data
     if not path.is_file():
         return f"## {title}\n\n{_missing(data, script)}"
-    return "\n".join([f"## {title}", "", *body(pd.read_csv(path)), "", *_images(reports, path.parent.name)])
+    lines = body(pd.read_csv(path))
+    images = [image for image in _images(reports, path.parent.name) if image not in lines]  # not shown twice
+    return "\n".join([f"## {title}", "", *lines, "", *images])
 
 
-def _inspection_body(table: pd.DataFrame) -> list[str]:
+def _inspection_summary(table: pd.DataFrame) -> list[str]:
     summary = summarise_inspection(table)
     lines = [f"Every kernel compiled ahead of time with each config it can be launched with, on AlexNet's "
              f"full-size shapes (batch 128), every dtype and layout: {summary['kernels']} kernels, "
@@ -168,6 +174,98 @@ def _inspection_body(table: pd.DataFrame) -> list[str]:
                      f"{t['max_registers']} | {t['min_occupancy']:.3f} | {mma} | {t['kernels_using_async_copy']} |")
     return lines + ["", "Registers are per thread (NVIDIA) or per lane, VGPR + AGPR (AMD); occupancy is the "
                     "theoretical fraction of resident warps (waves) the registers and shared memory allow."]
+
+
+def _issue_cell(row: dict) -> str:
+    """One conv pass's best issue/tensor: "**0.439** (1.76× ref; before 16.56)"; "none ok" when no config of
+    the pass compiled with status ok."""
+    if pd.isna(row["issue_per_tensor"]):
+        cell = "none ok"  # every config spilled or overflowed shared memory
+    else:
+        cell = f"**{row['issue_per_tensor']:.3f}**"
+    notes = []
+    if pd.notna(row["issue_vs_reference"]):
+        notes.append(f"{row['issue_vs_reference']:.2f}× ref")
+    if pd.notna(row["before_issue_per_tensor"]):
+        notes.append(f"before {row['before_issue_per_tensor']:.2f}")
+    return cell + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _main_loop_lines(reports: Path, table: pd.DataFrame) -> list[str]:
+    """Per NVIDIA target, each conv layer x pass's best issue/tensor (bf16, channels_last) against the reference
+    GEMM and the before-state; the figure; the modelled lower bound of kernels/conv_lower_bound.csv."""
+    if not inspection.has_main_loops(table):
+        return ["", "_This inspection table has no main-loop columns: `python experiments/inspect_kernels.py` "
+                "adds them (issue slots per tensor-core cycle of every GEMM-like kernel)._"]
+    folder = reports / "kernels"
+    before = inspection.read_before(folder)
+    data = inspection.issue_comparison(table, before)
+    lines = ["", "### Conv main loops: issue slots per tensor-core cycle (static analysis of the SASS)", "",
+             "Each conv pass's main loop as compiled for sm_90 / sm_80 (bf16, channels_last, the shipped config "
+             "with the least issue/tensor): instructions per warp and iteration / the tensor-core cycles its MMAs "
+             "take (`alexnet_triton/study/sass_loop.py`). One scheduler issues about one instruction per clock, so "
+             "above 1 the tensor cores cannot be kept busy; counted from the machine code, not measured. "
+             "\"ref\": the conv's value / the reference GEMM's best on the layer's forward GEMM (a plain Triton "
+             "matmul, column \"reference GEMM\"); \"before\": the conv kernels of commit "
+             f"{inspection.BEFORE_COMMIT}, "
+             f"measured once with the same analysis (`kernels/{inspection.BEFORE_FILE}`). Goals: "
+             + ", ".join(f"{goal:g} on {target}" for target, goal in inspection.ISSUE_GOALS.items()) + "."]
+    for target, rows in data.groupby("target", sort=False):
+        lines += ["", f"**{target}**", "", "| network | layer | reference GEMM | forward | input grad | weight grad |",
+                  "|---" * 6 + "|"]
+        for (variant, layer), group in rows.groupby(["variant", "layer"], sort=False):
+            cells = {row["pass"]: _issue_cell(row) for row in group.to_dict("records")}
+            reference = group.reference_issue_per_tensor.dropna()
+            lines.append(f"| {VARIANT_NAMES.get(str(variant), variant)} | {layer} | "
+                         f"{f'{reference.iloc[0]:.3f}' if len(reference) else '–'} | "
+                         + " | ".join(cells.get(p, "–") for p in inspection.CONV_PASSES.values()) + " |")
+    figure = folder / "issue_per_tensor.png"
+    if figure.is_file():
+        lines += ["", _image(figure, reports, "issue per tensor")]
+    lines += _lower_bound_lines(reports)
+    return lines
+
+
+def _lower_bound_lines(reports: Path) -> list[str]:
+    path = reports / "kernels" / loop_model.LOWER_BOUND_FILE
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype={"variant": str})
+    if table.empty:
+        return []
+    gpu = table.gpu.iloc[0]
+    lines = ["", f"### A modelled lower bound per conv kernel, {GPUS[gpu].name} (a model, not a measurement)", "",
+             f"Batch {inspection.BATCH}, {table.dtype.iloc[0]}, {table.layout.iloc[0]}. Each "
+             "launch takes at least the largest of: the roofline time (FLOPs and minimum bytes of the pass against the "
+             "published peaks), the issue time (the busiest SM's programs x main-loop iterations x loop "
+             "instructions x warps, issued by 4 schedulers one instruction per clock) and the tensor time (the "
+             "same with the MMAs' tensor-core cycles, so with tile padding and wave quantisation), at "
+             f"{loop_model.clock_hz(gpu) / 1e9:.2f} GHz (the clock of the published tensor peak) on "
+             f"{loop_model.MACHINES[gpu].sms} SMs "
+             "(`alexnet_triton/study/loop_model.py`). Prologue, epilogue and unhidden latency are left out, so the "
+             "real time is longer. Every shipped config is priced and the least bound kept (\"configs\": how "
+             "many; the autotuner launches one of them), so the config may differ from the least-issue one above. "
+             "conv1 has no input gradient in training. A measured gradient (\"input-grad\", \"weight-grad\" "
+             "benchmark modes) also runs the ReLU-mask / bias-grad pass. Data: `kernels/conv_lower_bound.csv`."
+             + ("" if table.measured_p50_us.notna().any() else " No GPU measurement of these kernels yet: the "
+                "measured column is empty."), "",
+             "| network | layer | pass | config (of configs) | programs | waves | iterations | roofline µs | issue µs "
+             "| tensor µs | **bound µs** | bound by | measured p50 µs |", "|---" * 13 + "|"]
+    for row in table.to_dict("records"):
+        measured = f"{row['measured_p50_us']:.1f}" if pd.notna(row["measured_p50_us"]) else ""
+        lines.append(f"| {VARIANT_NAMES.get(row['variant'], row['variant'])} | {row['layer']} | {row['pass']} | "
+                     f"{row['config']} ({row['configs']}) | {row['programs']} | {row['waves']} | "
+                     f"{row['iterations']:g} | "
+                     f"{row['roofline_us']:.1f} | {row['issue_us']:.1f} | {row['tensor_us']:.1f} | "
+                     f"**{row['bound_us']:.1f}** | {row['bound_by']} | {measured} |")
+    return lines
+
+
+def _inspection_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
+    """The compile-inspection section: the per-target summary, then the conv main loops and the lower bound."""
+    def body(table: pd.DataFrame) -> list[str]:
+        return _inspection_summary(table) + _main_loop_lines(reports, table)
+    return body
 
 
 def _memory_body(table: pd.DataFrame) -> list[str]:
@@ -240,7 +338,7 @@ def write_report(reports: Path, conditions: str) -> Path:
     sections = [
         header, _headline_section(reports, benchmarks), _benchmark_section(reports, benchmarks),
         _section(reports, "Compile inspection (sm_80, sm_90, gfx942; no GPU needed)", "kernels/inspection.csv",
-                 "inspect_kernels.py", _inspection_body),
+                 "inspect_kernels.py", _inspection_body(reports)),
         _section(reports, "Memory saved for backward (no GPU needed)", "memory/network.csv", "memory.py", _memory_body),
         _section(reports, "Launches and traffic of one training step (no GPU needed)", "traffic/summary.csv",
                  "traffic.py", _traffic_body),
