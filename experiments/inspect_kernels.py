@@ -18,7 +18,7 @@ per conv kernel on an H100 SXM from its main loop; not a measurement). Exits 1 w
 spills, or needs more shared memory / LDS than its target has. ``--loop``
 also prints each compilation's main loop (instructions, MMAs, issue per
 tensor-core cycle, wgmma wait depth, scalar loads, divisions) and, when the
-reference GEMM (op "reference_gemm", not in the default --ops) was compiled
+reference GEMM (op "reference_gemm", each conv layer's forward GEMM) was compiled
 with the conv kernels, each conv kernel's best loop against the GEMM's.
 
     python experiments/inspect_kernels.py [--ops conv] [--cases '2012/conv1/*'] [--targets sm_80 gfx942] [--loop]
@@ -61,7 +61,7 @@ def print_loops(table) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", default=[op for op in inspection.OPS if op != "reference_gemm"],
+    parser.add_argument("--ops", nargs="+", default=list(inspection.OPS),
                         choices=list(inspection.OPS),
                         help="default: every op but reference_gemm (a yardstick, not a shipped kernel)")
     parser.add_argument("--cases", nargs="+", default=["*"],

@@ -69,11 +69,13 @@ def _reference_matmul_kernel(
 
 
 def reference_configs(dtype: torch.dtype) -> runtime.KernelConfigs:
-    """The conv forward's tensor-core tiles, then the GEMM's own tiles for ``dtype`` (fp32 means TF32); no
-    CUDA-core configs: every launch uses tensor cores."""
+    """The conv forward's tensor-core tiles (but the 256-row one, which spills this plain kernel on sm_80 at conv1's
+    and conv2's GEMM shapes), then the GEMM's own tiles for ``dtype`` (fp32 means TF32); no CUDA-core configs:
+    every launch uses tensor cores."""
     own = OWN_TILES["tf32" if dtype == torch.float32 else "16-bit"]
+    same = tuple(c for c in conv.FORWARD_CONFIGS.tensor_core if c.kwargs["BLOCK_M"] < 256 and c not in own)
     return runtime.KernelConfigs(
-        tensor_core=conv.FORWARD_CONFIGS.tensor_core + own, cuda_core=(),
+        tensor_core=same + own, cuda_core=(),
         interpreter=lambda a: runtime.interpreter_gemm_tile(a["M"], a["N"], a["K"]), key=("M", "N", "K"))
 
 
