@@ -80,9 +80,25 @@ _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _til
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
 
 
-def _configs(tensor_core, cuda_core, interpreter, key, tuned=True) -> runtime.KernelConfigs:
+def _configs(tensor_core, cuda_core, interpreter, key, pick=None) -> runtime.KernelConfigs:
     return runtime.KernelConfigs(tensor_core=tensor_core, cuda_core=cuda_core, interpreter=interpreter, key=key,
-                                 tuned=tuned)
+                                 pick=pick)
+
+
+def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
+    """The weight-gradient tile of least estimated time: tensor-core work including padding (output channels to
+    BLOCK_M, each tap's channels or the flat (r, s, c) range to BLOCK_N), times the loop's issue/tensor where that
+    exceeds 1. The estimate 50 * (1/BLOCK_M + 1/BLOCK_N) * 64/BLOCK_K fits this kernel's sm_90 SASS (256x128x64:
+    0.41, 128x256x64: 0.59, 128x128x64: 0.75, 128x64x64: 1.17). Ties go to the earlier tile."""
+    def cost(config: triton.Config) -> float:
+        m, n, k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+        rows = triton.cdiv(args["K_per_group"], m) * m
+        if args["FLAT_CRS"]:
+            columns = triton.cdiv(args["C_per_group"] * args["R"] * args["S"], n) * n
+        else:
+            columns = args["R"] * args["S"] * triton.cdiv(args["C_per_group"], n) * n
+        return rows * columns * max(1.0, 50 * (1 / m + 1 / n) * 64 / k)
+    return min(candidates, key=cost)
 
 
 _FORWARD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2))
@@ -94,12 +110,17 @@ INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES, _INPUT_GRAD_CUDA_CORE, _interp
                               ("N", "dx_sc", "w_sc"))
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
-# Not tuned: the first tile that fits is launched, so the split of the pixel reduction, and with it the bits of
-# dw, depend only on the shapes and the GPU, never on timing noise (bitwise-repeatable across processes).
-WEIGHT_GRAD_CONFIGS = _configs((_tile(256, 128, 64, 8, 3), _tile(128, 128, 32, 8, 3)), (_tile(32, 64, 32, 4, 2),),
-                               _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), tuned=False)
+# Not autotuned: among the tiles that fit the GPU, the one of least estimated time (``_least_work``) is launched,
+# so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
+# on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
+# stages it spilled 8 bytes on sm_80 (torchvision conv4); 128x64 serves conv2's 48 channels per group.
+_WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(128, 128, 64, 8, 3),
+                      _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
+WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
+                               ("N", "splits", "x_sc", "dw_sc"), pick=_least_work)
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 64, 32, 4, 2),),
-                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), tuned=False)
+                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"),
+                                      pick=_least_work)
 
 
 def _channel_vectors(activation: torch.Tensor, flat: bool) -> bool:

@@ -77,15 +77,16 @@ class KernelConfigs:
         arguments that returns it: large blocks, since the interpreter's cost
         grows with programs x loop steps far more than with block size.
     key: kernel argument names whose values key the autotuning cache.
-    tuned: False launches the first candidate that fits the GPU, never a timed choice (for kernels whose
-        result bits depend on the config: bitwise-repeatable across processes).
+    pick: when given, a launch runs ``pick(fitting candidates, launch args)`` instead of autotuning: a choice
+        by rule, never by timing (for kernels whose result bits depend on the config: bitwise-repeatable
+        across processes).
     """
 
     tensor_core: tuple[triton.Config, ...]
     cuda_core: tuple[triton.Config, ...]
     interpreter: triton.Config | Callable[[dict[str, Any]], triton.Config]
     key: tuple[str, ...]
-    tuned: bool = True
+    pick: Callable[[tuple[triton.Config, ...], dict[str, Any]], triton.Config] | None = None
 
     def gpu(self, tensor_cores: bool, backend: str | None = None) -> tuple[triton.Config, ...]:
         """The autotuning candidates on a ``backend`` GPU ("cuda" or "hip"; default: this machine's)."""
@@ -333,7 +334,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
         return
     if not INTERPRETER:
         candidates = configs.fitting(candidates, operand_bytes, _shared_limit())
-        candidates = candidates if configs.tuned else candidates[:1]
+        candidates = candidates if configs.pick is None else (configs.pick(candidates, args),)
     if config is None and INTERPRETER:
         config = configs.for_interpreter(args)
     elif config is None and len(candidates) == 1:

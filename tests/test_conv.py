@@ -298,11 +298,11 @@ print(hashlib.sha256(dw.numpy().tobytes() + db.numpy().tobytes()).hexdigest())
 
 def test_weight_and_bias_grads_are_bitwise_repeatable_across_processes():
     """As cuDNN's deterministic mode promises: no atomics, a fixed split, and a weight-gradient config that is
-    never a timed choice (``tuned=False``), so another process computes the same bits."""
+    never a timed choice (``pick``: a rule of the shapes), so another process computes the same bits."""
     import subprocess
     import sys
 
-    assert not conv.WEIGHT_GRAD_CONFIGS.tuned and not conv.WEIGHT_GRAD_GATHER_CONFIGS.tuned
+    assert conv.WEIGHT_GRAD_CONFIGS.pick is not None and conv.WEIGHT_GRAD_GATHER_CONFIGS.pick is not None
     digests = [subprocess.run([sys.executable, "-c", REPEATABILITY_SCRIPT], capture_output=True, text=True,
                               timeout=300, check=True).stdout.split()[-1] for _ in range(2)]
     assert digests[0] == digests[1]
