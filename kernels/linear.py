@@ -101,6 +101,7 @@ def _linear_forward_kernel(
     # strides, in elements
     x_sm, x_sk,
     w_sn, w_sk,
+    b_sn,
     y_sm, y_sn,
     # runtime scalars (dropout)
     seed, p, scale,
@@ -133,7 +134,7 @@ def _linear_forward_kernel(
         w_ptrs += BLOCK_K * w_sk
 
     if HAS_BIAS:
-        acc += tl.load(b_ptr + n, mask=n_ok, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(b_ptr + n * b_sn, mask=n_ok, other=0.0).to(ACC_DTYPE)[None, :]
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
@@ -300,7 +301,8 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **g,
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
-        **runtime.stride_args("y", y, "mn"), seed=seed, p=p, scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
+        b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y, "mn"), seed=seed, p=p,
+        scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
     return y

@@ -258,3 +258,18 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
     with pytest.raises(error, match=message):
         ops.linear(x, w, b, dropout=spec.get("dropout", 0.0), seed=spec.get("seed"),
                    precision=spec.get("precision", "ieee"))
+
+
+def test_strided_bias(no_torch_fallback):
+    """A bias that is a view with stride 2 is read through its stride (it was read as contiguous once)."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(5, 12, generator=gen, requires_grad=True)
+    w = torch.randn(9, 12, generator=gen, requires_grad=True)
+    b = torch.randn(9, 2, generator=gen)[:, 1].requires_grad_()
+    with no_torch_fallback():
+        y = ops.linear(x, w, b, relu=True)
+        grads = torch.autograd.grad(y, (x, w, b), upstream(y))
+    y_ref = torch_linear(x, w, b, True)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), upstream(y))
+    for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
