@@ -101,9 +101,11 @@ def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     return min(candidates, key=cost)
 
 
-_FORWARD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2))
-FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, _FORWARD_CUDA_CORE, _interpreter_forward_tile, ("N", "x_sc", "w_sc"))
-FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, _FORWARD_CUDA_CORE, _interpreter_forward_tile,
+# Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
+FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
+                           _interpreter_forward_tile, ("N", "x_sc", "w_sc"))
+FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
+                                                  _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
                                   ("N", "x_sc", "w_sc"))
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES, _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile,

@@ -36,13 +36,14 @@ def prepare() -> list[str]:
     if interpreter._get_np_dtype(triton.language.bfloat16) == np.uint16:  # 3.6, 3.7: bf16 held as raw bits
         _fix_bf16(interpreter)
         applied.append("bf16 dot and rounding")
-    if _version(triton.__version__) < (3, 7) and _version(np.__version__) >= (2, 4):
+    if version(triton.__version__) < (3, 7) and version(np.__version__) >= (2, 4):
         _fix_scalar_index(interpreter)
         applied.append("0-d loop bounds for numpy >= 2.4")
     return applied
 
 
-def _version(text: str) -> tuple[int, int]:
+def version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string: (3, 7) for "3.7.1"."""
     major, minor = text.split(".")[:2]
     return int(major), int(minor)
 

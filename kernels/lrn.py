@@ -20,10 +20,11 @@ from . import runtime
 
 # Not autotuned: block sizes follow the channel count (``channel_blocks``). Elements per program (all channels x
 # BLOCK_P pixels): 4096-element tiles took up to 255 registers in the fused LRN + pool kernels and spilled in the
-# LRN backward (sm_90, fp32, Triton 3.7); 2048-element ones spilled the fused forward on sm_80 under Triton 3.9
-# (bf16, channels_last). The interpreter runs fewer, larger programs. kernels/lrn_max_pool.py shares both.
+# LRN backward (sm_90, fp32, Triton 3.7); under Triton 3.9, 2048-element ones spilled the fused forward on sm_80
+# (bf16, channels_last), while 1024-element ones spilled the fused kernels under 3.7 (sm_90, fp32, 256 channels).
+# The interpreter runs fewer, larger programs. kernels/lrn_max_pool.py shares both.
 CONFIGS = runtime.fixed_config(num_warps=8)
-TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 1024
+TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 1024 if runtime.TRITON_VERSION >= (3, 9) else 2048
 
 
 @triton.jit

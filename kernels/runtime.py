@@ -60,6 +60,8 @@ from . import interpreter  # noqa: E402
 
 # What was done to Triton's interpreter for these versions (see kernels/interpreter.py); empty on a GPU.
 INTERPRETER_FIXES = interpreter.prepare() if INTERPRETER else []
+# (major, minor) of the installed Triton, for the config choices that differ between releases.
+TRITON_VERSION = interpreter.version(triton.__version__)
 
 
 @dataclass(frozen=True)
