@@ -84,10 +84,12 @@ def test_tiles_are_fitted_to_the_gpus_shared_memory():
         runtime.pipeline_shared_bytes(c, 4))),)
 
 
-@pytest.mark.parametrize("k, c, expected", [(128, 48, (128, 64)), (384, 256, (128, 256)), (256, 384, (256, 128))])
+@pytest.mark.parametrize("k, c, expected", [(128, 48, (128, 64)), (384, 256, (128, 256)), (192, 192, (256, 64)),
+                                             (256, 384, (256, 128))])
 def test_weight_grad_tile_is_picked_by_least_work(k, c, expected):
     """The weight gradient's tile is a rule of the shapes (never timing): conv2's 48 channels per group take
-    64-wide channel blocks, conv3's 384 output channels 128-row tiles, 256 x 384 the largest tile."""
+    64-wide channel blocks, conv3's 384 output channels 128-row tiles, 192 x 192 (conv4) 256x64, 256 x 384 the
+    largest tile."""
     configs = conv.WEIGHT_GRAD_CONFIGS
     args = dict(K_per_group=k, C_per_group=c, R=3, S=3, FLAT_CRS=False)
     chosen = configs.pick(configs.tensor_core, args).kwargs

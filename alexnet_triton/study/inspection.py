@@ -308,8 +308,6 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
                         fitting = launch.configs.fitting(tuple(runtime.for_backend(c, TARGETS[name].gpu.backend)
                                                                for c in launch.candidates),
                                                          launch.operand_bytes, TARGETS[name].shared_per_block)
-                        if launch.configs.pick is not None:
-                            fitting = (launch.configs.pick(fitting, launch.args),)
                         if config not in fitting:  # pruned on this target at launch, as a GPU there would
                             continue
                         if (kernel, name) not in binders:
