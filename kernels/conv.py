@@ -89,7 +89,7 @@ def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     """The weight-gradient tile of least estimated time: tensor-core work including padding (output channels to
     BLOCK_M, each tap's channels or the flat (r, s, c) range to BLOCK_N), times the loop's issue/tensor where that
     exceeds 1. The estimate 50 * (1/BLOCK_M + 1/BLOCK_N) * 64/BLOCK_K bounds this kernel's sm_90 SASS from above
-    (256x128x64: 0.41, 128x256x64: 0.59, 256x64x64: 0.65, 128x128x64: 0.75, 128x64x64: 0.89 at 4 warps).
+    (256x128x64: 0.41, 128x256x64: 0.59, 256x64x64: 0.65, 128x128x64: 0.75, 128x64x64: 1.17).
     Ties go to the earlier tile."""
     def cost(config: triton.Config) -> float:
         m, n, k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
@@ -109,17 +109,19 @@ FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
                                   ("N", "x_sc", "w_sc"))
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
-INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES, _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile,
-                              ("N", "dx_sc", "w_sc"))
+# + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), _INPUT_GRAD_CUDA_CORE,
+                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
 # Not autotuned: among the tiles that fit the GPU, the one of least estimated time (``_least_work``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
 # stages it spilled 8 bytes on sm_80 (torchvision conv4). 256x64 serves 192-channel layers (conv4, conv5 of
-# 2012), 128x64 conv2's 48 channels per group (at 4 warps: 0.89 issue/tensor on sm_90, 1.17 at 8).
+# 2012), 128x64 conv2's 48 channels per group (8 warps: at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but
+# Triton 3.9 spilled it on sm_80).
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
-                      _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 4, 3), _tile(128, 128, 32, 8, 3))
+                      _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
                                ("N", "splits", "x_sc", "dw_sc"), pick=_least_work)
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 64, 32, 4, 2),),
