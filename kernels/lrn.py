@@ -19,14 +19,13 @@ import triton.language as tl
 from . import runtime
 
 # Not autotuned: block sizes follow the channel count (``channel_blocks``). Elements per program (all channels x
-# BLOCK_P pixels): 4096-element tiles took up to 255 registers in the fused LRN + pool kernels and spilled in the
-# LRN backward (sm_90, fp32, Triton 3.7); 2048 compile without spills under Triton 3.6 and 3.7. Under 3.9,
-# 2048-element tiles spilled the fused forward on sm_80 (conv1, bf16, channels_last) and 1024-element ones (spill-
-# free under 3.9 but for the fused backward of conv2 at fp16/bf16 channels_last on sm_90; 512 spilled more) spilled
-# the fused kernels under 3.7 (sm_90, fp32, 256 channels): a per-version value. The interpreter runs fewer, larger
-# programs. kernels/lrn_max_pool.py shares both.
-CONFIGS = runtime.fixed_config(num_warps=8)
-TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 1024 if runtime.TRITON_VERSION >= (3, 9) else 2048
+# BLOCK_P pixels) and warps, per Triton release, each set compiling every AlexNet case without spills on sm_80,
+# sm_90 and gfx942: 2048 at 8 warps for Triton 3.6 and 3.7 (4096 took up to 255 registers in the fused LRN + pool
+# kernels and spilled the LRN backward on sm_90, fp32; 1024 spilled the fused kernels on sm_90, fp32, 256
+# channels); 512 at 4 warps from Triton 3.9 (2048 and 1024 at 8 warps, 1024 at 4 and 512 at 8 each spilled a
+# fused kernel there). The interpreter runs fewer, larger programs. kernels/lrn_max_pool.py shares both.
+CONFIGS = runtime.fixed_config(num_warps=4 if runtime.TRITON_VERSION >= (3, 9) else 8)
+TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 512 if runtime.TRITON_VERSION >= (3, 9) else 2048
 
 
 @triton.jit

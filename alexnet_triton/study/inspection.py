@@ -71,14 +71,12 @@ import torch
 import triton
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource, make_backend
-from triton.runtime.jit import create_function_from_signature
 
 from ..architecture import CONV_LAYERS, ConvLayer
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
 from . import reference_gemm, sass_loop
 from .traffic import H100_SXM_SMS
+from .triton_internals import GPUTarget, Specialiser, compile_for
 
 
 @dataclass(frozen=True)
@@ -291,8 +289,7 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
         raise RuntimeError("compile inspection needs ALEXNET_TRITON_MODE=gpu and TRITON_INTERPRET unset "
                            "before alexnet_triton is imported")
     compilations: dict[tuple, Compilation] = {}
-    backends = {name: make_backend(TARGETS[name].gpu) for name in targets}
-    binders = {}
+    specialisers = {name: Specialiser(TARGETS[name].gpu) for name in targets}
     for op in ops:
         for case, run in OPS[op]():
             if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
@@ -303,26 +300,21 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
             for launch in launches:
                 kernel = launch.kernel
                 for cuda_config in launch.candidates:
-                    for name, backend in backends.items():
+                    for name, specialiser in specialisers.items():
                         config = runtime.for_backend(cuda_config, TARGETS[name].gpu.backend)
                         fitting = launch.configs.fitting(tuple(runtime.for_backend(c, TARGETS[name].gpu.backend)
                                                                for c in launch.candidates),
                                                          launch.operand_bytes, TARGETS[name].shared_per_block)
                         if config not in fitting:  # pruned on this target at launch, as a GPU there would
                             continue
-                        if (kernel, name) not in binders:
-                            binders[kernel, name] = create_function_from_signature(
-                                kernel.signature, kernel.params, backend)
                         kwargs = dict(launch.args, **config.kwargs, num_warps=config.num_warps,
                                       num_stages=config.num_stages)
-                        bound, specialization, options = binders[kernel, name](**kwargs)
-                        options, signature, constexprs, attrs = kernel._pack_args(
-                            backend, kwargs, bound, specialization, options)
+                        signature, constexprs, attrs, options = specialiser.specialise(kernel, kwargs)
                         key = (kernel.fn.__name__, repr(signature), repr(sorted(constexprs.items())),
                                repr(sorted(attrs.items())), runtime.config_name(config), name)
                         if key not in compilations:
                             compilations[key] = Compilation(kernel.fn.__module__, kernel.fn.__name__, signature,
-                                                            constexprs, attrs, options.__dict__, name,
+                                                            constexprs, attrs, options, name,
                                                             runtime.config_name(config))
                         compilations[key].cases.append(case)
     return list(compilations.values())
@@ -410,8 +402,7 @@ def compile_one(job: Compilation) -> dict:
                triton=triton.__version__)
     start = time.perf_counter()
     try:
-        compiled = triton.compile(ASTSource(kernel, job.signature, job.constexprs, job.attrs), target=target.gpu,
-                                  options=job.options)
+        compiled = compile_for(kernel, job.signature, job.constexprs, job.attrs, target.gpu, job.options)
     except Exception as error:  # every failure goes into the table
         return dict(row, status=f"compile error: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     row["compile_s"] = round(time.perf_counter() - start, 2)
