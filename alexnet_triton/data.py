@@ -11,6 +11,7 @@ One entry point for the training script::
     for images, labels in val_loader:           # images [B, 3, S, S], or [B, 10, 3, S, S] with ten_crop
         ...
     train_loader.skipped_samples                # unreadable images dropped so far
+    train_loader.unreadable                     # {path: reason} of each unreadable image met so far
 
 Sources (``make_loaders``):
 - ``data_dir``: ``DIR/train/<class>/*.JPEG`` and ``DIR/val/<class>/*`` read with Pillow in the DataLoader
@@ -26,15 +27,18 @@ workers, the batch size or what ran before. Each epoch's order is a permutation 
 ``set_epoch(epoch, start_batch=k)`` starts it at batch k: 2 steps, a restart and 2 more steps see the same batches
 as 4 steps in one run. Call ``set_epoch`` before every epoch (otherwise an epoch's order repeats).
 
-Unreadable images (corrupt, truncated, not an image) are dropped from their batch with a warning and counted in
-``ResumableLoader.skipped_samples``; a batch loses those samples (it is skipped if none is left), and the run goes
-on. Batch positions for ``start_batch`` count the sampler's batches, skipped ones included.
+Unreadable images (corrupt, truncated, not an image) are dropped from their batch, counted in
+``ResumableLoader.skipped_samples`` and listed with the reason in ``ResumableLoader.unreadable`` (whichever
+process read them; the caller reports them); a batch loses those samples (it is skipped if none is left), and
+the run goes on. Batch positions for ``start_batch`` count the sampler's batches, skipped ones included.
+
+A data source that cannot be used as given (missing or empty directory, a class only in val, fewer samples than
+one batch, contradicting arguments) raises ``DataError``, a ValueError whose message names the path or value.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from tqdm import tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +57,17 @@ PCA_EIGENVECTORS = torch.tensor([[-0.5675, 0.7192, 0.4009],
                                  [-0.5808, -0.0045, -0.8140],
                                  [-0.5836, -0.6948, 0.4203]])
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A data source that cannot be used as given; the message names the path or value."""
+
+
+class Unreadable(NamedTuple):
+    """What ``ImageFolderDataset`` returns for a file it cannot read (``collate_skipping`` drops it)."""
+
+    path: str
+    reason: str
 
 
 class SampleKey(NamedTuple):
@@ -116,7 +132,7 @@ class _Transform:
 
     def __init__(self, input_size: int, resize: int, mean: Sequence[float], std: Sequence[float]):
         if input_size > resize:
-            raise ValueError(f"crop size {input_size} is larger than the resize target {resize} (shorter side)")
+            raise DataError(f"crop size {input_size} is larger than the resize target {resize} (shorter side)")
         self.input_size, self.resize, self.mean, self.std = input_size, resize, tuple(mean), tuple(std)
 
 
@@ -165,7 +181,7 @@ class EvalTransform(_Transform):
 
 class ImageFolderDataset(Dataset):
     """``root/split/<class>/<image>``; item ``SampleKey(epoch, index)`` -> (transform(image, generator), label),
-    or None when the file cannot be read (with a warning; ``collate_skipping`` drops it).
+    or ``Unreadable(path, reason)`` when the file cannot be read (``collate_skipping`` drops it).
 
     classes: the class names, in label order; default the sorted subdirectories. Give the training set's
     classes for the validation split: a class directory that is not among them is an error.
@@ -176,33 +192,32 @@ class ImageFolderDataset(Dataset):
                  classes: Sequence[str] | None = None):
         directory = Path(root) / split
         if not directory.is_dir():
-            raise FileNotFoundError(f"image directory {directory} not found (expected {Path(root)}/{split}/<class>/)")
+            raise DataError(f"image directory {directory} not found (expected {Path(root)}/{split}/<class>/)")
         found = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
         self.classes = list(found if classes is None else classes)
         label_of = {name: label for label, name in enumerate(self.classes)}
         unknown = [name for name in found if name not in label_of]
         if unknown:
-            raise ValueError(f"class directory {directory / unknown[0]} has no counterpart among the "
+            raise DataError(f"class directory {directory / unknown[0]} has no counterpart among the "
                              f"{len(self.classes)} training classes ({len(unknown)} such classes in {directory})")
         self.samples = [(entry.path, label_of[name]) for name in found
                         for entry in sorted(os.scandir(directory / name), key=lambda entry: entry.name)
                         if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)]
         if not self.samples:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class directories of {directory}")
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class directories of {directory}")
         self.transform, self.seed = transform, seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: SampleKey | int) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: SampleKey | int) -> tuple[torch.Tensor, int] | Unreadable:
         epoch, index = _unpack(key)
         path, label = self.samples[index]
         try:
             with Image.open(path) as file:
                 image = file.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
-            return None
+            return Unreadable(path, str(error))
         return self.transform(image, _generator(self.seed, epoch, index)), label
 
 
@@ -232,16 +247,17 @@ SHAPES = {
 
 
 def draw_shapes(num_classes: int, size: int, count: int, seed: int, noise: float = 0.05,
-                chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                chunk: int = 512, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` images of the first ``num_classes`` SHAPES -> (images [count, 3, size, size] uint8,
     labels [count] int64, balanced to within one).
 
     Each shape spans 40-80% of the image (aspect ratio 0.8-1.25) at a random position; foreground and
     background colours are uniform RGB, independent of the class, apart by 0.3-0.7 per channel (cyclically);
-    Gaussian pixel noise of std ``noise``. Same arguments -> bitwise the same tensors.
+    Gaussian pixel noise of std ``noise``. Same arguments -> bitwise the same tensors. ``progress``: a progress
+    bar (stderr) over the chunks of ``chunk`` images.
     """
     if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"num_classes must be in [2, {len(SHAPES)}], got {num_classes}")
+        raise DataError(f"num_classes must be in [2, {len(SHAPES)}], got {num_classes}")
     generator = torch.Generator().manual_seed(seed)
     uniform = lambda *shape: torch.rand(*shape, generator=generator)
     labels = (torch.arange(count) % num_classes)[torch.randperm(count, generator=generator)]
@@ -254,7 +270,8 @@ def draw_shapes(num_classes: int, size: int, count: int, seed: int, noise: float
     foreground = (background + 0.3 + 0.4 * uniform(count, 3)) % 1
     pixel_centres = torch.arange(size, dtype=torch.float32) + 0.5
     images = torch.empty(count, 3, size, size, dtype=torch.uint8)
-    for start in range(0, count, chunk):
+    for start in tqdm(range(0, count, chunk), desc=f"drawing {count} shapes", unit="chunk", leave=False,
+                      disable=not progress or count <= chunk):
         part = slice(start, start + chunk)
         u = (pixel_centres.view(1, 1, size) - centre_x[part].view(-1, 1, 1)) / half_x[part].view(-1, 1, 1)
         v = (pixel_centres.view(1, size, 1) - centre_y[part].view(-1, 1, 1)) / half_y[part].view(-1, 1, 1)
@@ -273,8 +290,8 @@ class ProceduralShapes(Dataset):
     float32 normalised with mean/std, label int). Takes ``SampleKey`` or plain indices; no augmentation."""
 
     def __init__(self, num_classes: int = 8, size: int = 67, count: int = 2000, seed: int = 0,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        self.images, self.labels = draw_shapes(num_classes, size, count, seed)
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, progress: bool = False):
+        self.images, self.labels = draw_shapes(num_classes, size, count, seed, progress=progress)
         self.classes = list(SHAPES)[:num_classes]
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -343,17 +360,18 @@ class ResumableSampler(Sampler):
         return len(self.order(self.epoch)) - self.start
 
 
-def collate_skipping(samples: list[tuple[torch.Tensor, int] | None]):
-    """Batch the readable samples -> (images [B', ...], labels [B'] int64, number dropped); (None, None, n)
-    when none is readable."""
-    readable = [sample for sample in samples if sample is not None]
+def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable]):
+    """Batch the readable samples -> (images [B', ...], labels [B'] int64, the ``Unreadable`` ones); (None, None,
+    unreadable) when none is readable."""
+    readable = [sample for sample in samples if not isinstance(sample, Unreadable)]
     images, labels = default_collate(readable) if readable else (None, None)
-    return images, labels, len(samples) - len(readable)
+    return images, labels, [sample for sample in samples if isinstance(sample, Unreadable)]
 
 
 class ResumableLoader(DataLoader):
-    """DataLoader over a ``ResumableSampler`` that yields (images, labels) without the unreadable samples and
-    counts them in ``skipped_samples``. Workers persist across epochs; augmentation does not depend on them."""
+    """DataLoader over a ``ResumableSampler`` that yields (images, labels) without the unreadable samples, counts
+    them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``. Workers persist across epochs;
+    augmentation does not depend on them."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
                  drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None):
@@ -364,14 +382,16 @@ class ResumableLoader(DataLoader):
                          num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory,
                          drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
+        self.unreadable: dict[str, str] = {}
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Next iteration: ``epoch``'s batches from batch ``start_batch`` on (the ones a resumed run has not seen)."""
         self.sampler.set_epoch(epoch, start_batch * self.batch_size)
 
     def __iter__(self):
-        for images, labels, skipped in super().__iter__():
-            self.skipped_samples += skipped
+        for images, labels, unreadable in super().__iter__():
+            self.skipped_samples += len(unreadable)
+            self.unreadable.update(unreadable)
             if labels is not None:
                 yield images, labels
 
@@ -379,7 +399,7 @@ class ResumableLoader(DataLoader):
 def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False, input_size: int, batch_size: int,
                  workers: int = 0, seed: int = 0, resize: int = 256, ten_crop: bool = False, lighting: float = 0.1,
                  num_classes: int | None = None, train_count: int = 2000, val_count: int = 500,
-                 pin_memory: bool = False, shard: tuple[int, int] | None = None
+                 pin_memory: bool = False, shard: tuple[int, int] | None = None, progress: bool = False
                  ) -> tuple[ResumableLoader, ResumableLoader, int]:
     """-> (train_loader, val_loader, num_classes); see the module docstring.
 
@@ -389,25 +409,26 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     data_dir: ImageNet-style folders (``resize``, ``lighting``, ``ten_crop`` apply); None: ``ProceduralShapes``
     (num_classes default 8) or with ``synthetic`` ``SyntheticTensors`` (default 1000), ``train_count`` and
     ``val_count`` images of ``input_size``. Training batches are full (the last partial one is dropped).
+    progress: a progress bar while the shapes are drawn.
     """
     if data_dir is not None:
         if synthetic or num_classes is not None:
-            raise ValueError(f"data directory {data_dir}: synthetic/num_classes apply only without a data directory")
+            raise DataError(f"data directory {data_dir}: synthetic/num_classes apply only without a data directory")
         train = ImageFolderDataset(data_dir, "train", TrainTransform(input_size, resize, lighting), seed=seed)
         val = ImageFolderDataset(data_dir, "val", EvalTransform(input_size, resize, ten_crop), classes=train.classes)
         num_classes = len(train.classes)
     elif ten_crop:
-        raise ValueError("ten_crop needs a data directory: the generated images are already input_size")
+        raise DataError("ten_crop needs a data directory: the generated images are already input_size")
     elif synthetic:
         num_classes = num_classes or 1000
         train, val = (SyntheticTensors(count, input_size, num_classes, mix_seed(seed, split))
                       for split, count in enumerate((train_count, val_count)))
     else:
         num_classes = num_classes or 8
-        train, val = (ProceduralShapes(num_classes, input_size, count, mix_seed(seed, split))
+        train, val = (ProceduralShapes(num_classes, input_size, count, mix_seed(seed, split), progress=progress)
                       for split, count in enumerate((train_count, val_count)))
     if len(train) < batch_size:
-        raise ValueError(f"the training set has {len(train)} samples, fewer than one batch of {batch_size}")
+        raise DataError(f"the training set has {len(train)} samples, fewer than one batch of {batch_size}")
     loader = lambda dataset, train: ResumableLoader(dataset, batch_size, shuffle=train, seed=seed, workers=workers,
                                                     drop_last=train, pin_memory=pin_memory,
                                                     shard=shard if train else None)

@@ -22,23 +22,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .architecture import CONV_LAYERS
+from .architecture import (
+    DROPOUT,
+    INPUT_SIZES,
+    LRN,
+    NUM_CLASSES,
+    PAPER_BIAS_ONE,
+    PAPER_INIT_STD,
+    POOL,
+    Shaped,
+    check_variant,
+    shaped,
+)
+from .architecture import VARIANTS as VARIANTS  # re-exported: the model's choices
 
-VARIANTS = ("2012", "torchvision")
 BACKENDS = ("triton", "torch")
 INITS = ("paper", "kaiming", "torch")
-INPUT_SIZES = {"2012": 227, "torchvision": 224}
-FC_WIDTH = 4096
-# The 2012 net's LRN in PyTorch's convention (alpha divided by size, like Caffe and cuDNN): the paper's
-# literal alpha = 1e-4 without that division would be alpha = 5e-4 here.
-LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-# Paper initialisation: these layers start with bias 1, the others with 0.
-PAPER_BIAS_ONE = {"2012": ("features.4", "features.10", "features.12", "classifier.0", "classifier.3"),
-                  "torchvision": ("features.3", "features.8", "features.10", "classifier.1", "classifier.4")}
 
 
-def _pooled(size: int) -> int:
-    return (size - 3) // 2 + 1
+def _module(layer: Shaped, dropout: float) -> nn.Module:
+    """The torch.nn module of one sized layer of the network table (not flatten or avgpool)."""
+    kind, conv = layer.layer.kind, layer.layer.conv
+    if kind == "conv":
+        return nn.Conv2d(layer.inputs, layer.outputs, conv.kernel, conv.stride, conv.padding, groups=conv.groups)
+    if kind == "linear":
+        return nn.Linear(layer.inputs, layer.outputs)
+    return {"relu": lambda: nn.ReLU(inplace=True), "lrn": lambda: nn.LocalResponseNorm(**LRN),
+            "pool": lambda: nn.MaxPool2d(**POOL), "dropout": lambda: nn.Dropout(dropout)}[kind]()
 
 
 def _take(layers: list[nn.Module], kind: type) -> nn.Module | None:
@@ -60,43 +70,28 @@ class AlexNet(nn.Module):
     precision: "ieee" (exact fp32 products) or "tf32", for the Triton convs and linears.
     """
 
-    def __init__(self, variant: str = "2012", num_classes: int = 1000, backend: str = "triton", width: float = 1.0,
-                 input_size: int | None = None, dropout: float = 0.5, init: str = "paper",
+    def __init__(self, variant: str = "2012", num_classes: int = NUM_CLASSES, backend: str = "triton",
+                 width: float = 1.0, input_size: int | None = None, dropout: float = DROPOUT, init: str = "paper",
                  precision: str = "ieee"):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"AlexNet: variant must be one of {VARIANTS}, got {variant!r}")
+        check_variant(variant)
         if init not in INITS:
             raise ValueError(f"AlexNet: init must be one of {INITS}, got {init!r}")
         self.variant, self.input_size = variant, input_size or INPUT_SIZES[variant]
         self.backend = backend
         self.precision = precision
-        convs = [self._conv(layer, width) for layer in CONV_LAYERS[variant]]
-        size = self._map_size(convs)
-        fc = max(1, round(FC_WIDTH * width))
-        if variant == "2012":
-            self.features = nn.Sequential(
-                convs[0], nn.ReLU(inplace=True), nn.LocalResponseNorm(**LRN), nn.MaxPool2d(3, 2),
-                convs[1], nn.ReLU(inplace=True), nn.LocalResponseNorm(**LRN), nn.MaxPool2d(3, 2),
-                convs[2], nn.ReLU(inplace=True), convs[3], nn.ReLU(inplace=True), convs[4], nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2))
-            self.avgpool = nn.Identity()
-            self.classifier = nn.Sequential(
-                nn.Linear(convs[4].out_channels * size * size, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(fc, num_classes))
-        else:
-            self.features = nn.Sequential(
-                convs[0], nn.ReLU(inplace=True), nn.MaxPool2d(3, 2), convs[1], nn.ReLU(inplace=True),
-                nn.MaxPool2d(3, 2), convs[2], nn.ReLU(inplace=True), convs[3], nn.ReLU(inplace=True), convs[4],
-                nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
-            # torchvision pools adaptively to 6x6; here to the map's own size, so the pool is an identity
-            # (224 input: 6x6 as in torchvision) and the Triton path needs no average-pool kernel.
-            self.avgpool = nn.AdaptiveAvgPool2d((size, size))
-            self.classifier = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(convs[4].out_channels * size * size, fc), nn.ReLU(inplace=True),
-                nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Linear(fc, num_classes))
+        features, classifier, avgpool, by_name = [], [], nn.Identity(), {}
+        for layer in shaped(variant, width, num_classes, self.input_size):
+            if layer.layer.kind == "avgpool":
+                # torchvision pools adaptively to 6x6; here to the map's own size, so the pool is an identity
+                # (224 input: 6x6 as in torchvision) and the Triton path needs no average-pool kernel.
+                avgpool = nn.AdaptiveAvgPool2d((layer.side, layer.side))
+            elif layer.layer.kind != "flatten":
+                module = by_name[layer.layer.name] = _module(layer, dropout)
+                (classifier if layer.side == 0 else features).append(module)
+        self.features, self.avgpool, self.classifier = nn.Sequential(*features), avgpool, nn.Sequential(*classifier)
         if init != "torch":
-            self._initialise(init)
+            self._initialise(init, by_name)
         self._triton_steps = self._fuse(list(self.features)) + [self._flatten] + self._fuse(list(self.classifier))
 
     @property
@@ -110,32 +105,13 @@ class AlexNet(nn.Module):
         self._backend = backend
 
     @staticmethod
-    def _conv(layer, width: float) -> nn.Conv2d:
-        def scaled(channels: int) -> int:
-            return channels if channels == 3 else max(layer.groups, round(channels * width / layer.groups)
-                                                      * layer.groups)
-        return nn.Conv2d(scaled(layer.in_channels), scaled(layer.out_channels), layer.kernel, layer.stride,
-                         layer.padding, groups=layer.groups)
-
-    def _map_size(self, convs: list[nn.Conv2d]) -> int:
-        """Side of the map after pool5 for this input size; ValueError if the input is too small."""
-        size = self.input_size
-        for index, conv in enumerate(convs):
-            size = (size + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-            if index in (0, 1, 4):
-                size = _pooled(size)
-            if size < 1:
-                raise ValueError(f"AlexNet: input_size {self.input_size} is too small for the {self.variant} net "
-                                 f"(the map vanishes after conv{index + 1})")
-        return size
-
-    def _initialise(self, init: str) -> None:
-        for name, module in self.named_modules():
+    def _initialise(init: str, by_name: dict[str, nn.Module]) -> None:
+        for name, module in by_name.items():
             if not isinstance(module, nn.Conv2d | nn.Linear):
                 continue
             if init == "paper":
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.constant_(module.bias, 1.0 if name in PAPER_BIAS_ONE[self.variant] else 0.0)
+                nn.init.normal_(module.weight, 0.0, PAPER_INIT_STD)
+                nn.init.constant_(module.bias, 1.0 if name in PAPER_BIAS_ONE else 0.0)
             else:
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
@@ -149,8 +125,8 @@ class AlexNet(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 relu = _take(layers, nn.ReLU) is not None
                 steps.append(lambda x, conv=layer, relu=relu: ops.conv2d(
-                    x, conv.weight.to(x.dtype), conv.bias.to(x.dtype), conv.stride, conv.padding, conv.groups, relu,
-                    self.precision))
+                    x, conv.weight.to(x.dtype), conv.bias.to(x.dtype), conv.stride, conv.padding, conv.dilation,
+                    conv.groups, relu=relu, precision=self.precision))
             elif isinstance(layer, nn.LocalResponseNorm) and (pool := _take(layers, nn.MaxPool2d)) is not None:
                 steps.append(lambda x, lrn=layer, pool=pool: ops.lrn_max_pool2d(
                     x, lrn.size, lrn.alpha, lrn.beta, lrn.k, pool.kernel_size, pool.stride, pool.padding))

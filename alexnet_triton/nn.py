@@ -8,53 +8,72 @@ from . import ops
 
 
 class Conv2d(torch.nn.Conv2d):
-    """``torch.nn.Conv2d`` (same parameters and state_dict) computed by the Triton conv kernels.
+    """``torch.nn.Conv2d`` (same arguments, parameters and state_dict) computed by the Triton conv kernels.
 
-    relu: fuse a ReLU into the convolution's epilogue. precision: "ieee" or "tf32".
-    Dilation other than 1, string padding and non-zero padding modes are not supported.
+    relu: fuse a ReLU into the convolution's epilogue. precision: "ieee" or "tf32". padding_mode must be
+    "zeros": the others would pad a copy of the input outside the kernels.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
                  relu: bool = False, precision: str = "ieee"):
-        if isinstance(padding, str):
-            raise ValueError(f"Conv2d: string padding {padding!r} is not supported; give ints")
-        if dilation not in (1, (1, 1)):
-            raise ValueError(f"Conv2d: dilation {dilation!r} is not supported (only 1)")
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported (only 'zeros')")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
+        if padding_mode != "zeros":
+            raise NotImplementedError(
+                f"Conv2d: padding_mode {padding_mode!r} is not supported (only 'zeros'); pad the input yourself, "
+                f"F.pad(x, {list(self._reversed_padding_repeated_twice)}, mode={padding_mode!r}), and use "
+                "padding=0")
         self.relu = relu
         self.precision = precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.relu,
-                          self.precision)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                          relu=self.relu, precision=self.precision)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` computed by the Triton max-pool kernels (dilation 1, ceil_mode=False)."""
+    """``torch.nn.MaxPool2d`` (every constructor argument) computed by the Triton max-pool kernels."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False):
-        if dilation not in (1, (1, 1)) or return_indices or ceil_mode:
-            raise ValueError("MaxPool2d: dilation, return_indices and ceil_mode are not supported "
-                             f"(got {dilation!r}, {return_indices!r}, {ceil_mode!r})")
-        super().__init__(kernel_size, stride, padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+    def forward(self, input: torch.Tensor):
+        return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                              self.return_indices)
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):
-    """``torch.nn.LocalResponseNorm`` (odd sizes) computed by the Triton LRN kernels."""
+    """``torch.nn.LocalResponseNorm`` computed by the Triton LRN kernels (k > 0 and alpha >= 0)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return ops.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+
+class Linear(torch.nn.Linear):
+    """``torch.nn.Linear`` (same parameters and state_dict) computed by the Triton linear kernels.
+
+    relu: fuse a ReLU into the epilogue. precision: "ieee" or "tf32".
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
+                 relu: bool = False, precision: str = "ieee"):
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.relu = relu
+        self.precision = precision
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return ops.linear(input, self.weight, self.bias, self.relu, precision=self.precision)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"
+
+
+class Dropout(torch.nn.Dropout):
+    """``torch.nn.Dropout`` computed by the Triton dropout kernel (its mask from a seed drawn per call)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return ops.dropout(input, self.p, self.training, self.inplace)
 
 
 class LRNMaxPool2d(torch.nn.Module):
@@ -76,3 +95,12 @@ class LRNMaxPool2d(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")
+
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """``torch.nn.CrossEntropyLoss`` (same constructor arguments and state_dict) computed by the Triton
+    cross-entropy kernels."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ops.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                                 reduction=self.reduction, label_smoothing=self.label_smoothing)

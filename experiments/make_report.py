@@ -3,8 +3,10 @@ write reports/README.md.
 
 Each analysis runs as its own script, in a fresh process (the compile inspection needs its own execution mode):
   inspection  experiments/inspect_kernels.py   ~15 min on 2 cores (sm_80, sm_90, gfx942)
-  memory      experiments/memory.py            saved-for-backward bytes per image, both variants
-  traffic     experiments/traffic.py           launches and bytes of one training step
+  memory      experiments/memory.py            saved-for-backward bytes per image, both variants, Triton vs eager vs
+                                               torch.compile (its partition, no code generation; ~1 min)
+  traffic     experiments/traffic.py           launches and bytes of one training step, Triton vs eager vs
+                                               torch.compile (C++ code generated for the CPU target; ~10 min)
   roofline    experiments/roofline.py          the model, with the measured points of benchmarks/layers.csv if any
   training    experiments/train.py, default CPU run (forced into the interpreter: the same 2-3 minute run on a
               GPU machine), copied to reports/training/
@@ -13,7 +15,7 @@ kernels/issue_per_tensor.png and kernels/conv_lower_bound.csv (alexnet_triton.st
 the measured p50 of reports/benchmarks/layers.csv beside each bound where GPU rows exist.
 GPU benchmarks are never run here: experiments/gpu_study.py runs them, then this script.
 
-    python experiments/make_report.py                            # everything (~20 min on a 2-core CPU)
+    python experiments/make_report.py                            # everything (~25 min on a 2-core CPU)
     python experiments/make_report.py --reuse inspection training  # keep those outputs, rerun the rest
     python experiments/make_report.py --reuse all                # only reports/README.md (and benchmark figures)
     python experiments/make_report.py --benchmarks DIR           # merge a gpu_study.py folder, redraw, rebuild
@@ -27,6 +29,7 @@ by --rerun.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -45,12 +48,13 @@ from alexnet_triton.study.benchmark_plots import read_benchmarks
 from alexnet_triton.study.loop_model import write_loop_outputs
 from alexnet_triton.study.report import write_report
 from alexnet_triton.study.roofline import gpu_named, plot_roofline, roofline_table
+from alexnet_triton.training import held_out_line
 
 REPORTS = REPO / "reports"
 EXPERIMENTS = REPO / "experiments"
 ANALYSES = {"inspection": "inspect_kernels.py", "memory": "memory.py", "traffic": "traffic.py",
             "roofline": "roofline.py"}
-TRAINING_FILES = ("metrics.csv", "curves.png")
+TRAINING_FILES = ("metrics.csv", "curves.png", "result.json")
 STUDY_FILES = ("summary.txt", "correctness.csv", "model.csv", "layers.csv")
 
 
@@ -89,21 +93,23 @@ def run_training(out: Path) -> int:
                                 env=environment, stdout=subprocess.PIPE, text=True)
         wall = time.perf_counter() - started
         print(result.stdout, end="")
-        held_out = [line for line in result.stdout.splitlines() if line.startswith("held-out:")]
-        if result.returncode or not held_out:
-            return result.returncode or 1
+        if result.returncode:
+            return result.returncode
         out.mkdir(parents=True, exist_ok=True)
         for name in TRAINING_FILES:
             shutil.copy2(Path(run_dir) / name, out / name)
-    result_line = held_out[-1].split("; run directory")[0]  # the run directory was temporary
-    (out / "held_out.txt").write_text(f"$ python experiments/train.py   # {wall:.0f} s wall on {os.cpu_count()} CPU "
-                                      f"cores ({platform.processor() or platform.machine()})\n{result_line}\n")
+    final = json.loads((out / "result.json").read_text())
+    (out / "held_out.txt").write_text(
+        f"$ python experiments/train.py   # {wall:.0f} s wall on {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()})\n"
+        f"{held_out_line(final, final['num_classes'], final['skipped'], final['training_s'])}\n")
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    summary, _, details = __doc__.partition("\n\n")  # the first paragraph, then the rest: each printed once
+    parser = argparse.ArgumentParser(description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=details)
     parser.add_argument("--reuse", nargs="+", default=[], choices=[*ANALYSES, "training", "all"],
                         help="keep these analyses' committed outputs instead of rerunning them")
     parser.add_argument("--benchmarks", type=Path, metavar="DIR", help="merge this gpu_study.py output folder")

@@ -3,80 +3,171 @@
     python experiments/train.py                      # CPU: scaled-down 2012 net, built-in shapes, ~3 min
     python experiments/train.py --data ~/imagenet    # ImageFolder layout: DIR/train/<class>/*.JPEG, DIR/val/...
     torchrun --nproc_per_node 8 experiments/train.py --data ~/imagenet --amp bf16 --channels-last
+    python experiments/train.py --resume --out runs/2012-20260101-120000 --epochs 120
 
-With no GPU the Triton kernels run in Triton's CPU interpreter, and the defaults
-become a preset that fits that: the 2012 topology at width 1/8 on 67x67 images
-of the built-in shapes dataset. On a GPU the defaults are the paper's full-size
-setup (batch 128, lr 0.01, momentum 0.9, weight decay 5e-4, 90 epochs, lr / 10
-when the validation loss stalls). Outputs go to --out: checkpoint.pt,
-metrics.csv, curves.png.
+Two presets of defaults: with a GPU, the paper's full-size setup (batch 128, lr 0.01, momentum 0.9, weight decay
+5e-4, 90 epochs, lr / 10 when the validation loss stalls); without one (the Triton kernels then run in Triton's
+CPU interpreter), the 2012 topology at width 1/8 on 67x67 images, sized to train in minutes, also with --data or
+--synthetic. A flag overrides its preset value; the first line printed is the effective run. Each run gets its
+own directory (--out, default a fresh one under runs/) holding checkpoint.pt (with the run's config and the
+versions that wrote it), metrics.csv, curves.png and result.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import fields
 
-import _checkout  # noqa: F401  (the checkout's package first)
+try:  # Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly as later on
+    import argparse
+    import os
+    from dataclasses import fields, replace
+    from pathlib import Path
 
-from alexnet_triton.kernels import runtime
-from alexnet_triton.training import NonFiniteLoss, Run, RunConfig
+    import _checkout  # noqa: F401  (the checkout's package first)
 
-# The CPU preset: what the interpreter can train in about three minutes on two cores.
-# Two classes (horizontal vs vertical stripes, random colours and placement): the interpreter trains ~4
-# images/s, and the 8-class task needs thousands of images (see the README).
-CPU_PRESET = dict(width=0.125, input_size=67, num_classes=2, batch_size=16, lr=0.005, epochs=1, train_count=640,
-                  val_count=128, dropout=0.0, init="kaiming", schedule="step", step_epochs=1,
-                  out="runs/cpu-default")
-GPU_PRESET = dict(init="kaiming", out="runs/alexnet", channels_last=True)
+    from alexnet_triton.data import DataError
+    from alexnet_triton.training import (
+        RUN_FILES,
+        ConfigError,
+        NonFiniteLoss,
+        Run,
+        RunConfig,
+        default_preset,
+        fresh_run_directory,
+        held_out_line,
+        read_checkpoint,
+    )
+except KeyboardInterrupt:
+    print("interrupted during start-up: nothing was saved", file=sys.stderr)
+    sys.exit(130)
+
+# Option types by the RunConfig field's annotation.
+OPTION_TYPES = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int}
 
 
-def parse_args(argv=None) -> tuple[RunConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("--variant", choices=["2012", "torchvision"])
-    add("--backend", choices=["triton", "torch"], help="triton: this project's kernels; torch: the PyTorch reference")
-    add("--data", help="ImageFolder root with train/ and val/ (default: the built-in shapes dataset)")
-    add("--synthetic", action="store_true", default=None, help="random tensors, for throughput runs")
-    add("--epochs", type=int)
-    add("--max-steps", type=int, help="stop after this many steps in total")
-    add("--batch-size", type=int, help="global batch (split across torchrun ranks)")
-    add("--lr", type=float)
-    add("--momentum", type=float)
-    add("--weight-decay", type=float)
-    add("--schedule", choices=["step", "plateau"], help="lr / 10 every --step-epochs, or when val loss stalls")
-    add("--step-epochs", type=int)
-    add("--patience", type=int, help="plateau: epochs without improvement before lr / 10")
-    add("--amp", choices=["off", "bf16", "fp16"], help="mixed precision (GPU only)")
-    add("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    add("--seed", type=int)
-    add("--out", help="run directory")
-    add("--width", type=float, help="channel multiplier (a scaled-down copy of the topology)")
-    add("--input-size", type=int)
-    add("--num-classes", type=int, help="classes of the built-in or synthetic dataset")
-    add("--train-count", type=int, help="training images of the built-in or synthetic dataset")
-    add("--val-count", type=int)
-    add("--dropout", type=float)
-    add("--init", choices=["paper", "kaiming", "torch"])
-    add("--precision", choices=["ieee", "tf32"], help="fp32 matmuls of the Triton path")
-    add("--workers", type=int, help="DataLoader worker processes")
-    add("--ten-crop", action="store_true", default=None, help="evaluate on 10 crops (with --data)")
-    add("--checkpoint-every", type=int, help="steps between checkpoints (default: each epoch)")
-    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    add("--eval-only", action="store_true", help="evaluate the checkpoint in --out and exit")
-    args = parser.parse_args(argv)
-    preset = CPU_PRESET if runtime.INTERPRETER and args.data is None and not args.synthetic else GPU_PRESET
-    chosen = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
-    return RunConfig(**{**preset, **chosen}), args
+def flag(name: str) -> str:
+    """RunConfig field -> its command-line flag: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value) -> str:
+    return "none" if value is None or value == "" else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One option per RunConfig field (type, choices, help and the defaults of both presets from the field), and
+    the run actions --resume, --eval-only, --overwrite."""
+    resumable = ", ".join(flag(name) for name in RunConfig.resumable())
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{__doc__.split(chr(10) * 2, 1)[1]}\nThis machine uses the {default_preset()} preset. Flags that "
+               f"may differ from the checkpoint on --resume or --eval-only: {resumable}; any other flag must "
+               "match it (or be left out).")
+    cpu = RunConfig.preset("cpu")
+    for field in fields(RunConfig):
+        meta, gpu_default, cpu_default = field.metadata, field.default, getattr(cpu, field.name)
+        default = (f"GPU {_shown(gpu_default)}, CPU {_shown(cpu_default)}" if cpu_default != gpu_default else
+                   _shown(gpu_default))
+        help_text = f"{meta['help']} (default: {default})".replace("%", "%%")
+        if field.type == "bool":
+            parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag(field.name), type=OPTION_TYPES[field.type], choices=meta["choices"],
+                                default=None, help=help_text)
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    actions.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out and exit")
+    actions.add_argument("--overwrite", action="store_true",
+                         help="start afresh in an --out that holds another run (its files are replaced)")
+    return parser
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The RunConfig fields set on the command line (a data path made absolute)."""
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    if "data" in given:
+        given["data"] = str(Path(given["data"]).expanduser().resolve())
+    return given
+
+
+def resumed_config(given: dict, action: str) -> tuple[RunConfig, dict]:
+    """(config, checkpoint) of the run in --out, with the resumable flags applied; ConfigError for a flag that
+    contradicts the checkpoint, naming both values."""
+    if "out" not in given:
+        raise ConfigError(f"{action} needs --out RUN_DIR (the run directory)")
+    checkpoint = read_checkpoint(given["out"], action)
+    saved = RunConfig(**checkpoint["config"])
+    for name, value in given.items():
+        if name not in RunConfig.resumable() and value != getattr(saved, name):
+            raise ConfigError(
+                f"{flag(name)} {_shown(value)} contradicts the checkpoint's {flag(name)} "
+                f"{_shown(getattr(saved, name))} ({Path(given['out']) / 'checkpoint.pt'}); leave it out, or start "
+                f"a new run (flags that may change: {', '.join(flag(n) for n in RunConfig.resumable())})")
+    return replace(saved, **given), checkpoint
+
+
+def fresh_config(given: dict, overwrite: bool) -> RunConfig:
+    """The preset with the given flags; a fresh --out, or the given one if it holds no run (or --overwrite)."""
+    config = RunConfig.preset(default_preset(), **given)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if not config.out:
+        return replace(config, out=fresh_run_directory(config.variant, create=is_main))
+    taken = [name for name in RUN_FILES if (Path(config.out) / name).exists()]
+    if taken and not overwrite:
+        raise ConfigError(f"--out {config.out} already holds a run ({', '.join(taken)}); continue it with --resume, "
+                          "replace it with --overwrite, or choose another --out")
+    if is_main:
+        for name in taken:
+            (Path(config.out) / name).unlink()
+    return config
+
+
+def _held_out_line(run: Run, metrics: dict, training: bool) -> str:
+    if training:
+        return f"{held_out_line(metrics, run.num_classes, run.skipped, run.elapsed)}; run directory {run.out}"
+    return f"{held_out_line(metrics, run.num_classes)}; run directory {run.out}"
 
 
 def main(argv=None) -> int:
-    config, args = parse_args(argv)
-    run = Run(config, resume=args.resume or args.eval_only)
+    """The command line; 2 with one "error: ..." line for a user mistake, 130 after Ctrl-C, 1 for a NaN loss."""
+    try:
+        return _main(argv)
+    except (ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    given = _given(args)
+    action = "--resume" if args.resume else "--eval-only" if args.eval_only else None
+    try:
+        if action:
+            config, checkpoint = resumed_config(given, action)
+        else:
+            config, checkpoint = fresh_config(given, args.overwrite), None
+        config.check()
+        run = Run(config, checkpoint)
+    except KeyboardInterrupt:
+        print("interrupted during start-up: nothing was saved", file=sys.stderr)
+        return 130
+    if run.is_main:
+        origin = f"preset {default_preset()}" if action is None else f"checkpoint of step {run.global_step}"
+        print(f"{run.describe()}; {origin}; run directory {run.out}", flush=True)
     if args.eval_only:
-        metrics = run.evaluate()
+        try:
+            metrics = run.evaluate()
+        except KeyboardInterrupt:
+            print("interrupted during evaluation: nothing to save", file=sys.stderr)
+            return 130
+    elif run.finished:
+        if run.is_main:
+            print(f"the run in {run.out} is finished (step {run.global_step} of {run.total_steps}): nothing to do, "
+                  f"nothing changed; raise --epochs or --max-steps to train on")
+        return 0
     else:
         try:
             metrics = run.train()
@@ -86,10 +177,7 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     if run.is_main:
-        classes = run.model.classifier[-1].out_features
-        print(f"held-out: loss {metrics['val_loss']:.4f}, top-1 {metrics['val_top1']:.3f}, "
-              f"top-5 {metrics['val_top5']:.3f} (chance top-1 {1 / classes:.3f}); "
-              f"training time {run.elapsed:.0f} s; run directory {run.out}")
+        print(_held_out_line(run, metrics, training=not args.eval_only))
     return 0
 
 

@@ -2,15 +2,20 @@
 weight grad.
 
 Notation: x [N, C, H, W], weight [K, C/G, R, S], y [N, K, OH, OW], G groups;
-per group the GEMM is (N*OH*OW) x (K/G) x (C/G*R*S). All tensors are indexed
+per group the GEMM is (N*OH*OW) x (K/G) x (C/G*R*S). Filter tap (r, s) of
+output pixel (oh, ow) reads x at (oh * stride_h - pad_h + r * dilation_h,
+ow * stride_w - pad_w + s * dilation_w); pad_h, pad_w are the padding above
+and left of x, the padding below and right enters only through OH, OW (so
+padding="same" with an odd total needs nothing else). All tensors are indexed
 through their strides, so NCHW and channels_last inputs both work; outputs
 take the input's memory format, weight gradients the weight's. Accumulation is
 fp32 (fp64 for float64 inputs, which exist to run gradcheck in the interpreter).
 
 Speed (read from the SASS, ``experiments/inspect_kernels.py --loop``) rests on:
-  - the layer's geometry (channels per group, filter size, stride, padding) is
-    constexpr: AlexNet has five layers, each compiles once, and every index
-    division in a loop becomes a multiply-shift by a constant;
+  - the layer's geometry (channels per group, filter size, stride, padding,
+    dilation) is constexpr: AlexNet has five layers, each compiles once, every
+    index division in a loop becomes a multiply-shift by a constant, and
+    dilation 1 folds away (the same machine code as without dilation);
   - per-row pointers and window origins are computed once, before the loop; a
     step adds one uniform tap offset and checks the window's bounds;
   - with channels_last activations and channels_last (K, R, S, C) weights, both
@@ -30,6 +35,8 @@ The input gradient reduces over (tap, output channel) the same two ways.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -51,7 +58,8 @@ def _interpreter_input_grad_tile(a: dict) -> triton.Config:  # input pixels of o
     sh, sw = a["stride_h"], a["stride_w"]
     return runtime.interpreter_gemm_tile(a["N"] * triton.cdiv(a["H"], sh) * triton.cdiv(a["W"], sw),
                                          a["C_per_group"],
-                                         a["K_per_group"] * triton.cdiv(a["R"], sh) * triton.cdiv(a["S"], sw))
+                                         a["K_per_group"] * triton.cdiv(a["R"], a["tap_step_h"])
+                                         * triton.cdiv(a["S"], a["tap_step_w"]))
 
 
 def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r, s) over pixels
@@ -73,11 +81,14 @@ _tile = runtime.gemm_tile
 # TF32 takes the BLOCK_K = 32 tiles. The gather path (NCHW activations, or the flat reduction of conv1's three
 # channels; and the stride-phase input gradient of a strided conv, conv1's) computes more addresses and masks
 # per element: those tiles spilled at 128x128 and above (sm_80/sm_90), so it keeps smaller ones. The geometry
-# is constexpr, so Triton's autotuning cache already tells layers apart; keys add the batch and the channel
-# strides of an activation and of the weight.
+# is constexpr, but Triton's autotuning cache tells launches apart by their key arguments (and dtypes) alone:
+# the keys name the geometry, the batch and the channel strides of an activation and of the weight, so that each
+# layer is tuned for itself.
 _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3),
                       _tile(128, 128, 32, 8, 3))
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
+_GEOMETRY_KEY = ("H", "W", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w", "pad_h",
+                 "pad_w", "dilation_h", "dilation_w")
 
 
 def _configs(tensor_core, cuda_core, interpreter, key, pick=None) -> runtime.KernelConfigs:
@@ -104,16 +115,16 @@ def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
 FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-                           _interpreter_forward_tile, ("N", "x_sc", "w_sc"))
+                           _interpreter_forward_tile, ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
 FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
-                                  ("N", "x_sc", "w_sc"))
+                                  ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 # + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), _INPUT_GRAD_CUDA_CORE,
-                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
+                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc", *_GEOMETRY_KEY))
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
-                                     _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"))
+                                     _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc", *_GEOMETRY_KEY))
 # Not autotuned: among the tiles that fit the GPU, the one of least estimated time (``_least_work``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
@@ -123,9 +134,9 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
-                               ("N", "splits", "x_sc", "dw_sc"), pick=_least_work)
+                               ("N", "splits", "x_sc", "dw_sc", *_GEOMETRY_KEY), pick=_least_work)
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 64, 32, 4, 2),),
-                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"),
+                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc", *_GEOMETRY_KEY),
                                       pick=_least_work)
 
 
@@ -209,6 +220,19 @@ def _window_tile(row_ptr, h0, w0, r, s, c, c_ok, H, W, sc, sh, sw, FLAT: tl.cons
 
 
 @triton.jit
+def _first_tap(phase, R: tl.constexpr, stride: tl.constexpr, dilation: tl.constexpr, tap_step: tl.constexpr):
+    """The input gradient's first filter tap of a stride phase: the least r with r * dilation % stride == phase
+    (the phase's next taps follow every ``tap_step``), or R (no tap) when no r has that residue."""
+    if dilation == 1:
+        first = phase
+    else:  # r and r + tap_step have the same residue: the least r with it, if any, is below tap_step
+        first = R
+        for r in tl.static_range(tap_step):
+            first = tl.where(r * dilation % stride == phase, r, first)
+    return first
+
+
+@triton.jit
 def _conv2d_forward_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -223,6 +247,7 @@ def _conv2d_forward_kernel(
     H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
     C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
+    dilation_h: tl.constexpr, dilation_w: tl.constexpr,
     # meta
     HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -242,7 +267,7 @@ def _conv2d_forward_kernel(
     oh = (pixels // OW) % OH
     n = pixels // (OW * OH)
     # window origins; a pixel past the end gets one below every tap's reach, so its row is always masked
-    ih0 = tl.where(pixels < N * OH * OW, oh * stride_h - pad_h, -R)
+    ih0 = tl.where(pixels < N * OH * OW, oh * stride_h - pad_h, -dilation_h * (R - 1) - 1)
     iw0 = ow * stride_w - pad_w
     x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + group * C_per_group * x_sc + ih0 * x_sh + iw0 * x_sw
 
@@ -254,7 +279,8 @@ def _conv2d_forward_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
-        a = _window_tile(x_row_ptr, ih0, iw0, r, s, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
+        a = _window_tile(x_row_ptr, ih0, iw0, r * dilation_h, s * dilation_w, c, crs_ok, H, W, x_sc, x_sh, x_sw,
+                         FLAT_CRS)
         w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -319,6 +345,7 @@ def _conv2d_input_grad_kernel(
     H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
     C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
+    dilation_h: tl.constexpr, dilation_w: tl.constexpr, tap_step_h: tl.constexpr, tap_step_w: tl.constexpr,
     # meta
     FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -326,11 +353,15 @@ def _conv2d_input_grad_kernel(
     """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``).
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
-    (iw + pad_w) % stride_w; a phase needs only the filter taps r, s of the
-    same residue: tap (tap_h, tap_w) is r = phase_h + tap_h * stride_h, and it
-    reaches output row oh = oh0 - tap_h, oh0 = (ih + pad_h - phase_h) / stride_h.
-    The reduction runs over (tap, output channel k) as the forward's does over
-    (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
+    (iw + pad_w) % stride_w; row ih takes filter row r from output row
+    oh = (ih + pad_h - r * dilation_h) / stride_h where that divides, so a
+    phase needs only the rows r with r * dilation_h of its residue: r =
+    first_tap_h + tap_h * tap_step_h (``_first_tap``; tap_step_h =
+    stride_h / gcd(stride_h, dilation_h), none when no r has the residue),
+    and tap tap_h reaches oh = oh0 - tap_h * dilation_h / gcd, oh0 that of
+    first_tap_h. Dilation 1: first_tap_h = phase_h, tap_step_h = stride_h.
+    Columns likewise. The reduction runs over (tap, output channel k) as the
+    forward's does over (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
     grid (cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M), cdiv(C/G, BLOCK_N), G*sh*sw):
     each program computes a BLOCK_M (input pixels of one phase) x BLOCK_N
     (input channels of group G) tile of dx.
@@ -341,6 +372,8 @@ def _conv2d_input_grad_kernel(
     phase = tl.program_id(2) % (stride_h * stride_w)
     phase_h = phase // stride_w
     phase_w = phase % stride_w
+    first_tap_h = _first_tap(phase_h, R, stride_h, dilation_h, tap_step_h)
+    first_tap_w = _first_tap(phase_w, S, stride_w, dilation_w, tap_step_w)
 
     # input rows ih with (ih + pad_h) % stride_h == phase_h: ih = first_h + i * stride_h
     first_h = ((phase_h - pad_h) % stride_h + stride_h) % stride_h
@@ -352,25 +385,28 @@ def _conv2d_input_grad_kernel(
     ih = first_h + (pixels // cols) % rows * stride_h
     iw = first_w + pixels % cols * stride_w
     n = pixels // (cols * rows)
-    oh0 = tl.where(pixel_ok, (ih + pad_h - phase_h) // stride_h, OH + R)  # past the end: never in [0, OH)
-    ow0 = (iw + pad_w - phase_w) // stride_w
+    # past the end: beyond every tap's reach, never in [0, OH)
+    oh0 = tl.where(pixel_ok, (ih + pad_h - first_tap_h * dilation_h) // stride_h, OH + dilation_h * (R - 1) + 1)
+    ow0 = (iw + pad_w - first_tap_w * dilation_w) // stride_w
     dy_row_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk + oh0 * dy_sh + ow0 * dy_sw
 
     c_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     c_ok = c_in_group < C_per_group
     c = group * C_per_group + c_in_group
-    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc + phase_h * w_sr + phase_w * w_ss
+    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc + first_tap_h * w_sr + first_tap_w * w_ss
 
-    # taps of this phase: r = phase_h + j * stride_h, j < taps_h (none when phase_h >= R)
-    taps_h = (R - phase_h + stride_h - 1) // stride_h
-    taps_w = (S - phase_w + stride_w - 1) // stride_w
+    # taps of this phase: r = first_tap_h + j * tap_step_h, j < taps_h (none when first_tap_h >= R)
+    taps_h = (R - first_tap_h + tap_step_h - 1) // tap_step_h
+    taps_w = (S - first_tap_w + tap_step_w - 1) // tap_step_w
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)):
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
-        # dy at (oh0 - tap_h, ow0 - tap_w): the window tile with negated tap offsets
-        a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h, -tap_w, k_in_group, krs_ok, OH, OW, dy_sk, dy_sh, dy_sw,
-                         FLAT_KRS)
-        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * stride_h * w_sr + tap_w * stride_w * w_ss)[:, None]
+        # dy at (oh0 - tap_h * dilation_h / gcd, ...): the window tile with negated tap offsets
+        a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h * (dilation_h * tap_step_h // stride_h),
+                         -tap_w * (dilation_w * tap_step_w // stride_w), k_in_group, krs_ok, OH, OW, dy_sk, dy_sh,
+                         dy_sw, FLAT_KRS)
+        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * tap_step_h * w_sr
+                                     + tap_w * tap_step_w * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
@@ -392,6 +428,7 @@ def _conv2d_weight_grad_kernel(
     H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
     C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
+    dilation_h: tl.constexpr, dilation_w: tl.constexpr,
     # meta
     DY_PIXELS_FLAT: tl.constexpr, X_PIXELS_FLAT: tl.constexpr,
     FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
@@ -427,8 +464,8 @@ def _conv2d_weight_grad_kernel(
     if DY_PIXELS_FLAT:  # dense channels_last dy: pixel p sits at p * dy_sw; the pointers step BLOCK_K pixels
         a_ptrs = dy_k_ptr[:, None] + (first * dy_sw)[None, :]
     if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv, channel blocks: likewise
-        b_ptrs = (x_group_ptr + first * x_sw + ((r - pad_h) * x_sh + (s - pad_w) * x_sw))[:, None] + \
-            (c * x_sc)[None, :]
+        b_ptrs = (x_group_ptr + first * x_sw + ((r * dilation_h - pad_h) * x_sh + (s * dilation_w - pad_w) * x_sw)
+                  )[:, None] + (c * x_sc)[None, :]
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
@@ -441,17 +478,17 @@ def _conv2d_weight_grad_kernel(
             a_ptrs += BLOCK_K * dy_sw
         else:
             a = tl.load(dy_k_ptr[:, None] + (n * dy_sn + oh * dy_sh + ow * dy_sw)[None, :], mask=a_mask, other=0.0)
-        ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -R)
+        ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -dilation_h * (R - 1) - 1)
         iw0 = ow * stride_w - pad_w
         if X_PIXELS_FLAT:
-            ih = ih0 + r
-            iw = iw0 + s
+            ih = ih0 + r * dilation_h
+            iw = iw0 + s * dilation_w
             row_ok = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             b = tl.load(b_ptrs, mask=row_ok[:, None] & crs_ok[None, :], other=0.0)
             b_ptrs += BLOCK_K * x_sw
         else:
-            b = _window_tile(x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw, ih0, iw0, r, s, c, crs_ok, H, W,
-                             x_sc, x_sh, x_sw, FLAT_CRS)
+            b = _window_tile(x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw, ih0, iw0, r * dilation_h,
+                             s * dilation_w, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dw_ptrs = (dw_partial_ptr + split.to(tl.int64) * dw_split_stride
@@ -462,57 +499,92 @@ def _conv2d_weight_grad_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-def conv2d_geometry(x_shape, w_shape, stride, padding, groups: int) -> dict:
+PADDING_STRINGS = ("valid", "same")
+
+
+def _padding_before_after(padding, kernel: tuple[int, int], dilation: tuple[int, int], stride: tuple[int, int]
+                          ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) padding: ints, a pair, "valid" (none) or "same" (PyTorch's rule:
+    dilation * (kernel - 1) in all, the odd one after; stride 1 only)."""
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(f"conv2d: padding must be an int, a pair of ints or one of {PADDING_STRINGS}, "
+                             f"got {padding!r}")
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if stride != (1, 1):
+            raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (stride {stride}),"
+                             " as in PyTorch; give the padding as ints")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+        return tuple((total // 2, total - total // 2) for total in totals)
+    pad_h, pad_w = runtime.int_pair(padding, "conv2d", "padding")
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"conv2d: padding must be >= 0, got {(pad_h, pad_w)}")
+    return (pad_h, pad_h), (pad_w, pad_w)
+
+
+def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) -> dict:
     """Validate a convolution's shapes; return its sizes as kernel arguments.
 
-    x_shape [N, C, H, W], w_shape [K, C/G, R, S]. Raises ValueError/TypeError
-    naming the offending shapes.
+    x_shape [N, C, H, W] (N may be 0), w_shape [K, C/G, R, S]; padding as ``_padding_before_after`` takes it
+    (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument.
     """
     stride_h, stride_w = runtime.int_pair(stride, "conv2d", "stride")
-    pad_h, pad_w = runtime.int_pair(padding, "conv2d", "padding")
+    dilation_h, dilation_w = runtime.int_pair(dilation, "conv2d", "dilation")
     if len(x_shape) != 4:
         raise ValueError(f"conv2d: x must be 4-D [N, C_in, H, W], got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
         raise ValueError(f"conv2d: weight must be 4-D [C_out, C_in/groups, R, S], got shape {tuple(w_shape)}")
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
-    if stride_h < 1 or stride_w < 1 or pad_h < 0 or pad_w < 0:
-        raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride {(stride_h, stride_w)}, "
-                         f"padding {(pad_h, pad_w)}")
+    if min(stride_h, stride_w, dilation_h, dilation_w) < 1:
+        raise ValueError(f"conv2d: stride and dilation must be >= 1, got stride {(stride_h, stride_w)}, "
+                         f"dilation {(dilation_h, dilation_w)}")
     N, C, H, W = x_shape
     K, C_per_group, R, S = w_shape
+    (pad_top, pad_bottom), (pad_left, pad_right) = _padding_before_after(
+        padding, (R, S), (dilation_h, dilation_w), (stride_h, stride_w))
+    if C == 0:
+        raise NotImplementedError(f"conv2d: x {tuple(x_shape)} has no input channels; PyTorch returns "
+                                  "[N, 0, OH, OW] there, not [N, C_out, OH, OW] (pytorch#101356), and this op "
+                                  "does not follow it; give at least one channel")
     if C % groups or K % groups:
         raise ValueError(f"conv2d: channels must divide by groups={groups}: x has C_in={C} "
                          f"(shape {tuple(x_shape)}), weight has C_out={K} (shape {tuple(w_shape)})")
     if C_per_group * groups != C:
         raise ValueError(f"conv2d: x shape {tuple(x_shape)} has C_in={C}, but weight shape {tuple(w_shape)} "
                          f"with groups={groups} expects C_in={C_per_group * groups}")
-    OH = (H + 2 * pad_h - R) // stride_h + 1
-    OW = (W + 2 * pad_w - S) // stride_w + 1
-    if min(N, K, C_per_group, R, S) < 1 or OH < 1 or OW < 1:
+    if H < 1 or W < 1:
+        raise ValueError(f"conv2d: x {tuple(x_shape)} has an empty image (H, W must be >= 1)")
+    OH = (H + pad_top + pad_bottom - dilation_h * (R - 1) - 1) // stride_h + 1
+    OW = (W + pad_left + pad_right - dilation_w * (S - 1) - 1) // stride_w + 1
+    if min(K, R, S) < 1 or OH < 1 or OW < 1:
         raise ValueError(f"conv2d: empty output: x {tuple(x_shape)}, weight {tuple(w_shape)}, stride "
-                         f"{(stride_h, stride_w)}, padding {(pad_h, pad_w)} give output {OH}x{OW} "
-                         f"with N={N}, C_out={K}")
+                         f"{(stride_h, stride_w)}, padding {padding!r}, dilation {(dilation_h, dilation_w)} give "
+                         f"output {OH}x{OW} with C_out={K}")
     return dict(N=N, H=H, W=W, C_per_group=C_per_group, OH=OH, OW=OW, K_per_group=K // groups, R=R, S=S,
-                stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w)
+                stride_h=stride_h, stride_w=stride_w, pad_h=pad_top, pad_w=pad_left,
+                dilation_h=dilation_h, dilation_w=dilation_w)
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
-                   padding=0, groups: int = 1, relu: bool = False, precision: str = "ieee",
+                   padding=0, dilation=1, groups: int = 1, relu: bool = False, precision: str = "ieee",
                    flat_crs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
     """y = conv2d(x, weight, bias), then ReLU if ``relu``: x [N, C, H, W], weight [K, C/G, R, S] -> y [N, K, OH, OW].
 
-    precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
-    fp16/bf16 always use tensor cores. Any weight layout works; channels_last
-    (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config
-    override the launch choices (tests, benchmarks).
+    padding: ints, a pair, "valid" or "same" (``conv2d_geometry``). precision: "ieee" (exact fp32) or "tf32"
+    (fp32 operands on tensor cores); fp16/bf16 always use tensor cores. Any weight layout works; channels_last
+    (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config override the launch choices
+    (tests, benchmarks). An empty batch (N = 0) launches nothing.
     """
-    geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, groups)
+    geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     runtime.check_precision("conv2d", precision)
     runtime.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
     g = geometry
     y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
                            memory_format=runtime.memory_format_of(x))
+    if g["N"] == 0:
+        return y
     if flat_crs is None:
         flat_crs = flat_reduction(g["C_per_group"])
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
@@ -546,6 +618,8 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     P = N * OH * OW
     masked = runtime.new_output(dy.shape, device=dy.device, dtype=dy.dtype,
                                 memory_format=runtime.memory_format_of(y)) if y is not None else dy
+    if P == 0:  # an empty batch: nothing to mask, db sums no pixels
+        return masked, runtime.new_output((K,), device=dy.device, dtype=dy.dtype).zero_() if bias_grad else None
     config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
     blocks = triton.cdiv(P, config.kwargs["BLOCK_P"])
@@ -561,13 +635,14 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     return masked, db
 
 
-def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, groups: int = 1,
-                      memory_format: torch.memory_format = torch.contiguous_format, precision: str = "ieee",
-                      flat_krs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
+def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, dilation=1,
+                      groups: int = 1, memory_format: torch.memory_format = torch.contiguous_format,
+                      precision: str = "ieee", flat_krs: bool | None = None,
+                      config: triton.Config | None = None) -> torch.Tensor:
     """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
     weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's).
     """
-    g = conv2d_geometry(x_shape, weight.shape, stride, padding, groups)
+    g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
     runtime.check_precision("conv2d", precision)
     runtime.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (g["N"], weight.shape[0], g["OH"], g["OW"]),
                                   weight.dtype)
@@ -575,6 +650,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     if flat_krs is None:
         flat_krs = flat_reduction(g["K_per_group"])
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
+    if g["N"] == 0:
+        return dx
     sh, sw = g["stride_h"], g["stride_w"]
     grid = lambda meta: (  # noqa: E731
         triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
@@ -583,7 +660,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         _conv2d_input_grad_kernel, grid,
         INPUT_GRAD_CONFIGS if _channel_vectors(dy, flat_krs) and sh == sw == 1 else INPUT_GRAD_GATHER_CONFIGS, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "nkhw"),
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, tap_step_h=sh // math.gcd(sh, g["dilation_h"]),
+        tap_step_w=sw // math.gcd(sw, g["dilation_w"]), **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
         FLAT_KRS=flat_krs, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
@@ -602,17 +680,18 @@ def weight_grad_splits(pixels: int, output_tiles: int) -> int:
     return max(1, min(wanted, pixels // 512, 256))
 
 
-def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, groups: int = 1,
-                       memory_format: torch.memory_format = torch.contiguous_format, precision: str = "ieee",
-                       splits: int | None = None, flat_crs: bool | None = None,
+def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, dilation=1,
+                       groups: int = 1, memory_format: torch.memory_format = torch.contiguous_format,
+                       precision: str = "ieee", splits: int | None = None, flat_crs: bool | None = None,
                        config: triton.Config | None = None) -> torch.Tensor:
     """dw [K, C/G, R, S] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
     x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides).
 
     The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order:
-    results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count.
+    results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count. An empty
+    batch (N = 0) gives zeros without a launch.
     """
-    g = conv2d_geometry(x.shape, weight_shape, stride, padding, groups)
+    g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     runtime.check_precision("conv2d", precision)
     runtime.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (g["N"], weight_shape[0], g["OH"], g["OW"]),
                                   x.dtype)
@@ -625,6 +704,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     if not isinstance(splits, int) or splits < 1:
         raise ValueError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
+    if g["N"] == 0:
+        return dw.zero_()
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_partial = runtime.new_output((splits, K * crs), device=x.device, dtype=partial_dtype)
     same_size = (g["H"], g["W"], g["stride_h"], g["stride_w"]) == (g["OH"], g["OW"], 1, 1)

@@ -1,20 +1,31 @@
-"""Cross-entropy of logits against class indices (F.cross_entropy semantics), fused log-softmax + NLL.
+"""Cross-entropy of logits against class indices or class probabilities (F.cross_entropy semantics), fused
+log-softmax + NLL.
 
-Notation: logits [N, C], target int64 [N] with values in [0, C).
-loss_i = lse_i - logits[i, target_i],  lse_i = m_i + log(sum_c exp(logits[i, c] - m_i)),  m_i = max_c logits[i, c]
-(the row maximum is subtracted first, so large logits do not overflow; C is streamed in BLOCK_C chunks
-with an online rescaling of the running sum). "mean" and "sum" reduce the per-row losses in a fixed
-order in a second kernel (no atomics: the result is deterministic).
+Notation: logits [N, C, S] (F.cross_entropy's (N, C, d1, ..., dk) with S = d1 * ... * dk, or (C,) as [1, C, 1]),
+one row per position (n, s): lse = m + log(sum_c exp(x_c - m)), m = max_c x_c (the row maximum is subtracted
+first, so large logits do not overflow; C is streamed in BLOCK_C chunks with an online rescaling of the running
+sum). With class weights w (1 without) and the target distribution q of a row,
+    loss = sum_c w_c q_c (lse - x_c),   q = y (1 - eps) + eps / C   (soft targets y: probabilities [N, C, S])
+                                        q = onehot(t) (1 - eps) + eps / C   (class indices t: [N, S])
+which is PyTorch's formula (eps = label_smoothing; for class indices without smoothing loss = w_t (lse - x_t),
+one gathered logit). A row whose class index equals ignore_index has loss 0. "sum" adds the row losses, "mean"
+divides the sum by the sum of w_t over the rows not ignored (class indices; nan when every row is ignored) or by
+the number of rows (soft targets; nan when there are none). Both reduce in a fixed order in a second kernel (no
+atomics: the result is deterministic).
 
-Backward, one kernel recomputing the softmax from the logits and the saved lse:
-dlogits[i, c] = (exp(logits[i, c] - lse_i) - [c == target_i]) * dloss_i / divisor
-(dloss_i: the incoming gradient, one scalar for "mean"/"sum"; divisor N for "mean", else 1).
+Backward, one kernel recomputing the softmax p = exp(x - lse) from the logits and the saved lse:
+    dlogits_c = (mass p_c - w_c q_c) * g,   mass = sum_c w_c q_c (saved per row; w_t for class indices
+                                             without smoothing),   0 for ignored rows
+    dtarget_c = (1 - eps) w_c (lse - x_c) * g   (soft targets only: F.cross_entropy is differentiable in them)
+(g: the incoming gradient of the row, divided by the forward's divisor for "mean").
 
-Math in fp32 (fp64 for float64 logits). Not supported: class-probability targets, class weights,
-ignore_index, label smoothing.
+Math in fp32 (fp64 for float64 logits). Not supported: a gradient w.r.t. the class weights.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -23,27 +34,55 @@ import triton.language as tl
 from . import partial_sums, runtime
 
 REDUCTIONS = ("mean", "sum", "none")
+CLASS_INDEX_DTYPES = (torch.int64, torch.uint8)  # what F.cross_entropy takes for class indices
 # Not autotuned: one row per program, AlexNet's 1000 classes in one chunk.
 CONFIGS = runtime.fixed_config(BLOCK_C=1024, num_warps=4)
 
 
 @triton.jit
+def _target_and_weight(c, in_row, t, target_row_ptr, target_sc, weight_ptr, weight_sc, one_minus_eps, eps_over_c,
+                       SOFT_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
+                       COMPUTE_DTYPE: tl.constexpr):
+    """(q, w) over one chunk of classes c: the row's smoothed target distribution and the class weights
+    (1 without), both 0 outside the row (c >= C)."""
+    if SOFT_TARGET:
+        q = tl.load(target_row_ptr + c * target_sc, mask=in_row, other=0.0).to(COMPUTE_DTYPE)
+    else:
+        q = (c == t).to(COMPUTE_DTYPE)
+    if SMOOTHING:
+        q = tl.where(in_row, q * one_minus_eps + eps_over_c, 0.0)
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + c * weight_sc, mask=in_row, other=0.0).to(COMPUTE_DTYPE)
+    else:
+        w = in_row.to(COMPUTE_DTYPE)
+    return q, w
+
+
+@triton.jit
 def _cross_entropy_forward_kernel(
     # pointers
-    logits_ptr, target_ptr, loss_ptr, lse_ptr,
+    logits_ptr, target_ptr, weight_ptr, loss_ptr, lse_ptr, row_weight_ptr, mass_ptr,
     # sizes
-    C,
+    C, S,
     # strides, in elements
-    logits_sn, logits_sc, target_sn,
+    logits_sn, logits_sc, logits_ss, target_sn, target_sc, target_ss, weight_sc,
+    # runtime scalars (label smoothing eps: 1 - eps and eps / C, computed on the host in double precision)
+    ignore_index, one_minus_eps, eps_over_c,
     # meta
+    SOFT_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr,
     COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """loss[i] = lse[i] - logits[i, target[i]]; lse [N] in COMPUTE_DTYPE, loss [N] any float dtype.
+    """loss[r], lse[r] (COMPUTE_DTYPE) of each row r = n * S + s; loss [N * S] any float dtype.
+    Class indices also store row_weight[r] = w_t (0 if ignored), the "mean" divisor's terms; soft targets or
+    label smoothing also store mass[r] = sum_c w_c q_c for the backward.
 
-    grid (N,): each program streams one row in BLOCK_C chunks.
+    grid (N * S,): each program streams one row in BLOCK_C chunks.
     """
     row = tl.program_id(0).to(tl.int64)
-    row_ptr = logits_ptr + row * logits_sn
+    n = row // S
+    s = row - n * S
+    row_ptr = logits_ptr + n * logits_sn + s * logits_ss
+    target_row_ptr = target_ptr + n * target_sn + s * target_ss
     cols = tl.arange(0, BLOCK_C)
     row_max = tl.full([], float("-inf"), COMPUTE_DTYPE)
     total = tl.zeros([], COMPUTE_DTYPE)
@@ -54,137 +93,302 @@ def _cross_entropy_forward_kernel(
         total = total * tl.exp(row_max - new_max) + tl.sum(tl.exp(x - new_max), 0)
         row_max = new_max
     lse = row_max + tl.log(total)
-    t = tl.load(target_ptr + row * target_sn)
-    # the launcher rejects targets outside [0, C); the mask keeps a bad one from reading out of bounds
-    x_t = tl.load(row_ptr + t * logits_sc, mask=(t >= 0) & (t < C), other=0.0).to(COMPUTE_DTYPE)
-    tl.store(loss_ptr + row, (lse - x_t).to(loss_ptr.dtype.element_ty))
+    if SOFT_TARGET:
+        t = 0  # unused: the target row is loaded chunk by chunk
+        kept = True
+    else:
+        t = tl.load(target_row_ptr).to(tl.int64)
+        kept = t != ignore_index
+        # the launcher rejects other targets outside [0, C); the mask keeps an ignored one from reading
+        in_range = (t >= 0) & (t < C)
+        if HAS_WEIGHT:
+            w_t = tl.load(weight_ptr + t * weight_sc, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
+        else:
+            w_t = tl.full([], 1.0, COMPUTE_DTYPE)
+        tl.store(row_weight_ptr + row, tl.where(kept, w_t, 0.0))
+    if SOFT_TARGET or SMOOTHING:
+        loss = tl.zeros([], COMPUTE_DTYPE)
+        mass = tl.zeros([], COMPUTE_DTYPE)
+        for start in range(0, C, BLOCK_C):
+            c = start + cols
+            in_row = c < C
+            x = tl.load(row_ptr + c * logits_sc, mask=in_row, other=0.0).to(COMPUTE_DTYPE)
+            q, w = _target_and_weight(c, in_row, t, target_row_ptr, target_sc, weight_ptr, weight_sc, one_minus_eps,
+                                      eps_over_c, SOFT_TARGET, HAS_WEIGHT, SMOOTHING, COMPUTE_DTYPE)
+            loss += tl.sum(tl.where(in_row, q * w * (lse - x), 0.0), 0)
+            mass += tl.sum(q * w, 0)
+        tl.store(mass_ptr + row, tl.where(kept, mass, 0.0))
+    else:
+        x_t = tl.load(row_ptr + t * logits_sc, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
+        loss = w_t * (lse - x_t)
+    tl.store(loss_ptr + row, tl.where(kept, loss, 0.0).to(loss_ptr.dtype.element_ty))
     tl.store(lse_ptr + row, lse)
 
 
 @triton.jit
 def _sum_row_losses_kernel(
     # pointers
-    losses_ptr, out_ptr,
+    losses_ptr, row_weights_ptr, out_ptr, divisor_ptr,
     # sizes
     N,
     # runtime scalars
-    divisor,
+    fixed_divisor,
     # meta
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, WEIGHTED: tl.constexpr,
 ):
-    """out[()] = sum(losses) / divisor, in a fixed order. losses [N] fp32/fp64, out a 0-d float tensor.
+    """out[()] = sum(losses) / divisor, in a fixed order; divisor[()] = sum(row_weights) if WEIGHTED else
+    fixed_divisor. losses, row_weights [N] fp32/fp64; out a 0-d float tensor, divisor 0-d like losses.
 
     grid (1,): one program adds BLOCK lanes at a time, then reduces the lanes.
     """
     offs = tl.arange(0, BLOCK)
     acc = tl.zeros([BLOCK], dtype=losses_ptr.dtype.element_ty)
+    weight_acc = tl.zeros([BLOCK], dtype=losses_ptr.dtype.element_ty)
     for start in range(0, N, BLOCK):
         acc += tl.load(losses_ptr + start + offs, mask=start + offs < N, other=0.0)
+        if WEIGHTED:
+            weight_acc += tl.load(row_weights_ptr + start + offs, mask=start + offs < N, other=0.0)
+    if WEIGHTED:
+        divisor = tl.sum(weight_acc, 0)
+    else:
+        divisor = tl.zeros([], losses_ptr.dtype.element_ty) + fixed_divisor
     tl.store(out_ptr, (tl.sum(acc, 0) / divisor).to(out_ptr.dtype.element_ty))
+    tl.store(divisor_ptr, divisor)
 
 
 @triton.jit
 def _cross_entropy_backward_kernel(
     # pointers
-    logits_ptr, target_ptr, lse_ptr, dloss_ptr, dlogits_ptr,
+    logits_ptr, target_ptr, weight_ptr, lse_ptr, mass_ptr, divisor_ptr, dloss_ptr, dlogits_ptr, dtarget_ptr,
     # sizes
-    C,
-    # strides, in elements (dloss_sn is 0 for "mean"/"sum": one scalar for every row)
-    logits_sn, logits_sc, target_sn, dloss_sn, dlogits_sn, dlogits_sc,
-    # runtime scalars
-    divisor,
+    C, S,
+    # strides, in elements (dloss_s*: 0 for "mean"/"sum", one scalar for every row; out_s*: dlogits' and
+    # dtarget's, both new contiguous [N, C, S] tensors)
+    logits_sn, logits_sc, logits_ss, target_sn, target_sc, target_ss, weight_sc, dloss_sn, dloss_ss,
+    out_sn, out_sc, out_ss,
+    # runtime scalars (label smoothing eps: 1 - eps and eps / C, computed on the host in double precision)
+    ignore_index, one_minus_eps, eps_over_c,
     # meta
-    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
+    SOFT_TARGET: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTHING: tl.constexpr, MEAN: tl.constexpr,
+    TARGET_GRAD: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dlogits[i, c] = (softmax(logits)[i, c] - [c == target[i]]) * dloss[i] / divisor.
+    """dlogits[n, c, s] = (mass p_c - w_c q_c) * g (0 for ignored rows); with TARGET_GRAD also
+    dtarget[n, c, s] = (1 - eps) w_c (lse - x_c) * g. g = dloss of the row (/ divisor[()] if MEAN).
 
-    grid (N,): each program writes one row in BLOCK_C chunks.
+    grid (N * S,): each program writes one row in BLOCK_C chunks.
     """
     row = tl.program_id(0).to(tl.int64)
-    t = tl.load(target_ptr + row * target_sn)
+    n = row // S
+    s = row - n * S
+    row_ptr = logits_ptr + n * logits_sn + s * logits_ss
+    target_row_ptr = target_ptr + n * target_sn + s * target_ss
+    out_offset = n * out_sn + s * out_ss
     lse = tl.load(lse_ptr + row)
-    scale = tl.load(dloss_ptr + row * dloss_sn).to(COMPUTE_DTYPE) / divisor
+    scale = tl.load(dloss_ptr + n * dloss_sn + s * dloss_ss).to(COMPUTE_DTYPE)
+    if MEAN:
+        scale = scale / tl.load(divisor_ptr)
+    if SOFT_TARGET:
+        t = 0  # unused: the target row is loaded chunk by chunk
+    else:
+        t = tl.load(target_row_ptr).to(tl.int64)
+        # an ignored row's gradient is 0, also when "mean" divided by 0 (every row ignored)
+        scale = tl.where(t != ignore_index, scale, 0.0)
+    if SOFT_TARGET or SMOOTHING:
+        mass = tl.load(mass_ptr + row)
+    elif HAS_WEIGHT:
+        mass = tl.load(weight_ptr + t * weight_sc, mask=(t >= 0) & (t < C), other=0.0).to(COMPUTE_DTYPE)
     cols = tl.arange(0, BLOCK_C)
     for start in range(0, C, BLOCK_C):
         c = start + cols
         in_row = c < C
-        x = tl.load(logits_ptr + row * logits_sn + c * logits_sc, mask=in_row, other=0.0).to(COMPUTE_DTYPE)
-        grad = (tl.exp(x - lse) - (c == t).to(COMPUTE_DTYPE)) * scale
-        tl.store(dlogits_ptr + row * dlogits_sn + c * dlogits_sc, grad.to(dlogits_ptr.dtype.element_ty),
-                 mask=in_row)
+        x = tl.load(row_ptr + c * logits_sc, mask=in_row, other=0.0).to(COMPUTE_DTYPE)
+        p = tl.exp(x - lse)
+        if SOFT_TARGET or SMOOTHING:
+            q, w = _target_and_weight(c, in_row, t, target_row_ptr, target_sc, weight_ptr, weight_sc, one_minus_eps,
+                                      eps_over_c, SOFT_TARGET, HAS_WEIGHT, SMOOTHING, COMPUTE_DTYPE)
+            grad = mass * p - q * w
+        elif HAS_WEIGHT:
+            grad = (p - (c == t).to(COMPUTE_DTYPE)) * mass
+        else:
+            grad = p - (c == t).to(COMPUTE_DTYPE)
+        tl.store(dlogits_ptr + out_offset + c * out_sc, (grad * scale).to(dlogits_ptr.dtype.element_ty), mask=in_row)
+        if TARGET_GRAD:
+            dq = (lse - x) * w * scale
+            if SMOOTHING:
+                dq = dq * one_minus_eps
+            tl.store(dtarget_ptr + out_offset + c * out_sc, dq.to(dtarget_ptr.dtype.element_ty), mask=in_row)
 
 
-def _check_inputs(op: str, logits: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
-    """Clear errors for everything the kernels cannot take, before any launch."""
+class SavedForBackward(NamedTuple):
+    """What the backward needs from the forward besides logits, target and weight (rows: N * S positions)."""
+
+    lse: torch.Tensor  # [rows] log-sum-exp of each row, fp32 (fp64 for float64 logits)
+    mass: torch.Tensor | None  # [rows] sum_c w_c q_c, with soft targets or label smoothing; else None
+    divisor: torch.Tensor | None  # 0-d, what "mean" divided the summed losses by; None for "sum"/"none"
+
+
+class _Rows(NamedTuple):
+    """One call's operands as rows: logits [N, C, S]; target [N, S] (class indices) or [N, C, S] (soft)."""
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    soft: bool
+    loss_shape: tuple[int, ...]  # the "none" loss: (N, d1, ..., dk), or () for unbatched logits (C,)
+
+    @property
+    def classes(self) -> int:
+        return self.logits.shape[1]
+
+    @property
+    def count(self) -> int:
+        return self.logits.shape[0] * self.logits.shape[2]
+
+
+def _as_rows(op: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
+             reduction: str, label_smoothing: float) -> _Rows:
+    """Clear errors for everything the kernels cannot take, before any launch; the operands as rows (views
+    where the extra dimensions merge into one, as they do for any dense layout; else copies)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if logits.dim() != 2:
-        raise ValueError(f"{op}: logits must be 2-D [N, C], got shape {tuple(logits.shape)}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, int | float):
+        raise TypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
+    if label_smoothing > 1.0:
+        raise ValueError(f"{op}: label_smoothing must be at most 1.0, got {label_smoothing}")
     runtime.check_float_dtype(op, logits=logits)
-    N, C = logits.shape
-    if N == 0 or C == 0:
-        raise ValueError(f"{op}: logits {tuple(logits.shape)} must have at least one row and one class")
-    if target.dtype != torch.int64:
-        raise TypeError(f"{op}: target must hold int64 class indices, got dtype {target.dtype} "
-                        "(class-probability targets are not supported)")
-    if tuple(target.shape) != (N,):
-        raise ValueError(f"{op}: target must have shape ({N},) to match logits {tuple(logits.shape)}, "
-                         f"got {tuple(target.shape)}")
-    runtime.check_device(op, logits=logits, target=target)
+    runtime.check_device(op, logits=logits, target=target, weight=weight)
+    batched = logits.dim() > 1
+    N, C = logits.shape[:2] if batched else (1, logits.shape[0] if logits.dim() else 0)
+    if C == 0:
+        raise ValueError(f"{op}: logits must be (C,), (N, C) or (N, C, d1, ..., dk) with C >= 1, "
+                         f"got shape {tuple(logits.shape)}")
+    S = math.prod(logits.shape[2:])
+    soft = target.is_floating_point()
+    if soft:
+        if target.dtype != logits.dtype:
+            raise TypeError(f"{op}: class-probability target has dtype {target.dtype}, logits {logits.dtype}: "
+                            "give both one dtype")
+        if target.shape != logits.shape:
+            raise ValueError(f"{op}: class-probability target must have the logits' shape "
+                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        if ignore_index != -100:
+            raise ValueError(f"{op}: ignore_index ({ignore_index}) is not supported with class-probability targets")
+        target_rows = target.reshape(N, C, S)
+    else:
+        if target.dtype not in CLASS_INDEX_DTYPES:
+            raise TypeError(f"{op}: target must hold class indices ({', '.join(map(str, CLASS_INDEX_DTYPES))}) "
+                            f"or class probabilities (the logits' dtype), got dtype {target.dtype}")
+        wanted = (N, *logits.shape[2:]) if batched else ()
+        if tuple(target.shape) != wanted:
+            raise ValueError(f"{op}: class-index target must have shape {wanted} to match logits "
+                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+        target_rows = target.reshape(N, S)
+    if weight is not None and tuple(weight.shape) != (C,):
+        raise ValueError(f"{op}: weight must have shape ({C},), one weight per class, got {tuple(weight.shape)}")
+    if weight is not None and weight.dtype != logits.dtype:
+        raise TypeError(f"{op}: weight has dtype {weight.dtype}; give it the logits' dtype {logits.dtype}")
+    loss_shape = (N, *logits.shape[2:]) if batched else ()
+    return _Rows(logits.reshape(N, C, S), target_rows, soft, loss_shape)
 
 
-def _check_target_range(op: str, target: torch.Tensor, C: int) -> None:
-    """ValueError naming an out-of-range class index (costs one torch.aminmax and, on a GPU, a sync)."""
+def _check_target_range(op: str, target: torch.Tensor, C: int, ignore_index: int) -> None:
+    """ValueError naming a class index outside [0, C) that is not ignore_index (costs one torch.aminmax and,
+    on a GPU, a sync; a second look only when that finds one outside)."""
+    if target.numel() == 0:
+        return
     lowest, highest = (int(v) for v in torch.aminmax(target))
-    if lowest < 0 or highest >= C:
-        bad = lowest if lowest < 0 else highest
-        raise ValueError(f"{op}: target holds class index {bad}, outside [0, C) for C={C} classes "
-                         "(ignore_index is not supported)")
+    if lowest >= 0 and highest < C:
+        return
+    bad = target[((target < 0) | (target >= C)) & (target != ignore_index)]
+    if bad.numel():
+        raise ValueError(f"{op}: target holds class index {int(bad[0])}, outside [0, C) for C={C} classes "
+                         f"and not ignore_index={ignore_index}")
 
 
-def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor,
-                          reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, lse) for logits [N, C] and target int64 [N].
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of lse, mass and the "mean" divisor: fp32, or fp64 for float64 logits."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
-    loss: [N] for "none", else a 0-d tensor, in logits' dtype; lse: [N] per-row log-sum-exp in fp32
-    (fp64 for float64 logits), what the backward needs besides the logits and target.
+
+def _kernel_args(rows: _Rows, weight: torch.Tensor | None, ignore_index: int, label_smoothing: float) -> dict:
+    """The arguments the forward and backward kernels share."""
+    logits, target = rows.logits, rows.target
+    target_sn, target_sc, target_ss = target.stride() if rows.soft else (target.stride(0), 0, target.stride(1))
+    eps = float(max(label_smoothing, 0.0))  # PyTorch smooths only for label_smoothing > 0
+    return dict(logits_ptr=logits, target_ptr=target, weight_ptr=logits if weight is None else weight,
+                C=rows.classes, S=logits.shape[2], **runtime.stride_args("logits", logits, "ncs"),
+                target_sn=target_sn, target_sc=target_sc, target_ss=target_ss,
+                weight_sc=0 if weight is None else weight.stride(0), ignore_index=ignore_index,
+                one_minus_eps=1.0 - eps, eps_over_c=eps / rows.classes, SOFT_TARGET=rows.soft,
+                HAS_WEIGHT=weight is not None, SMOOTHING=eps > 0, COMPUTE_DTYPE=runtime.accumulator_type(logits.dtype))
+
+
+def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
+                          weight: torch.Tensor | None = None, ignore_index: int = -100,
+                          label_smoothing: float = 0.0) -> tuple[torch.Tensor, SavedForBackward]:
+    """(loss, saved) for logits (N, C, d1, ..., dk) or (C,) and target: class indices (N, d1, ..., dk) or ()
+    (int64 or uint8, in [0, C) or ignore_index), or class probabilities shaped like the logits;
+    weight: [C] class weights or None.
+
+    loss: the per-position shape (N, d1, ..., dk) (or ()) for "none", else a 0-d tensor, in logits' dtype.
     """
-    _check_inputs("cross_entropy", logits, target, reduction)
-    N, C = logits.shape
-    _check_target_range("cross_entropy", target, C)
-    compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    lse = runtime.new_output((N,), device=logits.device, dtype=compute_dtype)
-    row_losses = runtime.new_output((N,), device=logits.device,
-                                    dtype=logits.dtype if reduction == "none" else compute_dtype)
-    runtime.launch(_cross_entropy_forward_kernel, lambda meta: (N,), CONFIGS,
-                   logits_ptr=logits, target_ptr=target, loss_ptr=row_losses, lse_ptr=lse, C=C,
-                   logits_sn=logits.stride(0), logits_sc=logits.stride(1), target_sn=target.stride(0),
-                   COMPUTE_DTYPE=runtime.accumulator_type(logits.dtype))
+    op = "cross_entropy"
+    rows = _as_rows(op, logits, target, weight, ignore_index, reduction, label_smoothing)
+    if not rows.soft:
+        _check_target_range(op, rows.target, rows.classes, ignore_index)
+    compute_dtype = _compute_dtype(logits.dtype)
+
+    def buffer(shape, dtype=compute_dtype):
+        return runtime.new_output(shape, device=logits.device, dtype=dtype)
+
+    lse = buffer((rows.count,))
+    row_losses = buffer((rows.count,), logits.dtype if reduction == "none" else compute_dtype)
+    mass = buffer((rows.count,)) if rows.soft or label_smoothing > 0 else None
+    row_weights = None if rows.soft else buffer((rows.count,))
+    runtime.launch(_cross_entropy_forward_kernel, lambda meta: (rows.count,), CONFIGS,
+                   **_kernel_args(rows, weight, ignore_index, label_smoothing), loss_ptr=row_losses, lse_ptr=lse,
+                   row_weight_ptr=lse if row_weights is None else row_weights, mass_ptr=lse if mass is None else mass)
     if reduction == "none":
-        return row_losses, lse
-    loss = runtime.new_output((), device=logits.device, dtype=logits.dtype)
+        return row_losses.view(rows.loss_shape), SavedForBackward(lse, mass, None)
+    loss, divisor = buffer((), logits.dtype), buffer(())
+    weighted = reduction == "mean" and not rows.soft
     runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), partial_sums.CONFIGS, losses_ptr=row_losses,
-                   out_ptr=loss, N=N, divisor=N if reduction == "mean" else 1)
-    return loss, lse
+                   row_weights_ptr=row_weights if weighted else row_losses, out_ptr=loss, divisor_ptr=divisor,
+                   N=rows.count, fixed_divisor=rows.count if reduction == "mean" else 1, WEIGHTED=weighted)
+    return loss, SavedForBackward(lse, mass, divisor if reduction == "mean" else None)
 
 
-def cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, lse: torch.Tensor,
-                           reduction: str = "mean") -> torch.Tensor:
-    """dlogits [N, C] (a new contiguous tensor in logits' dtype) from the incoming gradient dloss
-    ([N] for "none", 0-d otherwise) and the forward's logits, target and lse."""
+def cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, saved: SavedForBackward,
+                           reduction: str = "mean", *, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                           label_smoothing: float = 0.0,
+                           target_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dlogits, dtarget): new contiguous tensors shaped like logits and target (dtarget only with
+    ``target_grad``, for class-probability targets; else None) from the incoming gradient dloss (the loss's
+    shape) and the forward's operands, arguments and ``saved``."""
     op = "cross_entropy_backward"
-    _check_inputs(op, logits, target, reduction)
-    N, C = logits.shape
-    dloss_shape = (N,) if reduction == "none" else ()
-    if tuple(dloss.shape) != dloss_shape or tuple(lse.shape) != (N,):
-        raise ValueError(f"{op}: dloss {tuple(dloss.shape)} must have shape {dloss_shape} and lse "
-                         f"{tuple(lse.shape)} shape ({N},) for logits {tuple(logits.shape)}, reduction {reduction!r}")
-    runtime.check_device(op, dloss=dloss, lse=lse)
-    dlogits = runtime.new_output((N, C), device=logits.device, dtype=logits.dtype)
-    runtime.launch(_cross_entropy_backward_kernel, lambda meta: (N,), CONFIGS,
-                   logits_ptr=logits, target_ptr=target, lse_ptr=lse, dloss_ptr=dloss, dlogits_ptr=dlogits, C=C,
-                   logits_sn=logits.stride(0), logits_sc=logits.stride(1), target_sn=target.stride(0),
-                   dloss_sn=dloss.stride(0) if reduction == "none" else 0, dlogits_sn=dlogits.stride(0),
-                   dlogits_sc=dlogits.stride(1), divisor=N if reduction == "mean" else 1,
-                   COMPUTE_DTYPE=runtime.accumulator_type(logits.dtype))
-    return dlogits
+    rows = _as_rows(op, logits, target, weight, ignore_index, reduction, label_smoothing)
+    dloss_shape = rows.loss_shape if reduction == "none" else ()
+    if tuple(dloss.shape) != dloss_shape:
+        raise ValueError(f"{op}: dloss must have the loss's shape {dloss_shape} for logits {tuple(logits.shape)}, "
+                         f"reduction {reduction!r}, got {tuple(dloss.shape)}")
+    if target_grad and not rows.soft:
+        raise ValueError(f"{op}: target_grad needs class-probability targets (class indices have no gradient)")
+    if (saved.mass is not None) != (rows.soft or label_smoothing > 0) or (saved.divisor is not None) != (
+            reduction == "mean"):
+        raise ValueError(f"{op}: saved does not come from a forward with these arguments")
+    for name, buffer, shape in zip(saved._fields, saved, ((rows.count,), (rows.count,), ()), strict=True):
+        runtime.check_shape_and_dtype(op, f"saved.{name}", buffer, shape, _compute_dtype(logits.dtype))
+    runtime.check_device(op, dloss=dloss, **saved._asdict())
+    lse, mass, divisor = (None if t is None else t.contiguous() for t in saved)  # the kernel indexes them by row
+    N, C, S = rows.logits.shape
+    dloss = dloss.reshape(N, S) if reduction == "none" else dloss.expand(N, S)  # "mean"/"sum": stride 0
+    dlogits = runtime.new_output((N, C, S), device=logits.device, dtype=logits.dtype)
+    dtarget = runtime.new_output((N, C, S), device=logits.device, dtype=target.dtype) if target_grad else None
+    runtime.launch(_cross_entropy_backward_kernel, lambda meta: (rows.count,), CONFIGS,
+                   **_kernel_args(rows, weight, ignore_index, label_smoothing), lse_ptr=lse,
+                   mass_ptr=lse if mass is None else mass, divisor_ptr=lse if divisor is None else divisor,
+                   dloss_ptr=dloss, dlogits_ptr=dlogits, dtarget_ptr=dlogits if dtarget is None else dtarget,
+                   **runtime.stride_args("dloss", dloss, "ns"),
+                   **runtime.stride_args("out", dlogits, "ncs"), MEAN=reduction == "mean", TARGET_GRAD=target_grad)
+    return dlogits.view(logits.shape), None if dtarget is None else dtarget.view(target.shape)

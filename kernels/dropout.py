@@ -7,9 +7,16 @@ so the backward regenerates it instead of saving it, and the linear kernels'
 fused dropout epilogue (kernels/linear.py, through ``dropped_out``) draws
 exactly the mask this op draws. Kept values are scaled by 1/(1-p) computed as
 PyTorch does (in the tensor's dtype), and 0 when p = 1.
+
+The kernel reads and writes contiguous memory: the launcher passes a
+non-contiguous tensor as a contiguous copy (the mask is defined on the
+row-major index whatever the layout). In place, a contiguous tensor is
+overwritten by the kernel itself, a non-contiguous one by copying the result back.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import torch
 import triton
@@ -63,9 +70,9 @@ def _dropout_kernel(
 
 
 def check_probability(op: str, p) -> float:
-    """p as a float; TypeError unless a real number, ValueError outside [0, 1]."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"{op}: dropout probability must be a float, got {p!r}")
+    """p as a float; TypeError unless a real number (not a tensor), ValueError outside [0, 1]."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{op}: dropout probability must be a float, got {p!r} (for a 0-d tensor pass p.item())")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
     return float(p)
@@ -90,22 +97,28 @@ def dropout_scale(p: float, dtype: torch.dtype) -> float:
     return (torch.ones((), dtype=dtype) / (1.0 - p)).item() if p < 1.0 else 0.0
 
 
-def _dropout_launch(op: str, t: torch.Tensor, p: float, seed: int, config: triton.Config | None) -> torch.Tensor:
+def _dropout_launch(op: str, t: torch.Tensor, p: float, seed: int, config: triton.Config | None,
+                    inplace: bool = False) -> torch.Tensor:
     p = check_probability(op, p)
     seed = check_seed(op, seed)
     runtime.check_float_dtype(op, x=t)
     runtime.check_device(op, x=t)
-    t = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
-    out = runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
-    runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(t.numel(), meta["BLOCK"]),), CONFIGS, config,
-                   x_ptr=t, y_ptr=out, numel=t.numel(), seed=seed, p=p, scale=dropout_scale(p, t.dtype),
-                   COMPUTE_DTYPE=runtime.accumulator_type(t.dtype))
-    return out
+    source = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
+    out = source if inplace and source is t else runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
+    if out.numel():
+        runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(out.numel(), meta["BLOCK"]),), CONFIGS, config,
+                       x_ptr=source, y_ptr=out, numel=out.numel(), seed=seed, p=p, scale=dropout_scale(p, t.dtype),
+                       COMPUTE_DTYPE=runtime.accumulator_type(t.dtype))
+    return t.copy_(out) if inplace and out is not t else out
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int, config: triton.Config | None = None) -> torch.Tensor:
-    """y (contiguous, x's shape): x * 1/(1-p) where kept, else 0; the mask comes from (seed, row-major index)."""
-    return _dropout_launch("dropout", x, p, seed, config)
+def dropout_forward(x: torch.Tensor, p: float, seed: int, config: triton.Config | None = None,
+                    inplace: bool = False) -> torch.Tensor:
+    """y (x's shape): x * 1/(1-p) where kept, else 0; the mask comes from (seed, row-major index).
+
+    y is a new contiguous tensor, or x itself (overwritten) when ``inplace``.
+    """
+    return _dropout_launch("dropout", x, p, seed, config, inplace)
 
 
 def dropout_backward(dy: torch.Tensor, p: float, seed: int, config: triton.Config | None = None) -> torch.Tensor:

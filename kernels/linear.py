@@ -1,15 +1,20 @@
 """Fully connected layer as a GEMM: forward with a fused bias/ReLU/dropout epilogue, input gradient,
 weight and bias gradient.
 
-Notation: x [M, K] (M rows: the batch), weight [N, K], bias [N] -> y [M, N],
-y = dropout?(relu?(x @ weight^T + bias)). Inputs are indexed through their
-strides (a transposed weight works); outputs are contiguous. Accumulation is
-fp32 (fp64 for float64 inputs, which exist to run gradcheck in the
-interpreter). Row offsets (m, n times a row stride) and dropout indices are
+Notation: x [*, K] (M rows: the product of the leading dimensions), weight [N, K],
+bias [N] -> y [*, N], y = dropout?(relu?(x @ weight^T + bias)). The launchers see
+x, dy and y as [M, *] matrices through ``reshape``: a view, unless the leading
+dimensions cannot be merged into one stride (then a copy). Inputs are indexed
+through their strides (a transposed weight, a strided bias, a stride-0 dy
+work); outputs are contiguous. Empty operands are allowed: a launch whose
+output is empty is skipped, and K = 0 gives y = bias, dw empty, db = sum of dy'.
+Accumulation is fp32 (fp64 for float64 inputs, which exist to run gradcheck in
+the interpreter). Row offsets (m, n times a row stride) and dropout indices are
 int64; column offsets stay below a row's extent.
 
 Dropout uses the mask of kernels/dropout.py (``dropped_out``) at y's flat
-index m * N + n, so the fused epilogue equals ``dropout(linear(...))`` exactly:
+index m * N + n (its row-major index in [*, N] too), so the fused epilogue
+equals ``dropout(linear(...))`` on y's shape exactly:
 the epilogue rounds relu(x @ w^T + b) to y's dtype before scaling, as the
 two separate ops would. Backward gets d(pre-activation) = dy' on the load of dy:
   ReLU (+ dropout): dy' = dy * scale where y > 0 (y > 0 implies kept and
@@ -19,6 +24,8 @@ No extra tensor is saved: y is needed anyway (it is the next layer's input).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -215,10 +222,11 @@ def _linear_weight_grad_kernel(
     The reduction over the M rows runs in order inside one program (no split,
     no atomics): results are bitwise repeatable. Programs of the first
     input-feature tile store db.
-    grid (cdiv(N, BLOCK_M) * cdiv(K, BLOCK_N),), swizzled: each program computes
-    a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps.
+    grid (cdiv(N, BLOCK_M) * cdiv(max(K, 1), BLOCK_N),), swizzled: each program computes
+    a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps
+    (K = 0: one tile column, which computes db only).
     """
-    pid_n, pid_k = _swizzled_tile(tl.program_id(0), N, K, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_n, pid_k = _swizzled_tile(tl.program_id(0), N, tl.maximum(K, 1), BLOCK_M, BLOCK_N, GROUP_M)
     n = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
     k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < N
@@ -257,18 +265,22 @@ def _check_dropout(p: float, seed) -> tuple[float, int]:
 
 
 def linear_geometry(x_shape, w_shape) -> dict:
-    """Validate x_shape [M, K] against w_shape [N, K]; return the sizes M, N, K. ValueError names both shapes."""
-    if len(x_shape) != 2:
-        raise ValueError(f"linear: x must be 2-D [batch, in_features], got shape {tuple(x_shape)}")
+    """Validate x_shape [*, K] against w_shape [N, K]; return the sizes M (rows: the product of x's leading
+    dimensions), N, K. ValueError names both shapes."""
+    if len(x_shape) < 1:
+        raise ValueError(f"linear: x must have at least 1 dimension [*, in_features], got shape {tuple(x_shape)}")
     if len(w_shape) != 2:
         raise ValueError(f"linear: weight must be 2-D [out_features, in_features], got shape {tuple(w_shape)}")
-    (M, K), (N, K_w) = x_shape, w_shape
-    if K != K_w:
-        raise ValueError(f"linear: x shape {tuple(x_shape)} has {K} features, but weight shape {tuple(w_shape)} "
-                         f"expects {K_w}")
-    if min(M, N, K) < 1:
-        raise ValueError(f"linear: empty operand: x {tuple(x_shape)}, weight {tuple(w_shape)}")
-    return dict(M=M, N=N, K=K)
+    (N, K) = w_shape
+    if x_shape[-1] != K:
+        raise ValueError(f"linear: x shape {tuple(x_shape)} has {x_shape[-1]} features, but weight shape "
+                         f"{tuple(w_shape)} expects {K}")
+    return dict(M=math.prod(x_shape[:-1]), N=N, K=K)
+
+
+def _matrix(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """t [*, cols] as a [rows, cols] matrix: a view, or a copy when t's leading dimensions do not merge."""
+    return t.reshape(rows, t.shape[-1])
 
 
 def _grid(rows: int, cols: int):
@@ -285,7 +297,7 @@ def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: int) ->
 def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
                    dropout: float = 0.0, seed: int | None = None, precision: str = "ieee",
                    config: triton.Config | None = None) -> torch.Tensor:
-    """y [M, N] = x [M, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with probability
+    """y [*, N] = x [*, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with probability
     ``dropout`` and the mask of ``seed`` (an int, needed when dropout > 0).
 
     precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
@@ -295,13 +307,16 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
     runtime.check_layer_operands("linear", x, weight, bias, g["N"])
-    y = runtime.new_output((g["M"], g["N"]), device=x.device, dtype=x.dtype)
+    y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
+    if y.numel() == 0:
+        return y
+    x, y_matrix = _matrix(x, g["M"]), y.view(g["M"], g["N"])
     runtime.launch(
         _linear_forward_kernel, _grid(g["M"], g["N"]), FORWARD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
-        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **g,
+        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y_matrix, **g,
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
-        b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y, "mn"), seed=seed, p=p,
+        b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), seed=seed, p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
@@ -311,48 +326,60 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                       seed: int | None = None, precision: str = "ieee",
                       config: triton.Config | None = None) -> torch.Tensor:
-    """dx [M, K] from dy [M, N] and weight [N, K].
+    """dx [*, K] from dy [*, N] and weight [N, K].
 
     y: the forward's output when it ended in a ReLU (dy is masked by y > 0);
     dropout, seed: the forward's dropout (scale only, given y; else the mask is regenerated from the seed).
     """
-    if dy.ndim != 2:
-        raise ValueError(f"linear_input_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
-    g = linear_geometry((dy.shape[0], weight.shape[-1]), weight.shape)
+    if dy.ndim < 1:
+        raise ValueError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
+    g = linear_geometry((*dy.shape[:-1], weight.shape[-1]), weight.shape)
     runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    runtime.check_shape_and_dtype("linear_input_grad", "dy", dy, (g["M"], g["N"]), weight.dtype)
-    runtime.check_shape_and_dtype("linear_input_grad", "y", y, (g["M"], g["N"]), weight.dtype)
+    out_shape = (*dy.shape[:-1], g["N"])
+    runtime.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape, weight.dtype)
+    runtime.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, weight.dtype)
     runtime.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
-    dx = runtime.new_output((g["M"], g["K"]), device=dy.device, dtype=dy.dtype)
+    dx = runtime.new_output((*dy.shape[:-1], g["K"]), device=dy.device, dtype=dy.dtype)
+    if dx.numel() == 0:
+        return dx
+    dy, dx_matrix = _matrix(dy, g["M"]), dx.view(g["M"], g["K"])
+    y = y if y is None else _matrix(y, g["M"])
     runtime.launch(
         _linear_input_grad_kernel, _grid(g["M"], g["K"]), INPUT_GRAD_CONFIGS, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, **runtime.stride_args("dy", dy, "mn"),
-        **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx, "mk"), **_mask_args(y, dy, p, seed),
-        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype), GROUP_M=GROUP_M)
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx_matrix, **g, **runtime.stride_args("dy", dy, "mn"),
+        **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx_matrix, "mk"),
+        **_mask_args(y, dy, p, seed), PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype),
+        GROUP_M=GROUP_M)
     return dx
 
 
 def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                        seed: int | None = None, bias_grad: bool = True, precision: str = "ieee",
                        config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(dw [N, K], db [N] or None) from dy [M, N] and x [M, K]; y, dropout, seed as in ``linear_input_grad``.
+    """(dw [N, K], db [N] or None) from dy [*, N] and x [*, K]; y, dropout, seed as in ``linear_input_grad``.
 
     Each dw/db element is reduced over the M rows in a fixed order inside one program: bitwise repeatable.
+    M = 0 gives zeros.
     """
-    if dy.ndim != 2:
-        raise ValueError(f"linear_weight_grad: dy must be 2-D [batch, out_features], got shape {tuple(dy.shape)}")
-    g = linear_geometry(x.shape, (dy.shape[1], x.shape[-1]))
+    if dy.ndim < 1:
+        raise ValueError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
+    g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
     runtime.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    runtime.check_shape_and_dtype("linear_weight_grad", "dy", dy, (g["M"], g["N"]), x.dtype)
-    runtime.check_shape_and_dtype("linear_weight_grad", "y", y, (g["M"], g["N"]), x.dtype)
+    out_shape = (*x.shape[:-1], g["N"])
+    runtime.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
+    runtime.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)
     runtime.check_device("linear_weight_grad", dy=dy, x=x, y=y)
     dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
     db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
+    if g["N"] == 0 or (g["K"] == 0 and not bias_grad):
+        return dw, db
+    dy, x = _matrix(dy, g["M"]), _matrix(x, g["M"])
+    y = y if y is None else _matrix(y, g["M"])
     runtime.launch(
-        _linear_weight_grad_kernel, _grid(g["N"], g["K"]), WEIGHT_GRAD_CONFIGS, config,
+        _linear_weight_grad_kernel, _grid(g["N"], max(g["K"], 1)), WEIGHT_GRAD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if bias_grad else dw, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed),

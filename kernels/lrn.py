@@ -1,8 +1,14 @@
 """Local response normalisation across channels, F.local_response_norm semantics, forward and backward.
 
-y_c = x_c * d_c^(-beta),  d_c = k + alpha / size * sum_{j = c - size//2}^{c + size//2} x_j^2
-(zero-padded channel window, alpha divided by size as PyTorch does; odd sizes).
-dx_i = dy_i * d_i^(-beta) - 2 * alpha * beta / size * x_i * sum_{c: |c - i| <= size//2} dy_c * x_c * d_c^(-beta - 1)
+y_c = x_c * d_c^(-beta),  d_c = k + alpha / size * sum_{j = c - size//2}^{c + (size-1)//2} x_j^2
+(zero-padded channel window, alpha divided by size as PyTorch does; an even size has one channel more
+before c than after, as PyTorch pads it).
+dx_i = dy_i * d_i^(-beta) - 2 * alpha * beta / size * x_i * sum_c dy_c * x_c * d_c^(-beta - 1)
+over c = i - (size-1)//2 .. i + size//2 (the channels whose window holds i: the forward window mirrored).
+
+x is [N, C, *spatial] with any number >= 1 of spatial dimensions; the kernels see [N, C, H, W]: a 3-D
+x [N, C, L] as H = 1, and from 5-D on the leading spatial dimensions merged into H (a view when their
+strides allow it, else a copy).
 
 Math in fp32 (fp64 for float64 inputs). Each program holds every channel of its
 positions, so the channel windows are sums of register shifts of one tile: x and
@@ -36,14 +42,15 @@ def _positions(pid, N, H, W, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def _channel_window_sum(t, c, C, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
-    """sum of t over channels c - SIZE//2 .. c + SIZE//2 (zero outside [0, C)); t, result: [BLOCK_C, BLOCK_P].
+def _channel_window_sum(t, c, C, SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """sum of t over channels c - BEFORE .. c - BEFORE + SIZE - 1 (zero outside [0, C)); t, result:
+    [BLOCK_C, BLOCK_P].
 
     The channel shifts are register gathers of the tile (shared memory on a GPU), not reloads.
     """
     total = tl.zeros_like(t)
     for offset in tl.static_range(SIZE):
-        j = c + offset - SIZE // 2
+        j = c + offset - BEFORE
         rows = tl.broadcast_to(tl.minimum(tl.maximum(j, 0), BLOCK_C - 1)[:, None], t.shape)
         total += tl.where(((j >= 0) & (j < C))[:, None], tl.gather(t, rows, 0), 0.0)
     return total
@@ -58,13 +65,13 @@ def _pow(base, exponent):
 @triton.jit
 def _lrn_denominator(x, c, C, alpha, k, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
     """d = k + alpha / size * (window sum of x^2) for a tile x [BLOCK_C, BLOCK_P] holding every channel."""
-    return k + alpha / SIZE * _channel_window_sum(x * x, c, C, SIZE, BLOCK_C)
+    return k + alpha / SIZE * _channel_window_sum(x * x, c, C, SIZE, SIZE // 2, BLOCK_C)
 
 
 @triton.jit
 def _lrn_input_grad(dy, x, d, c, C, alpha, beta, SIZE: tl.constexpr, BLOCK_C: tl.constexpr):
     """dx from tiles dy, x and the denominator d [BLOCK_C, BLOCK_P] (the module docstring's formula)."""
-    neighbours = _channel_window_sum(dy * x * _pow(d, -beta - 1.0), c, C, SIZE, BLOCK_C)
+    neighbours = _channel_window_sum(dy * x * _pow(d, -beta - 1.0), c, C, SIZE, (SIZE - 1) // 2, BLOCK_C)
     return dy * _pow(d, -beta) - 2.0 * alpha * beta / SIZE * x * neighbours
 
 
@@ -132,14 +139,35 @@ def _lrn_backward_kernel(
     _store_channels(dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw, c, C, dx_sc, p_ok, dx)
 
 
+def check_lrn_constants(op: str, size: int, alpha: float, k: float, odd_size: bool = False) -> None:
+    """ValueError unless size is a positive int (odd, if ``odd_size``), k > 0 and alpha >= 0."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or (odd_size and size % 2 == 0):
+        raise ValueError(f"{op}: size must be a positive {'odd ' if odd_size else ''}int, got {size!r}")
+    if k <= 0 or alpha < 0:
+        raise ValueError(f"{op}: k must be > 0 and alpha >= 0 (the kernels raise the denominator to -beta through "
+                         f"its logarithm; for others use torch.nn.functional.local_response_norm), got k={k}, "
+                         f"alpha={alpha}")
+
+
 def check_lrn_arguments(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> None:
+    """The fused LRN + max-pool's arguments (kernels/lrn_max_pool.py): x [N, C, H, W] and an odd size."""
     if len(x_shape) != 4:
         raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
-        raise ValueError(f"{op}: size must be a positive odd int, got {size!r}")
-    if k <= 0 or alpha < 0:
-        raise ValueError(f"{op}: k must be > 0 and alpha >= 0 (the denominator must stay positive), "
-                         f"got k={k}, alpha={alpha}")
+    check_lrn_constants(op, size, alpha, k, odd_size=True)
+
+
+def _check_lrn_input(op: str, x_shape, size: int, alpha: float, k: float) -> None:
+    """F.local_response_norm's arguments: x [N, C, *spatial] with at least one spatial dimension, any size."""
+    if len(x_shape) < 3:
+        raise ValueError(f"{op}: x must be [N, C, *spatial] with at least 3 dimensions (as "
+                         f"F.local_response_norm), got shape {tuple(x_shape)}")
+    check_lrn_constants(op, size, alpha, k)
+
+
+def _as_nchw(t: torch.Tensor) -> torch.Tensor:
+    """t [N, C, *spatial] as the kernels' [N, C, H, W]: [N, C, 1, L] for 3-D, the spatial dimensions but the
+    last merged into H from 5-D on (a view when their strides allow, else a copy)."""
+    return t.unsqueeze(2) if t.ndim == 3 else t.flatten(2, -2)
 
 
 def channel_blocks(C: int) -> dict:
@@ -149,34 +177,41 @@ def channel_blocks(C: int) -> dict:
 
 
 def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
-    """y [N, C, H, W] = local_response_norm(x [N, C, H, W]); y keeps x's memory format."""
-    check_lrn_arguments("local_response_norm", x.shape, size, alpha, beta, k)
+    """y [N, C, *spatial] = local_response_norm(x [N, C, *spatial]); a 4-D y keeps x's memory format, others
+    are contiguous."""
+    _check_lrn_input("local_response_norm", x.shape, size, alpha, k)
     runtime.check_float_dtype("local_response_norm", x=x)
     runtime.check_device("local_response_norm", x=x)
-    N, C, H, W = x.shape
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
+    if y.numel() == 0:
+        return y
+    x4, y4 = _as_nchw(x), _as_nchw(y)
+    N, C, H, W = x4.shape
     blocks = channel_blocks(C)
     runtime.launch(_lrn_forward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), CONFIGS,
-                   x_ptr=x, y_ptr=y, N=N, C=C, H=H, W=W, **runtime.stride_args("x", x), **runtime.stride_args("y", y),
-                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   x_ptr=x4, y_ptr=y4, N=N, C=C, H=H, W=W, **runtime.stride_args("x", x4),
+                   **runtime.stride_args("y", y4), SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return y
 
 
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
                  k: float = 1.0) -> torch.Tensor:
-    """dx [N, C, H, W] from dy and the forward's input x (same shape); dx keeps x's memory format."""
-    check_lrn_arguments("local_response_norm_backward", x.shape, size, alpha, beta, k)
+    """dx [N, C, *spatial] from dy and the forward's input x (same shape); dx is laid out as ``lrn_forward``'s y."""
+    _check_lrn_input("local_response_norm_backward", x.shape, size, alpha, k)
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
                          f"x {tuple(x.shape)} {x.dtype}")
     runtime.check_device("local_response_norm_backward", dy=dy, x=x)
-    N, C, H, W = x.shape
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
+    if dx.numel() == 0:
+        return dx
+    dy4, x4, dx4 = _as_nchw(dy), _as_nchw(x), _as_nchw(dx)
+    N, C, H, W = x4.shape
     blocks = channel_blocks(C)
     runtime.launch(_lrn_backward_kernel, lambda meta: (triton.cdiv(N * H * W, meta["BLOCK_P"]),), CONFIGS,
-                   dy_ptr=dy, x_ptr=x, dx_ptr=dx, N=N, C=C, H=H, W=W, **runtime.stride_args("dy", dy),
-                   **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
+                   dy_ptr=dy4, x_ptr=x4, dx_ptr=dx4, N=N, C=C, H=H, W=W, **runtime.stride_args("dy", dy4),
+                   **runtime.stride_args("x", x4), **runtime.stride_args("dx", dx4),
                    SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return dx

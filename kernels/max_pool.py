@@ -1,10 +1,16 @@
-"""2-D max pooling (F.max_pool2d semantics, ceil_mode=False, dilation 1): forward saving small window
-offsets, backward as a gather over the windows that cover each input pixel (no atomics).
+"""2-D max pooling (F.max_pool2d semantics: padding, dilation, ceil_mode): forward saving small window
+offsets, backward as a gather over the windows that cover each input pixel (no atomics), and PyTorch's int64
+indices made from the offsets on demand.
 
-Notation: x [N, C, H, W] -> y [N, C, OH, OW], window KH x KW. Padded positions never win (they count
-as -inf, as in PyTorch). Ties go to the first maximum in row-major window order;
-a NaN wins over any number and a later NaN over an earlier one, exactly as PyTorch's kernels compare
-(``v > max or v != v``), so gradients land where PyTorch sends them.
+Notation: x [N, C, H, W] -> y [N, C, OH, OW], window KH x KW taps, dilation DH x DW (compile-time constants,
+so dilation 1 compiles to the undilated code). Window (oh, ow) starts at (oh*stride_h - pad_h,
+ow*stride_w - pad_w); its tap (i, j) reads (start_h + i*DH, start_w + j*DW) and has offset i*KW + j.
+Padded and out-of-input positions (ceil_mode's last windows) never win (they count as -inf, as in PyTorch).
+Ties go to the first maximum in row-major tap order; a NaN wins over any number and a later NaN over an
+earlier one, exactly as PyTorch's kernels compare (``v > max or v != v``), so gradients and indices land where
+PyTorch's do. A window with nothing above -inf keeps, as PyTorch does, its first tap with row and column >= 0
+(past the input when dilation skips every pixel: PyTorch's backward then writes out of bounds; this one drops
+that gradient).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import triton.language as tl
 
 from . import runtime
 
-# Not autotuned: one config (forward and backward); the interpreter runs fewer, larger programs.
+# Not autotuned: one config (forward, backward and indices); the interpreter runs fewer, larger programs.
 CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
 
 
@@ -36,10 +42,10 @@ def _output_coordinates(offs, C, OH, OW, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
-def _first_in_bounds(h0, w0, KW):
-    """Window offset of the first in-bounds position of windows starting at (h0, w0): PyTorch keeps it
+def _first_in_bounds(h0, w0, KW, DILATION_H: tl.constexpr = 1, DILATION_W: tl.constexpr = 1):
+    """Window offset of the first tap with row and column >= 0 of windows starting at (h0, w0): PyTorch keeps it
     when nothing beats -inf."""
-    return (tl.maximum(h0, 0) - h0) * KW + (tl.maximum(w0, 0) - w0)
+    return tl.cdiv(tl.maximum(h0, 0) - h0, DILATION_H) * KW + tl.cdiv(tl.maximum(w0, 0) - w0, DILATION_W)
 
 
 @triton.jit
@@ -51,25 +57,30 @@ def _keep_maximum(best, best_at, v, inside, at):
 
 @triton.jit
 def _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW, stride_h, stride_w, pad_h, pad_w,
-                         dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE: tl.constexpr):
+                         dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE: tl.constexpr,
+                         DILATION_H: tl.constexpr = 1, DILATION_W: tl.constexpr = 1):
     """Sum of dy over the windows covering input pixels (n64, c, h, w) whose saved winner is that pixel.
 
-    Indices broadcast against each other to valid's shape; at most ceil(KH/stride) x ceil(KW/stride) windows.
+    Indices broadcast against each other to valid's shape; at most ceil(span_h/stride_h) x ceil(span_w/stride_w)
+    windows, span = (K - 1) * dilation + 1.
     """
-    # windows oh with oh*stride - pad <= h <= oh*stride - pad + KH - 1
+    # windows oh with oh*stride - pad <= h <= oh*stride - pad + span - 1
     last_oh = tl.minimum((h + pad_h) // stride_h, OH - 1)
     last_ow = tl.minimum((w + pad_w) // stride_w, OW - 1)
     acc = tl.zeros(valid.shape, dtype=COMPUTE_DTYPE)
-    for a in range(0, tl.cdiv(KH, stride_h)):
+    for a in range(0, tl.cdiv((KH - 1) * DILATION_H + 1, stride_h)):
         oh = last_oh - a
-        for b in range(0, tl.cdiv(KW, stride_w)):
+        for b in range(0, tl.cdiv((KW - 1) * DILATION_W + 1, stride_w)):
             ow = last_ow - b
             local_h = h - (oh * stride_h - pad_h)
             local_w = w - (ow * stride_w - pad_w)
-            covers = valid & (oh >= 0) & (ow >= 0) & (local_h < KH) & (local_w < KW)
+            tap_h = local_h // DILATION_H
+            tap_w = local_w // DILATION_W
+            on_tap = (local_h % DILATION_H == 0) & (local_w % DILATION_W == 0)
+            covers = valid & (oh >= 0) & (ow >= 0) & on_tap & (tap_h < KH) & (tap_w < KW)
             winner = tl.load(window_ptr + n64 * win_sn + c * win_sc + oh * win_sh + ow * win_sw, mask=covers,
                              other=-1)
-            mine = covers & (winner.to(tl.int32) == local_h * KW + local_w)
+            mine = covers & (winner.to(tl.int32) == tap_h * KW + tap_w)
             acc += tl.load(dy_ptr + n64 * dy_sn + c * dy_sc + oh * dy_sh + ow * dy_sw, mask=mine,
                            other=0.0).to(COMPUTE_DTYPE)
     return acc
@@ -87,11 +98,12 @@ def _max_pool2d_forward_kernel(
     x_sn, x_sc, x_sh, x_sw,
     y_sn, y_sc, y_sh, y_sw,
     # meta
-    CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """y = max over each window; window[n, c, oh, ow] = row-major offset of the winner in its window.
 
-    window has y's shape and strides, dtype int8/int16. grid (cdiv(N*C*OH*OW, BLOCK),).
+    window has y's shape and strides, dtype int8/int16/int32. grid (cdiv(N*C*OH*OW, BLOCK),).
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N * C * OH * OW
@@ -100,10 +112,10 @@ def _max_pool2d_forward_kernel(
     w0 = ow * stride_w - pad_w
     x_base = x_ptr + n.to(tl.int64) * x_sn + c * x_sc
     best = tl.full([BLOCK], float("-inf"), COMPUTE_DTYPE)
-    best_at = _first_in_bounds(h0, w0, KW)
+    best_at = _first_in_bounds(h0, w0, KW, DILATION_H, DILATION_W)
     for at in range(0, KH * KW):  # row-major window order: ties keep the first
-        h = h0 + at // KW
-        w = w0 + at % KW
+        h = h0 + (at // KW) * DILATION_H
+        w = w0 + (at % KW) * DILATION_W
         inside = valid & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         v = tl.load(x_base + h * x_sh + w * x_sw, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, v, inside, at)
@@ -120,12 +132,13 @@ def _max_pool2d_backward_kernel(
     N, C, H, W, OH, OW, KH, KW,
     # geometry
     stride_h, stride_w, pad_h, pad_w,
-    # strides, in elements (window shares y's strides)
+    # strides, in elements
     dy_sn, dy_sc, dy_sh, dy_sw,
     win_sn, win_sc, win_sh, win_sw,
     dx_sn, dx_sc, dx_sh, dx_sw,
     # meta
-    CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """dx[n, c, h, w] = sum of dy over the windows covering (h, w) whose winner is (h, w).
 
@@ -136,41 +149,110 @@ def _max_pool2d_backward_kernel(
     n, c, h, w = _output_coordinates(offs, C, H, W, CHANNELS_LAST)
     n64 = n.to(tl.int64)
     acc = _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW, stride_h, stride_w, pad_h,
-                               pad_w, dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE)
+                               pad_w, dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE,
+                               DILATION_H, DILATION_W)
     out = n64 * dx_sn + c * dx_sc + h * dx_sh + w * dx_sw
     tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=valid)
 
 
-def max_pool2d_geometry(x_shape, kernel_size, stride=None, padding=0) -> dict:
-    """Validate pooling parameters against x_shape [N, C, H, W]; return kernel size arguments."""
+@triton.jit
+def _window_indices_kernel(
+    # pointers
+    window_ptr, indices_ptr,
+    # sizes
+    N, C, H, W, OH, OW, KH, KW,
+    # geometry
+    stride_h, stride_w, pad_h, pad_w,
+    # strides, in elements
+    win_sn, win_sc, win_sh, win_sw,
+    idx_sn, idx_sc, idx_sh, idx_sw,
+    # meta
+    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """indices[n, c, oh, ow] = h * W + w of the winner (h, w) whose offset window[n, c, oh, ow] holds (int64).
+
+    grid (cdiv(N*C*OH*OW, BLOCK),).
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < N * C * OH * OW
+    n, c, oh, ow = _output_coordinates(offs, C, OH, OW, CHANNELS_LAST)
+    n64 = n.to(tl.int64)
+    at = tl.load(window_ptr + n64 * win_sn + c * win_sc + oh * win_sh + ow * win_sw, mask=valid, other=0)
+    at = at.to(tl.int32)
+    h = oh * stride_h - pad_h + (at // KW) * DILATION_H
+    w = ow * stride_w - pad_w + (at % KW) * DILATION_W
+    tl.store(indices_ptr + n64 * idx_sn + c * idx_sc + oh * idx_sh + ow * idx_sw, h.to(tl.int64) * W + w,
+             mask=valid)
+
+
+def _int_pair(value, name: str) -> tuple[int, int]:
+    """An int, or a sequence of one or two ints (F.max_pool2d takes both), as a pair."""
+    if isinstance(value, (tuple, list, torch.Size)) and len(value) == 1:
+        value = value[0]
+    return runtime.int_pair(value, "max_pool2d", name)
+
+
+def max_pool2d_dilation(dilation=1) -> dict:
+    """The kernels' compile-time dilation DILATION_H, DILATION_W (an int or pair of ints, each >= 1)."""
+    dilation_h, dilation_w = _int_pair(dilation, "dilation")
+    if min(dilation_h, dilation_w) < 1:
+        raise ValueError(f"max_pool2d: dilation {(dilation_h, dilation_w)} must be >= 1")
+    return dict(DILATION_H=dilation_h, DILATION_W=dilation_w)
+
+
+def _pooled_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's output size (pooling_output_shape): in ceil_mode the last window must start inside the input or
+    its left/top padding."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    return out - 1 if ceil_mode and (out - 1) * stride >= size + pad else out
+
+
+def max_pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> dict:
+    """Validate F.max_pool2d's arguments against x_shape [N, C, H, W] (N may be 0); return the kernels' size
+    and geometry arguments (the dilation constants come from ``max_pool2d_dilation``).
+
+    stride None or empty means kernel_size; padding at most half the kernel, as PyTorch requires.
+    """
     if len(x_shape) != 4:
         raise ValueError(f"max_pool2d: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
-    KH, KW = runtime.int_pair(kernel_size, "max_pool2d", "kernel_size")
-    stride_h, stride_w = runtime.int_pair(kernel_size if stride is None else stride, "max_pool2d", "stride")
-    pad_h, pad_w = runtime.int_pair(padding, "max_pool2d", "padding")
+    if 0 in tuple(x_shape)[1:]:
+        raise ValueError(f"max_pool2d: C, H and W must be non-zero (only the batch may be empty), got shape "
+                         f"{tuple(x_shape)}")
+    KH, KW = _int_pair(kernel_size, "kernel_size")
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    stride_h, stride_w = _int_pair(kernel_size if no_stride else stride, "stride")
+    pad_h, pad_w = _int_pair(padding, "padding")
+    dilation = max_pool2d_dilation(dilation)
     if min(KH, KW, stride_h, stride_w) < 1:
         raise ValueError(f"max_pool2d: kernel_size {(KH, KW)} and stride {(stride_h, stride_w)} must be >= 1")
     if pad_h < 0 or pad_w < 0 or 2 * pad_h > KH or 2 * pad_w > KW:
         raise ValueError(f"max_pool2d: padding {(pad_h, pad_w)} must be >= 0 and at most half the kernel "
                          f"size {(KH, KW)}")
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"max_pool2d: ceil_mode must be a bool, got {ceil_mode!r}")
     N, C, H, W = x_shape
-    OH = (H + 2 * pad_h - KH) // stride_h + 1
-    OW = (W + 2 * pad_w - KW) // stride_w + 1
+    OH = _pooled_size(H, KH, stride_h, pad_h, dilation["DILATION_H"], ceil_mode)
+    OW = _pooled_size(W, KW, stride_w, pad_w, dilation["DILATION_W"], ceil_mode)
     if OH < 1 or OW < 1:
-        raise ValueError(f"max_pool2d: kernel {(KH, KW)} with padding {(pad_h, pad_w)} is larger than the "
-                         f"input {tuple(x_shape)}")
+        raise ValueError(f"max_pool2d: kernel {(KH, KW)} with dilation "
+                         f"{(dilation['DILATION_H'], dilation['DILATION_W'])} and padding {(pad_h, pad_w)} is "
+                         f"larger than the input {tuple(x_shape)}")
     return dict(N=N, C=C, H=H, W=W, OH=OH, OW=OW, KH=KH, KW=KW, stride_h=stride_h, stride_w=stride_w,
                 pad_h=pad_h, pad_w=pad_w)
 
 
 def window_offset_dtype(geometry: dict) -> torch.dtype:
-    """The smallest integer type holding a window offset: int8, or int16 for windows over 127 elements."""
-    return torch.int8 if geometry["KH"] * geometry["KW"] <= 127 else torch.int16
+    """The smallest integer type holding a window offset: int8 for windows of up to 127 taps, else int16 or int32."""
+    taps = geometry["KH"] * geometry["KW"]
+    return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
 
 
-def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] int8, or int16 for windows over 127 elements)."""
-    g = max_pool2d_geometry(x.shape, kernel_size, stride, padding)
+def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode=False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``); both keep x's memory
+    format."""
+    g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     runtime.check_float_dtype("max_pool2d", x=x)
     runtime.check_device("max_pool2d", x=x)
     fmt = runtime.memory_format_of(x)
@@ -179,23 +261,46 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0) -> 
     window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
                    CONFIGS, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
-                   **runtime.stride_args("y", y), CHANNELS_LAST=fmt is torch.channels_last,
-                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
+                   **runtime.stride_args("y", y), **max_pool2d_dilation(dilation),
+                   CHANNELS_LAST=fmt is torch.channels_last, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
     return y, window
 
 
+def _check_window(op: str, window: torch.Tensor, g: dict) -> None:
+    """ValueError unless window is [N, C, OH, OW] of the offset dtype of these pooling arguments."""
+    runtime.check_shape_and_dtype(op, "window", window, (g["N"], g["C"], g["OH"], g["OW"]), window_offset_dtype(g))
+
+
 def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0,
+                        dilation=1, ceil_mode=False,
                         memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """dx [N, C, H, W] from dy and the forward's window offsets (both [N, C, OH, OW])."""
-    g = max_pool2d_geometry(x_shape, kernel_size, stride, padding)
-    out_shape = (g["N"], g["C"], g["OH"], g["OW"])
-    if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape:
-        raise ValueError(f"max_pool2d_backward: dy {tuple(dy.shape)} and window {tuple(window.shape)} must have "
-                         f"shape {out_shape}")
+    """dx [N, C, H, W] (in ``memory_format``) from dy and the forward's window offsets (both [N, C, OH, OW])."""
+    g = max_pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    runtime.check_float_dtype("max_pool2d_backward", dy=dy)
     runtime.check_device("max_pool2d_backward", dy=dy, window=window)
+    _check_window("max_pool2d_backward", window, g)
+    if dy.shape != window.shape:
+        raise ValueError(f"max_pool2d_backward: dy {tuple(dy.shape)} must have shape {tuple(window.shape)}")
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
     runtime.launch(_max_pool2d_backward_kernel, lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),),
                    CONFIGS, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("win", window), **runtime.stride_args("dx", dx),
-                   CHANNELS_LAST=memory_format is torch.channels_last, COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
+                   **max_pool2d_dilation(dilation), CHANNELS_LAST=memory_format is torch.channels_last,
+                   COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
+
+
+def max_pool2d_indices(window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode=False) -> torch.Tensor:
+    """F.max_pool2d's return_indices from the forward's window offsets: int64 [N, C, OH, OW] (window's memory
+    format), each the flat index h * W + w of the winner in its (n, c) plane."""
+    g = max_pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    runtime.check_device("max_pool2d_indices", window=window)
+    _check_window("max_pool2d_indices", window, g)
+    fmt = runtime.memory_format_of(window)
+    indices = runtime.new_output(window.shape, device=window.device, dtype=torch.int64, memory_format=fmt)
+    runtime.launch(_window_indices_kernel, lambda meta: (triton.cdiv(indices.numel(), meta["BLOCK"]),),
+                   CONFIGS, window_ptr=window, indices_ptr=indices, **g, **runtime.stride_args("win", window),
+                   **runtime.stride_args("idx", indices), **max_pool2d_dilation(dilation),
+                   CHANNELS_LAST=fmt is torch.channels_last)
+    return indices

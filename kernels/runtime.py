@@ -20,6 +20,7 @@ Modes (environment variable ``ALEXNET_TRITON_MODE``):
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -159,25 +160,50 @@ def gemm_tile(block_m: int, block_n: int, block_k: int, warps: int, stages: int)
 # Interpreter tiles: its cost is Python work per tl operation, repeated per
 # program and per reduction step, while numpy's work per tile element is cheap.
 # So each GEMM gets a tile fitted to its own size (powers of two, at least 16,
-# tl.dot's minimum), capped so one operand tile holds at most 2^20 elements:
-# usually one program and a few reduction steps. On the scaled CPU net
-# (width 1/8, 67x67, batch 16) a training step took 2x less CPU time than with
-# fixed 512x32x128 conv and 128x128x64 linear tiles.
-_INTERPRETER_TILE_CAPS = dict(rows=4096, cols=512, reduction=2048, operand_elements=1 << 20)
+# tl.dot's minimum), capped so that every tensor the kernel holds (the output
+# tile BLOCK_M x BLOCK_N and both operand tiles) stays within Triton's limit of
+# 2^20 elements: usually one program and a few reduction steps. On the scaled
+# CPU net (width 1/8, 67x67, batch 16) a training step took 2x less CPU time
+# than with fixed 512x32x128 conv and 128x128x64 linear tiles.
+_INTERPRETER_TILE_CAPS = dict(rows=4096, cols=512, reduction=2048, tensor_elements=tl.TRITON_MAX_TENSOR_NUMEL)
 
 
 def interpreter_gemm_tile(rows: int, cols: int, reduction: int) -> triton.Config:
-    """The interpreter's tile for a [rows, cols] output reduced over ``reduction``: the problem's size, capped."""
+    """The interpreter's tile for a [rows, cols] output reduced over ``reduction``: the problem's size, capped;
+    the output tile shrinks first (its larger side), then the reduction step, until every tile fits."""
     caps = _INTERPRETER_TILE_CAPS
+    limit = caps["tensor_elements"]
     block_m, block_n, block_k = (min(cap, max(16, triton.next_power_of_2(size))) for size, cap in
                                  ((rows, caps["rows"]), (cols, caps["cols"]), (reduction, caps["reduction"])))
-    while max(block_m, block_n) * block_k > caps["operand_elements"] and block_k > 16:
+    while block_m * block_n > limit:
+        block_m, block_n = (block_m // 2, block_n) if block_m >= block_n else (block_m, block_n // 2)
+    while max(block_m, block_n) * block_k > limit and block_k > 16:
         block_k //= 2
+    if max(block_m * block_n, max(block_m, block_n) * block_k) > limit:
+        raise ValueError(f"interpreter tile {block_m}x{block_n}x{block_k} for a [{rows}, {cols}] output over "
+                         f"{reduction} exceeds Triton's {limit} elements per tensor")
     return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k})
 
 
+_TARGET_SMS: contextvars.ContextVar[int | None] = contextvars.ContextVar("target_sms", default=None)
+
+
+@contextlib.contextmanager
+def target(streaming_multiprocessors: int):
+    """Inside it, launches are planned (grid splits, tile picks) for a GPU with ``streaming_multiprocessors``
+    SMs instead of this machine's: ahead-of-time inspection and the study's launch models."""
+    token = _TARGET_SMS.set(streaming_multiprocessors)
+    try:
+        yield
+    finally:
+        _TARGET_SMS.reset(token)
+
+
 def streaming_multiprocessors() -> int:
-    """SM count of the current GPU; 1 in the interpreter, which runs programs one after another."""
+    """SM count of the ``target`` GPU, else of the current GPU; 1 in the interpreter, which runs programs one
+    after another."""
+    if _TARGET_SMS.get() is not None:
+        return _TARGET_SMS.get()
     if INTERPRETER or not torch.cuda.is_available():
         return 1
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
@@ -185,7 +211,7 @@ def streaming_multiprocessors() -> int:
 
 def int_pair(value, op: str, name: str) -> tuple[int, int]:
     """An int or a pair of ints as a pair; TypeError naming ``op`` and ``name`` otherwise."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     return pair

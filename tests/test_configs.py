@@ -17,16 +17,18 @@ GEMM_CONFIGS = {"conv_forward": conv.FORWARD_CONFIGS, "conv_input_grad": conv.IN
 
 
 @pytest.mark.parametrize("rows, cols, reduction", [(1, 1, 1), (17, 5, 3), (4624, 12, 363), (16, 4096, 9216),
-                                                    (1 << 20, 1 << 20, 1 << 20)])
+                                                    (4096, 9216, 64), (1 << 20, 1 << 20, 1 << 20)])
 def test_interpreter_tile_covers_the_problem_up_to_the_caps(rows, cols, reduction):
     tile = runtime.interpreter_gemm_tile(rows, cols, reduction).kwargs
     caps = runtime._INTERPRETER_TILE_CAPS
+    limit = caps["tensor_elements"]
+    assert tile["BLOCK_M"] * tile["BLOCK_N"] <= limit
     for block, size, cap in ((tile["BLOCK_M"], rows, caps["rows"]), (tile["BLOCK_N"], cols, caps["cols"])):
         assert block >= 16 and block & (block - 1) == 0  # tl.dot needs powers of two >= 16
-        assert block >= min(size, cap) and block <= max(16, 2 * size)
+        assert (block >= min(size, cap) or tile["BLOCK_M"] * tile["BLOCK_N"] == limit) and block <= max(16, 2 * size)
     block_k = tile["BLOCK_K"]
     assert block_k >= 16 and block_k & (block_k - 1) == 0 and block_k <= max(16, 2 * reduction)
-    assert max(tile["BLOCK_M"], tile["BLOCK_N"]) * block_k <= caps["operand_elements"] or block_k == 16
+    assert max(tile["BLOCK_M"], tile["BLOCK_N"]) * block_k <= limit
 
 
 @pytest.mark.parametrize("name", GEMM_CONFIGS)
@@ -94,3 +96,13 @@ def test_weight_grad_tile_is_picked_by_least_work(k, c, expected):
     args = dict(K_per_group=k, C_per_group=c, R=3, S=3, FLAT_CRS=False)
     chosen = configs.pick(configs.tensor_core, args).kwargs
     assert (chosen["BLOCK_M"], chosen["BLOCK_N"]) == expected
+
+
+def test_target_plans_for_another_gpu_and_restores():
+    here = runtime.streaming_multiprocessors()
+    with runtime.target(132):
+        assert runtime.streaming_multiprocessors() == 132
+        with runtime.target(304):
+            assert runtime.streaming_multiprocessors() == 304
+        assert runtime.streaming_multiprocessors() == 132
+    assert runtime.streaming_multiprocessors() == here

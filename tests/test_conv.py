@@ -11,6 +11,9 @@ from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
 from alexnet_triton.kernels import conv, runtime
 
+# PyTorch's reference pads a copy for an even "same" window; this op needs none (pad_h/pad_w are the top/left padding).
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+
 # AlexNet's ten conv layers: real kernel/stride/padding/groups, channels / 8
 # and smaller images so the interpreter stays fast.
 SCALED_SIZES = {"conv1": 31, "conv2": 11}
@@ -25,49 +28,58 @@ ODD_LAYERS = [
 ]
 
 
-def make_inputs(layer: ConvLayer, batch: int, dtype=torch.float32, height: int | None = None,
-                channels_last: bool = False, seed: int = 0):
+def random_operands(x_shape, w_shape, dtype=torch.float32, channels_last: bool = False, seed: int = 0):
     """Fresh random x, weight (scaled by 1/sqrt(fan_in)), bias, all requiring grad."""
     gen = torch.Generator().manual_seed(seed)
-    height = height or layer.size
-    x = torch.randn(batch, layer.in_channels, height, layer.size, generator=gen)
-    fan_in = layer.in_channels // layer.groups * layer.kernel ** 2
-    w = torch.randn(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel,
-                    generator=gen) / fan_in ** 0.5
-    b = torch.randn(layer.out_channels, generator=gen)
+    x = torch.randn(x_shape, generator=gen)
+    w = torch.randn(w_shape, generator=gen) / (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5
+    b = torch.randn(w_shape[0], generator=gen)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     return [t.to(dtype).requires_grad_() for t in (x, w, b)]
+
+
+def make_inputs(layer: ConvLayer, batch: int, dtype=torch.float32, height: int | None = None,
+                channels_last: bool = False, seed: int = 0):
+    """``random_operands`` for an AlexNet-like layer: x [batch, C, height (default: size), size]."""
+    return random_operands((batch, layer.in_channels, height or layer.size, layer.size), layer.weight_shape, dtype,
+                           channels_last, seed)
 
 
 def geometry(layer: ConvLayer) -> dict:
     return dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
 
 
-def torch_conv(x, w, b, layer, relu):
-    y = F.conv2d(x, w, b, **geometry(layer))
+def torch_conv(x, w, b, conv_args: dict, relu):
+    y = F.conv2d(x, w, b, **conv_args)
     return F.relu(y) if relu else y
 
 
-def run_both(layer, x, w, b, relu, no_torch_fallback, precision="ieee"):
-    """(triton outputs, torch outputs, dy): y, dx, dw, db for the same upstream gradient dy."""
+def run_both(conv_args: dict, x, w, b, relu, no_torch_fallback, precision="ieee"):
+    """(triton outputs, torch outputs, dy): y, dx, dw, db for the same upstream gradient dy; ``conv_args``: the
+    keyword arguments stride, padding, dilation, groups."""
     with no_torch_fallback():
-        y = ops.conv2d(x, w, b, relu=relu, precision=precision, **geometry(layer))
+        y = ops.conv2d(x, w, b, relu=relu, precision=precision, **conv_args)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
     with no_torch_fallback():
         grads = torch.autograd.grad(y, (x, w, b), dy)
-    y_ref = torch_conv(x, w, b, layer, relu)
+    y_ref = torch_conv(x, w, b, conv_args, relu)
     grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
     return (y, *grads), (y_ref, *grads_ref), dy
+
+
+def assert_all_close(ours, ref, names=("y", "dx", "dw", "db")):
+    for name, a, e in zip(names, ours, ref, strict=True):
+        assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} vs {tuple(e.shape)}"
+        assert_close(a, e, name)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("layer", ALEXNET_LAYERS)
 def test_alexnet_layers_fp32(layer, channels_last, no_torch_fallback):
     x, w, b = make_inputs(layer, batch=2, channels_last=channels_last)
-    ours, ref, _ = run_both(layer, x, w, b, True, no_torch_fallback)
-    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
-        assert_close(a, e, name)
+    ours, ref, _ = run_both(geometry(layer), x, w, b, True, no_torch_fallback)
+    assert_all_close(ours, ref)
     assert ours[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     assert ours[1].stride() == x.stride()
 
@@ -75,29 +87,85 @@ def test_alexnet_layers_fp32(layer, channels_last, no_torch_fallback):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("layer", [p for p in ALEXNET_LAYERS if "conv1" not in p.id])
 def test_alexnet_layers_channel_block_order(layer, channels_last):
-    """The reduction order a GPU uses for >= 16 channels per group (the interpreter defaults to flat)."""
-    x, w, b = (t.detach() for t in make_inputs(layer, batch=2, channels_last=channels_last))
-    g = geometry(layer)
-    y_ref = torch_conv(x, w, b, layer, True)
+    check_channel_block_order(make_inputs(layer, batch=2, channels_last=channels_last), geometry(layer))
+
+
+def check_channel_block_order(operands, conv_args: dict):
+    """The launchers in the reduction order a GPU uses for >= 16 channels per group (the interpreter defaults to
+    flat), ReLU fused: y, db, dx, dw against PyTorch's autograd."""
+    x, w, b = (t.detach().requires_grad_() for t in operands)
+    y_ref = torch_conv(x, w, b, conv_args, True)
     dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
-    dy_masked = dy * (y_ref > 0)
-    y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=False, **g)
+    dx_ref, dw_ref, db_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
+    x, w, b, y_ref = (t.detach() for t in (x, w, b, y_ref))
+    y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=False, **conv_args)
     masked, db = conv.conv2d_output_grad(dy, y_ref, bias_grad=True)
-    dx = conv.conv2d_input_grad(masked, w, x.shape, memory_format=runtime.memory_format_of(x), flat_krs=False, **g)
-    dw = conv.conv2d_weight_grad(masked, x, w.shape, flat_crs=False, **g)
-    assert_close(y, y_ref, "y")
-    assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w, dy_masked, **g), "dx")
-    assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
-    assert_close(db, dy_masked.sum((0, 2, 3)), "db")
+    dx = conv.conv2d_input_grad(masked, w, x.shape, memory_format=runtime.memory_format_of(x), flat_krs=False,
+                                **conv_args)
+    dw = conv.conv2d_weight_grad(masked, x, w.shape, flat_crs=False, **conv_args)
+    assert_all_close((y, dx, dw, db), (y_ref, dx_ref, dw_ref, db_ref))
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("layer", ODD_LAYERS)
 def test_odd_shapes_fp32(layer, relu, no_torch_fallback):
     x, w, b = make_inputs(layer, batch=1, height=layer.size + 3, seed=3)
-    ours, ref, _ = run_both(layer, x, w, b, relu, no_torch_fallback)
-    for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
-        assert_close(a, e, name)
+    ours, ref, _ = run_both(geometry(layer), x, w, b, relu, no_torch_fallback)
+    assert_all_close(ours, ref)
+
+
+# Dilation: in the input gradient, gcd(stride, dilation) > 1 leaves stride phases without taps (d2x3-s2x3;
+# d4x2-s2x3's rows, where a tap also steps two output rows), gcd = 1 permutes a phase's taps (d3-s2-groups3).
+DILATED = [
+    pytest.param((2, 6, 11, 10), (8, 6, 3, 3), dict(dilation=2), id="d2"),
+    pytest.param((2, 6, 11, 10), (8, 6, 3, 2), dict(stride=(2, 3), padding=(1, 2), dilation=(2, 3)), id="d2x3-s2x3"),
+    pytest.param((1, 6, 13, 12), (9, 2, 3, 3), dict(stride=2, padding=2, dilation=3, groups=3), id="d3-s2-groups3"),
+    pytest.param((2, 4, 12, 11), (6, 4, 2, 3), dict(stride=(2, 3), padding=(3, 1), dilation=(4, 2)), id="d4x2-s2x3"),
+]
+# "same": dilation * (kernel - 1) rows/columns in all, an odd one below/right; "valid": none.
+PADDING_STRINGS = [
+    pytest.param((2, 5, 9, 8), (6, 5, 3, 3), dict(padding="same"), id="same-odd-kernel"),
+    pytest.param((2, 5, 9, 8), (6, 5, 4, 2), dict(padding="same"), id="same-even-kernel"),
+    pytest.param((2, 5, 9, 8), (6, 5, 2, 3), dict(padding="same", dilation=(3, 2)), id="same-dilated-odd-total"),
+    pytest.param((1, 6, 7, 9), (6, 2, 4, 3), dict(padding="same", dilation=(2, 1), groups=3), id="same-groups3"),
+    pytest.param((2, 5, 9, 8), (6, 5, 3, 4), dict(padding="valid", stride=2, dilation=2), id="valid-strided"),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", DILATED + PADDING_STRINGS)
+def test_dilation_and_string_padding_fp32(x_shape, w_shape, conv_args, channels_last, no_torch_fallback):
+    operands = random_operands(x_shape, w_shape, channels_last=channels_last, seed=4)
+    ours, ref, _ = run_both(conv_args, *operands, True, no_torch_fallback)
+    assert_all_close(ours, ref)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", DILATED + PADDING_STRINGS)
+def test_dilation_and_string_padding_channel_block_order(x_shape, w_shape, conv_args, channels_last):
+    """Includes the weight gradient's pointer-stepping path (channels_last x of a stride-1 "same" conv)."""
+    check_channel_block_order(random_operands(x_shape, w_shape, channels_last=channels_last, seed=5), conv_args)
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_unbatched_input(layout, no_torch_fallback):
+    """x [C, H, W] (contiguous, or a channels-last view): y [K, OH, OW] and dx [C, H, W], as PyTorch's."""
+    x, w, b = random_operands((5, 9, 8), (6, 5, 3, 3), seed=6)
+    if layout == "hwc":
+        x = x.detach().permute(1, 2, 0).contiguous().permute(2, 0, 1).requires_grad_()
+    ours, ref, _ = run_both(dict(stride=2, padding=1, dilation=(1, 2)), x, w, b, True, no_torch_fallback)
+    assert_all_close(ours, ref)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_empty_batch_launches_nothing(channels_last, no_torch_fallback):
+    """N = 0: an empty y and dx, zero dw and db, as PyTorch's, and no kernel launched."""
+    operands = random_operands((0, 4, 7, 6), (6, 2, 3, 3), channels_last=channels_last)
+    launched = []
+    with runtime.capture_launches(launched.append):
+        ours, ref, _ = run_both(dict(padding="same", dilation=2, groups=2), *operands, True, no_torch_fallback)
+    assert launched == []
+    assert_all_close(ours, ref)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -112,10 +180,11 @@ def test_low_precision_against_fp64(layer, dtype, no_torch_fallback):
     x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     with no_torch_fallback():
         y_relu = ops.conv2d(x, w, b, relu=True, **geometry(layer))
-    assert_low_precision_close(y_relu, torch_conv(x, w, b, layer, True), torch_conv(x64, w64, b64, layer, True), "y")
+    g = geometry(layer)
+    assert_low_precision_close(y_relu, torch_conv(x, w, b, g, True), torch_conv(x64, w64, b64, g, True), "y")
 
-    ours, ref, dy = run_both(layer, x, w, b, False, no_torch_fallback)
-    y64 = torch_conv(x64, w64, b64, layer, False)
+    ours, ref, dy = run_both(g, x, w, b, False, no_torch_fallback)
+    y64 = torch_conv(x64, w64, b64, g, False)
     refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
     for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
         assert a.dtype == dtype
@@ -144,11 +213,18 @@ def test_relu_mask_in_backward_kernels(dtype):
         assert error <= tolerance * scale, f"{name}: error {error:.3g} vs scale {scale:.3g}"
 
 
+GRADCHECK_CASES = [
+    pytest.param((2, 4, 6, 6), (6, 2, 3, 3), dict(stride=2, padding=1, groups=2), id="strided-groups2"),
+    pytest.param((2, 4, 7, 6), (6, 2, 3, 2), dict(stride=2, padding=1, dilation=(2, 3), groups=2), id="dilated"),
+    pytest.param((4, 6, 5), (3, 4, 4, 3), dict(padding="same", dilation=(1, 2)), id="unbatched-same-even-kernel"),
+]
+
+
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_gradcheck_float64(relu):
-    layer = ConvLayer("gradcheck", 4, 6, 3, 2, 1, 2, 6)
-    x, w, b = make_inputs(layer, batch=2, dtype=torch.float64, seed=7)
-    assert torch.autograd.gradcheck(lambda x, w, b: ops.conv2d(x, w, b, relu=relu, **geometry(layer)), (x, w, b),
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", GRADCHECK_CASES)
+def test_gradcheck_float64(x_shape, w_shape, conv_args, relu):
+    x, w, b = random_operands(x_shape, w_shape, dtype=torch.float64, seed=7)
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.conv2d(x, w, b, relu=relu, **conv_args), (x, w, b),
                                     fast_mode=True)
 
 
@@ -163,11 +239,12 @@ SHIPPED_CONFIGS = [
 @pytest.mark.parametrize("flat", [False, True], ids=["channel-blocks", "flat"])
 @pytest.mark.parametrize("kernel, config", SHIPPED_CONFIGS)
 def test_every_shipped_config(kernel, config, flat):
-    """Each GPU config of each conv kernel, in both reduction orders, computes the right result."""
+    """Each GPU config of each conv kernel, in both reduction orders, computes the right result (dilated rows,
+    plain columns: both forms of the dilation code)."""
     layer = ConvLayer("cfg", 20, 72, 3, 2, 1, 2, 9)
     x, w, b = (t.detach() for t in make_inputs(layer, batch=2, height=10))
-    g = geometry(layer)
-    y_ref = torch_conv(x, w, b, layer, True)
+    g = dict(geometry(layer), dilation=(2, 1))
+    y_ref = torch_conv(x, w, b, g, True)
     dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
     dy_masked = dy * (y_ref > 0)
     if kernel == "forward":
@@ -180,27 +257,55 @@ def test_every_shipped_config(kernel, config, flat):
         assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy_masked, **g), "dw")
 
 
-@pytest.mark.parametrize("layer", [ALEXNET_LAYERS[1], ALEXNET_LAYERS[3], ODD_LAYERS[2]])
-def test_strided_operands_and_channels_last_weights(layer, no_torch_fallback):
-    """Every operand a strided view (x and dy every other column, bias every other element) or in another
-    layout (weights channels_last, as the model keeps them on a GPU): same results, dw in the weight's layout."""
-    x, w, b = (t.detach() for t in make_inputs(layer, batch=2, seed=9))
-    x_view = torch.stack([x, x], dim=4).flatten(3)[..., ::2]  # x itself, column stride 2
-    w_cl = w.to(memory_format=torch.channels_last).requires_grad_()
-    b_view = torch.stack([b, b], dim=1)[:, 0].requires_grad_()
-    x_view.requires_grad_()
+def layer_case(param) -> pytest.param:
+    """(x shape, weight shape, conv arguments) of a layer parameter, batch 2."""
+    layer = param.values[0]
+    return pytest.param((2, layer.in_channels, layer.size, layer.size), layer.weight_shape, geometry(layer),
+                        id=param.id)
+
+
+def every_other_column(t: torch.Tensor) -> torch.Tensor:
+    """A view with t's values whose last dimension has stride 2."""
+    return torch.stack([t, t], dim=-1).flatten(-2)[..., ::2]
+
+
+STRIDED_CASES = [layer_case(ALEXNET_LAYERS[1]), layer_case(ALEXNET_LAYERS[3]), layer_case(ODD_LAYERS[2]),
+                 pytest.param((2, 6, 10, 9), (8, 3, 3, 2), dict(stride=2, padding=1, dilation=(2, 3), groups=2),
+                              id="dilated-strided"),
+                 pytest.param((2, 5, 9, 8), (6, 5, 4, 3), dict(padding="same", dilation=2), id="same-even-kernel")]
+
+
+@pytest.mark.parametrize("relu, weight_view", [(True, "channels_last"), (False, "strided")],
+                         ids=["relu-channels_last-weight", "linear-strided-weight"])
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", STRIDED_CASES)
+def test_strided_operands(x_shape, w_shape, conv_args, relu, weight_view, no_torch_fallback):
+    """Every operand a strided view (x, dy and the weight every other column, bias every other element) or the
+    weight channels_last (as the model keeps it on a GPU): same results, dw in the weight's layout. Without
+    the ReLU, dy's view reaches the input- and weight-gradient kernels itself."""
+    x, w, b = (t.detach() for t in random_operands(x_shape, w_shape, seed=9))
+    views = (every_other_column(x),
+             w.to(memory_format=torch.channels_last) if weight_view == "channels_last" else every_other_column(w),
+             torch.stack([b, b], dim=1)[:, 0])
+    assert not any(v.is_contiguous() for v in views)
+    views = [v.requires_grad_() for v in views]
     with no_torch_fallback():
-        y = ops.conv2d(x_view, w_cl, b_view, relu=True, **geometry(layer))
+        y = ops.conv2d(*views, relu=relu, **conv_args)
+    dy = every_other_column(torch.randn(y.shape, generator=torch.Generator().manual_seed(6)))
+    with no_torch_fallback():
+        grads = torch.autograd.grad(y, views, dy)
     x, w, b = (t.requires_grad_() for t in (x, w, b))
-    y_ref = torch_conv(x, w, b, layer, True)
-    dy = torch.randn(y.shape[:3] + (2 * y.shape[3],), generator=torch.Generator().manual_seed(6))[..., ::2]
-    with no_torch_fallback():
-        grads = torch.autograd.grad(y, (x_view, w_cl, b_view), dy)
-    refs = torch.autograd.grad(y_ref, (x, w, b), dy)
-    assert_close(y, y_ref, "y")
-    for name, a, e in zip(("dx", "dw", "db"), grads, refs, strict=True):
-        assert_close(a, e, name)
-    assert grads[1].is_contiguous(memory_format=torch.channels_last)
+    y_ref = torch_conv(x, w, b, conv_args, relu)
+    assert_all_close((y, *grads), (y_ref, *torch.autograd.grad(y_ref, (x, w, b), dy)))
+    assert grads[1].is_contiguous(memory_format=runtime.memory_format_of(views[1]))
+
+
+def test_output_grad_reads_strided_views():
+    """The ReLU mask and bias-gradient pass with dy and the saved output y both strided views."""
+    gen = torch.Generator().manual_seed(8)
+    dy, y = (every_other_column(torch.randn(2, 5, 4, 3, generator=gen)) for _ in range(2))
+    masked, db = conv.conv2d_output_grad(dy, y, bias_grad=True)
+    assert_close(masked, dy * (y > 0), "masked dy")
+    assert_close(db, (dy * (y > 0)).sum((0, 2, 3)), "db")
 
 
 def test_weight_grad_is_deterministic_and_split_invariant():
@@ -229,17 +334,29 @@ def test_input_grad_skipped_when_not_needed(monkeypatch):
     assert calls == [] and w.grad is not None and b.grad is not None
 
 
-def test_module_is_a_drop_in_for_nn_conv2d(no_torch_fallback):
-    reference = torch.nn.Conv2d(8, 12, 5, stride=1, padding=2, groups=2)
-    module = nn.Conv2d(8, 12, 5, stride=1, padding=2, groups=2)
+MODULE_ARGS = [dict(kernel_size=5, padding=2, groups=2), dict(kernel_size=(4, 3), padding="same", dilation=(2, 1)),
+               dict(kernel_size=3, stride=2, padding="valid", dilation=2, bias=False)]
+
+
+@pytest.mark.parametrize("kwargs", MODULE_ARGS, ids=["groups2", "same-dilated", "valid-strided-no-bias"])
+def test_module_is_a_drop_in_for_nn_conv2d(kwargs, no_torch_fallback):
+    """Same arguments, state_dict both ways, same outputs for a batch and an unbatched input."""
+    reference = torch.nn.Conv2d(8, 12, **kwargs)
+    module = nn.Conv2d(8, 12, **kwargs)
     module.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 8, 9, 9)
-    with no_torch_fallback():
-        y = module(x)
-    assert_close(y, reference(x), "y")
-    assert set(module.state_dict()) == {"weight", "bias"}
-    with pytest.raises(ValueError, match="dilation"):
-        nn.Conv2d(3, 4, 3, dilation=2)
+    reference.load_state_dict(module.state_dict())
+    assert module.state_dict().keys() == reference.state_dict().keys()
+    for x in (torch.randn(2, 8, 9, 10), torch.randn(8, 9, 10)):
+        with no_torch_fallback():
+            y = module(x)
+        assert_close(y, reference(x), "y")
+
+
+def test_module_refuses_other_padding_modes_and_strided_same():
+    with pytest.raises(NotImplementedError, match=r"padding_mode 'reflect'.*F\.pad\(x, \[1, 1, 2, 2\]"):
+        nn.Conv2d(3, 4, 3, padding=(2, 1), padding_mode="reflect")
+    with pytest.raises(ValueError, match="strided"):  # torch.nn.Conv2d's own check
+        nn.Conv2d(3, 4, 3, stride=2, padding="same")
 
 
 def test_guard_catches_a_torch_convolution(no_torch_fallback):
@@ -252,7 +369,7 @@ def test_guard_catches_a_torch_convolution(no_torch_fallback):
 
 
 BAD_INPUTS = [
-    ("3-D x", dict(x=(2, 5, 5)), ValueError, r"x must be 4-D.*\(2, 5, 5\)"),
+    ("2-D input", dict(x=(5, 5)), ValueError, r"input must be 3-D \[C_in, H, W\] or 4-D.*\(5, 5\)"),
     ("5-D weight", dict(w=(4, 3, 3, 3, 1)), ValueError, r"weight must be 4-D"),
     ("channels vs weight", dict(x=(2, 4, 8, 8)), ValueError, r"C_in=4.*expects C_in=3"),
     ("C_in not divisible by groups", dict(x=(2, 3, 8, 8), w=(4, 1, 3, 3), groups=2), ValueError,
@@ -264,7 +381,17 @@ BAD_INPUTS = [
     ("integer x", dict(x_dtype=torch.int32, w_dtype=torch.int32), TypeError, r"x has dtype torch.int32"),
     ("bias shape", dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
     ("device", dict(device="meta"), ValueError, r"x is on meta"),
-    ("stride zero", dict(stride=0), ValueError, r"stride must be >= 1"),
+    ("stride zero", dict(stride=0), ValueError, r"stride and dilation must be >= 1"),
+    ("dilation zero", dict(dilation=0), ValueError, r"dilation \(0, 0\)"),
+    ("dilation of three", dict(dilation=(1, 2, 1)), TypeError, r"dilation must be an int or a pair"),
+    ("float dilation", dict(dilation=1.5), TypeError, r"dilation must be an int or a pair of ints, got 1.5"),
+    ("dilated window too large", dict(dilation=4), ValueError, r"empty output.*dilation \(4, 4\)"),
+    ("negative padding", dict(padding=-1), ValueError, r"padding must be >= 0"),
+    ("unknown padding string", dict(padding="full"), ValueError, r"padding must be .*'same'.*got 'full'"),
+    ("same padding with stride", dict(padding="same", stride=2), ValueError,
+     r"padding='same' is not supported for strided"),
+    ("no input channels", dict(x=(2, 0, 8, 8), w=(4, 0, 3, 3)), NotImplementedError, r"no input channels"),
+    ("empty image", dict(x=(2, 3, 0, 8), padding=2), ValueError, r"empty image"),
     ("bad precision", dict(precision="fp8"), ValueError, r"precision must be one of"),
     ("bad stride type", dict(stride="2"), TypeError, r"stride must be an int or a pair"),
 ]
@@ -279,7 +406,8 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
     if "device" in spec:
         x = x.to(spec["device"])
     with pytest.raises(error, match=message):
-        ops.conv2d(x, w, b, stride=spec.get("stride", 1), groups=spec.get("groups", 1),
+        ops.conv2d(x, w, b, stride=spec.get("stride", 1), padding=spec.get("padding", 0),
+                   dilation=spec.get("dilation", 1), groups=spec.get("groups", 1),
                    precision=spec.get("precision", "ieee"))
 
 
@@ -290,7 +418,7 @@ g = torch.Generator().manual_seed(11)
 x = torch.randn(2, 16, 9, 9, generator=g)
 w = torch.randn(24, 8, 3, 3, generator=g, requires_grad=True)
 b = torch.randn(24, generator=g, requires_grad=True)
-y = ops.conv2d(x, w, b, 1, 1, 2, relu=True)
+y = ops.conv2d(x, w, b, 1, 1, groups=2, relu=True)
 dw, db = torch.autograd.grad(y, (w, b), torch.randn(y.shape, generator=g))
 print(hashlib.sha256(dw.numpy().tobytes() + db.numpy().tobytes()).hexdigest())
 """

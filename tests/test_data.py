@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from PIL import Image
 from alexnet_triton.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    DataError,
     EvalTransform,
     ImageFolderDataset,
     ProceduralShapes,
@@ -234,7 +233,7 @@ def test_procedural_loader_resumes_after_epochs():
 # ---- bad data ----
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent" / "train")):
+    with pytest.raises(DataError, match=str(tmp_path / "absent" / "train")):
         make_loaders(tmp_path / "absent", input_size=24, resize=32, batch_size=2)
     write_tree(tmp_path / "no_val")
     for name in CLASSES:
@@ -242,7 +241,7 @@ def test_missing_directory(tmp_path):
             path.unlink()
         (tmp_path / "no_val" / "val" / name).rmdir()
     (tmp_path / "no_val" / "val").rmdir()
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "no_val" / "val")):
+    with pytest.raises(DataError, match=str(tmp_path / "no_val" / "val")):
         make_loaders(tmp_path / "no_val", input_size=24, resize=32, batch_size=2)
 
 
@@ -250,7 +249,7 @@ def test_directory_without_images(tmp_path):
     for name in CLASSES:
         (tmp_path / "train" / name).mkdir(parents=True)
         (tmp_path / "train" / name / "notes.txt").write_text("not an image")
-    with pytest.raises(ValueError, match=f"no images .* of {tmp_path / 'train'}"):
+    with pytest.raises(DataError, match=f"no images .* of {tmp_path / 'train'}"):
         ImageFolderDataset(tmp_path, "train", EvalTransform(24, resize=32))
 
 
@@ -258,7 +257,7 @@ def test_validation_class_missing_from_training(tmp_path):
     write_tree(tmp_path)
     (tmp_path / "val" / "emu").mkdir()
     Image.new("RGB", (40, 30)).save(tmp_path / "val" / "emu" / "emu_0.JPEG")
-    with pytest.raises(ValueError, match=f"{tmp_path / 'val' / 'emu'} has no counterpart"):
+    with pytest.raises(DataError, match=f"{tmp_path / 'val' / 'emu'} has no counterpart"):
         make_loaders(tmp_path, input_size=24, resize=32, batch_size=2)
 
 
@@ -271,15 +270,12 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path, workers):
     train_loader, _, _ = make_loaders(tmp_path, input_size=24, resize=32, batch_size=good + 2, workers=workers)
     for epoch in range(2):
         train_loader.set_epoch(epoch)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            (images, labels), = collect(train_loader)
+        (images, labels), = collect(train_loader)
         assert images.shape == (good, 3, 24, 24) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
         assert train_loader.skipped_samples == 2 * (epoch + 1)
-        if workers == 0:  # workers warn in their own processes
-            assert {str(w.message).split(":")[0] for w in caught} == {
-                f"skipping unreadable image {tmp_path / 'train' / name}" for name in
-                ("cat/garbage.JPEG", "dog/truncated.JPEG")}
+        assert sorted(train_loader.unreadable) == [str(tmp_path / "train" / name) for name in
+                                                   ("cat/garbage.JPEG", "dog/truncated.JPEG")]
+        assert all(train_loader.unreadable.values())  # the reason, from Pillow
 
 
 def test_batch_of_only_unreadable_images_is_skipped(tmp_path):
@@ -288,15 +284,16 @@ def test_batch_of_only_unreadable_images_is_skipped(tmp_path):
         (tmp_path / "train" / name / "broken.JPEG").write_bytes(b"not a jpeg")
     dataset = ImageFolderDataset(tmp_path, "train", TrainTransform(24, resize=32))
     loader = ResumableLoader(dataset, batch_size=1, shuffle=True)
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        assert collect(loader) == []
-    assert loader.skipped_samples == 2
+    assert collect(loader) == []
+    assert loader.skipped_samples == 2 and len(loader.unreadable) == 2
 
 
 def test_make_loaders_argument_errors(tmp_path):
-    with pytest.raises(ValueError, match="only without a data directory"):
+    with pytest.raises(DataError, match="only without a data directory"):
         make_loaders(tmp_path, synthetic=True, input_size=24, batch_size=2)
-    with pytest.raises(ValueError, match="ten_crop needs a data directory"):
+    with pytest.raises(DataError, match="ten_crop needs a data directory"):
         make_loaders(None, ten_crop=True, input_size=24, batch_size=2)
-    with pytest.raises(ValueError, match="fewer than one batch of 64"):
+    with pytest.raises(DataError, match="num_classes must be in"):
+        make_loaders(None, input_size=16, batch_size=2, num_classes=11)
+    with pytest.raises(DataError, match="fewer than one batch of 64"):
         make_loaders(None, input_size=16, batch_size=64, train_count=10, val_count=10)

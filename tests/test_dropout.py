@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from alexnet_triton import ops
+from alexnet_triton import nn, ops
 from alexnet_triton.kernels import dropout as dropout_kernels
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -121,15 +121,104 @@ def test_edge_probabilities_and_eval_behave_like_pytorch(no_torch_fallback):
     assert torch.equal(y, reference) and torch.equal(dx, reference_dx)
 
 
-def test_gradcheck_float64():
-    x = fresh((6, 7), torch.float64)
+@pytest.mark.parametrize("shape", [(6, 7), (), (2, 3, 4)], ids=["2d", "0d", "3d"])
+def test_gradcheck_float64(shape):
+    x = fresh(shape, torch.float64)
     assert torch.autograd.gradcheck(lambda x: ops.dropout(x, 0.4, True, seed=11), (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("shape", [(), (7,), (3, 1, 4, 5)], ids=["0d", "1d", "4d"])
+def test_any_shape_follows_the_row_major_mask(shape, dtype, no_torch_fallback):
+    """0-D, 1-D and 4-D tensors: the mask of their row-major index, output and gradient."""
+    p, seed = 0.5, 2024
+    x = fresh(shape, dtype)
+    dy = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with no_torch_fallback():
+        y = ops.dropout(x, p, True, seed=seed)
+        (dx,) = torch.autograd.grad(y, x, dy)
+    keep = philox_keep(seed, x.numel(), p).view(shape)
+    assert y.shape == shape and torch.equal(y, torch.where(keep, x.detach() * 2, 0.0))
+    assert torch.equal(dx, torch.where(keep, dy * 2, 0.0))
+
+
+def strided_views(t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Non-contiguous views holding t's values: every other column of a wider tensor, and a transpose."""
+    wide = torch.stack([t, torch.full_like(t, float("nan"))], dim=-1).flatten(-2)
+    return dict(step=wide[..., ::2], transposed=t.t().contiguous().t())
+
+
+@pytest.mark.parametrize("view", ["step", "transposed"])
+def test_strided_input_and_gradient(view, no_torch_fallback):
+    """x and dy as non-contiguous views give the contiguous tensors' results (the mask follows the row-major
+    index, not the memory order)."""
+    p, seed = 0.3, 55
+    x = fresh((9, 13)).detach()
+    dy = torch.randn(9, 13, generator=torch.Generator().manual_seed(2))
+    x_view, dy_view = strided_views(x)[view].requires_grad_(), strided_views(dy)[view]
+    with no_torch_fallback():
+        y = ops.dropout(x_view, p, True, seed=seed)
+        (dx,) = torch.autograd.grad(y, x_view, dy_view)
+        expected_y = ops.dropout(x, p, True, seed=seed)
+        expected_dx = dropout_kernels.dropout_backward(dy, p, seed)
+    assert torch.equal(y, expected_y) and torch.equal(dx, expected_dx)
+
+
+def test_stride_zero_gradient(no_torch_fallback):
+    """The cotangent of a sum is an expanded (stride-0) dy."""
+    x = fresh((5, 8))
+    with no_torch_fallback():
+        y = ops.dropout(x, 0.5, True, seed=3)
+        (dx,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(dx, torch.where(y != 0, 2.0, 0.0))
+    assert torch.equal(dx, dropout_kernels.dropout_backward(torch.ones(5, 8), 0.5, 3))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_inplace_overwrites_x_with_the_same_result(layout, no_torch_fallback):
+    """inplace=True returns x itself holding what the out-of-place op returns; the gradient flows through it."""
+    base = fresh((6, 10))
+    x = base * 1.0 if layout == "contiguous" else (base * 1.0).t().contiguous().t()
+    expected = ops.dropout(base.detach(), 0.5, True, seed=17)
+    with no_torch_fallback():
+        y = ops.dropout(x, 0.5, True, True, seed=17)
+        (d_base,) = torch.autograd.grad(y.sum(), base)
+    assert y is x and torch.equal(y.detach(), expected)
+    assert torch.equal(d_base, torch.where(expected != 0, 2.0, 0.0))
+
+
+def test_inplace_edge_cases_behave_like_pytorch(no_torch_fallback):
+    x = fresh((4, 5))
+    with no_torch_fallback():
+        assert ops.dropout(x, 0.5, False, True) is x and ops.dropout(x, 0.0, True, True) is x
+        empty = torch.ones(0, 3)
+        assert ops.dropout(empty, 0.5, True, True) is empty
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            ops.dropout(x, 0.5, True, True, seed=1)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        F.dropout(x, 0.5, True, True)
+
+
+def test_module_is_a_drop_in(no_torch_fallback):
+    """nn.Dropout: torch.nn.Dropout's constructor (p, inplace); identity in eval mode; the mask in training."""
+    x = fresh((8, 9)).detach()
+    module = nn.Dropout(0.25)
+    with no_torch_fallback():
+        torch.manual_seed(4)
+        y = module(x)
+        torch.manual_seed(4)
+        assert torch.equal(y, ops.dropout(x, 0.25))
+        assert module.eval()(x) is x
+        target = x.clone()
+        assert nn.Dropout(0.25, inplace=True)(target) is target
+    assert repr(module) == repr(torch.nn.Dropout(0.25))
 
 
 BAD_INPUTS = [
     ("p below 0", dict(p=-0.1), ValueError, r"between 0 and 1, but got -0.1"),
     ("p above 1", dict(p=1.5), ValueError, r"between 0 and 1, but got 1.5"),
     ("p not a number", dict(p="0.5"), TypeError, r"probability must be a float"),
+    ("p a tensor", dict(p=torch.tensor(0.5)), TypeError, r"for a 0-d tensor pass p.item\(\)"),
     ("integer x", dict(x=torch.ones(3, dtype=torch.int32)), TypeError, r"x has dtype torch.int32"),
     ("device", dict(x=torch.ones(3, device="meta")), ValueError, r"x is on meta"),
     ("negative seed", dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*63\)"),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_close, assert_low_precision_close
 
-from alexnet_triton import ops
+from alexnet_triton import nn, ops
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels import runtime
 
@@ -233,9 +233,10 @@ def test_guard_catches_torch_linear_and_dropout(no_torch_fallback):
 
 BAD_INPUTS = [
     ("feature mismatch", dict(x=(2, 5)), ValueError, r"x shape \(2, 5\) has 5 features, but weight shape \(4, 3\)"),
-    ("1-D x", dict(x=(3,)), ValueError, r"x must be 2-D.*\(3,\)"),
-    ("3-D x", dict(x=(2, 2, 3)), ValueError, r"x must be 2-D.*\(2, 2, 3\)"),
-    ("1-D weight", dict(w=(3,)), ValueError, r"weight must be 2-D"),
+    ("feature mismatch 3-D", dict(x=(2, 2, 5)), ValueError, r"x shape \(2, 2, 5\) has 5 features"),
+    ("0-D x", dict(x=()), ValueError, r"x must have at least 1 dimension"),
+    ("3-D weight", dict(w=(1, 4, 3)), ValueError, r"weight must be 2-D"),
+    ("bias of two dims", dict(b=(2, 4)), ValueError, r"bias must have shape \(4,\), got \(2, 4\)"),
     ("integer x", dict(x_dtype=torch.int64, w_dtype=torch.int64), TypeError, r"x has dtype torch.int64"),
     ("dtype mismatch", dict(w_dtype=torch.float16), TypeError, r"float32.*float16"),
     ("bias shape", dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
@@ -273,3 +274,147 @@ def test_strided_bias(no_torch_fallback):
     grads_ref = torch.autograd.grad(y_ref, (x, w, b), upstream(y))
     for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
         assert_close(a, e, name)
+
+
+# x shapes [*, in_features] that F.linear takes beyond a matrix; each with 3 input features.
+LEADING_DIMS = [pytest.param((3,), id="1d"), pytest.param((2, 5, 3), id="3d"),
+                pytest.param((2, 1, 2, 1, 3), id="5d"), pytest.param((2, 0, 3), id="3d-empty-batch")]
+
+
+def leaf(shape, dtype=torch.float32, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype).requires_grad_()
+
+
+def check_against_f_linear(x, w, b, no_torch_fallback, **options):
+    """ops.linear against F.linear (+ ReLU): output shape and values, and every gradient, with a random dy."""
+    leaves = [t for t in (x, w, b) if t is not None]
+    with no_torch_fallback():
+        y = ops.linear(x, w, b, **options)
+        dy = upstream(y)
+        grads = torch.autograd.grad(y, leaves, dy)
+    y_ref = torch_linear(x, w, b, options.get("relu", False))
+    grads_ref = torch.autograd.grad(y_ref, leaves, dy)
+    assert y.shape == y_ref.shape
+    for name, a, e in zip(("y", "dx", "dw", "db")[:1 + len(leaves)], (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("x_shape", LEADING_DIMS)
+def test_leading_dimensions(x_shape, relu, dtype, no_torch_fallback):
+    check_against_f_linear(leaf(x_shape, dtype), leaf((4, 3), dtype, 1), leaf((4,), dtype, 2), no_torch_fallback,
+                           relu=relu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("x_shape, w_shape, b_shape", [
+    pytest.param((0, 3), (4, 3), (4,), id="no-rows"),
+    pytest.param((2, 3), (0, 3), (0,), id="no-outputs"),
+    pytest.param((2, 0), (4, 0), (4,), id="no-inputs-is-the-bias"),
+    pytest.param((2, 3, 0), (4, 0), None, id="no-inputs-no-bias"),
+    pytest.param((0, 0), (4, 0), (4,), id="nothing"),
+])
+def test_empty_operands(x_shape, w_shape, b_shape, dtype, no_torch_fallback):
+    b = None if b_shape is None else leaf(b_shape, dtype, 2)
+    check_against_f_linear(leaf(x_shape, dtype), leaf(w_shape, dtype, 1), b, no_torch_fallback)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("x_shape, w_shape, b_shape", [
+    pytest.param((2, 5), (5,), None, id="vector-weight"),
+    pytest.param((5,), (5,), None, id="vector-x-vector-weight"),
+    pytest.param((2, 3, 5), (4, 5), (), id="0d-bias"),
+    pytest.param((2, 5), (4, 5), (1,), id="one-element-bias"),
+])
+def test_broadcast_weight_and_bias(x_shape, w_shape, b_shape, dtype, no_torch_fallback):
+    """F.linear's 1-D weight (one output feature, dimension dropped) and a one-element bias."""
+    b = None if b_shape is None else leaf(b_shape, dtype, 2)
+    check_against_f_linear(leaf(x_shape, dtype), leaf(w_shape, dtype, 1), b, no_torch_fallback, relu=True)
+
+
+@pytest.mark.parametrize("case", ["relu", "relu+dropout", "dropout"])
+@pytest.mark.parametrize("x_shape", [(2, 3, 7), (7,)], ids=["3d", "1d"])
+def test_gradcheck_float64_leading_dimensions(x_shape, case):
+    x, w, b = leaf(x_shape, torch.float64), leaf((5, 7), torch.float64, 1), leaf((5,), torch.float64, 2)
+    options = dict(relu="relu" in case, dropout=0.4 if "dropout" in case else 0.0, seed=13)
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.linear(x, w, b, **options), (x, w, b), fast_mode=True)
+
+
+def test_gradcheck_float64_empty_and_vector_weight():
+    x, w, b = leaf((3, 0), torch.float64), leaf((4, 0), torch.float64, 1), leaf((4,), torch.float64, 2)
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.linear(x, w, b, relu=True), (x, w, b), fast_mode=True)
+    x, w = leaf((2, 3, 5), torch.float64), leaf((5,), torch.float64, 1)
+    assert torch.autograd.gradcheck(lambda x, w: ops.linear(x, w), (x, w), fast_mode=True)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["dropout", "relu+dropout"])
+def test_fused_dropout_with_leading_dimensions_equals_the_standalone_op(relu, no_torch_fallback):
+    """The fused mask is ops.dropout's on the output's shape [*, out_features], bitwise."""
+    x, w, b = leaf((2, 3, 72)), leaf((40, 72), seed=1), leaf((40,), seed=2)
+    with no_torch_fallback():
+        fused = ops.linear(x, w, b, relu=relu, dropout=0.5, seed=31)
+        composed = ops.dropout(ops.linear(x, w, b, relu=relu), 0.5, True, seed=31)
+        dy = upstream(fused)
+        fused_grads = torch.autograd.grad(fused, (x, w, b), dy)
+        composed_grads = torch.autograd.grad(composed, (x, w, b), dy)
+    assert fused.shape == (2, 3, 40) and torch.equal(fused, composed)
+    for name, a, e in zip(("dx", "dw", "db"), fused_grads, composed_grads, strict=True):
+        assert torch.equal(a, e), name
+
+
+def test_strided_operands_with_leading_dimensions(no_torch_fallback):
+    """x a 3-D view whose leading dimensions do not merge (read through a copy), weight a transpose, bias every
+    other element, dy a transposed cotangent: all read through their strides or copied, never as contiguous."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(5, 2, 40, generator=gen).transpose(0, 1)[:, :, 3:40].requires_grad_()
+    w = torch.randn(37, 23, generator=gen).t().requires_grad_()
+    b = torch.randn(23, 2, generator=gen)[:, 1].requires_grad_()
+    dy = torch.randn(23, 5, 2, generator=gen).permute(2, 1, 0)
+    assert not (x.is_contiguous() or w.is_contiguous() or b.is_contiguous() or dy.is_contiguous())
+    with no_torch_fallback():
+        y = ops.linear(x, w, b, relu=True)
+        grads = torch.autograd.grad(y, (x, w, b), dy)
+    y_ref = torch_linear(x, w, b, True)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
+    for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
+
+
+def test_stride_zero_gradient(no_torch_fallback):
+    """The cotangent of a sum is an expanded (stride-0) dy: read through its zero strides."""
+    x, w, b = leaf((2, 3, 7)), leaf((5, 7), seed=1), leaf((5,), seed=2)
+    with no_torch_fallback():
+        grads = torch.autograd.grad(ops.linear(x, w, b, relu=True).sum(), (x, w, b))
+    grads_ref = torch.autograd.grad(torch_linear(x, w, b, True).sum(), (x, w, b))
+    for name, a, e in zip(("dx", "dw", "db"), grads, grads_ref, strict=True):
+        assert_close(a, e, name)
+
+
+def test_backward_launchers_read_a_strided_saved_output():
+    """y (the ReLU mask's source) and dy given to the backward launchers as non-contiguous views."""
+    x, w, _ = (t.detach() for t in make_inputs((6, 20, 9)))
+    gen = torch.Generator().manual_seed(6)
+    dy = torch.randn(9, 6, generator=gen).t()
+    y = torch.randn(6, 18, generator=gen)[:, ::2]  # about half positive
+    masked = dy * (y > 0)
+    assert_close(linear_kernels.linear_input_grad(dy, w, y=y), masked @ w, "dx")
+    dw, db = linear_kernels.linear_weight_grad(dy, x, y=y)
+    assert_close(dw, masked.t() @ x, "dw")
+    assert_close(db, masked.sum(0), "db")
+
+
+def test_module_is_a_drop_in(no_torch_fallback):
+    """nn.Linear: torch.nn.Linear's constructor and state_dict, the same answers on a 3-D input."""
+    reference = torch.nn.Linear(6, 4)
+    ours = nn.Linear(6, 4)
+    ours.load_state_dict(reference.state_dict())
+    x = leaf((2, 3, 6))
+    with no_torch_fallback():
+        y = ours(x)
+        grads = torch.autograd.grad(y, (x, ours.weight, ours.bias), upstream(y))
+    y_ref = reference(x)
+    grads_ref = torch.autograd.grad(y_ref, (x, reference.weight, reference.bias), upstream(y))
+    for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
+        assert_close(a, e, name)
+    assert nn.Linear(6, 4, bias=False).state_dict().keys() == torch.nn.Linear(6, 4, bias=False).state_dict().keys()

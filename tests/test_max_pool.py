@@ -1,4 +1,4 @@
-"""max_pool2d on the Triton kernels against torch.nn.functional.max_pool2d: output and input gradient."""
+"""max_pool2d on the Triton kernels against torch.nn.functional.max_pool2d: output, indices and input gradient."""
 
 from __future__ import annotations
 
@@ -10,115 +10,280 @@ from conftest import assert_close
 from alexnet_triton import nn, ops
 from alexnet_triton.kernels import max_pool
 
-# AlexNet's overlapping 3x3/2 pools (2012: 55->27, 27->13, 13->6; channels scaled down) and other geometries.
+# (shape, F.max_pool2d arguments after the input): AlexNet's overlapping 3x3/2 pools (2012: 55->27, 27->13,
+# 13->6; channels scaled down), other geometries, ceil_mode (a last window reaching past the input; a window
+# dropped because it would start in the right padding; windows starting in the left padding) and dilation.
 GEOMETRIES = [
-    pytest.param((2, 12, 55, 55), 3, 2, 0, id="alexnet-pool1"),
-    pytest.param((2, 32, 27, 27), 3, 2, 0, id="alexnet-pool2"),
-    pytest.param((2, 32, 13, 13), 3, 2, 0, id="alexnet-pool5"),
-    pytest.param((1, 5, 10, 7), 2, 2, 0, id="2x2-odd-width"),
-    pytest.param((2, 3, 9, 12), 3, 1, 1, id="3x3-s1-pad1"),
-    pytest.param((1, 4, 11, 8), (3, 2), (2, 1), (1, 0), id="rectangular"),
-    pytest.param((1, 2, 14, 14), 5, 3, 2, id="5x5-s3-pad2"),
+    pytest.param((2, 12, 55, 55), dict(kernel_size=3, stride=2), id="alexnet-pool1"),
+    pytest.param((2, 32, 27, 27), dict(kernel_size=3, stride=2), id="alexnet-pool2"),
+    pytest.param((2, 32, 13, 13), dict(kernel_size=3, stride=2), id="alexnet-pool5"),
+    pytest.param((1, 5, 10, 7), dict(kernel_size=2, stride=2), id="2x2-odd-width"),
+    pytest.param((2, 3, 9, 12), dict(kernel_size=3, stride=1, padding=1), id="3x3-s1-pad1"),
+    pytest.param((1, 4, 11, 8), dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)), id="rectangular"),
+    pytest.param((1, 2, 14, 14), dict(kernel_size=5, stride=3, padding=2), id="5x5-s3-pad2"),
+    pytest.param((2, 3, 10, 10), dict(kernel_size=3, stride=2, ceil_mode=True), id="ceil-past-the-input"),
+    pytest.param((1, 3, 5, 7), dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+                 id="ceil-drops-window-in-right-padding"),
+    pytest.param((1, 2, 6, 8), dict(kernel_size=3, stride=3, padding=1, ceil_mode=True),
+                 id="ceil-windows-from-left-padding"),
+    pytest.param((2, 3, 9, 10), dict(kernel_size=3, stride=1, padding=1, dilation=2), id="dilation-2"),
+    pytest.param((1, 4, 11, 9), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(3, 1)),
+                 id="dilation-rectangular"),
+    pytest.param((1, 3, 12, 11), dict(kernel_size=3, stride=2, padding=1, dilation=(2, 3), ceil_mode=True),
+                 id="dilation-ceil"),
 ]
 
 
-def reference(x, dy, kernel, stride, padding):
-    y = F.max_pool2d(x, kernel, stride, padding)
-    return y, torch.autograd.grad(y, x, dy)[0]
+def with_grad(x, channels_last=False):
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x.requires_grad_()
 
 
-def run(x, dy, kernel, stride, padding, no_torch_fallback):
+def reference(x, dy, **pool):
+    y, indices = F.max_pool2d(x, **pool, return_indices=True)
+    return y, indices, torch.autograd.grad(y, x, dy)[0]
+
+
+def run(x, dy, no_torch_fallback, **pool):
     with no_torch_fallback():
-        y = ops.max_pool2d(x, kernel, stride, padding)
-        return y, torch.autograd.grad(y, x, dy)[0]
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True)
+        return y, indices, torch.autograd.grad(y, x, dy)[0]
+
+
+def assert_matches_torch(x, dy, no_torch_fallback, **pool):
+    """Same y and indices as PyTorch, bit for bit (NaN where PyTorch's is NaN), and dx within tolerance."""
+    y_ref, indices_ref, dx_ref = reference(x, dy, **pool)
+    y, indices, dx = run(x, dy, no_torch_fallback, **pool)
+    assert y.dtype == y_ref.dtype and torch.equal(y.isnan(), y_ref.isnan())
+    assert torch.equal(y.nan_to_num(), y_ref.nan_to_num())
+    assert indices.dtype == torch.int64 and torch.equal(indices, indices_ref)
+    assert_close(dx, dx_ref, "dx")
+    return y, indices, dx
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("shape, kernel, stride, padding", GEOMETRIES)
-def test_matches_torch_fp32(shape, kernel, stride, padding, channels_last, no_torch_fallback):
+@pytest.mark.parametrize("shape, pool", GEOMETRIES)
+def test_matches_torch_fp32(shape, pool, channels_last, no_torch_fallback):
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    x.requires_grad_()
-    dy = torch.randn(F.max_pool2d(x, kernel, stride, padding).shape, generator=gen)
-    y_ref, dx_ref = reference(x, dy, kernel, stride, padding)
-    y, dx = run(x, dy, kernel, stride, padding, no_torch_fallback)
-    assert torch.equal(y, y_ref)
-    assert_close(dx, dx_ref, "dx")
+    x = with_grad(torch.randn(shape, generator=gen), channels_last)
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    y, indices, dx = assert_matches_torch(x, dy, no_torch_fallback, **pool)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+    assert all(t.is_contiguous(memory_format=fmt) for t in (y, indices, dx))
 
 
-def test_ties_after_relu_go_to_the_first_maximum(no_torch_fallback):
-    """ReLU outputs: many windows are all zeros or hold repeated values; PyTorch picks the first."""
+@pytest.mark.parametrize("shape, pool", [GEOMETRIES[4], *GEOMETRIES[-4:]])
+def test_matches_torch_fp64(shape, pool, no_torch_fallback):
+    gen = torch.Generator().manual_seed(6)
+    x = with_grad(torch.randn(shape, generator=gen, dtype=torch.float64))
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen, dtype=torch.float64)
+    assert_matches_torch(x, dy, no_torch_fallback, **pool)
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True),
+                                  dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)],
+                         ids=["padded", "dilation-ceil", "ceil-left-padding"])
+def test_gradcheck_float64(pool):
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.max_pool2d(x, **pool), (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=2, stride=1, padding=1,
+                                                                      dilation=2, ceil_mode=True)],
+                         ids=["alexnet", "dilation-ceil"])
+def test_ties_after_relu_go_to_the_first_maximum(pool, no_torch_fallback):
+    """ReLU outputs: many windows are all zeros or hold repeated values; PyTorch picks the first (value, index
+    and gradient)."""
     gen = torch.Generator().manual_seed(1)
-    x = F.relu(torch.randint(-3, 3, (2, 6, 15, 15), generator=gen).float()).requires_grad_()
-    dy = torch.randn(2, 6, 7, 7, generator=gen)
-    y, dx = run(x, dy, 3, 2, 0, no_torch_fallback)
-    y_ref, dx_ref = reference(x, dy, 3, 2, 0)
-    assert torch.equal(y, y_ref)
-    assert_close(dx, dx_ref, "dx")
+    x = with_grad(F.relu(torch.randint(-3, 3, (2, 6, 15, 15), generator=gen).float()))
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    assert_matches_torch(x, dy, no_torch_fallback, **pool)
 
 
-def test_nan_propagates_like_torch(no_torch_fallback):
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, dilation=2,
+                                                                      ceil_mode=True)],
+                         ids=["alexnet", "dilation-ceil"])
+def test_nan_propagates_like_torch(pool, no_torch_fallback):
+    """A NaN wins over any number and a later NaN over an earlier one: PyTorch's index and gradient."""
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(1, 3, 9, 9, generator=gen)
-    x[0, 0, 2, 2] = x[0, 1, 4, 5] = x[0, 1, 4, 6] = x[0, 2, 0, 0] = float("nan")
-    x.requires_grad_()
-    dy = torch.randn(1, 3, 4, 4, generator=gen)
-    y, dx = run(x, dy, 3, 2, 0, no_torch_fallback)
-    y_ref, dx_ref = reference(x, dy, 3, 2, 0)
-    assert torch.equal(y.isnan(), y_ref.isnan()) and y.isnan().any()
-    assert torch.equal(y.nan_to_num(), y_ref.nan_to_num())
-    assert_close(dx, dx_ref, "dx")
+    x[0, 0, 2, 2] = x[0, 1, 4, 5] = x[0, 1, 4, 6] = x[0, 1, 6, 4] = x[0, 2, 0, 0] = float("nan")
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    y, _, _ = assert_matches_torch(with_grad(x), dy, no_torch_fallback, **pool)
+    assert y.isnan().any()
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=5, stride=2, padding=2, dilation=2, ceil_mode=True)],
+                         ids=["padded", "dilation-ceil"])
+def test_all_minus_inf_windows_keep_torchs_first_tap(pool, no_torch_fallback):
+    """Nothing beats -inf: PyTorch keeps the window's first tap inside the input (with dilation 2 and padding 2,
+    the second tap of the first row and column); its index and gradient."""
+    gen = torch.Generator().manual_seed(10)
+    x = torch.full((1, 2, 11, 10), float("-inf"))
+    x[0, 1] = torch.randn(11, 10, generator=gen).clamp(min=0).log()  # about half -inf
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    assert_matches_torch(with_grad(x), dy, no_torch_fallback, **pool)
+
+
+def test_windows_without_an_input_tap_match_torch(no_torch_fallback):
+    """Dilation 3 over a 2x2 input from padding 1: the only window's taps (-1, 2) miss every pixel. PyTorch
+    returns -inf and the index of its first tap past the padding (row 2, column 2); its gradient writes out of
+    bounds there, so only the forward is compared, and no gradient reaches x."""
+    x = with_grad(torch.randn(1, 2, 2, 2))
+    pool = dict(kernel_size=2, stride=3, padding=1, dilation=3)
+    y_ref, indices_ref = F.max_pool2d(x, **pool, return_indices=True)
+    with no_torch_fallback():
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True)
+        dx, = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert torch.equal(y, y_ref) and (y == float("-inf")).all()
+    assert torch.equal(indices, indices_ref) and (indices == 2 * 2 + 2).all()
+    assert torch.equal(dx, torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_low_precision(dtype, no_torch_fallback):
-    """The maximum is exact at any dtype; dx sums at most 4 routed values in fp32 then rounds once."""
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, padding=1,
+                                                                      dilation=2, ceil_mode=True)],
+                         ids=["alexnet", "dilation-ceil"])
+def test_low_precision(dtype, pool, no_torch_fallback):
+    """The maximum and indices are exact at any dtype; dx sums the routed values in fp32 then rounds once."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 8, 27, 27, generator=gen).to(dtype).requires_grad_()
-    dy = torch.randn(2, 8, 13, 13, generator=gen).to(dtype)
-    y, dx = run(x, dy, 3, 2, 0, no_torch_fallback)
     x64 = x.detach().double().requires_grad_()
-    y64, dx64 = reference(x64, dy.double(), 3, 2, 0)
+    dy = torch.randn(F.max_pool2d(x64, **pool).shape, generator=gen).to(dtype)
+    y, indices, dx = run(x, dy, no_torch_fallback, **pool)
+    y64, indices64, dx64 = reference(x64, dy.double(), **pool)
     assert y.dtype == dtype and torch.equal(y.double(), y64)
+    assert torch.equal(indices, indices64)
     assert torch.equal(dx, dx64.to(dtype))
 
 
-def test_window_offsets_are_int8_and_routing_matches_torch_indices():
-    gen = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 4, 13, 13, generator=gen)
-    _, window = max_pool.max_pool2d_forward(x, 3, 2)
-    _, indices = F.max_pool2d(x, 3, 2, return_indices=True)
-    oh = torch.arange(6).view(1, 1, 6, 1)
-    ow = torch.arange(6).view(1, 1, 1, 6)
-    flat = (oh * 2 + window.long() // 3) * 13 + (ow * 2 + window.long() % 3)
-    assert window.dtype == torch.int8 and torch.equal(flat, indices)
-
-
-def test_gradcheck_float64():
-    x = torch.randn(1, 2, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: ops.max_pool2d(x, 3, 2, 1), (x,), fast_mode=True)
-
-
-def test_module_is_a_drop_in(no_torch_fallback):
-    x = torch.randn(2, 3, 11, 11)
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=2, padding=1, dilation=2,
+                                                                      ceil_mode=True)],
+                         ids=["alexnet", "dilation-ceil"])
+def test_unbatched_input(pool, no_torch_fallback):
+    gen = torch.Generator().manual_seed(7)
+    x = with_grad(torch.randn(5, 11, 9, generator=gen))
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    y, indices, dx = assert_matches_torch(x, dy, no_torch_fallback, **pool)
+    assert y.dim() == indices.dim() == 3 and dx.shape == x.shape
     with no_torch_fallback():
-        y = nn.MaxPool2d(3, 2)(x)
-    assert torch.equal(y, torch.nn.MaxPool2d(3, 2)(x))
-    with pytest.raises(ValueError, match="ceil_mode"):
-        nn.MaxPool2d(3, 2, ceil_mode=True)
+        assert torch.equal(ops.max_pool2d(x, **pool), y)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_empty_batch(channels_last, no_torch_fallback):
+    x = with_grad(torch.randn(0, 3, 10, 10), channels_last)
+    pool = dict(kernel_size=3, stride=2, ceil_mode=True)
+    y_ref, indices_ref = F.max_pool2d(x, **pool, return_indices=True)
+    with no_torch_fallback():
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True)
+        dx, = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert y.shape == y_ref.shape == (0, 3, 5, 5) and indices.shape == indices_ref.shape
+    assert y.dtype == x.dtype and indices.dtype == torch.int64 and dx.shape == x.shape
+
+
+def strided(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t as a non-contiguous view (every other element of a wider buffer in the last two dims), in
+    neither memory format."""
+    wide = torch.full((*t.shape[:-2], 2 * t.shape[-2], 3 * t.shape[-1]), 99, dtype=t.dtype)
+    view = wide[..., ::2, 1::3]
+    view.copy_(t)
+    assert not view.is_contiguous() and not view.is_contiguous(memory_format=torch.channels_last)
+    return view
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, padding=1,
+                                                                      dilation=2, ceil_mode=True)],
+                         ids=["alexnet", "dilation-ceil"])
+def test_strided_operands(pool, no_torch_fallback):
+    """Every operand a launcher takes, as a non-contiguous view: x (forward), dy and the window offsets
+    (backward), the window offsets (indices); each result equals PyTorch's."""
+    gen = torch.Generator().manual_seed(8)
+    x = strided(torch.randn(2, 3, 13, 12, generator=gen))
+    dy = strided(torch.randn(F.max_pool2d(x, **pool).shape, generator=gen))
+    y_ref, indices_ref, dx_ref = reference(x.clone().requires_grad_(), dy, **pool)
+    with no_torch_fallback():
+        y, window = max_pool.max_pool2d_forward(x, **pool)
+        dx = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool)
+        indices = max_pool.max_pool2d_indices(strided(window), x.shape, **pool)
+        dx_autograd, = torch.autograd.grad(ops.max_pool2d(x.requires_grad_(), **pool), x, dy)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    assert_close(dx, dx_ref, "dx")
+    assert_close(dx_autograd, dx_ref, "dx through autograd")
+
+
+@pytest.mark.parametrize("shape, pool, dtype", [
+    ((2, 4, 13, 13), dict(kernel_size=3, stride=2), torch.int8),
+    ((1, 2, 14, 15), dict(kernel_size=(12, 11), stride=1, padding=(6, 5), dilation=(1, 2), ceil_mode=True),
+     torch.int16),
+], ids=["int8", "int16"])
+def test_saved_window_offsets_are_small_and_give_torch_indices(shape, pool, dtype, no_torch_fallback):
+    """The pool saves 1-byte offsets (2 bytes past 127 taps); PyTorch's int64 indices are made from them."""
+    x = with_grad(torch.randn(shape, generator=torch.Generator().manual_seed(4)))
+    with no_torch_fallback():
+        y = ops.max_pool2d(x, **pool)
+    (window,) = y.grad_fn.saved_tensors
+    assert window.dtype == dtype and window.shape == y.shape
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(9))
+    assert_matches_torch(x, dy, no_torch_fallback, **pool)
+
+
+def test_window_offset_dtype_grows_with_the_window():
+    geometry = dict(KH=182, KW=181)  # 32942 taps
+    assert max_pool.window_offset_dtype(geometry) == torch.int32
+    assert max_pool.window_offset_dtype(dict(KH=181, KW=181)) == torch.int16
+
+
+@pytest.mark.parametrize("arguments", [
+    dict(kernel_size=3, stride=2),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 0), dilation=(2, 1), ceil_mode=True, return_indices=True),
+    dict(kernel_size=[3], stride=[2], padding=[1], dilation=[2]),
+], ids=["alexnet", "every-argument", "one-element-lists"])
+def test_module_is_a_drop_in(arguments, no_torch_fallback):
+    x = torch.randn(2, 3, 11, 11)
+    ours, theirs = nn.MaxPool2d(**arguments), torch.nn.MaxPool2d(**arguments)
+    with no_torch_fallback():
+        y = ours(x)
+    expected = theirs(x)
+    assert type(y) is type(expected)
+    for a, b in zip((y,) if torch.is_tensor(y) else y, (expected,) if torch.is_tensor(expected) else expected,
+                    strict=True):
+        assert torch.equal(a, b)
+    assert repr(ours) == repr(theirs) and ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+def test_signature_is_f_max_pool2d_positional_order(no_torch_fallback):
+    x = torch.randn(1, 2, 10, 9)
+    arguments = ((3, 2), (2, 1), 1, (1, 2), True, True)  # kernel_size, stride, padding, dilation, ceil, indices
+    with no_torch_fallback():
+        y, indices = ops.max_pool2d(x, *arguments)
+    y_ref, indices_ref = F.max_pool2d(x, *arguments)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    with no_torch_fallback():
+        y = ops.max_pool2d(x, 3, stride=())  # an empty stride means kernel_size, as in PyTorch
+    assert torch.equal(y, F.max_pool2d(x, 3, stride=()))
 
 
 BAD_INPUTS = [
-    ("3-D x", (2, 5, 5), dict(kernel_size=3), ValueError, r"x must be 4-D.*\(2, 5, 5\)"),
+    ("2-D input", (5, 5), dict(kernel_size=3), ValueError, r"input must be 3-D .* or 4-D .*\(5, 5\)"),
+    ("5-D input", (1, 1, 1, 5, 5), dict(kernel_size=3), ValueError, r"input must be 3-D"),
+    ("zero channels", (2, 0, 5, 5), dict(kernel_size=3), ValueError, r"C, H and W must be non-zero"),
     ("kernel larger than input", (1, 1, 2, 2), dict(kernel_size=3), ValueError, r"larger than the input"),
+    ("dilated kernel larger than input", (1, 1, 4, 4), dict(kernel_size=2, dilation=4), ValueError,
+     r"dilation \(4, 4\).*larger than the input"),
     ("padding over half the kernel", (1, 1, 8, 8), dict(kernel_size=3, padding=2), ValueError,
      r"at most half the kernel"),
+    ("negative padding", (1, 1, 8, 8), dict(kernel_size=3, padding=-1), ValueError, r"must be >= 0"),
     ("zero kernel", (1, 1, 8, 8), dict(kernel_size=0), ValueError, r"must be >= 1"),
+    ("negative stride", (1, 1, 8, 8), dict(kernel_size=2, stride=-1), ValueError, r"must be >= 1"),
+    ("zero dilation", (1, 1, 8, 8), dict(kernel_size=2, dilation=0), ValueError, r"dilation \(0, 0\) must be >= 1"),
     ("bad kernel type", (1, 1, 8, 8), dict(kernel_size="3"), TypeError, r"kernel_size must be an int or a pair"),
+    ("three-element kernel", (1, 1, 8, 8), dict(kernel_size=(3, 2, 1)), TypeError, r"kernel_size must be"),
+    ("float dilation", (1, 1, 8, 8), dict(kernel_size=2, dilation=1.5), TypeError, r"dilation must be"),
+    ("int ceil_mode", (1, 1, 8, 8), dict(kernel_size=2, ceil_mode=1), TypeError, r"ceil_mode must be a bool"),
 ]
 
 
@@ -127,8 +292,21 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
     _, shape, kwargs, error, message = case
     with pytest.raises(error, match=message):
         ops.max_pool2d(torch.randn(shape), **kwargs)
+    with pytest.raises((RuntimeError, TypeError)):  # PyTorch refuses each as well
+        F.max_pool2d(torch.randn(shape), **kwargs)
 
 
 def test_integer_input_is_rejected():
     with pytest.raises(TypeError, match="x has dtype torch.int64"):
         ops.max_pool2d(torch.zeros(1, 1, 4, 4, dtype=torch.long), 2)
+
+
+def test_mismatched_window_or_gradient_is_rejected():
+    x = torch.randn(1, 2, 10, 10)
+    y, window = max_pool.max_pool2d_forward(x, 3, 2)
+    with pytest.raises(ValueError, match=r"window must have shape \(1, 2, 4, 4\) and dtype torch.int8"):
+        max_pool.max_pool2d_backward(y, window.long(), x.shape, 3, 2)
+    with pytest.raises(ValueError, match=r"window must have shape \(1, 2, 5, 5\)"):
+        max_pool.max_pool2d_indices(window, x.shape, 3, 2, ceil_mode=True)
+    with pytest.raises(ValueError, match=r"dy \(1, 2, 4, 3\) must have shape \(1, 2, 4, 4\)"):
+        max_pool.max_pool2d_backward(y[..., :3], window, x.shape, 3, 2)

@@ -1,8 +1,9 @@
-"""The saved-tensor counter, and what the Triton path keeps for backward against PyTorch eager: the 2012 net's
-conv blocks and both whole networks, full size."""
+"""The saved-tensor counter, and what the Triton path keeps for backward against PyTorch eager and torch.compile:
+the 2012 net's conv blocks and both whole networks, full size."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,6 +13,7 @@ from alexnet_triton.model import AlexNet
 from alexnet_triton.study import memory
 
 FP32 = 4
+SCALED_2012 = dict(width=0.125, input_size=67, num_classes=10)  # as in test_model.py
 
 
 def pooled(size: int) -> int:
@@ -59,7 +61,8 @@ def triton_network_bytes() -> int:
 
 @pytest.fixture(scope="module")
 def networks():
-    """Both variants, full size, batch 1 (the eager forward runs for real, the Triton kernels are captured)."""
+    """Both variants, full size, batch 1 (the Triton kernels captured, eager on the meta device, torch.compile's
+    partition traced)."""
     return {variant: memory.measure_network(variant, batch=1).set_index(["path", "group"])
             for variant in ("2012", "torchvision")}
 
@@ -70,12 +73,41 @@ def test_the_triton_network_saves_less_than_eager(networks, variant):
     assert rows.loc[("triton", memory.NETWORK), "ratio_to_eager"] < 1
     groups = rows.drop(memory.NETWORK, level="group")
     assert list(groups.loc["triton"].index) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-    for path in memory.PATHS:  # the groups split the whole network's tensors and bytes
+    for path in memory.NETWORK_PATHS:  # the groups split the whole network's tensors and bytes
         for column in ("saved_tensors", "saved_bytes_per_image", "parameter_bytes"):
             assert groups.loc[path, column].sum() == rows.loc[(path, memory.NETWORK), column], (path, column)
-    # parameters are the same tensors on both paths: every weight (conv and linear), no bias
+    # parameters are the same tensors on every path: every weight (conv and linear), no bias
     weights = sum(FP32 * m.weight.numel() for m in AlexNet(variant, init="torch").modules() if hasattr(m, "weight"))
     assert (rows.xs(memory.NETWORK, level="group").parameter_bytes == weights).all()
+
+
+def test_torch_compile_keeps_more_than_triton_in_the_2012_net(networks):
+    """The issue's goal: at most 0.7x of torch.compile's saved bytes per image (the LRN's intermediates, which
+    torch.compile keeps and the fused LRN + pool does not)."""
+    rows = networks["2012"]
+    assert rows.loc[("triton", memory.NETWORK), "ratio_to_compiled"] <= 0.7
+    assert rows.loc[(memory.COMPILED, memory.NETWORK), "ratio_to_eager"] < 1
+    assert rows.loc[("eager", memory.NETWORK), "ratio_to_compiled"] == round(
+        rows.loc[("eager", memory.NETWORK), "saved_bytes_per_image"]
+        / rows.loc[(memory.COMPILED, memory.NETWORK), "saved_bytes_per_image"], 3)
+
+
+def test_bfloat16_halves_the_float_tensors_only():
+    """The same tensors in bfloat16 on every path: floats at 2 bytes, int8 offsets and bool masks unchanged."""
+    tables = {dtype: memory.measure_network("2012", 1, dtype, **SCALED_2012).set_index(["path", "group"])
+              for dtype in memory.DTYPES}
+    for path in memory.NETWORK_PATHS:
+        tensors = {dtype: "; ".join(t.loc[path].drop(memory.NETWORK).tensors.dropna()) for dtype, t in tables.items()}
+        assert tensors["bfloat16"] == tensors["float32"].replace("float32", "bfloat16"), path
+        float_bytes = sum(int(np.prod([int(n) for n in t.split()[0].split("x")])) * FP32
+                          for t in tensors["float32"].split("; ") if t.endswith("float32"))
+        assert (tables["float32"].loc[(path, memory.NETWORK), "saved_bytes_per_image"]
+                - tables["bfloat16"].loc[(path, memory.NETWORK), "saved_bytes_per_image"]) == float_bytes // 2, path
+
+
+def test_compile_modes_partition_alike():
+    modes = memory.compare_modes("2012", 1, **SCALED_2012)
+    assert list(modes["mode"]) == ["default", "max-autotune"] and modes.same_as_default.all()
 
 
 def test_triton_2012_network_bytes_by_hand(networks):

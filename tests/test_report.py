@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from alexnet_triton.study import benchmark, benchmark_cases, report
-from alexnet_triton.study.memory import NETWORK
+from alexnet_triton.study.memory import COMPILED, NETWORK
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ["## Headline", "## Benchmarks", "## Compile inspection", "## Memory saved for backward",
@@ -56,16 +56,72 @@ def test_report_of_the_committed_analyses(reports):
     text = report.write_report(reports, "conditions line").read_text()
     assert [s for s in SECTIONS if s not in text] == [] and "conditions line" in text
     network = pd.read_csv(reports / "memory" / "network.csv")
-    saved = network[(network.group == NETWORK) & (network.variant == "2012")].set_index("path").saved_bytes_per_image
-    triton, eager = saved["triton"] / 2**20, saved["eager"] / 2**20
-    row = f"| saved for backward, MiB per image | AlexNet 2012 | {triton:.2f} | {eager:.2f} | {triton / eager:.2f}× |"
+    saved = network.query("group == @NETWORK and variant == '2012' and dtype == 'float32'").set_index("path")
+    triton, eager, compiled = (saved.saved_bytes_per_image[p] / 2**20 for p in ("triton", "eager", COMPILED))
+    row = (f"| saved for backward, MiB per image | AlexNet 2012 | {triton:.2f} | {eager:.2f} | {compiled:.2f} | "
+           f"{triton / eager:.2f}× | {triton / compiled:.2f}× |")
     assert row in text
     step = pd.read_csv(reports / "traffic" / "summary.csv").query("phase == 'step' and variant == '2012'")
     launches = step.set_index("path").launches
-    assert f"| kernel launches | AlexNet 2012 | {launches['triton']} | {launches['eager']} |" in text
+    assert (f"| kernel launches | AlexNet 2012 | {launches['triton']} | {launches['eager']} | {launches[COMPILED]} | "
+            f"{launches['triton'] / launches['eager']:.2f}× | {launches['triton'] / launches[COMPILED]:.2f}× |") in text
+    assert "Inductor's code for the CPU target" in text  # torch.compile's kernels are labelled with their target
     assert "**No GPU measurements.**" in text and "(measured)" not in text
     links = _links_resolve(text, reports)
     assert {"kernels/registers.png", "memory/network.png", "traffic/traffic.png"} <= set(links)
+
+
+def _memory_rows() -> pd.DataFrame:
+    """Made-up memory/network.csv rows: one variant, one group, three paths; torch.compile keeps the least."""
+    rows = [dict(variant="torchvision", path=path, group=group, dtype="float32", batch=2, saved_tensors=1,
+                 saved_bytes_per_image=mib * 2**20, parameter_bytes=0, tensors=tensors)
+            for path, mib, tensors in (("triton", 2.0, "2x64x55x55 float32"), ("eager", 4.0, "2x64x55x55 int64"),
+                                       (COMPILED, 1.0, "2x64x55x55 bool"))
+            for group in ("conv1", NETWORK)]
+    return pd.DataFrame(rows)
+
+
+def _summary_rows() -> pd.DataFrame:
+    """Made-up traffic/summary.csv rows: torch.compile launches fewer kernels than Triton in the backward."""
+    rows = [dict(variant="2012", path=path, target=target, batch=128, dtype="float32", phase=phase,
+                 launches=launches, mb=100.0)
+            for phase in ("forward", "backward", "optimizer", "step")
+            for path, target, launches in (("triton", "cuda", 10 if phase != "backward" else 30),
+                                           ("eager", "cpu", 40), (COMPILED, "cpu", 20))]
+    return pd.DataFrame(rows)
+
+
+def test_the_torch_compile_column_and_where_it_wins(reports):
+    _memory_rows().to_csv(reports / "memory" / "network.csv", index=False)
+    (reports / "memory" / "compiled_modes.csv").unlink(missing_ok=True)
+    _summary_rows().to_csv(reports / "traffic" / "summary.csv", index=False)
+    launches = pd.DataFrame([dict(variant="2012", path=path, target="cpu", batch=128, dtype="float32",
+                                  phase="backward", source="x", name=name, launches=n, bytes=50e6)
+                             for path, name, n in (("triton", "conv2d_output_grad", 30), (COMPILED, "mm", 20))])
+    launches.to_csv(reports / "traffic" / "launches.csv", index=False)
+    text = report.write_report(reports, "").read_text()
+    headline = text.split("## Headline")[1].split("\n## ")[0]
+    assert "| Triton | PyTorch eager | torch.compile | Triton / eager | Triton / torch.compile |" in headline
+    assert "| saved for backward, MiB per image | torchvision AlexNet | 2.00 | 4.00 | 1.00 | 0.50× | 2.00× |" \
+        in headline
+    memory = text.split("## Memory")[1].split("\n## ")[0]
+    assert "| torchvision AlexNet | float32 | conv1 | 2.000 | 4.000 | 1.000 | 0.50× | 2.00× |" in memory
+    assert "Whole network: torchvision AlexNet float32" in memory
+    assert "| torchvision AlexNet | conv1 | 2x64x55x55 float32 | 2x64x55x55 bool |" in memory
+    traffic = text.split("## Launches and traffic")[1].split("\n## ")[0]
+    assert "| AlexNet 2012 | backward | 30 | 40 | 20 | 100 | 100 | 100 | 0.75× | 1.50× | 1.00× | 1.00× |" in traffic
+    assert "AlexNet 2012 backward: launches 20 vs Triton 30" in traffic
+    assert "| AlexNet 2012 | backward | conv2d_output_grad ×30 (50 MB) | mm ×20 (50 MB) |" in traffic
+
+
+def test_analyses_without_torch_compile_leave_its_column_empty(reports):
+    network = pd.read_csv(reports / "memory" / "network.csv")
+    network[network.path != COMPILED].drop(columns="ratio_to_compiled").to_csv(reports / "memory" / "network.csv",
+                                                                                index=False)
+    text = report.write_report(reports, "").read_text()
+    assert re.search(r"\| saved for backward, MiB per image \| AlexNet 2012 \| [\d.]+ \| [\d.]+ \| – \| [\d.]+× "
+                     r"\| – \|", text)
+    assert "Where torch.compile keeps less" not in text
 
 
 def test_missing_analyses_are_named_not_invented(tmp_path):
@@ -97,9 +153,9 @@ def test_gpu_rows_are_shown_with_their_device(reports):
     assert FIXTURE_DEVICE in benchmarks and "| 2012/conv2 |" in benchmarks
     assert {"benchmarks/layers_bf16.png", "benchmarks/model_throughput.png"} <= set(_links_resolve(benchmarks, reports))
     headline = text.split("## Headline")[1].split("\n## ")[0]
-    # in the made-up rows Triton takes 1.28 ms per step of 128 images, eager twice as long
+    # in the made-up rows Triton takes 1.28 ms per step of 128 images, eager twice as long, torch.compile 3 times
     assert re.search(r"\| training images/s \(measured\), bf16, channels_last \| AlexNet 2012 \| 100,000 \| 50,000 "
-                     r"\| 2\.00× \| batch 128, " + re.escape(FIXTURE_DEVICE), headline)
+                     r"\| 33,333 \| 2\.00× \| 3\.00× \| batch 128, " + re.escape(FIXTURE_DEVICE), headline)
 
 
 def test_make_report_rebuilds_the_document_from_reused_outputs(reports, monkeypatch):

@@ -1,4 +1,5 @@
-"""The launch and traffic counter: its rule on hand-countable graphs, and a training step's phases on both paths."""
+"""The launch and traffic counter: its rule on hand-countable graphs, a training step's phases on the Triton and
+eager paths, and the torch.compile path's place in the tables (its counter: test_compiled.py)."""
 
 from __future__ import annotations
 
@@ -79,11 +80,12 @@ def test_a_training_step_on_both_paths(variant):
     assert set(eager.source) == {"aten"} and list(eager.phase.unique()) == list(traffic.PHASES)
     names = eager.groupby("name").size()
     assert names["convolution"] == names["convolution_backward"] == 5
+    assert set(triton.target) == {"cuda"} and set(eager.target) == {"cpu"}
     summary = traffic.summarise(pd.concat([triton, eager])).set_index(["path", "phase"])
     assert summary.loc[("triton", "step"), "launches"] == sum(TRITON_LAUNCHES[variant].values()) + 1
-    assert summary.loc[("triton", "step"), "launches_ratio"] == round(
+    assert summary.loc[("triton", "step"), "launches_to_eager"] == round(
         summary.loc[("triton", "step"), "launches"] / len(eager), 3)
-    assert (summary.loc["eager", "mb_ratio"] == 1).all()
+    assert (summary.loc["eager", "mb_to_eager"] == 1).all() and "mb_to_compiled" not in summary
 
 
 @pytest.mark.parametrize("path", ["triton", "eager"])
@@ -92,12 +94,39 @@ def test_counts_repeat(path):
     assert first.equals(second)
 
 
-def test_plot(tmp_path):
-    summary = traffic.summarise(pd.concat(
-        [traffic.count_training_step("torchvision", path, 1, **SCALED["torchvision"]) for path in traffic.PATHS]))
+# Made-up torch.compile launches (the real ones take minutes of C++ compilation: test_compiled.py counts a small
+# step by hand): one extern call and one generated kernel per phase.
+COMPILED_LAUNCHES = [traffic.Launch(phase, source, name, 1000) for phase in traffic.PHASES
+                     for source, name in (("extern", "mm"), ("inductor", "fused_relu"))]
+
+
+@pytest.fixture
+def three_paths(monkeypatch):
+    """The torchvision step at batch 1 on every path, torch.compile's launches made up."""
+    monkeypatch.setattr(traffic, "compiled_step", lambda *args: (COMPILED_LAUNCHES, {"forward": 1}))
+    return pd.concat([traffic.count_training_step("torchvision", path, 1, **SCALED["torchvision"])
+                      for path in traffic.STEP_PATHS])
+
+
+def test_the_compiled_path_in_the_summary(three_paths):
+    compiled = three_paths[three_paths.path == traffic.COMPILED]
+    assert set(compiled.target) == {"cpu"} and len(compiled) == len(COMPILED_LAUNCHES)
+    summary = traffic.summarise(three_paths).set_index(["path", "phase"])
+    assert list(summary.index.get_level_values("path").unique()) == list(traffic.STEP_PATHS)
+    assert summary.loc[(traffic.COMPILED, "step"), "launches"] == 6
+    for path in traffic.STEP_PATHS:  # the made-up forward: 2 launches, 2000 bytes
+        row = summary.loc[(path, "forward")]
+        forward_bytes = three_paths.query("path == @path and phase == 'forward'").bytes.sum()
+        assert row.launches_to_compiled == round(row.launches / 2, 3)
+        assert row.mb_to_compiled == round(forward_bytes / 2000, 3)
+    assert (summary.loc[traffic.COMPILED, ["launches_to_compiled", "mb_to_compiled"]] == 1).all().all()
+
+
+def test_plot(three_paths, tmp_path):
+    summary = traffic.summarise(three_paths)
     assert traffic.plot_traffic(summary, tmp_path / "traffic.png").stat().st_size > 0
 
 
 def test_unknown_path():
     with pytest.raises(ValueError, match="path must be one of"):
-        traffic.count_training_step("2012", "compiled", 1)
+        traffic.count_training_step("2012", "jit", 1)

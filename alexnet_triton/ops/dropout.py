@@ -11,23 +11,28 @@ class DropoutFunction(torch.autograd.Function):
     """Autograd Function over the Triton dropout kernel (see ``dropout``)."""
 
     @staticmethod
-    def forward(ctx, x, p, seed):
+    def forward(ctx, x, p, seed, inplace):
         ctx.p, ctx.seed = p, seed
-        return dropout_forward(x, p, seed)
+        if inplace:
+            ctx.mark_dirty(x)
+        return dropout_forward(x, p, seed, inplace=inplace)
 
     @staticmethod
     def backward(ctx, dy):
-        return dropout_backward(dy, ctx.p, ctx.seed), None, None
+        return dropout_backward(dy, ctx.p, ctx.seed), None, None, None
 
 
-def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, seed: int | None = None) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` with the mask drawn from ``seed``.
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
+            seed: int | None = None) -> torch.Tensor:
+    """``F.dropout(x, p, training, inplace)`` with the mask drawn from ``seed``.
 
-    Element i of x (row-major index; any shape, the output is contiguous) is
-    kept when Philox(seed, i) >= p and scaled by 1/(1-p). seed: an int in
-    [0, 2**63); None draws one from torch's default CPU generator, so
-    ``torch.manual_seed`` makes runs repeat. As in PyTorch, p = 0,
-    training=False and empty tensors return x itself; p = 1 gives zeros and a zero gradient.
+    Element i of x (row-major index; any shape, 0-D included) is kept when
+    Philox(seed, i) >= p and scaled by 1/(1-p). The output is a new contiguous
+    tensor, or x itself when ``inplace`` (as in PyTorch, an error for a leaf that
+    requires grad). seed: an int in [0, 2**63); None draws one from torch's
+    default CPU generator, so ``torch.manual_seed`` makes runs repeat. As in
+    PyTorch, p = 0, training=False and empty tensors return x itself; p = 1
+    gives zeros and a zero gradient.
     """
     p = check_probability("dropout", p)
     if seed is not None:
@@ -35,4 +40,4 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, seed: int | 
     if p == 0.0 or not training or x.numel() == 0:
         return x  # no seed drawn: evaluation leaves torch's RNG untouched
     seed = draw_seed() if seed is None else seed
-    return DropoutFunction.apply(x, p, seed)
+    return DropoutFunction.apply(x, p, seed, inplace)

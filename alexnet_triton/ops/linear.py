@@ -35,17 +35,25 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            dropout: float = 0.0, seed: int | None = None, precision: str = "ieee") -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then ReLU if ``relu``, then dropout of the result, in one kernel.
 
-    x [batch, in_features], weight [out_features, in_features], bias [out_features] -> [batch, out_features].
+    x [*, in_features], weight [out_features, in_features], bias [out_features] -> [*, out_features]; as
+    F.linear also: a 1-D weight [in_features] (one output feature, whose dimension the result drops: [*]), a
+    bias of one element ([] or [1]) added to every output feature, and empty operands (in_features = 0: the
+    output is the bias). x's leading dimensions are read as one through a view, or a copy of x when they do not
+    merge into one stride.
     dropout: probability p of zeroing an output (0 = off; pass 0 in eval mode); kept outputs are scaled
     by 1/(1-p). seed: the mask's seed (int in [0, 2**63); None draws one from torch's default CPU generator),
-    with the mask of ``ops.dropout``: ``linear(x, w, b, relu=True, dropout=p, seed=s)`` equals
-    ``dropout(linear(x, w, b, relu=True), p, True, seed=s)`` exactly. This is the 2012 net's fc6/fc7
+    with the mask of ``ops.dropout`` on the output's shape: ``linear(x, w, b, relu=True, dropout=p, seed=s)``
+    equals ``dropout(linear(x, w, b, relu=True), p, True, seed=s)`` exactly. This is the 2012 net's fc6/fc7
     (ReLU, then dropout); the torchvision net drops fc6's and fc7's inputs instead, i.e. its first dropout
     is the standalone op and the second the fused epilogue of fc6.
     Backward saves x, weight and, with ReLU, y (the next layer's input anyway): y > 0 gives the ReLU and
     dropout masks together; dropout without ReLU regenerates its mask from the seed.
     precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only).
     """
+    if weight.ndim == 1:
+        return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision).squeeze(-1)
+    if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
+        bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     if dropout > 0:
         seed = draw_seed() if seed is None else check_seed("linear", seed)

@@ -24,7 +24,8 @@ class LocalResponseNormFunction(torch.autograd.Function):
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0) -> torch.Tensor:
-    """``F.local_response_norm(x, size, alpha, beta, k)`` across channels of x [N, C, H, W] (odd size).
+    """``F.local_response_norm(x, size, alpha, beta, k)`` across channels of x [N, C, *spatial] (3-D and up; even
+    sizes have one channel more before than after, as in PyTorch; k > 0 and alpha >= 0).
 
     alpha is divided by size, as PyTorch, Caffe and cuDNN do; the 2012 paper's
     literal alpha=1e-4 without that division is alpha=5e-4 here (size 5).

@@ -33,7 +33,7 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
                   (not checked)
 
 Each layer computes what the model computes there: conv + bias + ReLU, LRN + max-pool (2012) or max-pool, fc with
-the model's ReLU and dropout (``LINEAR_STEPS``), cross-entropy over 1000 classes, the SGD step (the paper's
+the model's ReLU and dropout (``architecture.linear_steps``), cross-entropy over 1000 classes, the SGD step (the paper's
 momentum and weight decay) over every parameter of the variant; every provider gets the same seeded inputs.
 fp16/bf16 leave PyTorch's reduced-precision-reduction settings at their defaults.
 
@@ -66,7 +66,8 @@ import triton.testing
 from tqdm import tqdm
 
 from .. import ops, optim
-from ..model import INPUT_SIZES, LRN, AlexNet
+from ..architecture import DROPOUT, INPUT_SIZES, LRN, NUM_CLASSES, POOL, SGD, linear_steps
+from ..model import AlexNet
 from . import cost
 from .benchmark_cases import COLUMNS, DTYPES, LAYOUTS, PROVIDERS, LayerCase, ModelCase, select, smoke, timings_in
 from .benchmark_plots import read_benchmarks, summarise_benchmarks
@@ -89,13 +90,6 @@ MIN_REP_MS = {"layer": 100.0, "model": 500.0}
 MAX_REP_MS = 5000.0
 MIN_SAMPLES = 10
 SMOKE_REPEATS = 5
-SGD_SETTINGS = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)  # the paper's
-DROPOUT = 0.5
-POOL = dict(kernel_size=3, stride=2)
-# fc layers as the model's Triton path runs them: (dropout on the input, ReLU, dropout on the output). torchvision
-# drops fc6's and fc7's inputs; the model fuses fc7's input dropout into fc6's epilogue.
-LINEAR_STEPS = {"2012": {"fc6": (False, True, True), "fc7": (False, True, True), "fc8": (False, False, False)},
-                "torchvision": {"fc6": (True, True, True), "fc7": (False, True, False), "fc8": (False, False, False)}}
 
 
 def device() -> torch.device:
@@ -205,7 +199,7 @@ def _layer_functions(layer: cost.StudyLayer, precision: str) -> dict[str, Callab
     """(triton, eager) functions of the layer's tensors, computing what the model computes there."""
     if layer.kind == "conv":
         c = layer.conv
-        return dict(triton=lambda x, w, b: ops.conv2d(x, w, b, c.stride, c.padding, c.groups, relu=True,
+        return dict(triton=lambda x, w, b: ops.conv2d(x, w, b, c.stride, c.padding, groups=c.groups, relu=True,
                                                       precision=precision),
                     eager=lambda x, w, b: F.relu(F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups),
                                                  inplace=True))
@@ -216,7 +210,7 @@ def _layer_functions(layer: cost.StudyLayer, precision: str) -> dict[str, Callab
         return dict(triton=lambda x: ops.max_pool2d(x, **POOL), eager=lambda x: F.max_pool2d(x, **POOL))
     if layer.kind == "cross_entropy":
         return dict(triton=ops.cross_entropy, eager=F.cross_entropy)
-    dropout_in, relu, dropout_out = LINEAR_STEPS[layer.variant][layer.name]
+    dropout_in, relu, dropout_out = linear_steps(layer.variant)[layer.name]
 
     def triton_linear(x, w, b):
         x = ops.dropout(x, DROPOUT) if dropout_in else x
@@ -285,7 +279,7 @@ def _sgd_step(provider: str, case: LayerCase, dtype: torch.dtype, gen: torch.Gen
     params = [torch.randn(s, generator=gen, device=gen.device).to(dtype).requires_grad_() for s in case.parameters]
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=gen.device).to(dtype)
-    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(params, **SGD_SETTINGS)
+    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(params, **SGD)
     step = optimizer.step
     return compiled(lambda: step(), compile_mode, fullgraph=False) if provider == "compile" else step
 
@@ -348,7 +342,7 @@ def _layer_metrics(case: LayerCase, mode: str, seconds: float) -> dict:
 def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Callable]]:
     """(mode, step) for each mode: the network built for ``provider``, on the same random images and labels."""
     dtype, precision = DTYPES[case.dtype]
-    scale = case.scale or dict(num_classes=cost.NUM_CLASSES)
+    scale = case.scale or dict(num_classes=NUM_CLASSES)
     torch.manual_seed(0)
     dev = device()
     with dev:  # parameters created and initialised on the device
@@ -375,7 +369,7 @@ def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Itera
             return F.cross_entropy(logits(x).float(), t)
     logits_fn, loss_fn = ((compiled(logits, compile_mode), compiled(loss, compile_mode))
                           if provider == "compile" else (logits, loss))
-    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(model.parameters(), **SGD_SETTINGS)
+    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(model.parameters(), **SGD)
 
     def inference():
         with torch.no_grad():

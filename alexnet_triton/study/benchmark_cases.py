@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..architecture import POOL
 from ..kernels import runtime
 from . import cost
 
@@ -47,7 +48,6 @@ SWEEP_VARIANT = "2012"
 SMOKE_DIVISOR, SMOKE_MAP_DIVISOR, SMOKE_BATCH = 16, 4, 2
 SMOKE_MODEL = {"2012": dict(width=1 / 16, input_size=67, num_classes=10),
                "torchvision": dict(width=1 / 16, input_size=63, num_classes=10)}
-POOL_KERNEL = 3
 
 
 def smoke() -> bool:
@@ -95,14 +95,7 @@ class ModelCase:
 
 def parameter_shapes(layers: Iterable[cost.StudyLayer]) -> tuple[tuple[int, ...], ...]:
     """Weight and bias shapes of the convs and fc layers among ``layers``, in network order."""
-    shapes = []
-    for layer in layers:
-        if layer.kind == "conv":
-            c = layer.conv
-            shapes += [(c.out_channels, c.in_channels // c.groups, c.kernel, c.kernel), (c.out_channels,)]
-        elif layer.kind == "linear":
-            shapes += [(layer.out_features, layer.in_features), (layer.out_features,)]
-    return tuple(shapes)
+    return tuple(shape for layer in layers for shape in layer.parameter_shapes)
 
 
 def smoke_layers(variant: str) -> list[cost.StudyLayer]:
@@ -115,7 +108,7 @@ def smoke_layers(variant: str) -> list[cost.StudyLayer]:
             layer = replace(layer, conv=c.scaled(SMOKE_DIVISOR, max(c.kernel, c.size // SMOKE_MAP_DIVISOR)))
         elif layer.kind in ("lrn_pool", "pool"):
             layer = replace(layer, channels=layer.channels // SMOKE_DIVISOR,
-                            size=max(POOL_KERNEL, layer.size // SMOKE_MAP_DIVISOR))
+                            size=max(POOL["kernel_size"], layer.size // SMOKE_MAP_DIVISOR))
         elif layer.kind in ("linear", "cross_entropy"):
             layer = replace(layer, in_features=layer.in_features // SMOKE_DIVISOR,
                             out_features=layer.out_features // SMOKE_DIVISOR)

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..architecture import CONV_LAYERS, ConvLayer
+from ..architecture import LRN, NUM_CLASSES, POOL, ConvLayer, check_variant, parameter_count, pooled, shaped
 
 MODES = ("forward", "backward", "full")
-NUM_CLASSES = 1000
-FC_WIDTH = 4096
-LRN_SIZE = 5
-POOL_KERNEL, POOL_STRIDE = 3, 2
 # Per-element operation counts of the element-wise layers (the model's approximation).
-LRN_FLOPS_FORWARD = 2 * LRN_SIZE + 4  # window sum of squares, k + alpha/size * s, pow, divide
-LRN_FLOPS_BACKWARD = 4 * LRN_SIZE + 8  # recompute the denominator, the channel-window sum of the gradient
+LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
+LRN_FLOPS_BACKWARD = 4 * LRN["size"] + 8  # recompute the denominator, the channel-window sum of the gradient
 CROSS_ENTROPY_FLOPS_FORWARD = 4  # max, subtract, exp, add per logit
 CROSS_ENTROPY_FLOPS_BACKWARD = 3  # exp(x - lse), subtract the one-hot, scale
 SGD_FLOPS = 6  # weight decay, momentum, update: one multiply-add each
@@ -60,50 +56,43 @@ class StudyLayer:
 
     @property
     def pooled_size(self) -> int:
-        return (self.size - POOL_KERNEL) // POOL_STRIDE + 1
+        return pooled(self.size)
+
+    @property
+    def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Weight and bias shapes (conv, linear), else none."""
+        if self.kind == "conv":
+            return self.conv.weight_shape, (self.conv.out_channels,)
+        if self.kind == "linear":
+            return (self.out_features, self.in_features), (self.out_features,)
+        return ()
 
     def __str__(self) -> str:
         return f"{self.variant}/{self.name}"
 
 
 def study_layers(variant: str) -> list[StudyLayer]:
-    """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision")."""
-    _check_variant(variant)
-    convs = CONV_LAYERS[variant]
-    pool_kind = "lrn_pool" if variant == "2012" else "pool"
+    """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision"): each
+    conv and fc of ``architecture.LAYERS`` with the ReLU after it, each pool with the LRN before it."""
+    check_variant(variant, "cost model")
+    sized = list(shaped(variant))
+    kinds = [s.layer.kind for s in sized] + [None]
     layers = []
-    for index, conv in enumerate(convs):
-        layers.append(StudyLayer(variant, conv.name, "conv", conv=conv, needs_input_grad=index > 0))
-        if index in (0, 1):
-            layers.append(StudyLayer(variant, f"{pool_kind.replace('_', '-')}{index + 1}", pool_kind,
-                                     channels=conv.out_channels, size=conv.out_size))
-    last = convs[-1]
-    layers.append(StudyLayer(variant, "pool5", "pool", channels=last.out_channels, size=last.out_size))
-    flat = last.out_channels * layers[-1].pooled_size ** 2
-    for name, in_features, out_features in (("fc6", flat, FC_WIDTH), ("fc7", FC_WIDTH, FC_WIDTH),
-                                            ("fc8", FC_WIDTH, NUM_CLASSES)):
-        layers.append(StudyLayer(variant, name, "linear", in_features=in_features, out_features=out_features,
-                                 relu=name != "fc8"))
+    for i, s in enumerate(sized):
+        name, relu = s.layer.name, kinds[i + 1] == "relu"
+        if s.layer.kind == "conv":
+            first = not any(layer.kind == "conv" for layer in layers)
+            layers.append(StudyLayer(variant, name, "conv", conv=s.layer.conv, needs_input_grad=not first, relu=relu))
+        elif s.layer.kind == "pool":
+            lrn = kinds[i - 1] == "lrn"
+            layers.append(StudyLayer(variant, f"lrn-{name}" if lrn else name, "lrn_pool" if lrn else "pool",
+                                     channels=s.inputs, size=s.in_side))
+        elif s.layer.kind == "linear":
+            layers.append(StudyLayer(variant, name, "linear", in_features=s.inputs, out_features=s.outputs,
+                                     relu=relu))
     layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
     layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
     return layers
-
-
-def parameter_count(variant: str) -> int:
-    """Weights and biases of the full-size net (60,965,224 for "2012", 61,100,840 for "torchvision")."""
-    _check_variant(variant)
-    convs = CONV_LAYERS[variant]
-    count = sum(c.out_channels * (c.in_channels // c.groups * c.kernel ** 2 + 1) for c in convs)
-    pooled = (convs[-1].out_size - POOL_KERNEL) // POOL_STRIDE + 1
-    for in_features, out_features in ((convs[-1].out_channels * pooled ** 2, FC_WIDTH), (FC_WIDTH, FC_WIDTH),
-                                      (FC_WIDTH, NUM_CLASSES)):
-        count += out_features * (in_features + 1)
-    return count
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in CONV_LAYERS:
-        raise ValueError(f"cost model: variant must be one of {tuple(CONV_LAYERS)}, got {variant!r}")
 
 
 def _check_mode(mode: str) -> None:
@@ -133,7 +122,7 @@ def flops(layer: StudyLayer, mode: str, batch: int) -> int:
     if layer.kind in ("lrn_pool", "pool"):
         inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
         lrn = (LRN_FLOPS_FORWARD if forward else LRN_FLOPS_BACKWARD) * inputs if layer.kind == "lrn_pool" else 0
-        pool = POOL_KERNEL ** 2 * outputs  # forward: compare per tap; backward: route per tap
+        pool = POOL["kernel_size"] ** 2 * outputs  # forward: compare per tap; backward: route per tap
         return batch * (lrn + pool)
     if layer.kind == "cross_entropy":
         per_logit = CROSS_ENTROPY_FLOPS_FORWARD if forward else CROSS_ENTROPY_FLOPS_BACKWARD

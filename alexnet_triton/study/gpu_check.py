@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops, optim
+from ..architecture import LRN, POOL, SGD, linear_steps
 from ..kernels import conv, linear, runtime
-from ..model import LRN
 from ..parity import assert_close, assert_low_precision_close
 from . import benchmark, cost
 from .benchmark_cases import (
@@ -135,7 +135,7 @@ def _pre_activation(layer: cost.StudyLayer) -> Callable:
 
 
 def _gemm_mask(layer: cost.StudyLayer, y: torch.Tensor) -> torch.Tensor:
-    relu, dropout = (True, False) if layer.kind == "conv" else benchmark.LINEAR_STEPS[layer.variant][layer.name][1:]
+    relu, dropout = (True, False) if layer.kind == "conv" else linear_steps(layer.variant)[layer.name][1:]
     if not relu:
         return torch.ones_like(y)
     return (y != 0) * (1 / (1 - benchmark.DROPOUT) if dropout else 1.0)
@@ -147,10 +147,10 @@ def _torch_block(layer: cost.StudyLayer, dtype: torch.dtype) -> Callable:
         def block(x):
             normalised = F.local_response_norm(x, **LRN)
             normalised = normalised + (normalised.to(dtype).to(x.dtype) - normalised).detach()
-            return F.max_pool2d(normalised, **benchmark.POOL)
+            return F.max_pool2d(normalised, **POOL)
         return block
     if layer.kind == "pool":
-        return lambda x: F.max_pool2d(x, **benchmark.POOL)
+        return lambda x: F.max_pool2d(x, **POOL)
     return F.cross_entropy
 
 
@@ -194,7 +194,7 @@ def _check_gemm_configs(case: LayerCase) -> dict[str, list]:
             weight_grad=lambda config: conv.conv2d_weight_grad(
                 dy * (y != 0), x, w.shape, memory_format=runtime.memory_format_of(w), config=config, **geometry))
     else:
-        relu, dropout = benchmark.LINEAR_STEPS[layer.variant][layer.name][1:]
+        relu, dropout = linear_steps(layer.variant)[layer.name][1:]
         masks = dict(dropout=benchmark.DROPOUT if dropout else 0.0, seed=1234, precision=precision)
         launchers = dict(
             forward=lambda config: linear.linear_forward(x, w, b, relu, config=config, **masks),
@@ -259,7 +259,7 @@ def _check_sgd(layers: list[cost.StudyLayer]) -> list:
     params = [torch.randn(s, generator=gen, device=gen.device) for s in shapes]
     grads = [[torch.randn(s, generator=gen, device=gen.device) for s in shapes] for _ in range(2)]
     ours, theirs = ([p.clone().requires_grad_() for p in params] for _ in range(2))
-    optimizers = optim.SGD(ours, **benchmark.SGD_SETTINGS), torch.optim.SGD(theirs, **benchmark.SGD_SETTINGS)
+    optimizers = optim.SGD(ours, **SGD), torch.optim.SGD(theirs, **SGD)
     comparisons = []
     for step, step_grads in enumerate(grads, start=1):
         for p, g in [*zip(ours, step_grads, strict=True), *zip(theirs, step_grads, strict=True)]:

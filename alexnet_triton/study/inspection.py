@@ -63,7 +63,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -72,7 +71,7 @@ import triton
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..architecture import CONV_LAYERS, ConvLayer
+from ..architecture import CONV_LAYERS, LRN, NUM_CLASSES, POOL, SGD, VARIANTS, ConvLayer, parameter_shapes, shaped
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
 from . import reference_gemm, sass_loop
 from .traffic import H100_SXM_SMS
@@ -99,7 +98,8 @@ BATCH = 128
 DTYPES = {"fp16": (torch.float16, "ieee"), "bf16": (torch.bfloat16, "ieee"),
           "fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32")}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-FC_LAYERS = {"fc6": (9216, 4096), "fc7": (4096, 4096), "fc8": (4096, 1000)}
+# fc6/fc7/fc8 (in_features, out_features): both variants' (fc6 takes 256 x 6 x 6 features).
+FC_LAYERS = {s.layer.name: (s.inputs, s.outputs) for s in shaped("2012") if s.layer.kind == "linear"}
 Cases = Iterator[tuple[str, Callable[[], None]]]
 
 
@@ -127,46 +127,52 @@ def conv_cases() -> Cases:
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 
 
+def _after(kind: str, variants=VARIANTS) -> Iterator[tuple[str, str, tuple[int, int, int, int]]]:
+    """(variant, the conv before it, input shape at BATCH) of each ``kind`` layer of the network table."""
+    for variant in variants:
+        before = None
+        for s in shaped(variant):
+            before = s.layer.name if s.layer.kind == "conv" else before
+            if s.layer.kind == kind:
+                yield variant, before, (BATCH, s.inputs, s.in_side, s.in_side)
+
+
 def pool_cases() -> Cases:
     """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward."""
-    for variant, layers in CONV_LAYERS.items():
-        for layer in layers:
-            if layer.name not in ("conv1", "conv2", "conv5"):
-                continue
-            for dtype_name, (dtype, _) in DTYPES.items():
-                for layout_name, layout in LAYOUTS.items():
-                    def run(layer=layer, dtype=dtype, layout=layout):
-                        x = torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
-                                        memory_format=layout)
-                        y, window = max_pool.max_pool2d_forward(x, 3, 2)
-                        max_pool.max_pool2d_backward(y, window, x.shape, 3, 2, memory_format=layout)
-                    yield f"{variant}/pool-after-{layer.name}/{dtype_name}/{layout_name}", run
+    for variant, after, shape in _after("pool"):
+        for dtype_name, (dtype, _) in DTYPES.items():
+            for layout_name, layout in LAYOUTS.items():
+                def run(shape=shape, dtype=dtype, layout=layout):
+                    x = torch.empty(shape, dtype=dtype, memory_format=layout)
+                    y, window = max_pool.max_pool2d_forward(x, POOL["kernel_size"], POOL["stride"])
+                    max_pool.max_pool2d_backward(y, window, x.shape, POOL["kernel_size"], POOL["stride"],
+                                                 memory_format=layout)
+                yield f"{variant}/pool-after-{after}/{dtype_name}/{layout_name}", run
 
 
 def _after_lrn_layers(label: str, launch: Callable[[torch.Tensor], None]) -> Cases:
     """``launch(x)`` for x = the conv1 and conv2 outputs of the 2012 net (where its LRN runs), every dtype and
     layout."""
-    for layer in CONV_LAYERS["2012"][:2]:
+    for variant, after, shape in _after("lrn"):
         for dtype_name, (dtype, _) in DTYPES.items():
             for layout_name, layout in LAYOUTS.items():
-                def run(layer=layer, dtype=dtype, layout=layout):
-                    launch(torch.empty(BATCH, layer.out_channels, layer.out_size, layer.out_size, dtype=dtype,
-                                       memory_format=layout))
-                yield f"2012/{label}-after-{layer.name}/{dtype_name}/{layout_name}", run
+                def run(shape=shape, dtype=dtype, layout=layout):
+                    launch(torch.empty(shape, dtype=dtype, memory_format=layout))
+                yield f"{variant}/{label}-after-{after}/{dtype_name}/{layout_name}", run
 
 
 def lrn_cases() -> Cases:
     """The 2012 net's LRN (size 5) after conv1 and conv2, forward and backward."""
     def launch(x):
-        lrn.lrn_backward(lrn.lrn_forward(x, 5, 1e-4, 0.75, 2.0), x, 5, 1e-4, 0.75, 2.0)
+        lrn.lrn_backward(lrn.lrn_forward(x, *LRN.values()), x, *LRN.values())
     yield from _after_lrn_layers("lrn", launch)
 
 
 def lrn_pool_cases() -> Cases:
     """The 2012 net's fused LRN + 3x3/2 max-pool after conv1 and conv2, forward and backward."""
     def launch(x):
-        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, 5, 1e-4, 0.75, 2.0, 3, 2)
-        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, 5, 1e-4, 0.75, 2.0, 3, 2)
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *LRN.values(), *POOL.values())
+        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, *LRN.values(), *POOL.values())
     yield from _after_lrn_layers("lrn-pool", launch)
 
 
@@ -174,7 +180,7 @@ def cross_entropy_cases() -> Cases:
     """The loss on fc8's logits [128, 1000], every dtype, all reductions, forward and backward."""
     for dtype_name, (dtype, _) in DTYPES.items():
         def run(dtype=dtype):
-            logits = torch.empty(BATCH, 1000, dtype=dtype)
+            logits = torch.empty(BATCH, NUM_CLASSES, dtype=dtype)
             target = torch.zeros(BATCH, dtype=torch.int64)
             for reduction in cross_entropy.REDUCTIONS:
                 loss, lse = cross_entropy.cross_entropy_forward(logits, target, reduction)
@@ -182,27 +188,16 @@ def cross_entropy_cases() -> Cases:
         yield f"2012/cross-entropy-fc8/{dtype_name}/rows", run
 
 
-def _alexnet_parameter_shapes() -> Iterator[tuple[str, str, tuple[int, ...]]]:
-    """(variant, name, shape) of every weight and bias of both AlexNet variants (fc6 takes 256 x 6 x 6 features)."""
-    for variant, layers in CONV_LAYERS.items():
-        for layer in layers:
-            yield variant, layer.name, (layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
-                                        layer.kernel)
-            yield variant, f"{layer.name}-bias", (layer.out_channels,)
-        for name, (fan_in, fan_out) in FC_LAYERS.items():
-            yield variant, name, (fan_out, fan_in)
-            yield variant, f"{name}-bias", (fan_out,)
-
-
 def sgd_cases() -> Cases:
     """Two SGD steps (first and later) of every AlexNet parameter: torch's update with and without Nesterov
-    momentum and the paper's, momentum 0.9, weight decay 5e-4."""
-    for variant, name, shape in _alexnet_parameter_shapes():
+    momentum and the paper's hyperparameters (architecture.SGD)."""
+    for variant, name, shape in ((v, n, s) for v in VARIANTS for n, s in parameter_shapes(v)):
+        name = name.removesuffix(".weight").replace(".bias", "-bias")
         for dtype_name, dtype in {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.items():
             def run(shape=shape, dtype=dtype):
                 param, grad = torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype)
                 for update, nesterov in (("pytorch", False), ("pytorch", True), ("paper", False)):
-                    hyper = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=nesterov, update=update)
+                    hyper = dict(SGD, nesterov=nesterov, update=update)
                     buffer = sgd.sgd_step(param, grad, None, **hyper)
                     sgd.sgd_step(param, grad, buffer, **hyper)
             yield f"{variant}/sgd-{name}/{dtype_name}/contiguous", run
@@ -294,8 +289,7 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
         for case, run in OPS[op]():
             if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
                 continue
-            with runtime.capture_launches() as launches, \
-                    mock.patch.object(runtime, "streaming_multiprocessors", lambda: H100_SXM_SMS):
+            with runtime.capture_launches() as launches, runtime.target(H100_SXM_SMS):
                 run()
             for launch in launches:
                 kernel = launch.kernel

@@ -52,7 +52,6 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 import torch
@@ -124,7 +123,7 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
                     dtype=torch_dtype, memory_format=memory_format)
     geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, precision=precision)
     c_flat, k_flat = _flat(layer.in_channels // layer.groups), _flat(layer.out_channels // layer.groups)
-    with runtime.capture_launches() as launches, mock.patch.object(runtime, "streaming_multiprocessors", lambda: sms):
+    with runtime.capture_launches() as launches, runtime.target(sms):
         y = conv.conv2d_forward(x, w, torch.empty(layer.out_channels, dtype=torch_dtype), relu=True,
                                 flat_crs=c_flat, **geometry)
         conv.conv2d_input_grad(y, w, x.shape, memory_format=memory_format, flat_krs=k_flat, **geometry)

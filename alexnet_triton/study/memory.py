@@ -1,26 +1,35 @@
-"""Bytes autograd keeps for backward, per image: the Triton path against PyTorch eager, fp32, full size.
+"""Bytes kept for backward, per image: the Triton path against PyTorch eager and torch.compile, full size.
 
-Two measurements, each path's forward run under ``torch.autograd.graph.saved_tensors_hooks``, which sees every
-tensor autograd keeps for backward. A storage shared by several saved tensors (the conv output that both the
-conv's ReLU mask and the LRN need, a weight and its transpose) is counted once; parameters (weights, biases)
-are listed apart, since they do not grow with the batch.
+The Triton and eager forwards run under ``torch.autograd.graph.saved_tensors_hooks``, which sees every tensor
+autograd keeps for backward; torch.compile's saved tensors are the ones the forward graph of Inductor's
+partitioner returns for the backward (``compiled.partitioned_saved``). The same rule for all three: a storage
+shared by several saved tensors (the conv output that both the conv's ReLU mask and the LRN need, a weight and
+its transpose) is counted once; parameters (weights, biases) are listed apart, since they do not grow with the
+batch.
 
-  ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool.
+  ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool, float32.
                        Triton: ``ops.conv2d(relu=True)`` then the fused ``ops.lrn_max_pool2d``; eager:
                        F.conv2d, F.relu, F.local_response_norm, F.max_pool2d.
   ``measure_network``  the whole model (both variants, training mode, dropout on), forward only: backend
-                       "triton" against backend "torch", per layer group and in all. A group is a conv or
-                       linear layer and every layer after it up to the next one (conv1: conv1, ReLU, LRN,
-                       pool1); a tensor belongs to the group of the first autograd node, in forward order,
-                       that saved it (a layer's input is saved by the layer that consumes it).
+                       "triton" against backend "torch" (eager) and that model under torch.compile
+                       ("compiled"), model and images in float32 or bfloat16, per layer group and in all. A
+                       group is a conv or linear layer and every layer after it up to the next one (conv1:
+                       conv1, ReLU, LRN, pool1); a tensor belongs to the group of the first autograd node, in
+                       forward order, that saved it (a layer's input is saved by the layer that consumes it);
+                       under torch.compile, of its first reader in the forward graph (``compiled.py``). The
+                       groups split the totals; how a tensor between two layers is attributed can differ
+                       between paths (a ReLU output the Triton conv saves for its own backward is, under
+                       torch.compile, saved for the next conv), so compare whole networks first.
+  ``compare_modes``    torch.compile's default and max-autotune partitions of the whole network.
 
 The Triton kernels are captured, not run (``runtime.capture_launches``): which tensors autograd saves does
 not depend on their values, so the Triton forward only allocates (uninitialised) outputs and a full-size
-network costs no interpreter time. The eager forward runs for real on the CPU. Its saved tensors are those of
-a CUDA eager forward except for dropout, which on the CPU keeps its float scale mask (4 bytes per element)
-where CUDA's ``native_dropout`` keeps a bool mask (1 byte): eager is 3 bytes per dropout element too high,
-24 KiB per image for the 2012 net (fc6, fc7 groups) and 39 KiB for torchvision's (conv5, fc6 groups).
-ratio_to_eager is empty where eager keeps nothing (torchvision's fc8 group).
+network costs no interpreter time. The eager forward runs on the meta device (``EAGER_DEVICE``). Its saved
+tensors are those of a CUDA eager forward except for dropout, which off CUDA keeps its float scale mask (4
+bytes per element) where CUDA's ``native_dropout`` keeps a bool mask (1 byte): eager is 3 bytes per dropout
+element too high in float32, 24 KiB per image for the 2012 net (fc6, fc7 groups) and 39 KiB for torchvision's
+(conv5, fc6 groups). torch.compile's partition is only traced, never run.
+ratio_to_eager (ratio_to_compiled) is empty where eager (torch.compile) keeps nothing in a group.
 """
 
 from __future__ import annotations
@@ -35,24 +44,36 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._pytree import tree_leaves
 
 from .. import ops
-from ..architecture import ConvLayer
+from ..architecture import LRN, POOL, VARIANTS, ConvLayer
 from ..kernels import runtime
-from ..model import LRN, VARIANTS, AlexNet
+from ..model import AlexNet
+from . import compiled
 from .traffic import PATHS
 
-POOL = dict(kernel_size=3, stride=2)
-DTYPE = "float32"
+DTYPE = "float32"  # the conv blocks' dtype and measure_network's default
+DTYPES = ("float32", "bfloat16")
+COMPILED = "compiled"  # the torch.compile path's name in the tables
+NETWORK_PATHS = (*PATHS, COMPILED)
+# The eager forward runs on the meta device: the same ATen ops as on the CPU (dropout too), no arithmetic, and
+# every dtype (the CPU has no bfloat16 avg_pool3d, which the LRN calls).
+EAGER_DEVICE = {"eager": "meta"}
 NETWORK = "network"  # measure_network's row for the whole model
 MIB = 2**20
 
 
+def storage_key(t: torch.Tensor) -> int:
+    """Identifies ``t``'s storage (its StorageImpl), also for meta tensors, whose data pointers are all 0."""
+    return StorageWeakRef(t.untyped_storage()).cdata
+
+
 @dataclass(frozen=True)
 class SavedStorage:
-    """One storage autograd keeps for backward: its address, the first tensor seen on it, its size, and
-    whether it is a parameter's."""
+    """One storage autograd keeps for backward: its key (``storage_key``), the first tensor seen on it, its
+    size, and whether it is a parameter's."""
 
     address: int
     description: str
@@ -64,15 +85,14 @@ def saved_storages(forward: Callable[[], torch.Tensor],
                    parameters: list[torch.Tensor]) -> tuple[torch.Tensor, list[SavedStorage]]:
     """Run ``forward`` with Triton launches captured; return its output and each distinct storage of the
     tensors autograd saved, once."""
-    parameter_storages = {p.untyped_storage().data_ptr() for p in parameters}
+    parameter_storages = {storage_key(p) for p in parameters}
     seen: dict[int, SavedStorage] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:
+        key = storage_key(t)
+        if key not in seen:
             description = f"{'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}"
-            seen[storage.data_ptr()] = SavedStorage(storage.data_ptr(), description, storage.nbytes(),
-                                                    storage.data_ptr() in parameter_storages)
+            seen[key] = SavedStorage(key, description, t.untyped_storage().nbytes(), key in parameter_storages)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), runtime.capture_launches():
@@ -80,22 +100,26 @@ def saved_storages(forward: Callable[[], torch.Tensor],
     return output, list(seen.values())
 
 
-def _row(saved: list[SavedStorage], batch: int, **columns) -> dict:
+def _row(saved: list[SavedStorage], batch: int, dtype: str = DTYPE, **columns) -> dict:
     activations = [s for s in saved if not s.parameter]
-    return dict(**columns, dtype=DTYPE, batch=batch, saved_tensors=len(activations),
+    return dict(**columns, dtype=dtype, batch=batch, saved_tensors=len(activations),
                 saved_bytes_per_image=sum(s.nbytes for s in activations) // batch,
                 parameter_bytes=sum(s.nbytes for s in saved if s.parameter),
                 tensors="; ".join(s.description for s in activations))
 
 
-def _with_ratio_to_eager(rows: list[dict], keys: list[str]) -> pd.DataFrame:
-    """rows as a table with ratio_to_eager: saved bytes / the eager row's with the same ``keys``."""
+def _with_ratios(rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    """rows as a table with ratio_to_<peer>: saved bytes / the peer path's row with the same ``keys``, for each
+    peer (eager, and compiled where the rows have it)."""
     table = pd.DataFrame(rows)
-    eager = table.loc[table.path == "eager", [*keys, "saved_bytes_per_image"]]
-    table = table.merge(eager, on=keys, suffixes=("", "_eager"), how="left", sort=False)
-    eager_bytes = table.pop("saved_bytes_per_image_eager")
-    table.insert(table.columns.get_loc("saved_bytes_per_image") + 1, "ratio_to_eager",
-                 (table.saved_bytes_per_image / eager_bytes).round(3))
+    column = table.columns.get_loc("saved_bytes_per_image") + 1
+    for peer in [p for p in ("eager", COMPILED) if p in set(table.path)]:
+        reference = table.loc[table.path == peer, [*keys, "saved_bytes_per_image"]]
+        table = table.merge(reference, on=keys, suffixes=("", "_peer"), how="left", sort=False)
+        peer_bytes = table.pop("saved_bytes_per_image_peer")
+        table.insert(column, f"ratio_to_{peer}", (table.saved_bytes_per_image / peer_bytes.where(peer_bytes > 0))
+                     .round(3))
+        column += 1
     return table
 
 
@@ -113,7 +137,7 @@ def block_inputs(layer: ConvLayer, batch: int, needs_input_grad: bool):
 
 
 def triton_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
-    y = ops.conv2d(x, weight, bias, layer.stride, layer.padding, layer.groups, relu=True)
+    y = ops.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups, relu=True)
     return ops.lrn_max_pool2d(y, **LRN, **POOL)
 
 
@@ -130,18 +154,18 @@ def measure_blocks(layers: list[ConvLayer], batch: int) -> pd.DataFrame:
         for path, block in (("triton", triton_block), ("eager", eager_block)):
             _, saved = saved_storages(partial(block, layer, x, weight, bias), [weight, bias])
             rows.append(_row(saved, batch, block=f"{layer.name}+relu+lrn+pool", path=path))
-    return _with_ratio_to_eager(rows, ["block"])
+    return _with_ratios(rows, ["block"])
 
 
 # ----------------------------------------------------------------------------- whole network
 
 
 def layer_groups(model: AlexNet) -> dict[int, str]:
-    """Storage address of each conv / linear bias -> its layer's name (conv1..conv5, fc6..fc8)."""
+    """Storage key of each conv / linear bias -> its layer's name (conv1..conv5, fc6..fc8), in forward order."""
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
     names = [f"conv{i + 1}" for i in range(len(convs))] + [f"fc{i + 6}" for i in range(len(linears))]
-    return {layer.bias.data_ptr(): name for layer, name in zip(convs + linears, names, strict=True)}
+    return {storage_key(layer.bias): name for layer, name in zip(convs + linears, names, strict=True)}
 
 
 def _node_saved_tensors(node) -> list[torch.Tensor]:
@@ -153,7 +177,7 @@ def _node_saved_tensors(node) -> list[torch.Tensor]:
 
 
 def saving_groups(output: torch.Tensor, model: AlexNet) -> dict[int, str]:
-    """Storage address -> layer group of the first node (in forward order) of ``output``'s autograd graph that
+    """Storage key -> layer group of the first node (in forward order) of ``output``'s autograd graph that
     saved a tensor on it. A node starts a group when it takes that layer's bias, as every backend's conv and
     linear nodes do."""
     group_of_bias = layer_groups(model)
@@ -165,38 +189,70 @@ def saving_groups(output: torch.Tensor, model: AlexNet) -> dict[int, str]:
             stack += [child for child, _ in node.next_functions]
     group, groups = "input", {}
     for node in sorted((n for n in nodes if not hasattr(n, "variable")), key=lambda n: n._sequence_nr()):
-        biases = [child.variable.data_ptr() for child, _ in node.next_functions if hasattr(child, "variable")]
+        biases = [storage_key(child.variable) for child, _ in node.next_functions if hasattr(child, "variable")]
         group = next((group_of_bias[b] for b in biases if b in group_of_bias), group)
         for t in _node_saved_tensors(node):
-            groups.setdefault(t.untyped_storage().data_ptr(), group)
+            groups.setdefault(storage_key(t), group)
     return groups
 
 
-def measure_network(variant: str, batch: int, **model_options) -> pd.DataFrame:
-    """Rows (variant, path, group) of the model's forward in training mode on images [batch, 3, S, S], one per
-    layer group and one "network" row for the whole model, with the Triton / eager ratio of each.
-    model_options: AlexNet's (width, input_size, num_classes) for a scaled-down model."""
-    rows = []
+def _network_model(variant: str, backend: str, batch: int, dtype: str, model_options: dict, device: str = "cpu"):
+    """The model (PyTorch's default initialisation, seed 0, all in ``dtype``) and images [batch, 3, S, S]."""
+    torch.manual_seed(0)
+    model = AlexNet(variant, backend=backend, init="torch", **model_options).to(device, getattr(torch, dtype))
+    return model, torch.rand(batch, 3, model.input_size, model.input_size, dtype=getattr(torch, dtype), device=device)
+
+
+def compiled_saved(variant: str, batch: int, dtype: str = DTYPE, mode: str = "default",
+                   **model_options) -> tuple[list[SavedStorage], dict[int, str]]:
+    """What torch.compile (``mode``) of the eager model keeps for backward: the storages and storage -> group."""
+    model, images = _network_model(variant, "torch", batch, dtype, model_options)
+    saved = compiled.partitioned_saved(compiled.partition_of(model, images, mode=mode),
+                                       list(layer_groups(model).values()))
+    return ([SavedStorage(s.storage, s.description, s.nbytes, s.parameter) for s in saved],
+            {s.storage: s.group for s in saved})
+
+
+def measure_network(variant: str, batch: int, dtype: str = DTYPE, **model_options) -> pd.DataFrame:
+    """Rows (variant, path, group) of the model's forward in training mode on images [batch, 3, S, S] in
+    ``dtype``, one per layer group and one "network" row for the whole model, with each row's ratio to the
+    eager and the compiled path's. model_options: AlexNet's (width, input_size, num_classes) for a scaled-down
+    model."""
+    measured = {}
     for path, backend in PATHS.items():
-        torch.manual_seed(0)
-        model = AlexNet(variant, backend=backend, init="torch", **model_options)
-        images = torch.rand(batch, 3, model.input_size, model.input_size)
+        model, images = _network_model(variant, backend, batch, dtype, model_options, EAGER_DEVICE.get(path, "cpu"))
         output, saved = saved_storages(partial(model, images), list(model.parameters()))
-        groups = saving_groups(output, model)
+        measured[path] = saved, saving_groups(output, model)
+    measured[COMPILED] = compiled_saved(variant, batch, dtype, **model_options)
+    rows = []
+    for path, (saved, groups) in measured.items():
         for group in dict.fromkeys(groups.values()):
-            rows.append(_row([s for s in saved if groups.get(s.address) == group], batch, variant=variant,
+            rows.append(_row([s for s in saved if groups.get(s.address) == group], batch, dtype, variant=variant,
                              path=path, group=group))
-        rows.append(_row(saved, batch, variant=variant, path=path, group=NETWORK) | dict(tensors=""))
-    return _with_ratio_to_eager(rows, ["variant", "group"])
+        rows.append(_row(saved, batch, dtype, variant=variant, path=path, group=NETWORK) | dict(tensors=""))
+    return _with_ratios(rows, ["variant", "dtype", "group"])
 
 
-def plot_memory(table: pd.DataFrame, path: Path) -> Path:
-    """Bars of MiB saved per image, Triton vs eager for each variant, stacked by layer group; each bar is
-    labelled with its total and the Triton bar with its ratio to eager."""
+def compare_modes(variant: str, batch: int, dtype: str = DTYPE, **model_options) -> pd.DataFrame:
+    """One row per torch.compile mode: the whole network's saved bytes per image and tensors, and whether the
+    partition saves the same tensors as the default mode's."""
+    rows = []
+    for mode in compiled.MODES:
+        saved, _ = compiled_saved(variant, batch, dtype, mode, **model_options)
+        rows.append(_row(saved, batch, dtype, variant=variant, mode=mode))
+    table = pd.DataFrame(rows)
+    return table.assign(same_as_default=table.tensors == table.tensors.iloc[0])
+
+
+def plot_memory(table: pd.DataFrame, path: Path, dtype: str = DTYPE) -> Path:
+    """Bars of MiB saved per image in ``dtype``, Triton vs eager vs torch.compile for each variant, stacked by
+    layer group; each bar is labelled with its total and its ratios to the other paths."""
+    table = table[table.dtype == dtype]
     groups = list(dict.fromkeys(table.group[table.group != NETWORK]))
     variants = [v for v in VARIANTS if v in set(table.variant)]
-    bars = [(variant, path) for variant in variants for path in PATHS]
-    fig = Figure(figsize=(2.2 * len(bars) + 2.5, 5.5), layout="constrained")
+    paths = [p for p in NETWORK_PATHS if p in set(table.path)]
+    bars = [(variant, path) for variant in variants for path in paths]
+    fig = Figure(figsize=(1.9 * len(bars) + 2.5, 5.8), layout="constrained")
     ax = fig.subplots()
     colours = dict(zip(groups, [f"C{i}" for i in range(len(groups))], strict=True))
     by_key = table.set_index(["variant", "path", "group"]).saved_bytes_per_image / MIB
@@ -207,16 +263,16 @@ def plot_memory(table: pd.DataFrame, path: Path) -> Path:
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     totals = table[table.group == NETWORK].set_index(["variant", "path"])
     for i, key in enumerate(bars):
-        ratio = "" if key[1] == "eager" else f"\nx{totals.loc[key, 'ratio_to_eager']:.2f} of eager"
-        ax.annotate(f"{totals.loc[key, 'saved_bytes_per_image'] / MIB:.1f} MiB{ratio}", (i, bottoms[i]),
+        ratios = "".join(f"\nx{totals.loc[key, f'ratio_to_{peer}']:.2f} of {peer}" for peer in ("eager", COMPILED)
+                         if peer != key[1] and f"ratio_to_{peer}" in totals)
+        ax.annotate(f"{totals.loc[key, 'saved_bytes_per_image'] / MIB:.1f} MiB{ratios}", (i, bottoms[i]),
                     ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(bars)), [f"{variant}\n{path}" for variant, path in bars])
     ax.set_ylabel("MiB saved for backward per image (activations)")
-    ax.margins(y=0.15)
+    ax.margins(y=0.2)
     ax.legend(title="layer group", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    batch = table.batch.iloc[0]
-    fig.suptitle(f"AlexNet forward in training mode (dropout on), {table.dtype.iloc[0]}, measured at batch {batch}: "
-                 "bytes autograd keeps for backward\nTriton path vs PyTorch eager (sizes, not timings; parameters "
-                 "excluded)", fontsize=10)
+    fig.suptitle(f"AlexNet forward in training mode (dropout on), {dtype}, counted at batch {table.batch.iloc[0]}: "
+                 "bytes kept for backward\nTriton path vs PyTorch eager vs torch.compile (Inductor's partition; "
+                 "sizes, not timings; parameters excluded)", fontsize=10)
     fig.savefig(path, dpi=110)
     return path

@@ -40,7 +40,8 @@ FUNCTIONS: dict[str, Callable] = {
     "nn.functional.dropout": ops.dropout,
     "nn.functional.cross_entropy": ops.cross_entropy,
 }
-MODULES = ("Conv2d", "MaxPool2d", "LocalResponseNorm", "Linear", "Dropout", "CrossEntropyLoss")
+# The modules PyTorch has samples for (its module_db has none for nn.Dropout: tests/test_dropout.py covers it).
+MODULES = ("Conv2d", "MaxPool2d", "LocalResponseNorm", "Linear", "CrossEntropyLoss")
 DTYPES = (torch.float32, torch.float64)
 CLEAR_REFUSALS = (ValueError, TypeError, NotImplementedError)
 OUTCOMES = ("same", "refused", "different", "failed", "torch refuses")
@@ -88,13 +89,25 @@ def _grad_leaves(values) -> list[torch.Tensor]:
     return [v for v in flat if torch.is_tensor(v) and v.requires_grad]
 
 
-def _op_info(name: str):
+def _databases():
+    """PyTorch's OpInfo and ModuleInfo lists. Importing its test suite calls ``torch.backends.
+    disable_global_flags()``, which would make every later plain assignment of a cuDNN flag in this process
+    raise (the benchmarks' numeric settings): the flags are left as mutable as they were."""
+    frozen = torch.backends.flags_frozen()
     from torch.testing._internal.common_methods_invocations import op_db
+    from torch.testing._internal.common_modules import module_db
+    if not frozen:  # torch.backends has no public inverse of disable_global_flags: reset the flag it sets
+        torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    return op_db, module_db
+
+
+def _op_info(name: str):
+    op_db, _ = _databases()
     return next(op for op in op_db if op.name == name and op.variant_test_name == "")
 
 
 def _module_info(name: str):
-    from torch.testing._internal.common_modules import module_db
+    _, module_db = _databases()
     return next((m for m in module_db if m.module_cls.__name__ == name), None)
 
 
@@ -106,8 +119,10 @@ def function_cases(name: str, dtype: torch.dtype) -> list[Case]:
         torch.manual_seed(SEED)
         return list(info.sample_inputs("cpu", dtype, requires_grad=info.supports_autograd))
 
+    theirs_all, ours_all = samples(), samples()  # two copies from one seed: each side gets its own tensors
+
     def prepare(index: int) -> Prepared:
-        ours, theirs = samples()[index], samples()[index]
+        ours, theirs = ours_all[index], theirs_all[index]
         prepared = Prepared(lambda: info.op(theirs.input, *theirs.args, **theirs.kwargs),
                             lambda: FUNCTIONS[name](ours.input, *ours.args, **ours.kwargs),
                             _grad_leaves([theirs.input, *theirs.args, *theirs.kwargs.values()]),
@@ -119,7 +134,7 @@ def function_cases(name: str, dtype: torch.dtype) -> list[Case]:
         return prepared
 
     return [Case("function", name, dtype, i, _describe((s.input, *s.args)) + " " + _describe(s.kwargs),
-                 lambda i=i: prepare(i)) for i, s in enumerate(samples())]
+                 lambda i=i: prepare(i)) for i, s in enumerate(theirs_all)]
 
 
 def module_cases(name: str, dtype: torch.dtype) -> list[Case]:
@@ -132,8 +147,10 @@ def module_cases(name: str, dtype: torch.dtype) -> list[Case]:
         torch.manual_seed(SEED)
         return info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True, training=True)
 
+    theirs_all, ours_all = samples(), samples()
+
     def prepare(index: int) -> Prepared:
-        ours, theirs = samples()[index], samples()[index]
+        ours, theirs = ours_all[index], theirs_all[index]
         constructor = theirs.constructor_input
         torch_module = info.module_cls(*constructor.args, **constructor.kwargs).to(dtype)
         call_theirs = lambda: torch_module(*theirs.forward_input.args, **theirs.forward_input.kwargs)
@@ -154,7 +171,7 @@ def module_cases(name: str, dtype: torch.dtype) -> list[Case]:
                         leaves_ours + list(our_module.parameters()))
 
     cases = []
-    for i, s in enumerate(samples()):
+    for i, s in enumerate(theirs_all):
         constructor, forward = s.constructor_input, s.forward_input
         description = (f"{name}{_describe(tuple(constructor.args))} {_describe(constructor.kwargs)} "
                        f"{_describe(tuple(forward.args))} {_describe(forward.kwargs)}")
@@ -190,13 +207,15 @@ def _compare(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
         raise Different(f"{what}: {str(error).splitlines()[0]}") from None
 
 
-def _cotangents(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def _cotangents(outputs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """A random cotangent per floating-point output (None for integer ones: max-pool indices)."""
     generator = torch.Generator().manual_seed(SEED + 1)
-    return [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    return [torch.randn(o.shape, generator=generator, dtype=o.dtype) if o.is_floating_point() else None
+            for o in outputs]
 
 
 def _gradients(outputs, cotangents, leaves) -> list[torch.Tensor | None]:
-    differentiable = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
+    differentiable = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad and c is not None]
     if not differentiable or not leaves:
         return []
     grads = torch.autograd.grad([o for o, _ in differentiable], leaves, [c for _, c in differentiable],

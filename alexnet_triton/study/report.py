@@ -6,8 +6,10 @@ so when they are missing) and draws the benchmark figures when GPU measurements 
   kernels/conv_loops_before.csv      the conv kernels of commit f551264 read the same way (committed once)
   kernels/conv_lower_bound.csv       ``loop_model`` (a model from the SASS), with issue_per_tensor.png
                                      rewritten by ``experiments/make_report.py`` from inspection.csv
-  memory/network.csv, blocks.csv     ``experiments/memory.py`` (saved-for-backward bytes per image)
-  traffic/summary.csv, launches.csv  ``experiments/traffic.py`` (launches and bytes of one training step)
+  memory/network.csv, blocks.csv,    ``experiments/memory.py`` (saved-for-backward bytes per image: Triton,
+    compiled_modes.csv               eager, torch.compile)
+  traffic/summary.csv, launches.csv, ``experiments/traffic.py`` (launches and bytes of one training step: Triton,
+    compiled_functions.csv           eager, torch.compile for the CPU target)
   roofline/roofline.csv + PNGs       ``experiments/roofline.py`` (a model from the shapes and published peaks)
   training/metrics.csv, curves.png,  the default CPU run of ``experiments/train.py`` (interpreter)
     held_out.txt
@@ -25,8 +27,9 @@ from . import inspection, loop_model
 from .benchmark_cases import HEADLINE
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
 from .inspection import summarise_inspection
-from .memory import MIB, NETWORK
+from .memory import COMPILED, DTYPE, MIB, NETWORK
 from .roofline import GPUS, summarise_roofline
+from .traffic import MB
 
 VARIANT_NAMES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}
 HEADLINE_ROOFLINE = ("h100-sxm", "bf16")  # the roofline condition the headline table quotes
@@ -46,8 +49,25 @@ def _missing(data: str, script: str) -> str:
 
 
 def _ratio(numerator: float, denominator: float = 1.0) -> str:
-    """``numerator / denominator`` as "0.31×"; "–" when the denominator is 0."""
-    return f"{numerator / denominator:.2f}×" if denominator else "–"
+    """``numerator / denominator`` as "0.31×"; "–" when the denominator is 0 or either is missing."""
+    return f"{numerator / denominator:.2f}×" if denominator and pd.notna(numerator) and pd.notna(denominator) \
+        else "–"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """An analysis' CSV, its variant column as text ("2012" is a name, not a number)."""
+    return pd.read_csv(path, dtype={"variant": str})
+
+
+def _value(per_path: pd.Series, path: str, form: str) -> str:
+    """``per_path[path]`` formatted, or "–" when that path was not counted."""
+    return format(per_path[path], form) if path in per_path.index else "–"
+
+
+def _peer_ratios(per_path: pd.Series) -> tuple[str, str]:
+    """Triton / eager and Triton / torch.compile of one quantity indexed by path ("–" where a path is missing)."""
+    triton = per_path.get("triton")
+    return _ratio(triton, per_path.get("eager", 0)), _ratio(triton, per_path.get(COMPILED, 0))
 
 
 # ---------------------------------------------------------------------------------------------------- sections
@@ -58,47 +78,53 @@ def _gpu_benchmarks(reports: Path) -> pd.DataFrame | None:
     return None if table is None or not (table.run_kind == "gpu").any() else table[table.run_kind == "gpu"]
 
 
-def headline_rows(reports: Path, benchmarks: pd.DataFrame | None) -> list[tuple[str, str, str, str, str, str]]:
-    """(quantity, variant, Triton, PyTorch eager, Triton / eager, conditions) for every headline number found;
-    ``benchmarks``: the GPU benchmark rows, if any."""
+HEADLINE_COLUMNS = ("quantity", "network", "Triton", "PyTorch eager", "torch.compile", "Triton / eager",
+                    "Triton / torch.compile", "conditions")
+COMPILED_CPU = "torch.compile: Inductor's code for the CPU target"
+
+
+def headline_rows(reports: Path, benchmarks: pd.DataFrame | None) -> list[tuple[str, ...]]:
+    """One tuple of HEADLINE_COLUMNS for every headline number found; ``benchmarks``: the GPU benchmark rows,
+    if any."""
     rows = []
     memory = reports / "memory" / "network.csv"
     if memory.is_file():
-        table = pd.read_csv(memory)
-        for variant, group in table[table.group == NETWORK].groupby("variant", sort=False):
-            per_path = group.set_index("path")
-            triton, eager = (per_path.saved_bytes_per_image[p] / MIB for p in ("triton", "eager"))
-            rows.append(("saved for backward, MiB per image", VARIANT_NAMES[variant], f"{triton:.2f}", f"{eager:.2f}",
-                         _ratio(triton, eager), f"whole network, {group.dtype.iloc[0]}, counted on the CPU"))
+        table = _read_csv(memory)
+        whole = table[(table.group == NETWORK) & (table.dtype == DTYPE)]
+        for variant, group in whole.groupby("variant", sort=False):
+            per_path = group.set_index("path").saved_bytes_per_image / MIB
+            rows.append(("saved for backward, MiB per image", VARIANT_NAMES[variant],
+                         *(_value(per_path, p, ".2f") for p in ("triton", "eager", COMPILED)), *_peer_ratios(per_path),
+                         f"whole network, {DTYPE}, counted on the CPU (torch.compile: Inductor's partition)"))
     traffic = reports / "traffic" / "summary.csv"
     if traffic.is_file():
-        table = pd.read_csv(traffic)
+        table = _read_csv(traffic)
         for variant, group in table[table.phase == "step"].groupby("variant", sort=False):
             per_path = group.set_index("path")
-            conditions = f"one training step, batch {group.batch.iloc[0]}, {group.dtype.iloc[0]}, counted on the CPU"
-            rows.append(("kernel launches", VARIANT_NAMES[variant], *(f"{per_path.launches[p]:d}" for p in
-                                                                       ("triton", "eager")),
-                         _ratio(per_path.launches_ratio["triton"]), conditions))
+            conditions = (f"one training step, batch {group.batch.iloc[0]}, {group.dtype.iloc[0]}, counted on the "
+                          f"CPU{f' ({COMPILED_CPU})' if COMPILED in per_path.index else ''}")
+            rows.append(("kernel launches", VARIANT_NAMES[variant],
+                         *(_value(per_path.launches, p, "d") for p in ("triton", "eager", COMPILED)),
+                         *_peer_ratios(per_path.launches), conditions))
             rows.append(("MB read + written (compulsory)", VARIANT_NAMES[variant],
-                         *(f"{per_path.mb[p]:,.0f}" for p in ("triton", "eager")), _ratio(per_path.mb_ratio["triton"]),
-                         conditions))
+                         *(_value(per_path.mb, p, ",.0f") for p in ("triton", "eager", COMPILED)),
+                         *_peer_ratios(per_path.mb), conditions))
     if benchmarks is not None:
         batch = HEADLINE["batch"]
         steps = benchmarks[(benchmarks["mode"] == "train-step") & (benchmarks.batch == batch)]
         for (kernel, dtype, layout), group in steps.groupby(["kernel", "dtype", "layout"], sort=False):
-            speed = group.groupby("provider").images_per_s.median()
+            speed = group.groupby("provider").images_per_s.median().rename({"compile": COMPILED})
             if {"triton", "eager"} <= set(speed.index):
+                # images/s: above 1 is better, so the ratios are Triton / peer as for the other rows
                 rows.append((f"training images/s (measured), {dtype}, {layout}", VARIANT_NAMES[kernel.split("/")[0]],
-                             f"{speed['triton']:,.0f}", f"{speed['eager']:,.0f}",
-                             _ratio(speed["triton"], speed["eager"]),
+                             *(_value(speed, p, ",.0f") for p in ("triton", "eager", COMPILED)), *_peer_ratios(speed),
                              f"batch {batch}, {group.device.iloc[0]}, torch {group.torch.iloc[0]}"))
     return rows
 
 
 def _headline_section(reports: Path, benchmarks: pd.DataFrame | None) -> str:
     rows = headline_rows(reports, benchmarks)
-    lines = ["## Headline", "", "| quantity | network | Triton | PyTorch eager | Triton / eager | conditions |",
-             "|---|---|---|---|---|---|"]
+    lines = ["## Headline", "", "| " + " | ".join(HEADLINE_COLUMNS) + " |", "|---" * len(HEADLINE_COLUMNS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "Ratios are of the quantity in the row: below 1 is better for memory, launches and bytes, above 1 "
               "for images/s."]
@@ -155,7 +181,7 @@ def _section(reports: Path, title: str, data: str, script: str, body: Callable[[
     path = reports / data
     if not path.is_file():
         return f"## {title}\n\n{_missing(data, script)}"
-    lines = body(pd.read_csv(path))
+    lines = body(_read_csv(path))
     images = [image for image in _images(reports, path.parent.name) if image not in lines]  # not shown twice
     return "\n".join([f"## {title}", "", *lines, "", *images])
 
@@ -268,31 +294,180 @@ def _inspection_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
     return body
 
 
-def _memory_body(table: pd.DataFrame) -> list[str]:
-    lines = ["Bytes autograd keeps between forward and backward, per image, counted with `saved_tensors_hooks` "
-             "(storage shared by several saved tensors counted once, parameters apart), full-size networks, "
-             f"{table.dtype.iloc[0]}, batch {table.batch.iloc[0]}. Data: `memory/network.csv`, "
-             "`memory/blocks.csv` (the fused conv1 and conv2 blocks alone).", "",
-             "| network | layer group | Triton MiB/image | eager MiB/image | Triton / eager |", "|---" * 5 + "|"]
-    for (variant, group), rows in table.groupby(["variant", "group"], sort=False):
-        per_path = rows.set_index("path").saved_bytes_per_image / MIB
-        label = "**whole network**" if group == NETWORK else group
-        lines.append(f"| {VARIANT_NAMES[variant]} | {label} | {per_path['triton']:.3f} | {per_path['eager']:.3f} | "
-                     f"{_ratio(per_path['triton'], per_path['eager'])} |")
-    return lines
+def _memory_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
+    """The memory section: per layer group (float32) and whole network (every dtype), the three paths."""
+    def body(table: pd.DataFrame) -> list[str]:
+        paths = set(table.path)
+        lines = ["Bytes kept between forward and backward, per image: for the Triton path and eager, what autograd "
+                 "saves (`saved_tensors_hooks`); for torch.compile, what the forward graph of Inductor's partitioner "
+                 "(AOTAutograd's min-cut, with Inductor's decompositions, as `torch.compile` runs it) returns for the "
+                 "backward. The same rule for all: storage shared by several saved tensors counted once, parameters "
+                 f"apart. Full-size networks, batch {table.batch.iloc[0]}, counted on the CPU (the partition is the "
+                 "same code on a GPU). Data: `memory/network.csv`, `memory/blocks.csv` (the fused conv1 and conv2 "
+                 "blocks alone, Triton vs eager).", "",
+                 "| network | dtype | layer group | Triton MiB/image | eager MiB/image | torch.compile MiB/image | "
+                 "Triton / eager | Triton / torch.compile |", "|---" * 8 + "|"]
+        shown = table[(table.dtype == DTYPE) | (table.group == NETWORK)]
+        for (variant, dtype, group), rows in shown.groupby(["variant", "dtype", "group"], sort=False):
+            per_path = rows.set_index("path").saved_bytes_per_image / MIB
+            label = "**whole network**" if group == NETWORK else group
+            lines.append(f"| {VARIANT_NAMES[variant]} | {dtype} | {label} | "
+                         + " | ".join(_value(per_path, p, ".3f") for p in ("triton", "eager", COMPILED)) + " | "
+                         + " | ".join(_peer_ratios(per_path)) + " |")
+        lines += ["", "How a tensor between two layers is attributed to a group differs between paths (a ReLU output "
+                  "the Triton conv saves for its own backward is, under torch.compile, saved for the next conv): "
+                  "compare whole networks first."]
+        if COMPILED in paths:
+            lines += _compiled_modes_lines(reports) + _compiled_memory_wins(table)
+        return lines
+    return body
 
 
-def _traffic_body(table: pd.DataFrame) -> list[str]:
-    lines = ["Both paths instrumented the same way on the CPU: every Triton launch and every ATen op PyTorch eager "
-             "dispatches counts as one kernel launch, and each reads its inputs once and writes its outputs once "
-             "(compulsory traffic, not DRAM traffic measured). Data: `traffic/summary.csv`, `traffic/launches.csv` "
-             "(per kernel).", "", "| network | phase | Triton launches | eager launches | Triton MB | eager MB | "
-             "launch ratio | MB ratio |", "|---" * 8 + "|"]
-    for (variant, phase), rows in table.groupby(["variant", "phase"], sort=False):
-        p = rows.set_index("path")
-        lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {p.launches['triton']} | {p.launches['eager']} | "
-                     f"{p.mb['triton']:,.0f} | {p.mb['eager']:,.0f} | {_ratio(p.launches_ratio['triton'])} | "
-                     f"{_ratio(p.mb_ratio['triton'])} |")
+def _compiled_modes_lines(reports: Path) -> list[str]:
+    path = reports / "memory" / "compiled_modes.csv"
+    if not path.is_file():
+        return []
+    modes = _read_csv(path)
+    differing = modes[~modes.same_as_default]
+    verdict = ("the same tensors in every case" if differing.empty else "different tensors for "
+               + ", ".join(f"{VARIANT_NAMES[r.variant]} {r.dtype} ({r.saved_bytes_per_image / MIB:.3f} MiB/image)"
+                           for r in differing.itertuples()))
+    return ["", f"torch.compile's modes ({', '.join(dict.fromkeys(modes['mode']))}) partition both networks in "
+            f"float32 and bfloat16 with {verdict}: the partition is made before kernels are chosen. Data: "
+            "`memory/compiled_modes.csv`."]
+
+
+def _compiled_memory_wins(table: pd.DataFrame) -> list[str]:
+    """Where torch.compile keeps less than the Triton path (whole networks, then groups), with both tensor lists."""
+    triton = table[table.path == "triton"].set_index(["variant", "dtype", "group"])
+    compiled = table[table.path == COMPILED].set_index(["variant", "dtype", "group"])
+    wins = [key for key in triton.index if key in compiled.index
+            and compiled.saved_bytes_per_image[key] < triton.saved_bytes_per_image[key]]
+    lines = ["", "### Where torch.compile keeps less than the Triton path", ""]
+    if not wins:
+        return lines + ["Nowhere: in every group and network the Triton path keeps at most what torch.compile keeps."]
+    networks = [f"{VARIANT_NAMES[v]} {d}" for v, d, g in wins if g == NETWORK]
+    lines += [("Whole network: " + ", ".join(networks) + ". " if networks else "")
+              + "What each path keeps, per image × batch, in the float32 groups where torch.compile keeps less:", "",
+              "| network | layer group | Triton keeps | torch.compile keeps |", "|---" * 4 + "|"]
+    for variant, dtype, group in wins:
+        if group != NETWORK and dtype == DTYPE:
+            lines.append(f"| {VARIANT_NAMES[variant]} | {group} | {triton.tensors[(variant, dtype, group)]} | "
+                         f"{compiled.tensors[(variant, dtype, group)]} |")
+    return lines + ["", "Why (read from the partitioned forward graph): Inductor's min-cut partitioner saves the "
+                    "cheapest cut between forward and backward and recomputes pointwise work in the backward. A ReLU "
+                    "output that the backward reads only for its sign is saved as its mask (`le`, bool, 1 byte per "
+                    "element) instead of 4 bytes; a dropout as its bool mask (`gt`); a max-pool as int8 offsets "
+                    "(`_low_memory_max_pool_with_offsets`, as the Triton pool). The Triton conv + ReLU kernels save "
+                    "the float ReLU output, which their backward reads only for the ReLU mask where the next layer "
+                    "is a pool (torchvision's conv1, conv2, conv5: the pool's backward needs only its offsets). "
+                    "Where the next layer needs the float output anyway (an LRN, a conv), torch.compile cannot save "
+                    "less. To beat it, the Triton conv would write a 1-byte (or 1-bit) ReLU mask in its epilogue "
+                    "when a pool follows, keep that instead of its output, and its output-grad pass would read the "
+                    "mask."]
+
+
+def _traffic_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
+    """The traffic section: launches and MB per phase on the three paths, then where torch.compile wins."""
+    def body(table: pd.DataFrame) -> list[str]:
+        paths = [p for p in ("triton", "eager", COMPILED) if p in set(table.path)]
+        lines = ["Every path instrumented on the CPU, counted not timed: each Triton launch (captured: the launches a "
+                 "GPU run makes), each ATen op PyTorch eager dispatches on the CPU, and each kernel and extern call "
+                 "of the code Inductor generates for torch.compile of the same model, loss and optimizer "
+                 "(`target` = cpu: the C++ backend, not CUDA; one generated kernel per fused loop nest, the unit the "
+                 "Triton backend launches). Each launch reads its inputs and writes its outputs once (compulsory "
+                 "traffic, not DRAM traffic measured; torch.compile's bytes are Inductor's own per-kernel count). "
+                 "Data: `traffic/summary.csv`, `traffic/launches.csv` (per kernel).", "",
+                 "| network | phase | " + " | ".join(f"{p} launches" for p in paths) + " | "
+                 + " | ".join(f"{p} MB" for p in paths) + " | launches Triton / eager | launches Triton / compiled "
+                 "| MB Triton / eager | MB Triton / compiled |", "|---" * (2 * len(paths) + 6) + "|"]
+        for (variant, phase), rows in table.groupby(["variant", "phase"], sort=False):
+            p = rows.set_index("path")
+            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | "
+                         + " | ".join(f"{p.launches[q]}" for q in paths) + " | "
+                         + " | ".join(f"{p.mb[q]:,.0f}" for q in paths) + " | "
+                         + " | ".join(_peer_ratios(p.launches)) + " | " + " | ".join(_peer_ratios(p.mb)) + " |")
+        if COMPILED in paths:
+            lines += (_compiled_functions_lines(reports) + _cpu_target_lines(reports)
+                      + _compiled_traffic_wins(reports, table))
+        return lines
+    return body
+
+
+LAYOUT_COPY = "fused"  # Inductor's name for a generated kernel that runs no ATen op of the model: a layout copy
+
+
+def _cpu_target_lines(reports: Path) -> list[str]:
+    """What in torch.compile's CPU count a CUDA compile would do differently (``compiled.py`` has the detail)."""
+    path = reports / "traffic" / "launches.csv"
+    copies = ""
+    if path.is_file():
+        launches = _read_csv(path)
+        launches = launches[(launches.path == COMPILED) & (launches.name == LAYOUT_COPY)]
+        copies = " (" + "; ".join(f"{VARIANT_NAMES[v]}: {rows.launches.sum()} kernels, {rows.bytes.sum() / MB:,.0f} MB"
+                                  for v, rows in launches.groupby("variant", sort=False)) + ")"
+    return ["", "The CPU target against a CUDA compile of the same step (`alexnet_triton/study/compiled.py`): "
+            "on the CPU, Inductor copies every conv's input and weight to channels_last, kernels named "
+            f"`{LAYOUT_COPY}`{copies}; on CUDA it does so for torchvision's net but not for the 2012 net (grouped "
+            "convs). The max-pool backward's `scatter_add` is an ATen call on the CPU and a generated kernel on "
+            "CUDA (one launch either way). The C++ and Triton backends fuse by different rules, so the count of "
+            "generated kernels can differ either way; extern calls (convolution, its backward, GEMMs) are the same "
+            "ATen ops, each possibly several cuDNN/cuBLAS kernels. SGD runs per parameter on the CPU (foreach off, "
+            "its CPU default, as for eager); on CUDA its `_foreach` form would be fused horizontally into fewer "
+            "kernels moving the same bytes."]
+
+
+def _compiled_functions_lines(reports: Path) -> list[str]:
+    path = reports / "traffic" / "compiled_functions.csv"
+    if not path.is_file():
+        return []
+    table = _read_csv(path).groupby("variant", sort=False)[["generated_kernels", "cpp_functions"]].sum()
+    return ["", "On the CPU the C++ backend puts consecutive generated loop nests into one function: per step "
+            + "; ".join(f"{VARIANT_NAMES[v]} {r.generated_kernels} generated kernels in {r.cpp_functions} C++ "
+                        "functions" for v, r in table.iterrows())
+            + " (`traffic/compiled_functions.csv`). The table counts loop nests, as a GPU would launch them."]
+
+
+def _kernel_list(launches: pd.DataFrame) -> str:
+    """"name ×count (MB)" of each kernel, largest traffic first."""
+    launches = launches.sort_values("bytes", ascending=False)
+    return "; ".join(f"{r.name} ×{r.launches} ({r.bytes / MB:,.0f} MB)" for r in launches.itertuples())
+
+
+def _compiled_traffic_wins(reports: Path, summary: pd.DataFrame) -> list[str]:
+    """The phases where torch.compile launches fewer kernels or moves fewer bytes than the Triton path, with the
+    kernels of both."""
+    triton = summary[summary.path == "triton"].set_index(["variant", "phase"])
+    compiled = summary[summary.path == COMPILED].set_index(["variant", "phase"])
+    wins = [(key, quantity) for key in triton.index for quantity in ("launches", "mb")
+            if compiled[quantity][key] < triton[quantity][key]]
+    lines = ["", "### Where torch.compile launches fewer kernels or moves fewer bytes than the Triton path", ""]
+    if not wins:
+        return lines + ["Nowhere: in every phase the Triton path launches at most as many kernels and moves at most "
+                        "as many bytes as torch.compile (CPU target)."]
+    lines += ["- " + ", ".join(f"{VARIANT_NAMES[v]} {phase}: {'launches' if q == 'launches' else 'MB'} "
+                               f"{compiled[q][(v, phase)]:,.0f} vs Triton {triton[q][(v, phase)]:,.0f}"
+                               for (v, phase), q in wins)]
+    path = reports / "traffic" / "launches.csv"
+    if path.is_file():
+        launches = _read_csv(path)
+        lines += ["", "Their kernels (`traffic/launches.csv`):", "", "| network | phase | Triton kernels | "
+                  "torch.compile kernels (CPU target) |", "|---" * 4 + "|"]
+        for variant, phase in dict.fromkeys(key for key, _ in wins):
+            if phase == "step":
+                continue
+            rows = launches[(launches.variant == variant) & (launches.phase == phase)]
+            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {_kernel_list(rows[rows.path == 'triton'])} | "
+                         f"{_kernel_list(rows[rows.path == COMPILED])} |")
+    if any(phase == "backward" for (_, phase), _ in wins):
+        lines += ["", "Why, in the backward (read from the kernels): torch.compile's ReLU backward reads the bool "
+                  "mask its forward saved (1 byte per element) where the Triton conv's output-grad pass reads the "
+                  "float ReLU output (4 bytes); an extern call (`convolution_backward`, `mm`) counts once with its "
+                  "inputs and outputs, whatever cuDNN or cuBLAS does inside, while the Triton weight gradient's "
+                  "split-K partial sums are launches of their own (`sum_partials`), counted with their buffers. "
+                  "To beat it: a ReLU mask in the conv's epilogue before a pool (see the memory section), read by "
+                  "the output-grad pass, and the split-K reduction folded into the weight-gradient kernel (or "
+                  "fewer splits) for the layers where it now takes launches of its own."]
     return lines
 
 
@@ -339,9 +514,10 @@ def write_report(reports: Path, conditions: str) -> Path:
         header, _headline_section(reports, benchmarks), _benchmark_section(reports, benchmarks),
         _section(reports, "Compile inspection (sm_80, sm_90, gfx942; no GPU needed)", "kernels/inspection.csv",
                  "inspect_kernels.py", _inspection_body(reports)),
-        _section(reports, "Memory saved for backward (no GPU needed)", "memory/network.csv", "memory.py", _memory_body),
+        _section(reports, "Memory saved for backward (no GPU needed)", "memory/network.csv", "memory.py",
+                 _memory_body(reports)),
         _section(reports, "Launches and traffic of one training step (no GPU needed)", "traffic/summary.csv",
-                 "traffic.py", _traffic_body),
+                 "traffic.py", _traffic_body(reports)),
         _section(reports, "Roofline (a model, no GPU needed)", "roofline/roofline.csv", "roofline.py", _roofline_body),
         _section(reports, "Training on the CPU (Triton interpreter)", "training/metrics.csv", "train.py",
                  _training_body(reports)),

@@ -1,4 +1,5 @@
-"""Kernel launches and bytes moved by one AlexNet training step: the Triton path against PyTorch eager, counted.
+"""Kernel launches and bytes moved by one AlexNet training step: the Triton path against PyTorch eager and
+torch.compile, counted.
 
 ``count_training_step(variant, path, batch)`` builds the full-size model on the
 path's backend ("triton": this project's kernels and ``optim.SGD``; "eager":
@@ -19,7 +20,13 @@ run under the same recorder, ``record_launches``, which counts, per phase:
                     marks) or it touches only 0-d tensors (scalar bookkeeping: the dropout seed and scale,
                     host-side on a GPU, and the loss's one-element seed gradient, which both paths have).
 
-Bytes, the same rule for both: each distinct tensor a launch touches counts once, at numel x element size,
+torch.compile ("compiled"): the eager model and its cross-entropy in one ``torch.compile``, ``torch.compile``
+of the same ``torch.optim.SGD``'s step, each launch of the code Inductor generates for the CPU target, with
+Inductor's own byte count per kernel (``compiled.py`` says how and where the CPU target differs from CUDA).
+Every row carries its ``target``: "cuda" for the Triton path (the launches a GPU run makes, captured), "cpu"
+for eager (the ATen ops the CPU dispatches) and for torch.compile (Inductor's C++ code).
+
+Bytes, the same rule for all: each distinct tensor a launch touches counts once, at numel x element size,
 whether read, written or both (an in-place update counts its tensor once). This is the compulsory traffic,
 a lower bound of what a GPU moves: re-reads of tiles that miss the cache are not counted, nor are workspaces
 inside a library call.
@@ -40,7 +47,6 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 import torch
@@ -49,14 +55,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .. import optim
+from ..architecture import SGD, VARIANTS
 from ..kernels import runtime
-from ..model import VARIANTS, AlexNet, loss_function
+from ..model import AlexNet, loss_function
+from . import compiled
 
-PATHS = {"triton": "triton", "eager": "torch"}  # path -> AlexNet backend
+PATHS = {"triton": "triton", "eager": "torch"}  # path -> AlexNet backend, for the paths recorded at run time
+COMPILED = "compiled"  # the torch.compile path: the "torch" backend's model compiled by Inductor
+STEP_PATHS = (*PATHS, COMPILED)
+TARGETS = {"triton": "cuda", "eager": "cpu", COMPILED: compiled.TARGET}  # whose launches each path counts
 PHASES = ("forward", "backward", "optimizer")
 STEP = "step"  # the summary's row for the three phases together
 DTYPE = "float32"
-SGD_SETTINGS = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
 H100_SXM_SMS = 132
 MB = 1e6
 
@@ -131,87 +141,120 @@ def count_training_step(variant: str, path: str, batch: int, *, num_classes: int
                         input_size: int | None = None, sms: int = H100_SXM_SMS) -> pd.DataFrame:
     """One row per kernel launch of a training step on images [batch, 3, S, S], fp32 NCHW.
 
-    Columns: variant, path, batch, dtype, phase ("forward" with the loss, "backward", "optimizer"),
-    source ("triton" | "aten"), name, bytes. width / input_size / num_classes give a scaled-down model (tests).
+    Columns: variant, path, target, batch, dtype, phase ("forward" with the loss, "backward", "optimizer"),
+    source ("triton" | "aten" | "inductor" | "extern"), name, bytes. width / input_size / num_classes give a
+    scaled-down model (tests).
     """
-    if path not in PATHS:
-        raise ValueError(f"count_training_step: path must be one of {tuple(PATHS)}, got {path!r}")
-    backend = PATHS[path]
+    if path not in STEP_PATHS:
+        raise ValueError(f"count_training_step: path must be one of {STEP_PATHS}, got {path!r}")
+    backend = PATHS.get(path, "torch")
     torch.manual_seed(0)
     model = AlexNet(variant, num_classes, backend, width=width, input_size=input_size, init="torch")
     if backend == "triton":
-        optimizer = optim.SGD(model.parameters(), **SGD_SETTINGS)
+        optimizer = optim.SGD(model.parameters(), **SGD)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), **SGD_SETTINGS, foreach=False)
+        optimizer = torch.optim.SGD(model.parameters(), **SGD, foreach=False)
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     images = torch.randn(batch, 3, model.input_size, model.input_size)
     target = torch.randint(num_classes, (batch,))
     launches: list[Launch] = []
-    with mock.patch.object(runtime, "streaming_multiprocessors", lambda: sms):
-        with record_launches("forward", launches):
-            loss = loss_function(backend)(model(images), target)
-        with record_launches("backward", launches):
-            loss.backward()
-        with record_launches("optimizer", launches):
-            optimizer.step()
+    cpp_functions = {}
+    if path == COMPILED:
+        launches, cpp_functions = compiled_step(model, images, target, optimizer)
+    else:
+        with runtime.target(sms):
+            with record_launches("forward", launches):
+                loss = loss_function(backend)(model(images), target)
+            with record_launches("backward", launches):
+                loss.backward()
+            with record_launches("optimizer", launches):
+                optimizer.step()
     table = pd.DataFrame([asdict(launch) for launch in launches])
-    return table.assign(variant=variant, path=path, batch=batch, dtype=DTYPE)[
-        ["variant", "path", "batch", "dtype", "phase", "source", "name", "bytes"]]
+    table = table.assign(variant=variant, path=path, target=TARGETS[path], batch=batch, dtype=DTYPE)[
+        ["variant", "path", "target", "batch", "dtype", "phase", "source", "name", "bytes"]]
+    table.attrs["cpp_functions"] = cpp_functions  # compiled: per phase, the C++ functions its kernels are in
+    return table
+
+
+def compiled_step(model: AlexNet, images: torch.Tensor, target: torch.Tensor,
+                  optimizer) -> tuple[list[Launch], dict[str, int]]:
+    """One step under torch.compile (default mode), compiled afresh: forward with the loss and backward in one
+    compiled function, the optimizer's step in another; one Launch per launch of Inductor's generated code,
+    and per phase how many C++ functions hold its generated kernels."""
+    recorder = compiled.KernelRecorder()
+    with compiled.fresh_inductor("default"), compiled.recording_kernels(recorder):
+        loss = torch.compile(lambda x, y: loss_function("torch")(model(x), y))(images, target)
+        loss.backward()
+        recorder.phase = "optimizer"
+        torch.compile(optimizer.step)()
+    return [Launch(k.phase, k.source, k.name, k.bytes) for k in recorder.kernels], recorder.cpp_functions
 
 
 def launches_by_name(launches: pd.DataFrame) -> pd.DataFrame:
     """Launch count and bytes per (variant, path, phase, source, name): the long-format table."""
-    keys = ["variant", "path", "batch", "dtype", "phase", "source", "name"]
+    keys = ["variant", "path", "target", "batch", "dtype", "phase", "source", "name"]
     return (launches.groupby(keys, sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
             .reset_index())
 
 
 def summarise(launches: pd.DataFrame) -> pd.DataFrame:
     """Launches and MB (1e6 bytes) per (variant, path, phase), a "step" row for the whole step, and each
-    path's ratio to eager (launches_ratio, mb_ratio; 1 on eager rows)."""
-    keys = ["variant", "path", "batch", "dtype"]
+    path's ratios to eager and to torch.compile where those were counted (launches_to_eager, mb_to_eager,
+    launches_to_compiled, mb_to_compiled; 1 on the peer's own rows)."""
+    keys = ["variant", "path", "target", "batch", "dtype"]
     per_phase = launches.groupby([*keys, "phase"], sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
     step = launches.groupby(keys, sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
     step = step.assign(phase=STEP).set_index("phase", append=True)
     table = pd.concat([per_phase, step]).reset_index()
     table["mb"] = table.pop("bytes") / MB
-    eager = table.loc[table.path == "eager", ["variant", "phase", "launches", "mb"]]
-    table = table.merge(eager, on=["variant", "phase"], suffixes=("", "_eager"))
-    table["launches_ratio"] = (table.launches / table.pop("launches_eager")).round(3)
-    table["mb_ratio"] = (table.mb / table.pop("mb_eager")).round(3)
+    for peer in [p for p in ("eager", COMPILED) if p in set(table.path)]:
+        reference = table.loc[table.path == peer, ["variant", "phase", "launches", "mb"]]
+        table = table.merge(reference, on=["variant", "phase"], suffixes=("", "_peer"), how="left")
+        table[f"launches_to_{peer}"] = (table.launches / table.pop("launches_peer")).round(3)
+        table[f"mb_to_{peer}"] = (table.mb / table.pop("mb_peer")).round(3)
     table["mb"] = table.mb.round(1)
     table["phase"] = pd.Categorical(table.phase, [*PHASES, STEP])
-    return table.sort_values(["variant", "phase", "path"], ignore_index=True)
+    table["path"] = pd.Categorical(table.path, [p for p in STEP_PATHS if p in set(table.path)])
+    return table.sort_values(["variant", "phase", "path"], ignore_index=True).astype({"path": str})
+
+
+PATH_COLOURS = {"triton": "tab:orange", "eager": "tab:blue", COMPILED: "tab:green"}
 
 
 def plot_traffic(summary: pd.DataFrame, path: Path) -> Path:
-    """Bars of launches (top) and MB (bottom) per phase, Triton vs eager, one column per variant; the Triton
-    bars carry their ratio to eager."""
+    """Bars of launches (top) and MB (bottom) per phase, Triton vs eager vs torch.compile, one column per variant;
+    the Triton bars carry their ratios to eager (e) and to torch.compile (c)."""
     variants = [v for v in VARIANTS if v in set(summary.variant)]
+    paths = [p for p in STEP_PATHS if p in set(summary.path)]
+    peers = [p for p in ("eager", COMPILED) if p in paths]
     phases = [*PHASES, STEP]
-    fig = Figure(figsize=(5.5 * len(variants), 7.5), layout="constrained")
+    fig = Figure(figsize=(6.5 * len(variants), 8), layout="constrained")
     axes = fig.subplots(2, len(variants), squeeze=False)
-    width = 0.38
+    width = 0.8 / len(paths)
     for column, variant in enumerate(variants):
         rows = summary[summary.variant == variant].set_index(["path", "phase"])
-        for row, (metric, ratio, label) in enumerate((("launches", "launches_ratio", "kernel launches"),
-                                                      ("mb", "mb_ratio", "MB read + written (compulsory)"))):
+        for row, (metric, label) in enumerate((("launches", "kernel launches"),
+                                               ("mb", "MB read + written (compulsory)"))):
             ax = axes[row, column]
-            for offset, (name, colour) in enumerate((("triton", "tab:orange"), ("eager", "tab:blue"))):
-                x = [i + (offset - 0.5) * width for i in range(len(phases))]
+            for offset, name in enumerate(paths):
+                x = [i + (offset - (len(paths) - 1) / 2) * width for i in range(len(phases))]
                 values = [rows.loc[(name, phase), metric] for phase in phases]
-                bars = ax.bar(x, values, width, color=colour, label=name)
+                bars = ax.bar(x, values, width, color=PATH_COLOURS[name],
+                              label=f"torch.compile ({TARGETS[name]} target)" if name == COMPILED else name)
                 if name == "triton":
-                    ax.bar_label(bars, [f"x{rows.loc[(name, phase), ratio]:.2f}" for phase in phases], fontsize=8)
+                    ax.bar_label(bars, ["\n".join(f"x{rows.loc[(name, phase), f'{metric}_to_{peer}']:.2f} {peer[0]}"
+                                                  for peer in peers) for phase in phases], fontsize=7)
             ax.set_xticks(range(len(phases)), phases)
             ax.set_ylabel(label)
             ax.set_title(f"AlexNet {variant}: {label}", fontsize=10)
-            ax.margins(y=0.12)
+            ax.margins(y=0.2)
         axes[0, column].legend(fontsize=8)
     batch, dtype = summary.batch.iloc[0], summary.dtype.iloc[0]
     fig.suptitle(f"One training step (forward + loss, backward, SGD with momentum), batch {batch}, {dtype}, NCHW: "
-                 "Triton path vs PyTorch eager\ncounted on the CPU, not timed; x: Triton / eager; eager: the ATen ops "
-                 "the CPU dispatches, one launch each", fontsize=10)
+                 "Triton path vs PyTorch eager vs torch.compile, counted on the CPU, not timed\n"
+                 "x: Triton / eager (e), Triton / torch.compile (c); eager: the ATen ops the CPU dispatches;\n"
+                 "torch.compile: Inductor's kernels and extern calls generated for the CPU target (not CUDA)",
+                 fontsize=9)
     fig.savefig(path, dpi=110)
     return path
