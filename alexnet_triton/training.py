@@ -17,7 +17,6 @@ Each rank draws its dropout masks from its own stream, seeded from (seed, rank).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import importlib.metadata
@@ -45,12 +44,12 @@ from tqdm import tqdm
 
 from . import ops, optim
 from .data import DataError, ResumableLoader, make_loaders, mix_seed
-from .kernels import runtime
+from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
+from .precision import AMP_DTYPES, forward_context, model_input
 
 METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images_per_s", "val_loss", "val_top1",
                   "val_top5", "skipped", "elapsed_s"]
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "curves.png", "result.json")
 PRESETS = ("gpu", "cpu")
 
@@ -103,7 +102,7 @@ class RunConfig:
     val_count: int = option(500, "held-out images of the built-in or synthetic data", cpu=128, at_least=1)
     dropout: float = option(0.5, "dropout probability of fc6/fc7", cpu=0.0, at_least=0, below=1)
     init: str = option("kaiming", "weights: He normal, the paper's N(0, 0.01), or PyTorch's", choices=INITS)
-    precision: str = option("ieee", "fp32 matmuls of the Triton path", choices=runtime.PRECISIONS)
+    precision: str = option("ieee", "fp32 matmuls of the Triton path", choices=checks.PRECISIONS)
     workers: int = option(0, "DataLoader worker processes", on_resume=True, at_least=0)
     ten_crop: bool = option(False, "evaluate on 10 crops (with --data)", on_resume=True)
     checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of each epoch)", on_resume=True,
@@ -361,16 +360,11 @@ class Run:
         images = images.to(self.device, non_blocking=True)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.config.backend == "triton" and AMP_DTYPES[self.config.amp] is not None:
-            images = images.to(AMP_DTYPES[self.config.amp])
-        return images
+        return model_input(images, self.config.backend, AMP_DTYPES[self.config.amp])
 
     def _autocast(self):
         """PyTorch path with --amp: torch.autocast; otherwise (and on the Triton path) nothing."""
-        dtype = AMP_DTYPES[self.config.amp]
-        if dtype is None or self.config.backend == "triton":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=dtype)
+        return forward_context(self.config.backend, self.device.type, AMP_DTYPES[self.config.amp])
 
     # ------------------------------------------------------------- checkpoints
     def _check_ranks_agree(self) -> None:

@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 from .partial_sums import sum_partials
 
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
@@ -517,7 +517,7 @@ def _padding_before_after(padding, kernel: tuple[int, int], dilation: tuple[int,
                              " as in PyTorch; give the padding as ints")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
         return tuple((total // 2, total - total // 2) for total in totals)
-    pad_h, pad_w = runtime.int_pair(padding, "conv2d", "padding")
+    pad_h, pad_w = checks.int_pair(padding, "conv2d", "padding")
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"conv2d: padding must be >= 0, got {(pad_h, pad_w)}")
     return (pad_h, pad_h), (pad_w, pad_w)
@@ -529,8 +529,8 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
     x_shape [N, C, H, W] (N may be 0), w_shape [K, C/G, R, S]; padding as ``_padding_before_after`` takes it
     (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument.
     """
-    stride_h, stride_w = runtime.int_pair(stride, "conv2d", "stride")
-    dilation_h, dilation_w = runtime.int_pair(dilation, "conv2d", "dilation")
+    stride_h, stride_w = checks.int_pair(stride, "conv2d", "stride")
+    dilation_h, dilation_w = checks.int_pair(dilation, "conv2d", "dilation")
     if len(x_shape) != 4:
         raise ValueError(f"conv2d: x must be 4-D [N, C_in, H, W], got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
@@ -578,8 +578,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     (tests, benchmarks). An empty batch (N = 0) launches nothing.
     """
     geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
-    runtime.check_precision("conv2d", precision)
-    runtime.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
+    checks.check_precision("conv2d", precision)
+    checks.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
     g = geometry
     y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
                            memory_format=runtime.memory_format_of(x))
@@ -610,8 +610,8 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     """
     if dy.dim() != 4:
         raise ValueError(f"conv2d_output_grad: dy must be 4-D [N, K, OH, OW], got shape {tuple(dy.shape)}")
-    runtime.check_shape_and_dtype("conv2d_output_grad", "y", y, tuple(dy.shape), dy.dtype)
-    runtime.check_device("conv2d_output_grad", dy=dy, y=y)
+    checks.check_shape_and_dtype("conv2d_output_grad", "y", y, tuple(dy.shape), dy.dtype)
+    checks.check_device("conv2d_output_grad", dy=dy, y=y)
     if y is None and not bias_grad:
         return dy, None
     N, K, OH, OW = dy.shape
@@ -643,10 +643,10 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
-    runtime.check_precision("conv2d", precision)
-    runtime.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (g["N"], weight.shape[0], g["OH"], g["OW"]),
+    checks.check_precision("conv2d", precision)
+    checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (g["N"], weight.shape[0], g["OH"], g["OW"]),
                                   weight.dtype)
-    runtime.check_device("conv2d_input_grad", dy=dy, weight=weight)
+    checks.check_device("conv2d_input_grad", dy=dy, weight=weight)
     if flat_krs is None:
         flat_krs = flat_reduction(g["K_per_group"])
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
@@ -692,10 +692,10 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     batch (N = 0) gives zeros without a launch.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
-    runtime.check_precision("conv2d", precision)
-    runtime.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (g["N"], weight_shape[0], g["OH"], g["OW"]),
+    checks.check_precision("conv2d", precision)
+    checks.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (g["N"], weight_shape[0], g["OH"], g["OW"]),
                                   x.dtype)
-    runtime.check_device("conv2d_weight_grad", dy=dy, x=x)
+    checks.check_device("conv2d_weight_grad", dy=dy, x=x)
     K, crs = weight_shape[0], g["C_per_group"] * g["R"] * g["S"]
     if flat_crs is None:
         flat_crs = flat_reduction(g["C_per_group"])

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import partial_sums, runtime
+from . import checks, partial_sums, runtime
 
 REDUCTIONS = ("mean", "sum", "none")
 CLASS_INDEX_DTYPES = (torch.int64, torch.uint8)  # what F.cross_entropy takes for class indices
@@ -256,8 +256,8 @@ def _as_rows(op: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.
         raise TypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
     if label_smoothing > 1.0:
         raise ValueError(f"{op}: label_smoothing must be at most 1.0, got {label_smoothing}")
-    runtime.check_float_dtype(op, logits=logits)
-    runtime.check_device(op, logits=logits, target=target, weight=weight)
+    checks.check_float_dtype(op, logits=logits)
+    checks.check_device(op, logits=logits, target=target, weight=weight)
     batched = logits.dim() > 1
     N, C = logits.shape[:2] if batched else (1, logits.shape[0] if logits.dim() else 0)
     if C == 0:
@@ -378,8 +378,8 @@ def cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: to
             reduction == "mean"):
         raise ValueError(f"{op}: saved does not come from a forward with these arguments")
     for name, buffer, shape in zip(saved._fields, saved, ((rows.count,), (rows.count,), ()), strict=True):
-        runtime.check_shape_and_dtype(op, f"saved.{name}", buffer, shape, _compute_dtype(logits.dtype))
-    runtime.check_device(op, dloss=dloss, **saved._asdict())
+        checks.check_shape_and_dtype(op, f"saved.{name}", buffer, shape, _compute_dtype(logits.dtype))
+    checks.check_device(op, dloss=dloss, **saved._asdict())
     lse, mass, divisor = (None if t is None else t.contiguous() for t in saved)  # the kernel indexes them by row
     N, C, S = rows.logits.shape
     dloss = dloss.reshape(N, S) if reduction == "none" else dloss.expand(N, S)  # "mean"/"sum": stride 0

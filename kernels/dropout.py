@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 
 # Seeds are non-negative 64-bit ints; drawn ones stay below 2**31 (one kernel signature, i32).
 SEED_LIMIT = 2**63
@@ -101,8 +101,8 @@ def _dropout_launch(op: str, t: torch.Tensor, p: float, seed: int, config: trito
                     inplace: bool = False) -> torch.Tensor:
     p = check_probability(op, p)
     seed = check_seed(op, seed)
-    runtime.check_float_dtype(op, x=t)
-    runtime.check_device(op, x=t)
+    checks.check_float_dtype(op, x=t)
+    checks.check_device(op, x=t)
     source = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
     out = source if inplace and source is t else runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
     if out.numel():

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 from .dropout import check_probability, check_seed, dropout_scale, dropped_out
 
 # Rows of output tiles per group in the swizzled program order (tiles of one group share operand loads in L2).
@@ -304,9 +304,9 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     fp16/bf16 always use tensor cores. config overrides the launch choice.
     """
     g = linear_geometry(x.shape, weight.shape)
-    runtime.check_precision("linear", precision)
+    checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
-    runtime.check_layer_operands("linear", x, weight, bias, g["N"])
+    checks.check_layer_operands("linear", x, weight, bias, g["N"])
     y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
@@ -334,12 +334,12 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     if dy.ndim < 1:
         raise ValueError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry((*dy.shape[:-1], weight.shape[-1]), weight.shape)
-    runtime.check_precision("linear", precision)
+    checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
     out_shape = (*dy.shape[:-1], g["N"])
-    runtime.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape, weight.dtype)
-    runtime.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, weight.dtype)
-    runtime.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
+    checks.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape, weight.dtype)
+    checks.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, weight.dtype)
+    checks.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
     dx = runtime.new_output((*dy.shape[:-1], g["K"]), device=dy.device, dtype=dy.dtype)
     if dx.numel() == 0:
         return dx
@@ -366,12 +366,12 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     if dy.ndim < 1:
         raise ValueError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
-    runtime.check_precision("linear", precision)
+    checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed)
     out_shape = (*x.shape[:-1], g["N"])
-    runtime.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
-    runtime.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)
-    runtime.check_device("linear_weight_grad", dy=dy, x=x, y=y)
+    checks.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
+    checks.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)
+    checks.check_device("linear_weight_grad", dy=dy, x=x, y=y)
     dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
     db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
     if g["N"] == 0 or (g["K"] == 0 and not bias_grad):

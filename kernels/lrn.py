@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 
 # Not autotuned: block sizes follow the channel count (``channel_blocks``). Elements per program (all channels x
 # BLOCK_P pixels) and warps, per Triton release, each set compiling every AlexNet case without spills on sm_80,
@@ -180,8 +180,8 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0
     """y [N, C, *spatial] = local_response_norm(x [N, C, *spatial]); a 4-D y keeps x's memory format, others
     are contiguous."""
     _check_lrn_input("local_response_norm", x.shape, size, alpha, k)
-    runtime.check_float_dtype("local_response_norm", x=x)
-    runtime.check_device("local_response_norm", x=x)
+    checks.check_float_dtype("local_response_norm", x=x)
+    checks.check_device("local_response_norm", x=x)
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     if y.numel() == 0:
         return y
@@ -202,7 +202,7 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
                          f"x {tuple(x.shape)} {x.dtype}")
-    runtime.check_device("local_response_norm_backward", dy=dy, x=x)
+    checks.check_device("local_response_norm_backward", dy=dy, x=x)
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     if dx.numel() == 0:
         return dx

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 from .lrn import (
     CONFIGS,
     _load_channels,
@@ -122,8 +122,8 @@ def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float
     y and the offsets keep x's memory format.
     """
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
-    runtime.check_float_dtype("lrn_max_pool2d", x=x)
-    runtime.check_device("lrn_max_pool2d", x=x)
+    checks.check_float_dtype("lrn_max_pool2d", x=x)
+    checks.check_device("lrn_max_pool2d", x=x)
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
@@ -144,7 +144,7 @@ def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Ten
     if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape or dy.dtype != x.dtype:
         raise ValueError(f"lrn_max_pool2d_backward: dy {tuple(dy.shape)} {dy.dtype} and window "
                          f"{tuple(window.shape)} must have shape {out_shape} (dy of dtype {x.dtype})")
-    runtime.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
+    checks.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     runtime.launch(_lrn_max_pool_backward_kernel,
                    lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), CONFIGS,

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 
 # Not autotuned: one config (forward, backward and indices); the interpreter runs fewer, larger programs.
 CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
@@ -189,7 +189,7 @@ def _int_pair(value, name: str) -> tuple[int, int]:
     """An int, or a sequence of one or two ints (F.max_pool2d takes both), as a pair."""
     if isinstance(value, (tuple, list, torch.Size)) and len(value) == 1:
         value = value[0]
-    return runtime.int_pair(value, "max_pool2d", name)
+    return checks.int_pair(value, "max_pool2d", name)
 
 
 def max_pool2d_dilation(dilation=1) -> dict:
@@ -253,8 +253,8 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dil
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``); both keep x's memory
     format."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    runtime.check_float_dtype("max_pool2d", x=x)
-    runtime.check_device("max_pool2d", x=x)
+    checks.check_float_dtype("max_pool2d", x=x)
+    checks.check_device("max_pool2d", x=x)
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
@@ -268,7 +268,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dil
 
 def _check_window(op: str, window: torch.Tensor, g: dict) -> None:
     """ValueError unless window is [N, C, OH, OW] of the offset dtype of these pooling arguments."""
-    runtime.check_shape_and_dtype(op, "window", window, (g["N"], g["C"], g["OH"], g["OW"]), window_offset_dtype(g))
+    checks.check_shape_and_dtype(op, "window", window, (g["N"], g["C"], g["OH"], g["OW"]), window_offset_dtype(g))
 
 
 def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0,
@@ -276,8 +276,8 @@ def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_
                         memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """dx [N, C, H, W] (in ``memory_format``) from dy and the forward's window offsets (both [N, C, OH, OW])."""
     g = max_pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
-    runtime.check_float_dtype("max_pool2d_backward", dy=dy)
-    runtime.check_device("max_pool2d_backward", dy=dy, window=window)
+    checks.check_float_dtype("max_pool2d_backward", dy=dy)
+    checks.check_device("max_pool2d_backward", dy=dy, window=window)
     _check_window("max_pool2d_backward", window, g)
     if dy.shape != window.shape:
         raise ValueError(f"max_pool2d_backward: dy {tuple(dy.shape)} must have shape {tuple(window.shape)}")
@@ -295,7 +295,7 @@ def max_pool2d_indices(window: torch.Tensor, x_shape, kernel_size, stride=None, 
     """F.max_pool2d's return_indices from the forward's window offsets: int64 [N, C, OH, OW] (window's memory
     format), each the flat index h * W + w of the winner in its (n, c) plane."""
     g = max_pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
-    runtime.check_device("max_pool2d_indices", window=window)
+    checks.check_device("max_pool2d_indices", window=window)
     _check_window("max_pool2d_indices", window, g)
     fmt = runtime.memory_format_of(window)
     indices = runtime.new_output(window.shape, device=window.device, dtype=torch.int64, memory_format=fmt)

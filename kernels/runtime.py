@@ -209,75 +209,9 @@ def streaming_multiprocessors() -> int:
     return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
 
 
-def int_pair(value, op: str, name: str) -> tuple[int, int]:
-    """An int or a pair of ints as a pair; TypeError naming ``op`` and ``name`` otherwise."""
-    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
-
-
-def check_float_dtype(op: str, **tensors: torch.Tensor | None) -> None:
-    """TypeError unless each tensor is fp32/fp16/bf16 (or float64, in interpreter mode only: gradcheck)."""
-    allowed = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if INTERPRETER else ())
-    for name, tensor in tensors.items():
-        if tensor is not None and tensor.dtype not in allowed:
-            raise TypeError(f"{op}: {name} has dtype {tensor.dtype}; supported: "
-                            f"{', '.join(str(d) for d in allowed)}"
-                            + ("" if INTERPRETER else " (float64 only in interpreter mode)"))
-
-
-def check_device(op: str, **tensors: torch.Tensor | None) -> None:
-    """Raise ValueError unless every tensor is on the device this mode runs on.
-
-    While launches are captured (ahead-of-time inspection), CPU tensors stand
-    in for GPU ones and any device passes.
-    """
-    if _capture is not None:
-        return
-    wanted = "cpu" if INTERPRETER else "cuda"
-    for name, tensor in tensors.items():
-        if tensor is not None and tensor.device.type != wanted:
-            raise ValueError(
-                f"{op}: {name} is on {tensor.device}, but the Triton kernels run in {MODE} mode, "
-                f"which needs {wanted} tensors (set {MODE_VARIABLE} to choose the mode)")
-
-
-PRECISIONS = ("ieee", "tf32")
-
-
-def check_precision(op: str, precision: str) -> None:
-    """ValueError unless precision is "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"{op}: precision must be one of {PRECISIONS}, got {precision!r}")
-
-
 def uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
     """Whether dots of this dtype run on tensor cores: fp16, bf16, and fp32 as TF32."""
     return dtype in (torch.float16, torch.bfloat16) or (dtype == torch.float32 and precision == "tf32")
-
-
-def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
-    """ValueError unless ``t`` (a gradient or saved output; None passes) has this shape and dtype."""
-    if t is not None and (tuple(t.shape) != shape or t.dtype != dtype):
-        raise ValueError(f"{op}: {name} must have shape {shape} and dtype {dtype}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
-
-
-def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         out_features: int) -> None:
-    """Dtype, device and shape checks shared by conv2d and linear: x, weight and bias of one float dtype on
-    the mode's device, bias [out_features]."""
-    check_float_dtype(op, x=x, weight=weight, bias=bias)
-    check_device(op, x=x, weight=weight, bias=bias)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
-                        f"({None if bias is None else bias.dtype}) must have one dtype")
-    if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError(f"{op}: x ({x.device}), weight ({weight.device}) and bias "
-                         f"({None if bias is None else bias.device}) must be on one device")
-    if bias is not None and tuple(bias.shape) != (out_features,):
-        raise ValueError(f"{op}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
 
 
 # Tests set this: every output buffer a launcher allocates is then filled with
@@ -323,6 +257,11 @@ class LaunchRecord:
 
 
 _capture: Callable[[LaunchRecord], None] | None = None
+
+
+def capturing() -> bool:
+    """Whether launches are being captured (``capture_launches``), not run."""
+    return _capture is not None
 
 
 @contextlib.contextmanager

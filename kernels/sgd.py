@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 
 UPDATES = ("pytorch", "paper")
 # Not autotuned: one config; 4096-wide GPU blocks took up to 146 registers (numel % 16 != 0).
@@ -94,8 +94,8 @@ def sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Ten
     if grad.is_sparse or param.is_sparse:
         raise TypeError(f"{op}: sparse tensors are not supported (param layout {param.layout}, "
                         f"grad layout {grad.layout})")
-    runtime.check_float_dtype(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
-    runtime.check_device(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
+    checks.check_float_dtype(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
+    checks.check_device(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
     for name, t in (("grad", grad), ("momentum_buffer", momentum_buffer)):
         if t is not None and (t.shape != param.shape or t.dtype != param.dtype or t.stride() != param.stride()):
             raise ValueError(f"{op}: {name} {tuple(t.shape)} {t.dtype} strides {t.stride()} must match param "

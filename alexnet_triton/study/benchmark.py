@@ -68,6 +68,7 @@ from tqdm import tqdm
 from .. import ops, optim
 from ..architecture import DROPOUT, INPUT_SIZES, LRN, NUM_CLASSES, POOL, SGD, linear_steps
 from ..model import AlexNet
+from ..precision import forward_context, model_input
 from . import cost
 from .benchmark_cases import COLUMNS, DTYPES, LAYOUTS, PROVIDERS, LayerCase, ModelCase, select, smoke, timings_in
 from .benchmark_plots import read_benchmarks, summarise_benchmarks
@@ -354,17 +355,16 @@ def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Itera
     images = images.contiguous(memory_format=LAYOUTS[case.layout])
     labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
 
-    if provider == "triton":  # mixed precision as train.py: the images in the low dtype, the layers cast weights
-        def logits(x):
-            return model(x.to(dtype))
+    backend = model.backend
 
+    def logits(x):  # mixed precision as train.py runs it (alexnet_triton.precision)
+        with forward_context(backend, dev.type, dtype):
+            return model(model_input(x, backend, dtype))
+
+    if provider == "triton":
         def loss(x, t):
             return ops.cross_entropy(logits(x), t)
     else:
-        def logits(x):
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
-                return model(x)
-
         def loss(x, t):
             return F.cross_entropy(logits(x).float(), t)
     logits_fn, loss_fn = ((compiled(logits, compile_mode), compiled(loss, compile_mode))

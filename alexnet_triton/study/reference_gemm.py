@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kernels import conv, runtime
+from ..kernels import checks, conv, runtime
 
 GROUP_M = 8
 # Its own tiles, after the usual H100 GEMM tiles: 16-bit operands, then TF32 (half the tile along K).
@@ -84,7 +84,7 @@ def reference_matmul(a: torch.Tensor, b: torch.Tensor, config: triton.Config | N
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype:
         raise ValueError(f"reference_matmul: a {tuple(a.shape)} {a.dtype} and b {tuple(b.shape)} {b.dtype} "
                          "must be [M, K] and [K, N] of one dtype")
-    runtime.check_device("reference_matmul", a=a, b=b)
+    checks.check_device("reference_matmul", a=a, b=b)
     (M, K), N = a.shape, b.shape[1]
     c = runtime.new_output((M, N), device=a.device, dtype=a.dtype)
     runtime.launch(
