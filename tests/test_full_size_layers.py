@@ -14,29 +14,23 @@ import triton.language as tl
 from torch import nn
 
 from alexnet_triton import ops
+from alexnet_triton.architecture import VARIANTS, shaped
 from alexnet_triton.kernels import runtime
-from alexnet_triton.model import VARIANTS, AlexNet
 from alexnet_triton.parity import assert_close
 
 
 def _layer_inputs() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
-    """"<variant> <layer>" -> (the layer, the shape of its input at batch 1) for every conv and fc layer."""
+    """"<variant> <layer>" -> (the layer, the shape of its input at batch 1) for every conv and fc layer, sized
+    by the network table."""
     layers = {}
     for variant in VARIANTS:
-        model = AlexNet(variant, backend="torch", init="torch", dropout=0.0).eval()
-        convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-        fcs = [m for m in model.classifier if isinstance(m, nn.Linear)]
-        names = {**{conv: f"conv{i + 1}" for i, conv in enumerate(convs)},
-                 **{fc: f"fc{i + 6}" for i, fc in enumerate(fcs)}}
-
-        def record(module, inputs, variant=variant, names=names):
-            layers[f"{variant} {names[module]}"] = (module, tuple(inputs[0].shape))
-
-        hooks = [module.register_forward_pre_hook(record) for module in names]
-        with torch.no_grad():
-            model(torch.zeros(1, 3, model.input_size, model.input_size))
-        for hook in hooks:
-            hook.remove()
+        for s in shaped(variant):
+            c = s.layer.conv
+            if s.layer.kind == "conv":
+                layer = nn.Conv2d(s.inputs, s.outputs, c.kernel, c.stride, c.padding, groups=c.groups)
+                layers[f"{variant} {s.layer.name}"] = layer, (1, s.inputs, s.in_side, s.in_side)
+            elif s.layer.kind == "linear":
+                layers[f"{variant} {s.layer.name}"] = nn.Linear(s.inputs, s.outputs), (1, s.inputs)
     return layers
 
 
