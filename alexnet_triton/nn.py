@@ -1,10 +1,12 @@
-"""nn.Modules on the Triton kernels: drop-ins for their torch.nn counterparts."""
+"""nn.Modules on the Triton kernels: drop-ins for their torch.nn counterparts, and the fused blocks AlexNet's
+Triton tree is built of: Conv2d(relu=True), LRNMaxPool2d, Linear(relu=True, dropout=p)."""
 
 from __future__ import annotations
 
 import torch
 
 from . import ops
+from .kernels.dropout import check_probability
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -53,20 +55,23 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
 class Linear(torch.nn.Linear):
     """``torch.nn.Linear`` (same parameters and state_dict) computed by the Triton linear kernels.
 
-    relu: fuse a ReLU into the epilogue. precision: "ieee" or "tf32".
+    relu: fuse a ReLU into the epilogue. dropout: probability of zeroing an output after that, fused too, in
+    training mode only (``ops.linear``'s dropout, its mask from a seed drawn per call). precision: "ieee" or "tf32".
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
-                 relu: bool = False, precision: str = "ieee"):
+                 relu: bool = False, dropout: float = 0.0, precision: str = "ieee"):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.relu = relu
+        self.dropout = check_probability("Linear", dropout)
         self.precision = precision
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return ops.linear(input, self.weight, self.bias, self.relu, precision=self.precision)
+        return ops.linear(input, self.weight, self.bias, self.relu, self.dropout if self.training else 0.0,
+                          precision=self.precision)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"
+        return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}, precision={self.precision!r}"
 
 
 class Dropout(torch.nn.Dropout):

@@ -1,8 +1,9 @@
-"""The mixed-precision policy, one for training and the benchmarks.
+"""The mixed-precision policy, one rule for both backends, and the Triton ops' share of it.
 
-Parameters stay fp32. The Triton path takes its activations in the low dtype from the images on (each layer
-casts its fp32 weights to the activations' dtype per step: ``AlexNet._fuse``); the PyTorch path runs its
-forward under ``torch.autocast``, which casts per op. No loss scaling here (training adds a GradScaler for fp16).
+Parameters stay fp32 and the model's forward runs under ``torch.autocast``, which casts per op: PyTorch's ops
+by its op lists, the Triton ops as their PyTorch counterparts are cast (``autocast_operands``): conv2d and
+linear compute in the autocast dtype, cross_entropy in fp32, the other layers in their input's dtype.
+No loss scaling here (training adds a GradScaler for fp16).
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ import torch
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def model_input(images: torch.Tensor, backend: str, dtype: torch.dtype | None) -> torch.Tensor:
-    """The images as the model takes them: in ``dtype`` on the Triton path, unchanged on PyTorch's."""
-    return images.to(dtype) if backend == "triton" and dtype is not None else images
+def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False) -> tuple[torch.Tensor | None, ...]:
+    """``tensors`` as torch.autocast hands them to an op when it is on for the first one's device: its
+    floating-point tensors other than float64 cast to the autocast dtype (an op of autocast's lower-precision
+    list: conv2d, linear) or to float32 (``fp32``: an op of its fp32 list, cross_entropy); otherwise unchanged."""
+    device_type = tensors[0].device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return tensors
+    dtype = torch.float32 if fp32 else torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+                 for t in tensors)
 
 
-def forward_context(backend: str, device_type: str, dtype: torch.dtype | None):
-    """torch.autocast to ``dtype`` on the PyTorch path when it is a low dtype; nothing otherwise."""
-    if backend == "triton" or dtype is None or dtype == torch.float32:
+def forward_context(device_type: str, dtype: torch.dtype | None):
+    """torch.autocast to ``dtype`` when it is a low dtype (either backend; the images stay fp32: the first conv
+    casts them); nothing otherwise."""
+    if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)

@@ -1,5 +1,6 @@
 """The network table (alexnet_triton.architecture) against the model built from it: parameter shapes and counts,
-layer order, and the fc layers' fused ReLU/dropout, for both variants at full size and scaled down."""
+layer order in the torch tree, the Triton tree's fused blocks and the fc layers' fused ReLU/dropout, for both
+variants at full size and scaled down."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from torch import nn
 
 from alexnet_triton import architecture
+from alexnet_triton import nn as triton_nn
 from alexnet_triton.architecture import LAYERS, VARIANTS, linear_steps, parameter_count, parameter_shapes
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model import parameter_count as model_parameter_count
@@ -14,6 +16,11 @@ from alexnet_triton.model import parameter_count as model_parameter_count
 SIZES = [dict(), dict(width=0.125, input_size=67, num_classes=10), dict(width=0.3, input_size=99, num_classes=7)]
 MODULE_KINDS = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.LocalResponseNorm: "lrn", nn.MaxPool2d: "pool",
                 nn.Dropout: "dropout", nn.Linear: "linear"}
+# The table's layers in one module of the Triton tree.
+TRITON_KINDS = {triton_nn.Conv2d: lambda m: ["conv"] + ["relu"] * m.relu,
+                triton_nn.LRNMaxPool2d: lambda m: ["lrn", "pool"], triton_nn.MaxPool2d: lambda m: ["pool"],
+                triton_nn.Dropout: lambda m: ["dropout"],
+                triton_nn.Linear: lambda m: ["linear"] + ["relu"] * m.relu + ["dropout"] * (m.dropout > 0)}
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -24,13 +31,33 @@ def test_parameter_shapes_and_count_match_the_built_model(variant, size):
     assert parameter_count(variant, **size) == model_parameter_count(model)
 
 
+def table_kinds(variant: str, part: str) -> list[str]:
+    """The table's layer kinds in features (before flatten) or classifier (after), avgpool aside."""
+    kinds = [layer.kind for layer in LAYERS[variant] if layer.kind != "avgpool"]
+    flatten = kinds.index("flatten")
+    return kinds[:flatten] if part == "features" else kinds[flatten + 1:]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_layer_order_matches_the_built_model(variant):
-    model = AlexNet(variant, init="torch", width=0.125, input_size=67)
-    built = [MODULE_KINDS[type(m)] for m in [*model.features, *model.classifier]]
-    table = [layer.kind for layer in LAYERS[variant] if layer.kind not in ("flatten", "avgpool")]
-    assert built == table
+def test_layer_order_matches_the_torch_tree(variant):
+    model = AlexNet(variant, backend="torch", init="torch", width=0.125, input_size=67)
+    for part in ("features", "classifier"):
+        assert [MODULE_KINDS[type(m)] for m in model.get_submodule(part)] == table_kinds(variant, part)
     assert isinstance(model.avgpool, nn.AdaptiveAvgPool2d) == any(layer.kind == "avgpool" for layer in LAYERS[variant])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_triton_tree_fuses_the_table_at_the_torch_tree_indices(variant):
+    """Each module's kinds are the table's from its index on; the indices it skips are the layers it absorbs."""
+    model = AlexNet(variant, backend="triton", init="torch", width=0.125, input_size=67)
+    for part in ("features", "classifier"):
+        table, covered = table_kinds(variant, part), 0
+        for index, module in model.get_submodule(part).named_children():
+            kinds = TRITON_KINDS[type(module)](module)
+            assert int(index) == covered and kinds == table[covered:covered + len(kinds)], (part, index, kinds)
+            covered += len(kinds)
+        assert covered == len(table)
+    assert isinstance(model.avgpool, nn.Identity)
 
 
 def test_the_paper_facts():
@@ -47,6 +74,15 @@ def test_linear_steps_follow_the_table():
                                     "fc8": (False, False, False)}
     assert linear_steps("torchvision") == {"fc6": (True, True, True), "fc7": (False, True, False),
                                            "fc8": (False, False, False)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_linear_steps_are_the_triton_trees_linears(variant):
+    modules = list(AlexNet(variant, init="torch", width=0.125, input_size=67).classifier)
+    built = [(isinstance(before, triton_nn.Dropout), module.relu, module.dropout > 0)
+             for before, module in zip([None, *modules[:-1]], modules, strict=True)
+             if isinstance(module, triton_nn.Linear)]
+    assert built == list(linear_steps(variant).values())
 
 
 def test_vanishing_map_and_unknown_variant_are_named():

@@ -1,19 +1,20 @@
-"""AlexNet: sizes and names of both variants, Triton vs PyTorch backends from the same weights, and a training
-step on the Triton path that leaves no floating-point computation to PyTorch."""
+"""AlexNet: sizes and names of both variants, the two backends' module trees and their one state_dict, Triton vs
+PyTorch backends from the same weights (fp32 and under autocast), and a training step on the Triton path that
+leaves no floating-point computation to PyTorch."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close
+from conftest import assert_close, assert_low_precision_close
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import ops, optim
 from alexnet_triton.kernels import runtime
-from alexnet_triton.model import AlexNet, parameter_count
+from alexnet_triton.model import VARIANTS, AlexNet, parameter_count
+from alexnet_triton.precision import forward_context
 
 # Scaled-down copies of each topology (width 1/8) at the smallest input that keeps a 1x1 map after pool5.
 SCALED = {"2012": dict(width=0.125, input_size=67), "torchvision": dict(width=0.125, input_size=63)}
@@ -44,15 +45,45 @@ def test_paper_initialisation():
     ones = {"features.4", "features.10", "features.12", "classifier.0", "classifier.3"}
     for name, bias in biases.items():
         assert torch.all(bias == (1.0 if name in ones else 0.0)), name
-    assert abs(model.classifier[3].weight.std().item() - 0.01) < 1e-3
+    assert abs(model.get_submodule("classifier.3").weight.std().item() - 0.01) < 1e-3
+
+
+@pytest.mark.parametrize("init", ["paper", "kaiming", "torch"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_both_backends_have_one_state_dict_and_the_same_initial_weights(variant, init):
+    states = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(0)
+        states.append(AlexNet(variant, 10, backend, init=init, **SCALED[variant]).state_dict())
+    assert list(states[0]) == list(states[1])
+    for name, tensor in states[0].items():
+        assert torch.equal(tensor, states[1][name]), name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_triton_tree_holds_only_triton_modules(variant):
+    def torch_modules(backend):
+        model = AlexNet(variant, 10, backend, init="torch", **SCALED[variant])
+        return [f"{name}: {type(module).__name__}" for name, module in model.named_modules() if name and
+                type(module).__module__ != "alexnet_triton.nn" and type(module) not in (nn.Sequential, nn.Identity)]
+
+    assert not torch_modules("triton"), torch_modules("triton")
+    assert "features.1: ReLU" in torch_modules("torch")
+
+
+def test_the_backend_is_fixed_at_construction():
+    model = AlexNet("2012", 10, "torch", **SCALED["2012"])
+    assert model.backend == "torch"
+    with pytest.raises(AttributeError, match="backend"):
+        model.backend = "triton"
 
 
 def pair(variant: str, num_classes: int = 10, dropout: float = 0.0):
-    """(triton model, torch model) with the same random weights."""
+    """(triton model, torch model) with the same random weights: the torch model's, loaded into the other."""
     torch.manual_seed(0)
-    triton_model = AlexNet(variant, num_classes, "triton", dropout=dropout, init="kaiming", **SCALED[variant])
-    torch_model = copy.deepcopy(triton_model)
-    torch_model.backend = "torch"
+    torch_model = AlexNet(variant, num_classes, "torch", dropout=dropout, init="kaiming", **SCALED[variant])
+    triton_model = AlexNet(variant, num_classes, "triton", dropout=dropout, init="torch", **SCALED[variant])
+    triton_model.load_state_dict(torch_model.state_dict())
     return triton_model, torch_model
 
 
@@ -80,6 +111,45 @@ def test_triton_backend_matches_torch_backend(variant, channels_last, no_torch_f
     reference = dict(torch_model.named_parameters())
     for name, parameter in triton_model.named_parameters():
         assert_close(parameter.grad, reference[name].grad, name)
+
+
+def test_a_channels_last_map_larger_than_1x1_flattens_in_nchw_order(no_torch_fallback):
+    """Input 99: a 2x2 map after pool5 (torch tree: a 2x2 adaptive average pool, the Triton tree's identity)."""
+    torch.manual_seed(0)
+    torch_model = AlexNet("torchvision", 10, "torch", width=0.125, input_size=99, dropout=0.0, init="kaiming")
+    triton_model = AlexNet("torchvision", 10, "triton", width=0.125, input_size=99, dropout=0.0, init="torch")
+    triton_model.load_state_dict(torch_model.state_dict())
+    assert torch_model.avgpool.output_size == (2, 2)
+    x = torch.randn(2, 3, 99, 99, generator=torch.Generator().manual_seed(1)).contiguous(
+        memory_format=torch.channels_last)
+    with no_torch_fallback(), torch.no_grad():
+        logits = triton_model(x)
+    with torch.no_grad():
+        assert_close(logits, torch_model(x), "logits")
+
+
+def test_triton_weights_load_into_the_torch_tree():
+    triton_model, _ = pair("torchvision")
+    torch_model = AlexNet("torchvision", 10, "torch", init="paper", **SCALED["torchvision"])
+    torch_model.load_state_dict(triton_model.state_dict())
+    for name, tensor in triton_model.state_dict().items():
+        assert torch.equal(torch_model.state_dict()[name], tensor), name
+
+
+def test_mixed_precision_is_autocast_on_both_backends(no_torch_fallback):
+    """fp16 autocast (the CPU interpreter's low dtype): fp16 logits from fp32 weights and images on both backends,
+    as close to the fp64 logits as PyTorch's."""
+    triton_model, torch_model = pair("2012")
+    x = images("2012")
+    with no_torch_fallback(), forward_context("cpu", torch.float16), torch.no_grad():
+        logits = triton_model(x)
+    with forward_context("cpu", torch.float16), torch.no_grad():
+        logits_ref = torch_model(x)
+    assert logits.dtype == logits_ref.dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in triton_model.parameters())
+    with torch.no_grad():
+        logits64 = torch_model.double()(x.double())
+    assert_low_precision_close(logits, logits_ref, logits64, "logits")
 
 
 def test_eval_mode_has_no_dropout(no_torch_fallback):

@@ -1,27 +1,41 @@
-"""The mixed-precision policy (alexnet_triton.precision) that training and the benchmarks share."""
+"""The mixed-precision policy (alexnet_triton.precision) that training and the benchmarks share, and the casts the
+Triton ops make under autocast (their numerics against PyTorch: test_autocast.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from alexnet_triton.precision import AMP_DTYPES, forward_context, model_input
+from alexnet_triton.precision import AMP_DTYPES, autocast_operands, forward_context
 
 
 @pytest.mark.parametrize("amp", list(AMP_DTYPES))
-def test_triton_path_takes_low_precision_images_pytorch_path_autocasts(amp):
+def test_amp_is_autocast_to_the_low_dtype(amp):
     dtype, images = AMP_DTYPES[amp], torch.randn(2, 3, 4, 4)
-    assert model_input(images, "triton", dtype).dtype == (dtype or torch.float32)
-    assert model_input(images, "torch", dtype) is images
-    weight = torch.randn(4, 4)
-    with forward_context("torch", "cpu", dtype):
-        torch_result = images @ weight
-    with forward_context("triton", "cpu", dtype):
-        triton_side = images @ weight  # no autocast: the Triton layers cast their own weights
-    assert torch_result.dtype == (dtype or torch.float32)
-    assert triton_side.dtype == torch.float32
+    with forward_context("cpu", dtype):
+        assert torch.is_autocast_enabled("cpu") == (dtype is not None)
+        assert (images @ torch.randn(4, 4)).dtype == (dtype or torch.float32)
 
 
 def test_fp32_means_no_autocast():
-    with forward_context("torch", "cpu", torch.float32):
+    with forward_context("cpu", torch.float32):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_autocast_operands_casts_as_autocast_does(dtype):
+    """Floating-point tensors other than float64 to the autocast dtype (or float32); integers, float64, None kept."""
+    x, w64, index = torch.randn(2, 3), torch.randn(3, dtype=torch.float64), torch.tensor([1, 0])
+    with torch.autocast("cpu", dtype=dtype):
+        low = autocast_operands(x, x.half(), w64, index, None)
+        fp32 = autocast_operands(x.to(dtype), index, fp32=True)
+    assert [t.dtype for t in low[:4]] == [dtype, dtype, torch.float64, torch.int64] and low[4] is None
+    assert torch.equal(low[0], x.to(dtype)) and low[2] is w64 and low[3] is index
+    assert [t.dtype for t in fp32] == [torch.float32, torch.int64]
+
+
+def test_autocast_operands_outside_autocast_or_on_a_device_without_it():
+    x, meta = torch.randn(2, 3), torch.empty(2, 3, device="meta")
+    assert autocast_operands(x, None)[0] is x
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert autocast_operands(meta)[0] is meta

@@ -6,6 +6,7 @@ import torch
 
 from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_output_grad, conv2d_weight_grad
 from ..kernels.runtime import memory_format_of
+from ..precision import autocast_operands
 
 
 class Conv2dFunction(torch.autograd.Function):
@@ -40,8 +41,10 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     [C_out, C_in/groups, R, S], bias [C_out] -> [N, C_out, OH, OW] (unbatched: [C_out, OH, OW]).
     stride, dilation: int or pair; padding: int, pair, "valid" or "same" (stride 1; an odd total puts the extra
     row/column below/right, as PyTorch does). N may be 0. precision: "ieee" (exact fp32 products) or "tf32"
-    (fp32 on tensor cores, GPU only).
+    (fp32 on tensor cores, GPU only). Under torch.autocast, input, weight and bias are cast to its dtype first,
+    as F.conv2d's are (alexnet_triton.precision).
     """
+    input, weight, bias = autocast_operands(input, weight, bias)
     if input.dim() == 3:  # unbatched: a batch of one (views, no copy)
         return Conv2dFunction.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu,
                                     precision).squeeze(0)

@@ -7,6 +7,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import _reduction
 
 from ..kernels.cross_entropy import SavedForBackward, cross_entropy_backward, cross_entropy_forward
+from ..precision import autocast_operands
 
 
 class CrossEntropyFunction(torch.autograd.Function):
@@ -40,11 +41,14 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     target: class indices (N), (N, d1, ..., dk) or () (int64 or uint8, in [0, C) or ``ignore_index``), or class
     probabilities of the input's shape and dtype; weight: [C] class weights (no gradient) or None.
     size_average / reduce: deprecated, mapped to ``reduction`` with PyTorch's warning, as PyTorch does.
-    Returns a 0-d loss ("mean", "sum") or the per-position losses ("none"), in the input's dtype.
+    Returns a 0-d loss ("mean", "sum") or the per-position losses ("none"), in the input's dtype; under
+    torch.autocast, in float32 from float32 copies of input and floating-point target and weight, as
+    F.cross_entropy (float64 stays float64; alexnet_triton.precision).
     "mean" and "sum" are deterministic (fixed-order reduction). The gradient is recomputed from the logits in one
     kernel and written to new tensors: w.r.t. the logits, and w.r.t. class-probability targets that need one
     (first derivatives only).
     """
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
+    input, target, weight = autocast_operands(input, target, weight, fp32=True)
     return CrossEntropyFunction.apply(input, target, weight, ignore_index, reduction, label_smoothing)

@@ -6,6 +6,7 @@ import torch
 
 from ..kernels.dropout import check_probability, check_seed, draw_seed
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
+from ..precision import autocast_operands
 
 
 class LinearFunction(torch.autograd.Function):
@@ -48,8 +49,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     is the standalone op and the second the fused epilogue of fc6.
     Backward saves x, weight and, with ReLU, y (the next layer's input anyway): y > 0 gives the ReLU and
     dropout masks together; dropout without ReLU regenerates its mask from the seed.
-    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only).
+    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only). Under torch.autocast, x,
+    weight and bias are cast to its dtype first, as F.linear's are (alexnet_triton.precision).
     """
+    x, weight, bias = autocast_operands(x, weight, bias)
     if weight.ndim == 1:
         return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision).squeeze(-1)
     if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
