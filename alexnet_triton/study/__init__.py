@@ -1,5 +1,15 @@
 """The performance study's machinery: cost model, benchmark harness, traffic counter, report figures.
 
-The CLIs in ``experiments/`` are thin wrappers around these modules; the tests
-run them on the CPU.
+The CLIs in ``experiments/`` are thin wrappers around these modules; the tests run them on the CPU. The study needs
+pandas and matplotlib (the ``study`` extra); without them, importing it raises one ImportError that names what is
+missing and how to install it. This file imports nothing else, so experiments/_checkout.py can run the same check
+without importing the package.
 """
+
+import importlib.util
+
+_MISSING = [name for name in ("pandas", "matplotlib") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    raise ImportError(f"the performance study (alexnet_triton.study) needs {' and '.join(_MISSING)} (not installed): "
+                      f'pip install -e ".[study]", or in a plain checkout pip install {" ".join(_MISSING)}',
+                      name="alexnet_triton.study")
