@@ -3,11 +3,11 @@
 ``RunConfig`` is every option of a run (train.py builds its command line from the fields, with the GPU and
 CPU presets' defaults). A run directory holds ``checkpoint.pt`` (the config, the versions that wrote it and the
 whole state, written atomically: a temporary file, then a rename), ``metrics.csv`` (one row per step, per
-epoch and a final one with the held-out result), ``result.json`` (the final result) and ``curves.png``. A
-checkpoint restores model, optimiser, schedule, every rank's RNG and the position inside the epoch, so an
-interrupted run continues exactly where it stopped (on the CPU: bitwise). Ctrl-C while training or evaluating
-saves a checkpoint and raises KeyboardInterrupt; a non-finite loss stops the run. A user mistake raises
-``ConfigError`` (or ``data.DataError``).
+epoch and a final one with the held-out result), ``result.json`` (the final result) and, where matplotlib is
+installed, ``curves.png``. A checkpoint restores model, optimiser, schedule, every rank's RNG and the position
+inside the epoch, so an interrupted run continues exactly where it stopped (on the CPU: bitwise). Ctrl-C while
+training or evaluating saves a checkpoint and raises KeyboardInterrupt; a non-finite loss stops the run. A user
+mistake raises ``ConfigError`` (or ``data.DataError``).
 
 Data parallel: started by ``torchrun --nproc_per_node N``, the run uses
 DistributedDataParallel (NCCL on GPUs, gloo on the CPU); ``batch_size`` is the
@@ -46,7 +46,7 @@ from . import ops, optim
 from .data import DataError, ResumableLoader, make_loaders, mix_seed
 from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
-from .precision import AMP_DTYPES, forward_context, model_input
+from .precision import AMP_DTYPES, forward_context
 
 METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images_per_s", "val_loss", "val_top1",
                   "val_top5", "skipped", "elapsed_s"]
@@ -355,16 +355,13 @@ class Run:
                 f"{config.epochs} epochs{steps}; device: {self.device.type}{ranks}, {mode}, amp {config.amp}")
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        """On the device, in the run's layout; with --amp on the Triton path, in the low-precision dtype (the
-        Triton layers then cast their fp32 weights to it, as autocast does on the PyTorch path)."""
+        """On the device, in the run's layout (fp32: with --amp, autocast casts them in the first conv)."""
         images = images.to(self.device, non_blocking=True)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return model_input(images, self.config.backend, AMP_DTYPES[self.config.amp])
+        return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
 
     def _autocast(self):
-        """PyTorch path with --amp: torch.autocast; otherwise (and on the Triton path) nothing."""
-        return forward_context(self.config.backend, self.device.type, AMP_DTYPES[self.config.amp])
+        """With --amp: torch.autocast to its dtype, on either backend (alexnet_triton.precision); else nothing."""
+        return forward_context(self.device.type, AMP_DTYPES[self.config.amp])
 
     # ------------------------------------------------------------- checkpoints
     def _check_ranks_agree(self) -> None:
@@ -645,30 +642,38 @@ def held_out_line(metrics: dict, num_classes: int, skipped: int | None = None,
 
 def plot_curves(metrics_csv: Path, png: Path, title: str, chance: float) -> None:
     """Training loss per step; training top-1 (running mean over 5 steps), held-out top-1 per epoch and the final
-    held-out top-1 against the ``chance`` level; from metrics.csv."""
-    import matplotlib
+    held-out top-1 against the ``chance`` level; from metrics.csv. Without matplotlib (the ``study`` extra) it
+    draws nothing, removes an earlier plot and prints one line saying so."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        png.unlink(missing_ok=True)
+        print(f'{png.name} not drawn: matplotlib is not installed (pip install -e ".[study]"); the numbers are in '
+              f"{metrics_csv}")
+        return
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
+    def column(kind: str, name: str) -> list[float]:
+        return [float(row[name]) for row in rows if row["kind"] == kind]
 
-    table = pd.read_csv(metrics_csv)
-    steps, epochs, final = (table[table.kind == kind] for kind in ("step", "epoch", "final"))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(steps.step, steps.loss, lw=0.8)
+    steps, epochs, final = (column(kind, "step") for kind in ("step", "epoch", "final"))
+    top1 = column("step", "top1")
+    epoch_top1, final_top1 = column("epoch", "val_top1"), column("final", "val_top1")
+    figure = Figure(figsize=(11, 4))
+    left, right = figure.subplots(1, 2)
+    left.plot(steps, column("step", "loss"), lw=0.8)
     left.set(xlabel="step", ylabel="training loss (cross-entropy)", title="training loss per step")
-    right.plot(steps.step, steps.top1.rolling(5, min_periods=1).mean(), lw=0.8,
+    right.plot(steps, [np.mean(top1[max(0, i - 4):i + 1]) for i in range(len(top1))], lw=0.8,
                label="training top-1 (batch, mean of 5)")
-    if len(epochs):
-        right.plot(epochs.step, epochs.val_top1, "o", color="tab:red", label="held-out top-1 (end of epoch)")
-    right.plot(final.step, final.val_top1, "*", color="black", ms=10, label="held-out top-1 (final)")
-    for point in (*epochs.itertuples(), *final.tail(1).itertuples()):
-        right.annotate(f"{point.val_top1:.3f}", (point.step, point.val_top1), textcoords="offset points",
-                       xytext=(-6, -14), ha="right")
+    if epochs:
+        right.plot(epochs, epoch_top1, "o", color="tab:red", label="held-out top-1 (end of epoch)")
+    right.plot(final, final_top1, "*", color="black", ms=10, label="held-out top-1 (final)")
+    for step, value in [*zip(epochs, epoch_top1, strict=True), *zip(final[-1:], final_top1[-1:], strict=True)]:
+        right.annotate(f"{value:.3f}", (step, value), textcoords="offset points", xytext=(-6, -14), ha="right")
     right.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance ({chance:.3g})")
     right.set(xlabel="step", ylabel="top-1 accuracy", ylim=(0, 1.02), title="accuracy")
     right.legend(loc="lower right", fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     _write_atomically(png, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
-    plt.close(figure)

@@ -23,10 +23,11 @@ from empty caches (an estimate: written without a GPU):
                  steps, 1 for peak memory, do_bench >= 500 ms) + cuDNN's search ~5 s; torch.compile: 2 graphs
                  (inference, training) at ~20 s each in the default mode. max-autotune (~90 s a graph, with
                  CUDA graphs) is used only when the cap holds 240 s (a budget of ~960 s or more).
-  conv           6%: ~15 s. conv1..conv5: forward, input gradient, weight gradient (14 modes), Triton and cuDNN:
+  conv           6%: ~15 s. conv1..conv5: forward, input gradient, weight gradient (14 phases), Triton and cuDNN:
                  28 timings of ~0.3 s (3 warm-up calls, do_bench >= 100 ms) + cuDNN's search.
-  conv-compile   20%: ~60 s. The same with torch.compile: 3 graphs per conv (15 compiles, ~4 s each in the
-                 default mode); max-autotune-no-cudagraphs (~20 s a graph) only when the cap holds 300 s.
+  conv-others    20%: ~60 s. The same by the other providers (torch.compile): 3 graphs per conv (15 compiles,
+                 ~4 s each in the default mode); max-autotune-no-cudagraphs (~20 s a graph) only when the cap
+                 holds 300 s.
   blocks         5%: ~10 s. LRN + pool blocks, pool5, fc6..fc8: forward and backward, Triton and eager (24 timings).
   rest           what is left: the rest of the full plan (benchmark_cases.layer_plan / model_plan), network first.
 So --budget 480 delivers the check and steps 2-3 in ~240 s of ~410 s of caps (startup ~10 s and a 10 s reserve
@@ -50,9 +51,8 @@ import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 from _checkout import REPO  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 OUT = REPO / "reports" / "benchmarks"
 CHECK_CAP_S = 90.0
@@ -61,15 +61,15 @@ RESERVE_S = 10.0  # kept at the end of a budget for the summary
 # step -> (share of the budget, what it runs, expected seconds on an H100/H200 as in the docstring)
 STEPS = {
     "check": (0.19, "correctness: Triton vs PyTorch on this device, headline tier first", 65),
-    "network": (0.25, "2012 net, inference + training step, triton / eager / compile", 55),
+    "network": (0.25, "2012 net, inference + training step, triton / eager / compiled", 55),
     "conv": (0.06, "conv1-5 forward, input grad, weight grad, triton / eager", 15),
-    "conv-compile": (0.20, "conv1-5 forward, input grad, weight grad, torch.compile", 60),
+    "conv-others": (0.20, "conv1-5 forward, input grad, weight grad, torch.compile", 60),
     "blocks": (0.05, "LRN + pool blocks, pool5, fc6-8, forward / backward, triton / eager", 10),
     "rest": (None, "the rest of the full plan, network first", None),
 }
 # torch.compile's mode per step: the first whose estimate fits the step's cap (else the last)
 COMPILE_MODES = {"network": (("max-autotune", 240), ("default", 0)),
-                 "conv-compile": (("max-autotune-no-cudagraphs", 300), ("default", 0)),
+                 "conv-others": (("max-autotune-no-cudagraphs", 300), ("default", 0)),
                  "rest": (("max-autotune", 600), ("default", 0))}
 FILES = ("summary.txt", "correctness.csv", "model.csv", "layers.csv")
 
@@ -141,8 +141,8 @@ class Study:
 
 
 def _compile_mode(step: str, cap: float | None) -> str:
-    modes = COMPILE_MODES[step]
-    return next((mode for mode, needs in modes if cap is None or cap >= needs), modes[-1][0])
+    choices = COMPILE_MODES[step]
+    return next((compile_mode for compile_mode, needs in choices if cap is None or cap >= needs), choices[-1][0])
 
 
 def _listed(step: str, items: list[str], limit: int = 20) -> list[str]:
@@ -171,10 +171,10 @@ def run_study(study: Study) -> int:
     for step, cases in steps.items():
         csv_name = "model.csv" if step == "network" else "layers.csv"
         cap = study.cap(step)
-        mode = _compile_mode(step, cap) if step in COMPILE_MODES else None
+        compile_mode = _compile_mode(step, cap) if step in COMPILE_MODES else None
         count = benchmark_cases.timings_in(cases)
         print(f"== {step}: {count} timings" + ("" if cap is None else f", cap {cap:.0f} s")
-              + (f", compile mode {mode}" if mode else ""), flush=True)
+              + (f", compile mode {compile_mode}" if compile_mode else ""), flush=True)
         started = time.perf_counter()
         if step == "rest":  # the network's cases first, into model.csv
             network = [c for c in cases if isinstance(c, benchmark_cases.ModelCase)]
@@ -183,12 +183,13 @@ def run_study(study: Study) -> int:
             parts = [(cases, csv_name)]
         outcome = benchmark.Outcome()
         for part, name in parts:
-            result = benchmark.run(part, study.out / name, progress=False, append=True, compile_mode=mode,
+            result = benchmark.run(part, study.out / name, progress=False, append=True, compile_mode=compile_mode,
                                    deadline=None if cap is None else started + cap, correctness=check.status)
             outcome.failures += result.failures
             outcome.skipped += result.skipped
         study.ran.append(f"  {step}: {count - len(outcome.skipped) - len(outcome.failures)} of {count} timings "
-                         f"in {time.perf_counter() - started:.0f} s" + (f", compile mode {mode}" if mode else ""))
+                         f"in {time.perf_counter() - started:.0f} s"
+                         + (f", compile mode {compile_mode}" if compile_mode else ""))
         if outcome.skipped:
             study.skipped += _listed(step, outcome.skipped)
         study.problems += [f"  {step}: {failure}" for failure in outcome.failures]

@@ -40,9 +40,8 @@ os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="inspect_kernels_")
 atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], ignore_errors=True)
 
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 from _checkout import REPO  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from alexnet_triton.study import inspection, loop_model  # noqa: E402
 

@@ -37,12 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from _checkout import REPO
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import triton
-from _checkout import REPO
 
 from alexnet_triton.study.benchmark_plots import read_benchmarks
 from alexnet_triton.study.loop_model import write_loop_outputs

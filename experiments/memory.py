@@ -1,12 +1,12 @@
-"""Bytes saved for backward per image, Triton path vs PyTorch eager vs torch.compile: AlexNet 2012's conv blocks
+"""Bytes saved for backward per image, Triton vs PyTorch eager vs torch.compile: AlexNet 2012's conv blocks
 and both whole networks (full size, training mode). ``alexnet_triton/study/memory.py`` measures and documents how.
 
 Writes, under --out: blocks.csv (conv1 and conv2 blocks of the 2012 net, Triton vs eager, float32), network.csv
-(per layer group and the whole model, both variants, float32 and bfloat16, three paths), compiled_modes.csv
+(per layer group and the whole model, both variants, float32 and bfloat16, every provider), compiled_modes.csv
 (torch.compile's default and max-autotune partitions of the whole network) and network.png (float32). Runs on
-the CPU: the Triton kernels are captured, not run; the eager forwards run for real; torch.compile's partition is
-made by Inductor's partitioner and its graphs run uncompiled (about a minute in all). The byte counts do not
-depend on the device.
+the CPU: the Triton kernels are captured, not run; the eager forwards run on the meta device; torch.compile's
+partition is made by Inductor's partitioner and its graphs run uncompiled (about a minute in all). The byte
+counts do not depend on the device.
 
     python experiments/memory.py [--batch 2] [--out reports/memory]
 """
@@ -14,10 +14,10 @@ depend on the device.
 from __future__ import annotations
 
 import argparse
+from _checkout import REPO
 from pathlib import Path
 
 import pandas as pd
-from _checkout import REPO
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.model import VARIANTS
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     cases = [(variant, dtype) for variant in VARIANTS for dtype in memory.DTYPES]
     network = pd.concat([memory.measure_network(variant, args.batch, dtype) for variant, dtype in cases],
                         ignore_index=True)
-    modes = pd.concat([memory.compare_modes(variant, args.batch, dtype) for variant, dtype in cases],
+    modes = pd.concat([memory.compare_compile_modes(variant, args.batch, dtype) for variant, dtype in cases],
                       ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     blocks.to_csv(args.out / "blocks.csv", index=False)
@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     modes.to_csv(args.out / "compiled_modes.csv", index=False)
     memory.plot_memory(network, args.out / "network.png")
     for row in blocks.itertuples():
-        print(f"{row.block:22} {row.path:8} {row.saved_bytes_per_image / MIB:7.2f} MiB/image saved "
+        print(f"{row.block:22} {row.provider:8} {row.saved_bytes_per_image / MIB:7.2f} MiB/image saved "
               f"({row.saved_tensors} tensors), ratio to eager {row.ratio_to_eager}")
     for row in network.itertuples():
         label = "whole network" if row.group == NETWORK else row.group
-        print(f"{row.variant:12} {row.dtype:9} {label:14} {row.path:8} {row.saved_bytes_per_image / MIB:7.2f} "
+        print(f"{row.variant:12} {row.dtype:9} {label:14} {row.provider:8} {row.saved_bytes_per_image / MIB:7.2f} "
               f"MiB/image saved ({row.saved_tensors} tensors), ratio to eager {row.ratio_to_eager}, "
               f"to compiled {row.ratio_to_compiled}")
     print(modes.drop(columns="tensors").to_string(index=False))

@@ -11,9 +11,9 @@ Triton's interpreter; a few minutes for about 3,300 samples).
 from __future__ import annotations
 
 import argparse
+from _checkout import REPO
 from pathlib import Path
 
-from _checkout import REPO
 from tqdm import tqdm
 
 from alexnet_triton.study.pytorch_samples import FUNCTIONS, MODULES, all_cases, conformance, summarise

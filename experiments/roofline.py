@@ -12,12 +12,11 @@ are overlaid on the plots when the file given by --measured exists.
 from __future__ import annotations
 
 import argparse
+from _checkout import REPO
 from pathlib import Path
 
-import pandas as pd
-from _checkout import REPO
-
-from alexnet_triton.study.roofline import GPUS, plot_roofline, roofline_table, summarise_roofline
+from alexnet_triton.study.benchmark_plots import read_benchmarks
+from alexnet_triton.study.roofline import GPUS, plot_roofline, roofline_table, roofline_tables, summarise_roofline
 
 TABLE_DTYPES = ("bf16", "fp32-tf32", "fp32-ieee")
 PLOTS = (("h100-sxm", "bf16"), ("h100-sxm", "fp32-tf32"))
@@ -31,11 +30,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="long-format benchmark CSV; only its run_kind == 'gpu' rows are plotted")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([roofline_table(gpu, dtype, args.batch) for gpu in GPUS for dtype in TABLE_DTYPES],
-                      ignore_index=True)
+    table = roofline_tables(tuple(GPUS), TABLE_DTYPES, args.batch)
     table.to_csv(args.out / "roofline.csv", index=False, float_format="%.6g")
     print(f"wrote {args.out / 'roofline.csv'} ({len(table)} rows)")
-    measured = pd.read_csv(args.measured) if args.measured.is_file() else None
+    measured = read_benchmarks(args.measured) if args.measured.is_file() else None
     if measured is None:
         print(f"no measured points: {args.measured} does not exist")
     else:

@@ -1,5 +1,5 @@
-"""Kernel launches and bytes of one AlexNet training step, Triton path vs PyTorch eager vs torch.compile: counted,
-not timed.
+"""Kernel launches and bytes of one AlexNet training step, Triton vs PyTorch eager vs torch.compile: counted, not
+timed.
 
 Both variants, full size, fp32 NCHW, dropout on, SGD with momentum and weight decay. Writes, under --out:
 launches.csv (launches and bytes per kernel / ATen op / Inductor kernel and phase), summary.csv (per phase and
@@ -15,20 +15,14 @@ runs for real; torch.compile generates C++ for the CPU target (labelled target=c
 from __future__ import annotations
 
 import argparse
+from _checkout import REPO
 from pathlib import Path
 
 import pandas as pd
-from _checkout import REPO
 
 from alexnet_triton.model import VARIANTS
-from alexnet_triton.study.traffic import (
-    COMPILED,
-    STEP_PATHS,
-    count_training_step,
-    launches_by_name,
-    plot_traffic,
-    summarise,
-)
+from alexnet_triton.study.providers import PROVIDERS
+from alexnet_triton.study.traffic import count_training_step, launches_by_name, plot_traffic, summarise
 
 
 def main(argv=None) -> int:
@@ -37,11 +31,12 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "traffic")
     args = parser.parse_args(argv)
-    steps = [count_training_step(variant, path, args.batch) for variant in args.variants for path in STEP_PATHS]
+    steps = [count_training_step(variant, provider, args.batch) for variant in args.variants for provider in PROVIDERS]
     launches = pd.concat(steps, ignore_index=True)
+    # cpp_functions: per phase, for the providers that compile (empty for the others)
     functions = pd.DataFrame([dict(variant=step.variant.iloc[0], phase=phase, generated_kernels=int(
         ((step.phase == phase) & (step.source == "inductor")).sum()), cpp_functions=count)
-        for step in steps if step.path.iloc[0] == COMPILED for phase, count in step.attrs["cpp_functions"].items()])
+        for step in steps for phase, count in step.attrs["cpp_functions"].items()])
     summary = summarise(launches)
     args.out.mkdir(parents=True, exist_ok=True)
     launches_by_name(launches).to_csv(args.out / "launches.csv", index=False)

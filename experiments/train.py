@@ -18,12 +18,11 @@ from __future__ import annotations
 import sys
 
 try:  # Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly as later on
+    import _checkout  # noqa: F401  (the checkout's package first)
     import argparse
     import os
     from dataclasses import fields, replace
     from pathlib import Path
-
-    import _checkout  # noqa: F401  (the checkout's package first)
 
     from alexnet_triton.data import DataError
     from alexnet_triton.training import (

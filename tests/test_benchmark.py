@@ -12,27 +12,29 @@ import pandas as pd
 import pytest
 
 from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost
+from alexnet_triton.study.layer_kinds import KINDS
+from alexnet_triton.study.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = ["kernel", "provider", "mode", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
+SCHEMA = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
           "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp", "run_kind",
           "compile_mode", "correctness"]
 LAYERS = ("2012/conv2", "torchvision/fc6", "2012/sgd")  # grouped conv; dropout + linear + ReLU + dropout; SGD
 
 
-def _experiment(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_experiment", REPO / "experiments" / f"{name}.py")
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_experiment", REPO / "experiments" / "bench.py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _smoke_run(tmp_path: Path, experiment: str, argv: list[str], repeats: int) -> pd.DataFrame:
-    """Run experiments/<experiment>.py's smoke test in this process; its rows, after the schema check."""
-    out = tmp_path / f"{experiment}.csv"
+def smoke_run(tmp_path: Path, scope: str, argv: list[str], repeats: int) -> pd.DataFrame:
+    """Run ``experiments/bench.py scope``'s smoke test in this process; its rows, after the schema check."""
+    out = tmp_path / f"{scope}.csv"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(benchmark, "SMOKE_REPEATS", repeats)
-        assert _experiment(experiment).main([*argv, "--out", str(out)]) == 0
+        assert _bench().main([scope, *argv, "--out", str(out)]) == 0
     assert out.read_text().splitlines()[0] == ",".join(SCHEMA)
     return benchmark_plots.read_benchmarks(out)
 
@@ -60,19 +62,19 @@ def _check_pngs(paths: list[Path], names: list[str]) -> None:
 
 
 def test_bench_layers_smoke(tmp_path):
-    """Three small layers, every provider and mode: rows, cost-model consistency, figures (SMOKE only if asked)."""
-    rows = _smoke_run(tmp_path, "bench_layers", ["--kernels", *LAYERS, "--layouts", "channels_last"], repeats=2)
+    """Three small layers, every provider and phase: rows, cost-model consistency, figures (SMOKE only if asked)."""
+    rows = smoke_run(tmp_path, "layers", ["--kernels", *LAYERS, "--layouts", "channels_last"], repeats=2)
     _check_common(rows)
     layers = {str(layer): layer for variant in benchmark_cases.VARIANTS
               for layer in benchmark_cases.smoke_layers(variant)}
-    expected = {(k, p, m) for k in LAYERS for p in benchmark_cases.PROVIDERS
-                for m in benchmark_cases.layer_modes(layers[k])}
-    assert set(zip(rows.kernel, rows.provider, rows["mode"], strict=True)) == expected and len(rows) == len(expected)
+    expected = {(k, p, phase) for k in LAYERS for p in PROVIDERS for phase in KINDS[layers[k].kind].phases}
+    assert set(zip(rows.kernel, rows.provider, rows.phase, strict=True)) == expected and len(rows) == len(expected)
     for row in rows.itertuples():
         layer, seconds = layers[row.kernel], row.ms_p50 / 1e3
         assert row.batch == benchmark_cases.SMOKE_BATCH and row.dtype == "fp32-ieee"
-        assert row.tflops == pytest.approx(cost.flops(layer, row.mode, row.batch) / seconds / 1e12, rel=1e-4)
-        assert row.gbps == pytest.approx(cost.minimum_bytes(layer, row.mode, row.batch, 4) / seconds / 1e9, rel=1e-4)
+        assert row.tflops == pytest.approx(cost.flops(layer, row.phase, row.batch) / seconds / 1e12, rel=1e-4)
+        assert row.gbps == pytest.approx(cost.minimum_bytes(layer, row.phase, row.batch, 4) / seconds / 1e9,
+                                         rel=1e-4)
         if layer.kind == "sgd":
             assert math.isnan(row.images_per_s) and row.shape == f"{layer.in_features} params"
         else:
@@ -92,10 +94,10 @@ def test_bench_layers_smoke(tmp_path):
 
 def test_bench_model_smoke(tmp_path):
     """The scaled-down 2012 net, inference and training step, every provider: rows and figures."""
-    rows = _smoke_run(tmp_path, "bench_model", ["--kernels", "2012/model", "--layouts", "nchw"], repeats=1)
+    rows = smoke_run(tmp_path, "model", ["--kernels", "2012/model", "--layouts", "nchw"], repeats=1)
     _check_common(rows)
-    assert set(zip(rows.provider, rows["mode"], strict=True)) == {
-        (p, m) for p in benchmark_cases.PROVIDERS for m in benchmark_cases.MODEL_MODES} and len(rows) == 6
+    assert set(zip(rows.provider, rows.phase, strict=True)) == {
+        (p, phase) for p in PROVIDERS for phase in benchmark_cases.MODEL_PHASES} and len(rows) == 6
     size = benchmark_cases.SMOKE_MODEL["2012"]["input_size"]
     assert (rows.kernel == "2012/model").all() and (rows["shape"] == f"2x3x{size}x{size}").all()
     assert rows.images_per_s.to_numpy() == pytest.approx((2 / (rows.ms_p50 / 1e3)).to_numpy(), rel=1e-4)
@@ -126,17 +128,17 @@ def test_study_sweep(monkeypatch):
     headline = benchmark_cases.HEADLINE
     for case in layers + network:
         assert case.providers[:2] == ("triton", "eager")
-        if "compile" in case.providers:
+        if "compiled" in case.providers:
             assert case.kernel.startswith("2012/") and case.batch == headline["batch"]
             assert case.dtype in benchmark_cases.COMPILE_DTYPES and case.layout in ("", headline["layout"])
     study = {(str(layer), dtype, layout) for v in benchmark_cases.VARIANTS for layer in cost.study_layers(v)
              for dtype in benchmark_cases.DTYPES
-             for layout in (benchmark_cases.LAYOUTS if layer.kind in benchmark_cases.SPATIAL_KINDS else [""])}
+             for layout in (benchmark_cases.LAYOUTS if KINDS[layer.kind].spatial else [""])}
     assert {(c.kernel, c.dtype, c.layout) for c in layers if c.batch == headline["batch"]} == study
 
 
 def test_select_keeps_non_spatial_layers_under_a_layout_filter():
     cases = benchmark_cases.select(benchmark_cases.layer_plan(), kernels=["2012/*"], layouts=["nchw"],
-                                   providers=["eager"], modes=["full"])
+                                   providers=["eager"], phases=["full"])
     assert {c.kernel for c in cases} == {str(layer) for layer in cost.study_layers("2012")}
-    assert all(c.providers == ("eager",) and c.modes == ("full",) and c.layout in ("", "nchw") for c in cases)
+    assert all(c.providers == ("eager",) and c.phases == ("full",) and c.layout in ("", "nchw") for c in cases)

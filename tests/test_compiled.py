@@ -36,10 +36,11 @@ def test_partition_of_a_small_net_by_hand():
         ("conv", "4x3x3x3 float32"), ("fc1", "5x16 float32"), ("fc2", "3x5 float32")]
 
 
-def test_modes_and_bad_mode():
-    assert compiled.mode_options("default") == {} and compiled.mode_options("max-autotune")["max_autotune"]
-    with pytest.raises(ValueError, match="mode must be one of"):
-        compiled.mode_options("fast")
+def test_compile_modes_and_bad_compile_mode():
+    assert compiled.compile_mode_options("default") == {}
+    assert compiled.compile_mode_options("max-autotune")["max_autotune"]
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        compiled.compile_mode_options("fast")
 
 
 @pytest.fixture(scope="module")

@@ -150,11 +150,11 @@ def test_linear_flops_match_torch_flop_counter():
     assert _counted(lambda: y.backward(torch.ones_like(y))) == flops(scaled, "backward", 6)
 
 
-def test_bad_mode_and_variant_raise():
+def test_bad_phase_and_variant_raise():
     conv1 = layer("2012", "conv1")
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="phase must be one of"):
         flops(conv1, "sideways", 1)
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="phase must be one of"):
         minimum_bytes(conv1, "inference", 1, 4)
     with pytest.raises(ValueError, match="variant must be one of"):
         study_layers("1998")

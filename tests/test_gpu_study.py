@@ -40,7 +40,7 @@ def test_rehearsal_writes_the_study_files(rehearsal):
     rows = read_benchmarks(out / "model.csv", out / "layers.csv")
     assert len(rows) and (rows.run_kind == "cpu-smoke").all()
     assert rows.device.str.contains("not a performance measurement").all()
-    assert set(rows[rows.provider == "compile"].compile_mode) <= {"aot_eager"}
+    assert set(rows[rows.provider == "compiled"].compile_mode) <= {"aot_eager"}
     assert set(rows.correctness) <= {"passed", ""} and (rows.correctness == "passed").any()
     check = pd.read_csv(out / "correctness.csv")
     assert list(check.columns) == gpu_check.COLUMNS and check.passed.all()
@@ -54,7 +54,7 @@ def test_summary_states_what_ran_and_what_was_skipped(rehearsal):
     for line in ("device: CPU, Triton interpreter", "versions: python", "plan (budget 30 s", "ran:", "  check:",
                  "skipped (cap reached):", "total wall time"):
         assert line in summary
-    for step in ("check", "network", "conv", "conv-compile", "blocks", "rest"):
+    for step in ("check", "network", "conv", "conv-others", "blocks", "rest"):
         assert f"  {step} " in summary.split("ran:")[0], step  # the plan names every step with its cap
     skipped = summary.split("skipped (cap reached):")[1]
     assert "rest:" in skipped and "timings skipped" in skipped and "nothing" not in skipped.split("\n")[1]
@@ -81,10 +81,10 @@ def test_rehearsal_rows_never_go_to_reports():
 def test_gpu_plan_is_headline_first(monkeypatch):
     monkeypatch.setattr(benchmark_cases, "smoke", lambda: False)
     steps = benchmark_cases.study_steps()
-    assert list(steps) == ["network", "conv", "conv-compile", "blocks", "rest"]
+    assert list(steps) == ["network", "conv", "conv-others", "blocks", "rest"]
     counts = {step: benchmark_cases.timings_in(cases) for step, cases in steps.items() if step != "rest"}
-    assert counts == {"network": 6, "conv": 28, "conv-compile": 14, "blocks": 24}
-    for step in ("network", "conv", "conv-compile", "blocks"):
+    assert counts == {"network": 6, "conv": 28, "conv-others": 14, "blocks": 24}
+    for step in ("network", "conv", "conv-others", "blocks"):
         assert all((c.batch, c.dtype, c.layout) == (128, "bf16", "channels_last" if c.layout else "")
                    for c in steps[step])
     assert isinstance(steps["rest"][0], benchmark_cases.ModelCase)

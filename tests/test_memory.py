@@ -1,4 +1,4 @@
-"""The saved-tensor counter, and what the Triton path keeps for backward against PyTorch eager and torch.compile:
+"""The saved-tensor counter, and what Triton keeps for backward against PyTorch eager and torch.compile:
 the 2012 net's conv blocks and both whole networks, full size."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.model import AlexNet
 from alexnet_triton.study import memory
+from alexnet_triton.study.providers import PROVIDERS
 
 FP32 = 4
 SCALED_2012 = dict(width=0.125, input_size=67, num_classes=10)  # as in test_model.py
@@ -40,7 +41,8 @@ def block_bytes(layer) -> int:
 def test_triton_blocks_save_at_most_half_of_eager():
     """Full-size AlexNet blocks (batch 1): the ratio depends on the real channel and spatial sizes."""
     layers = CONV_LAYERS["2012"][:2]
-    rows = memory.measure_blocks(list(layers), batch=1).set_index(["block", "path"])
+    rows = memory.measure_blocks(list(layers), batch=1).set_index(["block", "provider"])
+    assert set(rows.index.get_level_values("provider")) == {"triton", "eager"}  # torch.compile: whole networks only
     for layer in layers:
         triton = rows.loc[(f"{layer.name}+relu+lrn+pool", "triton")]
         assert triton.ratio_to_eager <= 0.5, triton
@@ -63,7 +65,7 @@ def triton_network_bytes() -> int:
 def networks():
     """Both variants, full size, batch 1 (the Triton kernels captured, eager on the meta device, torch.compile's
     partition traced)."""
-    return {variant: memory.measure_network(variant, batch=1).set_index(["path", "group"])
+    return {variant: memory.measure_network(variant, batch=1).set_index(["provider", "group"])
             for variant in ("2012", "torchvision")}
 
 
@@ -73,10 +75,11 @@ def test_the_triton_network_saves_less_than_eager(networks, variant):
     assert rows.loc[("triton", memory.NETWORK), "ratio_to_eager"] < 1
     groups = rows.drop(memory.NETWORK, level="group")
     assert list(groups.loc["triton"].index) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-    for path in memory.NETWORK_PATHS:  # the groups split the whole network's tensors and bytes
+    for provider in PROVIDERS:  # the groups split the whole network's tensors and bytes
         for column in ("saved_tensors", "saved_bytes_per_image", "parameter_bytes"):
-            assert groups.loc[path, column].sum() == rows.loc[(path, memory.NETWORK), column], (path, column)
-    # parameters are the same tensors on every path: every weight (conv and linear), no bias
+            whole = rows.loc[(provider, memory.NETWORK), column]
+            assert groups.loc[provider, column].sum() == whole, (provider, column)
+    # parameters are the same tensors for every provider: every weight (conv and linear), no bias
     weights = sum(FP32 * m.weight.numel() for m in AlexNet(variant, init="torch").modules() if hasattr(m, "weight"))
     assert (rows.xs(memory.NETWORK, level="group").parameter_bytes == weights).all()
 
@@ -86,28 +89,30 @@ def test_torch_compile_keeps_more_than_triton_in_the_2012_net(networks):
     torch.compile keeps and the fused LRN + pool does not)."""
     rows = networks["2012"]
     assert rows.loc[("triton", memory.NETWORK), "ratio_to_compiled"] <= 0.7
-    assert rows.loc[(memory.COMPILED, memory.NETWORK), "ratio_to_eager"] < 1
+    assert rows.loc[("compiled", memory.NETWORK), "ratio_to_eager"] < 1
     assert rows.loc[("eager", memory.NETWORK), "ratio_to_compiled"] == round(
         rows.loc[("eager", memory.NETWORK), "saved_bytes_per_image"]
-        / rows.loc[(memory.COMPILED, memory.NETWORK), "saved_bytes_per_image"], 3)
+        / rows.loc[("compiled", memory.NETWORK), "saved_bytes_per_image"], 3)
 
 
 def test_bfloat16_halves_the_float_tensors_only():
-    """The same tensors in bfloat16 on every path: floats at 2 bytes, int8 offsets and bool masks unchanged."""
-    tables = {dtype: memory.measure_network("2012", 1, dtype, **SCALED_2012).set_index(["path", "group"])
+    """The same tensors in bfloat16 for every provider: floats at 2 bytes, int8 offsets and bool masks unchanged."""
+    tables = {dtype: memory.measure_network("2012", 1, dtype, **SCALED_2012).set_index(["provider", "group"])
               for dtype in memory.DTYPES}
-    for path in memory.NETWORK_PATHS:
-        tensors = {dtype: "; ".join(t.loc[path].drop(memory.NETWORK).tensors.dropna()) for dtype, t in tables.items()}
-        assert tensors["bfloat16"] == tensors["float32"].replace("float32", "bfloat16"), path
+    for provider in PROVIDERS:
+        tensors = {dtype: "; ".join(t.loc[provider].drop(memory.NETWORK).tensors.dropna())
+                   for dtype, t in tables.items()}
+        assert tensors["bfloat16"] == tensors["float32"].replace("float32", "bfloat16"), provider
         float_bytes = sum(int(np.prod([int(n) for n in t.split()[0].split("x")])) * FP32
                           for t in tensors["float32"].split("; ") if t.endswith("float32"))
-        assert (tables["float32"].loc[(path, memory.NETWORK), "saved_bytes_per_image"]
-                - tables["bfloat16"].loc[(path, memory.NETWORK), "saved_bytes_per_image"]) == float_bytes // 2, path
+        assert (tables["float32"].loc[(provider, memory.NETWORK), "saved_bytes_per_image"]
+                - tables["bfloat16"].loc[(provider, memory.NETWORK), "saved_bytes_per_image"]) == float_bytes // 2, \
+            provider
 
 
 def test_compile_modes_partition_alike():
-    modes = memory.compare_modes("2012", 1, **SCALED_2012)
-    assert list(modes["mode"]) == ["default", "max-autotune"] and modes.same_as_default.all()
+    modes = memory.compare_compile_modes("2012", 1, **SCALED_2012)
+    assert list(modes.compile_mode) == ["default", "max-autotune"] and modes.same_as_default.all()
 
 
 def test_triton_2012_network_bytes_by_hand(networks):

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from alexnet_triton.study import benchmark, benchmark_cases, report
-from alexnet_triton.study.memory import COMPILED, NETWORK
+from alexnet_triton.study.memory import NETWORK
+from alexnet_triton.study.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ["## Headline", "## Benchmarks", "## Compile inspection", "## Memory saved for backward",
@@ -37,14 +38,14 @@ def _links_resolve(text: str, folder: Path) -> list[str]:
 def _benchmark_rows(run_kind: str) -> pd.DataFrame:
     """Made-up rows in the harness's schema: two layers and the network, every provider."""
     rows = []
-    for kernel, modes, layout in (("2012/conv2", ("forward", "backward", "full"), "channels_last"),
-                                  ("2012/sgd", ("full",), ""), ("2012/model", ("inference", "train-step"),
-                                                                "channels_last")):
+    for kernel, phases, layout in (("2012/conv2", ("forward", "backward", "full"), "channels_last"),
+                                   ("2012/sgd", ("full",), ""), ("2012/model", ("inference", "train-step"),
+                                                                 "channels_last")):
         for batch in (64, 128):
-            for speed, provider in enumerate(benchmark_cases.PROVIDERS, start=1):
-                for mode in modes:
+            for speed, provider in enumerate(PROVIDERS, start=1):
+                for phase in phases:
                     ms = batch / 100 * speed
-                    rows.append(dict(kernel=kernel, provider=provider, mode=mode, shape="", batch=batch, dtype="bf16",
+                    rows.append(dict(kernel=kernel, provider=provider, phase=phase, shape="", batch=batch, dtype="bf16",
                                      layout=layout, ms_p20=0.9 * ms, ms_p50=ms, ms_p80=1.1 * ms, tflops=1.0, gbps=1.0,
                                      images_per_s=batch / ms * 1e3, peak_memory_mb=100.0, device=FIXTURE_DEVICE,
                                      torch="0", triton="0", cudnn="0", timestamp="2026-01-01T00:00:00+00:00",
@@ -56,15 +57,16 @@ def test_report_of_the_committed_analyses(reports):
     text = report.write_report(reports, "conditions line").read_text()
     assert [s for s in SECTIONS if s not in text] == [] and "conditions line" in text
     network = pd.read_csv(reports / "memory" / "network.csv")
-    saved = network.query("group == @NETWORK and variant == '2012' and dtype == 'float32'").set_index("path")
-    triton, eager, compiled = (saved.saved_bytes_per_image[p] / 2**20 for p in ("triton", "eager", COMPILED))
+    saved = network.query("group == @NETWORK and variant == '2012' and dtype == 'float32'").set_index("provider")
+    triton, eager, compiled = (saved.saved_bytes_per_image[p] / 2**20 for p in ("triton", "eager", "compiled"))
     row = (f"| saved for backward, MiB per image | AlexNet 2012 | {triton:.2f} | {eager:.2f} | {compiled:.2f} | "
            f"{triton / eager:.2f}× | {triton / compiled:.2f}× |")
     assert row in text
     step = pd.read_csv(reports / "traffic" / "summary.csv").query("phase == 'step' and variant == '2012'")
-    launches = step.set_index("path").launches
-    assert (f"| kernel launches | AlexNet 2012 | {launches['triton']} | {launches['eager']} | {launches[COMPILED]} | "
-            f"{launches['triton'] / launches['eager']:.2f}× | {launches['triton'] / launches[COMPILED]:.2f}× |") in text
+    launches = step.set_index("provider").launches
+    assert (f"| kernel launches | AlexNet 2012 | {launches['triton']} | {launches['eager']} | {launches['compiled']} "
+            f"| {launches['triton'] / launches['eager']:.2f}× | {launches['triton'] / launches['compiled']:.2f}× |") \
+        in text
     assert "Inductor's code for the CPU target" in text  # torch.compile's kernels are labelled with their target
     assert "**No GPU measurements.**" in text and "(measured)" not in text
     links = _links_resolve(text, reports)
@@ -72,22 +74,22 @@ def test_report_of_the_committed_analyses(reports):
 
 
 def _memory_rows() -> pd.DataFrame:
-    """Made-up memory/network.csv rows: one variant, one group, three paths; torch.compile keeps the least."""
-    rows = [dict(variant="torchvision", path=path, group=group, dtype="float32", batch=2, saved_tensors=1,
+    """Made-up memory/network.csv rows: one variant, one group, every provider; torch.compile keeps the least."""
+    rows = [dict(variant="torchvision", provider=provider, group=group, dtype="float32", batch=2, saved_tensors=1,
                  saved_bytes_per_image=mib * 2**20, parameter_bytes=0, tensors=tensors)
-            for path, mib, tensors in (("triton", 2.0, "2x64x55x55 float32"), ("eager", 4.0, "2x64x55x55 int64"),
-                                       (COMPILED, 1.0, "2x64x55x55 bool"))
+            for provider, mib, tensors in (("triton", 2.0, "2x64x55x55 float32"), ("eager", 4.0, "2x64x55x55 int64"),
+                                           ("compiled", 1.0, "2x64x55x55 bool"))
             for group in ("conv1", NETWORK)]
     return pd.DataFrame(rows)
 
 
 def _summary_rows() -> pd.DataFrame:
     """Made-up traffic/summary.csv rows: torch.compile launches fewer kernels than Triton in the backward."""
-    rows = [dict(variant="2012", path=path, target=target, batch=128, dtype="float32", phase=phase,
+    rows = [dict(variant="2012", provider=provider, target=target, batch=128, dtype="float32", phase=phase,
                  launches=launches, mb=100.0)
             for phase in ("forward", "backward", "optimizer", "step")
-            for path, target, launches in (("triton", "cuda", 10 if phase != "backward" else 30),
-                                           ("eager", "cpu", 40), (COMPILED, "cpu", 20))]
+            for provider, target, launches in (("triton", "cuda", 10 if phase != "backward" else 30),
+                                               ("eager", "cpu", 40), ("compiled", "cpu", 20))]
     return pd.DataFrame(rows)
 
 
@@ -95,13 +97,13 @@ def test_the_torch_compile_column_and_where_it_wins(reports):
     _memory_rows().to_csv(reports / "memory" / "network.csv", index=False)
     (reports / "memory" / "compiled_modes.csv").unlink(missing_ok=True)
     _summary_rows().to_csv(reports / "traffic" / "summary.csv", index=False)
-    launches = pd.DataFrame([dict(variant="2012", path=path, target="cpu", batch=128, dtype="float32",
+    launches = pd.DataFrame([dict(variant="2012", provider=provider, target="cpu", batch=128, dtype="float32",
                                   phase="backward", source="x", name=name, launches=n, bytes=50e6)
-                             for path, name, n in (("triton", "conv2d_output_grad", 30), (COMPILED, "mm", 20))])
+                             for provider, name, n in (("triton", "conv2d_output_grad", 30), ("compiled", "mm", 20))])
     launches.to_csv(reports / "traffic" / "launches.csv", index=False)
     text = report.write_report(reports, "").read_text()
     headline = text.split("## Headline")[1].split("\n## ")[0]
-    assert "| Triton | PyTorch eager | torch.compile | Triton / eager | Triton / torch.compile |" in headline
+    assert "| Triton | PyTorch eager | torch.compile | Triton / PyTorch eager | Triton / torch.compile |" in headline
     assert "| saved for backward, MiB per image | torchvision AlexNet | 2.00 | 4.00 | 1.00 | 0.50× | 2.00× |" \
         in headline
     memory = text.split("## Memory")[1].split("\n## ")[0]
@@ -116,8 +118,8 @@ def test_the_torch_compile_column_and_where_it_wins(reports):
 
 def test_analyses_without_torch_compile_leave_its_column_empty(reports):
     network = pd.read_csv(reports / "memory" / "network.csv")
-    network[network.path != COMPILED].drop(columns="ratio_to_compiled").to_csv(reports / "memory" / "network.csv",
-                                                                                index=False)
+    network[network.provider != "compiled"].drop(columns="ratio_to_compiled").to_csv(
+        reports / "memory" / "network.csv", index=False)
     text = report.write_report(reports, "").read_text()
     assert re.search(r"\| saved for backward, MiB per image \| AlexNet 2012 \| [\d.]+ \| [\d.]+ \| – \| [\d.]+× "
                      r"\| – \|", text)
@@ -136,7 +138,7 @@ def test_smoke_rows_never_reach_the_report(reports):
     """The harness's CPU smoke rows (here one layer, two providers) do not count as measurements."""
     smoke_csv = reports / "benchmarks" / "layers.csv"
     cases = benchmark_cases.select(benchmark_cases.layer_plan(), kernels=["2012/fc8"], providers=["triton", "eager"],
-                                   modes=["forward"])
+                                   phases=["forward"])
     assert benchmark.run(cases, smoke_csv, progress=False).failures == []
     assert set(pd.read_csv(smoke_csv).run_kind) == {"cpu-smoke"}
     text = report.write_report(reports, "").read_text()
@@ -150,7 +152,16 @@ def test_gpu_rows_are_shown_with_their_device(reports):
     text = report.write_report(reports, "").read_text()
     assert "No GPU measurements" not in text
     benchmarks = text.split("## Benchmarks")[1].split("\n## ")[0]
-    assert FIXTURE_DEVICE in benchmarks and "| 2012/conv2 |" in benchmarks
+    assert FIXTURE_DEVICE in benchmarks
+    # the summary's columns: every provider's label, then Triton's time ratio to each baseline (made-up rows: eager
+    # takes twice Triton's time, torch.compile three times)
+    assert ("| layer | Triton ms (full) | PyTorch eager ms (full) | torch.compile ms (full) "
+            "| Triton/PyTorch eager full | Triton/PyTorch eager forward | Triton/PyTorch eager backward "
+            "| Triton/torch.compile full |") in benchmarks
+    assert "| 2012/conv2 | 1.28 | 2.56 | 3.84 | 0.5 | 0.5 | 0.5 | 0.333 | 0.333 | 0.333 |" in benchmarks
+    assert ("| net | dtype | phase | Triton | PyTorch eager | torch.compile | Triton/PyTorch eager "
+            "| Triton/torch.compile |") in benchmarks
+    assert "| 2012 | bf16 | train-step | 100,000 | 50,000 | 33,333 | 0.5 | 0.333 |" in benchmarks
     assert {"benchmarks/layers_bf16.png", "benchmarks/model_throughput.png"} <= set(_links_resolve(benchmarks, reports))
     headline = text.split("## Headline")[1].split("\n## ")[0]
     # in the made-up rows Triton takes 1.28 ms per step of 128 images, eager twice as long, torch.compile 3 times

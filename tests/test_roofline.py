@@ -27,8 +27,8 @@ _spec.loader.exec_module(experiment)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def row(table: pd.DataFrame, variant: str, layer: str, mode: str) -> pd.Series:
-    (index,) = table.index[(table["variant"] == variant) & (table["layer"] == layer) & (table["mode"] == mode)]
+def row(table: pd.DataFrame, variant: str, layer: str, phase: str) -> pd.Series:
+    (index,) = table.index[(table["variant"] == variant) & (table["layer"] == layer) & (table["phase"] == phase)]
     return table.loc[index]
 
 
@@ -47,10 +47,10 @@ def test_fc7_on_h100_bf16_batch_128_by_hand():
 
 @pytest.mark.parametrize("layer", ["fc6", "fc7", "fc8"])
 def test_fc_layers_turn_compute_bound_as_the_batch_grows(layer):
-    for mode in ("forward", "backward"):
-        bounds = [row(roofline_table("h100-sxm", "bf16", batch), "2012", layer, mode)["bound"]
+    for phase in ("forward", "backward"):
+        bounds = [row(roofline_table("h100-sxm", "bf16", batch), "2012", layer, phase)["bound"]
                   for batch in (1, 128, 4096)]
-        assert bounds == ["memory", "memory", "compute"], (layer, mode)
+        assert bounds == ["memory", "memory", "compute"], (layer, phase)
 
 
 def test_peaks_and_element_sizes_per_dtype_case():
@@ -75,14 +75,14 @@ def test_whole_step_rows_for_both_variants():
     assert list(steps["variant"]) == ["2012", "torchvision"]
     for _, step in steps.iterrows():
         layers = table[(table["variant"] == step["variant"]) & (table["layer"] != "step")]
-        passes = layers[layers["mode"].isin(["forward", "backward"])]
+        passes = layers[layers["phase"].isin(["forward", "backward"])]
         assert step["flops"] == sum(flops(layer, "full", 128) for layer in study_layers(step["variant"]))
-        assert step["flops"] == layers.loc[layers["mode"] == "full", "flops"].sum()
+        assert step["flops"] == layers.loc[layers["phase"] == "full", "flops"].sum()
         assert step["time_ms"] == pytest.approx(passes["time_ms"].sum())
         assert step["images_per_s"] == pytest.approx(128 / step["time_ms"] * 1e3)
         # a sum of per-pass bounds is at least the bound of the summed work
         assert step["time_ms"] >= max(step["compute_ms"], step["memory_ms"]) - 1e-12
-    assert not (table["mode"].eq("forward") & table["layer"].eq("sgd")).any()  # the SGD step has no forward
+    assert not (table["phase"].eq("forward") & table["layer"].eq("sgd")).any()  # the SGD step has no forward
 
 
 def test_bad_gpu_or_dtype_raise():
@@ -93,7 +93,7 @@ def test_bad_gpu_or_dtype_raise():
 
 
 def benchmark(*rows) -> pd.DataFrame:
-    columns = ("kernel", "provider", "mode", "batch", "dtype", "tflops", "run_kind")
+    columns = ("kernel", "provider", "phase", "batch", "dtype", "tflops", "run_kind")
     return pd.DataFrame([dict(zip(columns, values, strict=True)) for values in rows])
 
 
@@ -106,7 +106,7 @@ def test_measured_points_keep_gpu_rows_of_the_table_only():
                          ("2012/conv2", "cudnn", "full", 128, "bf16", 300.0, "gpu"),
                          ("torchvision/fc7", "cudnn", "backward", 128, "bf16", 250.0, "gpu"))
     points = measured_points(measured, table)
-    assert list(zip(points["kernel"], points["provider"], points["mode"], strict=True)) == [
+    assert list(zip(points["kernel"], points["provider"], points["phase"], strict=True)) == [
         ("2012/conv2", "triton", "forward"), ("torchvision/fc7", "cudnn", "backward")]
     assert list(points["intensity"]) == [row(table, "2012", "conv2", "forward")["intensity"],
                                          row(table, "torchvision", "fc7", "backward")["intensity"]]
@@ -126,7 +126,7 @@ def test_plot_is_written_and_draws_no_smoke_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(Axes, "scatter", recording_scatter)
     table = roofline_table("h100-sxm", "bf16", 128)
     smoke = benchmark(("2012/conv1", "triton", "forward", 128, "bf16", 0.02, "cpu-smoke"),
-                      ("2012/fc6", "torch", "backward", 128, "bf16", 0.01, "cpu-smoke"))
+                      ("2012/fc6", "eager", "backward", 128, "bf16", 0.01, "cpu-smoke"))
     path = plot_roofline(table, tmp_path / "plots" / "roofline.png", measured=smoke)
     assert path.read_bytes().startswith(PNG_MAGIC) and path.stat().st_size > 10_000
     assert "D" not in drawn and "*" in drawn  # no measured point; the training-step stars

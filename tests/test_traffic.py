@@ -1,5 +1,5 @@
-"""The launch and traffic counter: its rule on hand-countable graphs, a training step's phases on the Triton and
-eager paths, and the torch.compile path's place in the tables (its counter: test_compiled.py)."""
+"""The launch and traffic counter: its rule on hand-countable graphs, a training step's phases for the Triton and
+eager providers, and the torch.compile provider's place in the tables (its counter: test_compiled.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from alexnet_triton import ops
 from alexnet_triton.kernels import runtime
 from alexnet_triton.study import traffic
+from alexnet_triton.study.providers import PROVIDERS
 
 # Scaled-down topologies (width 1/8, smallest input with a 1x1 map after pool5), as in test_model.py.
 SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
@@ -70,7 +71,7 @@ TRITON_LAUNCHES = {"2012": {"forward": 13, "backward": 34, "optimizer": 16},
 
 
 @pytest.mark.parametrize("variant", ["2012", "torchvision"])
-def test_a_training_step_on_both_paths(variant):
+def test_a_training_step_of_both_runtime_providers(variant):
     triton = traffic.count_training_step(variant, "triton", 2, **SCALED[variant])
     per_phase = triton[triton.source == "triton"].groupby("phase").size().to_dict()
     assert per_phase == TRITON_LAUNCHES[variant]
@@ -81,16 +82,16 @@ def test_a_training_step_on_both_paths(variant):
     names = eager.groupby("name").size()
     assert names["convolution"] == names["convolution_backward"] == 5
     assert set(triton.target) == {"cuda"} and set(eager.target) == {"cpu"}
-    summary = traffic.summarise(pd.concat([triton, eager])).set_index(["path", "phase"])
+    summary = traffic.summarise(pd.concat([triton, eager])).set_index(["provider", "phase"])
     assert summary.loc[("triton", "step"), "launches"] == sum(TRITON_LAUNCHES[variant].values()) + 1
     assert summary.loc[("triton", "step"), "launches_to_eager"] == round(
         summary.loc[("triton", "step"), "launches"] / len(eager), 3)
     assert (summary.loc["eager", "mb_to_eager"] == 1).all() and "mb_to_compiled" not in summary
 
 
-@pytest.mark.parametrize("path", ["triton", "eager"])
-def test_counts_repeat(path):
-    first, second = (traffic.count_training_step("2012", path, 2, **SCALED["2012"]) for _ in range(2))
+@pytest.mark.parametrize("provider", ["triton", "eager"])
+def test_counts_repeat(provider):
+    first, second = (traffic.count_training_step("2012", provider, 2, **SCALED["2012"]) for _ in range(2))
     assert first.equals(second)
 
 
@@ -101,32 +102,32 @@ COMPILED_LAUNCHES = [traffic.Launch(phase, source, name, 1000) for phase in traf
 
 
 @pytest.fixture
-def three_paths(monkeypatch):
-    """The torchvision step at batch 1 on every path, torch.compile's launches made up."""
+def every_provider(monkeypatch):
+    """The torchvision step at batch 1 of every provider, torch.compile's launches made up."""
     monkeypatch.setattr(traffic, "compiled_step", lambda *args: (COMPILED_LAUNCHES, {"forward": 1}))
-    return pd.concat([traffic.count_training_step("torchvision", path, 1, **SCALED["torchvision"])
-                      for path in traffic.STEP_PATHS])
+    return pd.concat([traffic.count_training_step("torchvision", provider, 1, **SCALED["torchvision"])
+                      for provider in PROVIDERS])
 
 
-def test_the_compiled_path_in_the_summary(three_paths):
-    compiled = three_paths[three_paths.path == traffic.COMPILED]
+def test_the_compiled_provider_in_the_summary(every_provider):
+    compiled = every_provider[every_provider.provider == "compiled"]
     assert set(compiled.target) == {"cpu"} and len(compiled) == len(COMPILED_LAUNCHES)
-    summary = traffic.summarise(three_paths).set_index(["path", "phase"])
-    assert list(summary.index.get_level_values("path").unique()) == list(traffic.STEP_PATHS)
-    assert summary.loc[(traffic.COMPILED, "step"), "launches"] == 6
-    for path in traffic.STEP_PATHS:  # the made-up forward: 2 launches, 2000 bytes
-        row = summary.loc[(path, "forward")]
-        forward_bytes = three_paths.query("path == @path and phase == 'forward'").bytes.sum()
+    summary = traffic.summarise(every_provider).set_index(["provider", "phase"])
+    assert list(summary.index.get_level_values("provider").unique()) == ["triton", "eager", "compiled"]
+    assert summary.loc[("compiled", "step"), "launches"] == 6
+    for provider in PROVIDERS:  # the made-up forward: 2 launches, 2000 bytes
+        row = summary.loc[(provider, "forward")]
+        forward_bytes = every_provider.query("provider == @provider and phase == 'forward'").bytes.sum()
         assert row.launches_to_compiled == round(row.launches / 2, 3)
         assert row.mb_to_compiled == round(forward_bytes / 2000, 3)
-    assert (summary.loc[traffic.COMPILED, ["launches_to_compiled", "mb_to_compiled"]] == 1).all().all()
+    assert (summary.loc["compiled", ["launches_to_compiled", "mb_to_compiled"]] == 1).all().all()
 
 
-def test_plot(three_paths, tmp_path):
-    summary = traffic.summarise(three_paths)
+def test_plot(every_provider, tmp_path):
+    summary = traffic.summarise(every_provider)
     assert traffic.plot_traffic(summary, tmp_path / "traffic.png").stat().st_size > 0
 
 
-def test_unknown_path():
-    with pytest.raises(ValueError, match="path must be one of"):
+def test_unknown_provider():
+    with pytest.raises(ValueError, match="provider must be one of"):
         traffic.count_training_step("2012", "jit", 1)

@@ -2,12 +2,13 @@
 
 One long-format table, one row per measurement, with the columns of ``COLUMNS``:
   kernel          "2012/conv1", ... (``cost.study_layers``), or "2012/model" for the whole network
-  provider        "triton": this project's ops and ``optim.SGD``; "eager": PyTorch eager (cuDNN, cuBLAS,
-                  ``cudnn.benchmark`` on) and ``torch.optim.SGD``; "compile": ``torch.compile`` of the eager code
-                  (inductor; ``LAYER_COMPILE_MODE`` per layer, ``MODEL_COMPILE_MODE`` for the network)
-  mode            layers: "forward" (as in training: autograd records the graph), "backward" (autograd backward
+  provider        a ``providers.PROVIDERS`` name: "triton" (this project's ops and ``optim.SGD``), "eager"
+                  (PyTorch eager: cuDNN, cuBLAS, ``cudnn.benchmark`` on, ``torch.optim.SGD``), "compiled"
+                  (``torch.compile`` of the eager code: Inductor; ``LAYER_COMPILE_MODE`` per layer,
+                  ``MODEL_COMPILE_MODE`` for the network)
+  phase           layers: "forward" (as in training: autograd records the graph), "backward" (autograd backward
                   alone, the graph kept: ``torch.autograd.grad(retain_graph=True)``), "full" (both; the SGD step
-                  has only this mode), "input-grad" / "weight-grad" (the backward of a graph whose only input
+                  has only this phase), "input-grad" / "weight-grad" (the backward of a graph whose only input
                   needing a gradient is x / the weight and bias: one kernel each, cuDNN's dgrad / wgrad);
                   the network: "train-step" (forward, loss, backward, SGD), "inference"
   shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
@@ -27,14 +28,15 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
   peak_memory_mb  ``torch.cuda.max_memory_allocated`` over one call, everything alive counted (inputs too)
   device, torch, triton, cudnn, timestamp   the conditions of the row
   run_kind        "gpu", or "cpu-smoke"
-  compile_mode    provider "compile": the torch.compile mode the row ran with (a mode whose CUDA graphs failed
+  compile_mode    providers that compile: the torch.compile mode the row ran with (a mode whose CUDA graphs failed
                   falls back to its no-cudagraphs twin; smoke: "aot_eager")
   correctness     the GPU study's correctness check of that kernel (``gpu_check``): "passed", "failed", or empty
                   (not checked)
 
-Each layer computes what the model computes there: conv + bias + ReLU, LRN + max-pool (2012) or max-pool, fc with
-the model's ReLU and dropout (``architecture.linear_steps``), cross-entropy over 1000 classes, the SGD step (the paper's
-momentum and weight decay) over every parameter of the variant; every provider gets the same seeded inputs.
+Each layer computes what the model computes there (its ``layer_kinds.KINDS`` entry): conv + bias + ReLU, LRN +
+max-pool (2012) or max-pool, fc with the model's ReLU and dropout (``architecture.linear_steps``), cross-entropy over
+1000 classes, the SGD step (the paper's momentum and weight decay) over every parameter of the variant; every provider
+gets the same seeded inputs.
 fp16/bf16 leave PyTorch's reduced-precision-reduction settings at their defaults.
 
 Without a GPU (``runtime.INTERPRETER``) the same code runs as a smoke test: tiny scaled-down shapes, the
@@ -61,17 +63,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch._functorch.config
-import torch.nn.functional as F
 import triton.testing
 from tqdm import tqdm
 
-from .. import ops, optim
-from ..architecture import DROPOUT, INPUT_SIZES, LRN, NUM_CLASSES, POOL, SGD, linear_steps
-from ..model import AlexNet
-from ..precision import forward_context, model_input
+from ..architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
+from ..precision import forward_context
 from . import cost
-from .benchmark_cases import COLUMNS, DTYPES, LAYOUTS, PROVIDERS, LayerCase, ModelCase, select, smoke, timings_in
-from .benchmark_plots import read_benchmarks, summarise_benchmarks
+from .benchmark_cases import (
+    COLUMNS,
+    DTYPES,
+    LAYOUTS,
+    LayerCase,
+    ModelCase,
+    layer_plan,
+    model_plan,
+    select,
+    smoke,
+    timings_in,
+)
+from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
+from .layer_kinds import GRADIENT_PHASES, KINDS
+from .providers import PROVIDERS, Provider
+from .triton_internals import TRITON_PTXAS
 
 QUANTILES = (0.2, 0.5, 0.8)
 SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke test, "
@@ -81,8 +94,6 @@ SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke
 LAYER_COMPILE_MODE = "max-autotune-no-cudagraphs"
 MODEL_COMPILE_MODE = "max-autotune"
 COMPILE_FALLBACK = {"max-autotune": "max-autotune-no-cudagraphs", "reduce-overhead": "default"}
-# Modes that time one backward kernel: the inputs (x, weight, bias) that need a gradient in that graph.
-GRAD_MODES = {"input-grad": (0,), "weight-grad": (1, 2)}
 # Timing: WARMUP_CALLS untimed calls first: the first ones compile (Triton specialisations such as the SGD step's
 # first-step variant, dynamo's recompile once optimizer state exists, autotuning, cuDNN's search). Then do_bench
 # runs for max(MIN_REP_MS, MIN_SAMPLES x one call), at most MAX_REP_MS, so that slow calls still give samples.
@@ -91,6 +102,9 @@ MIN_REP_MS = {"layer": 100.0, "model": 500.0}
 MAX_REP_MS = 5000.0
 MIN_SAMPLES = 10
 SMOKE_REPEATS = 5
+# What experiments/bench.py times: scope -> (plan(quick), CSV name, figures of its table).
+SCOPES = {"layers": (layer_plan, "layers.csv", plot_layer_benchmarks),
+          "model": (model_plan, "model.csv", plot_model_benchmarks)}
 
 
 def device() -> torch.device:
@@ -102,9 +116,6 @@ def device() -> torch.device:
 # each Triton compile of torch.compile's kernels (async_compile.py, in this process, and in its compile workers)
 # and cached, so once torch.compile has run, every later Triton compile in the process would use torch's ptxas.
 # This project's kernels always compile with Triton's own: the variable is set around their launches only.
-TRITON_PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-
-
 @contextlib.contextmanager
 def triton_ptxas():
     """Within the block, Triton compiles with the ptxas bundled with Triton (whatever torch.compile set)."""
@@ -140,11 +151,12 @@ def conditions() -> Conditions:
 
 @contextlib.contextmanager
 def numeric_settings(dtype: str):
-    """cuDNN autotuning on, TF32 in cuBLAS and cuDNN exactly for "fp32-tf32" (as the Triton side); restored after."""
+    """cuDNN autotuning on, TF32 in cuBLAS and cuDNN exactly when the dtype case's Triton dots use it; restored
+    after."""
     backends = torch.backends
     saved = backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32
     backends.cudnn.benchmark = True
-    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = dtype == "fp32-tf32"
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = DTYPES[dtype].precision == "tf32"
     try:
         yield
     finally:
@@ -188,71 +200,22 @@ def measure(fn: Callable[[], object], scope: str) -> Timing:
     return Timing(p20, p50, p80, peak)
 
 
-def compiled(fn: Callable, mode: str, fullgraph: bool = True) -> Callable:
-    """``torch.compile(fn, mode=mode)`` (smoke: the cheap aot_eager backend); ``run`` resets dynamo after each."""
-    if smoke():
-        return torch.compile(fn, backend="aot_eager", fullgraph=fullgraph, dynamic=False)
-    return torch.compile(fn, mode=mode, fullgraph=fullgraph, dynamic=False)
-
-
 # ------------------------------------------------------------------------------------------------ layers
-def _layer_functions(layer: cost.StudyLayer, precision: str) -> dict[str, Callable]:
-    """(triton, eager) functions of the layer's tensors, computing what the model computes there."""
-    if layer.kind == "conv":
-        c = layer.conv
-        return dict(triton=lambda x, w, b: ops.conv2d(x, w, b, c.stride, c.padding, groups=c.groups, relu=True,
-                                                      precision=precision),
-                    eager=lambda x, w, b: F.relu(F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups),
-                                                 inplace=True))
-    if layer.kind == "lrn_pool":
-        return dict(triton=lambda x: ops.lrn_max_pool2d(x, **LRN, **POOL),
-                    eager=lambda x: F.max_pool2d(F.local_response_norm(x, **LRN), **POOL))
-    if layer.kind == "pool":
-        return dict(triton=lambda x: ops.max_pool2d(x, **POOL), eager=lambda x: F.max_pool2d(x, **POOL))
-    if layer.kind == "cross_entropy":
-        return dict(triton=ops.cross_entropy, eager=F.cross_entropy)
-    dropout_in, relu, dropout_out = linear_steps(layer.variant)[layer.name]
-
-    def triton_linear(x, w, b):
-        x = ops.dropout(x, DROPOUT) if dropout_in else x
-        return ops.linear(x, w, b, relu, DROPOUT if dropout_out else 0.0, precision=precision)
-
-    def eager_linear(x, w, b):
-        y = F.linear(F.dropout(x, DROPOUT) if dropout_in else x, w, b)
-        y = F.relu(y, inplace=True) if relu else y
-        return F.dropout(y, DROPOUT) if dropout_out else y
-
-    return dict(triton=triton_linear, eager=eager_linear)
-
-
 def _layer_inputs(case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> tuple[list[torch.Tensor], list[bool]]:
     """The layer's input tensors (random, on the benchmark device, in the case's layout) and which need a grad."""
-    layer, n, dev = case.layer, case.batch, gen.device
     memory_format = LAYOUTS.get(case.layout, torch.contiguous_format)
-
-    def randn(*shape, scale=1.0):
-        return (torch.randn(shape, generator=gen, device=dev) * scale).to(dtype)
-
-    if layer.kind == "conv":
-        c = layer.conv
-        fan_in = c.in_channels // c.groups * c.kernel ** 2
-        x = randn(n, c.in_channels, c.size, c.size).contiguous(memory_format=memory_format)
-        w = randn(c.out_channels, fan_in // c.kernel ** 2, c.kernel, c.kernel, scale=fan_in ** -0.5)
-        return [x, w.contiguous(memory_format=memory_format), randn(c.out_channels, scale=0.01)], \
-            [layer.needs_input_grad, True, True]
-    if layer.kind in ("lrn_pool", "pool"):  # the input is a ReLU output
-        return [randn(n, layer.channels, layer.size, layer.size).relu().contiguous(memory_format=memory_format)], \
-            [True]
-    if layer.kind == "linear":
-        return [randn(n, layer.in_features), randn(layer.out_features, layer.in_features,
-                                                   scale=layer.in_features ** -0.5),
-                randn(layer.out_features, scale=0.01)], [True, True, True]
-    target = torch.randint(layer.in_features, (n,), generator=gen, device=dev)
-    return [randn(n, layer.in_features), target], [True, False]
+    return KINDS[case.layer.kind].inputs(case.layer, case.batch, dtype, gen, memory_format)
 
 
-def _mode_functions(fn: Callable, inputs: list[torch.Tensor], modes: tuple[str, ...]) -> Iterable[tuple[str, Callable]]:
-    """(mode, callable to time) for each mode, after a warm-up of the forward and both kinds of backward.
+def _layer_function(case: LayerCase, provider: Provider, compile_mode: str) -> Callable:
+    """What ``provider`` runs for the case's layer: its backend's function of the layer's tensors."""
+    functions = KINDS[case.layer.kind].functions(case.layer, DTYPES[case.dtype].precision)
+    return provider.wrap(functions[provider.backend], compile_mode)
+
+
+def _phase_functions(fn: Callable, inputs: list[torch.Tensor],
+                     phases: tuple[str, ...]) -> Iterable[tuple[str, Callable]]:
+    """(phase, callable to time) for each phase, after a warm-up of the forward and both kinds of backward.
 
     The backward keeps the graph of one forward and recomputes the gradient of a fixed random output gradient.
     The warm-up runs a retain_graph backward first: torch.compile builds its backward at the first one.
@@ -263,113 +226,80 @@ def _mode_functions(fn: Callable, inputs: list[torch.Tensor], modes: tuple[str, 
     torch.autograd.grad(y, wrt, dy, retain_graph=True)
     torch.autograd.grad(fn(*inputs), wrt, dy)
     del y
-    for mode in modes:
-        if mode == "forward":
-            yield mode, lambda: fn(*inputs)
-        elif mode == "full":
-            yield mode, lambda: torch.autograd.grad(fn(*inputs), wrt, dy)
+    for phase in phases:
+        if phase == "forward":
+            yield phase, lambda: fn(*inputs)
+        elif phase == "full":
+            yield phase, lambda: torch.autograd.grad(fn(*inputs), wrt, dy)
         else:
             y = fn(*inputs)
-            yield mode, lambda y=y: torch.autograd.grad(y, wrt, dy, retain_graph=True)
+            yield phase, lambda y=y: torch.autograd.grad(y, wrt, dy, retain_graph=True)
             del y
 
 
-def _sgd_step(provider: str, case: LayerCase, dtype: torch.dtype, gen: torch.Generator,
-              compile_mode: str) -> Callable[[], None]:
-    """One optimiser step over random parameters of the case's shapes, with random gradients."""
-    params = [torch.randn(s, generator=gen, device=gen.device).to(dtype).requires_grad_() for s in case.parameters]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen, device=gen.device).to(dtype)
-    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(params, **SGD)
-    step = optimizer.step
-    return compiled(lambda: step(), compile_mode, fullgraph=False) if provider == "compile" else step
-
-
-def _layer_timings(case: LayerCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Timing]]:
-    dtype, precision = DTYPES[case.dtype]
+def _layer_timings(case: LayerCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Timing]]:
+    dtype, kind = DTYPES[case.dtype].dtype, KINDS[case.layer.kind]
     gen = torch.Generator(device()).manual_seed(0)  # the same inputs for every provider
-    if case.layer.kind == "sgd":
-        yield "full", measure(_sgd_step(provider, case, dtype, gen, compile_mode), "layer")
+    if kind.step is not None:
+        step = kind.step(case.layer, provider.optimizer, dtype, gen, case.parameters)
+        yield "full", measure(provider.wrap(lambda: step(), compile_mode, fullgraph=False), "layer")
         return
-    functions = _layer_functions(case.layer, precision)
-    fn = functions["triton" if provider == "triton" else "eager"]
-    if provider == "compile":
-        fn = compiled(fn, compile_mode)
+    fn = _layer_function(case, provider, compile_mode)
     tensors, needs_grad = _layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
-    autograd_modes = tuple(m for m in case.modes if m not in GRAD_MODES)
-    if autograd_modes:
-        for mode, timed in _mode_functions(fn, inputs, autograd_modes):
-            yield mode, measure(timed, "layer")
-    for mode in case.modes:
-        if mode in GRAD_MODES:  # a graph of its own: only these inputs need a gradient
-            wrt = [t.detach().requires_grad_(i in GRAD_MODES[mode]) for i, t in enumerate(tensors)]
-            for _, timed in _mode_functions(fn, wrt, ("backward",)):
-                yield mode, measure(timed, "layer")
+    autograd_phases = tuple(p for p in case.phases if p not in GRADIENT_PHASES)
+    if autograd_phases:
+        for phase, timed in _phase_functions(fn, inputs, autograd_phases):
+            yield phase, measure(timed, "layer")
+    for phase in case.phases:
+        if phase in GRADIENT_PHASES:  # a graph of its own: only these inputs need a gradient
+            wrt = [t.detach().requires_grad_(i in GRADIENT_PHASES[phase]) for i, t in enumerate(tensors)]
+            for _, timed in _phase_functions(fn, wrt, ("backward",)):
+                yield phase, measure(timed, "layer")
 
 
-def _layer_shape(case: LayerCase) -> str:
-    layer, n = case.layer, case.batch
-    if layer.kind == "conv":
-        return f"{n}x{layer.conv.in_channels}x{layer.conv.size}x{layer.conv.size}"
-    if layer.kind in ("lrn_pool", "pool"):
-        return f"{n}x{layer.channels}x{layer.size}x{layer.size}"
-    return f"{layer.in_features} params" if layer.kind == "sgd" else f"{n}x{layer.in_features}"
+def layer_shape(case: LayerCase) -> str:
+    """The case's input shape as the table writes it ("128x96x55x55")."""
+    return KINDS[case.layer.kind].shape(case.layer, case.batch)
 
 
-def _grad_cost(layer: cost.StudyLayer, mode: str, batch: int, element_size: int) -> tuple[int, int]:
-    """(FLOPs, minimum bytes) of a conv's input gradient (dy, y, w -> dx) or weight gradient (dy, y, x -> dw, db):
-    one GEMM the size of the forward's."""
-    c = layer.conv
-    outputs, inputs = batch * c.out_channels * c.out_size ** 2, batch * c.in_channels * c.size ** 2
-    weights = c.out_channels * c.in_channels // c.groups * c.kernel ** 2
-    read_written = outputs * (1 + layer.relu) + inputs + weights + (0 if mode == "input-grad" else c.out_channels)
-    return cost.flops(layer, "forward", batch), element_size * read_written
-
-
-def _layer_metrics(case: LayerCase, mode: str, seconds: float) -> dict:
-    layer, element_size = case.layer, DTYPES[case.dtype][0].itemsize
-    if mode in GRAD_MODES:
-        flops, traffic = _grad_cost(layer, mode, case.batch, element_size)
+def _layer_metrics(case: LayerCase, phase: str, seconds: float) -> dict:
+    layer, kind, element_size = case.layer, KINDS[case.layer.kind], DTYPES[case.dtype].element_size
+    if phase in GRADIENT_PHASES:
+        flops, traffic = kind.gradient_cost(layer, phase, case.batch, element_size)
     else:
-        flops = cost.flops(layer, mode, case.batch)
-        traffic = cost.minimum_bytes(layer, mode, case.batch, element_size)
-    return dict(shape=_layer_shape(case), tflops=flops / seconds / 1e12 if flops else None,
+        flops = cost.flops(layer, phase, case.batch)
+        traffic = cost.minimum_bytes(layer, phase, case.batch, element_size)
+    return dict(shape=layer_shape(case), tflops=flops / seconds / 1e12 if flops else None,
                 gbps=traffic / seconds / 1e9 if traffic else None,
-                images_per_s=None if layer.kind == "sgd" else case.batch / seconds)
+                images_per_s=case.batch / seconds if kind.batched else None)
 
 
 # ------------------------------------------------------------------------------------------------ network
-def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Callable]]:
-    """(mode, step) for each mode: the network built for ``provider``, on the same random images and labels."""
-    dtype, precision = DTYPES[case.dtype]
+def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Callable]]:
+    """(phase, step) for each phase: the network built for ``provider``, on the same random images and labels."""
+    study_dtype = DTYPES[case.dtype]
     scale = case.scale or dict(num_classes=NUM_CLASSES)
     torch.manual_seed(0)
     dev = device()
     with dev:  # parameters created and initialised on the device
-        model = AlexNet(case.variant, backend="triton" if provider == "triton" else "torch", init="kaiming",
-                        dropout=DROPOUT, precision=precision, **scale)
+        model = provider.network(case.variant, init="kaiming", dropout=DROPOUT, precision=study_dtype.precision,
+                                 **scale)
     model.to(memory_format=LAYOUTS[case.layout])
     gen = torch.Generator(dev).manual_seed(0)
     images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
     images = images.contiguous(memory_format=LAYOUTS[case.layout])
     labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
 
-    backend = model.backend
-
     def logits(x):  # mixed precision as train.py runs it (alexnet_triton.precision)
-        with forward_context(backend, dev.type, dtype):
-            return model(model_input(x, backend, dtype))
+        with forward_context(dev.type, study_dtype.dtype):
+            return model(x)
 
-    if provider == "triton":
-        def loss(x, t):
-            return ops.cross_entropy(logits(x), t)
-    else:
-        def loss(x, t):
-            return F.cross_entropy(logits(x).float(), t)
-    logits_fn, loss_fn = ((compiled(logits, compile_mode), compiled(loss, compile_mode))
-                          if provider == "compile" else (logits, loss))
-    optimizer = (optim.SGD if provider == "triton" else torch.optim.SGD)(model.parameters(), **SGD)
+    def loss(x, t):
+        return provider.loss(logits(x), t)
+
+    logits_fn, loss_fn = provider.wrap(logits, compile_mode), provider.wrap(loss, compile_mode)
+    optimizer = provider.optimizer(model.parameters(), **SGD)
 
     def inference():
         with torch.no_grad():
@@ -380,24 +310,24 @@ def _model_functions(case: ModelCase, provider: str, compile_mode: str) -> Itera
         loss_fn(images, labels).backward()
         optimizer.step()
 
-    for mode in case.modes:
-        model.train(mode == "train-step")
-        yield mode, inference if mode == "inference" else train_step
+    for phase in case.phases:
+        model.train(phase == "train-step")
+        yield phase, inference if phase == "inference" else train_step
 
 
-def _model_timings(case: ModelCase, provider: str, compile_mode: str) -> Iterable[tuple[str, Timing]]:
-    for mode, step in _model_functions(case, provider, compile_mode):
-        yield mode, measure(step, "model")
+def _model_timings(case: ModelCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Timing]]:
+    for phase, step in _model_functions(case, provider, compile_mode):
+        yield phase, measure(step, "model")
 
 
-def _model_metrics(case: ModelCase, mode: str, seconds: float) -> dict:
+def _model_metrics(case: ModelCase, phase: str, seconds: float) -> dict:
     """images/s; TFLOP/s from the cost model's layers (full-size net only)."""
     size = case.scale["input_size"] if case.scale else INPUT_SIZES[case.variant]
     tflops = None
     if case.scale is None:
         layers = cost.study_layers(case.variant)
-        flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if mode == "train-step" else
-                 sum(cost.flops(layer, "forward", case.batch) for layer in layers if layer.kind != "cross_entropy"))
+        flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if phase == "train-step" else
+                 sum(cost.flops(layer, "forward", case.batch) for layer in layers if KINDS[layer.kind].inference))
         tflops = flops / seconds / 1e12
     return dict(shape=f"{case.batch}x3x{size}x{size}", tflops=tflops, gbps=None, images_per_s=case.batch / seconds)
 
@@ -442,11 +372,12 @@ def run(cases: list, csv_path: Path, progress: bool = True, *, deadline: float |
             describe = f"{case.kernel} batch {case.batch} {case.dtype} {case.layout}".strip()
             for provider in case.providers:
                 mode_used = compile_mode or (LAYER_COMPILE_MODE if is_layer else MODEL_COMPILE_MODE)
+                compiles = PROVIDERS[provider].compiles
                 written: list[str] = []
                 while True:
                     error = _time_provider(case, provider, mode_used, writer, f, bar, written, deadline,
                                            dict(**vars(env), correctness=correctness(case.kernel)))
-                    fallback = COMPILE_FALLBACK.get(mode_used) if provider == "compile" and not smoke() else None
+                    fallback = COMPILE_FALLBACK.get(mode_used) if compiles and not smoke() else None
                     if error is None or written or fallback is None:
                         break
                     print(f"benchmark: {describe} compile mode {mode_used} failed ({error}); retrying in {fallback}",
@@ -455,37 +386,38 @@ def run(cases: list, csv_path: Path, progress: bool = True, *, deadline: float |
                 if error is not None:
                     outcome.failures.append(f"{describe} {provider}: {error}")
                     print(f"benchmark failed: {outcome.failures[-1]}", file=sys.stderr)
-                elif len(written) < len(case.modes):
-                    outcome.skipped += [f"{describe} {provider} {m}" for m in case.modes if m not in written]
-                bar.update(len(case.modes) - len(written))
+                elif len(written) < len(case.phases):
+                    outcome.skipped += [f"{describe} {provider} {p}" for p in case.phases if p not in written]
+                bar.update(len(case.phases) - len(written))
     return outcome
 
 
-def _time_provider(case, provider: str, compile_mode: str, writer: csv.DictWriter, f, bar, written: list[str],
+def _time_provider(case, name: str, compile_mode: str, writer: csv.DictWriter, f, bar, written: list[str],
                    deadline: float | None, columns: dict) -> str | None:
-    """Time one provider's modes of ``case`` into ``writer`` (appending each mode to ``written``) until the deadline;
-    returns the error that stopped it, if any."""
+    """Time one provider's phases of ``case`` into ``writer`` (appending each phase to ``written``) until the
+    deadline; returns the error that stopped it, if any."""
     if deadline is not None and time.perf_counter() >= deadline:
         return None
     is_layer = isinstance(case, LayerCase)
-    bar.set_description(f"{case.kernel} {provider} b{case.batch} {case.dtype} {case.layout}".strip())
+    bar.set_description(f"{case.kernel} {name} b{case.batch} {case.dtype} {case.layout}".strip())
+    provider = PROVIDERS[name]
     timings = (_layer_timings if is_layer else _model_timings)(case, provider, compile_mode)
     # compiled backwards that donate saved buffers refuse the layers' retain_graph backward
     donation = torch._functorch.config.patch(donated_buffer=False) if is_layer else contextlib.nullcontext()
-    ptxas = triton_ptxas() if provider == "triton" else contextlib.nullcontext()
-    used = ("aot_eager" if smoke() else compile_mode) if provider == "compile" else ""
+    ptxas = triton_ptxas() if provider.backend == "triton" else contextlib.nullcontext()
+    used = ("aot_eager" if smoke() else compile_mode) if provider.compiles else ""
     try:
         with numeric_settings(case.dtype), donation, ptxas:
-            for mode, timing in timings:
-                metrics = (_layer_metrics if is_layer else _model_metrics)(case, mode, timing.p50 / 1e3)
+            for phase, timing in timings:
+                metrics = (_layer_metrics if is_layer else _model_metrics)(case, phase, timing.p50 / 1e3)
                 writer.writerow({k: _format(v) for k, v in dict(
-                    kernel=case.kernel, provider=provider, mode=mode, batch=case.batch, dtype=case.dtype,
+                    kernel=case.kernel, provider=name, phase=phase, batch=case.batch, dtype=case.dtype,
                     layout=case.layout, ms_p20=timing.p20, ms_p50=timing.p50, ms_p80=timing.p80,
                     peak_memory_mb=timing.peak_memory_mb, **metrics, **columns, compile_mode=used,
                     timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds")).items()})
                 f.flush()
                 bar.update()
-                written.append(mode)
+                written.append(phase)
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
     except Exception as error:  # noqa: BLE001  (one failing measurement must not end the study)
@@ -509,29 +441,30 @@ def output_path(out: Path | None, repo: Path, csv_name: str) -> Path:
     return out
 
 
-def command_line(argv: list[str] | None, description: str, plan: Callable[[bool], list], csv_name: str,
-                 plot: Callable, repo: Path) -> int:
-    """The benchmark CLIs: time ``plan(quick)`` (narrowed by the filters) into a CSV, print the summary, optionally
-    draw the figures. GPU rows go to reports/benchmarks/, smoke rows to runs/bench-smoke/ and never to reports/.
-    Returns 1 if a measurement failed."""
+def command_line(argv: list[str] | None, description: str, repo: Path) -> int:
+    """experiments/bench.py: time a scope's plan (``SCOPES``; narrowed by the filters) into a CSV, print the summary,
+    optionally draw the figures. GPU rows go to reports/benchmarks/, smoke rows to runs/bench-smoke/ and never to
+    reports/. Returns 1 if a measurement failed."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scope", choices=tuple(SCOPES), help="every layer on its own, or the whole network")
     parser.add_argument("--quick", action="store_true", help="the headline conditions only (GPU)")
     parser.add_argument("--out", type=Path, help="CSV to write (default: reports/benchmarks/ on a GPU, "
                                                  "runs/bench-smoke/ for the CPU smoke test)")
     parser.add_argument("--kernels", nargs="+", help='fnmatch patterns, e.g. "2012/conv*" "*/fc6"')
-    parser.add_argument("--providers", nargs="+", choices=PROVIDERS)
-    parser.add_argument("--modes", nargs="+")
+    parser.add_argument("--providers", nargs="+", choices=tuple(PROVIDERS))
+    parser.add_argument("--phases", nargs="+")
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
     parser.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS))
     parser.add_argument("--batches", nargs="+", type=int)
     parser.add_argument("--plot", action="store_true", help="also draw the figures next to the CSV")
     args = parser.parse_args(argv)
+    plan, csv_name, plot = SCOPES[args.scope]
     smoke_test = smoke()
     try:
         out = output_path(args.out, repo, csv_name)
     except ValueError as error:
         parser.error(str(error))
-    cases = select(plan(args.quick), args.kernels, args.providers, args.modes, args.dtypes, args.layouts,
+    cases = select(plan(args.quick), args.kernels, args.providers, args.phases, args.dtypes, args.layouts,
                    args.batches)
     if not cases:
         parser.error("no case of the plan matches these filters")

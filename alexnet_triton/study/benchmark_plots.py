@@ -13,16 +13,16 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .benchmark_cases import COLUMNS, CONV_MODES, DTYPES, HEADLINE, LAYER_MODES, MODEL_MODES, PROVIDERS
+from .benchmark_cases import COLUMNS, CONV_PHASES, DTYPES, HEADLINE, MODEL_PHASES
+from .providers import PROVIDERS, SUBJECT, baselines
 
 SMOKE_TITLE = "SMOKE TEST (CPU, Triton interpreter), not a performance measurement\n"
-COLOURS = dict(zip(PROVIDERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
-MARKERS = dict(zip(DTYPES, ("o", "s", "^", "D"), strict=True))
+LAYER_PHASES = ("forward", "backward", "full", *CONV_PHASES[1:])  # the panels' order
 
 
 def read_benchmarks(*paths: Path) -> pd.DataFrame:
     """The rows of one or more benchmark CSVs; the text columns keep empty cells as ""."""
-    text = ("kernel", "provider", "mode", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
+    text = ("kernel", "provider", "phase", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
             "timestamp", "run_kind", "compile_mode", "correctness")
     table = pd.concat([pd.read_csv(p, dtype=dict.fromkeys(text, str)) for p in paths], ignore_index=True)
     table = table.reindex(columns=COLUMNS)  # files written before a column existed leave it empty
@@ -83,37 +83,37 @@ def _label_layer_axes(ax, layers: list[str], ylabel: str, title: str) -> None:
 
 
 def _layer_time_figure(rows: pd.DataFrame, title: str, path: Path) -> Path:
-    """Median time per call of each layer and provider (bars p20-p80), one panel per mode and variant."""
+    """Median time per call of each layer and provider (bars p20-p80), one panel per phase and variant."""
     variants = sorted({k.split("/")[0] for k in rows.kernel})
-    modes = [m for m in dict.fromkeys(LAYER_MODES + CONV_MODES) if (rows["mode"] == m).any()]
-    fig = Figure(figsize=(7 * len(variants), 3.2 * len(modes)))
-    axes = fig.subplots(len(modes), len(variants), squeeze=False)
-    for (mode, variant), ax in zip([(m, v) for m in modes for v in variants], axes.flat, strict=True):
-        panel = rows[(rows["mode"] == mode) & rows.kernel.str.startswith(f"{variant}/")]
+    phases = [p for p in LAYER_PHASES if (rows.phase == p).any()]
+    fig = Figure(figsize=(7 * len(variants), 3.2 * len(phases)))
+    axes = fig.subplots(len(phases), len(variants), squeeze=False)
+    for (phase, variant), ax in zip([(p, v) for p in phases for v in variants], axes.flat, strict=True):
+        panel = rows[(rows.phase == phase) & rows.kernel.str.startswith(f"{variant}/")]
         layers = list(dict.fromkeys(panel.kernel))
         providers = [p for p in PROVIDERS if (panel.provider == p).any()]
         width = 0.8 / max(1, len(providers))
         for i, provider in enumerate(providers):
             data = panel[panel.provider == provider].set_index("kernel").reindex(layers)
             x = [j + (i - (len(providers) - 1) / 2) * width for j in range(len(layers))]
-            ax.bar(x, data.ms_p50, width, color=COLOURS[provider], label=provider,
+            ax.bar(x, data.ms_p50, width, color=PROVIDERS[provider].colour, label=provider,
                    yerr=[data.ms_p50 - data.ms_p20, data.ms_p80 - data.ms_p50], capsize=2)
-        _label_layer_axes(ax, layers, "ms per call", f"{variant}, {mode}")
+        _label_layer_axes(ax, layers, "ms per call", f"{variant}, {phase}")
     return _finish(fig, title, path)
 
 
 def _speedup_figure(rows: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Baseline time / Triton time per layer (above 1: Triton faster), bars per dtype; mode "full"."""
-    full = rows[rows["mode"] == "full"]
+    """Baseline time / Triton time per layer (above 1: Triton faster), bars per dtype; phase "full"."""
+    full = rows[rows.phase == "full"]
     times = full.pivot_table(index=["kernel", "dtype"], columns="provider", values="ms_p50", sort=False)
-    baselines = [p for p in PROVIDERS[1:] if p in times and "triton" in times]
-    if not baselines:
+    compared = [p for p in baselines() if p in times and SUBJECT in times]
+    if not compared:
         return None
     variants = sorted({k.split("/")[0] for k in full.kernel})
-    fig = Figure(figsize=(7 * len(variants), 3.4 * len(baselines)))
-    axes = fig.subplots(len(baselines), len(variants), squeeze=False)
-    for (baseline, variant), ax in zip([(b, v) for b in baselines for v in variants], axes.flat, strict=True):
-        ratio = (times[baseline] / times["triton"]).dropna()
+    fig = Figure(figsize=(7 * len(variants), 3.4 * len(compared)))
+    axes = fig.subplots(len(compared), len(variants), squeeze=False)
+    for (baseline, variant), ax in zip([(b, v) for b in compared for v in variants], axes.flat, strict=True):
+        ratio = (times[baseline] / times[SUBJECT]).dropna()
         ratio = ratio[[k.startswith(f"{variant}/") for k, _ in ratio.index]]
         layers = list(dict.fromkeys(k for k, _ in ratio.index))
         dtypes = [d for d in DTYPES if d in {d for _, d in ratio.index}]
@@ -128,9 +128,9 @@ def _speedup_figure(rows: pd.DataFrame, title: str, path: Path) -> Path | None:
 
 
 def _batch_sweep_figure(rows: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Time per image vs batch (mode "full") of each layer timed at several batches, a line per provider; None
+    """Time per image vs batch (phase "full") of each layer timed at several batches, a line per provider; None
     without such layers."""
-    full = rows[(rows["mode"] == "full") & ~rows.kernel.str.endswith("/sgd")]
+    full = rows[(rows.phase == "full") & rows.images_per_s.notna()]
     batches = full.groupby("kernel").batch.nunique()
     layers = [kernel for kernel in dict.fromkeys(full.kernel) if batches[kernel] > 1]
     if not layers:
@@ -144,7 +144,8 @@ def _batch_sweep_figure(rows: pd.DataFrame, title: str, path: Path) -> Path | No
     for kernel, ax in zip(layers, axes.flat, strict=False):
         for provider, data in full[full.kernel == kernel].groupby("provider", sort=False):
             data = data.sort_values("batch")
-            ax.plot(data.batch, 1e3 * data.ms_p50 / data.batch, marker="o", color=COLOURS[provider], label=provider)
+            ax.plot(data.batch, 1e3 * data.ms_p50 / data.batch, marker="o", color=PROVIDERS[provider].colour,
+                    label=provider)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(kernel, fontsize=9)
@@ -156,7 +157,7 @@ def _batch_sweep_figure(rows: pd.DataFrame, title: str, path: Path) -> Path | No
 
 def plot_layer_benchmarks(table: pd.DataFrame, out_dir: Path, allow_smoke: bool = False) -> list[Path]:
     """Per-layer figures (PNG) in ``out_dir``: time per provider at the headline batch and layout for each dtype,
-    the speed-up over eager and compile per dtype, time per image vs batch; returns their paths."""
+    the speed-up over each baseline provider per dtype, time per image vs batch; returns their paths."""
     rows, prefix = _measurements(table, allow_smoke, network=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,22 +177,22 @@ def plot_layer_benchmarks(table: pd.DataFrame, out_dir: Path, allow_smoke: bool 
 
 
 def _model_figure(rows: pd.DataFrame, column: str, label: str, title: str, path: Path) -> Path:
-    """``column`` vs batch, a panel per variant and mode, a line per provider (colour) and dtype (marker)."""
+    """``column`` vs batch, a panel per variant and phase, a line per provider (colour) and dtype (marker)."""
     variants = sorted(rows.kernel.unique())
-    modes = [m for m in MODEL_MODES if (rows["mode"] == m).any()]
-    fig = Figure(figsize=(6 * len(modes), 3.6 * len(variants)))
-    axes = fig.subplots(len(variants), len(modes), squeeze=False)
-    for (kernel, mode), ax in zip([(k, m) for k in variants for m in modes], axes.flat, strict=True):
-        panel = rows[(rows.kernel == kernel) & (rows["mode"] == mode)]
+    phases = [p for p in MODEL_PHASES if (rows.phase == p).any()]
+    fig = Figure(figsize=(6 * len(phases), 3.6 * len(variants)))
+    axes = fig.subplots(len(variants), len(phases), squeeze=False)
+    for (kernel, phase), ax in zip([(k, p) for k in variants for p in phases], axes.flat, strict=True):
+        panel = rows[(rows.kernel == kernel) & (rows.phase == phase)]
         for (provider, dtype), data in panel.groupby(["provider", "dtype"], sort=False):
             data = data.sort_values("batch")
-            ax.plot(data.batch, data[column], marker=MARKERS[dtype], color=COLOURS[provider],
+            ax.plot(data.batch, data[column], marker=DTYPES[dtype].marker, color=PROVIDERS[provider].colour,
                     linestyle="-" if dtype == HEADLINE["dtype"] else ":", label=f"{provider} {dtype}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch")
         ax.set_ylabel(label)
-        ax.set_title(f"{kernel.split('/')[0]}, {mode}", fontsize=10)
+        ax.set_title(f"{kernel.split('/')[0]}, {phase}", fontsize=10)
         ax.legend(fontsize=7, ncol=2)
     return _finish(fig, title, path)
 
@@ -218,31 +219,33 @@ def _cell(value: float, digits: str = ".3g") -> str:
 
 
 def summarise_benchmarks(table: pd.DataFrame, allow_smoke: bool = False) -> str:
-    """Markdown: per-layer Triton / eager and Triton / compile time ratios at the headline batch, dtype and layout,
-    and the whole network's images/s at the headline batch."""
+    """Markdown: per-layer times of every provider and the subject's time ratios to each baseline at the headline
+    batch, dtype and layout, and the whole network's images/s at the headline batch."""
     lines = []
+    subject = PROVIDERS[SUBJECT].label
     layers = table[~table.kernel.str.endswith("/model")]
     if len(layers):
         rows, prefix = _measurements(table, allow_smoke, network=False)
         rows, batch, layout = _headline(rows)
         dtype = _preferred(rows, "dtype", HEADLINE["dtype"])
-        times = rows[rows.dtype == dtype].pivot_table(index="kernel", columns=["mode", "provider"], values="ms_p50",
-                                                      sort=False)
+        times = rows[rows.dtype == dtype].pivot_table(index="kernel", columns=["phase", "provider"],
+                                                      values="ms_p50", sort=False)
+        present = [p for p in PROVIDERS if p in set(rows.provider)]
+        compared = [p for p in baselines() if p in present]
 
-        def median(mode: str, provider: str) -> pd.Series:
-            return times.get((mode, provider), pd.Series(float("nan"), index=times.index))
+        def median(phase: str, provider: str) -> pd.Series:
+            return times.get((phase, provider), pd.Series(float("nan"), index=times.index))
 
+        headers = [f"{PROVIDERS[p].label} ms (full)" for p in present] + [
+            f"{subject}/{PROVIDERS[b].label} {phase}" for b in compared for phase in ("full", "forward", "backward")]
         lines += [f"{prefix}**Per layer**, batch {batch}, {dtype}, {layout or 'n/a'} (non-spatial layers in their only "
-                  f"layout); {_conditions(rows)}. Median ms per call; ratios are Triton time / baseline time "
-                  "(below 1: Triton is faster). full = forward + backward; the SGD step is full only.", "",
-                  "| layer | Triton ms (full) | eager ms | compile ms | Triton/eager full | forward | backward "
-                  "| Triton/compile full |", "|---|---|---|---|---|---|---|---|"]
+                  f"layout); {_conditions(rows)}. Median ms per call; ratios are {subject} time / baseline time "
+                  f"(below 1: {subject} is faster). full = forward + backward; the SGD step is full only.", "",
+                  "| layer | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
         for kernel in times.index:
-            full = {p: median("full", p)[kernel] for p in PROVIDERS}
-            cells = [*full.values(), full["triton"] / full["eager"],
-                     median("forward", "triton")[kernel] / median("forward", "eager")[kernel],
-                     median("backward", "triton")[kernel] / median("backward", "eager")[kernel],
-                     full["triton"] / full["compile"]]
+            cells = [median("full", p)[kernel] for p in present] + [
+                median(phase, SUBJECT)[kernel] / median(phase, b)[kernel]
+                for b in compared for phase in ("full", "forward", "backward")]
             lines.append(f"| {kernel} | " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
     if table.kernel.str.endswith("/model").any():
@@ -250,13 +253,16 @@ def summarise_benchmarks(table: pd.DataFrame, allow_smoke: bool = False) -> str:
         batch = _preferred(rows, "batch", HEADLINE["batch"])
         layout = _preferred(rows, "layout", HEADLINE["layout"])
         rows = rows[(rows.batch == batch) & (rows.layout == layout)]
-        speed = rows.pivot_table(index=["kernel", "dtype", "mode"], columns="provider", values="images_per_s",
+        speed = rows.pivot_table(index=["kernel", "dtype", "phase"], columns="provider", values="images_per_s",
                                  sort=False)
+        present = [p for p in PROVIDERS if p in speed]
+        compared = [p for p in baselines() if p in present]
+        headers = [PROVIDERS[p].label for p in present] + [f"{subject}/{PROVIDERS[b].label}" for b in compared]
         lines += [f"{prefix}**Whole network**, batch {batch}, {layout}; {_conditions(rows)}. Images/s (train-step: "
-                  "forward, loss, backward, SGD; fp16/bf16: mixed precision); Triton/eager is the time ratio.", "",
-                  "| net | dtype | mode | Triton | eager | compile | Triton/eager |", "|---|---|---|---|---|---|---|"]
-        for (kernel, dtype, mode), values in speed.iterrows():
-            cells = [values.get(p, float("nan")) for p in PROVIDERS]
-            lines.append(f"| {kernel.split('/')[0]} | {dtype} | {mode} | " + " | ".join(_cell(c, ",.0f") for c in cells)
-                         + f" | {_cell(cells[1] / cells[0])} |")
+                  f"forward, loss, backward, SGD; fp16/bf16: mixed precision); {subject}/baseline is the time ratio.",
+                  "", "| net | dtype | phase | " + " | ".join(headers) + " |", "|---" * (len(headers) + 3) + "|"]
+        for (kernel, dtype, phase), values in speed.iterrows():
+            cells = [_cell(values.get(p, float("nan")), ",.0f") for p in present]
+            cells += [_cell(values.get(b, float("nan")) / values.get(SUBJECT, float("nan"))) for b in compared]
+            lines.append(f"| {kernel.split('/')[0]} | {dtype} | {phase} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""torch.compile (Inductor) as the third peer: what its partitioner saves for backward and the kernels its code
+"""torch.compile (Inductor), the "compiled" provider: what its partitioner saves for backward and the kernels its code
 launches per training step, read from Inductor itself on the CPU.
 
 Saved for backward (``partitioned_saved``). ``torch.compile`` traces the forward and backward into one joint
@@ -27,13 +27,13 @@ study's rule.
 
 Generated for the CPU target, not CUDA: Inductor needs a GPU (its device properties, Triton autotuning) to
 generate CUDA code, and a count from fake CUDA tensors would not be what it emits. Every row says
-``target="cpu"``. Where the CPU path differs from the CUDA path:
+``target="cpu"``. Where the CPU target differs from the CUDA target:
   - the partition is the same code on both; the decompositions it sees are too (max-pool becomes
     ``_low_memory_max_pool_with_offsets`` with int8 offsets on both, for windows of at most 25; dropout
     becomes ``inductor_random`` with a bool mask on both), so the saved tensors are a CUDA run's;
   - layout: on the CPU (oneDNN), Inductor makes every conv channels_last (``decide_layout_opt``); on CUDA it
     does so only without grouped convs of more than one channel per group, so not for the 2012 net and yes
-    for torchvision's. Layout copies of inputs and weights are extra kernels on the CPU path;
+    for torchvision's. Layout copies of inputs and weights are extra kernels on the CPU target;
   - fusion: the C++ backend fuses loops by its own rules (outer-loop fusion of nodes sharing outer loops),
     the Triton backend by its own (e.g. mixed-order reductions); kernels per step can differ either way;
   - extern calls are the same ATen ops (convolution, convolution_backward, mm/addmm) on both; cuDNN/cuBLAS
@@ -71,7 +71,7 @@ from torch._inductor.ir import MultiOutput
 from torch._inductor.utils import get_fused_kernel_name
 from torch.multiprocessing.reductions import StorageWeakRef
 
-MODES = ("default", "max-autotune")  # torch.compile's modes compared; each is a patch of Inductor's config
+COMPILE_MODES = ("default", "max-autotune")  # torch.compile's modes compared; each patches Inductor's config
 TARGET = "cpu"  # the device Inductor generates code for here (never CUDA: see the module docstring)
 
 
@@ -101,18 +101,18 @@ class RecordingPartitioner(CustomPartitionerFn):
         return None  # never cached: every compile partitions afresh
 
 
-def mode_options(mode: str) -> dict:
+def compile_mode_options(compile_mode: str) -> dict:
     """Inductor's config for a torch.compile mode ("default" or "max-autotune")."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return torch._inductor.list_mode_options(mode)
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+    return torch._inductor.list_mode_options(compile_mode)
 
 
 @contextlib.contextmanager
-def fresh_inductor(mode: str, **config) -> Iterator[None]:
-    """Compile afresh (Dynamo reset, no FX-graph or AOTAutograd cache) under ``mode``'s Inductor config."""
+def fresh_inductor(compile_mode: str, **config) -> Iterator[None]:
+    """Compile afresh (Dynamo reset, no FX-graph or AOTAutograd cache) under ``compile_mode``'s Inductor config."""
     torch._dynamo.reset()
-    with inductor_config.patch(fx_graph_cache=False, **mode_options(mode), **config), \
+    with inductor_config.patch(fx_graph_cache=False, **compile_mode_options(compile_mode), **config), \
             torch._functorch.config.patch(enable_autograd_cache=False):
         yield
     torch._dynamo.reset()
@@ -127,11 +127,12 @@ def _stop_after_partition(gm: fx.GraphModule, example_inputs, **kwargs):
     raise _Partitioned
 
 
-def partition_of(function: Callable, *args, mode: str = "default") -> Partition:
-    """The partition Inductor makes of ``function(*args)`` (its forward and backward, one graph) under ``mode``.
-    Only traced (fake tensors): nothing is lowered or run, so any dtype works whatever the CPU kernels support."""
+def partition_of(function: Callable, *args, compile_mode: str = "default") -> Partition:
+    """The partition Inductor makes of ``function(*args)`` (its forward and backward, one graph) under
+    ``compile_mode``. Only traced (fake tensors): nothing is lowered or run, so any dtype works whatever the CPU
+    kernels support."""
     partitioner = RecordingPartitioner()
-    with fresh_inductor(mode, custom_partitioner_fn=partitioner):
+    with fresh_inductor(compile_mode, custom_partitioner_fn=partitioner):
         try:
             torch.compile(function, backend=partial(compile_fx, inner_compile=_stop_after_partition),
                           fullgraph=True)(*args)

@@ -3,40 +3,30 @@
 ``study_layers(variant)`` lists the layers the benchmarks time and the roofline
 plots, at full size: the five convs (bias + ReLU fused), the LRN + max-pool
 blocks (2012) or plain max-pools (torchvision), fc6-fc8, the cross-entropy and
-the SGD step over every parameter. For each, per mode ("forward", "backward",
+the SGD step over every parameter. For each, per phase ("forward", "backward",
 "full" = both):
 
-  flops(layer, mode, batch)                       multiply-adds count 2; element-wise ops count what they
-                                                  compute per element (an approximate model, pow = 1 op)
-  minimum_bytes(layer, mode, batch, element_size) every tensor the mode must read or write, once: the
-                                                  traffic of an ideal fused kernel (a lower bound)
+  flops(layer, phase, batch)                       multiply-adds count 2; element-wise ops count what they
+                                                   compute per element (an approximate model, pow = 1 op)
+  minimum_bytes(layer, phase, batch, element_size) every tensor the phase must read or write, once: the
+                                                   traffic of an ideal fused kernel (a lower bound)
 
-Backward reads what forward saved (the input, and the output where ReLU's mask
-comes from it) and the output gradient, and writes the input, weight and bias
-gradients; conv1's input is the image, which needs no gradient.
+Each layer kind's formulas are its entry in ``layer_kinds.KINDS``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..architecture import LRN, NUM_CLASSES, POOL, ConvLayer, check_variant, parameter_count, pooled, shaped
+from ..architecture import NUM_CLASSES, ConvLayer, check_variant, parameter_count, pooled, shaped
+from .layer_kinds import KINDS
 
-MODES = ("forward", "backward", "full")
-# Per-element operation counts of the element-wise layers (the model's approximation).
-LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
-LRN_FLOPS_BACKWARD = 4 * LRN["size"] + 8  # recompute the denominator, the channel-window sum of the gradient
-CROSS_ENTROPY_FLOPS_FORWARD = 4  # max, subtract, exp, add per logit
-CROSS_ENTROPY_FLOPS_BACKWARD = 3  # exp(x - lse), subtract the one-hot, scale
-SGD_FLOPS = 6  # weight decay, momentum, update: one multiply-add each
-SGD_STATE_TENSORS = 5  # read parameter, gradient, momentum; write parameter, momentum
-INDEX_BYTES = 8  # int64 targets
-LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
+PHASES = ("forward", "backward", "full")
 
 
 @dataclass(frozen=True)
 class StudyLayer:
-    """One full-size layer of an AlexNet variant, per image.
+    """One full-size layer of an AlexNet variant, per image; ``kind`` names its ``layer_kinds.KINDS`` entry.
 
     kind "conv": ``conv`` holds the geometry. "lrn_pool" / "pool": ``channels`` maps of ``size`` x ``size``
     (LRN size 5, then 3x3 stride-2 pooling). "linear": ``in_features`` -> ``out_features``.
@@ -61,11 +51,7 @@ class StudyLayer:
     @property
     def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Weight and bias shapes (conv, linear), else none."""
-        if self.kind == "conv":
-            return self.conv.weight_shape, (self.conv.out_channels,)
-        if self.kind == "linear":
-            return (self.out_features, self.in_features), (self.out_features,)
-        return ()
+        return KINDS[self.kind].parameter_shapes(self)
 
     def __str__(self) -> str:
         return f"{self.variant}/{self.name}"
@@ -95,64 +81,23 @@ def study_layers(variant: str) -> list[StudyLayer]:
     return layers
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"cost model: mode must be one of {MODES}, got {mode!r}")
+def _check_phase(phase: str) -> None:
+    if phase not in PHASES:
+        raise ValueError(f"cost model: phase must be one of {PHASES}, got {phase!r}")
 
 
-def _gemm(layer: StudyLayer) -> tuple[int, int, int, int]:
-    """Per image: (output elements, reduction length, input elements, weight elements) of a conv or linear."""
-    if layer.kind == "conv":
-        c = layer.conv
-        return (c.out_channels * c.out_size ** 2, c.in_channels // c.groups * c.kernel ** 2,
-                c.in_channels * c.size ** 2, c.out_channels * c.in_channels // c.groups * c.kernel ** 2)
-    return layer.out_features, layer.in_features, layer.in_features, layer.out_features * layer.in_features
-
-
-def flops(layer: StudyLayer, mode: str, batch: int) -> int:
-    """Floating-point operations of ``mode`` for a batch (the SGD step does not depend on the batch)."""
-    _check_mode(mode)
-    if mode == "full":
+def flops(layer: StudyLayer, phase: str, batch: int) -> int:
+    """Floating-point operations of ``phase`` for a batch (the SGD step does not depend on the batch)."""
+    _check_phase(phase)
+    if phase == "full":
         return flops(layer, "forward", batch) + flops(layer, "backward", batch)
-    forward = mode == "forward"
-    if layer.kind in ("conv", "linear"):
-        outputs, reduction, _, _ = _gemm(layer)
-        gemms = 1 if forward else 1 + layer.needs_input_grad  # backward: weight grad (+ input grad)
-        return 2 * batch * outputs * reduction * gemms
-    if layer.kind in ("lrn_pool", "pool"):
-        inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
-        lrn = (LRN_FLOPS_FORWARD if forward else LRN_FLOPS_BACKWARD) * inputs if layer.kind == "lrn_pool" else 0
-        pool = POOL["kernel_size"] ** 2 * outputs  # forward: compare per tap; backward: route per tap
-        return batch * (lrn + pool)
-    if layer.kind == "cross_entropy":
-        per_logit = CROSS_ENTROPY_FLOPS_FORWARD if forward else CROSS_ENTROPY_FLOPS_BACKWARD
-        return batch * layer.in_features * per_logit
-    return 0 if forward else SGD_FLOPS * layer.in_features  # the SGD step is counted as backward
+    return KINDS[layer.kind].flops(layer, phase == "forward", batch)
 
 
-def minimum_bytes(layer: StudyLayer, mode: str, batch: int, element_size: int) -> int:
-    """Bytes ``mode`` must read and write at least, each tensor once (parameters once per batch)."""
-    _check_mode(mode)
-    if mode == "full":
-        return minimum_bytes(layer, "forward", batch, element_size) + minimum_bytes(layer, "backward", batch,
-                                                                                    element_size)
-    forward = mode == "forward"
-    if layer.kind in ("conv", "linear"):
-        outputs, _, inputs, weights = _gemm(layer)
-        bias = layer.conv.out_channels if layer.kind == "conv" else layer.out_features
-        if forward:  # x, w, b -> y
-            elements = batch * (inputs + outputs) + weights + bias
-        else:  # dy, y (the ReLU mask), x, and w for dx -> dx (if the input needs it), dw, db
-            elements = (batch * (outputs * (1 + layer.relu) + inputs * (1 + layer.needs_input_grad))
-                        + weights * (1 + layer.needs_input_grad) + bias)
-        return element_size * elements
-    if layer.kind in ("lrn_pool", "pool"):
-        inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
-        # forward: x -> y; backward: dy and the saved x -> dx
-        return element_size * batch * (inputs + outputs if forward else 2 * inputs + outputs)
-    if layer.kind == "cross_entropy":
-        # forward: logits, targets -> per-row log-sum-exp (fp32); backward: logits, targets, lse -> dlogits
-        logits = element_size * batch * layer.in_features
-        return logits * (1 if forward else 2) + (INDEX_BYTES + LSE_BYTES) * batch
-    # the SGD step is counted as backward: it runs after it, once per batch
-    return 0 if forward else SGD_STATE_TENSORS * element_size * layer.in_features
+def minimum_bytes(layer: StudyLayer, phase: str, batch: int, element_size: int) -> int:
+    """Bytes ``phase`` must read and write at least, each tensor once (parameters once per batch)."""
+    _check_phase(phase)
+    if phase == "full":
+        return (minimum_bytes(layer, "forward", batch, element_size)
+                + minimum_bytes(layer, "backward", batch, element_size))
+    return KINDS[layer.kind].minimum_bytes(layer, phase == "forward", batch, element_size)

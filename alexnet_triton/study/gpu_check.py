@@ -43,6 +43,7 @@ from .benchmark_cases import (
     smoke,
     smoke_layers,
 )
+from .layer_kinds import KINDS
 
 COLUMNS = ["tier", "kernel", "config", "dtype", "layout", "shape", "quantity", "max_error", "passed", "message"]
 TIERS = ("headline", "configs", "dtypes")
@@ -105,14 +106,14 @@ def _references(fn: Callable, inputs: list[torch.Tensor], dy: torch.Tensor, dtyp
     """(PyTorch at the case's precision, fp64) outputs and gradients of ``fn``: [y, *grads of the float inputs].
     same_dtype: compute PyTorch's share in this dtype, then round (LRN: no CPU fp16/bf16 kernels)."""
     results = []
-    for reference in (same_dtype or DTYPES[dtype][0], torch.float64):
+    for reference in (same_dtype or DTYPES[dtype].dtype, torch.float64):
         copies = [t.detach().to(reference).requires_grad_() if t.is_floating_point() else t for t in inputs]
         with benchmark.numeric_settings(dtype):
             y = fn(*copies)
             grads = torch.autograd.grad(y, [t for t in copies if t.is_floating_point()], dy.to(reference))
         results.append([t.detach() for t in (y, *grads)])
     if same_dtype:
-        results[0] = [t.to(DTYPES[dtype][0]) for t in results[0]]
+        results[0] = [t.to(DTYPES[dtype].dtype) for t in results[0]]
     return results[0], results[1]
 
 
@@ -141,39 +142,39 @@ def _gemm_mask(layer: cost.StudyLayer, y: torch.Tensor) -> torch.Tensor:
     return (y != 0) * (1 / (1 - benchmark.DROPOUT) if dropout else 1.0)
 
 
-def _torch_block(layer: cost.StudyLayer, dtype: torch.dtype) -> Callable:
-    """PyTorch's version of a non-GEMM layer; the LRN output rounded to ``dtype`` (straight-through)."""
+def _torch_block(layer: cost.StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
+    """PyTorch's version of a non-GEMM layer (its kind's "torch" function); the LRN block's LRN output rounded to
+    ``dtype`` (straight-through) as the fused kernel rounds it before the pool."""
     if layer.kind == "lrn_pool":
         def block(x):
             normalised = F.local_response_norm(x, **LRN)
             normalised = normalised + (normalised.to(dtype).to(x.dtype) - normalised).detach()
             return F.max_pool2d(normalised, **POOL)
         return block
-    if layer.kind == "pool":
-        return lambda x: F.max_pool2d(x, **POOL)
-    return F.cross_entropy
+    return KINDS[layer.kind].functions(layer, precision)["torch"]
 
 
 def _check_layer(case: LayerCase) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(quantity, ours, PyTorch's, fp64) for the layer's output and each gradient, the ops called as the model does."""
-    layer, dtype = case.layer, DTYPES[case.dtype][0]
+    layer, dtype = case.layer, DTYPES[case.dtype].dtype
     gen = torch.Generator(benchmark.device()).manual_seed(0)
     tensors, needs_grad = benchmark._layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
     with benchmark.triton_ptxas():
-        y = benchmark._layer_functions(layer, DTYPES[case.dtype][1])["triton"](*inputs)
+        y = KINDS[layer.kind].functions(layer, DTYPES[case.dtype].precision)["triton"](*inputs)
         dy = _dy(y)
         grads = torch.autograd.grad(y, [t for t in inputs if t.requires_grad], dy)
     ours = [y.detach(), *grads]
     names = ["y", *(n for n, t in zip(("dx", "dw", "db"), inputs, strict=False) if t.requires_grad)]
-    if layer.kind in ("conv", "linear"):
+    if KINDS[layer.kind].gemm:
         fn = _masked(_pre_activation(layer), _gemm_mask(layer, y.detach()))
         same, ref64 = _references(fn, inputs, dy, case.dtype)
         if not inputs[0].requires_grad:  # conv1: no input gradient
             same, ref64 = [same[0], *same[2:]], [ref64[0], *ref64[2:]]
     else:
         same_dtype = torch.float32 if layer.kind == "lrn_pool" else None
-        same, ref64 = _references(_torch_block(layer, dtype), inputs, dy, case.dtype, same_dtype)
+        same, ref64 = _references(_torch_block(layer, dtype, DTYPES[case.dtype].precision), inputs, dy, case.dtype,
+                                  same_dtype)
         if layer.kind == "cross_entropy":
             names = ["loss", "dlogits"]
     return list(zip(names, ours, same, ref64, strict=True))
@@ -181,7 +182,7 @@ def _check_layer(case: LayerCase) -> list[tuple[str, torch.Tensor, torch.Tensor,
 
 def _check_gemm_configs(case: LayerCase) -> dict[str, list]:
     """Every shipped config of the layer's three kernels, forced through the launchers: config name -> comparisons."""
-    layer, (dtype, precision) = case.layer, DTYPES[case.dtype]
+    layer, dtype, precision = case.layer, DTYPES[case.dtype].dtype, DTYPES[case.dtype].precision
     gen = torch.Generator(benchmark.device()).manual_seed(0)
     x, w, b = (t.detach() for t in benchmark._layer_inputs(case, dtype, gen)[0])
     if layer.kind == "conv":  # the GEMM gradients read dy masked by the ReLU (conv2d_output_grad's dy')
@@ -204,7 +205,7 @@ def _check_gemm_configs(case: LayerCase) -> dict[str, list]:
     with benchmark.triton_ptxas():
         y = launchers["forward"](None)
         dy = _dy(y)
-    inputs = [x.requires_grad_(layer.kind == "linear" or layer.needs_input_grad), w.requires_grad_(),
+    inputs = [x.requires_grad_(layer.needs_input_grad), w.requires_grad_(),
               b.requires_grad_()]
     same, ref64 = _references(_masked(_pre_activation(layer), _gemm_mask(layer, y)), inputs, dy, case.dtype)
     expected = dict(forward=[("y", 0)], input_grad=[("dx", 1)], weight_grad=[("dw", 2), ("db", 3)])
@@ -241,7 +242,7 @@ def _check_dropout(shape: tuple[int, ...], dtype: torch.dtype) -> list:
 
 def _check_lrn(case: LayerCase) -> list:
     """ops.local_response_norm on the LRN block's input."""
-    dtype = DTYPES[case.dtype][0]
+    dtype = DTYPES[case.dtype].dtype
     (x,), _ = benchmark._layer_inputs(case, dtype, torch.Generator(benchmark.device()).manual_seed(0))
     x.requires_grad_()
     with benchmark.triton_ptxas():
@@ -286,14 +287,13 @@ def _cases() -> list[tuple[str, str, Callable[[], dict[str, list]], str, str, st
     cases = []
 
     def layer_case(layer, batch, dtype, case_layout):
-        return LayerCase(layer, batch, dtype, case_layout if layer.kind in ("conv", "lrn_pool", "pool") else "",
-                         (), ())
+        return LayerCase(layer, batch, dtype, case_layout if KINDS[layer.kind].spatial else "", (), ())
 
     def add(tier, layer_or_name, run, case):
-        cases.append((tier, str(layer_or_name), run, case.dtype, case.layout, benchmark._layer_shape(case)))
+        cases.append((tier, str(layer_or_name), run, case.dtype, case.layout, benchmark.layer_shape(case)))
 
     for layer in layers:
-        if layer.kind == "sgd":
+        if KINDS[layer.kind].step is not None:  # the optimiser step: checked below on its own
             continue
         case = layer_case(layer, full_batch, headline, layout)
         add("headline", layer, lambda case=case: {"autotuned": _check_layer(case)}, case)
@@ -301,16 +301,16 @@ def _cases() -> list[tuple[str, str, Callable[[], dict[str, list]], str, str, st
             add("headline", f"{SWEEP_VARIANT}/lrn", lambda case=case: {"autotuned": _check_lrn(case)}, case)
     fc = layer_case(next(layer for layer in layers if layer.kind == "linear"), full_batch, headline, "")
     add("headline", f"{SWEEP_VARIANT}/dropout", lambda: {"autotuned": _check_dropout(
-        (fc.batch, fc.layer.out_features), DTYPES[headline][0])}, fc)
+        (fc.batch, fc.layer.out_features), DTYPES[headline].dtype)}, fc)
     sgd = next(layer for layer in layers if layer.kind == "sgd")
     add("headline", sgd, lambda: {"autotuned": _check_sgd(layers)}, layer_case(sgd, full_batch, "fp32-ieee", ""))
     for layer in layers:
-        if layer.kind in ("conv", "linear"):
+        if KINDS[layer.kind].gemm:
             case = layer_case(layer, full_batch, headline, layout)
             add("configs", layer, lambda case=case: _check_gemm_configs(case), case)
     for dtype, case_layout in [*((d, layout) for d in OTHER_DTYPES), (headline, "nchw")]:
         for layer in layers:
-            if layer.kind != "sgd" and (case_layout == layout or layer.kind in ("conv", "lrn_pool", "pool")):
+            if KINDS[layer.kind].step is None and (case_layout == layout or KINDS[layer.kind].spatial):
                 case = layer_case(layer, reduced, dtype, case_layout)
                 add("dtypes", layer, lambda case=case: {"autotuned": _check_layer(case)}, case)
     return cases

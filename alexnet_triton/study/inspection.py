@@ -74,8 +74,10 @@ from matplotlib.lines import Line2D
 from ..architecture import CONV_LAYERS, LRN, NUM_CLASSES, POOL, SGD, VARIANTS, ConvLayer, parameter_shapes, shaped
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
 from . import reference_gemm, sass_loop
+from .benchmark_cases import DTYPES as STUDY_DTYPES
+from .benchmark_cases import LAYOUTS
 from .traffic import H100_SXM_SMS
-from .triton_internals import GPUTarget, Specialiser, compile_for
+from .triton_internals import CUOBJDUMP, GPUTarget, Specialiser, compile_for
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,10 @@ TARGETS = {
     "sm_90": Target(GPUTarget("cuda", 90, 32), shared_per_block=232448, shared_per_unit=233472, registers=255),
     "gfx942": Target(GPUTarget("hip", "gfx942", 64), shared_per_block=65536, shared_per_unit=65536, registers=512),
 }
-CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 BATCH = 128
-DTYPES = {"fp16": (torch.float16, "ieee"), "bf16": (torch.bfloat16, "ieee"),
-          "fp32-ieee": (torch.float32, "ieee"), "fp32-tf32": (torch.float32, "tf32")}
-LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+# (dtype, precision) of the study's dtype cases, in the inspection table's order.
+DTYPES = {name: (STUDY_DTYPES[name].dtype, STUDY_DTYPES[name].precision)
+          for name in ("fp16", "bf16", "fp32-ieee", "fp32-tf32")}
 # fc6/fc7/fc8 (in_features, out_features): both variants' (fc6 takes 256 x 6 x 6 features).
 FC_LAYERS = {s.layer.name: (s.inputs, s.outputs) for s in shaped("2012") if s.layer.kind == "linear"}
 Cases = Iterator[tuple[str, Callable[[], None]]]

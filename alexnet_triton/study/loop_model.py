@@ -6,8 +6,8 @@ priced, and the least bound kept (the autotuner launches one of them): one launc
 largest of three terms:
 
   roofline   max(FLOPs / tensor peak, minimum bytes / DRAM bandwidth): ``cost.flops`` and
-             ``cost.minimum_bytes`` of the layer's forward; for the two gradients the benchmark's own per-mode
-             cost (``benchmark._grad_cost``: one GEMM the forward's size; dy, the ReLU output y, w or x ->
+             ``cost.minimum_bytes`` of the layer's forward; for the two gradients the benchmark's own per-phase
+             cost (the conv kind's ``gradient_cost``: one GEMM the forward's size; dy, the ReLU output y, w or x ->
              dx or dw, db), so that a measured "input-grad" / "weight-grad" time (which also runs the
              ReLU-mask / bias-grad pass) stands against the same work. Peaks and bandwidth: ``roofline.GPUS``.
   issue      the schedulers' work: the busiest SM runs ceil(programs / SMs) programs, each of ``iterations``
@@ -58,16 +58,18 @@ import torch
 
 from ..architecture import CONV_LAYERS, ConvLayer
 from ..kernels import conv, runtime
-from . import benchmark, cost, inspection, sass_loop
+from . import cost, inspection, sass_loop
+from .benchmark_cases import DTYPES as STUDY_DTYPES
 from .benchmark_plots import read_benchmarks
-from .roofline import DTYPES as ROOFLINE_DTYPES
+from .layer_kinds import KINDS
+from .providers import SUBJECT
 from .roofline import GPUS, gpu_named
 
 SCHEDULERS = 4  # warp schedulers (= tensor-core sub-partitions) per SM
 WARP_SLOTS = 64  # resident warps per SM on sm_80 / sm_90 (``inspection.nvidia_occupancy``)
 BATCH = inspection.BATCH
 PASSES = tuple(inspection.CONV_PASSES.values())  # "forward", "input grad", "weight grad"
-BENCHMARK_MODES = {"forward": "forward", "input grad": "input-grad", "weight grad": "weight-grad"}
+BENCHMARK_PHASES = {"forward": "forward", "input grad": "input-grad", "weight grad": "weight-grad"}
 COLUMNS = ["gpu", "target", "variant", "layer", "pass", "dtype", "layout", "config", "configs", "warps", "resident",
            "programs",
            "waves", "iterations", "loop_instructions", "issue_per_tensor", "roofline_us", "issue_us", "tensor_us",
@@ -202,23 +204,23 @@ def kernel_bound(*, programs: int, iterations: float, loop_instructions: float, 
 def roofline_us(layer: ConvLayer, variant: str, pass_: str, dtype: str, gpu: str, batch: int = BATCH) -> float:
     """max(FLOPs / matrix peak, bytes / bandwidth) of one pass, from the project's cost model (module docstring)."""
     study = next(s for s in cost.study_layers(variant) if s.kind == "conv" and s.conv == layer)
-    case, spec = ROOFLINE_DTYPES[dtype], GPUS[gpu]
+    case, spec = STUDY_DTYPES[dtype], GPUS[gpu]
     if pass_ == "forward":
         work, traffic = cost.flops(study, "forward", batch), cost.minimum_bytes(study, "forward", batch,
                                                                                   case.element_size)
     else:
-        work, traffic = benchmark._grad_cost(study, BENCHMARK_MODES[pass_], batch, case.element_size)
+        work, traffic = KINDS["conv"].gradient_cost(study, BENCHMARK_PHASES[pass_], batch, case.element_size)
     return max(work / (getattr(spec, case.matrix_peak) * 1e12), traffic / (spec.bandwidth * 1e12)) * 1e6
 
 
 def measured_p50_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, layer: str, pass_: str, dtype: str,
                     layout: str, batch: int = BATCH) -> float | None:
-    """The median ms_p50 (in µs) of the GPU benchmark rows of this Triton layer and mode on ``gpu``; None
+    """The median ms_p50 (in µs) of the GPU benchmark rows of this Triton layer and phase on ``gpu``; None
     without any."""
     if benchmarks is None or benchmarks.empty:
         return None
-    rows = benchmarks[(benchmarks.run_kind == "gpu") & (benchmarks.provider == "triton")
-                      & (benchmarks.kernel == f"{variant}/{layer}") & (benchmarks["mode"] == BENCHMARK_MODES[pass_])
+    rows = benchmarks[(benchmarks.run_kind == "gpu") & (benchmarks.provider == SUBJECT)
+                      & (benchmarks.kernel == f"{variant}/{layer}") & (benchmarks.phase == BENCHMARK_PHASES[pass_])
                       & (benchmarks.dtype == dtype) & (benchmarks.layout == layout) & (benchmarks.batch == batch)]
     rows = rows[rows.device.astype(str).map(gpu_named) == gpu]
     return float(rows.ms_p50.median()) * 1e3 if len(rows) else None
@@ -312,7 +314,7 @@ def measured_gpu(benchmarks: pd.DataFrame | None) -> str:
     any (or on a GPU the model does not know)."""
     if benchmarks is None:
         return "h100-sxm"
-    rows = benchmarks[(benchmarks.run_kind == "gpu") & benchmarks["mode"].isin(BENCHMARK_MODES.values())]
+    rows = benchmarks[(benchmarks.run_kind == "gpu") & benchmarks.phase.isin(BENCHMARK_PHASES.values())]
     rows = rows.assign(gpu=rows.device.astype(str).map(gpu_named)).dropna(subset=["gpu"])
     rows = rows[rows.gpu.isin(MACHINES)]
     return rows.sort_values("timestamp").gpu.iloc[-1] if len(rows) else "h100-sxm"

@@ -1,30 +1,31 @@
-"""Bytes kept for backward, per image: the Triton path against PyTorch eager and torch.compile, full size.
+"""Bytes kept for backward, per image: Triton against PyTorch eager and torch.compile, full size.
 
-The Triton and eager forwards run under ``torch.autograd.graph.saved_tensors_hooks``, which sees every tensor
-autograd keeps for backward; torch.compile's saved tensors are the ones the forward graph of Inductor's
-partitioner returns for the backward (``compiled.partitioned_saved``). The same rule for all three: a storage
-shared by several saved tensors (the conv output that both the conv's ReLU mask and the LRN need, a weight and
-its transpose) is counted once; parameters (weights, biases) are listed apart, since they do not grow with the
-batch.
+The providers that do not compile (Triton, eager) run their forward under
+``torch.autograd.graph.saved_tensors_hooks``, which sees every tensor autograd keeps for backward; the one that
+``compiles`` (torch.compile) keeps the tensors the forward graph of Inductor's partitioner returns for the backward
+(``compiled.partitioned_saved``). The same rule for all three: a storage shared by several saved tensors (the
+conv output that both the conv's ReLU mask and the LRN need, a weight and its transpose) is counted once;
+parameters (weights, biases) are listed apart, since they do not grow with the batch.
 
   ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool, float32.
                        Triton: ``ops.conv2d(relu=True)`` then the fused ``ops.lrn_max_pool2d``; eager:
                        F.conv2d, F.relu, F.local_response_norm, F.max_pool2d.
-  ``measure_network``  the whole model (both variants, training mode, dropout on), forward only: backend
-                       "triton" against backend "torch" (eager) and that model under torch.compile
+  ``measure_network``  the whole model (both variants, training mode, dropout on), forward only, per provider:
+                       backend "triton" against backend "torch" (eager) and that model under torch.compile
                        ("compiled"), model and images in float32 or bfloat16, per layer group and in all. A
                        group is a conv or linear layer and every layer after it up to the next one (conv1:
                        conv1, ReLU, LRN, pool1); a tensor belongs to the group of the first autograd node, in
                        forward order, that saved it (a layer's input is saved by the layer that consumes it);
                        under torch.compile, of its first reader in the forward graph (``compiled.py``). The
                        groups split the totals; how a tensor between two layers is attributed can differ
-                       between paths (a ReLU output the Triton conv saves for its own backward is, under
+                       between providers (a ReLU output the Triton conv saves for its own backward is, under
                        torch.compile, saved for the next conv), so compare whole networks first.
-  ``compare_modes``    torch.compile's default and max-autotune partitions of the whole network.
+  ``compare_compile_modes``
+                       torch.compile's default and max-autotune partitions of the whole network.
 
 The Triton kernels are captured, not run (``runtime.capture_launches``): which tensors autograd saves does
 not depend on their values, so the Triton forward only allocates (uninitialised) outputs and a full-size
-network costs no interpreter time. The eager forward runs on the meta device (``EAGER_DEVICE``). Its saved
+network costs no interpreter time. The eager forward runs on the meta device (``DEVICES``). Its saved
 tensors are those of a CUDA eager forward except for dropout, which off CUDA keeps its float scale mask (4
 bytes per element) where CUDA's ``native_dropout`` keeps a bool mask (1 byte): eager is 3 bytes per dropout
 element too high in float32, 24 KiB per image for the 2012 net (fc6, fc7 groups) and 39 KiB for torchvision's
@@ -52,15 +53,14 @@ from ..architecture import LRN, POOL, VARIANTS, ConvLayer
 from ..kernels import runtime
 from ..model import AlexNet
 from . import compiled
-from .traffic import PATHS
+from .providers import PROVIDERS, baselines
 
 DTYPE = "float32"  # the conv blocks' dtype and measure_network's default
 DTYPES = ("float32", "bfloat16")
-COMPILED = "compiled"  # the torch.compile path's name in the tables
-NETWORK_PATHS = (*PATHS, COMPILED)
-# The eager forward runs on the meta device: the same ATen ops as on the CPU (dropout too), no arithmetic, and
-# every dtype (the CPU has no bfloat16 avg_pool3d, which the LRN calls).
-EAGER_DEVICE = {"eager": "meta"}
+# backend -> the device its forward is measured on. Triton: the CPU, its launches captured. torch: the meta
+# device, the same ATen ops as on the CPU (dropout too), no arithmetic, and every dtype (the CPU has no bfloat16
+# avg_pool3d, which the LRN calls).
+DEVICES = {"triton": "cpu", "torch": "meta"}
 NETWORK = "network"  # measure_network's row for the whole model
 MIB = 2**20
 
@@ -109,12 +109,12 @@ def _row(saved: list[SavedStorage], batch: int, dtype: str = DTYPE, **columns) -
 
 
 def _with_ratios(rows: list[dict], keys: list[str]) -> pd.DataFrame:
-    """rows as a table with ratio_to_<peer>: saved bytes / the peer path's row with the same ``keys``, for each
-    peer (eager, and compiled where the rows have it)."""
+    """rows as a table with ratio_to_<peer>: saved bytes / the peer provider's row with the same ``keys``, for
+    each baseline the rows have (eager, compiled)."""
     table = pd.DataFrame(rows)
     column = table.columns.get_loc("saved_bytes_per_image") + 1
-    for peer in [p for p in ("eager", COMPILED) if p in set(table.path)]:
-        reference = table.loc[table.path == peer, [*keys, "saved_bytes_per_image"]]
+    for peer in [p for p in baselines() if p in set(table.provider)]:
+        reference = table.loc[table.provider == peer, [*keys, "saved_bytes_per_image"]]
         table = table.merge(reference, on=keys, suffixes=("", "_peer"), how="left", sort=False)
         peer_bytes = table.pop("saved_bytes_per_image_peer")
         table.insert(column, f"ratio_to_{peer}", (table.saved_bytes_per_image / peer_bytes.where(peer_bytes > 0))
@@ -141,19 +141,25 @@ def triton_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
     return ops.lrn_max_pool2d(y, **LRN, **POOL)
 
 
-def eager_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
+def torch_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
     y = F.relu(F.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups))
     return F.max_pool2d(F.local_response_norm(y, **LRN), **POOL)
 
 
+BLOCKS = {"triton": triton_block, "torch": torch_block}  # backend -> its conv block
+
+
 def measure_blocks(layers: list[ConvLayer], batch: int) -> pd.DataFrame:
-    """One row per (block, path): saved bytes per image, the Triton / eager ratio, parameter bytes, tensors."""
+    """One row per (block, provider that does not compile): saved bytes per image, the ratio to eager,
+    parameter bytes, tensors."""
     rows = []
     for layer in layers:
         x, weight, bias = block_inputs(layer, batch, needs_input_grad=layer.name != "conv1")
-        for path, block in (("triton", triton_block), ("eager", eager_block)):
-            _, saved = saved_storages(partial(block, layer, x, weight, bias), [weight, bias])
-            rows.append(_row(saved, batch, block=f"{layer.name}+relu+lrn+pool", path=path))
+        for name, provider in PROVIDERS.items():
+            if not provider.compiles:
+                block = partial(BLOCKS[provider.backend], layer, x, weight, bias)
+                _, saved = saved_storages(block, [weight, bias])
+                rows.append(_row(saved, batch, block=f"{layer.name}+relu+lrn+pool", provider=name))
     return _with_ratios(rows, ["block"])
 
 
@@ -203,76 +209,79 @@ def _network_model(variant: str, backend: str, batch: int, dtype: str, model_opt
     return model, torch.rand(batch, 3, model.input_size, model.input_size, dtype=getattr(torch, dtype), device=device)
 
 
-def compiled_saved(variant: str, batch: int, dtype: str = DTYPE, mode: str = "default",
+def compiled_saved(variant: str, batch: int, dtype: str = DTYPE, compile_mode: str = "default",
                    **model_options) -> tuple[list[SavedStorage], dict[int, str]]:
-    """What torch.compile (``mode``) of the eager model keeps for backward: the storages and storage -> group."""
+    """What torch.compile (``compile_mode``) of the "torch" backend's model keeps for backward: the storages and
+    storage -> group."""
     model, images = _network_model(variant, "torch", batch, dtype, model_options)
-    saved = compiled.partitioned_saved(compiled.partition_of(model, images, mode=mode),
+    saved = compiled.partitioned_saved(compiled.partition_of(model, images, compile_mode=compile_mode),
                                        list(layer_groups(model).values()))
     return ([SavedStorage(s.storage, s.description, s.nbytes, s.parameter) for s in saved],
             {s.storage: s.group for s in saved})
 
 
 def measure_network(variant: str, batch: int, dtype: str = DTYPE, **model_options) -> pd.DataFrame:
-    """Rows (variant, path, group) of the model's forward in training mode on images [batch, 3, S, S] in
-    ``dtype``, one per layer group and one "network" row for the whole model, with each row's ratio to the
-    eager and the compiled path's. model_options: AlexNet's (width, input_size, num_classes) for a scaled-down
-    model."""
+    """Rows (variant, provider, group) of the model's forward in training mode on images [batch, 3, S, S] in
+    ``dtype``, one per layer group and one "network" row for the whole model, with each row's ratio to every
+    baseline's. model_options: AlexNet's (width, input_size, num_classes) for a scaled-down model."""
     measured = {}
-    for path, backend in PATHS.items():
-        model, images = _network_model(variant, backend, batch, dtype, model_options, EAGER_DEVICE.get(path, "cpu"))
+    for name, provider in PROVIDERS.items():
+        if provider.compiles:
+            measured[name] = compiled_saved(variant, batch, dtype, **model_options)
+            continue
+        model, images = _network_model(variant, provider.backend, batch, dtype, model_options,
+                                       DEVICES[provider.backend])
         output, saved = saved_storages(partial(model, images), list(model.parameters()))
-        measured[path] = saved, saving_groups(output, model)
-    measured[COMPILED] = compiled_saved(variant, batch, dtype, **model_options)
+        measured[name] = saved, saving_groups(output, model)
     rows = []
-    for path, (saved, groups) in measured.items():
+    for name, (saved, groups) in measured.items():
         for group in dict.fromkeys(groups.values()):
             rows.append(_row([s for s in saved if groups.get(s.address) == group], batch, dtype, variant=variant,
-                             path=path, group=group))
-        rows.append(_row(saved, batch, dtype, variant=variant, path=path, group=NETWORK) | dict(tensors=""))
+                             provider=name, group=group))
+        rows.append(_row(saved, batch, dtype, variant=variant, provider=name, group=NETWORK) | dict(tensors=""))
     return _with_ratios(rows, ["variant", "dtype", "group"])
 
 
-def compare_modes(variant: str, batch: int, dtype: str = DTYPE, **model_options) -> pd.DataFrame:
-    """One row per torch.compile mode: the whole network's saved bytes per image and tensors, and whether the
-    partition saves the same tensors as the default mode's."""
+def compare_compile_modes(variant: str, batch: int, dtype: str = DTYPE, **model_options) -> pd.DataFrame:
+    """One row per torch.compile mode (column compile_mode): the whole network's saved bytes per image and
+    tensors, and whether the partition saves the same tensors as the default mode's."""
     rows = []
-    for mode in compiled.MODES:
-        saved, _ = compiled_saved(variant, batch, dtype, mode, **model_options)
-        rows.append(_row(saved, batch, dtype, variant=variant, mode=mode))
+    for compile_mode in compiled.COMPILE_MODES:
+        saved, _ = compiled_saved(variant, batch, dtype, compile_mode, **model_options)
+        rows.append(_row(saved, batch, dtype, variant=variant, compile_mode=compile_mode))
     table = pd.DataFrame(rows)
     return table.assign(same_as_default=table.tensors == table.tensors.iloc[0])
 
 
 def plot_memory(table: pd.DataFrame, path: Path, dtype: str = DTYPE) -> Path:
-    """Bars of MiB saved per image in ``dtype``, Triton vs eager vs torch.compile for each variant, stacked by
-    layer group; each bar is labelled with its total and its ratios to the other paths."""
+    """Bars of MiB saved per image in ``dtype``, one per provider for each variant, stacked by layer group; each
+    bar is labelled with its total and its ratios to the baselines."""
     table = table[table.dtype == dtype]
     groups = list(dict.fromkeys(table.group[table.group != NETWORK]))
     variants = [v for v in VARIANTS if v in set(table.variant)]
-    paths = [p for p in NETWORK_PATHS if p in set(table.path)]
-    bars = [(variant, path) for variant in variants for path in paths]
+    providers = [p for p in PROVIDERS if p in set(table.provider)]
+    bars = [(variant, provider) for variant in variants for provider in providers]
     fig = Figure(figsize=(1.9 * len(bars) + 2.5, 5.8), layout="constrained")
     ax = fig.subplots()
     colours = dict(zip(groups, [f"C{i}" for i in range(len(groups))], strict=True))
-    by_key = table.set_index(["variant", "path", "group"]).saved_bytes_per_image / MIB
+    by_key = table.set_index(["variant", "provider", "group"]).saved_bytes_per_image / MIB
     bottoms = [0.0] * len(bars)
     for group in groups:
-        heights = [by_key.get((variant, path, group), 0.0) for variant, path in bars]
+        heights = [by_key.get((variant, provider, group), 0.0) for variant, provider in bars]
         ax.bar(range(len(bars)), heights, bottom=bottoms, color=colours[group], label=group)
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-    totals = table[table.group == NETWORK].set_index(["variant", "path"])
+    totals = table[table.group == NETWORK].set_index(["variant", "provider"])
     for i, key in enumerate(bars):
-        ratios = "".join(f"\nx{totals.loc[key, f'ratio_to_{peer}']:.2f} of {peer}" for peer in ("eager", COMPILED)
+        ratios = "".join(f"\nx{totals.loc[key, f'ratio_to_{peer}']:.2f} of {peer}" for peer in baselines()
                          if peer != key[1] and f"ratio_to_{peer}" in totals)
         ax.annotate(f"{totals.loc[key, 'saved_bytes_per_image'] / MIB:.1f} MiB{ratios}", (i, bottoms[i]),
                     ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(bars)), [f"{variant}\n{path}" for variant, path in bars])
+    ax.set_xticks(range(len(bars)), [f"{variant}\n{provider}" for variant, provider in bars])
     ax.set_ylabel("MiB saved for backward per image (activations)")
     ax.margins(y=0.2)
     ax.legend(title="layer group", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"AlexNet forward in training mode (dropout on), {dtype}, counted at batch {table.batch.iloc[0]}: "
-                 "bytes kept for backward\nTriton path vs PyTorch eager vs torch.compile (Inductor's partition; "
-                 "sizes, not timings; parameters excluded)", fontsize=10)
+                 "bytes kept for backward\n" + " vs ".join(PROVIDERS[p].label for p in providers)
+                 + " (torch.compile: Inductor's partition; sizes, not timings; parameters excluded)", fontsize=10)
     fig.savefig(path, dpi=110)
     return path

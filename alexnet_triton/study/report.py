@@ -13,7 +13,7 @@ so when they are missing) and draws the benchmark figures when GPU measurements 
   roofline/roofline.csv + PNGs       ``experiments/roofline.py`` (a model from the shapes and published peaks)
   training/metrics.csv, curves.png,  the default CPU run of ``experiments/train.py`` (interpreter)
     held_out.txt
-  benchmarks/layers.csv, model.csv   ``experiments/bench_layers.py`` / ``bench_model.py`` on a GPU only
+  benchmarks/layers.csv, model.csv   ``experiments/bench.py layers`` / ``bench.py model`` on a GPU only
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from . import inspection, loop_model
 from .benchmark_cases import HEADLINE
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
 from .inspection import summarise_inspection
-from .memory import COMPILED, DTYPE, MIB, NETWORK
+from .memory import DTYPE, MIB, NETWORK
+from .providers import PROVIDERS, SUBJECT, baselines
 from .roofline import GPUS, summarise_roofline
 from .traffic import MB
 
+COMPILED = "compiled"  # the provider whose partition and CPU-target code the torch.compile paragraphs describe
 VARIANT_NAMES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}
 HEADLINE_ROOFLINE = ("h100-sxm", "bf16")  # the roofline condition the headline table quotes
 GPU_STUDY = "python experiments/gpu_study.py"
@@ -59,15 +61,25 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"variant": str})
 
 
-def _value(per_path: pd.Series, path: str, form: str) -> str:
-    """``per_path[path]`` formatted, or "–" when that path was not counted."""
-    return format(per_path[path], form) if path in per_path.index else "–"
+def _value(per_provider: pd.Series, provider: str, form: str) -> str:
+    """``per_provider[provider]`` formatted, or "–" when that provider was not counted."""
+    return format(per_provider[provider], form) if provider in per_provider.index else "–"
 
 
-def _peer_ratios(per_path: pd.Series) -> tuple[str, str]:
-    """Triton / eager and Triton / torch.compile of one quantity indexed by path ("–" where a path is missing)."""
-    triton = per_path.get("triton")
-    return _ratio(triton, per_path.get("eager", 0)), _ratio(triton, per_path.get(COMPILED, 0))
+def _peer_ratios(per_provider: pd.Series) -> list[str]:
+    """The subject / each baseline of one quantity indexed by provider ("–" where a provider is missing)."""
+    subject = per_provider.get(SUBJECT)
+    return [_ratio(subject, per_provider.get(peer, 0)) for peer in baselines()]
+
+
+def _provider_cells(per_provider: pd.Series, form: str) -> list[str]:
+    """Every provider's value of one quantity formatted, then the subject's ratios to the baselines."""
+    return [_value(per_provider, p, form) for p in PROVIDERS] + _peer_ratios(per_provider)
+
+
+def _ratio_headers() -> list[str]:
+    """The column headers of ``_peer_ratios``: "Triton / PyTorch eager", ..."""
+    return [f"{PROVIDERS[SUBJECT].label} / {PROVIDERS[peer].label}" for peer in baselines()]
 
 
 # ---------------------------------------------------------------------------------------------------- sections
@@ -78,8 +90,7 @@ def _gpu_benchmarks(reports: Path) -> pd.DataFrame | None:
     return None if table is None or not (table.run_kind == "gpu").any() else table[table.run_kind == "gpu"]
 
 
-HEADLINE_COLUMNS = ("quantity", "network", "Triton", "PyTorch eager", "torch.compile", "Triton / eager",
-                    "Triton / torch.compile", "conditions")
+HEADLINE_COLUMNS = ("quantity", "network", *(p.label for p in PROVIDERS.values()), *_ratio_headers(), "conditions")
 COMPILED_CPU = "torch.compile: Inductor's code for the CPU target"
 
 
@@ -92,32 +103,30 @@ def headline_rows(reports: Path, benchmarks: pd.DataFrame | None) -> list[tuple[
         table = _read_csv(memory)
         whole = table[(table.group == NETWORK) & (table.dtype == DTYPE)]
         for variant, group in whole.groupby("variant", sort=False):
-            per_path = group.set_index("path").saved_bytes_per_image / MIB
+            per_provider = group.set_index("provider").saved_bytes_per_image / MIB
             rows.append(("saved for backward, MiB per image", VARIANT_NAMES[variant],
-                         *(_value(per_path, p, ".2f") for p in ("triton", "eager", COMPILED)), *_peer_ratios(per_path),
+                         *_provider_cells(per_provider, ".2f"),
                          f"whole network, {DTYPE}, counted on the CPU (torch.compile: Inductor's partition)"))
     traffic = reports / "traffic" / "summary.csv"
     if traffic.is_file():
         table = _read_csv(traffic)
         for variant, group in table[table.phase == "step"].groupby("variant", sort=False):
-            per_path = group.set_index("path")
+            per_provider = group.set_index("provider")
             conditions = (f"one training step, batch {group.batch.iloc[0]}, {group.dtype.iloc[0]}, counted on the "
-                          f"CPU{f' ({COMPILED_CPU})' if COMPILED in per_path.index else ''}")
-            rows.append(("kernel launches", VARIANT_NAMES[variant],
-                         *(_value(per_path.launches, p, "d") for p in ("triton", "eager", COMPILED)),
-                         *_peer_ratios(per_path.launches), conditions))
+                          f"CPU{f' ({COMPILED_CPU})' if COMPILED in per_provider.index else ''}")
+            rows.append(("kernel launches", VARIANT_NAMES[variant], *_provider_cells(per_provider.launches, "d"),
+                         conditions))
             rows.append(("MB read + written (compulsory)", VARIANT_NAMES[variant],
-                         *(_value(per_path.mb, p, ",.0f") for p in ("triton", "eager", COMPILED)),
-                         *_peer_ratios(per_path.mb), conditions))
+                         *_provider_cells(per_provider.mb, ",.0f"), conditions))
     if benchmarks is not None:
         batch = HEADLINE["batch"]
-        steps = benchmarks[(benchmarks["mode"] == "train-step") & (benchmarks.batch == batch)]
+        steps = benchmarks[(benchmarks.phase == "train-step") & (benchmarks.batch == batch)]
         for (kernel, dtype, layout), group in steps.groupby(["kernel", "dtype", "layout"], sort=False):
-            speed = group.groupby("provider").images_per_s.median().rename({"compile": COMPILED})
-            if {"triton", "eager"} <= set(speed.index):
-                # images/s: above 1 is better, so the ratios are Triton / peer as for the other rows
+            speed = group.groupby("provider").images_per_s.median()
+            if SUBJECT in speed.index and speed.index.isin(baselines()).any():
+                # images/s: above 1 is better, so the ratios are subject / baseline as for the other rows
                 rows.append((f"training images/s (measured), {dtype}, {layout}", VARIANT_NAMES[kernel.split("/")[0]],
-                             *(_value(speed, p, ",.0f") for p in ("triton", "eager", COMPILED)), *_peer_ratios(speed),
+                             *_provider_cells(speed, ",.0f"),
                              f"batch {batch}, {group.device.iloc[0]}, torch {group.torch.iloc[0]}"))
     return rows
 
@@ -154,11 +163,11 @@ def _headline_section(reports: Path, benchmarks: pd.DataFrame | None) -> str:
 
 
 def _benchmark_section(reports: Path, table: pd.DataFrame | None) -> str:
-    lines = ["## Benchmarks: Triton vs PyTorch eager (cuDNN) vs torch.compile", ""]
+    lines = ["## Benchmarks: " + " vs ".join(p.label for p in PROVIDERS.values()), ""]
     if table is None:
         lines += ["**No GPU measurements.** This report was built on a machine without a GPU, and a GPU figure "
                   "appears here only if it was measured on one. The harness is exercised on the CPU by a smoke mode "
-                  "(`python experiments/bench_layers.py`, `python experiments/bench_model.py`; tiny shapes, "
+                  "(`python experiments/bench.py layers`, `python experiments/bench.py model`; tiny shapes, "
                   "interpreter) whose rows go to `runs/bench-smoke/`, never to `reports/`.", "",
                   f"On a CUDA GPU, `{GPU_STUDY}` times every layer (both variants; forward, backward, full; "
                   "fp32 IEEE and TF32, fp16, bf16; NCHW and channels_last; a batch sweep) and the whole network "
@@ -295,29 +304,27 @@ def _inspection_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
 
 
 def _memory_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
-    """The memory section: per layer group (float32) and whole network (every dtype), the three paths."""
+    """The memory section: per layer group (float32) and whole network (every dtype), every provider."""
     def body(table: pd.DataFrame) -> list[str]:
-        paths = set(table.path)
-        lines = ["Bytes kept between forward and backward, per image: for the Triton path and eager, what autograd "
+        headers = [f"{p.label} MiB/image" for p in PROVIDERS.values()] + _ratio_headers()
+        lines = ["Bytes kept between forward and backward, per image: for Triton and eager, what autograd "
                  "saves (`saved_tensors_hooks`); for torch.compile, what the forward graph of Inductor's partitioner "
                  "(AOTAutograd's min-cut, with Inductor's decompositions, as `torch.compile` runs it) returns for the "
                  "backward. The same rule for all: storage shared by several saved tensors counted once, parameters "
                  f"apart. Full-size networks, batch {table.batch.iloc[0]}, counted on the CPU (the partition is the "
                  "same code on a GPU). Data: `memory/network.csv`, `memory/blocks.csv` (the fused conv1 and conv2 "
                  "blocks alone, Triton vs eager).", "",
-                 "| network | dtype | layer group | Triton MiB/image | eager MiB/image | torch.compile MiB/image | "
-                 "Triton / eager | Triton / torch.compile |", "|---" * 8 + "|"]
+                 "| network | dtype | layer group | " + " | ".join(headers) + " |", "|---" * (len(headers) + 3) + "|"]
         shown = table[(table.dtype == DTYPE) | (table.group == NETWORK)]
         for (variant, dtype, group), rows in shown.groupby(["variant", "dtype", "group"], sort=False):
-            per_path = rows.set_index("path").saved_bytes_per_image / MIB
+            per_provider = rows.set_index("provider").saved_bytes_per_image / MIB
             label = "**whole network**" if group == NETWORK else group
             lines.append(f"| {VARIANT_NAMES[variant]} | {dtype} | {label} | "
-                         + " | ".join(_value(per_path, p, ".3f") for p in ("triton", "eager", COMPILED)) + " | "
-                         + " | ".join(_peer_ratios(per_path)) + " |")
-        lines += ["", "How a tensor between two layers is attributed to a group differs between paths (a ReLU output "
-                  "the Triton conv saves for its own backward is, under torch.compile, saved for the next conv): "
-                  "compare whole networks first."]
-        if COMPILED in paths:
+                         + " | ".join(_provider_cells(per_provider, ".3f")) + " |")
+        lines += ["", "How a tensor between two layers is attributed to a group differs between providers (a ReLU "
+                  "output the Triton conv saves for its own backward is, under torch.compile, saved for the next "
+                  "conv): compare whole networks first."]
+        if COMPILED in set(table.provider):
             lines += _compiled_modes_lines(reports) + _compiled_memory_wins(table)
         return lines
     return body
@@ -332,23 +339,23 @@ def _compiled_modes_lines(reports: Path) -> list[str]:
     verdict = ("the same tensors in every case" if differing.empty else "different tensors for "
                + ", ".join(f"{VARIANT_NAMES[r.variant]} {r.dtype} ({r.saved_bytes_per_image / MIB:.3f} MiB/image)"
                            for r in differing.itertuples()))
-    return ["", f"torch.compile's modes ({', '.join(dict.fromkeys(modes['mode']))}) partition both networks in "
+    return ["", f"torch.compile's modes ({', '.join(dict.fromkeys(modes.compile_mode))}) partition both networks in "
             f"float32 and bfloat16 with {verdict}: the partition is made before kernels are chosen. Data: "
             "`memory/compiled_modes.csv`."]
 
 
 def _compiled_memory_wins(table: pd.DataFrame) -> list[str]:
-    """Where torch.compile keeps less than the Triton path (whole networks, then groups), with both tensor lists."""
-    triton = table[table.path == "triton"].set_index(["variant", "dtype", "group"])
-    compiled = table[table.path == COMPILED].set_index(["variant", "dtype", "group"])
+    """Where torch.compile keeps less than Triton (whole networks, then groups), with both tensor lists."""
+    triton = table[table.provider == SUBJECT].set_index(["variant", "dtype", "group"])
+    compiled = table[table.provider == COMPILED].set_index(["variant", "dtype", "group"])
     wins = [key for key in triton.index if key in compiled.index
             and compiled.saved_bytes_per_image[key] < triton.saved_bytes_per_image[key]]
-    lines = ["", "### Where torch.compile keeps less than the Triton path", ""]
+    lines = ["", "### Where torch.compile keeps less than Triton", ""]
     if not wins:
-        return lines + ["Nowhere: in every group and network the Triton path keeps at most what torch.compile keeps."]
+        return lines + ["Nowhere: in every group and network Triton keeps at most what torch.compile keeps."]
     networks = [f"{VARIANT_NAMES[v]} {d}" for v, d, g in wins if g == NETWORK]
     lines += [("Whole network: " + ", ".join(networks) + ". " if networks else "")
-              + "What each path keeps, per image × batch, in the float32 groups where torch.compile keeps less:", "",
+              + "What each keeps, per image × batch, in the float32 groups where torch.compile keeps less:", "",
               "| network | layer group | Triton keeps | torch.compile keeps |", "|---" * 4 + "|"]
     for variant, dtype, group in wins:
         if group != NETWORK and dtype == DTYPE:
@@ -368,26 +375,25 @@ def _compiled_memory_wins(table: pd.DataFrame) -> list[str]:
 
 
 def _traffic_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
-    """The traffic section: launches and MB per phase on the three paths, then where torch.compile wins."""
+    """The traffic section: launches and MB per phase of every provider, then where torch.compile wins."""
     def body(table: pd.DataFrame) -> list[str]:
-        paths = [p for p in ("triton", "eager", COMPILED) if p in set(table.path)]
-        lines = ["Every path instrumented on the CPU, counted not timed: each Triton launch (captured: the launches a "
-                 "GPU run makes), each ATen op PyTorch eager dispatches on the CPU, and each kernel and extern call "
-                 "of the code Inductor generates for torch.compile of the same model, loss and optimizer "
+        headers = ([f"{p.label} launches" for p in PROVIDERS.values()] + [f"{p.label} MB" for p in PROVIDERS.values()]
+                   + [f"launches {r}" for r in _ratio_headers()] + [f"MB {r}" for r in _ratio_headers()])
+        lines = ["Every provider instrumented on the CPU, counted not timed: each Triton launch (captured: the "
+                 "launches a GPU run makes), each ATen op PyTorch eager dispatches on the CPU, and each kernel and "
+                 "extern call of the code Inductor generates for torch.compile of the same model, loss and optimizer "
                  "(`target` = cpu: the C++ backend, not CUDA; one generated kernel per fused loop nest, the unit the "
                  "Triton backend launches). Each launch reads its inputs and writes its outputs once (compulsory "
                  "traffic, not DRAM traffic measured; torch.compile's bytes are Inductor's own per-kernel count). "
                  "Data: `traffic/summary.csv`, `traffic/launches.csv` (per kernel).", "",
-                 "| network | phase | " + " | ".join(f"{p} launches" for p in paths) + " | "
-                 + " | ".join(f"{p} MB" for p in paths) + " | launches Triton / eager | launches Triton / compiled "
-                 "| MB Triton / eager | MB Triton / compiled |", "|---" * (2 * len(paths) + 6) + "|"]
+                 "| network | phase | " + " | ".join(headers) + " |", "|---" * (len(headers) + 2) + "|"]
         for (variant, phase), rows in table.groupby(["variant", "phase"], sort=False):
-            p = rows.set_index("path")
-            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | "
-                         + " | ".join(f"{p.launches[q]}" for q in paths) + " | "
-                         + " | ".join(f"{p.mb[q]:,.0f}" for q in paths) + " | "
-                         + " | ".join(_peer_ratios(p.launches)) + " | " + " | ".join(_peer_ratios(p.mb)) + " |")
-        if COMPILED in paths:
+            per_provider = rows.set_index("provider")
+            cells = ([_value(per_provider.launches, p, "d") for p in PROVIDERS]
+                     + [_value(per_provider.mb, p, ",.0f") for p in PROVIDERS]
+                     + _peer_ratios(per_provider.launches) + _peer_ratios(per_provider.mb))
+            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | " + " | ".join(cells) + " |")
+        if COMPILED in set(table.provider):
             lines += (_compiled_functions_lines(reports) + _cpu_target_lines(reports)
                       + _compiled_traffic_wins(reports, table))
         return lines
@@ -403,7 +409,7 @@ def _cpu_target_lines(reports: Path) -> list[str]:
     copies = ""
     if path.is_file():
         launches = _read_csv(path)
-        launches = launches[(launches.path == COMPILED) & (launches.name == LAYOUT_COPY)]
+        launches = launches[(launches.provider == COMPILED) & (launches.name == LAYOUT_COPY)]
         copies = " (" + "; ".join(f"{VARIANT_NAMES[v]}: {rows.launches.sum()} kernels, {rows.bytes.sum() / MB:,.0f} MB"
                                   for v, rows in launches.groupby("variant", sort=False)) + ")"
     return ["", "The CPU target against a CUDA compile of the same step (`alexnet_triton/study/compiled.py`): "
@@ -435,15 +441,15 @@ def _kernel_list(launches: pd.DataFrame) -> str:
 
 
 def _compiled_traffic_wins(reports: Path, summary: pd.DataFrame) -> list[str]:
-    """The phases where torch.compile launches fewer kernels or moves fewer bytes than the Triton path, with the
-    kernels of both."""
-    triton = summary[summary.path == "triton"].set_index(["variant", "phase"])
-    compiled = summary[summary.path == COMPILED].set_index(["variant", "phase"])
+    """The phases where torch.compile launches fewer kernels or moves fewer bytes than Triton, with the kernels of
+    both."""
+    triton = summary[summary.provider == SUBJECT].set_index(["variant", "phase"])
+    compiled = summary[summary.provider == COMPILED].set_index(["variant", "phase"])
     wins = [(key, quantity) for key in triton.index for quantity in ("launches", "mb")
             if compiled[quantity][key] < triton[quantity][key]]
-    lines = ["", "### Where torch.compile launches fewer kernels or moves fewer bytes than the Triton path", ""]
+    lines = ["", "### Where torch.compile launches fewer kernels or moves fewer bytes than Triton", ""]
     if not wins:
-        return lines + ["Nowhere: in every phase the Triton path launches at most as many kernels and moves at most "
+        return lines + ["Nowhere: in every phase Triton launches at most as many kernels and moves at most "
                         "as many bytes as torch.compile (CPU target)."]
     lines += ["- " + ", ".join(f"{VARIANT_NAMES[v]} {phase}: {'launches' if q == 'launches' else 'MB'} "
                                f"{compiled[q][(v, phase)]:,.0f} vs Triton {triton[q][(v, phase)]:,.0f}"
@@ -457,8 +463,8 @@ def _compiled_traffic_wins(reports: Path, summary: pd.DataFrame) -> list[str]:
             if phase == "step":
                 continue
             rows = launches[(launches.variant == variant) & (launches.phase == phase)]
-            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {_kernel_list(rows[rows.path == 'triton'])} | "
-                         f"{_kernel_list(rows[rows.path == COMPILED])} |")
+            lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {_kernel_list(rows[rows.provider == SUBJECT])} | "
+                         f"{_kernel_list(rows[rows.provider == COMPILED])} |")
     if any(phase == "backward" for (_, phase), _ in wins):
         lines += ["", "Why, in the backward (read from the kernels): torch.compile's ReLU backward reads the bool "
                   "mask its forward saved (1 byte per element) where the Triton conv's output-grad pass reads the "

@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,7 +29,10 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
 from ..architecture import CONV_LAYERS
-from .cost import flops, minimum_bytes, study_layers
+from . import cost
+from .benchmark_cases import DTYPES, StudyDtype
+from .layer_kinds import KINDS
+from .providers import PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -62,22 +64,6 @@ def gpu_named(device: str) -> str | None:
     return next((key for key, gpu in GPUS.items() if gpu.device_pattern in device), None)
 
 
-@dataclass(frozen=True)
-class DtypeCase:
-    """How a dtype case runs: bytes per element and which of the GPU's peaks its GEMMs reach."""
-
-    element_size: int
-    matrix_peak: str  # a GPU field
-
-
-DTYPES = {
-    "fp32-ieee": DtypeCase(4, "fp32"),
-    "fp32-tf32": DtypeCase(4, "tf32"),
-    "fp16": DtypeCase(2, "tensor16"),
-    "bf16": DtypeCase(2, "tensor16"),
-}
-GEMM_KINDS = ("conv", "linear")
-SGD_ELEMENT_SIZE = 4  # fp32 parameters, gradients and momentum in every dtype case
 PASSES = ("forward", "backward")
 PLOT_INTENSITIES = (0.1, 1e4)  # FLOP/byte, the x range of the plot
 VARIANT_TITLES = {"2012": "AlexNet 2012 (227 input, groups, LRN)", "torchvision": "torchvision AlexNet (224 input)"}
@@ -91,9 +77,9 @@ def _check(gpu: str, dtype: str) -> None:
 
 
 def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
-    """One row per (variant, layer, mode) with work, plus one "step" row per variant (mode "full").
+    """One row per (variant, layer, phase) with work, plus one "step" row per variant (phase "full").
 
-    Columns: gpu, dtype, batch, variant, layer, kind, mode, flops, bytes, intensity (FLOP/byte), peak_tflops,
+    Columns: gpu, dtype, batch, variant, layer, kind, phase, flops, bytes, intensity (FLOP/byte), peak_tflops,
     bandwidth_tbs, attainable_tflops, bound ("compute" / "memory"), compute_ms, memory_ms, time_ms (lower
     bound), images_per_s (batch / time_ms: a ceiling). A step row sums its passes' flops, bytes, compute_ms,
     memory_ms and time_ms; its attainable_tflops is flops / time_ms and its bound what most of that time is.
@@ -103,22 +89,23 @@ def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
     rows = []
     for variant in CONV_LAYERS:
         passes = []
-        for layer in study_layers(variant):
-            element_size = SGD_ELEMENT_SIZE if layer.kind == "sgd" else case.element_size
-            peak = getattr(spec, case.matrix_peak if layer.kind in GEMM_KINDS else "fp32")
-            for mode in (*PASSES, "full"):
-                work, traffic = flops(layer, mode, batch), minimum_bytes(layer, mode, batch, element_size)
+        for layer in cost.study_layers(variant):
+            kind = KINDS[layer.kind]
+            element_size = kind.state_element_size or case.element_size
+            peak = getattr(spec, case.matrix_peak if kind.gemm else "fp32")
+            for phase in (*PASSES, "full"):
+                work, traffic = cost.flops(layer, phase, batch), cost.minimum_bytes(layer, phase, batch, element_size)
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
                 compute_ms, memory_ms = work / peak / 1e9, traffic / spec.bandwidth / 1e9
                 intensity = work / traffic
-                row = dict(variant=variant, layer=layer.name, kind=layer.kind, mode=mode, flops=work,
+                row = dict(variant=variant, layer=layer.name, kind=layer.kind, phase=phase, flops=work,
                            bytes=traffic, intensity=intensity, peak_tflops=peak,
                            attainable_tflops=min(peak, intensity * spec.bandwidth),
                            bound="compute" if compute_ms >= memory_ms else "memory", compute_ms=compute_ms,
                            memory_ms=memory_ms, time_ms=max(compute_ms, memory_ms))
                 rows.append(row)
-                if mode in PASSES:
+                if phase in PASSES:
                     passes.append(row)
         rows.append(_step_row(variant, passes, getattr(spec, case.matrix_peak)))
     table = pd.DataFrame(rows)
@@ -130,12 +117,17 @@ def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
     return table
 
 
+def roofline_tables(gpus: tuple[str, ...], dtypes: tuple[str, ...], batch: int) -> pd.DataFrame:
+    """``roofline_table`` of every gpu x dtype, one after another."""
+    return pd.concat([roofline_table(gpu, dtype, batch) for gpu in gpus for dtype in dtypes], ignore_index=True)
+
+
 def _step_row(variant: str, passes: list[dict], matrix_peak: float) -> dict:
     """A training step: every layer's forward and backward pass (and the SGD step), one after another."""
     work, traffic = sum(p["flops"] for p in passes), sum(p["bytes"] for p in passes)
     time_ms = sum(p["time_ms"] for p in passes)
     compute_bound_ms = sum(p["time_ms"] for p in passes if p["bound"] == "compute")
-    return dict(variant=variant, layer="step", kind="step", mode="full", flops=work, bytes=traffic,
+    return dict(variant=variant, layer="step", kind="step", phase="full", flops=work, bytes=traffic,
                 intensity=work / traffic, peak_tflops=matrix_peak, attainable_tflops=work / time_ms / 1e9,
                 bound="compute" if compute_bound_ms >= time_ms / 2 else "memory",
                 compute_ms=sum(p["compute_ms"] for p in passes), memory_ms=sum(p["memory_ms"] for p in passes),
@@ -143,7 +135,7 @@ def _step_row(variant: str, passes: list[dict], matrix_peak: float) -> dict:
 
 
 def measured_points(measured: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """The benchmark rows that belong on ``table``'s plot, each at the model's intensity of its kernel and mode.
+    """The benchmark rows that belong on ``table``'s plot, each at the model's intensity of its kernel and phase.
 
     Keeps rows with run_kind "gpu" only (a CPU smoke run's numbers mean nothing on a GPU roofline), of the
     table's dtype (named as in ``DTYPES``) and batch, forward or backward, of a kernel "<variant>/<layer>" the
@@ -152,11 +144,11 @@ def measured_points(measured: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame
     """
     gpu, dtype, batch = (table[column].iloc[0] for column in ("gpu", "dtype", "batch"))
     keep = (measured["run_kind"] == "gpu") & (measured["dtype"] == dtype) & (measured["batch"] == batch)
-    keep &= measured["mode"].isin(PASSES)
+    keep &= measured["phase"].isin(PASSES)
     if "device" in measured.columns:
         keep &= measured["device"].astype(str).str.contains(GPUS[gpu].device_pattern, regex=False)
-    model = table[table["mode"].isin(PASSES)].assign(kernel=lambda t: t["variant"] + "/" + t["layer"])
-    return measured[keep].merge(model[["kernel", "mode", "variant", "layer", "intensity"]], on=["kernel", "mode"])
+    model = table[table["phase"].isin(PASSES)].assign(kernel=lambda t: t["variant"] + "/" + t["layer"])
+    return measured[keep].merge(model[["kernel", "phase", "variant", "layer", "intensity"]], on=["kernel", "phase"])
 
 
 def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame | None = None) -> Path:
@@ -164,8 +156,8 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
 
     Each layer's forward (dot) and backward (ring) pass sits at its attainable TFLOP/s, joined by a line and
     labelled once; a star marks the whole training step at its lower-bound throughput. ``measured``: a
-    benchmark table (columns kernel, provider, mode, batch, dtype, tflops, run_kind; optionally layout, device);
-    its GPU rows are drawn in one colour per provider at the model's intensity of the same kernel and mode,
+    benchmark table (columns kernel, provider, phase, batch, dtype, tflops, run_kind; optionally layout, device);
+    its GPU rows are drawn in each provider's colour at the model's intensity of the same kernel and phase,
     squares for NCHW.
     """
     gpu, dtype, batch = (table[column].iloc[0] for column in ("gpu", "dtype", "batch"))
@@ -175,8 +167,8 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
         points["marker"] = "D"
         if "layout" in points:
             points.loc[points["layout"].eq("nchw"), "marker"] = "s"
-    providers = sorted(points["provider"].unique()) if points is not None else []
-    colours = {provider: matplotlib.colormaps["tab10"](i) for i, provider in enumerate(providers)}
+    providers = [p for p in PROVIDERS if p in set(points["provider"])] if points is not None else []
+    colours = {provider: PROVIDERS[provider].colour for provider in providers}
     variants = list(dict.fromkeys(table["variant"]))
     figure = Figure(figsize=(8 * len(variants), 7.5))
     FigureCanvasAgg(figure)
@@ -191,10 +183,10 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
         obstacles = _draw_roofs(ax, spec, DTYPES[dtype], dtype)
         rows = table[table["variant"] == variant]
         labels, markers = [], []
-        for layer, passes in rows[rows["mode"].isin(PASSES)].groupby("layer", sort=False):
+        for layer, passes in rows[rows["phase"].isin(PASSES)].groupby("layer", sort=False):
             ax.plot(passes["intensity"], passes["attainable_tflops"], color="0.55", lw=0.8, zorder=2)
-            for mode, size, face in (("forward", 22, "0.1"), ("backward", 80, "none")):
-                point = passes[passes["mode"] == mode]
+            for phase, size, face in (("forward", 22, "0.1"), ("backward", 80, "none")):
+                point = passes[passes["phase"] == phase]
                 ax.scatter(point["intensity"], point["attainable_tflops"], s=size, facecolor=face,
                            edgecolor="0.1", linewidths=1.1, zorder=3)
             labels.append((passes["intensity"].iloc[0], passes["attainable_tflops"].iloc[0], layer))
@@ -205,10 +197,10 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
         labels.append((step["intensity"], step["attainable_tflops"],
                        f"training step: {step['time_ms']:.2f} ms,\n{step['images_per_s']:,.0f} images/s"))
         if points is not None:
-            groups = points[points["variant"] == variant].groupby(["provider", "mode", "marker"])
-            for (provider, mode, marker), group in groups:
+            groups = points[points["variant"] == variant].groupby(["provider", "phase", "marker"])
+            for (provider, phase, marker), group in groups:
                 ax.scatter(group["intensity"], group["tflops"], s=44, marker=marker, linewidths=1.4, zorder=5,
-                           facecolor=colours[provider] if mode == "forward" else "white", edgecolor=colours[provider])
+                           facecolor=colours[provider] if phase == "forward" else "white", edgecolor=colours[provider])
                 markers += [_marker_box(ax, x, y) for x, y in group[["intensity", "tflops"]].to_numpy()]
         _place_labels(ax, labels, obstacles + markers)
     axes[0].set_ylabel("attainable performance (TFLOP/s)")
@@ -231,7 +223,7 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
     return path
 
 
-def _draw_roofs(ax, spec: GPU, case: DtypeCase, dtype: str) -> list[Bbox]:
+def _draw_roofs(ax, spec: GPU, case: StudyDtype, dtype: str) -> list[Bbox]:
     """The dtype's GEMM roof (solid) and, if it differs, the fp32 CUDA-core roof of the element-wise layers;
     returns the display boxes of their captions."""
     roofs = [(getattr(spec, case.matrix_peak), f"{dtype} GEMM peak", "-")]
@@ -297,8 +289,8 @@ def summarise_roofline(table: pd.DataFrame) -> str:
     for (gpu, dtype, batch), group in table.groupby(["gpu", "dtype", "batch"], sort=False):
         lines = [f"**{GPUS[gpu].name}, {dtype}, batch {batch}** (model: lower bounds from the published peaks)",
                  "", "| variant | layer | forward | backward |", "|---|---|---|---|"]
-        for (variant, layer), rows in group[group["mode"].isin(PASSES)].groupby(["variant", "layer"], sort=False):
-            cells = {row["mode"]: f"{row['bound']}, {_ms(row['time_ms'])}" for _, row in rows.iterrows()}
+        for (variant, layer), rows in group[group["phase"].isin(PASSES)].groupby(["variant", "layer"], sort=False):
+            cells = {row["phase"]: f"{row['bound']}, {_ms(row['time_ms'])}" for _, row in rows.iterrows()}
             lines.append(f"| {variant} | {layer} | {cells.get('forward', '—')} | {cells.get('backward', '—')} |")
         lines.append("")
         for _, step in group[group["layer"] == "step"].iterrows():

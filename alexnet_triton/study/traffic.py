@@ -1,30 +1,31 @@
-"""Kernel launches and bytes moved by one AlexNet training step: the Triton path against PyTorch eager and
-torch.compile, counted.
+"""Kernel launches and bytes moved by one AlexNet training step: Triton against PyTorch eager and torch.compile,
+counted.
 
-``count_training_step(variant, path, batch)`` builds the full-size model on the
-path's backend ("triton": this project's kernels and ``optim.SGD``; "eager":
+``count_training_step(variant, provider, batch)`` builds the full-size model on the
+provider's backend ("triton": this project's kernels and ``optim.SGD``; "eager":
 PyTorch's layers, ``F.cross_entropy`` and ``torch.optim.SGD``), in training mode
 with dropout on, and records one steady-state step: forward with the
 cross-entropy loss, backward, then the SGD update (momentum 0.9, weight decay
-5e-4; the momentum buffers already exist, as after a first step). Both paths
+5e-4; the momentum buffers already exist, as after a first step). Both providers
 run under the same recorder, ``record_launches``, which counts, per phase:
 
   Triton launches   every launch of this project's kernels goes through ``runtime.launch``; inside
                     ``runtime.capture_launches`` it is recorded instead of run. Launch shapes do not depend
                     on the data, so the kernels never execute: their outputs are uninitialised tensors of
                     the right shapes, and a full-size step is counted in seconds on the CPU.
-  ATen ops          a ``TorchDispatchMode`` sees every ATen op either path dispatches (the eager step runs
-                    for real on the CPU; the Triton path still asks PyTorch for allocations, views, the
+  ATen ops          a ``TorchDispatchMode`` sees every ATen op either provider dispatches (the eager step runs
+                    for real on the CPU; the Triton step still asks PyTorch for allocations, views, the
                     dropout seed and scale, the target range check). An op counts as one launch unless it
                     is in ``NO_KERNEL_OPS`` (allocation, views and metadata, host reads of a scalar, profiler
                     marks) or it touches only 0-d tensors (scalar bookkeeping: the dropout seed and scale,
-                    host-side on a GPU, and the loss's one-element seed gradient, which both paths have).
+                    host-side on a GPU, and the loss's one-element seed gradient, which both providers have).
 
-torch.compile ("compiled"): the eager model and its cross-entropy in one ``torch.compile``, ``torch.compile``
-of the same ``torch.optim.SGD``'s step, each launch of the code Inductor generates for the CPU target, with
-Inductor's own byte count per kernel (``compiled.py`` says how and where the CPU target differs from CUDA).
-Every row carries its ``target``: "cuda" for the Triton path (the launches a GPU run makes, captured), "cpu"
-for eager (the ATen ops the CPU dispatches) and for torch.compile (Inductor's C++ code).
+torch.compile ("compiled", the provider that ``compiles``): the eager model and its cross-entropy in one
+``torch.compile``, ``torch.compile`` of the same ``torch.optim.SGD``'s step, each launch of the code Inductor
+generates for the CPU target, with Inductor's own byte count per kernel (``compiled.py`` says how and where the
+CPU target differs from CUDA). Every row carries its ``target`` (``TARGETS``): "cuda" for Triton (the launches a
+GPU run makes, captured), "cpu" for eager (the ATen ops the CPU dispatches) and for torch.compile (Inductor's
+C++ code).
 
 Bytes, the same rule for all: each distinct tensor a launch touches counts once, at numel x element size,
 whether read, written or both (an in-place update counts its tensor once). This is the compulsory traffic,
@@ -35,8 +36,8 @@ Limitations of the eager count: it is the op list the CPU dispatches, which is w
 dispatches at the ATen level except that (1) one ATen op may launch several kernels inside cuDNN / cuBLAS
 (e.g. a convolution backward's data, weight and bias gradients), counted here as one launch; (2) dropout on
 the CPU is ``bernoulli_``, ``div_`` and ``mul`` where CUDA has one ``native_dropout`` kernel (and a
-``native_dropout_backward``); (3) ``torch.optim.SGD`` runs its per-parameter loop (``foreach=False``,
-PyTorch's CPU default); on a GPU its default multi-tensor ``_foreach_*`` kernels move the same bytes in
+``native_dropout_backward``); (3) ``torch.optim.SGD`` runs its per-parameter loop (``foreach`` off, its
+default on the CPU); on a GPU its default multi-tensor ``_foreach_*`` kernels move the same bytes in
 fewer launches. The conv weight gradient's split-K partial buffers are sized for a GPU with ``sms``
 streaming multiprocessors (default: an H100 SXM5's 132), not for the CPU's core count.
 """
@@ -54,16 +55,12 @@ from matplotlib.figure import Figure
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .. import optim
 from ..architecture import SGD, VARIANTS
 from ..kernels import runtime
-from ..model import AlexNet, loss_function
 from . import compiled
+from .providers import PROVIDERS, SUBJECT, Provider, baselines
 
-PATHS = {"triton": "triton", "eager": "torch"}  # path -> AlexNet backend, for the paths recorded at run time
-COMPILED = "compiled"  # the torch.compile path: the "torch" backend's model compiled by Inductor
-STEP_PATHS = (*PATHS, COMPILED)
-TARGETS = {"triton": "cuda", "eager": "cpu", COMPILED: compiled.TARGET}  # whose launches each path counts
+TARGETS = {"triton": "cuda", "eager": "cpu", "compiled": compiled.TARGET}  # whose launches each provider counts
 PHASES = ("forward", "backward", "optimizer")
 STEP = "step"  # the summary's row for the three phases together
 DTYPE = "float32"
@@ -137,54 +134,51 @@ def record_launches(phase: str, launches: list[Launch]) -> Iterator[None]:
         yield
 
 
-def count_training_step(variant: str, path: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
+def count_training_step(variant: str, provider: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
                         input_size: int | None = None, sms: int = H100_SXM_SMS) -> pd.DataFrame:
-    """One row per kernel launch of a training step on images [batch, 3, S, S], fp32 NCHW.
+    """One row per kernel launch of ``provider``'s training step on images [batch, 3, S, S], fp32 NCHW.
 
-    Columns: variant, path, target, batch, dtype, phase ("forward" with the loss, "backward", "optimizer"),
+    Columns: variant, provider, target, batch, dtype, phase ("forward" with the loss, "backward", "optimizer"),
     source ("triton" | "aten" | "inductor" | "extern"), name, bytes. width / input_size / num_classes give a
     scaled-down model (tests).
     """
-    if path not in STEP_PATHS:
-        raise ValueError(f"count_training_step: path must be one of {STEP_PATHS}, got {path!r}")
-    backend = PATHS.get(path, "torch")
+    if provider not in PROVIDERS:
+        raise ValueError(f"count_training_step: provider must be one of {tuple(PROVIDERS)}, got {provider!r}")
+    spec = PROVIDERS[provider]
     torch.manual_seed(0)
-    model = AlexNet(variant, num_classes, backend, width=width, input_size=input_size, init="torch")
-    if backend == "triton":
-        optimizer = optim.SGD(model.parameters(), **SGD)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), **SGD, foreach=False)
+    model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch")
+    optimizer = spec.optimizer(model.parameters(), **SGD)
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     images = torch.randn(batch, 3, model.input_size, model.input_size)
     target = torch.randint(num_classes, (batch,))
     launches: list[Launch] = []
     cpp_functions = {}
-    if path == COMPILED:
-        launches, cpp_functions = compiled_step(model, images, target, optimizer)
+    if spec.compiles:
+        launches, cpp_functions = compiled_step(spec, model, images, target, optimizer)
     else:
         with runtime.target(sms):
             with record_launches("forward", launches):
-                loss = loss_function(backend)(model(images), target)
+                loss = spec.loss(model(images), target)
             with record_launches("backward", launches):
                 loss.backward()
             with record_launches("optimizer", launches):
                 optimizer.step()
     table = pd.DataFrame([asdict(launch) for launch in launches])
-    table = table.assign(variant=variant, path=path, target=TARGETS[path], batch=batch, dtype=DTYPE)[
-        ["variant", "path", "target", "batch", "dtype", "phase", "source", "name", "bytes"]]
+    table = table.assign(variant=variant, provider=provider, target=TARGETS[provider], batch=batch, dtype=DTYPE)[
+        ["variant", "provider", "target", "batch", "dtype", "phase", "source", "name", "bytes"]]
     table.attrs["cpp_functions"] = cpp_functions  # compiled: per phase, the C++ functions its kernels are in
     return table
 
 
-def compiled_step(model: AlexNet, images: torch.Tensor, target: torch.Tensor,
+def compiled_step(provider: Provider, model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor,
                   optimizer) -> tuple[list[Launch], dict[str, int]]:
-    """One step under torch.compile (default mode), compiled afresh: forward with the loss and backward in one
-    compiled function, the optimizer's step in another; one Launch per launch of Inductor's generated code,
-    and per phase how many C++ functions hold its generated kernels."""
+    """One step under torch.compile (default mode), compiled afresh: forward with ``provider``'s loss and backward
+    in one compiled function, the optimizer's step in another; one Launch per launch of Inductor's generated
+    code, and per phase how many C++ functions hold its generated kernels."""
     recorder = compiled.KernelRecorder()
     with compiled.fresh_inductor("default"), compiled.recording_kernels(recorder):
-        loss = torch.compile(lambda x, y: loss_function("torch")(model(x), y))(images, target)
+        loss = torch.compile(lambda x, y: provider.loss(model(x), y))(images, target)
         loss.backward()
         recorder.phase = "optimizer"
         torch.compile(optimizer.step)()
@@ -192,57 +186,54 @@ def compiled_step(model: AlexNet, images: torch.Tensor, target: torch.Tensor,
 
 
 def launches_by_name(launches: pd.DataFrame) -> pd.DataFrame:
-    """Launch count and bytes per (variant, path, phase, source, name): the long-format table."""
-    keys = ["variant", "path", "target", "batch", "dtype", "phase", "source", "name"]
+    """Launch count and bytes per (variant, provider, phase, source, name): the long-format table."""
+    keys = ["variant", "provider", "target", "batch", "dtype", "phase", "source", "name"]
     return (launches.groupby(keys, sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
             .reset_index())
 
 
 def summarise(launches: pd.DataFrame) -> pd.DataFrame:
-    """Launches and MB (1e6 bytes) per (variant, path, phase), a "step" row for the whole step, and each
-    path's ratios to eager and to torch.compile where those were counted (launches_to_eager, mb_to_eager,
-    launches_to_compiled, mb_to_compiled; 1 on the peer's own rows)."""
-    keys = ["variant", "path", "target", "batch", "dtype"]
+    """Launches and MB (1e6 bytes) per (variant, provider, phase), a "step" row for the whole step, and each
+    provider's ratios to every baseline counted (launches_to_eager, mb_to_eager, launches_to_compiled,
+    mb_to_compiled; 1 on the baseline's own rows)."""
+    keys = ["variant", "provider", "target", "batch", "dtype"]
     per_phase = launches.groupby([*keys, "phase"], sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
     step = launches.groupby(keys, sort=False).agg(launches=("bytes", "size"), bytes=("bytes", "sum"))
     step = step.assign(phase=STEP).set_index("phase", append=True)
     table = pd.concat([per_phase, step]).reset_index()
     table["mb"] = table.pop("bytes") / MB
-    for peer in [p for p in ("eager", COMPILED) if p in set(table.path)]:
-        reference = table.loc[table.path == peer, ["variant", "phase", "launches", "mb"]]
+    for peer in [p for p in baselines() if p in set(table.provider)]:
+        reference = table.loc[table.provider == peer, ["variant", "phase", "launches", "mb"]]
         table = table.merge(reference, on=["variant", "phase"], suffixes=("", "_peer"), how="left")
         table[f"launches_to_{peer}"] = (table.launches / table.pop("launches_peer")).round(3)
         table[f"mb_to_{peer}"] = (table.mb / table.pop("mb_peer")).round(3)
     table["mb"] = table.mb.round(1)
     table["phase"] = pd.Categorical(table.phase, [*PHASES, STEP])
-    table["path"] = pd.Categorical(table.path, [p for p in STEP_PATHS if p in set(table.path)])
-    return table.sort_values(["variant", "phase", "path"], ignore_index=True).astype({"path": str})
-
-
-PATH_COLOURS = {"triton": "tab:orange", "eager": "tab:blue", COMPILED: "tab:green"}
+    table["provider"] = pd.Categorical(table.provider, [p for p in PROVIDERS if p in set(table.provider)])
+    return table.sort_values(["variant", "phase", "provider"], ignore_index=True).astype({"provider": str})
 
 
 def plot_traffic(summary: pd.DataFrame, path: Path) -> Path:
-    """Bars of launches (top) and MB (bottom) per phase, Triton vs eager vs torch.compile, one column per variant;
-    the Triton bars carry their ratios to eager (e) and to torch.compile (c)."""
+    """Bars of launches (top) and MB (bottom) per phase, one bar per provider, one column per variant; the
+    subject's bars carry their ratios to each baseline (by its initial: e, c)."""
     variants = [v for v in VARIANTS if v in set(summary.variant)]
-    paths = [p for p in STEP_PATHS if p in set(summary.path)]
-    peers = [p for p in ("eager", COMPILED) if p in paths]
+    providers = [p for p in PROVIDERS if p in set(summary.provider)]
+    peers = [p for p in baselines() if p in providers]
     phases = [*PHASES, STEP]
     fig = Figure(figsize=(6.5 * len(variants), 8), layout="constrained")
     axes = fig.subplots(2, len(variants), squeeze=False)
-    width = 0.8 / len(paths)
+    width = 0.8 / len(providers)
     for column, variant in enumerate(variants):
-        rows = summary[summary.variant == variant].set_index(["path", "phase"])
+        rows = summary[summary.variant == variant].set_index(["provider", "phase"])
         for row, (metric, label) in enumerate((("launches", "kernel launches"),
                                                ("mb", "MB read + written (compulsory)"))):
             ax = axes[row, column]
-            for offset, name in enumerate(paths):
-                x = [i + (offset - (len(paths) - 1) / 2) * width for i in range(len(phases))]
+            for offset, name in enumerate(providers):
+                x = [i + (offset - (len(providers) - 1) / 2) * width for i in range(len(phases))]
                 values = [rows.loc[(name, phase), metric] for phase in phases]
-                bars = ax.bar(x, values, width, color=PATH_COLOURS[name],
-                              label=f"torch.compile ({TARGETS[name]} target)" if name == COMPILED else name)
-                if name == "triton":
+                bars = ax.bar(x, values, width, color=PROVIDERS[name].colour,
+                              label=f"{PROVIDERS[name].label} ({TARGETS[name]} target)")
+                if name == SUBJECT:
                     ax.bar_label(bars, ["\n".join(f"x{rows.loc[(name, phase), f'{metric}_to_{peer}']:.2f} {peer[0]}"
                                                   for peer in peers) for phase in phases], fontsize=7)
             ax.set_xticks(range(len(phases)), phases)
@@ -251,9 +242,11 @@ def plot_traffic(summary: pd.DataFrame, path: Path) -> Path:
             ax.margins(y=0.2)
         axes[0, column].legend(fontsize=8)
     batch, dtype = summary.batch.iloc[0], summary.dtype.iloc[0]
+    subject = PROVIDERS[SUBJECT].label
     fig.suptitle(f"One training step (forward + loss, backward, SGD with momentum), batch {batch}, {dtype}, NCHW: "
-                 "Triton path vs PyTorch eager vs torch.compile, counted on the CPU, not timed\n"
-                 "x: Triton / eager (e), Triton / torch.compile (c); eager: the ATen ops the CPU dispatches;\n"
+                 + " vs ".join(PROVIDERS[p].label for p in providers) + ", counted on the CPU, not timed\n"
+                 "x: " + ", ".join(f"{subject} / {PROVIDERS[p].label} ({p[0]})" for p in peers)
+                 + "; eager: the ATen ops the CPU dispatches;\n"
                  "torch.compile: Inductor's kernels and extern calls generated for the CPU target (not CUDA)",
                  fontsize=9)
     fig.savefig(path, dpi=110)

@@ -1,5 +1,5 @@
-"""The private Triton API the compile inspection uses, in one place: how a real launch specialises a kernel, and
-compiling that specialisation ahead of time for a GPU target without one.
+"""The private Triton API the study uses, in one place: how a real launch specialises a kernel, compiling that
+specialisation ahead of time for a GPU target without one, and where Triton's wheel keeps its NVIDIA tools.
 
 Not public API: checked against Triton 3.6.0, 3.7.1 and 3.9.0 (tests/test_inspection.py compiles through it;
 CI runs it on 3.6.0 and 3.7.1). A release that changes these calls breaks here first.
@@ -7,6 +7,7 @@ CI runs it on 3.6.0 and 3.7.1). A release that changes these calls breaks here f
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import triton
@@ -15,8 +16,12 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
 TESTED_TRITON = ("3.6.0", "3.7.1", "3.9.0")
+# The NVIDIA tools bundled in Triton's wheel (a file layout, not an API): its own ptxas, and cuobjdump for SASS.
+NVIDIA_TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+TRITON_PTXAS = NVIDIA_TOOLS / "ptxas"
+CUOBJDUMP = NVIDIA_TOOLS / "cuobjdump"
 
-__all__ = ["GPUTarget", "Specialiser", "compile_for"]
+__all__ = ["CUOBJDUMP", "GPUTarget", "Specialiser", "TRITON_PTXAS", "compile_for"]
 
 
 class Specialiser:

@@ -1,0 +1,274 @@
+"""The study's layer kinds: one entry per kind holds everything the cost model, the benchmarks, the roofline and the
+smoke test need of a layer of that kind (``cost.StudyLayer``). A new kind is one ``LayerKind`` in ``KINDS``.
+
+Kinds: "conv" (conv + bias + ReLU), "lrn_pool" (2012's LRN + overlapping max-pool block), "pool" (max-pool),
+"linear" (fc with the model's ReLU and dropout, ``architecture.linear_steps``), "cross_entropy" (the loss over
+``in_features`` logits), "sgd" (the SGD step over ``in_features`` parameters).
+
+Costs are per phase ("forward" / "backward"): FLOPs count multiply-adds as 2 and element-wise ops as what they
+compute per element (an approximate model, pow = 1 op); minimum bytes count every tensor the phase must read or
+write once, the traffic of an ideal fused kernel (a lower bound). Backward reads what forward saved (the input, and
+the output where ReLU's mask comes from it) and the output gradient; conv1's input is the image, which needs no
+gradient. The SGD step is counted as backward: it runs after it, once per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from ..architecture import DROPOUT, LRN, POOL, SGD, linear_steps
+
+if TYPE_CHECKING:
+    from .cost import StudyLayer
+
+LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
+LRN_FLOPS_BACKWARD = 4 * LRN["size"] + 8  # recompute the denominator, the channel-window sum of the gradient
+CROSS_ENTROPY_FLOPS_FORWARD = 4  # max, subtract, exp, add per logit
+CROSS_ENTROPY_FLOPS_BACKWARD = 3  # exp(x - lse), subtract the one-hot, scale
+SGD_FLOPS = 6  # weight decay, momentum, update: one multiply-add each
+SGD_STATE_TENSORS = 5  # read parameter, gradient, momentum; write parameter, momentum
+INDEX_BYTES = 8  # int64 targets
+LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
+# Phases that time one backward kernel: the inputs (x, weight, bias) that need a gradient in that graph.
+GRADIENT_PHASES = {"input-grad": (0,), "weight-grad": (1, 2)}
+
+Inputs = tuple[list[torch.Tensor], list[bool]]
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """How the CPU smoke test scales a full-size layer down: channels and features / ``divisor``, maps /
+    ``map_divisor``; ``before``: the layers already scaled (the SGD step counts their parameters)."""
+
+    divisor: int
+    map_divisor: int
+    before: tuple[StudyLayer, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of study layer.
+
+    spatial: its input is a feature map with a layout (NCHW / channels_last). gemm: it runs on the matrix units
+    (the roofline prices it at the dtype's matrix peak; else fp32 CUDA cores). batched: its work grows with the
+    batch (the SGD step's does not). inference: part of an inference forward (the loss is not).
+    flops(layer, forward, batch), minimum_bytes(layer, forward, batch, element_size): the phase's costs.
+    gradient_cost(layer, phase, batch, element_size): (FLOPs, bytes) of a GRADIENT_PHASES phase, for kinds whose
+    backward is one kernel per gradient. state_element_size: bytes per element whatever the dtype case (the SGD
+    step's fp32 state), else None. shape(layer, batch): the benchmark's shape label. shrink(layer, Shrink): the
+    smoke test's copy. parameter_shapes(layer): its weight and bias shapes.
+    inputs(layer, batch, dtype, generator, memory_format): random input tensors and which need a gradient;
+    functions(layer, precision): {"triton": fn, "torch": fn} of those tensors, computing what the model computes
+    there. Or, for kinds that are not a function of tensors (the optimiser step), step(layer, optimizer class,
+    dtype, generator, parameter_shapes): a callable doing one step.
+    """
+
+    name: str
+    spatial: bool
+    gemm: bool
+    flops: Callable[[StudyLayer, bool, int], int]
+    minimum_bytes: Callable[[StudyLayer, bool, int, int], int]
+    shape: Callable[[StudyLayer, int], str]
+    shrink: Callable[[StudyLayer, Shrink], StudyLayer]
+    inputs: Callable[[StudyLayer, int, torch.dtype, torch.Generator, torch.memory_format], Inputs] | None = None
+    functions: Callable[[StudyLayer, str], dict[str, Callable]] | None = None
+    step: Callable[..., Callable[[], object]] | None = None
+    gradient_cost: Callable[[StudyLayer, str, int, int], tuple[int, int]] | None = None
+    parameter_shapes: Callable[[StudyLayer], tuple[tuple[int, ...], ...]] = lambda layer: ()
+    batched: bool = True
+    inference: bool = True
+    state_element_size: int | None = None
+
+    def __post_init__(self):
+        if (self.step is None) == (self.functions is None or self.inputs is None):
+            raise ValueError(f"layer kind {self.name!r}: give inputs and functions, or step")
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The benchmark phases of the layer plan: an optimiser step has no forward/backward split."""
+        return ("full",) if self.step is not None else ("forward", "backward", "full")
+
+
+def _randn(gen: torch.Generator, dtype: torch.dtype, *shape: int, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(shape, generator=gen, device=gen.device) * scale).to(dtype)
+
+
+# ------------------------------------------------------------------------------------ GEMMs: conv and linear
+def _gemm(layer: StudyLayer) -> tuple[int, int, int, int, int]:
+    """Per image: (output elements, reduction length, input elements, weight elements, bias elements)."""
+    if layer.conv is not None:
+        c = layer.conv
+        reduction = c.in_channels // c.groups * c.kernel ** 2
+        return c.out_channels * c.out_size ** 2, reduction, c.in_channels * c.size ** 2, c.out_channels * reduction, \
+            c.out_channels
+    return layer.out_features, layer.in_features, layer.in_features, layer.out_features * layer.in_features, \
+        layer.out_features
+
+
+def _gemm_flops(layer: StudyLayer, forward: bool, batch: int) -> int:
+    outputs, reduction, *_ = _gemm(layer)
+    return 2 * batch * outputs * reduction * (1 if forward else 1 + layer.needs_input_grad)  # weight (+ input) grad
+
+
+def _gemm_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int) -> int:
+    outputs, _, inputs, weights, bias = _gemm(layer)
+    if forward:  # x, w, b -> y
+        return element_size * (batch * (inputs + outputs) + weights + bias)
+    # dy, y (the ReLU mask), x, and w for dx -> dx (if the input needs it), dw, db
+    return element_size * (batch * (outputs * (1 + layer.relu) + inputs * (1 + layer.needs_input_grad))
+                           + weights * (1 + layer.needs_input_grad) + bias)
+
+
+def _gemm_gradient_cost(layer: StudyLayer, phase: str, batch: int, element_size: int) -> tuple[int, int]:
+    """The input gradient (dy, y, w -> dx) or weight gradient (dy, y, x -> dw, db): one GEMM the forward's size."""
+    outputs, _, inputs, weights, bias = _gemm(layer)
+    read_written = batch * (outputs * (1 + layer.relu) + inputs) + weights + (0 if phase == "input-grad" else bias)
+    return _gemm_flops(layer, True, batch), element_size * read_written
+
+
+def _conv_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.Generator,
+                 memory_format: torch.memory_format) -> Inputs:
+    c = layer.conv
+    fan_in = c.in_channels // c.groups * c.kernel ** 2
+    x = _randn(gen, dtype, batch, c.in_channels, c.size, c.size).contiguous(memory_format=memory_format)
+    w = _randn(gen, dtype, c.out_channels, fan_in // c.kernel ** 2, c.kernel, c.kernel, scale=fan_in ** -0.5)
+    return [x, w.contiguous(memory_format=memory_format), _randn(gen, dtype, c.out_channels, scale=0.01)], \
+        [layer.needs_input_grad, True, True]
+
+
+def _conv_functions(layer: StudyLayer, precision: str) -> dict[str, Callable]:
+    c = layer.conv
+    return dict(triton=lambda x, w, b: ops.conv2d(x, w, b, c.stride, c.padding, groups=c.groups, relu=True,
+                                                  precision=precision),
+                torch=lambda x, w, b: F.relu(F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups), inplace=True))
+
+
+def _linear_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.Generator,
+                   memory_format: torch.memory_format) -> Inputs:
+    return [_randn(gen, dtype, batch, layer.in_features),
+            _randn(gen, dtype, layer.out_features, layer.in_features, scale=layer.in_features ** -0.5),
+            _randn(gen, dtype, layer.out_features, scale=0.01)], [True, True, True]
+
+
+def _linear_functions(layer: StudyLayer, precision: str) -> dict[str, Callable]:
+    dropout_in, relu, dropout_out = linear_steps(layer.variant)[layer.name]
+
+    def triton_linear(x, w, b):
+        x = ops.dropout(x, DROPOUT) if dropout_in else x
+        return ops.linear(x, w, b, relu, DROPOUT if dropout_out else 0.0, precision=precision)
+
+    def torch_linear(x, w, b):
+        y = F.linear(F.dropout(x, DROPOUT) if dropout_in else x, w, b)
+        y = F.relu(y, inplace=True) if relu else y
+        return F.dropout(y, DROPOUT) if dropout_out else y
+
+    return dict(triton=triton_linear, torch=torch_linear)
+
+
+def _shrink_features(layer: StudyLayer, shrink: Shrink) -> StudyLayer:
+    return replace(layer, in_features=layer.in_features // shrink.divisor,
+                   out_features=layer.out_features // shrink.divisor)
+
+
+CONV = LayerKind(
+    "conv", spatial=True, gemm=True, flops=_gemm_flops, minimum_bytes=_gemm_bytes,
+    shape=lambda layer, n: f"{n}x{layer.conv.in_channels}x{layer.conv.size}x{layer.conv.size}",
+    shrink=lambda layer, s: replace(layer, conv=layer.conv.scaled(
+        s.divisor, max(layer.conv.kernel, layer.conv.size // s.map_divisor))),
+    inputs=_conv_inputs, functions=_conv_functions, gradient_cost=_gemm_gradient_cost,
+    parameter_shapes=lambda layer: (layer.conv.weight_shape, (layer.conv.out_channels,)))
+LINEAR = LayerKind(
+    "linear", spatial=False, gemm=True, flops=_gemm_flops, minimum_bytes=_gemm_bytes,
+    shape=lambda layer, n: f"{n}x{layer.in_features}", shrink=_shrink_features, inputs=_linear_inputs,
+    functions=_linear_functions, gradient_cost=_gemm_gradient_cost,
+    parameter_shapes=lambda layer: ((layer.out_features, layer.in_features), (layer.out_features,)))
+
+
+# ------------------------------------------------------------------------------------ pools: LRN + pool, pool
+def _pool_flops(layer: StudyLayer, forward: bool, batch: int, lrn: bool) -> int:
+    inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
+    normalise = (LRN_FLOPS_FORWARD if forward else LRN_FLOPS_BACKWARD) * inputs if lrn else 0
+    return batch * (normalise + POOL["kernel_size"] ** 2 * outputs)  # forward: compare per tap; backward: route
+
+
+def _pool_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int) -> int:
+    inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
+    return element_size * batch * (inputs + outputs if forward else 2 * inputs + outputs)  # backward: dy, x -> dx
+
+
+def _pool_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.Generator,
+                 memory_format: torch.memory_format) -> Inputs:
+    x = _randn(gen, dtype, batch, layer.channels, layer.size, layer.size).relu()  # the input is a ReLU output
+    return [x.contiguous(memory_format=memory_format)], [True]
+
+
+def _pool_kind(name: str, lrn: bool, functions: dict[str, Callable]) -> LayerKind:
+    return LayerKind(
+        name, spatial=True, gemm=False, flops=lambda layer, forward, batch: _pool_flops(layer, forward, batch, lrn),
+        minimum_bytes=_pool_bytes,
+        shape=lambda layer, n: f"{n}x{layer.channels}x{layer.size}x{layer.size}",
+        shrink=lambda layer, s: replace(layer, channels=layer.channels // s.divisor,
+                                        size=max(POOL["kernel_size"], layer.size // s.map_divisor)),
+        inputs=_pool_inputs, functions=lambda layer, precision: functions)
+
+
+LRN_POOL = _pool_kind("lrn_pool", True, dict(triton=lambda x: ops.lrn_max_pool2d(x, **LRN, **POOL),
+                                             torch=lambda x: F.max_pool2d(F.local_response_norm(x, **LRN), **POOL)))
+POOL_KIND = _pool_kind("pool", False, dict(triton=lambda x: ops.max_pool2d(x, **POOL),
+                                           torch=lambda x: F.max_pool2d(x, **POOL)))
+
+
+# ------------------------------------------------------------------------------------ the loss
+def _cross_entropy_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int) -> int:
+    # forward: logits, targets -> per-row log-sum-exp (fp32); backward: logits, targets, lse -> dlogits
+    logits = element_size * batch * layer.in_features
+    return logits * (1 if forward else 2) + (INDEX_BYTES + LSE_BYTES) * batch
+
+
+def _cross_entropy_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.Generator,
+                          memory_format: torch.memory_format) -> Inputs:
+    target = torch.randint(layer.in_features, (batch,), generator=gen, device=gen.device)
+    return [_randn(gen, dtype, batch, layer.in_features), target], [True, False]
+
+
+CROSS_ENTROPY = LayerKind(
+    "cross_entropy", spatial=False, gemm=False,
+    flops=lambda layer, forward, batch: batch * layer.in_features * (
+        CROSS_ENTROPY_FLOPS_FORWARD if forward else CROSS_ENTROPY_FLOPS_BACKWARD),
+    minimum_bytes=_cross_entropy_bytes, shape=lambda layer, n: f"{n}x{layer.in_features}",
+    shrink=lambda layer, s: replace(layer, in_features=layer.in_features // s.divisor),
+    inputs=_cross_entropy_inputs, functions=lambda layer, precision: dict(triton=ops.cross_entropy,
+                                                                          torch=F.cross_entropy),
+    inference=False)
+
+
+# ------------------------------------------------------------------------------------ the optimiser step
+def _sgd_step(layer: StudyLayer, optimizer: type[torch.optim.Optimizer], dtype: torch.dtype, gen: torch.Generator,
+              parameter_shapes: tuple[tuple[int, ...], ...]) -> Callable[[], object]:
+    """One step of ``optimizer`` (an SGD class; the paper's momentum and weight decay) over random parameters of
+    the given shapes, with random gradients."""
+    params = [_randn(gen, dtype, *s).requires_grad_() for s in parameter_shapes]
+    for p in params:
+        p.grad = _randn(gen, dtype, *p.shape)
+    return optimizer(params, **SGD).step
+
+
+SGD_STEP = LayerKind(
+    "sgd", spatial=False, gemm=False,
+    flops=lambda layer, forward, batch: 0 if forward else SGD_FLOPS * layer.in_features,
+    minimum_bytes=lambda layer, forward, batch, element_size: (
+        0 if forward else SGD_STATE_TENSORS * element_size * layer.in_features),
+    shape=lambda layer, n: f"{layer.in_features} params",
+    shrink=lambda layer, s: replace(layer, in_features=sum(
+        math.prod(shape) for before in s.before for shape in KINDS[before.kind].parameter_shapes(before))),
+    step=_sgd_step, batched=False, inference=False, state_element_size=4)
+
+KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL_KIND, LINEAR, CROSS_ENTROPY,
+                                                            SGD_STEP)}
