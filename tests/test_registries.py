@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_triton import ops
-from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost, report, roofline
+from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost, memory, report, roofline, traffic
 from alexnet_triton.study.layer_kinds import KINDS, LayerKind
 from alexnet_triton.study.providers import PROVIDERS, Provider
 
@@ -93,6 +93,19 @@ def test_smoke_harness_figures_summary_and_report(registered, tmp_path):
     as_if_measured = rows.assign(run_kind="gpu", device="a test's relabelled smoke rows")  # never a measurement
     text = report._benchmark_section(tmp_path, as_if_measured)
     assert "| 2012/dummy |" in text and "Dummy baseline" in text and (tmp_path / "benchmarks").is_dir()
+
+
+def test_memory_and_traffic_count_the_new_provider_by_its_backend(registered):
+    """The dummy provider runs the torch backend uncompiled: its saved bytes and launches are eager's."""
+    scaled = dict(width=0.125, input_size=67, num_classes=10)
+    steps = {p: traffic.count_training_step("2012", p, 2, **scaled) for p in ("eager", "dummy")}
+    columns = ["phase", "source", "name", "bytes", "target"]
+    assert steps["dummy"][columns].equals(steps["eager"][columns])
+    summary = traffic.summarise(pd.concat(steps.values())).set_index(["provider", "phase"])
+    assert summary.loc[("dummy", "step"), "launches"] == summary.loc[("eager", "step"), "launches"]
+    saved = memory.measure_network("2012", 1, **scaled).set_index(["provider", "group"]).xs(memory.NETWORK, level=1)
+    assert saved.saved_bytes_per_image["dummy"] == saved.saved_bytes_per_image["eager"]
+    assert saved.ratio_to_dummy["triton"] == saved.ratio_to_eager["triton"]
 
 
 def test_the_registries_are_checked():

@@ -14,8 +14,8 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
   shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
   dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
                   "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
-                  precision as ``experiments/train.py --amp`` runs it: fp32 parameters, the Triton path casting
-                  them per step, the PyTorch path under ``torch.autocast``; no loss scaling
+                  precision as ``experiments/train.py --amp`` runs it: fp32 parameters, the forward under
+                  ``torch.autocast`` on both backends (``alexnet_triton.precision``); no loss scaling
   layout          "nchw" or "channels_last" (the activations and the 4-D weights); empty for non-spatial layers
   ms_p20/50/80    quantiles of the time per call (GPU: ``triton.testing.do_bench``, L2 flushed before each call;
                   CUDA events around each call, so for tiny calls, e.g. batch 1, host-side launch work that

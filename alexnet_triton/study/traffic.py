@@ -23,7 +23,7 @@ run under the same recorder, ``record_launches``, which counts, per phase:
 torch.compile ("compiled", the provider that ``compiles``): the eager model and its cross-entropy in one
 ``torch.compile``, ``torch.compile`` of the same ``torch.optim.SGD``'s step, each launch of the code Inductor
 generates for the CPU target, with Inductor's own byte count per kernel (``compiled.py`` says how and where the
-CPU target differs from CUDA). Every row carries its ``target`` (``TARGETS``): "cuda" for Triton (the launches a
+CPU target differs from CUDA). Every row carries its ``target`` (``target_of``): "cuda" for Triton (the launches a
 GPU run makes, captured), "cpu" for eager (the ATen ops the CPU dispatches) and for torch.compile (Inductor's
 C++ code).
 
@@ -60,7 +60,6 @@ from ..kernels import runtime
 from . import compiled
 from .providers import PROVIDERS, SUBJECT, Provider, baselines
 
-TARGETS = {"triton": "cuda", "eager": "cpu", "compiled": compiled.TARGET}  # whose launches each provider counts
 PHASES = ("forward", "backward", "optimizer")
 STEP = "step"  # the summary's row for the three phases together
 DTYPE = "float32"
@@ -134,6 +133,13 @@ def record_launches(phase: str, launches: list[Launch]) -> Iterator[None]:
         yield
 
 
+def target_of(provider: str) -> str:
+    """Whose launches a provider's count is: Inductor's for a compiling one, else what its backend's step
+    launches, captured for a GPU ("cuda": this project's kernels) or dispatched on the CPU ("cpu": PyTorch's)."""
+    spec = PROVIDERS[provider]
+    return compiled.TARGET if spec.compiles else "cuda" if spec.backend == "triton" else "cpu"
+
+
 def count_training_step(variant: str, provider: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
                         input_size: int | None = None, sms: int = H100_SXM_SMS) -> pd.DataFrame:
     """One row per kernel launch of ``provider``'s training step on images [batch, 3, S, S], fp32 NCHW.
@@ -165,7 +171,7 @@ def count_training_step(variant: str, provider: str, batch: int, *, num_classes:
             with record_launches("optimizer", launches):
                 optimizer.step()
     table = pd.DataFrame([asdict(launch) for launch in launches])
-    table = table.assign(variant=variant, provider=provider, target=TARGETS[provider], batch=batch, dtype=DTYPE)[
+    table = table.assign(variant=variant, provider=provider, target=target_of(provider), batch=batch, dtype=DTYPE)[
         ["variant", "provider", "target", "batch", "dtype", "phase", "source", "name", "bytes"]]
     table.attrs["cpp_functions"] = cpp_functions  # compiled: per phase, the C++ functions its kernels are in
     return table
@@ -232,7 +238,7 @@ def plot_traffic(summary: pd.DataFrame, path: Path) -> Path:
                 x = [i + (offset - (len(providers) - 1) / 2) * width for i in range(len(phases))]
                 values = [rows.loc[(name, phase), metric] for phase in phases]
                 bars = ax.bar(x, values, width, color=PROVIDERS[name].colour,
-                              label=f"{PROVIDERS[name].label} ({TARGETS[name]} target)")
+                              label=f"{PROVIDERS[name].label} ({target_of(name)} target)")
                 if name == SUBJECT:
                     ax.bar_label(bars, ["\n".join(f"x{rows.loc[(name, phase), f'{metric}_to_{peer}']:.2f} {peer[0]}"
                                                   for peer in peers) for phase in phases], fontsize=7)
