@@ -214,3 +214,20 @@ def test_plot_and_summarise_an_inspection_table(tmp_path):
     assert (gfx942["kernels"], gfx942["max_registers"], gfx942["mma"], gfx942["kernels_using_mma"]) == (
         3, 300, ["MFMA"], 1)
     assert summary["per_target"]["sm_90"]["kernels_using_async_copy"] == 1
+
+
+# What the ops compile for PyTorch's arguments beyond AlexNet's: conv3 dilated by 2 (bf16: tensor cores), the
+# dilated ceil_mode pool with its indices kernel and the loss with weights, ignore_index, smoothing, probability
+# targets and extra dimensions (fp16).
+DROP_IN_CASES = ["drop-in/conv3-dilation2/bf16/*", "drop-in/pool-dilation2-ceil/fp16/*",
+                 "drop-in/cross-entropy-options/fp16/*"]
+
+
+def test_drop_in_specialisations_compile_for_sm80_and_sm90_without_spills(tmp_path):
+    table, _ = inspect(tmp_path, ["drop_in"], DROP_IN_CASES)
+    assert_on_both_targets(table, [*CONV_KERNELS, "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel",
+                                   "_window_indices_kernel", "_cross_entropy_forward_kernel",
+                                   "_cross_entropy_backward_kernel"])
+    convs = table[table.kernel.isin(CONV_KERNELS)]
+    assert (convs.issue_per_tensor > 0).all() and convs.mma.isin(["HMMA", "HGMMA"]).all()
+    assert inspection.loop_summary(table).empty  # the AlexNet loop summaries leave these rows out

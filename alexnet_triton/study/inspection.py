@@ -254,10 +254,57 @@ def reference_gemm_cases() -> Cases:
                 yield f"{variant}/{layer.name}/{dtype_name}/rowmajor", run
 
 
+DROP_IN = "drop-in"  # the case labels' "variant" of the specialisations AlexNet does not launch
+
+
+def drop_in_cases() -> Cases:
+    """The specialisations the ops compile for PyTorch's arguments that AlexNet never passes (README "Ops"), at
+    AlexNet-sized shapes: conv3 dilated by 2 (bf16 and exact fp32, channels_last: the tensor-core and CUDA-core
+    tiles); a 3x3/2 max-pool with padding 1, dilation 2 and ceil_mode, forward, backward and its int64 indices,
+    every dtype and layout; cross-entropy with class weights, ignore_index and label smoothing, with probability
+    targets (and their gradient), and over extra dimensions [8, 21, 16, 16] (a segmentation-shaped loss), every
+    dtype. Labelled ``DROP_IN``/..., apart from the AlexNet rows (the loop summaries keep AlexNet's only)."""
+    conv3 = next(layer for layer in CONV_LAYERS["2012"] if layer.name == "conv3")
+    for dtype_name in ("bf16", "fp32-ieee"):
+        dtype, precision = DTYPES[dtype_name]
+
+        def conv_run(dtype=dtype, precision=precision, layout=torch.channels_last):
+            x = torch.empty(BATCH, conv3.in_channels, conv3.size, conv3.size, dtype=dtype, memory_format=layout)
+            w = torch.empty(conv3.out_channels, conv3.in_channels // conv3.groups, conv3.kernel, conv3.kernel,
+                            dtype=dtype, memory_format=layout)
+            geometry = dict(stride=conv3.stride, padding=2, dilation=2, groups=conv3.groups, precision=precision)
+            y = conv.conv2d_forward(x, w, torch.empty(conv3.out_channels, dtype=dtype), relu=True, **geometry)
+            conv.conv2d_input_grad(y, w, x.shape, memory_format=layout, **geometry)
+            conv.conv2d_weight_grad(y, x, w.shape, memory_format=layout, **geometry)
+        yield f"{DROP_IN}/conv3-dilation2/{dtype_name}/channels_last", conv_run
+    _, _, shape = next(_after("pool", ("2012",)))
+    pool = dict(kernel_size=POOL["kernel_size"], stride=POOL["stride"], padding=1, dilation=2, ceil_mode=True)
+    for dtype_name, (dtype, _) in DTYPES.items():
+        for layout_name, layout in LAYOUTS.items():
+            def pool_run(dtype=dtype, layout=layout):
+                x = torch.empty(shape, dtype=dtype, memory_format=layout)
+                y, window = max_pool.max_pool2d_forward(x, **pool)
+                max_pool.max_pool2d_backward(y, window, x.shape, **pool, memory_format=layout)
+                max_pool.max_pool2d_indices(window, x.shape, **pool)
+            yield f"{DROP_IN}/pool-dilation2-ceil/{dtype_name}/{layout_name}", pool_run
+    for dtype_name, (dtype, _) in DTYPES.items():
+        def loss_run(dtype=dtype):
+            for logits, target, target_grad in (
+                    (torch.empty(BATCH, NUM_CLASSES, dtype=dtype), torch.zeros(BATCH, dtype=torch.int64), False),
+                    (torch.empty(BATCH, NUM_CLASSES, dtype=dtype), torch.empty(BATCH, NUM_CLASSES, dtype=dtype), True),
+                    (torch.empty(8, 21, 16, 16, dtype=dtype), torch.zeros(8, 16, 16, dtype=torch.int64), False)):
+                options = dict(weight=torch.empty(logits.shape[1], dtype=dtype), label_smoothing=0.1,
+                               ignore_index=-100 if target_grad else 0)  # probability targets take no ignore_index
+                loss, saved = cross_entropy.cross_entropy_forward(logits, target, "mean", **options)
+                cross_entropy.cross_entropy_backward(torch.empty_like(loss), logits, target, saved, "mean",
+                                                     target_grad=target_grad, **options)
+        yield f"{DROP_IN}/cross-entropy-options/{dtype_name}/rows", loss_run
+
+
 OPS: dict[str, Callable[[], Cases]] = {
     "conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "lrn_pool": lrn_pool_cases,
     "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases,
-    "reference_gemm": reference_gemm_cases}
+    "drop_in": drop_in_cases, "reference_gemm": reference_gemm_cases}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -606,7 +653,7 @@ def _rows_per_case(table: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(case=rows.case_list.str.split(";")).explode("case", ignore_index=True)
     parts = pd.DataFrame(rows.case.str.split("/").tolist(), index=rows.index,
                          columns=["variant", "layer", "dtype", "layout"])
-    return rows.join(parts)
+    return rows.join(parts).query("variant != @DROP_IN")
 
 
 def loop_summary(table: pd.DataFrame) -> pd.DataFrame:

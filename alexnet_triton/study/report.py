@@ -26,7 +26,7 @@ import pandas as pd
 from . import inspection, loop_model
 from .benchmark_cases import HEADLINE
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
-from .inspection import summarise_inspection
+from .inspection import DROP_IN, summarise_inspection
 from .memory import DTYPE, MIB, NETWORK
 from .providers import PROVIDERS, SUBJECT, baselines
 from .roofline import GPUS, summarise_roofline
@@ -198,7 +198,9 @@ def _section(reports: Path, title: str, data: str, script: str, body: Callable[[
 def _inspection_summary(table: pd.DataFrame) -> list[str]:
     summary = summarise_inspection(table)
     lines = [f"Every kernel compiled ahead of time with each config it can be launched with, on AlexNet's "
-             f"full-size shapes (batch 128), every dtype and layout: {summary['kernels']} kernels, "
+             f"full-size shapes (batch 128), every dtype and layout, and on one AlexNet-sized case of each "
+             f"specialisation the ops compile for PyTorch's other arguments (cases `{DROP_IN}/...`: a dilated conv, "
+             f"a dilated ceil_mode pool and its indices, the cross-entropy options): {summary['kernels']} kernels, "
              f"{summary['compilations']} compilations (Triton {', '.join(summary['triton'])}), "
              f"{summary['failing']} failing. Data: `kernels/inspection.csv`.", "",
              "| target | kernels | compilations | failing | spilling | max registers | lowest occupancy "
