@@ -42,17 +42,21 @@ def test_every_full_size_layer_is_covered():
                                     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"))
 
 
-def _forward_and_backward(layer: nn.Module, x: torch.Tensor, ours: bool):
-    """The layer (+ ReLU) on ``x`` with ops (ours) or PyTorch -> (output, grads of x, weight and bias)."""
+def _forward_and_backward(layer: nn.Module, x: torch.Tensor, ours: bool, mask: torch.Tensor | None = None):
+    """The layer (+ ReLU) on ``x`` with ops (ours) or PyTorch -> (output, grads of x, weight and bias). PyTorch's
+    ReLU is ``mask`` when given (our output's > 0: a pre-activation within rounding of 0 may flip either way)."""
     x = x.detach().clone().requires_grad_()
     weight = layer.weight.detach().clone().requires_grad_()
     bias = layer.bias.detach().clone().requires_grad_()
     if isinstance(layer, nn.Conv2d) and ours:
         y = ops.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups, relu=True)
-    elif isinstance(layer, nn.Conv2d):
-        y = F.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups).relu()
+    elif ours:
+        y = ops.linear(x, weight, bias, relu=True)
     else:
-        y = (ops.linear(x, weight, bias, relu=True) if ours else F.linear(x, weight, bias).relu())
+        conv = isinstance(layer, nn.Conv2d)
+        pre = F.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups) if conv else \
+            F.linear(x, weight, bias)
+        y = pre.relu() if mask is None else pre * mask
     grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
     return y, torch.autograd.grad(y, (x, weight, bias), grad)
 
@@ -82,7 +86,7 @@ def test_full_size_layer_forward_and_backward_match_pytorch(name):
     layer, shape = RUN_LAYERS[name]
     x = torch.randn(shape)
     y, grads = _forward_and_backward(layer, x, ours=True)
-    expected_y, expected_grads = _forward_and_backward(layer, x, ours=False)
+    expected_y, expected_grads = _forward_and_backward(layer, x, ours=False, mask=(y > 0).to(y.dtype))
     assert_close(y, expected_y, f"{name} output")
     for operand, actual, expected in zip(("x", "weight", "bias"), grads, expected_grads, strict=True):
         assert_close(actual, expected, f"{name} grad {operand}")
