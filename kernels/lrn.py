@@ -156,7 +156,7 @@ def check_lrn_arguments(op: str, x_shape, size: int, alpha: float, beta: float, 
     check_lrn_constants(op, size, alpha, k, odd_size=True)
 
 
-def _check_lrn_input(op: str, x_shape, size: int, alpha: float, k: float) -> None:
+def check_lrn_input(op: str, x_shape, size: int, alpha: float, k: float) -> None:
     """F.local_response_norm's arguments: x [N, C, *spatial] with at least one spatial dimension, any size."""
     if len(x_shape) < 3:
         raise ValueError(f"{op}: x must be [N, C, *spatial] with at least 3 dimensions (as "
@@ -179,7 +179,7 @@ def channel_blocks(C: int) -> dict:
 def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> torch.Tensor:
     """y [N, C, *spatial] = local_response_norm(x [N, C, *spatial]); a 4-D y keeps x's memory format, others
     are contiguous."""
-    _check_lrn_input("local_response_norm", x.shape, size, alpha, k)
+    check_lrn_input("local_response_norm", x.shape, size, alpha, k)
     checks.check_float_dtype("local_response_norm", x=x)
     checks.check_device("local_response_norm", x=x)
     y = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
@@ -198,7 +198,7 @@ def lrn_forward(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0
 def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
                  k: float = 1.0) -> torch.Tensor:
     """dx [N, C, *spatial] from dy and the forward's input x (same shape); dx is laid out as ``lrn_forward``'s y."""
-    _check_lrn_input("local_response_norm_backward", x.shape, size, alpha, k)
+    check_lrn_input("local_response_norm_backward", x.shape, size, alpha, k)
     if dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
                          f"x {tuple(x.shape)} {x.dtype}")

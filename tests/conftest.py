@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton.kernels import runtime
+from alexnet_triton.ops import library
 from alexnet_triton.parity import TOLERANCES, assert_close, assert_low_precision_close  # noqa: F401  (for tests)
 
 FORBIDDEN_ATEN = {
@@ -29,6 +30,9 @@ class _ForbidTorchCompute(TorchDispatchMode):
     """Raise when a forbidden ATen op is dispatched (a silent PyTorch fallback)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == library.NAMESPACE:  # this project's operator: its implementation runs guarded too
+            with self:
+                return library.IMPLEMENTATIONS[func.overloadpacket.__name__](*args, **(kwargs or {}))
         if func.overloadpacket.__name__ in FORBIDDEN_ATEN:
             raise AssertionError(f"PyTorch op {func} ran inside the Triton path")
         return func(*args, **(kwargs or {}))

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.lrn import lrn_backward, lrn_forward
+from ..kernels.lrn import check_lrn_input, lrn_backward, lrn_forward
+from .library import kernel_op
 
 
-class LocalResponseNormFunction(torch.autograd.Function):
-    """Autograd Function over the Triton LRN kernels (see ``local_response_norm``)."""
+@kernel_op("local_response_norm")
+def _local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    return lrn_forward(x, size, alpha, beta, k)
 
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):
-        ctx.save_for_backward(x)
-        ctx.lrn = dict(size=size, alpha=alpha, beta=beta, k=k)
-        return lrn_forward(x, size, alpha, beta, k)
 
-    @staticmethod
-    def backward(ctx, dy):
-        (x,) = ctx.saved_tensors
-        return lrn_backward(dy, x, **ctx.lrn), None, None, None, None
+@kernel_op("local_response_norm_backward")
+def _local_response_norm_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float,
+                                  k: float) -> torch.Tensor:
+    return lrn_backward(dy, x, size, alpha, beta, k)
+
+
+def _save(ctx, inputs, output) -> None:
+    x, *ctx.lrn = inputs
+    ctx.save_for_backward(x)
+
+
+def _backward(ctx, dy):
+    (x,) = ctx.saved_tensors
+    return _local_response_norm_backward(dy, x, *ctx.lrn), None, None, None, None
+
+
+_local_response_norm.register_autograd(_backward, setup_context=_save)
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
@@ -30,4 +40,5 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
     alpha is divided by size, as PyTorch, Caffe and cuDNN do; the 2012 paper's
     literal alpha=1e-4 without that division is alpha=5e-4 here (size 5).
     """
-    return LocalResponseNormFunction.apply(x, size, alpha, beta, k)
+    check_lrn_input("local_response_norm", x.shape, size, alpha, k)
+    return _local_response_norm(x, size, float(alpha), float(beta), float(k))

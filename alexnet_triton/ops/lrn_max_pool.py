@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.lrn_max_pool import lrn_max_pool2d_backward, lrn_max_pool2d_forward
+from ..kernels.lrn_max_pool import lrn_max_pool2d_backward, lrn_max_pool2d_forward, lrn_max_pool2d_geometry
+from .library import kernel_op
 
 
-class LRNMaxPool2dFunction(torch.autograd.Function):
-    """Autograd Function over the fused Triton kernels (see ``lrn_max_pool2d``)."""
+@kernel_op("lrn_max_pool2d")
+def _lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size: list[int],
+                    stride: list[int], padding: list[int]) -> list[torch.Tensor]:
+    """[y, window offsets]."""
+    return list(lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride, padding))
 
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k, kernel_size, stride, padding):
-        block = dict(size=size, alpha=alpha, beta=beta, k=k, kernel_size=kernel_size, stride=stride, padding=padding)
-        y, window = lrn_max_pool2d_forward(x, **block)
-        ctx.save_for_backward(window, x)
-        ctx.block = block
-        ctx.mark_non_differentiable(window)
-        return y
 
-    @staticmethod
-    def backward(ctx, dy):
-        window, x = ctx.saved_tensors
-        return lrn_max_pool2d_backward(dy, window, x, **ctx.block), None, None, None, None, None, None, None
+@kernel_op("lrn_max_pool2d_backward")
+def _lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
+                             beta: float, k: float, kernel_size: list[int], stride: list[int],
+                             padding: list[int]) -> torch.Tensor:
+    return lrn_max_pool2d_backward(dy, window, x, size, alpha, beta, k, kernel_size, stride, padding)
+
+
+def _save(ctx, inputs, output) -> None:
+    x, *ctx.block = inputs
+    ctx.save_for_backward(output[1], x)
+
+
+def _backward(ctx, grads):
+    window, x = ctx.saved_tensors
+    return (_lrn_max_pool2d_backward(grads[0], window, x, *ctx.block),) + (None,) * 7
+
+
+_lrn_max_pool2d.register_autograd(_backward, setup_context=_save)
 
 
 def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
@@ -34,4 +44,6 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
     adds only 1 byte per output element of saved state. Defaults: the 2012 net's
     overlapping 3x3/2 pool.
     """
-    return LRNMaxPool2dFunction.apply(x, size, alpha, beta, k, kernel_size, stride, padding)
+    g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
+    return _lrn_max_pool2d(x, size, float(alpha), float(beta), float(k), [g["KH"], g["KW"]],
+                           [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]])[0]

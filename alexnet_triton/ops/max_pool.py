@@ -5,29 +5,52 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.max_pool import max_pool2d_backward, max_pool2d_forward, max_pool2d_indices
+from ..kernels.max_pool import (
+    max_pool2d_backward,
+    max_pool2d_dilation,
+    max_pool2d_forward,
+    max_pool2d_geometry,
+    max_pool2d_indices,
+)
 from ..kernels.runtime import memory_format_of
+from .library import kernel_op
 
 
-class MaxPool2dFunction(torch.autograd.Function):
-    """Autograd Function over the Triton max-pool kernels: (y, window offsets) of a 4-D input; the offsets are
-    not differentiable (see ``max_pool2d``)."""
+@kernel_op("max_pool2d")
+def _max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                ceil_mode: bool) -> list[torch.Tensor]:
+    """[y, window offsets] of a 4-D x."""
+    return list(max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode))
 
-    @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
-        y, window = max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.save_for_backward(window)
-        ctx.pool = dict(x_shape=x.shape, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                        ceil_mode=ceil_mode, memory_format=memory_format_of(x))
-        ctx.mark_non_differentiable(window)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for the offsets: one launch fewer
-        return y, window
 
-    @staticmethod
-    def backward(ctx, dy, _):
-        (window,) = ctx.saved_tensors
-        dx = None if dy is None else max_pool2d_backward(dy, window, **ctx.pool)
-        return dx, None, None, None, None, None
+@kernel_op("max_pool2d_backward")
+def _max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape: list[int], kernel_size: list[int],
+                         stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool,
+                         channels_last: bool) -> torch.Tensor:
+    return max_pool2d_backward(dy, window, x_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                               torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@kernel_op("max_pool2d_indices")
+def _max_pool2d_indices(window: torch.Tensor, x_shape: list[int], kernel_size: list[int], stride: list[int],
+                        padding: list[int], dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+    return max_pool2d_indices(window, x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _save(ctx, inputs, output) -> None:
+    x, *ctx.pool = inputs
+    ctx.x_shape, ctx.channels_last = list(x.shape), memory_format_of(x) is torch.channels_last
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, grads):
+    (window,) = ctx.saved_tensors
+    dy = grads[0]
+    dx = None if dy is None else _max_pool2d_backward(dy, window, ctx.x_shape, *ctx.pool, ctx.channels_last)
+    return dx, None, None, None, None, None
+
+
+_max_pool2d.register_autograd(_backward, setup_context=_save)
 
 
 def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -44,10 +67,14 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
                          f"{tuple(input.shape)}")
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    y, window = MaxPool2dFunction.apply(x, kernel_size, stride, padding, dilation, ceil_mode)
+    g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    d = max_pool2d_dilation(dilation)
+    pool = ([g["KH"], g["KW"]], [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]],
+            [d["DILATION_H"], d["DILATION_W"]], ceil_mode)
+    y, window = _max_pool2d(x, *pool)
     outputs = [y]
     if return_indices:
-        outputs.append(max_pool2d_indices(window, x.shape, kernel_size, stride, padding, dilation, ceil_mode))
+        outputs.append(_max_pool2d_indices(window, list(x.shape), *pool))
     if unbatched:
         outputs = [t.squeeze(0) for t in outputs]
     return tuple(outputs) if return_indices else outputs[0]
