@@ -1,4 +1,5 @@
-"""One SGD step for one parameter, in place: weight decay, momentum and the update in a single pass.
+"""One SGD step for many parameters in one launch, in place: weight decay, momentum and the update in a single
+pass (the parameters' blocks one after another in one grid).
 
 Two update forms (dampening 0; g is the gradient, negated when maximising):
   "pytorch" (torch.optim.SGD):  g' = g + weight_decay * w
@@ -9,8 +10,9 @@ Two update forms (dampening 0; g is the gradient, negated when maximising):
                                 v <- momentum * v - weight_decay * lr * w - lr * g
                                 w <- w + v
 For a constant lr both forms give the same weights (v = -lr * b); they differ once lr changes,
-since the paper's v carries the old lr. Math in fp32 (fp64 for float64 parameters; lr, momentum and
-weight_decay are fp32 kernel scalars); the momentum buffer has the parameter's dtype.
+since the paper's v carries the old lr. Math in fp32 (fp64 for float64 parameters; lr (read from a device tensor,
+so a captured CUDA graph follows a schedule), momentum and weight_decay are fp32); the momentum buffer has the
+parameter's dtype.
 """
 
 from __future__ import annotations
@@ -24,26 +26,42 @@ from . import checks, runtime
 UPDATES = ("pytorch", "paper")
 # Not autotuned: one config; 4096-wide GPU blocks took up to 146 registers (numel % 16 != 0).
 CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
+# Tensors per launch at most: the kernel selects its tensor's pointers in a loop unrolled over them.
+MAX_TENSORS = 32
 
 
 @triton.jit
 def _sgd_step_kernel(
-    # pointers
-    param_ptr, grad_ptr, buf_ptr,
-    # sizes
-    numel,
+    # pointers: tuples of T tensors (one dtype), and the learning rate (a 1-element device tensor)
+    params, grads, bufs, lr_ptr,
+    # sizes: a tuple of T element counts
+    numels,
     # runtime scalars
-    lr, momentum, weight_decay,
+    momentum, weight_decay,
     # meta
     PAPER: tl.constexpr, HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Update param (and the momentum buffer buf) in place; param, grad, buf share shape and strides.
+    """Update params[i] (and the momentum buffers bufs[i]) in place; params[i], grads[i], bufs[i] share shape and
+    strides. lr is read from ``lr_ptr`` as fp32, so a schedule updates it in place (a replayed CUDA graph sees it).
 
-    FIRST_STEP: buf holds no value yet (it is only written). grid (cdiv(numel, BLOCK),): each program
-    updates BLOCK elements in memory order.
+    FIRST_STEP: bufs hold no value yet (they are only written). grid (sum_i cdiv(numels[i], BLOCK),): the tensors'
+    blocks one after another; each program updates BLOCK elements of one tensor in memory order.
     """
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    pid = tl.program_id(0)
+    param_ptr, grad_ptr, buf_ptr, numel = params[0], grads[0], bufs[0], numels[0]
+    block = pid  # the program's block within its tensor
+    end = tl.cdiv(numels[0], BLOCK)  # the first block after the tensors seen so far
+    for i in tl.static_range(1, len(params)):
+        here = pid >= end
+        param_ptr = tl.where(here, params[i], param_ptr)
+        grad_ptr = tl.where(here, grads[i], grad_ptr)
+        buf_ptr = tl.where(here, bufs[i], buf_ptr)
+        numel = tl.where(here, numels[i], numel)
+        block = tl.where(here, pid - end, block)
+        end += tl.cdiv(numels[i], BLOCK)
+    lr = tl.load(lr_ptr).to(tl.float32)
+    offs = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < numel
     w = tl.load(param_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
     g = tl.load(grad_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
@@ -79,18 +97,8 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
 
 
-def sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None, *, lr: float,
-             momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
-             update: str = "pytorch") -> torch.Tensor | None:
-    """Update ``param`` in place from ``grad``; return the momentum buffer (None without momentum).
-
-    momentum_buffer: the previous step's buffer, or None on the first step (a new one is allocated
-    with param's shape, dtype and memory format). param, grad and the buffer must share shape,
-    dtype and strides, contiguous or channels_last.
-    """
-    op = "sgd"
-    if update not in UPDATES:
-        raise ValueError(f"{op}: update must be one of {UPDATES}, got {update!r}")
+def _check(op: str, param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None) -> None:
+    """Clear errors for a (param, grad, buffer) the kernel cannot take."""
     if grad.is_sparse or param.is_sparse:
         raise TypeError(f"{op}: sparse tensors are not supported (param layout {param.layout}, "
                         f"grad layout {grad.layout})")
@@ -103,14 +111,62 @@ def sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Ten
     if not _dense(param):
         raise ValueError(f"{op}: param {tuple(param.shape)} with strides {param.stride()} must be contiguous "
                          "or channels_last")
-    first_step = momentum != 0 and momentum_buffer is None
-    if first_step:
-        momentum_buffer = runtime.new_output(param.shape, device=param.device, dtype=param.dtype,
-                                             memory_format=runtime.memory_format_of(param))
-    runtime.launch(_sgd_step_kernel, lambda meta: (triton.cdiv(param.numel(), meta["BLOCK"]),), CONFIGS,
-                   param_ptr=param, grad_ptr=grad, buf_ptr=param if momentum_buffer is None else momentum_buffer,
-                   numel=param.numel(), lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
-                   PAPER=update == "paper", HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step, NESTEROV=nesterov,
-                   HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize,
-                   COMPUTE_DTYPE=runtime.accumulator_type(param.dtype))
-    return momentum_buffer if momentum != 0 else None
+
+
+def learning_rate_tensor(op: str, lr: float | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """lr as the kernel reads it: a 1-element float tensor on ``device`` (a tensor lr is used as it is)."""
+    if not isinstance(lr, torch.Tensor):
+        return torch.full((1,), float(lr), dtype=torch.float32, device=device)
+    if lr.numel() != 1 or not lr.is_floating_point() or lr.device != device:
+        raise ValueError(f"{op}: a tensor lr must be one floating-point element on the parameters' device "
+                         f"{device}, got shape {tuple(lr.shape)} {lr.dtype} on {lr.device}")
+    return lr
+
+
+def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor | None],
+              *, lr: float | torch.Tensor, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+              maximize: bool = False, update: str = "pytorch") -> list[torch.Tensor | None]:
+    """Update every ``params[i]`` in place from ``grads[i]``; return the momentum buffers (None without momentum).
+
+    One launch per (device, dtype, first step or not) and per ``MAX_TENSORS`` tensors: a parameter group of one
+    dtype is one launch. momentum_buffers[i]: the previous step's buffer, or None on the first step (a new one is
+    allocated with the parameter's shape, dtype and memory format). params[i], grads[i] and the buffer must share
+    shape, dtype and strides, contiguous or channels_last. lr: a float, or a 1-element float tensor on the
+    parameters' device read by the kernel (fp32) at each step: updated in place, it changes the lr of a captured
+    CUDA graph.
+    """
+    op = "sgd"
+    if update not in UPDATES:
+        raise ValueError(f"{op}: update must be one of {UPDATES}, got {update!r}")
+    if not len(params) == len(grads) == len(momentum_buffers):
+        raise ValueError(f"{op}: {len(params)} params, {len(grads)} grads and {len(momentum_buffers)} momentum "
+                         "buffers: give one of each per parameter")
+    launches: dict[tuple, list[int]] = {}
+    buffers = list(momentum_buffers)
+    for i, (param, grad, buffer) in enumerate(zip(params, grads, buffers, strict=True)):
+        _check(op, param, grad, buffer)
+        first_step = momentum != 0 and buffer is None
+        if first_step:
+            buffers[i] = runtime.new_output(param.shape, device=param.device, dtype=param.dtype,
+                                            memory_format=runtime.memory_format_of(param))
+        launches.setdefault((param.device, param.dtype, first_step), []).append(i)
+    lr_tensors = {device: learning_rate_tensor(op, lr, device) for device, _, _ in launches}
+    for (device, dtype, first_step), indices in launches.items():
+        for chunk in range(0, len(indices), MAX_TENSORS):
+            group = indices[chunk:chunk + MAX_TENSORS]
+            numels = tuple(params[i].numel() for i in group)
+            runtime.launch(
+                _sgd_step_kernel, lambda meta, numels=numels: (sum(triton.cdiv(n, meta["BLOCK"]) for n in numels),),
+                CONFIGS, params=tuple(params[i] for i in group), grads=tuple(grads[i] for i in group),
+                bufs=tuple(params[i] if momentum == 0 else buffers[i] for i in group), lr_ptr=lr_tensors[device],
+                numels=numels, momentum=float(momentum), weight_decay=float(weight_decay), PAPER=update == "paper",
+                HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step, NESTEROV=nesterov,
+                HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize, COMPUTE_DTYPE=runtime.accumulator_type(dtype))
+    return buffers if momentum != 0 else [None] * len(params)
+
+
+def sgd_step(param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None, *,
+             lr: float | torch.Tensor, **hyper) -> torch.Tensor | None:
+    """``sgd_steps`` of one parameter: update ``param`` in place; return its momentum buffer (None without
+    momentum)."""
+    return sgd_steps([param], [grad], [momentum_buffer], lr=lr, **hyper)[0]

@@ -168,8 +168,9 @@ class _RecordOps(TorchDispatchMode):
 
 
 def test_step_runs_no_pytorch_arithmetic():
-    """torch's single-tensor SGD uses add/mul_/add_; ours only allocates (and, under test, poisons) buffers.
-    new_empty/copy_/set_ are the interpreter moving kernel arguments; the profiler marks the step."""
+    """torch's single-tensor SGD uses add/mul_/add_; ours only allocates (and, under test, poisons) buffers, and
+    makes the lr's device tensor (full) on the first step. new_empty/copy_/set_ are the interpreter moving kernel
+    arguments; the profiler marks the step."""
     params = make_params(seed=8)
     ours = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-3)
     gen = torch.Generator().manual_seed(9)
@@ -177,7 +178,7 @@ def test_step_runs_no_pytorch_arithmetic():
     with _RecordOps() as recorder:
         ours.step()
         ours.step()
-    allowed = {"empty", "empty_strided", "fill_", "new_empty", "copy_", "set_", "_record_function_enter_new",
+    allowed = {"empty", "empty_strided", "full", "fill_", "new_empty", "copy_", "set_", "_record_function_enter_new",
                "_record_function_exit"}
     assert recorder.ops <= allowed, recorder.ops - allowed
 
@@ -246,3 +247,88 @@ def test_gradient_with_other_strides_is_rejected():
 def test_integer_parameter_is_rejected():
     with pytest.raises(TypeError, match="param has dtype torch.int64"):
         kernels.sgd_step(torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long), None, lr=0.1)
+
+
+def _count_launches(monkeypatch) -> list:
+    """The kernels runtime.launch runs from now on (the launches still run)."""
+    launched, launch = [], runtime.launch
+    monkeypatch.setattr(runtime, "launch", lambda kernel, *a, **k: (launched.append(kernel), launch(kernel, *a, **k)))
+    return launched
+
+
+@pytest.mark.parametrize("hyper", [
+    pytest.param(dict(momentum=0.9, weight_decay=5e-4), id="momentum-weight-decay"),
+    pytest.param(dict(momentum=0.9, weight_decay=1e-2, nesterov=True), id="nesterov"),
+    pytest.param(dict(momentum=0.5, weight_decay=1e-2, maximize=True), id="maximize"),
+    pytest.param(dict(momentum=0.9, weight_decay=5e-4, update="paper"), id="paper"),
+    pytest.param(dict(weight_decay=1e-2), id="no-momentum"),
+])
+def test_one_launch_per_group_is_bitwise_the_per_tensor_update(hyper, monkeypatch, no_torch_fallback):
+    """The optimizer's one multi-tensor launch per group against one sgd_step launch per parameter, step by step:
+    the same bits in every parameter and momentum buffer (blocks of several tensors in one grid)."""
+    params = make_params(seed=4)
+    singles = clone(params)
+    ours = optim.SGD(params, lr=0.05, **hyper)
+    buffers = [None] * len(singles)
+    gen = torch.Generator().manual_seed(5)
+    launched = _count_launches(monkeypatch)
+    for step in range(3):
+        set_gradients([params, singles], gen)
+        del launched[:]
+        ours.step()
+        assert len(launched) == 1, f"step {step}: {len(launched)} launches for one group"
+        buffers = [kernels.sgd_step(p, p.grad, b, lr=0.05, **hyper) for p, b in zip(singles, buffers, strict=True)]
+        for i, (p, single, buffer) in enumerate(zip(params, singles, buffers, strict=True)):
+            assert torch.equal(p, single), f"step {step}: parameter {i}"
+            if buffer is not None:
+                assert torch.equal(ours.state[p]["momentum_buffer"], buffer), f"step {step}: buffer {i}"
+
+
+def test_a_group_of_two_dtypes_launches_once_per_dtype(monkeypatch, no_torch_fallback):
+    params = make_params(seed=6)[:3] + make_params(torch.float16, seed=7)[:3]
+    singles = clone(params)
+    ours = optim.SGD(params, lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(8)
+    for p, single in zip(params, singles, strict=True):
+        p.grad = torch.randn(p.shape, generator=gen).to(p.dtype, memory_format=runtime.memory_format_of(p))
+        single.grad = p.grad.clone(memory_format=torch.preserve_format)
+    launched = _count_launches(monkeypatch)
+    ours.step()
+    assert len(launched) == 2
+    for p, single in zip(params, singles, strict=True):
+        kernels.sgd_step(single, single.grad, None, lr=0.1, momentum=0.9)
+        assert torch.equal(p, single)
+
+
+def test_a_tensor_lr_changed_in_place_is_the_float_schedule(no_torch_fallback):
+    """A schedule that writes a tensor lr in place gives the bits of one that sets a float lr; a float lr change
+    reaches the same device tensor (one address for a captured graph), written only when it changed."""
+    float_params, tensor_params = make_params(seed=10), make_params(seed=10)
+    lr = torch.tensor(0.1)
+    by_float = optim.SGD(float_params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    by_tensor = optim.SGD(tensor_params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(11)
+    mirrors = []
+    for step, value in enumerate((0.1, 0.1, 0.01, 0.003)):
+        by_float.param_groups[0]["lr"] = value
+        lr.fill_(value)
+        set_gradients([float_params, tensor_params], gen)
+        by_float.step()
+        by_tensor.step()
+        for p, q in zip(float_params, tensor_params, strict=True):
+            assert torch.equal(p, q), f"step {step}"
+        mirrors.append(by_float._lr_tensor(0, torch.device("cpu")))
+        assert mirrors[-1].item() == torch.tensor(value, dtype=torch.float32).item()
+    assert all(m is mirrors[0] for m in mirrors)
+    by_float.param_groups[0]["lr"] = 0.5
+    by_float.sync_lr()
+    assert mirrors[0].item() == 0.5
+
+
+def test_a_tensor_lr_on_another_device_or_shape_is_rejected():
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"a tensor lr must be one floating-point element .* got shape \(2,\)"):
+        optim.SGD([p], lr=torch.ones(2)).step()
+    with pytest.raises(ValueError, match="a tensor lr must be one floating-point element"):
+        kernels.sgd_step(p, p.grad, None, lr=torch.ones(1, dtype=torch.int64))
