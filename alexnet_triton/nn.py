@@ -56,7 +56,8 @@ class Linear(torch.nn.Linear):
     """``torch.nn.Linear`` (same parameters and state_dict) computed by the Triton linear kernels.
 
     relu: fuse a ReLU into the epilogue. dropout: probability of zeroing an output after that, fused too, in
-    training mode only (``ops.linear``'s dropout, its mask from a seed drawn per call). precision: "ieee" or "tf32".
+    training mode only (``ops.linear``'s dropout, its mask from a seed drawn per call on the input's device: a
+    device tensor, so a captured CUDA graph draws anew at each replay). precision: "ieee" or "tf32".
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
@@ -75,7 +76,8 @@ class Linear(torch.nn.Linear):
 
 
 class Dropout(torch.nn.Dropout):
-    """``torch.nn.Dropout`` computed by the Triton dropout kernel (its mask from a seed drawn per call)."""
+    """``torch.nn.Dropout`` computed by the Triton dropout kernel (its mask from a seed drawn per call on the
+    input's device)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return ops.dropout(input, self.p, self.training, self.inplace)

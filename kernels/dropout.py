@@ -8,6 +8,12 @@ fused dropout epilogue (kernels/linear.py, through ``dropped_out``) draws
 exactly the mask this op draws. Kept values are scaled by 1/(1-p) computed as
 PyTorch does (in the tensor's dtype), and 0 when p = 1.
 
+The kernels read the seed from a 1-element int64 device tensor, not a launch
+argument: a drawn seed is ``torch.randint`` on the tensor's device (torch's
+generator for that device, so ``torch.manual_seed`` makes runs repeat, and a
+captured CUDA graph draws a fresh one at each replay), and nothing is read back
+to the host. A given seed value gives the mask it gave as an int argument.
+
 The kernel reads and writes contiguous memory: the launcher passes a
 non-contiguous tensor as a contiguous copy (the mask is defined on the
 row-major index whatever the layout). In place, a contiguous tensor is
@@ -16,6 +22,7 @@ overwritten by the kernel itself, a non-contiguous one by copying the result bac
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import torch
@@ -24,7 +31,7 @@ import triton.language as tl
 
 from . import checks, runtime
 
-# Seeds are non-negative 64-bit ints; drawn ones stay below 2**31 (one kernel signature, i32).
+# Seeds are non-negative 64-bit ints; drawn ones stay below 2**31.
 SEED_LIMIT = 2**63
 DRAWN_SEED_LIMIT = 2**31
 # Not autotuned: one config; the interpreter runs fewer, larger programs.
@@ -43,14 +50,14 @@ def dropped_out(v, seed, offsets, p, scale):
     return tl.where(dropout_keep(seed, offsets, p), v * scale, 0.0)
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def _dropout_kernel(
-    # pointers
-    x_ptr, y_ptr,
+    # pointers (seed_ptr: the mask's seed, int64 [1])
+    x_ptr, y_ptr, seed_ptr,
     # sizes
     numel,
     # runtime scalars
-    seed, p, scale,
+    p, scale,
     # meta
     COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -62,7 +69,7 @@ def _dropout_kernel(
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < numel
     x = tl.load(x_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
-    y = dropped_out(x, seed, offs, p, scale)
+    y = dropped_out(x, tl.load(seed_ptr), offs, p, scale)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=in_range)
 
 
@@ -78,49 +85,71 @@ def check_probability(op: str, p) -> float:
     return float(p)
 
 
-def check_seed(op: str, seed) -> int:
-    """seed as given; TypeError unless an int, ValueError outside [0, 2**63)."""
+def check_seed(op: str, seed, device: torch.device | None = None) -> int | torch.Tensor:
+    """seed as given: an int in [0, 2**63), or an int64 tensor of one element (on ``device`` when given: the
+    seed the kernels read); TypeError or ValueError naming what is wrong otherwise."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise TypeError(f"{op}: a seed tensor must hold one int64, got shape {tuple(seed.shape)} {seed.dtype}")
+        if device is not None and seed.device != device:
+            raise ValueError(f"{op}: seed tensor on {seed.device}, the input on {device}")
+        return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{op}: seed must be an int, got {seed!r}")
+        raise TypeError(f"{op}: seed must be an int or an int64 tensor of one element, got {seed!r}")
     if not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{op}: seed must be in [0, 2**63), got {seed}")
     return seed
 
 
-def draw_seed() -> int:
-    """A fresh seed from torch's default CPU generator, so torch.manual_seed makes runs repeat."""
-    return int(torch.randint(0, DRAWN_SEED_LIMIT, ()).item())
+def seed_tensor(op: str, seed, device: torch.device) -> torch.Tensor:
+    """The seed the kernels read: ``seed`` (an int or an int64 tensor, see ``check_seed``) as an int64 [1] tensor
+    on ``device``; None draws one there (``draw_seed``)."""
+    if seed is None:
+        return draw_seed(device)
+    seed = check_seed(op, seed, device)
+    return seed.reshape(1) if isinstance(seed, torch.Tensor) else torch.full((1,), seed, dtype=torch.int64,
+                                                                             device=device)
 
 
+def draw_seed(device: torch.device | str = "cpu") -> torch.Tensor:
+    """A fresh seed in [0, 2**31), int64 [1] on ``device``, from torch's generator of that device (so
+    torch.manual_seed makes runs repeat), drawn there: no host read, and a CUDA graph replay draws anew."""
+    return torch.randint(0, DRAWN_SEED_LIMIT, (1,), device=device)
+
+
+@functools.cache
 def dropout_scale(p: float, dtype: torch.dtype) -> float:
-    """Factor of the kept values: 1/(1-p) rounded to ``dtype`` as F.dropout computes it; 0 for p = 1."""
+    """Factor of the kept values: 1/(1-p) rounded to ``dtype`` as F.dropout computes it; 0 for p = 1 (computed
+    once per (p, dtype): a constant of the launches, not a per-step host read)."""
     return (torch.ones((), dtype=dtype) / (1.0 - p)).item() if p < 1.0 else 0.0
 
 
-def _dropout_launch(op: str, t: torch.Tensor, p: float, seed: int, config: triton.Config | None,
+def _dropout_launch(op: str, t: torch.Tensor, p: float, seed, config: triton.Config | None,
                     inplace: bool = False) -> torch.Tensor:
     p = check_probability(op, p)
-    seed = check_seed(op, seed)
+    seed = seed_tensor(op, seed, t.device)
     checks.check_float_dtype(op, x=t)
     checks.check_device(op, x=t)
     source = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
     out = source if inplace and source is t else runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
     if out.numel():
         runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(out.numel(), meta["BLOCK"]),), CONFIGS, config,
-                       x_ptr=source, y_ptr=out, numel=out.numel(), seed=seed, p=p, scale=dropout_scale(p, t.dtype),
+                       x_ptr=source, y_ptr=out, seed_ptr=seed, numel=out.numel(), p=p, scale=dropout_scale(p, t.dtype),
                        COMPUTE_DTYPE=runtime.accumulator_type(t.dtype))
     return t.copy_(out) if inplace and out is not t else out
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int, config: triton.Config | None = None,
+def dropout_forward(x: torch.Tensor, p: float, seed: int | torch.Tensor, config: triton.Config | None = None,
                     inplace: bool = False) -> torch.Tensor:
     """y (x's shape): x * 1/(1-p) where kept, else 0; the mask comes from (seed, row-major index).
 
-    y is a new contiguous tensor, or x itself (overwritten) when ``inplace``.
+    seed: an int, or an int64 tensor of one element on x's device (read by the kernel). y is a new contiguous
+    tensor, or x itself (overwritten) when ``inplace``.
     """
     return _dropout_launch("dropout", x, p, seed, config, inplace)
 
 
-def dropout_backward(dy: torch.Tensor, p: float, seed: int, config: triton.Config | None = None) -> torch.Tensor:
+def dropout_backward(dy: torch.Tensor, p: float, seed: int | torch.Tensor,
+                     config: triton.Config | None = None) -> torch.Tensor:
     """dx = dy * 1/(1-p) where the forward with this seed kept the element, else 0 (the mask is regenerated)."""
     return _dropout_launch("dropout_backward", dy, p, seed, config)

@@ -12,8 +12,8 @@ Accumulation is fp32 (fp64 for float64 inputs, which exist to run gradcheck in
 the interpreter). Row offsets (m, n times a row stride) and dropout indices are
 int64; column offsets stay below a row's extent.
 
-Dropout uses the mask of kernels/dropout.py (``dropped_out``) at y's flat
-index m * N + n (its row-major index in [*, N] too), so the fused epilogue
+Dropout uses the mask of kernels/dropout.py (``dropped_out``; the seed read from
+a 1-element int64 device tensor) at y's flat index m * N + n (its row-major index in [*, N] too), so the fused epilogue
 equals ``dropout(linear(...))`` on y's shape exactly:
 the epilogue rounds relu(x @ w^T + b) to y's dtype before scaling, as the
 two separate ops would. Backward gets d(pre-activation) = dy' on the load of dy:
@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from . import checks, runtime
-from .dropout import check_probability, check_seed, dropout_scale, dropped_out
+from .dropout import check_probability, dropout_scale, dropped_out, seed_tensor
 
 # Rows of output tiles per group in the swizzled program order (tiles of one group share operand loads in L2).
 GROUP_M = 8
@@ -99,10 +99,10 @@ def _output_grad(dy_ptrs, y_ptrs, mask, flat, seed, p, scale, RELU_MASK: tl.cons
     return g.to(dy_ptrs.dtype.element_ty)
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def _linear_forward_kernel(
-    # pointers
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    # pointers (seed_ptr: the dropout mask's seed, int64 [1])
+    x_ptr, w_ptr, b_ptr, y_ptr, seed_ptr,
     # sizes
     M, N, K,
     # strides, in elements
@@ -111,7 +111,7 @@ def _linear_forward_kernel(
     b_sn,
     y_sm, y_sn,
     # runtime scalars (dropout)
-    seed, p, scale,
+    p, scale,
     # meta
     HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
@@ -146,15 +146,15 @@ def _linear_forward_kernel(
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
         flat = m.to(tl.int64)[:, None] * N + n[None, :]
-        acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), seed, flat, p, scale)
+        acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), tl.load(seed_ptr), flat, p, scale)
     y_ptrs = y_ptr + (m.to(tl.int64) * y_sm)[:, None] + (n * y_sn)[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def _linear_input_grad_kernel(
-    # pointers
-    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1])
+    dy_ptr, y_ptr, w_ptr, dx_ptr, seed_ptr,
     # sizes
     M, N, K,
     # strides, in elements
@@ -163,7 +163,7 @@ def _linear_input_grad_kernel(
     w_sn, w_sk,
     dx_sm, dx_sk,
     # runtime scalars (dropout)
-    seed, p, scale,
+    p, scale,
     # meta
     RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -184,6 +184,7 @@ def _linear_input_grad_kernel(
     flat_rows = m64 * N
     n = tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + (n.to(tl.int64) * w_sn)[:, None] + (k * w_sk)[None, :]
+    seed = tl.load(seed_ptr) if DROPOUT_MASK else 0
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for n0 in range(0, N, BLOCK_K):
@@ -199,10 +200,10 @@ def _linear_input_grad_kernel(
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
 
 
-@triton.jit(do_not_specialize=["seed"])
+@triton.jit
 def _linear_weight_grad_kernel(
-    # pointers
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr,
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1])
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, seed_ptr,
     # sizes
     M, N, K,
     # strides, in elements
@@ -211,7 +212,7 @@ def _linear_weight_grad_kernel(
     x_sm, x_sk,
     dw_sn, dw_sk,
     # runtime scalars (dropout)
-    seed, p, scale,
+    p, scale,
     # meta
     RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
@@ -233,6 +234,7 @@ def _linear_weight_grad_kernel(
     k_ok = k < K
     m = tl.arange(0, BLOCK_K)
     x_ptrs = x_ptr + (m.to(tl.int64) * x_sm)[:, None] + (k * x_sk)[None, :]
+    seed = tl.load(seed_ptr) if DROPOUT_MASK else 0
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     bias_acc = tl.zeros([BLOCK_M], dtype=ACC_DTYPE)
@@ -258,10 +260,13 @@ def _linear_weight_grad_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-def _check_dropout(p: float, seed) -> tuple[float, int]:
-    """(p, seed) checked; the seed is only needed (and must be an int) when p > 0."""
+def _check_dropout(p: float, seed, device: torch.device) -> tuple[float, torch.Tensor | None]:
+    """(p, the seed tensor the kernels read) checked; the seed (an int or an int64 tensor of one element on
+    ``device``) is only needed when p > 0 (else None)."""
     p = check_probability("linear", p)
-    return p, (check_seed("linear", seed) if p > 0 else 0)
+    if p > 0 and seed is None:
+        raise TypeError("linear: dropout > 0 needs a seed (an int or an int64 tensor of one element)")
+    return p, (seed_tensor("linear", seed, device) if p > 0 else None)
 
 
 def linear_geometry(x_shape, w_shape) -> dict:
@@ -287,25 +292,26 @@ def _grid(rows: int, cols: int):
     return lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"]),)
 
 
-def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: int) -> dict:
+def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: torch.Tensor | None) -> dict:
     """Kernel arguments of the backward's dy masking (see the module docstring)."""
     return dict(y_ptr=y if y is not None else dy, **runtime.stride_args("y", y if y is not None else dy, "mn"),
-                seed=seed, p=p, scale=dropout_scale(p, dy.dtype) if p > 0 else 1.0,
+                seed_ptr=seed if seed is not None else dy, p=p, scale=dropout_scale(p, dy.dtype) if p > 0 else 1.0,
                 RELU_MASK=y is not None, DROPOUT_MASK=y is None and p > 0)
 
 
 def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
-                   dropout: float = 0.0, seed: int | None = None, precision: str = "ieee",
+                   dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee",
                    config: triton.Config | None = None) -> torch.Tensor:
     """y [*, N] = x [*, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with probability
-    ``dropout`` and the mask of ``seed`` (an int, needed when dropout > 0).
+    ``dropout`` and the mask of ``seed`` (needed when dropout > 0: an int, or an int64 tensor of one element on
+    x's device, which the kernel reads).
 
     precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
     fp16/bf16 always use tensor cores. config overrides the launch choice.
     """
     g = linear_geometry(x.shape, weight.shape)
     checks.check_precision("linear", precision)
-    p, seed = _check_dropout(dropout, seed)
+    p, seed = _check_dropout(dropout, seed, x.device)
     checks.check_layer_operands("linear", x, weight, bias, g["N"])
     y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
@@ -314,9 +320,10 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     runtime.launch(
         _linear_forward_kernel, _grid(g["M"], g["N"]), FORWARD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
-        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y_matrix, **g,
+        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y_matrix,
+        seed_ptr=seed if seed is not None else weight, **g,
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
-        b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), seed=seed, p=p,
+        b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
@@ -324,7 +331,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
-                      seed: int | None = None, precision: str = "ieee",
+                      seed: int | torch.Tensor | None = None, precision: str = "ieee",
                       config: triton.Config | None = None) -> torch.Tensor:
     """dx [*, K] from dy [*, N] and weight [N, K].
 
@@ -335,7 +342,7 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
         raise ValueError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry((*dy.shape[:-1], weight.shape[-1]), weight.shape)
     checks.check_precision("linear", precision)
-    p, seed = _check_dropout(dropout, seed)
+    p, seed = _check_dropout(dropout, seed, dy.device)
     out_shape = (*dy.shape[:-1], g["N"])
     checks.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape, weight.dtype)
     checks.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, weight.dtype)
@@ -356,7 +363,7 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
 
 
 def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
-                       seed: int | None = None, bias_grad: bool = True, precision: str = "ieee",
+                       seed: int | torch.Tensor | None = None, bias_grad: bool = True, precision: str = "ieee",
                        config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dw [N, K], db [N] or None) from dy [*, N] and x [*, K]; y, dropout, seed as in ``linear_input_grad``.
 
@@ -367,7 +374,7 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
         raise ValueError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
     checks.check_precision("linear", precision)
-    p, seed = _check_dropout(dropout, seed)
+    p, seed = _check_dropout(dropout, seed, x.device)
     out_shape = (*x.shape[:-1], g["N"])
     checks.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
     checks.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)

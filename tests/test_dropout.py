@@ -223,6 +223,11 @@ BAD_INPUTS = [
     ("device", dict(x=torch.ones(3, device="meta")), ValueError, r"x is on meta"),
     ("negative seed", dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*63\)"),
     ("float seed", dict(seed=1.5), TypeError, r"seed must be an int"),
+    ("int32 seed tensor", dict(seed=torch.ones(1, dtype=torch.int32)), TypeError,
+     r"a seed tensor must hold one int64, got shape \(1,\) torch.int32"),
+    ("two-element seed tensor", dict(seed=torch.ones(2, dtype=torch.int64)), TypeError, r"got shape \(2,\)"),
+    ("seed tensor elsewhere", dict(seed=torch.ones(1, dtype=torch.int64, device="meta")), ValueError,
+     r"seed tensor on meta, the input on cpu"),
 ]
 
 
@@ -231,3 +236,41 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
     _, spec, error, message = case
     with pytest.raises(error, match=message):
         ops.dropout(spec.get("x", torch.ones(3)), spec.get("p", 0.5), True, seed=spec.get("seed", 1))
+
+
+def test_a_seed_tensor_is_the_int_seed_and_is_read_by_the_kernel(no_torch_fallback):
+    """A seed tensor (0-d or [1]) gives the int seed's mask, forward and backward; rewriting it in place before
+    the backward is an error (the mask would change)."""
+    x = fresh((30, 41))
+    with no_torch_fallback():
+        by_int = ops.dropout(x, 0.5, True, seed=2**40 + 7)
+        by_int.backward(torch.ones_like(by_int))
+        expected_grad, x.grad = x.grad, None
+        for seed in (torch.tensor(2**40 + 7), torch.tensor([2**40 + 7])):
+            by_tensor = ops.dropout(x, 0.5, True, seed=seed)
+            by_tensor.backward(torch.ones_like(by_tensor))
+            assert torch.equal(by_tensor, by_int) and torch.equal(x.grad, expected_grad)
+            x.grad = None
+        seed = torch.tensor([5])
+        y = ops.dropout(x, 0.5, True, seed=seed)
+        seed.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+
+
+def test_a_drawn_seed_is_a_tensor_on_the_inputs_device_with_no_host_read():
+    """The drawn seed comes from torch.randint on x's device and reaches the kernel as a tensor: no .item()."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class NoHostRead(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            assert func.overloadpacket.__name__ != "_local_scalar_dense", "a host read of a tensor value"
+            return func(*args, **(kwargs or {}))
+
+    x = fresh((8, 9))
+    dropout_kernels.dropout_scale(0.5, x.dtype)  # computed once per (p, dtype), before the mode
+    with NoHostRead():
+        y = ops.dropout(x, 0.5)
+        y.sum().backward()
+    seed = dropout_kernels.draw_seed()
+    assert seed.dtype == torch.int64 and seed.shape == (1,) and 0 <= int(seed) < dropout_kernels.DRAWN_SEED_LIMIT

@@ -131,11 +131,12 @@ def test_masks_in_backward_kernels(dtype):
 @pytest.mark.parametrize("relu", [False, True], ids=["dropout", "relu+dropout"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 def test_fused_dropout_equals_the_standalone_op(dtype, relu, no_torch_fallback):
-    """linear(relu, dropout=p, seed=s) == dropout(linear(relu), p, seed=s) bitwise, output and gradients."""
+    """linear(relu, dropout=p, seed=s) == dropout(linear(relu), p, seed=s) bitwise, output and gradients; the
+    fused kernels read s from a tensor (as a drawn seed reaches them), the standalone op gets it as an int."""
     x, w, b = make_inputs((6, 72, 40), dtype)
     p, seed = 0.5, 4242
     with no_torch_fallback():
-        fused = ops.linear(x, w, b, relu=relu, dropout=p, seed=seed)
+        fused = ops.linear(x, w, b, relu=relu, dropout=p, seed=torch.tensor([seed]))
         composed = ops.dropout(ops.linear(x, w, b, relu=relu), p, True, seed=seed)
         dy = upstream(fused)
         fused_grads = torch.autograd.grad(fused, (x, w, b), dy)

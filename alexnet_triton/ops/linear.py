@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.dropout import check_probability, check_seed, draw_seed
+from ..kernels.dropout import check_probability, seed_tensor
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
 from ..precision import autocast_operands
 
@@ -15,25 +15,25 @@ class LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, relu, dropout, seed, precision):
         y = linear_forward(x, weight, bias, relu, dropout, seed, precision)
-        ctx.save_for_backward(x, weight, y if relu else None)
-        ctx.linear = dict(dropout=dropout, seed=seed, precision=precision)
+        ctx.save_for_backward(x, weight, y if relu else None, seed)
+        ctx.linear = dict(dropout=dropout, precision=precision)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
+        x, weight, y, seed = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = dw = db = None
         if need_x:
-            dx = linear_input_grad(dy, weight, y=y, **ctx.linear)
+            dx = linear_input_grad(dy, weight, y=y, seed=seed, **ctx.linear)
         if need_w or need_b:
-            dw, db = linear_weight_grad(dy, x, y=y, bias_grad=ctx.has_bias and need_b, **ctx.linear)
+            dw, db = linear_weight_grad(dy, x, y=y, seed=seed, bias_grad=ctx.has_bias and need_b, **ctx.linear)
         return dx, dw if need_w else None, db, None, None, None, None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
-           dropout: float = 0.0, seed: int | None = None, precision: str = "ieee") -> torch.Tensor:
+           dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee") -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then ReLU if ``relu``, then dropout of the result, in one kernel.
 
     x [*, in_features], weight [out_features, in_features], bias [out_features] -> [*, out_features]; as
@@ -42,7 +42,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     output is the bias). x's leading dimensions are read as one through a view, or a copy of x when they do not
     merge into one stride.
     dropout: probability p of zeroing an output (0 = off; pass 0 in eval mode); kept outputs are scaled
-    by 1/(1-p). seed: the mask's seed (int in [0, 2**63); None draws one from torch's default CPU generator),
+    by 1/(1-p). seed: the mask's seed (an int in [0, 2**63) or an int64 tensor of one element on x's device, which
+    the kernels read; None draws one on x's device from torch's generator: no host read, graph-capturable),
     with the mask of ``ops.dropout`` on the output's shape: ``linear(x, w, b, relu=True, dropout=p, seed=s)``
     equals ``dropout(linear(x, w, b, relu=True), p, True, seed=s)`` exactly. This is the 2012 net's fc6/fc7
     (ReLU, then dropout); the torchvision net drops fc6's and fc7's inputs instead, i.e. its first dropout
@@ -58,6 +59,5 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
-    if dropout > 0:
-        seed = draw_seed() if seed is None else check_seed("linear", seed)
+    seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
     return LinearFunction.apply(x, weight, bias, relu, dropout, seed, precision)
