@@ -24,6 +24,8 @@ Math in fp32 (fp64 for float64 logits). Not supported: a gradient w.r.t. the cla
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import NamedTuple
 
@@ -37,6 +39,20 @@ REDUCTIONS = ("mean", "sum", "none")
 CLASS_INDEX_DTYPES = (torch.int64, torch.uint8)  # what F.cross_entropy takes for class indices
 # Not autotuned: one row per program, AlexNet's 1000 classes in one chunk.
 CONFIGS = runtime.fixed_config(BLOCK_C=1024, num_warps=4)
+_HOST_TARGET_CHECK: contextvars.ContextVar[bool] = contextvars.ContextVar("host_target_check", default=True)
+
+
+@contextlib.contextmanager
+def device_target_check():
+    """Inside it, a forward does not check class-index targets on the host (``torch.aminmax`` and a read of its
+    result: a GPU sync per call, and no CUDA graph can hold it); the kernel alone guards: a row whose target is
+    outside [0, C) and not ignore_index gets a NaN loss (so a "mean" or "sum" loss is NaN), where the host check
+    raises a ValueError naming the index."""
+    token = _HOST_TARGET_CHECK.set(False)
+    try:
+        yield
+    finally:
+        _HOST_TARGET_CHECK.reset(token)
 
 
 @triton.jit
@@ -99,7 +115,8 @@ def _cross_entropy_forward_kernel(
     else:
         t = tl.load(target_row_ptr).to(tl.int64)
         kept = t != ignore_index
-        # the launcher rejects other targets outside [0, C); the mask keeps an ignored one from reading
+        # the launcher rejects other targets outside [0, C) (or, without its host check, their loss is NaN below);
+        # the mask keeps them from reading
         in_range = (t >= 0) & (t < C)
         if HAS_WEIGHT:
             w_t = tl.load(weight_ptr + t * weight_sc, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
@@ -121,6 +138,8 @@ def _cross_entropy_forward_kernel(
     else:
         x_t = tl.load(row_ptr + t * logits_sc, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
         loss = w_t * (lse - x_t)
+    if not SOFT_TARGET:
+        loss = tl.where(in_range, loss, float("nan"))
     tl.store(loss_ptr + row, tl.where(kept, loss, 0.0).to(loss_ptr.dtype.element_ty))
     tl.store(lse_ptr + row, lse)
 
@@ -335,7 +354,7 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, reduction:
     """
     op = "cross_entropy"
     rows = _as_rows(op, logits, target, weight, ignore_index, reduction, label_smoothing)
-    if not rows.soft:
+    if not rows.soft and _HOST_TARGET_CHECK.get():
         _check_target_range(op, rows.target, rows.classes, ignore_index)
     compute_dtype = _compute_dtype(logits.dtype)
 

@@ -186,9 +186,11 @@ def test_five_sgd_steps_match_on_both_backends(no_torch_fallback):
 
 
 # What a Triton training step may still ask of PyTorch: allocation and views, the backward's seed gradient, the
-# dropout seed drawn from torch's generator, and host-side scalar arithmetic (the dropout scale, the target
-# range check); copy_/set_ are Triton's interpreter staging its arguments in place.
-DATA_OPS = {"empty", "new_empty", "view", "expand", "detach", "set_", "ones_like", "randint", "_local_scalar_dense",
+# dropout seeds drawn on the device (randint), the lr's device tensor on the first step (full), and integer or
+# 0-d work (the dropout scale, once per (p, dtype); the targets' range check, which reads back to the host unless
+# cross_entropy.device_target_check: tests/test_graph_safe.py); copy_/set_ are Triton's interpreter staging its
+# arguments in place.
+DATA_OPS = {"empty", "new_empty", "view", "expand", "detach", "set_", "ones_like", "randint", "full",
             "_record_function_enter_new", "_record_function_exit"}
 
 
