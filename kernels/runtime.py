@@ -254,6 +254,16 @@ class LaunchRecord:
     candidates: tuple[triton.Config, ...]  # before ``KernelConfigs.fitting`` a target's shared memory
     configs: KernelConfigs
     operand_bytes: int
+    grid: Callable[[dict], tuple[int, ...]]  # of meta = args + a config's kwargs, as ``launch`` calls it
+    config: triton.Config | None = None  # the config the caller forced, if any
+
+    def choices(self, shared_limit: int) -> tuple[triton.Config, ...]:
+        """What a GPU whose blocks may use ``shared_limit`` bytes of shared memory would launch: the forced
+        config, else the pick rule's choice among the fitting candidates, else those candidates (autotuned)."""
+        if self.config is not None:
+            return (self.config,)
+        fitting = self.configs.fitting(self.candidates, self.operand_bytes, shared_limit)
+        return fitting if self.configs.pick is None else (self.configs.pick(fitting, self.args),)
 
 
 _capture: Callable[[LaunchRecord], None] | None = None
@@ -297,7 +307,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
     candidates = configs.gpu(tensor_cores)
     operand_bytes = next(v.element_size() for v in args.values() if isinstance(v, torch.Tensor))
     if _capture is not None:
-        _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes))
+        _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes, grid, config))
         return
     if not INTERPRETER:
         candidates = configs.fitting(candidates, operand_bytes, _shared_limit())

@@ -45,7 +45,7 @@ streaming multiprocessors (default: an H100 SXM5's 132), not for the CPU's core 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,30 +151,49 @@ def count_training_step(variant: str, provider: str, batch: int, *, num_classes:
     if provider not in PROVIDERS:
         raise ValueError(f"count_training_step: provider must be one of {tuple(PROVIDERS)}, got {provider!r}")
     spec = PROVIDERS[provider]
-    torch.manual_seed(0)
-    model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch")
-    optimizer = spec.optimizer(model.parameters(), **SGD)
-    for p in model.parameters():
-        optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
-    images = torch.randn(batch, 3, model.input_size, model.input_size)
-    target = torch.randint(num_classes, (batch,))
+    model, optimizer, images, target = steady_state(spec, variant, batch, num_classes=num_classes, width=width,
+                                                    input_size=input_size)
     launches: list[Launch] = []
     cpp_functions = {}
     if spec.compiles:
         launches, cpp_functions = compiled_step(spec, model, images, target, optimizer)
     else:
         with runtime.target(sms):
-            with record_launches("forward", launches):
-                loss = spec.loss(model(images), target)
-            with record_launches("backward", launches):
-                loss.backward()
-            with record_launches("optimizer", launches):
-                optimizer.step()
+            training_step(spec, model, optimizer, images, target, lambda phase: record_launches(phase, launches))
     table = pd.DataFrame([asdict(launch) for launch in launches])
     table = table.assign(variant=variant, provider=provider, target=target_of(provider), batch=batch, dtype=DTYPE)[
         ["variant", "provider", "target", "batch", "dtype", "phase", "source", "name", "bytes"]]
     table.attrs["cpp_functions"] = cpp_functions  # compiled: per phase, the C++ functions its kernels are in
     return table
+
+
+def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
+                 input_size: int | None = None, precision: str = "ieee",
+                 memory_format: torch.memory_format = torch.contiguous_format):
+    """(model, optimizer, images, target) of one steady-state training step of ``spec``'s network: the model
+    (seed 0, PyTorch's init, parameters and images in ``memory_format``), its SGD with the momentum buffers
+    already there (as after a first step), images [batch, 3, S, S] fp32 and targets [batch]."""
+    torch.manual_seed(0)
+    model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch",
+                         precision=precision)
+    model.to(memory_format=memory_format)
+    optimizer = spec.optimizer(model.parameters(), **SGD)
+    for p in model.parameters():
+        optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    images = torch.randn(batch, 3, model.input_size, model.input_size).contiguous(memory_format=memory_format)
+    return model, optimizer, images, torch.randint(num_classes, (batch,))
+
+
+def training_step(spec: Provider, model: torch.nn.Module, optimizer, images: torch.Tensor, target: torch.Tensor,
+                  phase: Callable[[str], contextlib.AbstractContextManager]) -> None:
+    """One training step: the forward with ``spec``'s loss, backward, the optimizer's step, each inside
+    ``phase(name)`` for name in ``PHASES`` (a recorder)."""
+    with phase("forward"):
+        loss = spec.loss(model(images), target)
+    with phase("backward"):
+        loss.backward()
+    with phase("optimizer"):
+        optimizer.step()
 
 
 def compiled_step(provider: Provider, model: torch.nn.Module, images: torch.Tensor, target: torch.Tensor,

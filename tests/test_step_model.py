@@ -1,0 +1,116 @@
+"""The whole-step lower-bound model (alexnet_triton.study.step_model) against hand counts, and its coverage of a
+captured training step."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pandas as pd
+import pytest
+import torch
+import triton.language as tl
+
+from alexnet_triton.kernels import dropout, linear, runtime
+from alexnet_triton.study import cost, kernel_access, loop_model, step_model, traffic
+from alexnet_triton.study.providers import PROVIDERS, SUBJECT
+from alexnet_triton.study.roofline import GPUS
+
+GPU = "h100-sxm"
+SMS, TARGET = loop_model.MACHINES[GPU].sms, loop_model.MACHINES[GPU].target
+SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
+          "torchvision": dict(width=0.125, input_size=63, num_classes=10)}
+
+
+def _captured(layer: str, run) -> list[step_model.StepLaunch]:
+    """The StepLaunches of ``run()``'s Triton launches, planned for an H100 SXM, labelled ``layer``."""
+    recorder = step_model._StepRecorder(step_model.inspection.TARGETS[TARGET].shared_per_block)
+    recorder.layer = layer
+    with runtime.target(SMS), runtime.capture_launches(recorder.triton_launch):
+        run()
+    return recorder.step
+
+
+def _loop_table(kernel: str, config: str, loop_instructions: float, issue_per_tensor: float) -> pd.DataFrame:
+    """An inspection-like main-loop table with one compilation: ``kernel`` at ``config`` for fc6, bf16, sm_90."""
+    return pd.DataFrame([dict(kernel=kernel, config=config, target=TARGET, variant="2012", layer="fc6",
+                              dtype="bf16", layout="rowmajor", loop_instructions=loop_instructions,
+                              issue_per_tensor=issue_per_tensor, occupancy=0.125)])
+
+
+@pytest.mark.parametrize("issue_per_tensor", [0.5, 2.0])
+def test_a_linear_forward_against_a_hand_count(issue_per_tensor):
+    m, n, k = 300, 130, 200  # no tile divides them: partial tiles at every edge
+    x, w, b = (torch.empty(m, k, dtype=torch.bfloat16), torch.empty(n, k, dtype=torch.bfloat16),
+               torch.empty(n, dtype=torch.bfloat16))
+    (launch,) = _captured("fc6", lambda: linear.linear_forward(x, w, b, relu=True))
+    choice = launch.choices[0]
+    meta = choice.meta
+    loops = _loop_table("_linear_forward_kernel", choice.config, 100.0, issue_per_tensor)
+    row = step_model.price_launch(launch, GPU, "bf16", "2012", loops)
+    assert row["config"] == choice.config  # the only config with a main loop
+    programs = math.ceil(m / meta["BLOCK_M"]) * math.ceil(n / meta["BLOCK_N"])
+    iterations = math.ceil(k / meta["BLOCK_K"])
+    assert (row["programs"], row["iterations"]) == (programs, iterations)
+    clock = GPUS[GPU].tensor16 * 1e12 / (SMS * 4 * 1024)  # bf16 tensor peak / (SMs x 4 x 1024 flop/clk)
+    issue_us = math.ceil(programs / SMS) * iterations * 100.0 * choice.warps / 4 / clock * 1e6
+    moved = (m * k + n * k + n) * 2 + m * n * 2  # x, w, b loaded; y stored
+    memory_us = moved / (GPUS[GPU].bandwidth * 1e12) * 1e6
+    assert row["bytes"] == moved
+    assert row["issue_us"] == pytest.approx(issue_us)
+    assert row["tensor_us"] == pytest.approx(issue_us / issue_per_tensor)
+    expected = max(memory_us, issue_us, issue_us / issue_per_tensor)
+    assert row["bound_us"] == pytest.approx(expected)
+    assert row["bound_by"] == ("issue" if issue_per_tensor > 1 else "tensor")
+    assert row["host_us"] == step_model.HOST_US_PER_LAUNCH
+
+
+def test_a_gemm_without_a_main_loop_is_priced_by_its_bytes():
+    x, w = torch.empty(64, 96, dtype=torch.bfloat16), torch.empty(32, 96, dtype=torch.bfloat16)
+    (launch,) = _captured("fc6", lambda: linear.linear_forward(x, w))
+    row = step_model.price_launch(launch, GPU, "bf16", "2012", _loop_table("_linear_forward_kernel", "none", 1, 1))
+    assert row["bound_by"] == "memory" and pd.isna(row.get("issue_us"))
+    assert row["bound_us"] == pytest.approx(row["bytes"] / (GPUS[GPU].bandwidth * 1e12) * 1e6)
+
+
+def test_dropout_is_priced_by_the_bytes_it_loads_and_stores():
+    x = torch.empty(1000, 37)
+    (launch,) = _captured("dropout-fc6", lambda: dropout.dropout_forward(x, 0.5, 1234))
+    moved = 2 * x.numel() * 4 + 8  # x loaded, y stored, the int64 seed loaded
+    assert launch.bytes == moved
+    row = step_model.price_launch(launch, "a100-sxm", "fp32-tf32", "torchvision", _loop_table("x", "x", 1, 1))
+    assert row["bound_by"] == "memory" and row["programs"] == math.ceil(x.numel() / launch.choices[0].meta["BLOCK"])
+    assert row["bound_us"] == pytest.approx(moved / (GPUS["a100-sxm"].bandwidth * 1e12) * 1e6)
+
+
+def test_an_in_place_update_counts_its_tensor_twice():
+    def kernel_fn(a_ptr, b_ptr, c_ptr, n):  # a read and written, b read, c untouched
+        v = tl.load(a_ptr + n) + tl.load(b_ptr + n)  # parsed, never run
+        tl.store(a_ptr + n, v)
+    kernel = type("Jit", (), {"fn": staticmethod(kernel_fn)})()
+    a, b, c = torch.empty(10), torch.empty(3), torch.empty(7)
+    assert kernel_access.launch_bytes(kernel, dict(a_ptr=a, b_ptr=b, c_ptr=c, n=1)) == (2 * 10 + 3 + 7) * 4
+    assert kernel_access.launch_bytes(kernel, dict(a_ptr=a, b_ptr=a, c_ptr=c, n=1)) == (2 * 10 + 7) * 4  # aliases
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_the_step_covers_every_captured_launch(variant):
+    spec = PROVIDERS[SUBJECT]
+    state = traffic.steady_state(spec, variant, 2, precision="tf32", memory_format=torch.channels_last,
+                                 **SCALED[variant])
+    with runtime.target(SMS), runtime.capture_launches() as records:
+        traffic.training_step(spec, *state, lambda phase: contextlib.nullcontext())
+    launches = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, **SCALED[variant])
+    triton = [launch for launch in launches if launch.source == "triton"]
+    assert [launch.kernel for launch in triton] == [r.kernel.fn.__name__ for r in records]
+    layers = {s.name for s in cost.study_layers(variant)} | {"dropout-fc6"}
+    assert {launch.layer for launch in launches} <= layers
+    assert {launch.phase for launch in launches} == set(traffic.PHASES)
+    assert {launch.layer for launch in launches if launch.phase == "optimizer"} == {"sgd"}
+    assert {launch.layer for launch in triton if launch.kernel.startswith("_conv2d")} == {
+        s.name for s in cost.study_layers(variant) if s.kind == "conv"}
+    table = step_model.step_table(launches, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()))
+    kernels, step = table[~table.kernel.isin(["all"]) & (table.layer != "step")], table[table.layer == "step"]
+    assert kernels.launches.sum() == len(launches) == step.launches.item()
+    assert step.bound_us.item() == pytest.approx(kernels.bound_us.sum(), abs=0.05)
+    assert step.host_us.item() == pytest.approx(len(triton) * step_model.HOST_US_PER_LAUNCH)
