@@ -1,0 +1,270 @@
+"""The 2012 paper's two-GPU AlexNet on torch.distributed: each of 2 ranks holds its column of every layer.
+
+Figure 2 of Krizhevsky et al. 2012 split every layer's kernels in half between two GPUs; "the GPUs communicate
+only in certain layers". ``ModelParallelAlexNet`` is that split on 2 ranks of a process group (NCCL on GPUs, gloo
+on the CPU, launched by torchrun), every compute op on this project's Triton ops, the exchanges autograd-aware
+collectives (``SPLIT`` says what each layer holds):
+  conv1      48 of 96 kernels over the whole image (both ranks see it)
+  lrn1/lrn2  the 5-channel window at the column boundary reads 2 channels of the other rank: ``halo`` exchanges
+             them (backward: the other rank's gradient of those channels is added back), so the split net
+             computes exactly the single-device 2012 net ("exchange"; the paper's own per-column LRN, which
+             never communicates, is ``lrn="column"``)
+  conv2/4/5  their own group of the grouped conv: no communication
+  conv3      192 of 384 kernels over all 256 input channels: all-gather of conv2's columns (backward:
+             reduce-scatter of the partial input gradients)
+  fc6/fc7    2048 of 4096 neurons over the whole previous layer: all-gather (backward: reduce-scatter)
+  fc8        replicated: both ranks hold all 1000 x 4096 weights and compute the same logits and loss from the
+             gathered fc7 output, so fc8 needs no all-reduce and the logits no gather; fc7's gather then has a
+             slice for backward (every rank already holds the whole, identical gradient). Splitting fc8 would
+             save 8 MB of weights per rank but add a logits all-gather forward and a reduce-scatter of fc7's
+             output gradient backward.
+Dropout: the 2012 net drops fc6's and fc7's outputs, one Philox mask over the [N, 4096] output from one seed.
+The split net draws the same seeds in the same order and applies ``ops.dropout`` to the gathered [N, 4096] on
+both ranks, so with the same ``torch.manual_seed`` on every rank its masks are the single-device net's, bit for
+bit (each rank computes the whole mask: 2 x the element-wise work of one process, no communication).
+Checkpoints: ``full_state_dict`` gathers the single-device state_dict (keys and shapes of ``AlexNet("2012")``);
+``load_full_state_dict`` scatters one.
+
+``Collectives`` is the process group as the split net and DDP use it, every call counted: bytes each rank sends
+and receives by collective, layer and pass (the tensors' sizes, moved as a ring moves them; with 2 ranks every
+algorithm moves each rank's share once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import nn as triton_nn
+from . import ops
+from .architecture import DROPOUT, LRN, NUM_CLASSES, POOL, shaped
+from .model import _blocks
+
+RANKS = 2
+# What each rank holds of each layer: "columns" (half the output channels / neurons over the whole input),
+# "group" (its group of a groups=2 conv: half the outputs over its own half of the input) or "replicated".
+SPLIT = {"conv1": "columns", "conv2": "group", "conv3": "columns", "conv4": "group", "conv5": "group",
+         "fc6": "columns", "fc7": "columns", "fc8": "replicated"}
+LRN_BOUNDARIES = ("exchange", "column")
+HALO = LRN["size"] // 2  # channels of the other rank the window reads at the boundary
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One counted call: bytes this rank sent and received."""
+
+    rank: int
+    layer: str
+    collective: str
+    phase: str  # "forward" or "backward"
+    sent: int
+    received: int
+
+
+class Collectives:
+    """The collectives of a 2-rank process group (None: the default group), each call appended to ``transfers``
+    (``count=False``: not counted, as for checkpoints)."""
+
+    def __init__(self, group: dist.ProcessGroup | None = None):
+        self.group, self.rank, self.size = group, dist.get_rank(group), dist.get_world_size(group)
+        if self.size != RANKS:
+            raise ValueError(f"model parallelism: the process group has {self.size} ranks, the split needs {RANKS}")
+        self.peer = dist.get_global_rank(group, 1 - self.rank) if group is not None else 1 - self.rank
+        self.transfers: list[Transfer] = []
+
+    def _count(self, layer: str, collective: str, phase: str, sent: int, received: int) -> None:
+        self.transfers.append(Transfer(self.rank, layer, collective, phase, sent, received))
+
+    def all_gather(self, x: torch.Tensor, layer: str, phase: str, count: bool = True) -> list[torch.Tensor]:
+        """Every rank's x (same shape), in rank order."""
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(self.size)]
+        dist.all_gather(parts, x, group=self.group)
+        if count:
+            self._count(layer, "all_gather", phase, x.nbytes * (self.size - 1), x.nbytes * (self.size - 1))
+        return parts
+
+    def reduce_scatter(self, parts: list[torch.Tensor], layer: str, phase: str) -> torch.Tensor:
+        """The sum over ranks of their ``parts[rank]``."""
+        parts = [p.contiguous() for p in parts]
+        out = torch.empty_like(parts[self.rank])
+        dist.reduce_scatter(out, parts, group=self.group)
+        moved = sum(p.nbytes for p in parts) * (self.size - 1) // self.size
+        self._count(layer, "reduce_scatter", phase, moved, moved)
+        return out
+
+    def exchange(self, x: torch.Tensor, layer: str, phase: str) -> torch.Tensor:
+        """x to the other rank; its x (same shape) back."""
+        x, received = x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format)
+        for work in dist.batch_isend_irecv([dist.P2POp(dist.isend, x, self.peer, self.group),
+                                            dist.P2POp(dist.irecv, received, self.peer, self.group)]):
+            work.wait()
+        self._count(layer, "send_recv", phase, x.nbytes, received.nbytes)
+        return received
+
+    def ddp_hook(self, names: dict[torch.nn.Parameter, str]):
+        """A DDP communication hook: DDP's own all-reduce of each gradient bucket (``allreduce_hook``), counted
+        per layer (``names``: parameter -> its layer's name)."""
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def hook(group, bucket):
+            by_layer: dict[str, int] = {}
+            for p in bucket.parameters():
+                by_layer[names[p]] = by_layer.get(names[p], 0) + p.numel() * bucket.buffer().element_size()
+            for layer, nbytes in by_layer.items():  # a ring all-reduce: reduce-scatter, then all-gather
+                moved = 2 * nbytes * (self.size - 1) // self.size
+                self._count(layer, "all_reduce", "backward", moved, moved)
+            return allreduce_hook(group, bucket)
+        return hook
+
+
+class _Gather(torch.autograd.Function):
+    """[N, C, ...] this rank's columns -> [N, RANKS * C, ...] every rank's, in rank order. Backward: the
+    reduce-scatter of the gradient (its consumer is split: each rank holds a partial gradient of the whole), or
+    this rank's slice of it (``reduce=False``: its consumer is replicated, every rank holds the whole gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, comm: Collectives, layer: str, reduce: bool):
+        ctx.comm, ctx.layer, ctx.reduce = comm, layer, reduce
+        return torch.cat(comm.all_gather(x, layer, "forward"), dim=1)
+
+    @staticmethod
+    def backward(ctx, dy):
+        parts = list(dy.chunk(ctx.comm.size, dim=1))
+        dx = ctx.comm.reduce_scatter(parts, ctx.layer, "backward") if ctx.reduce else parts[ctx.comm.rank]
+        return dx.contiguous(), None, None, None
+
+
+class _Halo(torch.autograd.Function):
+    """[N, C, H, W] this rank's channels -> [N, C + HALO, H, W]: rank 0 appends rank 1's first HALO channels,
+    rank 1 prepends rank 0's last HALO. Backward: each rank sends the gradient of the channels it borrowed to
+    their owner, which adds it to its own."""
+
+    @staticmethod
+    def forward(ctx, x, comm: Collectives, layer: str):
+        ctx.comm, ctx.layer, ctx.channels = comm, layer, x.shape[1]
+        if comm.rank == 0:
+            return torch.cat([x, comm.exchange(x[:, -HALO:], layer, "forward")], dim=1)
+        return torch.cat([comm.exchange(x[:, :HALO], layer, "forward"), x], dim=1)
+
+    @staticmethod
+    def backward(ctx, dy):
+        comm, c = ctx.comm, ctx.channels
+        own, borrowed = (dy[:, :c], dy[:, c:]) if comm.rank == 0 else (dy[:, HALO:], dy[:, :HALO])
+        returned = comm.exchange(borrowed, ctx.layer, "backward")
+        dx = own.clone(memory_format=torch.contiguous_format)
+        edge = dx[:, -HALO:] if comm.rank == 0 else dx[:, :HALO]
+        edge += returned
+        return dx, None, None
+
+
+class ModelParallelAlexNet(nn.Module):
+    """The 2012 AlexNet split over the 2 ranks of ``comm`` (module docstring): images [N, 3, S, S], the same
+    on both ranks -> logits [N, num_classes], the same on both ranks.
+
+    width, input_size, dropout, precision: as ``AlexNet``'s (every split layer's width must be even).
+    lrn: "exchange" (the single-device net) or "column" (the paper's per-column LRN: no exchange).
+    Initial weights are not the single-device net's: load them with ``load_full_state_dict``. Dropout masks
+    equal one process's when every rank has the same ``torch.manual_seed``.
+    """
+
+    def __init__(self, comm: Collectives, num_classes: int = NUM_CLASSES, width: float = 1.0,
+                 input_size: int | None = None, dropout: float = DROPOUT, precision: str = "ieee",
+                 lrn: str = "exchange"):
+        super().__init__()
+        if lrn not in LRN_BOUNDARIES:
+            raise ValueError(f"ModelParallelAlexNet: lrn must be one of {LRN_BOUNDARIES}, got {lrn!r}")
+        self.comm, self.lrn = comm, lrn
+        self.features, self.classifier = nn.ModuleDict(), nn.ModuleDict()
+        # (the layer's module, its name, its SPLIT mode or the layer kind, the dropout after it)
+        self._plan: list[tuple[nn.Module, str, str, float]] = []
+        self._sharded: set[str] = set()
+        layers = list(shaped("2012", width, num_classes, input_size))
+        self.input_size = layers[0].in_side
+        parts = {"features": [s for s in layers if s.side],
+                 "classifier": [s for s in layers if not s.side and s.layer.kind != "flatten"]}
+        for part, part_layers in parts.items():
+            for index, block in _blocks(part_layers, fuse=True):
+                first, kinds = block[0], [s.layer.kind for s in block]
+                name, mode = first.layer.name, SPLIT.get(first.layer.name, first.layer.kind)
+                module = self._module(first, kinds, mode, precision)
+                getattr(self, part)[str(index)] = module
+                if mode in ("columns", "group"):
+                    self._sharded.update(f"{part}.{index}.{p}" for p, _ in module.named_parameters())
+                self._plan.append((module, name, mode, dropout if "dropout" in kinds else 0.0))
+
+    @staticmethod
+    def _module(first, kinds: list[str], mode: str, precision: str) -> nn.Module:
+        """This rank's module of a block of the fused Triton tree (``model._blocks``)."""
+        kind = first.layer.kind
+        inputs, outputs = first.inputs, first.outputs
+        if kind in ("conv", "linear") and mode != "replicated":
+            if mode == "group" and first.layer.conv.groups != RANKS:
+                raise ValueError(f"ModelParallelAlexNet: {first.layer.name} has {first.layer.conv.groups} groups")
+            if outputs % RANKS or (mode == "group" and inputs % RANKS):
+                raise ValueError(f"ModelParallelAlexNet: {first.layer.name}'s {inputs} -> {outputs} do not split "
+                                 f"over {RANKS} ranks (choose another width)")
+            inputs, outputs = (inputs // RANKS if mode == "group" else inputs), outputs // RANKS
+        if kind == "conv":
+            conv = first.layer.conv
+            return triton_nn.Conv2d(inputs, outputs, conv.kernel, conv.stride, conv.padding, relu="relu" in kinds,
+                                    precision=precision)
+        if kind == "linear":  # a column's dropout follows the gather of the whole layer
+            return triton_nn.Linear(inputs, outputs, relu="relu" in kinds, precision=precision)
+        if kinds == ["lrn", "pool"]:
+            return triton_nn.LRNMaxPool2d(**LRN, **POOL)
+        if kinds == ["pool"]:
+            return triton_nn.MaxPool2d(**POOL)
+        raise ValueError(f"ModelParallelAlexNet: no split of the block {kinds}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
+            raise ValueError(f"ModelParallelAlexNet: expected images [N, 3, {self.input_size}, {self.input_size}], "
+                             f"got {tuple(x.shape)}")
+        h, split, pending = x, False, 0.0  # split: h is this rank's columns, else the whole (same on both ranks)
+        for module, name, mode, p in self._plan:
+            if isinstance(module, triton_nn.Linear) and h.dim() > 2:
+                h = torch.flatten(h, 1)  # NCHW order: rank 0's channels, then rank 1's, as the whole net's
+            if mode in ("columns", "replicated") and split:
+                h, split = _Gather.apply(h, self.comm, f"{name} input", mode == "columns"), False
+                h = ops.dropout(h, pending, self.training)  # draws its seed as fc6's / fc7's fused dropout does
+            if mode == "lrn" and self.lrn == "exchange":
+                c = h.shape[1]
+                h = module(_Halo.apply(h, self.comm, f"{name} halo"))
+                h = h[:, :c] if self.comm.rank == 0 else h[:, HALO:]
+            else:
+                h = module(h)
+            split, pending = split or mode in ("columns", "group"), p
+            if mode == "replicated":
+                split = False
+        return h
+
+    def gathered(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's tensors of the ``state_dict`` keys (parameters, their gradients) -> the single-device
+        net's: the sharded ones gathered along dim 0, the replicated ones copied (a collective: every rank calls
+        it with the same keys; every rank gets the result)."""
+        return {key: torch.cat(self.comm.all_gather(value, key, "checkpoint", count=False), dim=0)
+                if key in self._sharded else value.clone() for key, value in tensors.items()}
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The single-device AlexNet("2012")'s state_dict, gathered (``gathered``)."""
+        return self.gathered(self.state_dict())
+
+    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load this rank's part of a single-device AlexNet("2012") state_dict (ValueError naming a key or shape
+        that does not fit)."""
+        own = self.state_dict()
+        if set(state) != set(own):
+            raise ValueError(f"ModelParallelAlexNet: the state_dict's keys differ from the 2012 net's: missing "
+                             f"{sorted(set(own) - set(state))}, unexpected {sorted(set(state) - set(own))}")
+        local = {}
+        for key, value in state.items():
+            expected = (own[key].shape[0] * RANKS, *own[key].shape[1:]) if key in self._sharded else own[key].shape
+            if tuple(value.shape) != tuple(expected):
+                raise ValueError(f"ModelParallelAlexNet: {key} has shape {tuple(value.shape)}, expected "
+                                 f"{tuple(expected)}")
+            local[key] = value.chunk(RANKS, dim=0)[self.comm.rank] if key in self._sharded else value
+        self.load_state_dict(local)

@@ -1,0 +1,153 @@
+"""The paper's two-GPU split (alexnet_triton.model_parallel) on 2 gloo processes against one process: the same
+logits, loss and gradients, 3 SGD steps, interchangeable checkpoints, and the bytes each rank moves."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from conftest import _ForbidTorchCompute
+
+from alexnet_triton import ops, optim
+from alexnet_triton.kernels import runtime
+from alexnet_triton.model import AlexNet
+from alexnet_triton.model_parallel import Collectives, ModelParallelAlexNet
+from alexnet_triton.parity import assert_close
+
+# The CPU preset's scaled-down 2012 net (tests/test_training.py's TINY): conv1..5 12, 32, 48, 48, 32 channels,
+# fc6/fc7 512, 4 classes, 67x67 images (pool5 is 1x1), 4 images a step, dropout on.
+TINY = dict(num_classes=4, width=0.125, input_size=67, dropout=0.5)
+BATCH, STEPS, SEED = 4, 3, 7
+SGD = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The initial single-device state_dict (kaiming: the paper's std 0.01 gives near-zero gradients at this
+    width), STEPS batches of images and labels."""
+    torch.manual_seed(0)
+    model = AlexNet("2012", backend="triton", init="kaiming", **TINY)
+    images = torch.randn(STEPS, BATCH, 3, TINY["input_size"], TINY["input_size"])
+    return model.state_dict(), images, torch.randint(0, TINY["num_classes"], (STEPS, BATCH))
+
+
+def _train(model, images, labels, gradients) -> list[dict]:
+    """STEPS SGD steps from torch.manual_seed(SEED) (the dropout seeds); per step logits, loss and the
+    gradients as ``gradients(model)`` returns them."""
+    torch.manual_seed(SEED)
+    sgd = optim.SGD(model.parameters(), **SGD)
+    steps = []
+    for x, y in zip(images, labels, strict=True):
+        sgd.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = ops.cross_entropy(logits, y)
+        loss.backward()
+        steps.append(dict(logits=logits.detach(), loss=loss.detach(), grads=gradients(model)))
+        sgd.step()
+    return steps
+
+
+def _worker(rank: int, port: int, directory: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    runtime.poison_outputs = True
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    state, images, labels = _data()
+    net = ModelParallelAlexNet(Collectives(), **TINY)
+    net.load_full_state_dict(state)
+    loaded = net.full_state_dict()
+    with _ForbidTorchCompute():
+        steps = _train(net, images, labels, lambda m: m.gathered({k: p.grad for k, p in m.named_parameters()}))
+        first_step = net.comm.transfers[:len(net.comm.transfers) // STEPS]
+        net.eval()
+        evaluated = net(images[0]).detach()
+    saved = net.full_state_dict()
+    again = ModelParallelAlexNet(Collectives(), **TINY)
+    again.load_full_state_dict(saved)
+    torch.save(dict(loaded=loaded, steps=steps, evaluated=evaluated, saved=saved, reloaded=again.full_state_dict(),
+                    transfers=first_step), directory / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    directory = tmp_path_factory.mktemp("split")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_worker, args=(port, directory), nprocs=2)
+    return [torch.load(directory / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def one_process() -> tuple[AlexNet, list[dict]]:
+    state, images, labels = _data()
+    model = AlexNet("2012", backend="triton", **TINY)
+    model.load_state_dict(state)
+    return model, _train(model, images, labels, lambda m: {k: p.grad.clone() for k, p in m.named_parameters()})
+
+
+def test_two_ranks_compute_one_process_s_logits_loss_gradients_and_3_sgd_steps(two_ranks, one_process):
+    """Dropout on: the same seeds give the same masks. Every rank holds the whole logits (fc8 is replicated)."""
+    model, expected = one_process
+    state = model.state_dict()
+    for rank, result in enumerate(two_ranks):
+        for step, (ours, theirs) in enumerate(zip(result["steps"], expected, strict=True)):
+            assert_close(ours["logits"], theirs["logits"], f"rank {rank} step {step + 1} logits")
+            assert_close(ours["loss"], theirs["loss"], f"rank {rank} step {step + 1} loss")
+            assert ours["grads"].keys() == theirs["grads"].keys()
+            for key in theirs["grads"]:
+                assert_close(ours["grads"][key], theirs["grads"][key], f"rank {rank} step {step + 1} {key}.grad")
+        for key in state:
+            assert_close(result["saved"][key], state[key], f"rank {rank} {key} after {STEPS} steps")
+    assert expected[0]["loss"] != expected[1]["loss"]  # the steps train
+
+
+def test_checkpoints_are_the_single_device_state_dict(two_ranks, one_process):
+    """Scatter then gather returns a one-process state_dict bitwise; the gathered one loads into AlexNet and
+    evaluates there to the split net's eval-mode logits."""
+    model, _ = one_process
+    initial, _, _ = _data()
+    for result in two_ranks:
+        assert all(torch.equal(result["loaded"][key], initial[key]) for key in initial)
+        assert all(torch.equal(result["reloaded"][key], value) for key, value in result["saved"].items())
+    single = AlexNet("2012", backend="triton", **TINY)
+    single.load_state_dict(two_ranks[0]["saved"])
+    assert_close(single.eval()(_data()[1][0]).detach(), two_ranks[0]["evaluated"], "eval logits")
+
+
+def test_the_ranks_exchange_only_where_the_paper_s_gpus_did(two_ranks):
+    """Each rank's counted bytes of one step, from the tiny net's shapes (4 images, fp32): the LRN halos (2 of
+    conv1's 15x15 and conv2's 7x7 channels), conv3's input (16 of conv2's 3x3 pooled channels), fc6's (16 of
+    pool5's 1x1), fc7's and fc8's (256 of 512 neurons); fc8 is replicated, so its input's backward is local."""
+    n, f = BATCH, 4
+    expected = {("lrn1 halo", "send_recv", "forward"): 2 * 15 * 15 * n * f,
+                ("lrn2 halo", "send_recv", "forward"): 2 * 7 * 7 * n * f,
+                ("conv3 input", "all_gather", "forward"): 16 * 3 * 3 * n * f,
+                ("fc6 input", "all_gather", "forward"): 16 * n * f,
+                ("fc7 input", "all_gather", "forward"): 256 * n * f,
+                ("fc8 input", "all_gather", "forward"): 256 * n * f}
+    for (layer, collective, _), size in list(expected.items()):
+        if layer != "fc8 input":
+            expected[layer, "reduce_scatter" if collective == "all_gather" else collective, "backward"] = size
+    for rank, result in enumerate(two_ranks):
+        counted = {(t.layer, t.collective, t.phase): (t.sent, t.received) for t in result["transfers"]}
+        assert len(counted) == len(result["transfers"]) and all(t.rank == rank for t in result["transfers"])
+        assert counted == {key: (size, size) for key, size in expected.items()}
+
+
+def test_a_wrong_split_is_refused_with_the_layer_and_its_sizes():
+    class TwoRanks(Collectives):
+        def __init__(self):
+            self.rank, self.size = 0, 2
+
+    with pytest.raises(ValueError, match=r"fc6's 16 -> 257 do not split over 2 ranks"):
+        ModelParallelAlexNet(TwoRanks(), width=257 / 4096, input_size=67)  # fc6 4096 x width: 257 neurons
+    net = ModelParallelAlexNet(TwoRanks(), **TINY)
+    with pytest.raises(ValueError, match=r"features.0.weight has shape \(6, 3, 11, 11\), expected \(12, 3, 11, 11\)"):
+        state = AlexNet("2012", backend="triton", **TINY).state_dict()
+        net.load_full_state_dict({**state, "features.0.weight": state["features.0.weight"][:6]})
