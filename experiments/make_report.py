@@ -8,6 +8,8 @@ Each analysis runs as its own script, in a fresh process (the compile inspection
   traffic     experiments/traffic.py           launches and bytes of one training step, Triton vs eager vs
                                                torch.compile (C++ code generated for the CPU target; ~10 min)
   roofline    experiments/roofline.py          the model, with the measured points of benchmarks/layers.csv if any
+  step_model  experiments/step_model.py        every kernel of one training step priced from inspection.csv: a
+                                               modelled lower bound per layer x pass and per step (~1 min)
   training    experiments/train.py, default CPU run (forced into the interpreter: the same 2-3 minute run on a
               GPU machine), copied to reports/training/
 Then, from reports/kernels/inspection.csv (committed or just rewritten) when it has the main-loop columns:
@@ -53,7 +55,7 @@ from alexnet_triton.training import held_out_line
 REPORTS = REPO / "reports"
 EXPERIMENTS = REPO / "experiments"
 ANALYSES = {"inspection": "inspect_kernels.py", "memory": "memory.py", "traffic": "traffic.py",
-            "roofline": "roofline.py"}
+            "roofline": "roofline.py", "step_model": "step_model.py"}  # step_model reads inspection.csv
 TRAINING_FILES = ("metrics.csv", "curves.png", "result.json")
 STUDY_FILES = ("summary.txt", "correctness.csv", "model.csv", "layers.csv")
 
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     reuse = set(ANALYSES) | {"training"} if "all" in args.reuse else set(args.reuse)
     if args.benchmarks:
-        reuse |= {"inspection", "memory", "traffic", "training"} - set(args.rerun)
+        reuse |= {"inspection", "memory", "traffic", "training"} - set(args.rerun)  # step_model: the measured steps
         try:
             figures = merge_benchmarks(args.benchmarks, REPORTS)
         except (ValueError, FileNotFoundError) as error:

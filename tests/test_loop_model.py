@@ -42,14 +42,17 @@ def test_bound_by_chooses_the_largest_term():
 
 def test_grid_and_trip_counts_follow_the_launchers():
     conv3 = dict(N=128, H=13, W=13, OH=13, OW=13, C_per_group=256, K_per_group=384, R=3, S=3, stride_h=1,
-                 stride_w=1, groups=1, FLAT_CRS=False, FLAT_KRS=False, splits=10)
+                 stride_w=1, FLAT_CRS=False, FLAT_KRS=False, splits=10)
     meta = loop_model.parse_config("BM128_BN256_BK64_w8_s3")
     assert meta == dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, num_warps=8, num_stages=3)
-    assert loop_model.programs("forward", conv3, meta) == 169 * 2  # cdiv(128*169, 128) x cdiv(384, 256)
+    captured = loop_model.launch_args("2012", "conv3")  # the launchers' own grids
+    splits = captured["weight grad"]["splits"]
+    assert loop_model.programs(captured["forward"], meta) == 169 * 2  # cdiv(128*169, 128) x cdiv(384, 256)
     assert loop_model.iterations("forward", conv3, meta) == 9 * 4  # taps x channel blocks
-    assert loop_model.programs("input grad", conv3, meta) == 169 * 1
+    assert loop_model.programs(captured["input grad"], meta) == 169 * 1
     assert loop_model.iterations("input grad", conv3, meta) == 9 * 6
-    assert loop_model.programs("weight grad", conv3, meta) == 3 * 9 * 1 * 10  # K blocks x taps x C blocks x splits
+    # K blocks x taps x C blocks x splits
+    assert loop_model.programs(captured["weight grad"], meta) == 3 * 9 * 1 * splits
     assert loop_model.iterations("weight grad", conv3, meta) == 34  # cdiv(cdiv(21632, 10), 64)
     flat = dict(conv3, C_per_group=3, R=11, S=11, FLAT_CRS=True)
     assert loop_model.iterations("forward", flat, meta) == 6  # cdiv(363, 64)

@@ -36,19 +36,19 @@ once per iteration), uneven split-K slices, and, for a measured gradient, the se
 
 Programs and iterations come from the launch arguments, captured as ``inspection.conv_cases`` captures them
 (full-size tensors, launches recorded, not run; split-K slices as on the GPU's SM count) with the GPU path's
-reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). ``kernels/`` is not
-extended: ``programs`` and ``iterations`` recompute each launcher's grid and each kernel's trip count from the
-captured arguments and the config, as kernels/conv.py's launchers and loops compute them:
-  forward      grid cdiv(N*OH*OW, BM) x cdiv(K/G, BN) x G; trip count R*S*cdiv(C/G, BK) (channel blocks) or
-               cdiv(C/G*R*S, BK) (flat)
-  input grad   grid cdiv(N*cdiv(H, sh)*cdiv(W, sw), BM) x cdiv(C/G, BN) x G*sh*sw; trip count taps of the
-               program's stride phase x cdiv(K/G, BK) (or cdiv(K/G * taps, BK) flat), averaged over the phases
-  weight grad  grid cdiv(K/G, BM) x crs blocks x G*splits; trip count cdiv(cdiv(N*OH*OW, splits), BK)
+reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). ``programs`` evaluates the
+launcher's own grid (``LaunchRecord.grid``) at the config; ``iterations`` computes each kernel's trip count from
+the captured arguments and the config, as kernels/conv.py's loops run:
+  forward      R*S*cdiv(C/G, BK) (channel blocks) or cdiv(C/G*R*S, BK) (flat)
+  input grad   taps of the program's stride phase x cdiv(K/G, BK) (or cdiv(K/G * taps, BK) flat), averaged over
+               the phases
+  weight grad  cdiv(cdiv(N*OH*OW, splits), BK)
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +114,9 @@ def _flat(channels: int) -> bool:
 @functools.cache
 def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str = "channels_last",
                 sms: int = MACHINES["h100-sxm"].sms) -> dict[str, dict]:
-    """{pass: keyword arguments of its kernel launch} for one layer at batch ``BATCH``, as a GPU with ``sms`` SMs
-    would launch it (launches captured, not run; any execution mode), plus ``groups`` (which the launchers' grids
-    take from their closure, not from the arguments)."""
+    """{pass: the scalar keyword arguments of its kernel launch, and ``grid``: the launch's grid callable} for one
+    layer at batch ``BATCH``, as a GPU with ``sms`` SMs would launch it (launches captured, not run; any
+    execution mode)."""
     layer = next(c for c in CONV_LAYERS[variant] if c.name == layer_name)
     torch_dtype, precision = inspection.DTYPES[dtype]
     memory_format = inspection.LAYOUTS[layout]
@@ -135,7 +135,7 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
         name = launch.kernel.fn.__name__
         if name in inspection.CONV_PASSES:
             args = {k: v for k, v in launch.args.items() if not isinstance(v, torch.Tensor)}
-            found[inspection.CONV_PASSES[name]] = dict(args, groups=layer.groups)  # the grids' closure value
+            found[inspection.CONV_PASSES[name]] = dict(args, grid=launch.grid)
     return found
 
 
@@ -145,22 +145,10 @@ def _phases(a: dict) -> list[tuple[int, int]]:
     return [((R - ph + sh - 1) // sh, (S - pw + sw - 1) // sw) for ph in range(sh) for pw in range(sw)]
 
 
-def programs(pass_: str, a: dict, meta: dict) -> int:
-    """Programs in the launch grid of ``pass_`` for launch arguments ``a`` (with ``groups``) and config ``meta``
-    (BLOCK_M/N/K)."""
-    bm, bn, cdiv, groups = meta["BLOCK_M"], meta["BLOCK_N"], _cdiv, a["groups"]
-    if pass_ == "forward":
-        return cdiv(a["N"] * a["OH"] * a["OW"], bm) * cdiv(a["K_per_group"], bn) * groups
-    if pass_ == "input grad":
-        sh, sw = a["stride_h"], a["stride_w"]
-        return cdiv(a["N"] * cdiv(a["H"], sh) * cdiv(a["W"], sw), bm) * cdiv(a["C_per_group"], bn) * groups * sh * sw
-    if pass_ == "weight grad":
-        if a["FLAT_CRS"]:
-            crs_blocks = cdiv(a["C_per_group"] * a["R"] * a["S"], bn)
-        else:
-            crs_blocks = a["R"] * a["S"] * cdiv(a["C_per_group"], bn)
-        return cdiv(a["K_per_group"], bm) * crs_blocks * groups * a["splits"]
-    raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
+def programs(a: dict, meta: dict) -> int:
+    """Programs in the launch grid of launch arguments ``a`` (``launch_args``: with its ``grid``) at config
+    ``meta`` (BLOCK_M/N/K)."""
+    return math.prod(a["grid"]({**a, **meta}))
 
 
 def iterations(pass_: str, a: dict, meta: dict) -> float:
@@ -250,7 +238,7 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
         warps = meta["num_warps"]
         occupancy = row.get("occupancy")
         resident = max(1, round(float(occupancy) * WARP_SLOTS / warps)) if pd.notna(occupancy) else 1
-        count, trips = programs(pass_, args, meta), iterations(pass_, args, meta)
+        count, trips = programs(args, meta), iterations(pass_, args, meta)
         roof = roofline_us(layer, variant, pass_, dtype, gpu)
         bound = kernel_bound(programs=count, iterations=trips, loop_instructions=float(row["loop_instructions"]),
                              issue_per_tensor=float(row["issue_per_tensor"]), warps=warps, resident=resident,

@@ -6,6 +6,8 @@ so when they are missing) and draws the benchmark figures when GPU measurements 
   kernels/conv_loops_before.csv      the conv kernels of commit f551264 read the same way (committed once)
   kernels/conv_lower_bound.csv       ``loop_model`` (a model from the SASS), with issue_per_tensor.png
                                      rewritten by ``experiments/make_report.py`` from inspection.csv
+  kernels/step_lower_bound.csv + PNG ``experiments/step_model.py`` (``step_model``: every kernel of a training
+                                     step, a model from the SASS, the grids and the bytes)
   memory/network.csv, blocks.csv,    ``experiments/memory.py`` (saved-for-backward bytes per image: Triton,
     compiled_modes.csv               eager, torch.compile)
   traffic/summary.csv, launches.csv, ``experiments/traffic.py`` (launches and bytes of one training step: Triton,
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import inspection, loop_model
+from . import inspection, loop_model, step_model
 from .benchmark_cases import HEADLINE
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
 from .inspection import DROP_IN, summarise_inspection
@@ -159,6 +161,8 @@ def _headline_section(reports: Path, benchmarks: pd.DataFrame | None) -> str:
         if bounds:
             lines += ["", f"Roofline model (not a measurement), {GPUS[gpu].name}, {dtype}, batch "
                       f"{steps.batch.iloc[0]}: one training step takes {bounds}."]
+    if (step_table := step_model.read_step_table(reports)) is not None:
+        lines += step_model.headline_lines(step_table)
     return "\n".join(lines)
 
 
@@ -260,6 +264,8 @@ def _main_loop_lines(reports: Path, table: pd.DataFrame) -> list[str]:
     if figure.is_file():
         lines += ["", _image(figure, reports, "issue per tensor")]
     lines += _lower_bound_lines(reports)
+    if (step_table := step_model.read_step_table(reports)) is not None:
+        lines += step_model.report_lines(step_table) + ["", _image(folder / step_model.FIGURE, reports, "step model")]
     return lines
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 import torch
+import triton
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -75,10 +76,6 @@ COLUMNS = ["gpu", "target", "dtype", "variant", "layer", "pass", "kernel", "sour
            "measured_us"]
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _conv(pass_: str) -> Callable[[dict, dict], float]:
     return lambda args, meta: loop_model.iterations(pass_, args, meta)
 
@@ -86,9 +83,9 @@ def _conv(pass_: str) -> Callable[[dict, dict], float]:
 # Main-loop trip count of one program of each GEMM-like kernel, from its launch arguments and config.
 TRIP_COUNTS: dict[str, Callable[[dict, dict], float]] = {
     **{kernel: _conv(pass_) for kernel, pass_ in inspection.CONV_PASSES.items()},
-    "_linear_forward_kernel": lambda a, meta: _cdiv(a["K"], meta["BLOCK_K"]),  # y [M, N] reduces over K
-    "_linear_input_grad_kernel": lambda a, meta: _cdiv(a["N"], meta["BLOCK_K"]),  # dx [M, K] over N
-    "_linear_weight_grad_kernel": lambda a, meta: _cdiv(a["M"], meta["BLOCK_K"]),  # dw [N, K] over M
+    "_linear_forward_kernel": lambda a, meta: triton.cdiv(a["K"], meta["BLOCK_K"]),  # y [M, N] reduces over K
+    "_linear_input_grad_kernel": lambda a, meta: triton.cdiv(a["N"], meta["BLOCK_K"]),  # dx [M, K] over N
+    "_linear_weight_grad_kernel": lambda a, meta: triton.cdiv(a["M"], meta["BLOCK_K"]),  # dw [N, K] over M
 }
 
 
@@ -388,3 +385,52 @@ def write_step_outputs(reports: Path, host_us: float = HOST_US_PER_LAUNCH) -> li
     steps = lower_bound_table(table, benchmarks, host_us=host_us)
     steps.to_csv(folder / FILE, index=False)
     return [folder / FILE, plot_step(steps, folder / FIGURE)]
+
+
+def read_step_table(reports: Path) -> pd.DataFrame | None:
+    """reports/kernels/step_lower_bound.csv, or None."""
+    path = Path(reports) / "kernels" / FILE
+    return pd.read_csv(path, dtype={"variant": str}) if path.is_file() else None
+
+
+def headline_lines(table: pd.DataFrame, gpu: str = "h100-sxm") -> list[str]:
+    """The report's headline paragraph: each variant and dtype's modelled step on ``gpu``, and the host term."""
+    steps = step_rows(table).query("gpu == @gpu")
+    parts = [f"{variant} {dtype}: {text}" for dtype in dict.fromkeys(steps.dtype)
+             for variant, text in headline(table, gpu, dtype).items()]
+    host = steps.host_us.max() / 1e3
+    return ["", f"Whole-step model ({GPUS[gpu].name}, batch {BATCH}, {LAYOUT}, every launched kernel priced from its "
+            "machine code, grid and bytes; `kernels/step_lower_bound.csv`): " + "; ".join(parts) + ". Without CUDA "
+            f"graphs the host adds up to {host:.2f} ms of the project's Python dispatch per step (a parameter: "
+            f"{HOST_US_PER_LAUNCH:g} µs per Triton launch, measured in the runtime's capture mode on a 2-core CPU)."]
+
+
+def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") -> list[str]:
+    """The report's step-model section (the figure goes after it): per variant and layer x pass on ``gpu`` in
+    ``dtype``, the launched GEMM tiles with their issue/tensor, the summed bound, the roofline and their ratio."""
+    rows = table[(table.gpu == gpu) & (table.dtype == dtype)]
+    lines = ["", f"### The whole training step, kernel by kernel: a modelled lower bound ({MODEL_LABEL})", "",
+             "Every launch of one captured training step (forward with the loss, backward, SGD update; launches "
+             "recorded, not run) priced on its own: GEMM-like kernels from their main loop in the inspection "
+             "(issue and tensor-core cycles x programs of their own grid x trip count, with wave quantisation, "
+             "at the launched config: the pick rule's, else the best fitting shipped one), every launch from the "
+             "bytes its kernel loads and stores at DRAM bandwidth; kernels run one after another. "
+             "`alexnet_triton/study/step_model.py` (`experiments/step_model.py`); all GPUs and dtypes in "
+             f"`kernels/{FILE}`. Roofline: `roofline.csv`'s layer x pass. {GPUS[gpu].name}, {dtype}, "
+             f"{LAYOUT}, batch {BATCH}:", "",
+             "| network | layer | pass | launches | launched GEMM tiles (issue/tensor) | bound µs | roofline µs | "
+             "ratio |", "|---" * 8 + "|"]
+    for (variant, layer, pass_), group in rows.groupby(["variant", "layer", "pass"], sort=False):
+        if layer == "step":
+            continue
+        total = group[group.kernel == "all"].iloc[0]
+        gemms = group[group.issue_per_tensor.notna()]
+        tiles = "; ".join(f"{r['kernel']} {r['config']} ({r['issue_per_tensor']:.2f})"
+                          for r in gemms.to_dict("records"))
+        ratio = f"{total.bound_us / total.roofline_us:.2f}" if total.roofline_us else "–"
+        lines.append(f"| {variant} | {layer} | {pass_} | {total.launches:g} | {tiles or '–'} | {total.bound_us:.1f} | "
+                     f"{total.roofline_us:.1f} | {ratio} |")
+    for step in step_rows(rows).to_dict("records"):
+        lines.append(f"| {step['variant']} | **step** | all | {step['launches']:g} | | **{step['bound_us']:.0f}** | "
+                     f"{step['roofline_us']:.0f} | {step['ratio']:.2f} |")
+    return lines
