@@ -32,8 +32,9 @@ MAX_TENSORS = 32
 
 @triton.jit
 def _sgd_step_kernel(
-    # pointers: tuples of T tensors (one dtype), and the learning rate (a 1-element device tensor)
-    params, grads, bufs, lr_ptr,
+    # pointers: tuples of T tensors (one dtype), and the learning rate (a 1-element device tensor); not named
+    # "params": Triton's argument binder (3.7) has a local of that name
+    param_ptrs, grad_ptrs, buf_ptrs, lr_ptr,
     # sizes: a tuple of T element counts
     numels,
     # runtime scalars
@@ -42,21 +43,22 @@ def _sgd_step_kernel(
     PAPER: tl.constexpr, HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr,
     HAS_WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Update params[i] (and the momentum buffers bufs[i]) in place; params[i], grads[i], bufs[i] share shape and
-    strides. lr is read from ``lr_ptr`` as fp32, so a schedule updates it in place (a replayed CUDA graph sees it).
+    """Update param_ptrs[i] (and the momentum buffers buf_ptrs[i]) in place; param_ptrs[i], grad_ptrs[i],
+    buf_ptrs[i] share shape and strides. lr is read from ``lr_ptr`` as fp32, so a schedule updates it in place (a
+    replayed CUDA graph sees it).
 
-    FIRST_STEP: bufs hold no value yet (they are only written). grid (sum_i cdiv(numels[i], BLOCK),): the tensors'
-    blocks one after another; each program updates BLOCK elements of one tensor in memory order.
+    FIRST_STEP: the buffers hold no value yet (they are only written). grid (sum_i cdiv(numels[i], BLOCK),): the
+    tensors' blocks one after another; each program updates BLOCK elements of one tensor in memory order.
     """
     pid = tl.program_id(0)
-    param_ptr, grad_ptr, buf_ptr, numel = params[0], grads[0], bufs[0], numels[0]
+    param_ptr, grad_ptr, buf_ptr, numel = param_ptrs[0], grad_ptrs[0], buf_ptrs[0], numels[0]
     block = pid  # the program's block within its tensor
     end = tl.cdiv(numels[0], BLOCK)  # the first block after the tensors seen so far
-    for i in tl.static_range(1, len(params)):
+    for i in tl.static_range(1, len(param_ptrs)):
         here = pid >= end
-        param_ptr = tl.where(here, params[i], param_ptr)
-        grad_ptr = tl.where(here, grads[i], grad_ptr)
-        buf_ptr = tl.where(here, bufs[i], buf_ptr)
+        param_ptr = tl.where(here, param_ptrs[i], param_ptr)
+        grad_ptr = tl.where(here, grad_ptrs[i], grad_ptr)
+        buf_ptr = tl.where(here, buf_ptrs[i], buf_ptr)
         numel = tl.where(here, numels[i], numel)
         block = tl.where(here, pid - end, block)
         end += tl.cdiv(numels[i], BLOCK)
@@ -157,8 +159,8 @@ def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_bu
             numels = tuple(params[i].numel() for i in group)
             runtime.launch(
                 _sgd_step_kernel, lambda meta, numels=numels: (sum(triton.cdiv(n, meta["BLOCK"]) for n in numels),),
-                CONFIGS, params=tuple(params[i] for i in group), grads=tuple(grads[i] for i in group),
-                bufs=tuple(params[i] if momentum == 0 else buffers[i] for i in group), lr_ptr=lr_tensors[device],
+                CONFIGS, param_ptrs=tuple(params[i] for i in group), grad_ptrs=tuple(grads[i] for i in group),
+                buf_ptrs=tuple(params[i] if momentum == 0 else buffers[i] for i in group), lr_ptr=lr_tensors[device],
                 numels=numels, momentum=float(momentum), weight_decay=float(weight_decay), PAPER=update == "paper",
                 HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step, NESTEROV=nesterov,
                 HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize, COMPUTE_DTYPE=runtime.accumulator_type(dtype))
