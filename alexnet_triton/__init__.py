@@ -30,6 +30,7 @@ def _load_checkout_kernels() -> None:
 _load_checkout_kernels()
 
 from . import nn, ops, optim  # noqa: E402
+from .dispatch import disable, enable, use_kernels  # noqa: E402
 from .kernels import runtime  # noqa: E402
 
-__all__ = ["ops", "nn", "optim", "runtime"]
+__all__ = ["ops", "nn", "optim", "runtime", "use_kernels", "enable", "disable"]

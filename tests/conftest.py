@@ -66,6 +66,14 @@ def no_torch_fallback(monkeypatch):
     return guard
 
 
+@pytest.fixture
+def no_torch_compute():
+    """A context manager: inside it, PyTorch's convolution, pooling, cross-entropy, SGD, linear and dropout ATen
+    kernels raise (the ATen half of ``no_torch_fallback``, for code that calls the F.* entry points, as unmodified
+    models do)."""
+    return _ForbidTorchCompute
+
+
 @pytest.fixture(autouse=True)
 def poison_outputs(monkeypatch):
     """Every kernel output starts as NaN, so an unwritten element fails the comparison."""
