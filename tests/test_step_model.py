@@ -85,8 +85,8 @@ def test_dropout_is_priced_by_the_bytes_it_loads_and_stores():
 
 def test_an_in_place_update_counts_its_tensor_twice():
     def kernel_fn(a_ptr, b_ptr, c_ptr, n):  # a read and written, b read, c untouched
-        v = tl.load(a_ptr + n) + tl.load(b_ptr + n)  # parsed, never run
-        tl.store(a_ptr + n, v)
+        a, b = a_ptr + n, b_ptr + n  # parsed, never run
+        tl.store(a, tl.load(a) + tl.load(b))
     kernel = type("Jit", (), {"fn": staticmethod(kernel_fn)})()
     a, b, c = torch.empty(10), torch.empty(3), torch.empty(7)
     assert kernel_access.launch_bytes(kernel, dict(a_ptr=a, b_ptr=b, c_ptr=c, n=1)) == (2 * 10 + 3 + 7) * 4

@@ -1,8 +1,9 @@
 """Which pointer arguments a Triton kernel loads from and stores to, read from its source (no GPU, no compile).
 
 ``accesses(kernel)`` parses the ``@triton.jit`` function: each name assigned in it depends on the parameters its
-value is computed from (transitively: ``ptrs = x_ptr + offs`` makes ``ptrs`` an ``x_ptr`` pointer); a
-``tl.load`` / ``tl.store`` (or ``tl.atomic_*``: both) of an expression counts for every parameter it depends on;
+value is computed from (transitively: ``ptrs = x_ptr + offs`` makes ``ptrs`` an ``x_ptr`` pointer; ``a, b = x, y``
+pairs its sides); a ``tl.load`` / ``tl.store`` (or ``tl.atomic_*``: both) of an expression counts for every
+parameter it depends on;
 a call to another ``@triton.jit`` function of the kernel's module maps that helper's own accesses back through
 its arguments. Branches are not evaluated: an access under a constexpr condition the launch turns off still
 counts (an over-count, never an under-count, of what a launch can move).
@@ -45,8 +46,13 @@ def accesses(fn) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
                        else [])
             value = n.iter if isinstance(n, ast.For) else getattr(n, "value", None)
             for target in targets:
-                for name in (t.id for t in ast.walk(target) if isinstance(t, ast.Name)):
-                    depends[name] = depends.get(name, set()) | deps(value)
+                pairs = [(target, value)]
+                if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and \
+                        len(target.elts) == len(value.elts):  # a, b = x, y: a from x, b from y
+                    pairs = list(zip(target.elts, value.elts, strict=True))
+                for part, source in pairs:
+                    for name in (t.id for t in ast.walk(part) if isinstance(t, ast.Name)):
+                        depends[name] = depends.get(name, set()) | deps(source)
     loaded, stored, passed = set(), set(), set()
     for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
         func = call.func
