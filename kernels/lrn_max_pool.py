@@ -4,11 +4,12 @@ x is the conv+ReLU output [N, C, H, W], which the conv already saves for its own
 backward. The forward never writes the LRN output: each program holds every
 channel of BLOCK_P output pixels, computes the LRN of each window position in
 registers (channel windows as register shifts, kernels/lrn.py) and keeps the
-running maximum and its int8 window offset (kernels/max_pool.py). The backward
-recomputes the denominator from x, gathers the pooling gradient of each input
-pixel from the <= 4 windows that cover it, and applies the LRN backward to it,
-all in registers. Saved for backward: x (shared with the conv) and the window
-offsets (1 byte per output element).
+running maximum and its window offset (kernels/max_pool.py: int8 for windows of
+up to 127 taps). The backward recomputes the denominator from x, gathers the
+pooling gradient of each input pixel from the at most ceil(k/s)^2 windows that
+cover it (4 for AlexNet's 3x3/2), and applies the LRN backward to it, all in
+registers. Saved for backward: x (shared with the conv) and the window offsets
+(1 byte per output element for windows of up to 127 taps).
 
 Each LRN value is rounded to x's dtype before the max, and the pooling gradient
 before the LRN backward, as the unfused ops store them: the fused op picks the
@@ -117,7 +118,8 @@ def lrn_max_pool2d_geometry(x_shape, size, alpha, beta, k, kernel_size, stride, 
 
 def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size,
                            stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y [N, C, OH, OW], int8 window offsets [N, C, OH, OW]) of max_pool2d(local_response_norm(x)).
+    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of
+    max_pool2d(local_response_norm(x)).
 
     y and the offsets keep x's memory format.
     """

@@ -1,4 +1,5 @@
-"""AlexNet's fused LRN + max-pool block, differentiable in x; saves x (the conv+ReLU output) and int8 offsets."""
+"""AlexNet's fused LRN + max-pool block, differentiable in x; saves x (the conv+ReLU output) and the window
+offsets (int8 up to 127 taps)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""max_pool2d, differentiable in its input; saves int8 window offsets (not int64 indices), from which
-``return_indices=True`` makes PyTorch's indices on demand."""
+"""max_pool2d, differentiable in its input; saves window offsets (int8 up to 127 taps, not int64 indices), from
+which ``return_indices=True`` makes PyTorch's indices on demand."""
 
 from __future__ import annotations
 
