@@ -3,10 +3,13 @@ logits, loss and gradients, 3 SGD steps, interchangeable checkpoints, and the by
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
 
+import communication
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,6 +17,7 @@ import torch.multiprocessing as mp
 from conftest import _ForbidTorchCompute
 
 from alexnet_triton import ops, optim
+from alexnet_triton.architecture import parameter_shapes
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model_parallel import Collectives, ModelParallelAlexNet
@@ -69,7 +73,8 @@ def _worker(rank: int, port: int, directory: Path) -> None:
     again = ModelParallelAlexNet(Collectives(), **TINY)
     again.load_full_state_dict(saved)
     torch.save(dict(loaded=loaded, steps=steps, evaluated=evaluated, saved=saved, reloaded=again.full_state_dict(),
-                    transfers=first_step), directory / f"rank{rank}.pt")
+                    transfers=first_step, counted=communication.counted_step(BATCH, **TINY)),
+               directory / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -120,24 +125,56 @@ def test_checkpoints_are_the_single_device_state_dict(two_ranks, one_process):
     assert_close(single.eval()(_data()[1][0]).detach(), two_ranks[0]["evaluated"], "eval logits")
 
 
-def test_the_ranks_exchange_only_where_the_paper_s_gpus_did(two_ranks):
-    """Each rank's counted bytes of one step, from the tiny net's shapes (4 images, fp32): the LRN halos (2 of
-    conv1's 15x15 and conv2's 7x7 channels), conv3's input (16 of conv2's 3x3 pooled channels), fc6's (16 of
-    pool5's 1x1), fc7's and fc8's (256 of 512 neurons); fc8 is replicated, so its input's backward is local."""
+def _split_bytes() -> dict[tuple[str, str, str], int]:
+    """Bytes each rank sends (and receives) per (layer, collective, pass) in one step of the tiny net, from its
+    shapes (4 images, fp32): the LRN halos (2 of conv1's 15x15 and conv2's 7x7 channels), conv3's input (16 of
+    conv2's 3x3 pooled channels), fc6's (16 of pool5's 1x1), fc7's and fc8's (256 of 512 neurons); fc8 is
+    replicated, so its input's backward is local."""
     n, f = BATCH, 4
-    expected = {("lrn1 halo", "send_recv", "forward"): 2 * 15 * 15 * n * f,
-                ("lrn2 halo", "send_recv", "forward"): 2 * 7 * 7 * n * f,
-                ("conv3 input", "all_gather", "forward"): 16 * 3 * 3 * n * f,
-                ("fc6 input", "all_gather", "forward"): 16 * n * f,
-                ("fc7 input", "all_gather", "forward"): 256 * n * f,
-                ("fc8 input", "all_gather", "forward"): 256 * n * f}
-    for (layer, collective, _), size in list(expected.items()):
-        if layer != "fc8 input":
-            expected[layer, "reduce_scatter" if collective == "all_gather" else collective, "backward"] = size
+    forward = {("lrn1 halo", "send_recv"): 2 * 15 * 15 * n * f, ("lrn2 halo", "send_recv"): 2 * 7 * 7 * n * f,
+               ("conv3 input", "all_gather"): 16 * 3 * 3 * n * f, ("fc6 input", "all_gather"): 16 * n * f,
+               ("fc7 input", "all_gather"): 256 * n * f, ("fc8 input", "all_gather"): 256 * n * f}
+    backward = {(layer, "send_recv" if collective == "send_recv" else "reduce_scatter", "backward"): size
+                for (layer, collective), size in forward.items() if layer != "fc8 input"}
+    return {**{(layer, collective, "forward"): size for (layer, collective), size in forward.items()}, **backward}
+
+
+def test_the_ranks_exchange_only_where_the_paper_s_gpus_did(two_ranks):
     for rank, result in enumerate(two_ranks):
         counted = {(t.layer, t.collective, t.phase): (t.sent, t.received) for t in result["transfers"]}
         assert len(counted) == len(result["transfers"]) and all(t.rank == rank for t in result["transfers"])
-        assert counted == {key: (size, size) for key, size in expected.items()}
+        assert counted == {key: (size, size) for key, size in _split_bytes().items()}
+
+
+def test_the_communication_table_counts_the_split_and_ddp_s_gradient_all_reduce(two_ranks):
+    """experiments/communication.py's captured step (no kernel runs) at the tiny size: the split's bytes as in a
+    real step; DDP's all-reduce hook sees every parameter once (a 2-rank ring all-reduce sends its size once);
+    the crossover batch is where the split's bytes per image times the batch reach DDP's."""
+    table = pd.DataFrame([row for result in two_ranks for row in result["counted"]]).assign(batch=BATCH)
+    split = table[table["scheme"] == "split"]
+    assert {(r.layer, r.collective, r.phase): r.sent for r in split[split["rank"] == 1].itertuples()} == \
+        _split_bytes()
+    ddp = table[(table["scheme"] == "ddp") & (table["rank"] == 0)].groupby("layer")["sent"].sum()
+    layers = {}
+    for name, shape in parameter_shapes("2012", TINY["width"], TINY["num_classes"], TINY["input_size"]):
+        layers[name.split(".")[0]] = layers.get(name.split(".")[0], 0) + 4 * math.prod(shape)
+    assert ddp.to_dict() == layers
+    summary = communication.summarise(table).set_index("scheme")
+    split_bytes, ddp_bytes = sum(_split_bytes().values()), sum(layers.values())
+    assert summary.loc["split", "sent_per_rank"] == split_bytes and summary.loc["ddp", "sent_per_rank"] == ddp_bytes
+    assert summary.loc["split", "crossover_batch"] == math.ceil(ddp_bytes / (split_bytes / BATCH))
+    model = communication.step_model(summary.reset_index())
+    for row in model.itertuples():
+        assert row.comm_ms == pytest.approx(summary.loc[row.scheme, "sent_per_rank"] /
+                                            communication.LINKS[row.link] * 1e3)
+        assert row.step_ms == pytest.approx(row.compute_ms + row.comm_ms)
+
+
+def test_the_communication_cli_refuses_an_odd_batch_in_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        communication.main(["--batch", "3"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --batch 3: must be a positive multiple of 2"]
 
 
 def test_a_wrong_split_is_refused_with_the_layer_and_its_sizes():
