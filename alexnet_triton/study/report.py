@@ -265,7 +265,7 @@ def _main_loop_lines(reports: Path, table: pd.DataFrame) -> list[str]:
         lines += ["", _image(figure, reports, "issue per tensor")]
     lines += _lower_bound_lines(reports)
     if (step_table := step_model.read_step_table(reports)) is not None:
-        lines += step_model.report_lines(step_table) + ["", _image(folder / step_model.FIGURE, reports, "step model")]
+        lines += step_model.report_lines(step_table)  # its figure: among the inspection section's
     return lines
 
 

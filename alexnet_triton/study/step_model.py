@@ -406,7 +406,7 @@ def headline_lines(table: pd.DataFrame, gpu: str = "h100-sxm") -> list[str]:
 
 
 def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") -> list[str]:
-    """The report's step-model section (the figure goes after it): per variant and layer x pass on ``gpu`` in
+    """The report's step-model section: per variant and layer x pass on ``gpu`` in
     ``dtype``, the launched GEMM tiles with their issue/tensor, the summed bound, the roofline and their ratio."""
     rows = table[(table.gpu == gpu) & (table.dtype == dtype)]
     lines = ["", f"### The whole training step, kernel by kernel: a modelled lower bound ({MODEL_LABEL})", "",
