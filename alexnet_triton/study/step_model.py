@@ -24,8 +24,9 @@ Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
               the GPU's target and the step's dtype): ``loop_model.kernel_bound`` of the grid's programs (the
               launch's own grid callable), the trip count and the main loop's loop_instructions and
               issue_per_tensor, with wave quantisation. The loop row is the inspection's compilation of the
-              same kernel and config for this layer's case (``loop_case``), else the same layer of another
-              variant or layout, else any case (the least issue_per_tensor: a bound stays a bound).
+              same kernel and config for this layer's case, else the same layer of another variant or layout
+              (torchvision's fc layers: the 2012 cases, same shapes), else any case: an approximation until the
+              inspection compiles this one; ``loop_case`` names the case used.
   bound_us    the largest of those; bound_by names it. With several launchable configs (autotuned), the least
               among those with a main loop in the table (all of them when none has).
   host_us     ``HOST_US_PER_LAUNCH`` per Triton launch: the project's Python dispatch, a parameter (none for
@@ -203,7 +204,8 @@ def loop_rows(table: pd.DataFrame) -> pd.DataFrame:
 def loop_row(loops: pd.DataFrame, kernel: str, config: str, target: str, dtype: str, variant: str,
              layer: str) -> dict | None:
     """The main loop of ``kernel`` at ``config`` on ``target`` for ``dtype``: this case's, else the same layer's
-    in another variant or layout, else any case's; the least issue_per_tensor among equals. None without one."""
+    in another variant or layout, else any case's (module docstring); the least issue_per_tensor among equals.
+    None without one."""
     rows = loops[(loops.kernel == kernel) & (loops.config == config) & (loops.target == target)
                  & (loops.dtype == dtype)]
     if rows.empty:
