@@ -30,12 +30,9 @@ class _ForbidTorchCompute(TorchDispatchMode):
     """Raise when a forbidden ATen op is dispatched (a silent PyTorch fallback)."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == library.NAMESPACE:  # this project's operator: its implementation runs guarded too
-            with self:
-                return library.IMPLEMENTATIONS[func.overloadpacket.__name__](*args, **(kwargs or {}))
-        if func.overloadpacket.__name__ in FORBIDDEN_ATEN:
+        if func.namespace == "aten" and func.overloadpacket.__name__ in FORBIDDEN_ATEN:
             raise AssertionError(f"PyTorch op {func} ran inside the Triton path")
-        return func(*args, **(kwargs or {}))
+        return library.run_under(self, func, args, kwargs)  # this project's operators: guarded inside too
 
 
 @pytest.fixture

@@ -39,3 +39,14 @@ def kernel_op(name: str, mutates_args: Iterable[str] = ()) -> Callable[[Callable
 
         return op
     return define
+
+
+def run_under(mode, func: torch._ops.OpOverload, args: tuple, kwargs: dict | None):
+    """From a TorchDispatchMode's ``__torch_dispatch__``: ``func`` as the dispatcher would run it, except that
+    this project's operators run their implementation with ``mode`` active again (a mode is off inside its own
+    ``__torch_dispatch__``), so it also sees the ATen operators the implementation dispatches."""
+    kwargs = kwargs or {}
+    if func.namespace != NAMESPACE:
+        return func(*args, **kwargs)
+    with mode:
+        return IMPLEMENTATIONS[func.overloadpacket.__name__](*args, **kwargs)
