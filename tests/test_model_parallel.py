@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from conftest import _ForbidTorchCompute
 
 from alexnet_triton import ops, optim
-from alexnet_triton.architecture import parameter_shapes
+from alexnet_triton.architecture import SGD, parameter_shapes
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model_parallel import Collectives, ModelParallelAlexNet
@@ -27,7 +27,6 @@ from alexnet_triton.parity import assert_close
 # fc6/fc7 512, 4 classes, 67x67 images (pool5 is 1x1), 4 images a step, dropout on.
 TINY = dict(num_classes=4, width=0.125, input_size=67, dropout=0.5)
 BATCH, STEPS, SEED = 4, 3, 7
-SGD = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
 def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -40,7 +39,7 @@ def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
 
 
 def _train(model, images, labels, gradients) -> list[dict]:
-    """STEPS SGD steps from torch.manual_seed(SEED) (the dropout seeds); per step logits, loss and the
+    """STEPS of the paper's SGD from torch.manual_seed(SEED) (the dropout seeds); per step logits, loss and the
     gradients as ``gradients(model)`` returns them."""
     torch.manual_seed(SEED)
     sgd = optim.SGD(model.parameters(), **SGD)
