@@ -37,12 +37,13 @@ The input gradient reduces over (tap, output channel) the same two ways.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from . import checks, runtime
+from . import checks, runtime, space_to_depth
 from .partial_sums import sum_partials
 
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
@@ -119,6 +120,12 @@ FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, (_tile(32, 64, 32, 4, 2), _tile(3
 FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
                                   ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
+# The flat reduction over channel vectors (conv1 after space-to-depth: 432 = 3 x 3 taps x 48 channels, 96 or 64
+# output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
+# BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80.
+FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(256, 128, 32, 8, 3), _tile(128, 128, 32, 4, 3),
+                                        _tile(128, 64, 32, 4, 3)), FORWARD_GATHER_CONFIGS.cuda_core,
+                                       _interpreter_forward_tile, ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 # + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), _INPUT_GRAD_CUDA_CORE,
@@ -140,10 +147,20 @@ WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 64,
                                       pick=_least_work)
 
 
-def _channel_vectors(activation: torch.Tensor, flat: bool) -> bool:
-    """Whether a launch takes the channel-block path's large tiles: channels_last activations (channel stride 1)
-    and channel blocks (not the flat reduction)."""
-    return not flat and activation.stride(1) == 1
+def _channel_vectors(activation: torch.Tensor, flat: bool, geometry: dict) -> bool:
+    """Whether a launch takes the large tiles: channels_last activations (channel stride 1) and channel blocks,
+    or the flat reduction where its columns are vectors too: channels a multiple of 8 (16-byte runs) and every
+    window inside the input (no bounds checks: ``window_inside``; conv1 after space-to-depth)."""
+    flat_vectors = geometry["C_per_group"] % 8 == 0 and window_inside(geometry)
+    return (not flat or flat_vectors) and activation.stride(1) == 1
+
+
+def window_inside(geometry: dict) -> bool:
+    """Whether every filter window of a ``conv2d_geometry`` lies inside the input (no padding, the last window
+    ends within it): the forward and weight-gradient loops then check no bounds."""
+    g = geometry
+    return (g["pad_h"] == g["pad_w"] == 0 and (g["OH"] - 1) * g["stride_h"] + (g["R"] - 1) * g["dilation_h"] < g["H"]
+            and (g["OW"] - 1) * g["stride_w"] + (g["S"] - 1) * g["dilation_w"] < g["W"])
 
 
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
@@ -197,14 +214,20 @@ def _crs_blocks(C: tl.constexpr, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constex
 
 
 @triton.jit
-def _window_tile(row_ptr, h0, w0, r, s, c, c_ok, H, W, sc, sh, sw, FLAT: tl.constexpr):
+def _window_tile(row_ptr, h0, w0, r, s, c, c_ok, rows_ok, H, W, sc, sh, sw, FLAT: tl.constexpr,
+                 INSIDE: tl.constexpr):
     """Values [P, BLOCK] of an NCHW-indexed tensor at rows (h0 + r, w0 + s), channels c; 0 outside [0, H) x [0, W).
 
     row_ptr [P]: the tensor at (n, first channel, h0, w0) of each row (computed once per program; may point
     outside the tensor, only read under the mask); h0/w0 [P]: each row's window origin; r, s, c, c_ok: a
-    reduction block (``_crs_indices``): scalar r, s (channel blocks) or [BLOCK] vectors (flat).
+    reduction block (``_crs_indices``): scalar r, s (channel blocks) or [BLOCK] vectors (flat). INSIDE: every
+    window of the layer lies inside the tensor (``_window_inside``), so only rows_ok [P] and c_ok mask the
+    load (otherwise rows_ok is unused: a row past the end has its origin out of every tap's reach).
     """
-    if FLAT:  # the tap varies along the columns: 2-D coordinates
+    if INSIDE:  # no bounds to check: the mask is loop-invariant along the rows
+        ptrs = row_ptr[:, None] + (r * sh + s * sw + c * sc)[None, :]
+        mask = rows_ok[:, None] & c_ok[None, :]
+    elif FLAT:  # the tap varies along the columns: 2-D coordinates
         h = h0[:, None] + r[None, :]
         w = w0[:, None] + s[None, :]
         inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
@@ -249,7 +272,7 @@ def _conv2d_forward_kernel(
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     dilation_h: tl.constexpr, dilation_w: tl.constexpr,
     # meta
-    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, FLAT_CRS: tl.constexpr, WINDOW_INSIDE: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -279,8 +302,8 @@ def _conv2d_forward_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
-        a = _window_tile(x_row_ptr, ih0, iw0, r * dilation_h, s * dilation_w, c, crs_ok, H, W, x_sc, x_sh, x_sw,
-                         FLAT_CRS)
+        a = _window_tile(x_row_ptr, ih0, iw0, r * dilation_h, s * dilation_w, c, crs_ok, pixels < N * OH * OW, H, W,
+                         x_sc, x_sh, x_sw, FLAT_CRS, WINDOW_INSIDE)
         w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
@@ -403,8 +426,8 @@ def _conv2d_input_grad_kernel(
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
         # dy at (oh0 - tap_h * dilation_h / gcd, ...): the window tile with negated tap offsets
         a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h * (dilation_h * tap_step_h // stride_h),
-                         -tap_w * (dilation_w * tap_step_w // stride_w), k_in_group, krs_ok, OH, OW, dy_sk, dy_sh,
-                         dy_sw, FLAT_KRS)
+                         -tap_w * (dilation_w * tap_step_w // stride_w), k_in_group, krs_ok, pixel_ok, OH, OW, dy_sk,
+                         dy_sh, dy_sw, FLAT_KRS, False)
         w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * tap_step_h * w_sr
                                      + tap_w * tap_step_w * w_ss)[:, None]
         b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
@@ -431,7 +454,7 @@ def _conv2d_weight_grad_kernel(
     dilation_h: tl.constexpr, dilation_w: tl.constexpr,
     # meta
     DY_PIXELS_FLAT: tl.constexpr, X_PIXELS_FLAT: tl.constexpr,
-    FLAT_CRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    FLAT_CRS: tl.constexpr, WINDOW_INSIDE: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Split-K partial sums of dw = dy^T @ im2col(x) (dy already ReLU-masked: ``conv2d_output_grad``).
@@ -469,16 +492,26 @@ def _conv2d_weight_grad_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
-        ow = pixels % OW
-        oh = (pixels // OW) % OH
-        n = (pixels // (OW * OH)).to(tl.int64)
+        if WINDOW_INSIDE:  # no padding: unsigned (a division by a constant is a multiply-high and a shift)
+            rows = pixels.to(tl.uint32) // OW
+            images = rows // OH
+            ow = (pixels.to(tl.uint32) - rows * OW).to(tl.int32)
+            oh = (rows - images * OH).to(tl.int32)
+            n = images.to(tl.int64)
+        else:
+            ow = pixels % OW
+            oh = (pixels // OW) % OH
+            n = (pixels // (OW * OH)).to(tl.int64)
         a_mask = k_ok[:, None] & (pixels < slice_end)[None, :]
         if DY_PIXELS_FLAT:
             a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             a_ptrs += BLOCK_K * dy_sw
         else:
             a = tl.load(dy_k_ptr[:, None] + (n * dy_sn + oh * dy_sh + ow * dy_sw)[None, :], mask=a_mask, other=0.0)
-        ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -dilation_h * (R - 1) - 1)
+        if WINDOW_INSIDE:  # rows past the slice are masked by rows_ok (``_window_tile``)
+            ih0 = oh * stride_h
+        else:
+            ih0 = tl.where(pixels < slice_end, oh * stride_h - pad_h, -dilation_h * (R - 1) - 1)
         iw0 = ow * stride_w - pad_w
         if X_PIXELS_FLAT:
             ih = ih0 + r * dilation_h
@@ -487,8 +520,9 @@ def _conv2d_weight_grad_kernel(
             b = tl.load(b_ptrs, mask=row_ok[:, None] & crs_ok[None, :], other=0.0)
             b_ptrs += BLOCK_K * x_sw
         else:
-            b = _window_tile(x_group_ptr + n * x_sn + ih0 * x_sh + iw0 * x_sw, ih0, iw0, r * dilation_h,
-                             s * dilation_w, c, crs_ok, H, W, x_sc, x_sh, x_sw, FLAT_CRS)
+            b = _window_tile(x_group_ptr + (n * x_sn + (ih0 * x_sh + iw0 * x_sw)), ih0, iw0, r * dilation_h,
+                             s * dilation_w, c, crs_ok, pixels < slice_end, H, W, x_sc, x_sh, x_sw, FLAT_CRS,
+                             WINDOW_INSIDE)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dw_ptrs = (dw_partial_ptr + split.to(tl.int64) * dw_split_stride
@@ -569,20 +603,21 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1, relu: bool = False, precision: str = "ieee",
-                   flat_crs: bool | None = None, config: triton.Config | None = None) -> torch.Tensor:
+                   flat_crs: bool | None = None, config: triton.Config | None = None,
+                   memory_format: torch.memory_format | None = None) -> torch.Tensor:
     """y = conv2d(x, weight, bias), then ReLU if ``relu``: x [N, C, H, W], weight [K, C/G, R, S] -> y [N, K, OH, OW].
 
     padding: ints, a pair, "valid" or "same" (``conv2d_geometry``). precision: "ieee" (exact fp32) or "tf32"
     (fp32 operands on tensor cores); fp16/bf16 always use tensor cores. Any weight layout works; channels_last
     (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config override the launch choices
-    (tests, benchmarks). An empty batch (N = 0) launches nothing.
+    (tests, benchmarks). memory_format: y's layout (default x's). An empty batch (N = 0) launches nothing.
     """
     geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d", precision)
     checks.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
     g = geometry
     y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
-                           memory_format=runtime.memory_format_of(x))
+                           memory_format=memory_format or runtime.memory_format_of(x))
     if g["N"] == 0:
         return y
     if flat_crs is None:
@@ -590,12 +625,14 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid, FORWARD_CONFIGS if _channel_vectors(x, flat_crs) else FORWARD_GATHER_CONFIGS,
+        _conv2d_forward_kernel, grid,
+        (FORWARD_FLAT_VECTOR_CONFIGS if flat_crs else FORWARD_CONFIGS) if _channel_vectors(x, flat_crs, geometry)
+        else FORWARD_GATHER_CONFIGS,
         config, runtime.uses_tensor_cores(x.dtype, precision),
         x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
         **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"),
         b_sk=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y), HAS_BIAS=bias is not None,
-        APPLY_RELU=relu, FLAT_CRS=flat_crs, PRECISION=precision,
+        APPLY_RELU=relu, FLAT_CRS=flat_crs, WINDOW_INSIDE=window_inside(geometry), PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype))
     return y
 
@@ -658,7 +695,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
         _conv2d_input_grad_kernel, grid,
-        INPUT_GRAD_CONFIGS if _channel_vectors(dy, flat_krs) and sh == sw == 1 else INPUT_GRAD_GATHER_CONFIGS, config,
+        INPUT_GRAD_CONFIGS if not flat_krs and dy.stride(1) == 1 and sh == sw == 1 else INPUT_GRAD_GATHER_CONFIGS,
+        config,
         runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, tap_step_h=sh // math.gcd(sh, g["dilation_h"]),
         tap_step_w=sw // math.gcd(sw, g["dilation_w"]), **runtime.stride_args("dy", dy, "nkhw"),
@@ -719,15 +757,84 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
 
     runtime.launch(
         _conv2d_weight_grad_kernel, grid,
-        WEIGHT_GRAD_CONFIGS if _channel_vectors(x, flat_crs) else WEIGHT_GRAD_GATHER_CONFIGS, config,
+        WEIGHT_GRAD_CONFIGS if _channel_vectors(x, flat_crs, g) else WEIGHT_GRAD_GATHER_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
         dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, **g, splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,
         DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size and not flat_crs,
-        FLAT_CRS=flat_crs,
+        FLAT_CRS=flat_crs, WINDOW_INSIDE=window_inside(g),
         PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype))
     # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
     dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
     sum_partials(dw_partial, dense.view(-1))
     return dw
+
+
+# ----------------------------------------------------------------------------- space-to-depth (conv1)
+
+
+@dataclass(frozen=True)
+class Depth:
+    """A stride-b convolution with few channels as a stride-1 one over b x b pixel blocks (``space_to_depth``).
+
+    x [N, C, H, W] becomes x_d [N, C*b*b, OH + Rb - 1, OW + Sb - 1] (channel (i*b + j)*C + c holds x at row
+    hb*b + i - pad_h, column wb*b + j - pad_w) and weight [K, C, R, S] becomes w_d [K, C*b*b, Rb, Sb], Rb =
+    ceil(R/b), its taps past R, S zero; conv2d(x_d, w_d) (stride 1, no padding) = conv2d(x, weight): output
+    pixel (oh, ow) meets x row oh*b - pad_h + ri*b + i through filter row ri*b + i. AlexNet's conv1 (3 channels,
+    11x11, stride 4, 55x55 out): 48 channels, 3x3 filter, 57x57 map, +19% multiply-adds (12x12 filter taps);
+    the loops then read channel vectors with no bounds checks (``window_inside``). x rows and columns no output
+    reads (below/right of the last window) count as 0. A non-finite x value meets the zero taps of a
+    neighbouring window (0 x inf = NaN where F.conv2d's output stays finite): finite inputs only.
+    """
+
+    block: int
+    pad: tuple[int, int]  # x's padding above and left
+    extent: tuple[int, int]  # rows and columns of x that some output reads (from the top-left)
+    size: tuple[int, int]  # x_d's Hb x Wb
+    taps: tuple[int, int]  # w_d's Rb x Sb
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
+                precision: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(y, x_d, w_d): y [N, K, OH, OW] in x's layout and ``dtype`` (bias in it already); x_d and w_d
+        channels_last in ``dtype``, each made by one pass that also casts (autocast's casts of x and the
+        weight). The conv reduces over (ri, si, channel) flat: 16-byte channel vectors, no bounds checks."""
+        x_d = space_to_depth.space_to_depth(x, self.block, self.size, self.pad, self.extent, dtype)
+        w_d = space_to_depth.space_to_depth(weight, self.block, self.taps, dtype=dtype)
+        y = conv2d_forward(x_d, w_d, bias, relu=relu, precision=precision, flat_crs=True,
+                           memory_format=runtime.memory_format_of(x))
+        return y, x_d, w_d
+
+    def input_grad(self, dy: torch.Tensor, w_d: torch.Tensor, x_shape, memory_format: torch.memory_format,
+                   dtype: torch.dtype, precision: str) -> torch.Tensor:
+        """dx [N, C, H, W] in ``memory_format`` and ``dtype`` (x's) from dy (ReLU-masked already) and w_d: x_d's
+        gradient, then back to x's pixels (rows no output reads get 0)."""
+        x_d_shape = (x_shape[0], w_d.shape[1], *self.size)
+        dx_d = conv2d_input_grad(dy, w_d, x_d_shape, memory_format=torch.channels_last, precision=precision)
+        return space_to_depth.depth_to_space(dx_d, self.block, x_shape, self.pad, memory_format, dtype)
+
+    def weight_grad(self, dy: torch.Tensor, x_d: torch.Tensor, weight_shape, memory_format: torch.memory_format,
+                    dtype: torch.dtype, precision: str) -> torch.Tensor:
+        """dw [K, C, R, S] in ``memory_format`` and ``dtype`` (the weight's) from dy (ReLU-masked already) and
+        x_d: w_d's gradient (flat reduction, as the forward's), the zero taps' gradients dropped."""
+        w_d_shape = (weight_shape[0], x_d.shape[1], *self.taps)
+        dw_d = conv2d_weight_grad(dy, x_d, w_d_shape, memory_format=torch.channels_last, precision=precision,
+                                  flat_crs=True)
+        return space_to_depth.depth_to_space(dw_d, self.block, weight_shape, memory_format=memory_format,
+                                             dtype=dtype)
+
+
+def conv2d_depth(x_shape, w_shape, stride, padding, dilation, groups: int) -> Depth | None:
+    """The space-to-depth form (``Depth``) of a convolution, or None where it is not taken. Taken for a square
+    stride b >= 2 without dilation or groups on few channels (C < FLAT_CRS_CHANNELS: channel blocks would be
+    mostly padding) that become whole 16-byte vectors (C*b*b a multiple of 8), with a filter at least b wide
+    (R, S >= b: the taps padded to a multiple of b cost less than 2x)."""
+    g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    b, C, R, S = g["stride_h"], g["C_per_group"], g["R"], g["S"]
+    if not (b == g["stride_w"] >= 2 and g["dilation_h"] == g["dilation_w"] == 1 and groups == 1
+            and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b):
+        return None
+    taps = (triton.cdiv(R, b), triton.cdiv(S, b))
+    extent = (min(g["H"], (g["OH"] - 1) * b - g["pad_h"] + R), min(g["W"], (g["OW"] - 1) * b - g["pad_w"] + S))
+    return Depth(block=b, pad=(g["pad_h"], g["pad_w"]), extent=extent,
+                 size=(g["OH"] + taps[0] - 1, g["OW"] + taps[1] - 1), taps=taps)

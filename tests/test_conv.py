@@ -325,9 +325,10 @@ def test_weight_grad_is_deterministic_and_split_invariant():
 
 
 def test_input_grad_skipped_when_not_needed(monkeypatch):
-    """AlexNet's first layer: no input gradient is computed for an input that needs none."""
+    """AlexNet's first layer: no input gradient is computed for an input that needs none (on either path)."""
     calls = []
-    monkeypatch.setattr("alexnet_triton.ops.conv.conv2d_input_grad", lambda *a, **k: calls.append(1))
+    for name in ("alexnet_triton.ops.conv.conv2d_input_grad", "alexnet_triton.kernels.conv.conv2d_input_grad"):
+        monkeypatch.setattr(name, lambda *a, **k: calls.append(1))
     layer = ALEXNET_LAYERS[0].values[0]
     x, w, b = make_inputs(layer, batch=1)
     ops.conv2d(x.detach(), w, b, relu=True, **geometry(layer)).sum().backward()
@@ -434,3 +435,141 @@ def test_weight_and_bias_grads_are_bitwise_repeatable_across_processes():
     digests = [subprocess.run([sys.executable, "-c", REPEATABILITY_SCRIPT], capture_output=True, text=True,
                               timeout=300, check=True).stdout.split()[-1] for _ in range(2)]
     assert digests[0] == digests[1]
+
+
+# ----------------------------------------------------------------------------- space-to-depth (conv1)
+
+
+@pytest.mark.parametrize("variant", list(CONV_LAYERS))
+def test_space_to_depth_form_is_conv1s_alone(variant):
+    """Full-size conv1 (either variant) becomes a 3x3 conv over 48 channels on a 57x57 map; no other layer."""
+    conv1, *others = CONV_LAYERS[variant]
+    depth = conv.conv2d_depth((128, 3, conv1.size, conv1.size), conv1.weight_shape, conv1.stride, conv1.padding, 1, 1)
+    assert (depth.block, depth.size, depth.taps, depth.pad) == (4, (57, 57), (3, 3), (conv1.padding,) * 2)
+    assert depth.extent == (conv1.size,) * 2  # every row and column of x is read
+    for layer in others:
+        assert conv.conv2d_depth((128, layer.in_channels, layer.size, layer.size), layer.weight_shape,
+                                 layer.stride, layer.padding, 1, layer.groups) is None
+
+
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", [
+    pytest.param((1, 3, 19, 19), (4, 3, 3, 3), dict(stride=2), id="12-channels"),
+    pytest.param((1, 4, 19, 19), (4, 4, 1, 1), dict(stride=2), id="filter-below-stride"),
+    pytest.param((1, 4, 19, 19), (4, 4, 5, 5), dict(stride=(2, 1)), id="unequal-stride"),
+    pytest.param((1, 4, 19, 19), (4, 4, 5, 5), dict(stride=2, dilation=2), id="dilated"),
+    pytest.param((1, 4, 19, 19), (4, 2, 5, 5), dict(stride=2, groups=2), id="groups"),
+    pytest.param((1, 16, 19, 19), (4, 16, 5, 5), dict(stride=2), id="16-channels"),
+])
+def test_space_to_depth_form_is_not_taken(x_shape, w_shape, conv_args):
+    g = dict(stride=1, padding=0, dilation=1, groups=1) | conv_args
+    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], g["dilation"], g["groups"]) is None
+
+
+# Through the space-to-depth form: conv1's geometry with rows and columns no output reads (8 x 8 outputs read 39 of
+# 42 rows, 39 of 40 columns),
+# padding that is not a multiple of the block, a rectangular image, a stride-2 conv over 2 channels, a stride-3
+# one whose filter is a multiple of it.
+DEPTH_CASES = [
+    pytest.param((2, 3, 42, 40), (8, 3, 11, 11), dict(stride=4), id="conv1-unread-rows"),
+    pytest.param((2, 3, 30, 33), (6, 3, 11, 11), dict(stride=4, padding=(1, 3)), id="conv1-pad-1x3"),
+    pytest.param((1, 2, 13, 11), (5, 2, 3, 4), dict(stride=2, padding=1), id="stride2"),
+    pytest.param((2, 8, 14, 13), (3, 8, 6, 3), dict(stride=3, padding=(0, 2)), id="stride3"),
+]
+
+
+@pytest.mark.parametrize("weight_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", DEPTH_CASES)
+def test_space_to_depth_form_fp32(x_shape, w_shape, conv_args, relu, channels_last, weight_layout,
+                                  no_torch_fallback):
+    """y, dx, dw, db against PyTorch; y and dx in x's layout, dw in the weight's."""
+    g = dict(padding=0) | conv_args
+    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], 1, 1) is not None
+    x, w, b = random_operands(x_shape, w_shape, channels_last=channels_last, seed=12)
+    if weight_layout == "channels_last":
+        w = w.detach().to(memory_format=torch.channels_last).requires_grad_()
+    ours, ref, _ = run_both(conv_args, x, w, b, relu, no_torch_fallback)
+    assert_all_close(ours, ref)
+    assert ours[0].is_contiguous(memory_format=runtime.memory_format_of(x))
+    assert ours[1].stride() == x.stride() and ours[2].stride() == w.stride()
+
+
+def test_space_to_depth_form_ignores_what_no_output_reads(no_torch_fallback):
+    """NaN in x's rows and columns below/right of the last window: y as PyTorch's (finite), their dx 0."""
+    x, w, b = random_operands((1, 3, 42, 40), (8, 3, 11, 11), seed=13)
+    x = x.detach().clone()
+    x[:, :, 39:] = x[:, :, :, 39:] = float("nan")  # 8 x 8 outputs read rows and columns 0..38
+    x.requires_grad_()
+    ours, ref, _ = run_both(dict(stride=4), x, w, b, True, no_torch_fallback)
+    assert ours[0].isfinite().all()
+    assert_all_close(ours, ref)
+
+
+def test_space_to_depth_form_under_autocast(no_torch_fallback):
+    """fp32 x and weight under autocast: the rearranging passes cast them (no cast of x beforehand); y in bf16,
+    dx, dw and db in fp32 (the casts' backward), as F.conv2d gives them."""
+    x, w, b = random_operands((2, 3, 31, 31), (8, 3, 11, 11), seed=14)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref, dy = run_both(dict(stride=4, padding=2), x, w, b, False, no_torch_fallback)
+    x64, w64, b64 = (t.detach().bfloat16().double().requires_grad_() for t in (x, w, b))
+    y64 = F.conv2d(x64, w64, b64, stride=4, padding=2)
+    refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
+    assert ours[0].dtype == torch.bfloat16
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
+        assert a.dtype == e.dtype, name
+        assert_low_precision_close(a, e, e64, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_space_to_depth_form_low_precision_against_fp64(dtype, no_torch_fallback):
+    x, w, b = random_operands((2, 3, 35, 35), (16, 3, 11, 11), dtype=dtype, channels_last=True, seed=15)
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ours, ref, dy = run_both(dict(stride=4), x, w, b, False, no_torch_fallback)
+    y64 = F.conv2d(x64, w64, b64, stride=4)
+    refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
+        assert a.dtype == dtype
+        assert_low_precision_close(a, e, e64, name)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_space_to_depth_form_gradcheck_float64(relu):
+    x, w, b = random_operands((2, 2, 9, 8), (3, 2, 3, 3), dtype=torch.float64, seed=16)
+    assert conv.conv2d_depth(x.shape, w.shape, 2, 1, 1, 1) is not None
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.conv2d(x, w, b, 2, 1, relu=relu), (x, w, b), fast_mode=True)
+
+
+@pytest.mark.parametrize("case, error, message", [
+    (dict(w_dtype=torch.float16), TypeError, r"float32.*float16"),
+    (dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
+    (dict(device="meta"), ValueError, r"x is on meta"),
+    (dict(precision="fp8"), ValueError, r"precision must be one of"),
+], ids=["dtype-mismatch", "bias-shape", "device", "precision"])
+def test_space_to_depth_form_rejects_bad_input(case, error, message):
+    x = torch.randn(1, 3, 19, 19, device=case.get("device", "cpu"))
+    w = torch.randn(4, 3, 11, 11).to(case.get("w_dtype", torch.float32))
+    assert conv.conv2d_depth(x.shape, w.shape, 4, 0, 1, 1) is not None
+    with pytest.raises(error, match=message):
+        ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "ieee"))
+
+
+FLAT_VECTOR_CONFIGS = [pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
+                       for kernel, configs in (("forward", conv.FORWARD_FLAT_VECTOR_CONFIGS),
+                                               ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
+                       for config in configs.shipped()]
+
+
+@pytest.mark.parametrize("kernel, config", FLAT_VECTOR_CONFIGS)
+def test_flat_channel_vectors_every_config(kernel, config):
+    """The flat reduction over channel vectors with no bounds checks (a conv whose windows all lie inside x, as
+    conv1's after space-to-depth) at each GPU config of its forward and weight gradient."""
+    x, w, b = (t.detach() for t in random_operands((2, 16, 9, 10), (24, 16, 3, 3), seed=17))
+    assert conv.window_inside(conv.conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1))
+    y_ref = torch_conv(x, w, b, {}, True)
+    if kernel == "forward":
+        assert_close(conv.conv2d_forward(x, w, b, relu=True, flat_crs=True, config=config), y_ref, "y")
+    else:
+        dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(3))
+        dw = conv.conv2d_weight_grad(dy, x, w.shape, flat_crs=True, splits=2, config=config)
+        assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy), "dw")

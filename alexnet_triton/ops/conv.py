@@ -1,10 +1,19 @@
-"""conv2d with fused bias and ReLU, differentiable in x, weight and bias."""
+"""conv2d with fused bias and ReLU, differentiable in x, weight and bias; a stride-b conv with few channels (AlexNet's
+conv1) runs as its space-to-depth form (``kernels.conv.Depth``)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_output_grad, conv2d_weight_grad
+from ..kernels import checks
+from ..kernels.conv import (
+    Depth,
+    conv2d_depth,
+    conv2d_forward,
+    conv2d_input_grad,
+    conv2d_output_grad,
+    conv2d_weight_grad,
+)
 from ..kernels.runtime import memory_format_of
 from ..precision import autocast_operands
 
@@ -33,6 +42,33 @@ class Conv2dFunction(torch.autograd.Function):
         return dx, dw, db, None, None, None, None, None, None
 
 
+class DepthConv2dFunction(torch.autograd.Function):
+    """Autograd Function over a conv's space-to-depth form (``Depth``): x and the weight in their own dtypes
+    (fp32 under autocast), cast to ``dtype`` by the rearranging passes; x_d is saved for the weight gradient,
+    and the gradients come back in x's and the weight's dtypes and layouts (autocast's casts' backward)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, depth: Depth, dtype, relu, precision):
+        y, x_d, w_d = depth.forward(x, weight, bias, relu, precision, dtype)
+        ctx.save_for_backward(x_d, w_d, y if relu else None)
+        ctx.depth, ctx.precision, ctx.has_bias = depth, precision, bias is not None
+        ctx.x_like = (x.shape, memory_format_of(x), x.dtype)
+        ctx.weight_like = (weight.shape, memory_format_of(weight), weight.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x_d, w_d, y = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = dw = None
+        dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)  # ReLU mask applied once
+        if need_x:
+            dx = ctx.depth.input_grad(dy, w_d, *ctx.x_like, ctx.precision)
+        if need_w:
+            dw = ctx.depth.weight_grad(dy, x_d, *ctx.weight_like, ctx.precision)
+        return dx, dw, db, None, None, None, None
+
+
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1, *, relu: bool = False, precision: str = "ieee") -> torch.Tensor:
     """``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``, then ReLU if ``relu``.
@@ -42,13 +78,20 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     stride, dilation: int or pair; padding: int, pair, "valid" or "same" (stride 1; an odd total puts the extra
     row/column below/right, as PyTorch does). N may be 0. precision: "ieee" (exact fp32 products) or "tf32"
     (fp32 on tensor cores, GPU only). Under torch.autocast, input, weight and bias are cast to its dtype first,
-    as F.conv2d's are (alexnet_triton.precision).
+    as F.conv2d's are (alexnet_triton.precision); on the space-to-depth path the rearranging passes cast x and
+    the weight.
     """
-    input, weight, bias = autocast_operands(input, weight, bias)
-    if input.dim() == 3:  # unbatched: a batch of one (views, no copy)
-        return Conv2dFunction.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, relu,
-                                    precision).squeeze(0)
-    if input.dim() != 4:
+    if input.dim() not in (3, 4):
         raise ValueError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
                          f"{tuple(input.shape)}")
-    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups, relu, precision)
+    x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
+    depth = conv2d_depth(x.shape, weight.shape, stride, padding, dilation, groups) if weight.dim() == 4 else None
+    if depth is None:
+        x, weight, bias = autocast_operands(x, weight, bias)
+        y = Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, relu, precision)
+    else:  # the dtypes autocast gives x and the weight, checked on empty stand-ins (they are cast on the way)
+        x_like, weight_like, bias = autocast_operands(x.new_empty(0), weight.new_empty(0), bias)
+        checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0])
+        checks.check_precision("conv2d", precision)
+        y = DepthConv2dFunction.apply(x, weight, bias, depth, x_like.dtype, relu, precision)
+    return y.squeeze(0) if input.dim() == 3 else y
