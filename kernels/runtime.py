@@ -287,7 +287,20 @@ def capture_launches(on_launch: Callable[[LaunchRecord], None] | None = None):
         _capture = previous
 
 
-_autotuned: dict[Any, Any] = {}
+# Per-launch host work cached by object identity (hashing a tuple of triton.Configs costs microseconds per launch):
+# the fitting candidates per (KernelConfigs, tensor cores, operand bytes), and the autotuner per (kernel, those
+# candidates). Each entry keeps its key's objects alive, so an id cannot be reused while it is cached.
+_fitting: dict[tuple[int, bool, int], tuple[KernelConfigs, tuple[triton.Config, ...]]] = {}
+_autotuned: dict[tuple[Any, int], tuple[tuple[triton.Config, ...], Any]] = {}
+
+
+def _fitting_candidates(configs: KernelConfigs, tensor_cores: bool, operand_bytes: int) -> tuple[triton.Config, ...]:
+    """``configs.fitting`` of this GPU's candidates (``_shared_limit``), computed once per key."""
+    key = (id(configs), tensor_cores, operand_bytes)
+    entry = _fitting.get(key)
+    if entry is None or entry[0] is not configs:
+        entry = _fitting[key] = (configs, configs.fitting(configs.gpu(tensor_cores), operand_bytes, _shared_limit()))
+    return entry[1]
 
 
 @functools.cache
@@ -310,7 +323,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
         _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes, grid, config))
         return
     if not INTERPRETER:
-        candidates = configs.fitting(candidates, operand_bytes, _shared_limit())
+        candidates = _fitting_candidates(configs, tensor_cores, operand_bytes)
         candidates = candidates if configs.pick is None else (configs.pick(candidates, args),)
     if config is None and INTERPRETER:
         config = configs.for_interpreter(args)
@@ -321,6 +334,8 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
         options = {} if INTERPRETER else {"num_warps": config.num_warps, "num_stages": config.num_stages}
         kernel[grid(meta)](**args, **config.kwargs, **options)
         return
-    if (kernel, candidates) not in _autotuned:
-        _autotuned[kernel, candidates] = triton.autotune(configs=list(candidates), key=list(configs.key))(kernel)
-    _autotuned[kernel, candidates][grid](**args)
+    entry = _autotuned.get((kernel, id(candidates)))  # candidates: a cached ``_fitting_candidates`` tuple here
+    if entry is None or entry[0] is not candidates:
+        entry = _autotuned[kernel, id(candidates)] = (
+            candidates, triton.autotune(configs=list(candidates), key=list(configs.key))(kernel))
+    entry[1][grid](**args)

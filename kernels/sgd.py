@@ -158,7 +158,8 @@ def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_bu
             group = indices[chunk:chunk + MAX_TENSORS]
             numels = tuple(params[i].numel() for i in group)
             runtime.launch(
-                _sgd_step_kernel, lambda meta, numels=numels: (sum(triton.cdiv(n, meta["BLOCK"]) for n in numels),),
+                # (plain integer ceil division: triton.cdiv costs microseconds per host call)
+                _sgd_step_kernel, lambda meta, numels=numels: (sum(-(-n // meta["BLOCK"]) for n in numels),),
                 CONFIGS, param_ptrs=tuple(params[i] for i in group), grad_ptrs=tuple(grads[i] for i in group),
                 buf_ptrs=tuple(params[i] if momentum == 0 else buffers[i] for i in group), lr_ptr=lr_tensors[device],
                 numels=numels, momentum=float(momentum), weight_decay=float(weight_decay), PAPER=update == "paper",

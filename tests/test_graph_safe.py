@@ -4,6 +4,11 @@ the host. Provable without a GPU: the runtime's capture mode records the launche
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -11,7 +16,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from alexnet_triton import ops, optim
 from alexnet_triton.kernels import cross_entropy, runtime
 from alexnet_triton.model import AlexNet
+from alexnet_triton.study.host_cost import COLUMNS as HOST_COST_COLUMNS
 
+REPO = Path(__file__).resolve().parents[1]
 # The scaled 2012 net of tests/test_model.py (width 1/8, the smallest input that keeps a 1x1 map after pool5).
 WIDTH, INPUT_SIZE, BATCH, CLASSES = 0.125, 67, 3, 10
 
@@ -139,3 +146,17 @@ def test_the_device_target_check_gives_a_bad_row_a_nan_loss(options, no_torch_fa
     keep = torch.tensor([True, False, True, True])
     assert torch.equal(rows[keep], expected[keep])
     assert torch.equal(grad[keep], expected_grad[keep])
+
+
+def test_host_cost_cli_writes_a_csv_labelled_as_a_cpu_measurement(tmp_path):
+    """experiments/host_cost.py (GPU mode, launches stopped before Triton's launcher; its own process)."""
+    out = tmp_path / "host.csv"
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "host_cost.py"), "--steps", "1",
+                           "--variants", "2012", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(out)
+    row = table.iloc[0]
+    assert list(table.columns) == HOST_COST_COLUMNS and len(table) == 1
+    assert row.launches_per_step > 20 and 0 < row.launch_us < row.step_us
+    assert row.measured_on.startswith("CPU (") and "no GPU" in row.measured_on
+
