@@ -253,6 +253,26 @@ class ModelParallelAlexNet(nn.Module):
         """The single-device AlexNet("2012")'s state_dict, gathered (``gathered``)."""
         return self.gathered(self.state_dict())
 
+    def _per_parameter(self, state: dict, convert) -> dict:
+        """An optimizer state_dict with each tensor of a parameter's state other than a 0-d one (SGD's momentum
+        buffer, shaped like the parameter) replaced by ``convert({name: tensor})[name]``."""
+        names = [name for name, _ in self.named_parameters()]  # the optimizer's parameter order
+
+        def each(index, value):
+            return convert({names[index]: value})[names[index]] if torch.is_tensor(value) and value.dim() else value
+        return {**state, "state": {index: {key: each(index, value) for key, value in entry.items()}
+                                   for index, entry in state["state"].items()}}
+
+    def gathered_optimizer_state(self, state: dict) -> dict:
+        """This rank's optimizer state_dict -> one process's (a collective, as ``gathered``)."""
+        return self._per_parameter(state, self.gathered)
+
+    def scattered_optimizer_state(self, state: dict) -> dict:
+        """One process's optimizer state_dict -> this rank's part."""
+        return self._per_parameter(state, lambda named: {key: value.chunk(RANKS, dim=0)[self.comm.rank]
+                                                         if key in self._sharded else value
+                                                         for key, value in named.items()})
+
     def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load this rank's part of a single-device AlexNet("2012") state_dict (ValueError naming a key or shape
         that does not fit)."""
