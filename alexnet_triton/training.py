@@ -2,12 +2,12 @@
 
 ``RunConfig`` is every option of a run (train.py builds its command line from the fields, with the GPU and
 CPU presets' defaults). A run directory holds ``checkpoint.pt`` (the config, the versions that wrote it and the
-whole state, written atomically: a temporary file, then a rename), ``metrics.csv`` (one row per step, per
+whole state; with the one before it: ``alexnet_triton.checkpoint``), ``metrics.csv`` (one row per step, per
 epoch and a final one with the held-out result), ``result.json`` (the final result) and, where matplotlib is
 installed, ``curves.png``. A checkpoint restores model, optimiser, schedule, every rank's RNG and the position
-inside the epoch, so an interrupted run continues exactly where it stopped (on the CPU: bitwise). Ctrl-C while
-training or evaluating saves a checkpoint and raises KeyboardInterrupt; a non-finite loss stops the run. A user
-mistake raises ``ConfigError`` (or ``data.DataError``).
+inside the epoch, so an interrupted run continues exactly where it stopped (on the CPU: bitwise). SIGINT (Ctrl-C),
+SIGTERM or SIGUSR1 while training or evaluating saves a checkpoint and raises KeyboardInterrupt(signal number);
+a non-finite loss stops the run. A user mistake raises ``ConfigError`` (or ``data.DataError``).
 
 Data parallel: started by ``torchrun --nproc_per_node N``, the run uses
 DistributedDataParallel (NCCL on GPUs, gloo on the CPU); ``batch_size`` is the
@@ -43,6 +43,7 @@ import triton
 from tqdm import tqdm
 
 from . import ops, optim
+from .checkpoint import NEWEST, PREVIOUS, check_fits, rng_state, save, set_rng_state, trim_metrics, write_atomically
 from .data import DataError, ResumableLoader, make_loaders, mix_seed
 from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
@@ -50,7 +51,8 @@ from .precision import AMP_DTYPES, forward_context
 
 METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images_per_s", "val_loss", "val_top1",
                   "val_top5", "skipped", "elapsed_s"]
-RUN_FILES = ("checkpoint.pt", "metrics.csv", "curves.png", "result.json")
+RUN_FILES = (NEWEST, PREVIOUS, "metrics.csv", "curves.png", "result.json")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # save a checkpoint and stop
 PRESETS = ("gpu", "cpu")
 
 
@@ -171,18 +173,7 @@ def versions() -> dict[str, str]:
                             text=True) if (checkout / ".git").exists() else None
     if commit is not None and commit.returncode == 0:
         project += f" ({commit.stdout.strip()})"
-    return {"alexnet_triton": project, "torch": torch.__version__, "triton": triton.__version__}
-
-
-def read_checkpoint(directory: str | os.PathLike, flag: str) -> dict:
-    """The checkpoint of the run in ``directory``; ConfigError naming ``flag`` when there is none."""
-    path = Path(directory) / "checkpoint.pt"
-    if not path.is_file():
-        raise ConfigError(f"{flag}: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "versions" not in state:
-        raise ConfigError(f"{flag}: {path} was written by an older alexnet_triton (no config and versions)")
-    return state
+    return {"alexnet_triton": project, "torch": str(torch.__version__), "triton": triton.__version__}
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -195,41 +186,10 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return (top == labels[:, None]).any(dim=1).float().mean().item()
 
 
-def _rng_state() -> dict:
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary)`` to a temporary file beside ``path``, then rename it over ``path``; a failure or Ctrl-C
-    leaves ``path`` as it was and no temporary file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def save_atomically(payload: dict, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename over ``path``."""
-    _write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
 
 def loss_function(backend: str, label_smoothing: float = 0.0) -> Callable[..., torch.Tensor]:
@@ -300,7 +260,8 @@ class Run:
         self.checkpointed_step: int | None = None
         self.result: dict | None = None  # the final held-out metrics, once the run has finished
         self.last_evaluation: tuple[int, dict] | None = None  # (step, metrics) of the last end-of-epoch one
-        self.interrupted = False
+        self.interrupted = 0  # the number of a stop signal received (STOP_SIGNALS)
+        self.keep_previous = True  # False after a resume from the previous checkpoint: the newest is damaged
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -375,11 +336,11 @@ class Run:
     def checkpoint(self) -> None:
         """Save everything needed to continue exactly from here (rank 0 writes, with every rank's RNG state).
         With several ranks, first check that they still hold the same parameters."""
-        rng = [_rng_state()]
+        rng = [rng_state()]
         if self.world_size > 1:
             self._check_ranks_agree()
             rng = [None] * self.world_size
-            dist.all_gather_object(rng, _rng_state())
+            dist.all_gather_object(rng, rng_state())
         if self.is_main:
             self._save(rng)
         if self.world_size > 1:  # every rank returns once the file is there
@@ -387,22 +348,27 @@ class Run:
         self.checkpointed_step = self.global_step
 
     def _save(self, rng: list[dict]) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_atomically(dict(config=asdict(self.config), versions=versions(), model=self.model.state_dict(),
-                             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                             scaler=self.scaler.state_dict() if self.scaler else None, rng=rng,
-                             epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
-                             elapsed=self.elapsed, skipped=self.skipped, result=self.result),
-                        self.out / "checkpoint.pt")
+        save(dict(config=asdict(self.config), versions=versions(), model=self.model.state_dict(),
+                  optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                  scaler=self.scaler.state_dict() if self.scaler else None, rng=rng,
+                  epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                  elapsed=self.elapsed, skipped=self.skipped, result=self.result),
+             self.out, keep_previous=self.keep_previous)
+        self.keep_previous = True
 
     def _restore(self, state: dict) -> None:
+        """Continue from ``state`` (``checkpoint.read_checkpoint``); CheckpointError naming its file when its
+        weights do not fit this run's net (another variant or width)."""
+        check_fits(state["model"], self.model.state_dict(), f"{state['file']}: its weights do not fit this run's "
+                   f"net (AlexNet {self.config.variant}, width {self.config.width:g})")
+        self.keep_previous = state["file"].name != PREVIOUS
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) == self.world_size:
-            _set_rng_state(state["rng"][self.rank])
+            set_rng_state(state["rng"][self.rank])
         else:  # another number of ranks: fresh streams (the run goes on, but not bitwise as it would have)
             if self.is_main:
                 print(f"note: the checkpoint holds {len(state['rng'])} ranks' RNG states, this run has "
@@ -440,20 +406,21 @@ class Run:
             self.reported_unreadable.add(path)
 
     def _on_interrupt(self, signum, frame) -> None:
-        """SIGINT while training or evaluating: stop at the next step or batch (then save and exit)."""
-        self.interrupted = True
+        """A stop signal while training or evaluating: stop at the next step or batch (then save and exit)."""
+        self.interrupted = signum
 
-    def _sync_interrupted(self) -> bool:
-        """Whether any rank has received SIGINT (the ranks then stop together, at the same step)."""
+    def _sync_interrupted(self) -> int:
+        """The stop signal any rank has received (the highest number, 0: none); every rank then stops at the same
+        step and raises with the same number."""
         if self.world_size > 1:
-            flag = torch.tensor([float(self.interrupted)], device=self.device)
+            flag = torch.tensor([self.interrupted], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.interrupted = bool(flag.item())
+            self.interrupted = int(flag.item())
         return self.interrupted
 
     def _stop_if_interrupted(self) -> None:
         if self._sync_interrupted():
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(self.interrupted)
 
     # ---------------------------------------------------------------- training
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -488,8 +455,10 @@ class Run:
 
     def train(self) -> dict:
         """Train until the last epoch (or max_steps); returns the final held-out metrics (also in metrics.csv,
-        result.json and the plot). Ctrl-C: saves a checkpoint and raises KeyboardInterrupt."""
-        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        result.json and the plot). A stop signal: saves a checkpoint and raises KeyboardInterrupt(its number)."""
+        if self.is_main and self.checkpointed_step is not None:  # rows logged after the checkpoint come again
+            trim_metrics(self.out / "metrics.csv", self.global_step, self.epoch, self.result is not None)
+        previous_handlers = {number: signal.signal(number, self._on_interrupt) for number in STOP_SIGNALS}
         try:
             self._train_epochs()
             self._stop_if_interrupted()
@@ -498,11 +467,13 @@ class Run:
         except KeyboardInterrupt:
             self.checkpoint()
             if self.is_main:
-                print(f"interrupted: saved {self.out / 'checkpoint.pt'} (step {self.global_step}); continue with "
-                      f"--resume --out {self.out}")
+                by = "" if self.interrupted in (0, signal.SIGINT) else f" by {signal.Signals(self.interrupted).name}"
+                print(f"interrupted{by}: saved {self.out / NEWEST} (step {self.global_step}); continue with "
+                      f"--resume --out {self.out}", flush=True)
             raise
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
         if self.is_main:
             self._write_result()
         return self.result
@@ -618,8 +589,8 @@ class Run:
         summary = dict(result, epoch=self.epoch, step_in_epoch=self.step_in_epoch, step=self.global_step,
                        skipped=self.skipped, training_s=self.elapsed, num_classes=self.num_classes,
                        parameters=parameter_count(self.model), config=asdict(config), versions=versions())
-        _write_atomically(self.out / "result.json",
-                          lambda temporary: temporary.write_text(json.dumps(summary, indent=2) + "\n"))
+        write_atomically(self.out / "result.json",
+                         lambda temporary: temporary.write_text(json.dumps(summary, indent=2) + "\n"))
         where = "CPU, Triton interpreter" if runtime.INTERPRETER and config.backend == "triton" else \
             self.device.type
         size = self.model.input_size
@@ -676,4 +647,4 @@ def plot_curves(metrics_csv: Path, png: Path, title: str, chance: float) -> None
     right.legend(loc="lower right", fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    _write_atomically(png, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
+    write_atomically(png, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))

@@ -15,15 +15,33 @@ versions that wrote it), metrics.csv, curves.png and result.json.
 
 from __future__ import annotations
 
+import signal
 import sys
+
+
+def _stop(signum, frame):
+    """SIGTERM or SIGUSR1 outside training (start-up, evaluation): stop as Ctrl-C does, with the signal's number."""
+    raise KeyboardInterrupt(signum)
+
+
+def _status(stop: KeyboardInterrupt) -> int:
+    """128 + the number of the signal that stopped the run: 130 for SIGINT (Ctrl-C), 143 SIGTERM, 138 SIGUSR1."""
+    return 128 + (stop.args[0] if stop.args else signal.SIGINT)
+
+
+if __name__ == "__main__":  # from the first import on (a run stops its training loop by itself)
+    for number in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(number, _stop)
 
 try:  # Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly as later on
     import _checkout  # noqa: F401  (the checkout's package first)
     import argparse
+    import contextlib
     import os
     from dataclasses import fields, replace
     from pathlib import Path
 
+    from alexnet_triton.checkpoint import CheckpointError, read_checkpoint, run_directory_lock
     from alexnet_triton.data import DataError
     from alexnet_triton.training import (
         RUN_FILES,
@@ -34,11 +52,10 @@ try:  # Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly a
         default_preset,
         fresh_run_directory,
         held_out_line,
-        read_checkpoint,
     )
-except KeyboardInterrupt:
+except KeyboardInterrupt as stop:
     print("interrupted during start-up: nothing was saved", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(_status(stop))
 
 # Option types by the RunConfig field's annotation.
 OPTION_TYPES = {"str": str, "int": int, "float": float, "str | None": str, "int | None": int}
@@ -89,28 +106,40 @@ def _given(args: argparse.Namespace) -> dict:
     return given
 
 
-def resumed_config(given: dict, action: str) -> tuple[RunConfig, dict]:
-    """(config, checkpoint) of the run in --out, with the resumable flags applied; ConfigError for a flag that
-    contradicts the checkpoint, naming both values."""
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def resumed_config(given: dict, action: str, held: contextlib.ExitStack) -> tuple[RunConfig, dict]:
+    """(config, checkpoint) of the run in --out, with the resumable flags applied; --resume locks --out (rank 0,
+    until ``held`` closes). ConfigError for a flag that contradicts the checkpoint, naming both values."""
     if "out" not in given:
         raise ConfigError(f"{action} needs --out RUN_DIR (the run directory)")
+    if action == "--resume" and _is_main():
+        held.enter_context(run_directory_lock(given["out"]))
     checkpoint = read_checkpoint(given["out"], action)
-    saved = RunConfig(**checkpoint["config"])
+    try:
+        saved = RunConfig(**checkpoint["config"])
+    except TypeError as error:  # an option this version does not have
+        raise CheckpointError(f"{checkpoint['file']}: its config does not fit this version ({error})") from None
     for name, value in given.items():
         if name not in RunConfig.resumable() and value != getattr(saved, name):
             raise ConfigError(
                 f"{flag(name)} {_shown(value)} contradicts the checkpoint's {flag(name)} "
-                f"{_shown(getattr(saved, name))} ({Path(given['out']) / 'checkpoint.pt'}); leave it out, or start "
+                f"{_shown(getattr(saved, name))} ({checkpoint['file']}); leave it out, or start "
                 f"a new run (flags that may change: {', '.join(flag(n) for n in RunConfig.resumable())})")
     return replace(saved, **given), checkpoint
 
 
-def fresh_config(given: dict, overwrite: bool) -> RunConfig:
-    """The preset with the given flags; a fresh --out, or the given one if it holds no run (or --overwrite)."""
+def fresh_config(given: dict, overwrite: bool, held: contextlib.ExitStack) -> RunConfig:
+    """The preset with the given flags; a fresh --out, or the given one if it holds no run (or --overwrite),
+    locked (rank 0, until ``held`` closes) before it is checked."""
     config = RunConfig.preset(default_preset(), **given)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = _is_main()
     if not config.out:
-        return replace(config, out=fresh_run_directory(config.variant, create=is_main))
+        config = replace(config, out=fresh_run_directory(config.variant, create=is_main))
+    if is_main:
+        held.enter_context(run_directory_lock(config.out))
     taken = [name for name in RUN_FILES if (Path(config.out) / name).exists()]
     if taken and not overwrite:
         raise ConfigError(f"--out {config.out} already holds a run ({', '.join(taken)}); continue it with --resume, "
@@ -128,40 +157,42 @@ def _held_out_line(run: Run, metrics: dict, training: bool) -> str:
 
 
 def main(argv=None) -> int:
-    """The command line; 2 with one "error: ..." line for a user mistake, 130 after Ctrl-C, 1 for a NaN loss."""
+    """The command line; 2 with one "error: ..." line for a user mistake, an unusable checkpoint or a run
+    directory in use; 128 + the signal's number after a stop signal (_status); 1 for a NaN loss."""
     try:
-        return _main(argv)
-    except (ConfigError, DataError) as error:
+        with contextlib.ExitStack() as held:  # the run directory's lock, until the command ends
+            return _main(argv, held)
+    except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("interrupted: nothing was saved", file=sys.stderr)
-        return 130
+        return _status(stop)
 
 
-def _main(argv) -> int:
+def _main(argv, held: contextlib.ExitStack) -> int:
     args = build_parser().parse_args(argv)
     given = _given(args)
     action = "--resume" if args.resume else "--eval-only" if args.eval_only else None
     try:
         if action:
-            config, checkpoint = resumed_config(given, action)
+            config, checkpoint = resumed_config(given, action, held)
         else:
-            config, checkpoint = fresh_config(given, args.overwrite), None
+            config, checkpoint = fresh_config(given, args.overwrite, held), None
         config.check()
         run = Run(config, checkpoint)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("interrupted during start-up: nothing was saved", file=sys.stderr)
-        return 130
+        return _status(stop)
     if run.is_main:
         origin = f"preset {default_preset()}" if action is None else f"checkpoint of step {run.global_step}"
         print(f"{run.describe()}; {origin}; run directory {run.out}", flush=True)
     if args.eval_only:
         try:
             metrics = run.evaluate()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             print("interrupted during evaluation: nothing to save", file=sys.stderr)
-            return 130
+            return _status(stop)
     elif run.finished:
         if run.is_main:
             print(f"the run in {run.out} is finished (step {run.global_step} of {run.total_steps}): nothing to do, "
@@ -170,8 +201,8 @@ def _main(argv) -> int:
     else:
         try:
             metrics = run.train()
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as stop:
+            return _status(stop)
         except NonFiniteLoss as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import torch
 import train
 from PIL import Image
 
-from alexnet_triton.training import Run, RunConfig, read_checkpoint
+from alexnet_triton.checkpoint import read_checkpoint
+from alexnet_triton.training import RUN_FILES, Run, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny net of every run here: the CPU preset's topology on 4 built-in classes, 4 images a step.
@@ -70,7 +72,7 @@ def test_each_run_gets_its_own_directory_and_an_occupied_one_is_refused(tmp_path
     (directory,) = (tmp_path / "runs").iterdir()
     assert f"run directory runs/{directory.name}" in first.stdout.splitlines()[0]
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
-    assert set(before) == {"checkpoint.pt", "metrics.csv", "curves.png", "result.json"}
+    assert set(before) == {"checkpoint.pt", "metrics.csv", "curves.png", "result.json", ".lock"}
     refused = _train_cli("--backend", "torch", "--variant", "torchvision", "--out", str(directory), cwd=tmp_path,
                          status=2)
     assert _error_lines(refused.stderr) == [
@@ -108,7 +110,7 @@ def test_resume_of_a_finished_run_changes_nothing(finished_run, capsys):
     before = {p.name: p.read_bytes() for p in finished_run.iterdir()}
     assert train.main(["--resume", "--out", str(finished_run)]) == 0
     assert f"the run in {finished_run} is finished (step 1 of 1): nothing to do" in capsys.readouterr().out
-    assert {p.name: p.read_bytes() for p in finished_run.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in finished_run.iterdir() if p.name != ".lock"} == before
     assert train.main(["--resume", "--out", str(finished_run), "--max-steps", "2"]) == 0
     assert read_checkpoint(finished_run, "--resume")["global_step"] == 2
 
@@ -160,8 +162,10 @@ def test_a_user_mistake_is_one_error_line(mistake, tmp_path, capsys, monkeypatch
 
 # ---- Ctrl-C ----
 
-def _interrupt_when(process: subprocess.Popen, marker: str, timeout: float = 300) -> str:
-    """Send SIGINT once ``marker`` appears on the process's stderr; return all of stderr."""
+def _interrupt_when(process: subprocess.Popen, marker: str, timeout: float = 300, signum: int = signal.SIGINT,
+                    before: Callable[[], None] = lambda: None) -> str:
+    """Once ``marker`` appears on the process's stderr, call ``before()`` and send ``signum``; return all of
+    stderr."""
     seen, chunks = threading.Event(), []
 
     def read():
@@ -174,7 +178,8 @@ def _interrupt_when(process: subprocess.Popen, marker: str, timeout: float = 300
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert seen.wait(timeout), f"{marker!r} never appeared"
-    process.send_signal(signal.SIGINT)
+    before()
+    process.send_signal(signum)
     process.wait(timeout)
     reader.join(10)
     return "".join(chunks)
@@ -187,7 +192,7 @@ def test_ctrl_c_during_start_up_exits_cleanly_and_writes_nothing(tmp_path):
     stderr = _interrupt_when(process, "drawing 20000 shapes")
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "interrupted during start-up: nothing was saved" in stderr
-    assert not (tmp_path / "run").exists()
+    assert not any((tmp_path / "run" / name).exists() for name in RUN_FILES)  # only the (released) lock file
 
 
 def test_ctrl_c_during_evaluation_saves_a_checkpoint_and_exits(tmp_path):

@@ -17,8 +17,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from alexnet_triton import ops, training
-from alexnet_triton.training import ConfigError, NonFiniteLoss, Run, RunConfig, read_checkpoint
+from alexnet_triton import checkpoint, ops, training
+from alexnet_triton.checkpoint import CheckpointError, read_checkpoint
+from alexnet_triton.training import ConfigError, NonFiniteLoss, Run, RunConfig
 
 # A tiny run: the CPU preset's scaled-down 2012 net on 67x67 built-in shapes, 4 images a step, 3 steps an epoch.
 TINY = RunConfig.preset("cpu", num_classes=4, batch_size=4, lr=0.01, epochs=3, train_count=12, val_count=4,
@@ -127,9 +128,9 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
 
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
-    """A crash while writing leaves the previous checkpoint intact."""
-    path = tmp_path / "checkpoint.pt"
-    training.save_atomically({"step": 1}, path)
+    """A crash while writing leaves the checkpoints as they were."""
+    state = {key: torch.zeros(2) for key in checkpoint.KEYS}
+    checkpoint.save(state, tmp_path)
 
     def crash(payload, target):
         Path(target).write_bytes(b"partial")
@@ -137,13 +138,13 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        training.save_atomically({"step": 2}, path)
-    assert torch.load(path, weights_only=False) == {"step": 1}
+        checkpoint.save(dict(state, global_step=torch.ones(2)), tmp_path)
+    assert torch.equal(checkpoint.load(tmp_path / "checkpoint.pt")["global_step"], torch.zeros(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temporary file left
 
 
 def test_resume_without_a_checkpoint_names_the_flag_and_path(tmp_path):
-    with pytest.raises(ConfigError, match=r"--eval-only: no checkpoint at .*checkpoint\.pt"):
+    with pytest.raises(CheckpointError, match=r"--eval-only: no checkpoint at .*checkpoint\.pt"):
         read_checkpoint(tmp_path, "--eval-only")
 
 
