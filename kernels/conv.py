@@ -795,22 +795,26 @@ class Depth:
     taps: tuple[int, int]  # w_d's Rb x Sb
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
-                precision: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(y, x_d, w_d): y [N, K, OH, OW] in x's layout and ``dtype`` (bias in it already); x_d and w_d
-        channels_last in ``dtype``, each made by one pass that also casts (autocast's casts of x and the
-        weight). The conv reduces over (ri, si, channel) flat: 16-byte channel vectors, no bounds checks."""
+                precision: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, x_d): y [N, K, OH, OW] in x's layout and ``dtype`` (bias in it already), x_d channels_last in
+        ``dtype``; x_d and w_d are each made by one pass that also casts (autocast's casts of x and the weight).
+        The conv reduces over (ri, si, channel) flat: 16-byte channel vectors, no bounds checks."""
         x_d = space_to_depth.space_to_depth(x, self.block, self.size, self.pad, self.extent, dtype)
-        w_d = space_to_depth.space_to_depth(weight, self.block, self.taps, dtype=dtype)
-        y = conv2d_forward(x_d, w_d, bias, relu=relu, precision=precision, flat_crs=True,
+        y = conv2d_forward(x_d, self.weight(weight, dtype), bias, relu=relu, precision=precision, flat_crs=True,
                            memory_format=runtime.memory_format_of(x))
-        return y, x_d, w_d
+        return y, x_d
 
-    def input_grad(self, dy: torch.Tensor, w_d: torch.Tensor, x_shape, memory_format: torch.memory_format,
+    def weight(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """w_d [K, C*b*b, Rb, Sb], channels_last, in ``dtype``."""
+        return space_to_depth.space_to_depth(weight, self.block, self.taps, dtype=dtype)
+
+    def input_grad(self, dy: torch.Tensor, weight: torch.Tensor, x_shape, memory_format: torch.memory_format,
                    dtype: torch.dtype, precision: str) -> torch.Tensor:
-        """dx [N, C, H, W] in ``memory_format`` and ``dtype`` (x's) from dy (ReLU-masked already) and w_d: x_d's
-        gradient, then back to x's pixels (rows no output reads get 0)."""
-        x_d_shape = (x_shape[0], w_d.shape[1], *self.size)
-        dx_d = conv2d_input_grad(dy, w_d, x_d_shape, memory_format=torch.channels_last, precision=precision)
+        """dx [N, C, H, W] in ``memory_format`` and ``dtype`` (x's) from dy (ReLU-masked already) and the weight:
+        x_d's gradient, then back to x's pixels (rows no output reads get 0)."""
+        w_d = self.weight(weight, dy.dtype)
+        dx_d = conv2d_input_grad(dy, w_d, (x_shape[0], w_d.shape[1], *self.size), memory_format=torch.channels_last,
+                                 precision=precision)
         return space_to_depth.depth_to_space(dx_d, self.block, x_shape, self.pad, memory_format, dtype)
 
     def weight_grad(self, dy: torch.Tensor, x_d: torch.Tensor, weight_shape, memory_format: torch.memory_format,

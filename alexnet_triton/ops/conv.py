@@ -44,13 +44,14 @@ class Conv2dFunction(torch.autograd.Function):
 
 class DepthConv2dFunction(torch.autograd.Function):
     """Autograd Function over a conv's space-to-depth form (``Depth``): x and the weight in their own dtypes
-    (fp32 under autocast), cast to ``dtype`` by the rearranging passes; x_d is saved for the weight gradient,
-    and the gradients come back in x's and the weight's dtypes and layouts (autocast's casts' backward)."""
+    (fp32 under autocast), cast to ``dtype`` by the rearranging passes; x_d is saved for the weight gradient
+    (the weight's form is remade for an input gradient), and the gradients come back in x's and the weight's
+    dtypes and layouts (autocast's casts' backward)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, depth: Depth, dtype, relu, precision):
-        y, x_d, w_d = depth.forward(x, weight, bias, relu, precision, dtype)
-        ctx.save_for_backward(x_d, w_d, y if relu else None)
+        y, x_d = depth.forward(x, weight, bias, relu, precision, dtype)
+        ctx.save_for_backward(x_d, weight, y if relu else None)
         ctx.depth, ctx.precision, ctx.has_bias = depth, precision, bias is not None
         ctx.x_like = (x.shape, memory_format_of(x), x.dtype)
         ctx.weight_like = (weight.shape, memory_format_of(weight), weight.dtype)
@@ -58,12 +59,12 @@ class DepthConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x_d, w_d, y = ctx.saved_tensors
+        x_d, weight, y = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = dw = None
         dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)  # ReLU mask applied once
         if need_x:
-            dx = ctx.depth.input_grad(dy, w_d, *ctx.x_like, ctx.precision)
+            dx = ctx.depth.input_grad(dy, weight, *ctx.x_like, ctx.precision)
         if need_w:
             dw = ctx.depth.weight_grad(dy, x_d, *ctx.weight_like, ctx.precision)
         return dx, dw, db, None, None, None, None

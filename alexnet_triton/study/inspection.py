@@ -123,9 +123,9 @@ def conv_cases() -> Cases:
                                         precision=precision)
                         depth = conv.conv2d_depth(x.shape, w.shape, layer.stride, layer.padding, 1, layer.groups)
                         if depth is not None:  # conv1: its space-to-depth form, as alexnet_triton.ops runs it
-                            y, x_d, w_d = depth.forward(x, w, b, True, precision, dtype)
+                            y, x_d = depth.forward(x, w, b, True, precision, dtype)
                             dy, _ = conv.conv2d_output_grad(y, y, bias_grad=True)
-                            depth.input_grad(dy, w_d, x.shape, layout, dtype, precision)
+                            depth.input_grad(dy, w, x.shape, layout, dtype, precision)
                             depth.weight_grad(dy, x_d, w.shape, layout, dtype, precision)
                             return
                         y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
