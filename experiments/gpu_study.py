@@ -19,8 +19,9 @@ from empty caches (an estimate: written without a GPU):
                  autotuning candidate, fp64 references ~2 s); the configs tier reruns those compiled candidates
                  (~50 launches, ~3 s); the dtypes tier gets what is left. Its compiles and autotuning are the
                  benchmark's: the Triton timings below start warm.
-  network        25%: ~55 s. Triton and eager, inference and training step: 4 timings of ~1.5 s (3 warm-up
-                 steps, 1 for peak memory, do_bench >= 500 ms) + cuDNN's search ~5 s; torch.compile: 2 graphs
+  network        25%: ~60 s. Triton and eager, inference and training step, eager-launched and replayed from
+                 one CUDA graph (train-step-graphed): 6 timings of ~1.5 s (3 warm-up steps, 1 for peak memory,
+                 do_bench >= 500 ms) + cuDNN's search ~5 s; torch.compile: 2 graphs
                  (inference, training) at ~20 s each in the default mode. max-autotune (~90 s a graph, with
                  CUDA graphs) is used only when the cap holds 240 s (a budget of ~960 s or more).
   conv           6%: ~15 s. conv1..conv5: forward, input gradient, weight gradient (14 phases), Triton and cuDNN:
@@ -61,7 +62,7 @@ RESERVE_S = 10.0  # kept at the end of a budget for the summary
 # step -> (share of the budget, what it runs, expected seconds on an H100/H200 as in the docstring)
 STEPS = {
     "check": (0.19, "correctness: Triton vs PyTorch on this device, headline tier first", 65),
-    "network": (0.25, "2012 net, inference + training step, triton / eager / compiled", 55),
+    "network": (0.25, "2012 net, inference + training step (and graphed), triton / eager / compiled", 60),
     "conv": (0.06, "conv1-5 forward, input grad, weight grad, triton / eager", 15),
     "conv-others": (0.20, "conv1-5 forward, input grad, weight grad, torch.compile", 60),
     "blocks": (0.05, "LRN + pool blocks, pool5, fc6-8, forward / backward, triton / eager", 10),

@@ -4,6 +4,7 @@ the host. Provable without a GPU: the runtime's capture mode records the launche
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from alexnet_triton import ops, optim
+from alexnet_triton import graphs, ops, optim
 from alexnet_triton.kernels import cross_entropy, runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.study.host_cost import COLUMNS as HOST_COST_COLUMNS
+from alexnet_triton.training import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The scaled 2012 net of tests/test_model.py (width 1/8, the smallest input that keeps a 1x1 map after pool5).
@@ -160,3 +162,36 @@ def test_host_cost_cli_writes_a_csv_labelled_as_a_cpu_measurement(tmp_path):
     assert row.launches_per_step > 20 and 0 < row.launch_us < row.step_us
     assert row.measured_on.startswith("CPU (") and "no GPU" in row.measured_on
 
+
+
+def test_the_step_falls_back_in_the_interpreter_with_its_reason_printed_once(capsys):
+    """--cuda-graphs (default on) cannot capture here: every call runs the step eagerly, the reason said once."""
+    model, sgd = scaled_net()
+    calls = []
+    reason = graphs.fallback_reason(torch.device("cpu"), sgd)
+    assert reason == "the Triton kernels run in the CPU interpreter (no CUDA device)"
+    step = graphs.GraphedStep(lambda x, y: calls.append((x, y)) or (x, y), sgd, reason)
+    for i in range(graphs.WARMUP_STEPS + 2):
+        assert step(torch.full((1,), i), torch.zeros(1)) == calls[-1]
+    assert len(calls) == graphs.WARMUP_STEPS + 2 and not step.captured
+    assert capsys.readouterr().out == f"cuda graphs: off, {reason}; the step runs eagerly\n"
+
+
+def test_every_fallback_reason_is_named(monkeypatch):
+    model, sgd = scaled_net()
+    monkeypatch.setattr(runtime, "INTERPRETER", False)
+    cuda = torch.device("cuda", 0)
+    assert "runs on the cpu" in graphs.fallback_reason(torch.device("cpu"), sgd)
+    assert "SGD is not alexnet_triton.optim.SGD" in graphs.fallback_reason(cuda, torch.optim.SGD(model.parameters()))
+    assert "gradient scaler" in graphs.fallback_reason(cuda, sgd, scaler=object())
+    assert "several processes" in graphs.fallback_reason(cuda, sgd, processes=2)
+    assert graphs.fallback_reason(cuda, sgd) is None
+
+
+def test_train_cli_has_the_cuda_graphs_option_on_by_default():
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "experiments" / "train.py")
+    train_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cli)
+    parser = train_cli.build_parser()
+    assert parser.parse_args(["--no-cuda-graphs"]).cuda_graphs is False
+    assert RunConfig().cuda_graphs and RunConfig.preset("cpu").cuda_graphs

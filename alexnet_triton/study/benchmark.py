@@ -10,7 +10,9 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
                   alone, the graph kept: ``torch.autograd.grad(retain_graph=True)``), "full" (both; the SGD step
                   has only this phase), "input-grad" / "weight-grad" (the backward of a graph whose only input
                   needing a gradient is x / the weight and bias: one kernel each, cuDNN's dgrad / wgrad);
-                  the network: "train-step" (forward, loss, backward, SGD), "inference"
+                  the network: "train-step" (forward, loss, backward, SGD), "inference", and in the GPU study
+                  "train-step-graphed" (that step captured in one CUDA graph after warm-up steps and replayed:
+                  alexnet_triton.graphs; not torch.compile's, whose max-autotune mode replays graphs of its own)
   shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
   dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
                   "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
@@ -66,12 +68,14 @@ import torch._functorch.config
 import triton.testing
 from tqdm import tqdm
 
+from .. import graphs
 from ..architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
 from ..precision import forward_context
 from . import cost
 from .benchmark_cases import (
     COLUMNS,
     DTYPES,
+    GRAPHED_STEP,
     LAYOUTS,
     LayerCase,
     ModelCase,
@@ -311,8 +315,9 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
         optimizer.step()
 
     for phase in case.phases:
-        model.train(phase == "train-step")
-        yield phase, inference if phase == "inference" else train_step
+        model.train(phase != "inference")
+        yield phase, (inference if phase == "inference" else
+                      graphs.capture(train_step) if phase == GRAPHED_STEP else train_step)
 
 
 def _model_timings(case: ModelCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Timing]]:
@@ -326,7 +331,8 @@ def _model_metrics(case: ModelCase, phase: str, seconds: float) -> dict:
     tflops = None
     if case.scale is None:
         layers = cost.study_layers(case.variant)
-        flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if phase == "train-step" else
+        training = phase in ("train-step", GRAPHED_STEP)
+        flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if training else
                  sum(cost.flops(layer, "forward", case.batch) for layer in layers if KINDS[layer.kind].inference))
         tflops = flops / seconds / 1e12
     return dict(shape=f"{case.batch}x3x{size}x{size}", tflops=tflops, gbps=None, images_per_s=case.batch / seconds)

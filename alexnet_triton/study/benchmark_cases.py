@@ -34,6 +34,9 @@ COLUMNS = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "
            "run_kind", "compile_mode", "correctness"]
 CONV_PHASES = ("forward", "input-grad", "weight-grad")  # one kernel each (conv1 has no input gradient)
 MODEL_PHASES = ("inference", "train-step")  # inference first: it then runs before gradients and momentum exist
+# The GPU study's network only: the training step replayed from one CUDA graph, by the providers that do not compile
+# (torch.compile's max-autotune mode replays graphs of its own, which do not nest in another capture).
+GRAPHED_STEP = "train-step-graphed"
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,12 @@ def study_steps() -> dict[str, list]:
     layers = smoke_layers(SWEEP_VARIANT) if smoke() else cost.study_layers(SWEEP_VARIANT)
     usual = every_case()
     others = tuple(p for p in PROVIDERS if p not in usual)
-    steps: dict[str, list] = dict(network=[ModelCase(SWEEP_VARIANT, batch, dtype, layout, tuple(PROVIDERS),
-                                                     MODEL_PHASES, SMOKE_MODEL[SWEEP_VARIANT] if smoke() else None)])
+    network = [ModelCase(SWEEP_VARIANT, batch, dtype, layout, tuple(PROVIDERS), MODEL_PHASES,
+                         SMOKE_MODEL[SWEEP_VARIANT] if smoke() else None)]
+    if not smoke():  # (the smoke test has no GPU to capture on)
+        graphing = tuple(name for name, provider in PROVIDERS.items() if not provider.compiles)
+        network.append(ModelCase(SWEEP_VARIANT, batch, dtype, layout, graphing, (GRAPHED_STEP,)))
+    steps: dict[str, list] = dict(network=network)
 
     def cases(kinds, providers, phases):
         return [LayerCase(layer, batch, dtype, layout if KINDS[layer.kind].spatial else "", providers,
