@@ -45,6 +45,7 @@ from tqdm import tqdm
 from . import ops, optim
 from .checkpoint import NEWEST, PREVIOUS, check_fits, rng_state, save, set_rng_state, trim_metrics, write_atomically
 from .data import DataError, ResumableLoader, make_loaders, mix_seed
+from .graphs import GraphedStep, fallback_reason
 from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
 from .precision import AMP_DTYPES, forward_context
@@ -105,6 +106,8 @@ class RunConfig:
     dropout: float = option(0.5, "dropout probability of fc6/fc7", cpu=0.0, at_least=0, below=1)
     init: str = option("kaiming", "weights: He normal, the paper's N(0, 0.01), or PyTorch's", choices=INITS)
     precision: str = option("ieee", "fp32 matmuls of the Triton path", choices=checks.PRECISIONS)
+    cuda_graphs: bool = option(True, "capture the training step in a CUDA graph after warm-up steps and replay it "
+                               "(where it cannot be, the step runs eagerly and the reason is printed)", on_resume=True)
     workers: int = option(0, "DataLoader worker processes", on_resume=True, at_least=0)
     ten_crop: bool = option(False, "evaluate on 10 crops (with --data)", on_resume=True)
     checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of each epoch)", on_resume=True,
@@ -255,6 +258,10 @@ class Run:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.1,
                                                                         patience=config.patience)
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        reason = (fallback_reason(self.device, self.optimizer, scaler=self.scaler, processes=self.world_size)
+                  if config.cuda_graphs else "--no-cuda-graphs")
+        self.train_step = GraphedStep(self._train_step, self.optimizer, reason,
+                                      announce=config.cuda_graphs and self.is_main)
         self.epoch, self.step_in_epoch, self.global_step, self.elapsed = 0, 0, 0, 0.0
         self.skipped, self.reported_unreadable = 0, set()
         self.checkpointed_step: int | None = None
@@ -488,7 +495,7 @@ class Run:
             skipped_before = self.train_loader.skipped_samples
             for images, labels in self.train_loader:
                 started = time.perf_counter()
-                loss, logits = self._train_step(images, labels)
+                loss, logits = self.train_step(images, labels)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     bar.close()
