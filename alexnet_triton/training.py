@@ -260,8 +260,9 @@ class Run:
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         reason = (fallback_reason(self.device, self.optimizer, scaler=self.scaler, processes=self.world_size)
                   if config.cuda_graphs else "--no-cuda-graphs")
-        self.train_step = GraphedStep(self._train_step, self.optimizer, reason,
-                                      announce=config.cuda_graphs and self.is_main)
+        # (the step looked up at each call: a test may patch Run._train_step after the Run exists)
+        self.train_step = GraphedStep(lambda images, labels: self._train_step(images, labels), self.optimizer,
+                                      reason, announce=config.cuda_graphs and self.is_main)
         self.epoch, self.step_in_epoch, self.global_step, self.elapsed = 0, 0, 0, 0.0
         self.skipped, self.reported_unreadable = 0, set()
         self.checkpointed_step: int | None = None
