@@ -828,15 +828,19 @@ class Depth:
                                              dtype=dtype)
 
 
-def conv2d_depth(x_shape, w_shape, stride, padding, dilation, groups: int) -> Depth | None:
-    """The space-to-depth form (``Depth``) of a convolution, or None where it is not taken. Taken for a square
-    stride b >= 2 without dilation or groups on few channels (C < FLAT_CRS_CHANNELS: channel blocks would be
-    mostly padding) that become whole 16-byte vectors (C*b*b a multiple of 8), with a filter at least b wide
-    (R, S >= b: the taps padded to a multiple of b cost less than 2x)."""
+def conv2d_depth(x_shape, w_shape, stride, padding, dilation, groups: int, dtype: torch.dtype,
+                 precision: str) -> Depth | None:
+    """The space-to-depth form (``Depth``) of a convolution computed in ``dtype`` at ``precision``, or None where
+    it is not taken. Taken for a square stride b >= 2 without dilation or groups on few channels
+    (C < FLAT_CRS_CHANNELS: channel blocks would be mostly padding) that become whole 16-byte vectors (C*b*b a
+    multiple of 8), with a filter at least b wide (R, S >= b: the taps padded to a multiple of b cost less than
+    2x); not for exact fp32, whose FMA loop is bound by its multiply-adds, not addresses (the padded taps would
+    add 19% to conv1's). float64 (the interpreter's gradcheck) takes it, as the tensor-core dtypes do."""
     g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
     b, C, R, S = g["stride_h"], g["C_per_group"], g["R"], g["S"]
     if not (b == g["stride_w"] >= 2 and g["dilation_h"] == g["dilation_w"] == 1 and groups == 1
-            and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b):
+            and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b
+            and (dtype, precision) != (torch.float32, "ieee")):
         return None
     taps = (triton.cdiv(R, b), triton.cdiv(S, b))
     extent = (min(g["H"], (g["OH"] - 1) * b - g["pad_h"] + R), min(g["W"], (g["OW"] - 1) * b - g["pad_w"] + S))

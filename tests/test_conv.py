@@ -444,12 +444,13 @@ def test_weight_and_bias_grads_are_bitwise_repeatable_across_processes():
 def test_space_to_depth_form_is_conv1s_alone(variant):
     """Full-size conv1 (either variant) becomes a 3x3 conv over 48 channels on a 57x57 map; no other layer."""
     conv1, *others = CONV_LAYERS[variant]
-    depth = conv.conv2d_depth((128, 3, conv1.size, conv1.size), conv1.weight_shape, conv1.stride, conv1.padding, 1, 1)
+    depth = conv.conv2d_depth((128, 3, conv1.size, conv1.size), conv1.weight_shape, conv1.stride, conv1.padding, 1, 1,
+                              torch.bfloat16, "ieee")
     assert (depth.block, depth.size, depth.taps, depth.pad) == (4, (57, 57), (3, 3), (conv1.padding,) * 2)
     assert depth.extent == (conv1.size,) * 2  # every row and column of x is read
     for layer in others:
         assert conv.conv2d_depth((128, layer.in_channels, layer.size, layer.size), layer.weight_shape,
-                                 layer.stride, layer.padding, 1, layer.groups) is None
+                                 layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee") is None
 
 
 @pytest.mark.parametrize("x_shape, w_shape, conv_args", [
@@ -462,7 +463,15 @@ def test_space_to_depth_form_is_conv1s_alone(variant):
 ])
 def test_space_to_depth_form_is_not_taken(x_shape, w_shape, conv_args):
     g = dict(stride=1, padding=0, dilation=1, groups=1) | conv_args
-    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], g["dilation"], g["groups"]) is None
+    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], g["dilation"], g["groups"],
+                             torch.bfloat16, "ieee") is None
+
+
+def test_space_to_depth_form_is_not_taken_for_exact_fp32():
+    """Exact fp32 keeps the direct path (FMA-bound: the padded taps would only add work); TF32 takes the form."""
+    conv1 = ((1, 3, 19, 19), (4, 3, 11, 11), 4, 0, 1, 1)
+    assert conv.conv2d_depth(*conv1, torch.float32, "ieee") is None
+    assert conv.conv2d_depth(*conv1, torch.float32, "tf32") is not None
 
 
 # Through the space-to-depth form: conv1's geometry with rows and columns no output reads (8 x 8 outputs read 39 of
@@ -483,13 +492,14 @@ DEPTH_CASES = [
 @pytest.mark.parametrize("x_shape, w_shape, conv_args", DEPTH_CASES)
 def test_space_to_depth_form_fp32(x_shape, w_shape, conv_args, relu, channels_last, weight_layout,
                                   no_torch_fallback):
-    """y, dx, dw, db against PyTorch; y and dx in x's layout, dw in the weight's."""
+    """y, dx, dw, db against PyTorch (TF32: exact in the interpreter); y and dx in x's layout, dw in the
+    weight's."""
     g = dict(padding=0) | conv_args
-    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], 1, 1) is not None
+    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], 1, 1, torch.float32, "tf32") is not None
     x, w, b = random_operands(x_shape, w_shape, channels_last=channels_last, seed=12)
     if weight_layout == "channels_last":
         w = w.detach().to(memory_format=torch.channels_last).requires_grad_()
-    ours, ref, _ = run_both(conv_args, x, w, b, relu, no_torch_fallback)
+    ours, ref, _ = run_both(conv_args, x, w, b, relu, no_torch_fallback, precision="tf32")
     assert_all_close(ours, ref)
     assert ours[0].is_contiguous(memory_format=runtime.memory_format_of(x))
     assert ours[1].stride() == x.stride() and ours[2].stride() == w.stride()
@@ -501,7 +511,7 @@ def test_space_to_depth_form_ignores_what_no_output_reads(no_torch_fallback):
     x = x.detach().clone()
     x[:, :, 39:] = x[:, :, :, 39:] = float("nan")  # 8 x 8 outputs read rows and columns 0..38
     x.requires_grad_()
-    ours, ref, _ = run_both(dict(stride=4), x, w, b, True, no_torch_fallback)
+    ours, ref, _ = run_both(dict(stride=4), x, w, b, True, no_torch_fallback, precision="tf32")
     assert ours[0].isfinite().all()
     assert_all_close(ours, ref)
 
@@ -536,7 +546,7 @@ def test_space_to_depth_form_low_precision_against_fp64(dtype, no_torch_fallback
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 def test_space_to_depth_form_gradcheck_float64(relu):
     x, w, b = random_operands((2, 2, 9, 8), (3, 2, 3, 3), dtype=torch.float64, seed=16)
-    assert conv.conv2d_depth(x.shape, w.shape, 2, 1, 1, 1) is not None
+    assert conv.conv2d_depth(x.shape, w.shape, 2, 1, 1, 1, torch.float64, "ieee") is not None
     assert torch.autograd.gradcheck(lambda x, w, b: ops.conv2d(x, w, b, 2, 1, relu=relu), (x, w, b), fast_mode=True)
 
 
@@ -549,9 +559,9 @@ def test_space_to_depth_form_gradcheck_float64(relu):
 def test_space_to_depth_form_rejects_bad_input(case, error, message):
     x = torch.randn(1, 3, 19, 19, device=case.get("device", "cpu"))
     w = torch.randn(4, 3, 11, 11).to(case.get("w_dtype", torch.float32))
-    assert conv.conv2d_depth(x.shape, w.shape, 4, 0, 1, 1) is not None
+    assert conv.conv2d_depth(x.shape, w.shape, 4, 0, 1, 1, torch.float32, "tf32") is not None
     with pytest.raises(error, match=message):
-        ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "ieee"))
+        ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "tf32"))
 
 
 FLAT_VECTOR_CONFIGS = [pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")

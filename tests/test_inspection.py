@@ -24,13 +24,15 @@ CONV_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_CONFIGS, "_conv2d_input_g
 CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
                        "_conv2d_input_grad_kernel": conv.INPUT_GRAD_GATHER_CONFIGS,
                        "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_GATHER_CONFIGS}
+# conv1's space-to-depth form: its forward takes a set of its own (the flat reduction over channel vectors).
+CONV_FLAT_VECTOR_CONFIGS = {"_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
                "_lrn_max_pool_backward_kernel")
 
 
-# conv1 takes the flat reduction (3 channels, stride 4), conv4 the channel
+# conv1 takes its space-to-depth form (flat over channel vectors), conv4 the channel
 # blocks (grouped); between them every dtype/precision and both layouts. The
 # first pool and LRN: every dtype and layout; the fused LRN + pool at its most register-hungry (conv2, fp32)
 # and in bf16.
@@ -74,13 +76,14 @@ def assert_every_gemm_config_compiled(table: pd.DataFrame, kernels: dict) -> Non
 
 
 def assert_conv_configs_compiled(table: pd.DataFrame) -> None:
-    """Each conv kernel: only shipped configs, every gather-set tile (the NCHW and conv1 cases take it) and at
-    least one channel-block tile on both targets, tensor cores wherever the dtype allows."""
+    """Each conv kernel: only shipped configs, every gather-set tile (the NCHW cases take it) and at least one
+    channel-block tile on both targets, tensor cores wherever the dtype allows."""
     for kernel, fast in CONV_KERNELS.items():
         gather = CONV_GATHER_KERNELS[kernel]
         for target in ("sm_80", "sm_90"):
             on_target = table[(table.kernel == kernel) & (table.target == target)]
-            shipped = {runtime.config_name(c) for c in fast.shipped() + gather.shipped()}
+            flat_vector = CONV_FLAT_VECTOR_CONFIGS[kernel].shipped() if kernel in CONV_FLAT_VECTOR_CONFIGS else ()
+            shipped = {runtime.config_name(c) for c in fast.shipped() + gather.shipped() + flat_vector}
             assert set(on_target.config) <= shipped, (kernel, target)
             assert {runtime.config_name(c) for c in gather.tensor_core} <= set(on_target.config), (kernel, target)
             assert set(on_target.config) & {runtime.config_name(c) for c in fast.tensor_core}, (kernel, target)

@@ -86,7 +86,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         raise ValueError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
                          f"{tuple(input.shape)}")
     x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
-    depth = conv2d_depth(x.shape, weight.shape, stride, padding, dilation, groups) if weight.dim() == 4 else None
+    dtype = autocast_operands(x.new_empty(0))[0].dtype  # the dtype the conv computes in (x's, or autocast's)
+    depth = None if weight.dim() != 4 else conv2d_depth(x.shape, weight.shape, stride, padding, dilation, groups,
+                                                        dtype, precision)
     if depth is None:
         x, weight, bias = autocast_operands(x, weight, bias)
         y = Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, relu, precision)
@@ -94,5 +96,5 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
         x_like, weight_like, bias = autocast_operands(x.new_empty(0), weight.new_empty(0), bias)
         checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0])
         checks.check_precision("conv2d", precision)
-        y = DepthConv2dFunction.apply(x, weight, bias, depth, x_like.dtype, relu, precision)
+        y = DepthConv2dFunction.apply(x, weight, bias, depth, dtype, relu, precision)
     return y.squeeze(0) if input.dim() == 3 else y
