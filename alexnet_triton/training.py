@@ -13,6 +13,9 @@ Data parallel: started by ``torchrun --nproc_per_node N``, the run uses
 DistributedDataParallel (NCCL on GPUs, gloo on the CPU); ``batch_size`` is the
 global batch, split evenly across the ranks, and rank 0 writes the run directory.
 Each rank draws its dropout masks from its own stream, seeded from (seed, rank).
+Model parallel (``parallel="model"``, 2 torchrun ranks): ``alexnet_triton.model_parallel``'s split of the
+2012 net; both ranks see the whole batch and draw one process's dropout stream, and the checkpoint holds one
+process's state dicts (gathered on save, scattered on load).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from .data import DataError, ResumableLoader, make_loaders, mix_seed
 from .graphs import GraphedStep, fallback_reason
 from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
+from .model_parallel import RANKS, Collectives, ModelParallelAlexNet
 from .precision import AMP_DTYPES, forward_context
 
 METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images_per_s", "val_loss", "val_top1",
@@ -55,6 +59,7 @@ METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images
 RUN_FILES = (NEWEST, PREVIOUS, "metrics.csv", "curves.png", "result.json")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # save a checkpoint and stop
 PRESETS = ("gpu", "cpu")
+PARALLELISMS = ("data", "model")
 
 
 class ConfigError(ValueError):
@@ -106,6 +111,9 @@ class RunConfig:
     dropout: float = option(0.5, "dropout probability of fc6/fc7", cpu=0.0, at_least=0, below=1)
     init: str = option("kaiming", "weights: He normal, the paper's N(0, 0.01), or PyTorch's", choices=INITS)
     precision: str = option("ieee", "fp32 matmuls of the Triton path", choices=checks.PRECISIONS)
+    parallel: str = option("data", "what torchrun's ranks share: data (DDP, a share of the batch each) or model (the "
+                           "2012 paper's two-GPU split: 2 ranks, half of every layer, the whole batch)",
+                           choices=PARALLELISMS, on_resume=True)
     cuda_graphs: bool = option(True, "capture the training step in a CUDA graph after warm-up steps and replay it "
                                "(where it cannot be, the step runs eagerly and the reason is printed)", on_resume=True)
     workers: int = option(0, "DataLoader worker processes", on_resume=True, at_least=0)
@@ -221,34 +229,46 @@ class Run:
         self.device = torch.device("cuda" if runtime.MODE == "gpu" else "cpu")
         if config.amp != "off" and self.device.type != "cuda":
             raise ConfigError(f"--amp {config.amp} needs a GPU; this run is on the {self.device.type}")
-        if config.batch_size % self.world_size:
-            raise ConfigError(f"--batch-size {config.batch_size} does not split over {self.world_size} ranks")
+        # --parallel model: the ranks split every layer and all see the whole batch, so they are one data rank
+        self.split = config.parallel == "model"
+        if self.split and (self.world_size != RANKS or config.variant != "2012" or config.backend != "triton"):
+            raise ConfigError(f"--parallel model: the 2012 net on the triton backend on {RANKS} ranks (torchrun "
+                              f"--nproc_per_node {RANKS}); this run: {config.variant}, {config.backend}, "
+                              f"{self.world_size} rank{'s' if self.world_size > 1 else ''}")
+        self.data_rank, self.data_ranks = (0, 1) if self.split else (self.rank, self.world_size)
+        if config.batch_size % self.data_ranks:
+            raise ConfigError(f"--batch-size {config.batch_size} does not split over {self.data_ranks} ranks")
         self.loss_fn = loss_function(config.backend, config.label_smoothing)
         self.eval_loss_fn = loss_function(config.backend)
         input_size = config.input_size or INPUT_SIZES[config.variant]
         self.train_loader, self.val_loader, num_classes = make_loaders(
             config.data, synthetic=config.synthetic, input_size=input_size,
-            batch_size=config.batch_size // self.world_size, workers=config.workers, seed=config.seed,
+            batch_size=config.batch_size // self.data_ranks, workers=config.workers, seed=config.seed,
             ten_crop=config.ten_crop, num_classes=config.num_classes if config.data is None else None,
             train_count=config.train_count, val_count=config.val_count,
-            shard=(self.rank, self.world_size) if self.world_size > 1 else None, progress=self.is_main)
+            shard=(self.data_rank, self.data_ranks) if self.data_ranks > 1 else None, progress=self.is_main)
         torch.manual_seed(config.seed)
         self.num_classes = num_classes
         try:
             self.model = AlexNet(config.variant, num_classes, config.backend, config.width, input_size,
                                  config.dropout, config.init, config.precision)
+            if self.split:  # one process's initial weights, scattered
+                split = ModelParallelAlexNet(Collectives(), num_classes, config.width, input_size, config.dropout,
+                                             config.precision)
+                split.load_full_state_dict(self.model.state_dict())
+                self.model = split
         except ValueError as error:  # an input size or width the topology cannot take
             raise ConfigError(str(error)) from None
         self.model.to(self.device)
         if config.channels_last:  # conv weights as (K, R, S, C): contiguous channel blocks for the conv kernels
             self.model.to(memory_format=torch.channels_last)
         self.network = self.model
-        if self.world_size > 1:
+        if self.data_ranks > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         # Dropout masks (and anything else drawn from the global RNGs from here on) differ per rank: each rank's
         # stream is seeded from (seed, rank), and every rank's state is saved, so a resumed run continues exactly.
-        _seed_everything(mix_seed(config.seed, self.rank))
+        _seed_everything(mix_seed(config.seed, self.data_rank))  # --parallel model: one stream, one process's
         sgd = optim.SGD if config.backend == "triton" else torch.optim.SGD
         self.optimizer = sgd(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
@@ -344,20 +364,23 @@ class Run:
     def checkpoint(self) -> None:
         """Save everything needed to continue exactly from here (rank 0 writes, with every rank's RNG state).
         With several ranks, first check that they still hold the same parameters."""
-        rng = [rng_state()]
-        if self.world_size > 1:
+        rng = [rng_state()]  # --parallel model: the ranks' one stream, as one process's
+        if self.data_ranks > 1:
             self._check_ranks_agree()
             rng = [None] * self.world_size
             dist.all_gather_object(rng, rng_state())
+        model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        if self.split:  # one process's state dicts, gathered on every rank
+            model, optimizer = self.model.full_state_dict(), self.model.gathered_optimizer_state(optimizer)
         if self.is_main:
-            self._save(rng)
+            self._save(rng, model, optimizer)
         if self.world_size > 1:  # every rank returns once the file is there
             dist.barrier()
         self.checkpointed_step = self.global_step
 
-    def _save(self, rng: list[dict]) -> None:
-        save(dict(config=asdict(self.config), versions=versions(), model=self.model.state_dict(),
-                  optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+    def _save(self, rng: list[dict], model: dict, optimizer: dict) -> None:
+        save(dict(config=asdict(self.config), versions=versions(), model=model,
+                  optimizer=optimizer, scheduler=self.scheduler.state_dict(),
                   scaler=self.scaler.state_dict() if self.scaler else None, rng=rng,
                   epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
                   elapsed=self.elapsed, skipped=self.skipped, result=self.result),
@@ -367,21 +390,26 @@ class Run:
     def _restore(self, state: dict) -> None:
         """Continue from ``state`` (``checkpoint.read_checkpoint``); CheckpointError naming its file when its
         weights do not fit this run's net (another variant or width)."""
-        check_fits(state["model"], self.model.state_dict(), f"{state['file']}: its weights do not fit this run's "
+        own = self.model.full_state_dict() if self.split else self.model.state_dict()
+        check_fits(state["model"], own, f"{state['file']}: its weights do not fit this run's "
                    f"net (AlexNet {self.config.variant}, width {self.config.width:g})")
         self.keep_previous = state["file"].name != PREVIOUS
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.split:  # this rank's part of one process's state dicts
+            self.model.load_full_state_dict(state["model"])
+            self.optimizer.load_state_dict(self.model.scattered_optimizer_state(state["optimizer"]))
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        if len(state["rng"]) == self.world_size:
-            set_rng_state(state["rng"][self.rank])
+        if len(state["rng"]) == self.data_ranks:
+            set_rng_state(state["rng"][self.data_rank])
         else:  # another number of ranks: fresh streams (the run goes on, but not bitwise as it would have)
             if self.is_main:
                 print(f"note: the checkpoint holds {len(state['rng'])} ranks' RNG states, this run has "
-                      f"{self.world_size} ranks: dropout masks are drawn afresh")
-            _seed_everything(mix_seed(self.config.seed, self.rank, state["global_step"]))
+                      f"{self.data_ranks} ranks: dropout masks are drawn afresh")
+            _seed_everything(mix_seed(self.config.seed, self.data_rank, state["global_step"]))
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.elapsed = state["global_step"], state["elapsed"]
         self.skipped, self.result = state["skipped"], state["result"]
@@ -508,7 +536,7 @@ class Run:
                 if first_step and self.is_main and self.global_step < self.total_steps:
                     bar.write(self._estimate(seconds))
                 first_step = False
-                images_per_s = len(labels) * self.world_size / seconds
+                images_per_s = len(labels) * self.data_ranks / seconds
                 self._log(kind="step", epoch=self.epoch + 1, step=self.global_step, loss=loss_value,
                           top1=accuracy(logits, labels.to(logits.device), 1),
                           top5=accuracy(logits, labels.to(logits.device), 5),

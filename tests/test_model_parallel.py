@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import communication
@@ -14,19 +18,29 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import train
 from conftest import _ForbidTorchCompute
 
 from alexnet_triton import ops, optim
 from alexnet_triton.architecture import SGD, parameter_shapes
+from alexnet_triton.checkpoint import read_checkpoint
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model_parallel import Collectives, ModelParallelAlexNet
 from alexnet_triton.parity import assert_close
+from alexnet_triton.training import Run, RunConfig
 
 # The CPU preset's scaled-down 2012 net (tests/test_training.py's TINY): conv1..5 12, 32, 48, 48, 32 channels,
 # fc6/fc7 512, 4 classes, 67x67 images (pool5 is 1x1), 4 images a step, dropout on.
 TINY = dict(num_classes=4, width=0.125, input_size=67, dropout=0.5)
 BATCH, STEPS, SEED = 4, 3, 7
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -80,10 +94,7 @@ def _worker(rank: int, port: int, directory: Path) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[dict]:
     directory = tmp_path_factory.mktemp("split")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_worker, args=(port, directory), nprocs=2)
+    mp.spawn(_worker, args=(_free_port(), directory), nprocs=2)
     return [torch.load(directory / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
 
 
@@ -187,3 +198,41 @@ def test_a_wrong_split_is_refused_with_the_layer_and_its_sizes():
     with pytest.raises(ValueError, match=r"features.0.weight has shape \(6, 3, 11, 11\), expected \(12, 3, 11, 11\)"):
         state = AlexNet("2012", backend="triton", **TINY).state_dict()
         net.load_full_state_dict({**state, "features.0.weight": state["features.0.weight"][:6]})
+
+
+# ---- experiments/train.py --parallel model ----
+
+def test_train_py_parallel_model_resumes_a_one_process_run_on_two_torchrun_ranks_as_one_process_would(tmp_path):
+    """One process trains 2 steps (the CPU preset, dropout on); torchrun's 2 gloo ranks resume its checkpoint to
+    step 3 and one process too: the same weights, momentum and RNG stream (one process's: the split's dropout masks
+    are its), and one process evaluates the split's checkpoint to the split's result."""
+    config = RunConfig.preset("cpu", num_classes=4, train_count=12, val_count=4, batch_size=4, lr=0.01, dropout=0.5,
+                              max_steps=2, out=str(tmp_path / "single"))  # 3 steps an epoch
+    Run(config).train()
+    shutil.copytree(tmp_path / "single", tmp_path / "split")
+    flags = ["--num-classes", "4", "--train-count", "12", "--val-count", "4", "--batch-size", "4", "--lr", "0.01",
+             "--dropout", "0.5", "--max-steps", "3", "--parallel", "model", "--resume",
+             "--out", str(tmp_path / "split")]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(_free_port()), str(REPO / "experiments" / "train.py"), *flags], check=True, cwd=REPO,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    Run(replace(config, max_steps=3), read_checkpoint(tmp_path / "single", "--resume")).train()
+    split, single = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=False) for name in ("split", "single"))
+    assert (split["global_step"], split["config"]["parallel"], single["config"]["parallel"]) == (3, "model", "data")
+    assert split["model"].keys() == single["model"].keys() and len(split["rng"]) == 1
+    for key, value in single["model"].items():
+        assert_close(split["model"][key], value, key)
+    for index, state in single["optimizer"]["state"].items():
+        assert_close(split["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"], f"{index}")
+    assert torch.equal(split["rng"][0]["torch"], single["rng"][0]["torch"])
+    one = Run(replace(config, out=str(tmp_path / "split")), read_checkpoint(tmp_path / "split", "--eval-only"))
+    evaluated = one.evaluate()
+    assert evaluated["val_loss"] == pytest.approx(split["result"]["val_loss"], abs=1e-4)
+    assert evaluated["val_top1"] == split["result"]["val_top1"]
+
+
+def test_train_py_parallel_model_without_two_ranks_is_one_error_line(tmp_path, capsys):
+    assert train.main(["--parallel", "model", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --parallel model: the 2012 net on the triton backend on 2 ranks (torchrun --nproc_per_node 2); "
+        "this run: 2012, triton, 1 rank"]
