@@ -252,6 +252,7 @@ class Run:
         try:
             self.model = AlexNet(config.variant, num_classes, config.backend, config.width, input_size,
                                  config.dropout, config.init, config.precision)
+            self.parameter_count = parameter_count(self.model)  # the whole net's (a split rank holds a part)
             if self.split:  # one process's initial weights, scattered
                 split = ModelParallelAlexNet(Collectives(), num_classes, config.width, input_size, config.dropout,
                                              config.precision)
@@ -339,7 +340,7 @@ class Run:
             else "PyTorch"
         ranks = f" x {self.world_size} ranks" if self.world_size > 1 else ""
         return (f"net: AlexNet {config.variant} (width {config.width:g}, {size}x{size} input, {self.num_classes} "
-                f"classes, {parameter_count(self.model) / 1e6:.2f}M parameters, dropout {config.dropout:g}); "
+                f"classes, {self.parameter_count / 1e6:.2f}M parameters, dropout {config.dropout:g}); "
                 f"data: {data}; batch {config.batch_size}, lr {config.lr:g} ({config.schedule}: {schedule}), "
                 f"{config.epochs} epochs{steps}; device: {self.device.type}{ranks}, {mode}, amp {config.amp}")
 
@@ -624,7 +625,7 @@ class Run:
         config, result = self.config, self.result
         summary = dict(result, epoch=self.epoch, step_in_epoch=self.step_in_epoch, step=self.global_step,
                        skipped=self.skipped, training_s=self.elapsed, num_classes=self.num_classes,
-                       parameters=parameter_count(self.model), config=asdict(config), versions=versions())
+                       parameters=self.parameter_count, config=asdict(config), versions=versions())
         write_atomically(self.out / "result.json",
                          lambda temporary: temporary.write_text(json.dumps(summary, indent=2) + "\n"))
         where = "CPU, Triton interpreter" if runtime.INTERPRETER and config.backend == "triton" else \

@@ -3,6 +3,7 @@ logits, loss and gradients, 3 SGD steps, interchangeable checkpoints, and the by
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -225,6 +226,8 @@ def test_train_py_parallel_model_resumes_a_one_process_run_on_two_torchrun_ranks
     for index, state in single["optimizer"]["state"].items():
         assert_close(split["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"], f"{index}")
     assert torch.equal(split["rng"][0]["torch"], single["rng"][0]["torch"])
+    results = [json.loads((tmp_path / name / "result.json").read_text()) for name in ("split", "single")]
+    assert results[0]["parameters"] == results[1]["parameters"]  # the whole net's, not a rank's part
     one = Run(replace(config, out=str(tmp_path / "split")), read_checkpoint(tmp_path / "split", "--eval-only"))
     evaluated = one.evaluate()
     assert evaluated["val_loss"] == pytest.approx(split["result"]["val_loss"], abs=1e-4)
