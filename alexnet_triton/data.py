@@ -15,8 +15,10 @@ One entry point for the training script::
 
 Sources (``make_loaders``):
 - ``data_dir``: ``DIR/train/<class>/*.JPEG`` and ``DIR/val/<class>/*`` read with Pillow in the DataLoader
-  workers. Training: shorter side to ``resize``, random ``input_size`` crop, horizontal flip, PCA colour lighting,
-  mean/std normalisation (the 2012 paper's pipeline). Evaluation: the centre crop, or 10 crops.
+  workers. Training: shorter side to ``resize``, random ``input_size`` crop, horizontal flip (probability
+  ``hflip``), PCA colour lighting (strength ``lighting``), mean/std normalisation (the 2012 paper's pipeline).
+  Evaluation: the centre crop, or 10 crops. ``resize`` defaults to ``resize_for(input_size)``: the crop keeps the
+  paper's share of the image (224 of 256, 227 of 256 for the 2012 net) at any input size.
 - neither: ``ProceduralShapes``, 8 classes of shapes drawn at ``input_size`` (no download), held-out split from
   another seed.
 - ``synthetic``: ``SyntheticTensors``, random images and labels for throughput runs.
@@ -57,6 +59,7 @@ PCA_EIGENVECTORS = torch.tensor([[-0.5675, 0.7192, 0.4009],
                                  [-0.5808, -0.0045, -0.8140],
                                  [-0.5836, -0.6948, 0.4203]])
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".webp", ".tif", ".tiff")
+RESIZE = 256  # the papers' shorter side before a 224 (227) crop
 
 
 class DataError(ValueError):
@@ -114,6 +117,12 @@ def pca_lighting(image: torch.Tensor, generator: torch.Generator, sigma: float =
     return image + (PCA_EIGENVECTORS @ (alpha * PCA_EIGENVALUES)).view(3, 1, 1)
 
 
+def resize_for(input_size: int, full_size: int = 224) -> int:
+    """The shorter side to resize to before an ``input_size`` crop: ``RESIZE`` scaled by input_size / full_size,
+    so that the crop covers the share of the image that a ``full_size`` crop of 256 does (76 for 67 of 227)."""
+    return round(input_size * RESIZE / full_size)
+
+
 def _resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     """Bilinear (antialiased) resize so that min(width, height) == size, keeping the aspect ratio."""
     width, height = image.size
@@ -137,13 +146,14 @@ class _Transform:
 
 
 class TrainTransform(_Transform):
-    """PIL image -> [3, S, S] float32: shorter side to ``resize``, random S x S crop, flip (p=0.5), PCA lighting
-    (``lighting`` = sigma, 0 turns it off), mean/std normalisation. All randomness comes from ``generator``."""
+    """PIL image -> [3, S, S] float32: shorter side to ``resize``, random S x S crop, horizontal flip with
+    probability ``hflip``, PCA lighting (``lighting`` = sigma), mean/std normalisation; 0 turns an augmentation
+    off. All randomness comes from ``generator``."""
 
-    def __init__(self, input_size: int, resize: int = 256, lighting: float = 0.1,
+    def __init__(self, input_size: int, resize: int = RESIZE, lighting: float = 0.1, hflip: float = 0.5,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__(input_size, resize, mean, std)
-        self.lighting = lighting
+        self.lighting, self.hflip = lighting, hflip
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         image = _resize_shorter_side(image, self.resize)
@@ -151,7 +161,7 @@ class TrainTransform(_Transform):
         top = int(torch.randint(height - self.input_size + 1, (), generator=generator))
         left = int(torch.randint(width - self.input_size + 1, (), generator=generator))
         crop = _to_tensor(image.crop((left, top, left + self.input_size, top + self.input_size)))
-        if torch.rand((), generator=generator) < 0.5:
+        if torch.rand((), generator=generator) < self.hflip:
             crop = crop.flip(-1)
         return normalize(pca_lighting(crop, generator, self.lighting), self.mean, self.std)
 
@@ -161,7 +171,7 @@ class EvalTransform(_Transform):
     [10, 3, S, S]: the 4 corners (top-left, top-right, bottom-left, bottom-right) and the centre, then the
     same 5 mirrored; normalised. Deterministic: ``generator`` is ignored."""
 
-    def __init__(self, input_size: int, resize: int = 256, ten_crop: bool = False,
+    def __init__(self, input_size: int, resize: int = RESIZE, ten_crop: bool = False,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__(input_size, resize, mean, std)
         self.ten_crop = ten_crop
@@ -397,16 +407,17 @@ class ResumableLoader(DataLoader):
 
 
 def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False, input_size: int, batch_size: int,
-                 workers: int = 0, seed: int = 0, resize: int = 256, ten_crop: bool = False, lighting: float = 0.1,
-                 num_classes: int | None = None, train_count: int = 2000, val_count: int = 500,
-                 pin_memory: bool = False, shard: tuple[int, int] | None = None, progress: bool = False
-                 ) -> tuple[ResumableLoader, ResumableLoader, int]:
+                 workers: int = 0, seed: int = 0, resize: int | None = None, ten_crop: bool = False,
+                 lighting: float = 0.1, hflip: float = 0.5, num_classes: int | None = None, train_count: int = 2000,
+                 val_count: int = 500, pin_memory: bool = False, shard: tuple[int, int] | None = None,
+                 progress: bool = False) -> tuple[ResumableLoader, ResumableLoader, int]:
     """-> (train_loader, val_loader, num_classes); see the module docstring.
 
     shard: (rank, world_size) of a data-parallel run; batch_size is then the per-rank batch and each rank's
     training loader yields its part of the global batches (``ResumableSampler``); validation is not sharded.
 
-    data_dir: ImageNet-style folders (``resize``, ``lighting``, ``ten_crop`` apply); None: ``ProceduralShapes``
+    data_dir: ImageNet-style folders (``resize`` (None: ``resize_for(input_size)``), ``lighting``, ``hflip``,
+    ``ten_crop`` apply); None: ``ProceduralShapes``
     (num_classes default 8) or with ``synthetic`` ``SyntheticTensors`` (default 1000), ``train_count`` and
     ``val_count`` images of ``input_size``. Training batches are full (the last partial one is dropped).
     progress: a progress bar while the shapes are drawn.
@@ -414,11 +425,13 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     if data_dir is not None:
         if synthetic or num_classes is not None:
             raise DataError(f"data directory {data_dir}: synthetic/num_classes apply only without a data directory")
-        train = ImageFolderDataset(data_dir, "train", TrainTransform(input_size, resize, lighting), seed=seed)
+        resize = resize_for(input_size) if resize is None else resize
+        train = ImageFolderDataset(data_dir, "train", TrainTransform(input_size, resize, lighting, hflip), seed=seed)
         val = ImageFolderDataset(data_dir, "val", EvalTransform(input_size, resize, ten_crop), classes=train.classes)
         num_classes = len(train.classes)
-    elif ten_crop:
-        raise DataError("ten_crop needs a data directory: the generated images are already input_size")
+    elif ten_crop or resize is not None:
+        raise DataError(f"{'ten_crop' if ten_crop else 'resize'} needs a data directory: the generated images are "
+                        "already input_size")
     elif synthetic:
         num_classes = num_classes or 1000
         train, val = (SyntheticTensors(count, input_size, num_classes, mix_seed(seed, split))

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from . import ops, optim
 from .checkpoint import NEWEST, PREVIOUS, check_fits, rng_state, save, set_rng_state, trim_metrics, write_atomically
-from .data import DataError, ResumableLoader, make_loaders, mix_seed
+from .data import DataError, ResumableLoader, make_loaders, mix_seed, resize_for
 from .graphs import GraphedStep, fallback_reason
 from .kernels import checks, runtime
 from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
@@ -59,6 +59,7 @@ METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images
 RUN_FILES = (NEWEST, PREVIOUS, "metrics.csv", "curves.png", "result.json")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # save a checkpoint and stop
 PRESETS = ("gpu", "cpu")
+SCHEDULES = ("step", "cosine", "plateau")
 PARALLELISMS = ("data", "model")
 
 
@@ -94,9 +95,11 @@ class RunConfig:
     weight_decay: float = option(5e-4, "L2 weight decay", at_least=0)
     label_smoothing: float = option(0.0, "label smoothing of the training loss (evaluation: plain cross-entropy)",
                                     at_least=0, below=1)
-    schedule: str = option("plateau", "lr / 10 every --step-epochs (step) or when val loss stalls (plateau)",
-                           cpu="step", choices=("step", "plateau"))
-    step_epochs: int = option(30, "step schedule: epochs between lr / 10", cpu=1, at_least=1)
+    schedule: str = option("plateau", "lr / 10 every --step-epochs (step), or when val loss stalls (plateau), or "
+                           "lr x (1 + cos(pi x epoch / --epochs)) / 2 in each epoch (cosine: fits any --epochs)",
+                           cpu="cosine", choices=SCHEDULES)
+    step_epochs: int | None = option(None, "step schedule: epochs between lr / 10 (none: --epochs / 3, rounded up, "
+                                     "the paper's 30 of 90)", at_least=1)
     patience: int = option(3, "plateau schedule: epochs without improvement before lr / 10", at_least=0)
     amp: str = option("off", "mixed precision (GPU only)", choices=tuple(AMP_DTYPES))
     channels_last: bool = option(True, "NHWC activations and (K, R, S, C) conv weights", cpu=False)
@@ -118,6 +121,12 @@ class RunConfig:
                                "(where it cannot be, the step runs eagerly and the reason is printed)", on_resume=True)
     workers: int = option(0, "DataLoader worker processes", on_resume=True, at_least=0)
     ten_crop: bool = option(False, "evaluate on 10 crops (with --data)", on_resume=True)
+    resize: int | None = option(None, "with --data: shorter side before the crop (none: the input size x 256 / the "
+                                "variant's, 227 or 224: the paper's share of the image)", at_least=1)
+    hflip: float = option(0.5, "with --data: probability of a horizontal flip of a training image (0: off)",
+                          at_least=0, below=1)
+    lighting: float = option(0.1, "with --data: strength (sigma) of the PCA colour lighting of training images "
+                             "(0: off)", at_least=0)
     checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of each epoch)", on_resume=True,
                                    at_least=0)
     out: str = option("", "run directory (none: a fresh runs/<variant>-<date>-<time>)", on_resume=True)
@@ -187,6 +196,18 @@ def versions() -> dict[str, str]:
     return {"alexnet_triton": project, "torch": str(torch.__version__), "triton": triton.__version__}
 
 
+def step_interval(config: RunConfig) -> int:
+    """Epochs between lr / 10 of the step schedule: --step-epochs, or a third of --epochs (rounded up)."""
+    return config.step_epochs or math.ceil(config.epochs / 3)
+
+
+def lr_factor(config: RunConfig, epoch: int) -> float:
+    """The step or cosine schedule: the lr of ``epoch`` (from 0) over --lr."""
+    if config.schedule == "step":
+        return 0.1 ** (epoch // step_interval(config))
+    return (1 + math.cos(math.pi * min(epoch, config.epochs) / config.epochs)) / 2
+
+
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint (if any)."""
 
@@ -241,10 +262,14 @@ class Run:
         self.loss_fn = loss_function(config.backend, config.label_smoothing)
         self.eval_loss_fn = loss_function(config.backend)
         input_size = config.input_size or INPUT_SIZES[config.variant]
+        self.resize = config.resize
+        if config.data is not None and self.resize is None:  # the paper's share of the image at any input size
+            self.resize = resize_for(input_size, INPUT_SIZES[config.variant])
         self.train_loader, self.val_loader, num_classes = make_loaders(
             config.data, synthetic=config.synthetic, input_size=input_size,
             batch_size=config.batch_size // self.data_ranks, workers=config.workers, seed=config.seed,
-            ten_crop=config.ten_crop, num_classes=config.num_classes if config.data is None else None,
+            resize=self.resize, hflip=config.hflip, lighting=config.lighting, ten_crop=config.ten_crop,
+            num_classes=config.num_classes if config.data is None else None,
             train_count=config.train_count, val_count=config.val_count,
             shard=(self.data_rank, self.data_ranks) if self.data_ranks > 1 else None, progress=self.is_main)
         torch.manual_seed(config.seed)
@@ -273,8 +298,8 @@ class Run:
         sgd = optim.SGD if config.backend == "triton" else torch.optim.SGD
         self.optimizer = sgd(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
-        if config.schedule == "step":
-            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_epochs, 0.1)
+        if config.schedule != "plateau":  # the lr of an epoch from the config (a resumed run's --epochs included)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: lr_factor(config, epoch))
         else:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.1,
                                                                         patience=config.patience)
@@ -293,6 +318,9 @@ class Run:
         self.keep_previous = True  # False after a resume from the previous checkpoint: the newest is damaged
         if checkpoint is not None:
             self._restore(checkpoint)
+            if config.schedule != "plateau":  # this epoch's lr under the resumed --epochs
+                for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                    group["lr"] = base_lr * lr_factor(config, self.scheduler.last_epoch)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -329,12 +357,16 @@ class Run:
         """One line: the effective net, data, batch, lr schedule, device and execution mode."""
         config, size = self.config, self.model.input_size
         if config.data is not None:
-            data = f"{config.data} ({len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val)"
+            data = (f"{config.data} ({len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val; "
+                    f"shorter side {self.resize}, flip {config.hflip:g}, lighting {config.lighting:g})")
         else:
             data = (f"{'synthetic tensors' if config.synthetic else 'built-in shapes'} "
                     f"({config.train_count} train / {config.val_count} val)")
-        schedule = (f"/10 every {config.step_epochs} epochs" if config.schedule == "step" else
-                    f"/10 after {config.patience} epochs without improvement")
+        schedule = {"step": f"/10 every {step_interval(config)} epochs",
+                    "cosine": f"over {config.epochs} epochs, {config.lr:.2g} in the first ... "
+                              f"{config.lr * lr_factor(config, config.epochs - 1):.2g} in the last"
+                              if config.epochs > 1 else "over 1 epoch: constant",
+                    "plateau": f"/10 after {config.patience} epochs without improvement"}[config.schedule]
         steps = f", max {config.max_steps} steps" if config.max_steps else ""
         mode = ("Triton interpreter" if runtime.INTERPRETER else "compiled Triton") if config.backend == "triton" \
             else "PyTorch"

@@ -124,8 +124,10 @@ def test_pca_lighting_matches_the_formula():
     assert torch.equal(pca_lighting(image, torch.Generator(), sigma=0), image)
 
 
-def test_train_crop_is_a_window_of_the_resized_image(tmp_path):
-    """Without lighting, the output is one of the (top, left, flip) crops of the resized, normalised image."""
+@pytest.mark.parametrize("hflip, flips", [(0.5, {0, 1}), (0.0, {0})])
+def test_train_crop_is_a_window_of_the_resized_image(tmp_path, hflip, flips):
+    """Without lighting, the output is one of the (top, left, flip) crops of the resized, normalised image; mirrored
+    ones only with a flip probability."""
     path = tmp_path / "image.png"
     Image.fromarray(np.random.default_rng().integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
     image = Image.open(path).convert("RGB")
@@ -135,11 +137,11 @@ def test_train_crop_is_a_window_of_the_resized_image(tmp_path):
                resized[:, top:top + 24, left:left + 24] for top in range(9) for left in range(20) for flip in (0, 1)}
     seen = set()
     for seed in range(12):
-        crop = TrainTransform(24, resize=32, lighting=0)(image, torch.Generator().manual_seed(seed))
+        crop = TrainTransform(24, resize=32, lighting=0, hflip=hflip)(image, torch.Generator().manual_seed(seed))
         matches = [key for key, window in windows.items() if torch.allclose(crop, window, atol=1e-5)]
         assert len(matches) >= 1
         seen.add(matches[0])
-    assert len(seen) > 6 and {flip for _, _, flip in seen} == {0, 1}
+    assert len(seen) > 6 and {flip for _, _, flip in seen} == flips
 
 
 def test_eval_transform_centre_and_ten_crop(tmp_path):

@@ -163,7 +163,7 @@ def test_label_smoothing_reaches_the_loss(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [("batch_size", 0, "--batch-size 0: must be at least 1"),
                                                    ("dropout", 1.0, "--dropout 1.0: must be below 1"),
-                                                   ("schedule", "cosine", "--schedule cosine: expected one of")])
+                                                   ("schedule", "linear", "--schedule linear: expected one of")])
 def test_config_check_names_the_flag_and_value(field, value, message):
     with pytest.raises(ConfigError, match=message):
         replace(TINY, **{field: value}).check()
