@@ -122,9 +122,10 @@ FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile
                                   ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
 # The flat reduction over channel vectors (conv1 after space-to-depth: 432 = 3 x 3 taps x 48 channels, 96 or 64
 # output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
-# BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80.
-FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(256, 128, 32, 8, 3), _tile(128, 128, 32, 4, 3),
-                                        _tile(128, 64, 32, 4, 3)), FORWARD_GATHER_CONFIGS.cuda_core,
+# BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80 (bf16),
+# 256x128x32 w8 there at TF32.
+FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3)),
+                                       FORWARD_GATHER_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 # + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
@@ -828,19 +829,20 @@ class Depth:
                                              dtype=dtype)
 
 
-def conv2d_depth(x_shape, w_shape, stride, padding, dilation, groups: int, dtype: torch.dtype,
+def conv2d_depth(x: torch.Tensor, w_shape, stride, padding, dilation, groups: int, dtype: torch.dtype,
                  precision: str) -> Depth | None:
-    """The space-to-depth form (``Depth``) of a convolution computed in ``dtype`` at ``precision``, or None where
-    it is not taken. Taken for a square stride b >= 2 without dilation or groups on few channels
-    (C < FLAT_CRS_CHANNELS: channel blocks would be mostly padding) that become whole 16-byte vectors (C*b*b a
-    multiple of 8), with a filter at least b wide (R, S >= b: the taps padded to a multiple of b cost less than
-    2x); not for exact fp32, whose FMA loop is bound by its multiply-adds, not addresses (the padded taps would
-    add 19% to conv1's). float64 (the interpreter's gradcheck) takes it, as the tensor-core dtypes do."""
-    g = conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    """The space-to-depth form (``Depth``) of a convolution of x [N, C, H, W] computed in ``dtype`` at
+    ``precision``, or None where it is not taken. Taken for a square stride b >= 2 without dilation or groups on
+    few channels (C < FLAT_CRS_CHANNELS: channel blocks would be mostly padding) that become whole 16-byte vectors
+    (C*b*b a multiple of 8), with a filter at least b wide (R, S >= b: the taps padded to a multiple of b cost
+    less than 2x), for channels_last x (y takes x's layout: an NCHW y, and then dy, is scattered per element, and
+    the tiles spilled); not for exact fp32, whose FMA loop is bound by its multiply-adds, not addresses (the padded
+    taps would add 19% to conv1's). float64 (the interpreter's gradcheck) takes it, as the tensor-core dtypes do."""
+    g = conv2d_geometry(x.shape, w_shape, stride, padding, dilation, groups)
     b, C, R, S = g["stride_h"], g["C_per_group"], g["R"], g["S"]
     if not (b == g["stride_w"] >= 2 and g["dilation_h"] == g["dilation_w"] == 1 and groups == 1
             and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b
-            and (dtype, precision) != (torch.float32, "ieee")):
+            and runtime.memory_format_of(x) == torch.channels_last and (dtype, precision) != (torch.float32, "ieee")):
         return None
     taps = (triton.cdiv(R, b), triton.cdiv(S, b))
     extent = (min(g["H"], (g["OH"] - 1) * b - g["pad_h"] + R), min(g["W"], (g["OW"] - 1) * b - g["pad_w"] + S))

@@ -444,13 +444,18 @@ def test_weight_and_bias_grads_are_bitwise_repeatable_across_processes():
 def test_space_to_depth_form_is_conv1s_alone(variant):
     """Full-size conv1 (either variant) becomes a 3x3 conv over 48 channels on a 57x57 map; no other layer."""
     conv1, *others = CONV_LAYERS[variant]
-    depth = conv.conv2d_depth((128, 3, conv1.size, conv1.size), conv1.weight_shape, conv1.stride, conv1.padding, 1, 1,
-                              torch.bfloat16, "ieee")
+    depth = conv.conv2d_depth(channels_last_input(128, 3, conv1.size, conv1.size), conv1.weight_shape, conv1.stride,
+                              conv1.padding, 1, 1, torch.bfloat16, "ieee")
     assert (depth.block, depth.size, depth.taps, depth.pad) == (4, (57, 57), (3, 3), (conv1.padding,) * 2)
     assert depth.extent == (conv1.size,) * 2  # every row and column of x is read
     for layer in others:
-        assert conv.conv2d_depth((128, layer.in_channels, layer.size, layer.size), layer.weight_shape,
-                                 layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee") is None
+        assert conv.conv2d_depth(channels_last_input(128, layer.in_channels, layer.size, layer.size),
+                                 layer.weight_shape, layer.stride, layer.padding, 1, layer.groups, torch.bfloat16,
+                                 "ieee") is None
+
+
+def channels_last_input(*shape: int) -> torch.Tensor:
+    return torch.empty(shape, memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, conv_args", [
@@ -463,15 +468,18 @@ def test_space_to_depth_form_is_conv1s_alone(variant):
 ])
 def test_space_to_depth_form_is_not_taken(x_shape, w_shape, conv_args):
     g = dict(stride=1, padding=0, dilation=1, groups=1) | conv_args
-    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], g["dilation"], g["groups"],
-                             torch.bfloat16, "ieee") is None
+    assert conv.conv2d_depth(channels_last_input(*x_shape), w_shape, g["stride"], g["padding"], g["dilation"],
+                             g["groups"], torch.bfloat16, "ieee") is None
 
 
-def test_space_to_depth_form_is_not_taken_for_exact_fp32():
-    """Exact fp32 keeps the direct path (FMA-bound: the padded taps would only add work); TF32 takes the form."""
-    conv1 = ((1, 3, 19, 19), (4, 3, 11, 11), 4, 0, 1, 1)
-    assert conv.conv2d_depth(*conv1, torch.float32, "ieee") is None
-    assert conv.conv2d_depth(*conv1, torch.float32, "tf32") is not None
+def test_space_to_depth_form_is_not_taken_for_nchw_or_exact_fp32():
+    """An NCHW x keeps the direct path (its y and dy would be scattered per element), and so does exact fp32
+    (FMA-bound: the padded taps would only add work); TF32 takes the form."""
+    conv1 = ((4, 3, 11, 11), 4, 0, 1, 1)
+    x = channels_last_input(1, 3, 19, 19)
+    assert conv.conv2d_depth(x.contiguous(), *conv1, torch.bfloat16, "ieee") is None
+    assert conv.conv2d_depth(x, *conv1, torch.float32, "ieee") is None
+    assert conv.conv2d_depth(x, *conv1, torch.float32, "tf32") is not None
 
 
 # Through the space-to-depth form: conv1's geometry with rows and columns no output reads (8 x 8 outputs read 39 of
@@ -487,16 +495,14 @@ DEPTH_CASES = [
 
 
 @pytest.mark.parametrize("weight_layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("x_shape, w_shape, conv_args", DEPTH_CASES)
-def test_space_to_depth_form_fp32(x_shape, w_shape, conv_args, relu, channels_last, weight_layout,
-                                  no_torch_fallback):
+def test_space_to_depth_form_fp32(x_shape, w_shape, conv_args, relu, weight_layout, no_torch_fallback):
     """y, dx, dw, db against PyTorch (TF32: exact in the interpreter); y and dx in x's layout, dw in the
     weight's."""
     g = dict(padding=0) | conv_args
-    assert conv.conv2d_depth(x_shape, w_shape, g["stride"], g["padding"], 1, 1, torch.float32, "tf32") is not None
-    x, w, b = random_operands(x_shape, w_shape, channels_last=channels_last, seed=12)
+    x, w, b = random_operands(x_shape, w_shape, channels_last=True, seed=12)
+    assert conv.conv2d_depth(x, w_shape, g["stride"], g["padding"], 1, 1, torch.float32, "tf32") is not None
     if weight_layout == "channels_last":
         w = w.detach().to(memory_format=torch.channels_last).requires_grad_()
     ours, ref, _ = run_both(conv_args, x, w, b, relu, no_torch_fallback, precision="tf32")
@@ -507,7 +513,7 @@ def test_space_to_depth_form_fp32(x_shape, w_shape, conv_args, relu, channels_la
 
 def test_space_to_depth_form_ignores_what_no_output_reads(no_torch_fallback):
     """NaN in x's rows and columns below/right of the last window: y as PyTorch's (finite), their dx 0."""
-    x, w, b = random_operands((1, 3, 42, 40), (8, 3, 11, 11), seed=13)
+    x, w, b = random_operands((1, 3, 42, 40), (8, 3, 11, 11), channels_last=True, seed=13)
     x = x.detach().clone()
     x[:, :, 39:] = x[:, :, :, 39:] = float("nan")  # 8 x 8 outputs read rows and columns 0..38
     x.requires_grad_()
@@ -519,7 +525,7 @@ def test_space_to_depth_form_ignores_what_no_output_reads(no_torch_fallback):
 def test_space_to_depth_form_under_autocast(no_torch_fallback):
     """fp32 x and weight under autocast: the rearranging passes cast them (no cast of x beforehand); y in bf16,
     dx, dw and db in fp32 (the casts' backward), as F.conv2d gives them."""
-    x, w, b = random_operands((2, 3, 31, 31), (8, 3, 11, 11), seed=14)
+    x, w, b = random_operands((2, 3, 31, 31), (8, 3, 11, 11), channels_last=True, seed=14)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours, ref, dy = run_both(dict(stride=4, padding=2), x, w, b, False, no_torch_fallback)
     x64, w64, b64 = (t.detach().bfloat16().double().requires_grad_() for t in (x, w, b))
@@ -545,8 +551,8 @@ def test_space_to_depth_form_low_precision_against_fp64(dtype, no_torch_fallback
 
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 def test_space_to_depth_form_gradcheck_float64(relu):
-    x, w, b = random_operands((2, 2, 9, 8), (3, 2, 3, 3), dtype=torch.float64, seed=16)
-    assert conv.conv2d_depth(x.shape, w.shape, 2, 1, 1, 1, torch.float64, "ieee") is not None
+    x, w, b = random_operands((2, 2, 9, 8), (3, 2, 3, 3), dtype=torch.float64, channels_last=True, seed=16)
+    assert conv.conv2d_depth(x, w.shape, 2, 1, 1, 1, torch.float64, "ieee") is not None
     assert torch.autograd.gradcheck(lambda x, w, b: ops.conv2d(x, w, b, 2, 1, relu=relu), (x, w, b), fast_mode=True)
 
 
@@ -557,9 +563,9 @@ def test_space_to_depth_form_gradcheck_float64(relu):
     (dict(precision="fp8"), ValueError, r"precision must be one of"),
 ], ids=["dtype-mismatch", "bias-shape", "device", "precision"])
 def test_space_to_depth_form_rejects_bad_input(case, error, message):
-    x = torch.randn(1, 3, 19, 19, device=case.get("device", "cpu"))
+    x = torch.randn(1, 3, 19, 19, device=case.get("device", "cpu")).contiguous(memory_format=torch.channels_last)
     w = torch.randn(4, 3, 11, 11).to(case.get("w_dtype", torch.float32))
-    assert conv.conv2d_depth(x.shape, w.shape, 4, 0, 1, 1, torch.float32, "tf32") is not None
+    assert conv.conv2d_depth(x, w.shape, 4, 0, 1, 1, torch.float32, "tf32") is not None
     with pytest.raises(error, match=message):
         ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "tf32"))
 

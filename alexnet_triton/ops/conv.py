@@ -87,7 +87,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
                          f"{tuple(input.shape)}")
     x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
     dtype = autocast_operands(x.new_empty(0))[0].dtype  # the dtype the conv computes in (x's, or autocast's)
-    depth = None if weight.dim() != 4 else conv2d_depth(x.shape, weight.shape, stride, padding, dilation, groups,
+    depth = None if weight.dim() != 4 else conv2d_depth(x, weight.shape, stride, padding, dilation, groups,
                                                         dtype, precision)
     if depth is None:
         x, weight, bias = autocast_operands(x, weight, bias)

@@ -121,7 +121,7 @@ def conv_cases() -> Cases:
                         b = torch.empty(layer.out_channels, dtype=dtype)
                         geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups,
                                         precision=precision)
-                        depth = conv.conv2d_depth(x.shape, w.shape, layer.stride, layer.padding, 1, layer.groups,
+                        depth = conv.conv2d_depth(x, w.shape, layer.stride, layer.padding, 1, layer.groups,
                                                   dtype, precision)
                         if depth is not None:  # conv1: its space-to-depth form, as alexnet_triton.ops runs it
                             y, x_d = depth.forward(x, w, b, True, precision, dtype)
