@@ -93,6 +93,18 @@ def test_consecutive_steps_launch_the_same_kernels_with_the_same_non_tensor_argu
     assert first_difference(steps[1], steps[2]) is None, first_difference(steps[1], steps[2])
 
 
+def test_consecutive_inference_passes_launch_the_same_kernels_with_the_same_non_tensor_arguments():
+    model, _ = scaled_net()
+    model.eval()
+    passes = []
+    with runtime.capture_launches() as records, torch.no_grad():
+        for step in range(2):
+            model(batch(step)[0])
+            passes.append(record_signatures(records))
+            del records[:]
+    assert len(passes[0]) > 10 and first_difference(*passes) is None, first_difference(*passes)
+
+
 def test_the_comparison_sees_a_changed_scalar():
     """The check above can fail: a Python number that changes between calls (here dropout's p) is seen."""
     x = torch.randn(4, 5)
