@@ -48,6 +48,10 @@ RANKS = 2
 # "group" (its group of a groups=2 conv: half the outputs over its own half of the input) or "replicated".
 SPLIT = {"conv1": "columns", "conv2": "group", "conv3": "columns", "conv4": "group", "conv5": "group",
          "fc6": "columns", "fc7": "columns", "fc8": "replicated"}
+# Krizhevsky 2014 ("One weird trick"): data parallelism for the convolutions ("data": all of the layer, this
+# rank's half of the batch, its gradient all-reduced by ``reduce_gradients``), the split for the fc layers.
+HYBRID = {**{f"conv{i}": "data" for i in range(1, 6)}, "fc6": "columns", "fc7": "columns", "fc8": "replicated"}
+SCHEMES = {"split": SPLIT, "hybrid": HYBRID}
 LRN_BOUNDARIES = ("exchange", "column")
 HALO = LRN["size"] // 2  # channels of the other rank the window reads at the boundary
 
@@ -96,6 +100,15 @@ class Collectives:
         self._count(layer, "reduce_scatter", phase, moved, moved)
         return out
 
+    def all_reduce(self, x: torch.Tensor, layer: str, phase: str) -> None:
+        """x summed over the ranks, in place."""
+        dist.all_reduce(x, group=self.group)
+        self._count_all_reduce(layer, phase, x.nbytes)
+
+    def _count_all_reduce(self, layer: str, phase: str, nbytes: int) -> None:
+        moved = 2 * nbytes * (self.size - 1) // self.size  # a ring all-reduce: reduce-scatter, then all-gather
+        self._count(layer, "all_reduce", phase, moved, moved)
+
     def exchange(self, x: torch.Tensor, layer: str, phase: str) -> torch.Tensor:
         """x to the other rank; its x (same shape) back."""
         x, received = x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -114,28 +127,28 @@ class Collectives:
             by_layer: dict[str, int] = {}
             for p in bucket.parameters():
                 by_layer[names[p]] = by_layer.get(names[p], 0) + p.numel() * bucket.buffer().element_size()
-            for layer, nbytes in by_layer.items():  # a ring all-reduce: reduce-scatter, then all-gather
-                moved = 2 * nbytes * (self.size - 1) // self.size
-                self._count(layer, "all_reduce", "backward", moved, moved)
+            for layer, nbytes in by_layer.items():
+                self._count_all_reduce(layer, "backward", nbytes)
             return allreduce_hook(group, bucket)
         return hook
 
 
 class _Gather(torch.autograd.Function):
-    """[N, C, ...] this rank's columns -> [N, RANKS * C, ...] every rank's, in rank order. Backward: the
-    reduce-scatter of the gradient (its consumer is split: each rank holds a partial gradient of the whole), or
-    this rank's slice of it (``reduce=False``: its consumer is replicated, every rank holds the whole gradient)."""
+    """This rank's columns [N, C, ...] (dim 1) or images [N, ...] (dim 0) -> every rank's, concatenated in rank
+    order along ``dim``. Backward: the reduce-scatter of the gradient (its consumer is split: each rank holds a
+    partial gradient of the whole), or this rank's slice of it (``reduce=False``: its consumer is replicated,
+    every rank holds the whole gradient)."""
 
     @staticmethod
-    def forward(ctx, x, comm: Collectives, layer: str, reduce: bool):
-        ctx.comm, ctx.layer, ctx.reduce = comm, layer, reduce
-        return torch.cat(comm.all_gather(x, layer, "forward"), dim=1)
+    def forward(ctx, x, comm: Collectives, layer: str, reduce: bool, dim: int):
+        ctx.comm, ctx.layer, ctx.reduce, ctx.dim = comm, layer, reduce, dim
+        return torch.cat(comm.all_gather(x, layer, "forward"), dim=dim)
 
     @staticmethod
     def backward(ctx, dy):
-        parts = list(dy.chunk(ctx.comm.size, dim=1))
+        parts = list(dy.chunk(ctx.comm.size, dim=ctx.dim))
         dx = ctx.comm.reduce_scatter(parts, ctx.layer, "backward") if ctx.reduce else parts[ctx.comm.rank]
-        return dx.contiguous(), None, None, None
+        return dx.contiguous(), None, None, None, None
 
 
 class _Halo(torch.autograd.Function):
@@ -162,9 +175,11 @@ class _Halo(torch.autograd.Function):
 
 
 class ModelParallelAlexNet(nn.Module):
-    """The 2012 AlexNet split over the 2 ranks of ``comm`` (module docstring): images [N, 3, S, S], the same
-    on both ranks -> logits [N, num_classes], the same on both ranks.
+    """The 2012 AlexNet over the 2 ranks of ``comm`` (module docstring): images [N, 3, S, S], the same on both
+    ranks -> logits [N, num_classes], the same on both ranks.
 
+    scheme: "split" (the 2012 paper's, ``SPLIT``) or "hybrid" (the 2014 one, ``HYBRID``: N even; call
+    ``reduce_gradients`` after each backward).
     width, input_size, dropout, precision: as ``AlexNet``'s (every split layer's width must be even).
     lrn: "exchange" (the single-device net) or "column" (the paper's per-column LRN: no exchange).
     Initial weights are not the single-device net's: load them with ``load_full_state_dict``. Dropout masks
@@ -173,13 +188,15 @@ class ModelParallelAlexNet(nn.Module):
 
     def __init__(self, comm: Collectives, num_classes: int = NUM_CLASSES, width: float = 1.0,
                  input_size: int | None = None, dropout: float = DROPOUT, precision: str = "ieee",
-                 lrn: str = "exchange"):
+                 lrn: str = "exchange", scheme: str = "split"):
         super().__init__()
         if lrn not in LRN_BOUNDARIES:
             raise ValueError(f"ModelParallelAlexNet: lrn must be one of {LRN_BOUNDARIES}, got {lrn!r}")
-        self.comm, self.lrn = comm, lrn
+        if scheme not in SCHEMES:
+            raise ValueError(f"ModelParallelAlexNet: scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
+        self.comm, self.lrn, self.scheme = comm, lrn, scheme
         self.features, self.classifier = nn.ModuleDict(), nn.ModuleDict()
-        # (the layer's module, its name, its SPLIT mode or the layer kind, the dropout after it)
+        # (the layer's module, its name, its mode in the scheme or the layer kind, the dropout after it)
         self._plan: list[tuple[nn.Module, str, str, float]] = []
         self._sharded: set[str] = set()
         layers = list(shaped("2012", width, num_classes, input_size))
@@ -189,7 +206,7 @@ class ModelParallelAlexNet(nn.Module):
         for part, part_layers in parts.items():
             for index, block in _blocks(part_layers, fuse=True):
                 first, kinds = block[0], [s.layer.kind for s in block]
-                name, mode = first.layer.name, SPLIT.get(first.layer.name, first.layer.kind)
+                name, mode = first.layer.name, SCHEMES[scheme].get(first.layer.name, first.layer.kind)
                 module = self._module(first, kinds, mode, precision)
                 getattr(self, part)[str(index)] = module
                 if mode in ("columns", "group"):
@@ -201,7 +218,7 @@ class ModelParallelAlexNet(nn.Module):
         """This rank's module of a block of the fused Triton tree (``model._blocks``)."""
         kind = first.layer.kind
         inputs, outputs = first.inputs, first.outputs
-        if kind in ("conv", "linear") and mode != "replicated":
+        if mode in ("columns", "group"):
             if mode == "group" and first.layer.conv.groups != RANKS:
                 raise ValueError(f"ModelParallelAlexNet: {first.layer.name} has {first.layer.conv.groups} groups")
             if outputs % RANKS or (mode == "group" and inputs % RANKS):
@@ -210,7 +227,8 @@ class ModelParallelAlexNet(nn.Module):
             inputs, outputs = (inputs // RANKS if mode == "group" else inputs), outputs // RANKS
         if kind == "conv":
             conv = first.layer.conv
-            return triton_nn.Conv2d(inputs, outputs, conv.kernel, conv.stride, conv.padding, relu="relu" in kinds,
+            return triton_nn.Conv2d(inputs, outputs, conv.kernel, conv.stride, conv.padding,
+                                    groups=conv.groups if mode == "data" else 1, relu="relu" in kinds,
                                     precision=precision)
         if kind == "linear":  # a column's dropout follows the gather of the whole layer
             return triton_nn.Linear(inputs, outputs, relu="relu" in kinds, precision=precision)
@@ -224,23 +242,35 @@ class ModelParallelAlexNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
             raise ValueError(f"ModelParallelAlexNet: expected images [N, 3, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
-        h, split, pending = x, False, 0.0  # split: h is this rank's columns, else the whole (same on both ranks)
+        # h holds: "whole" (the same on both ranks), this rank's "columns" (dim 1) or its "images" (dim 0)
+        h, holds, pending = x, "whole", 0.0
+        if self._plan[0][2] == "data":
+            if len(x) % RANKS:
+                raise ValueError(f"ModelParallelAlexNet: the hybrid scheme splits the batch over {RANKS} ranks, "
+                                 f"got {len(x)} images")
+            h, holds = x.chunk(RANKS)[self.comm.rank], "images"
         for module, name, mode, p in self._plan:
             if isinstance(module, triton_nn.Linear) and h.dim() > 2:
                 h = torch.flatten(h, 1)  # NCHW order: rank 0's channels, then rank 1's, as the whole net's
-            if mode in ("columns", "replicated") and split:
-                h, split = _Gather.apply(h, self.comm, f"{name} input", mode == "columns"), False
-                h = ops.dropout(h, pending, self.training)  # draws its seed as fc6's / fc7's fused dropout does
-            if mode == "lrn" and self.lrn == "exchange":
+            if mode in ("columns", "replicated") and holds != "whole":
+                h = _Gather.apply(h, self.comm, f"{name} input", mode == "columns", 1 if holds == "columns" else 0)
+                h, holds = ops.dropout(h, pending, self.training), "whole"  # its seed drawn as one process's
+            if mode == "lrn" and holds == "columns" and self.lrn == "exchange":
                 c = h.shape[1]
                 h = module(_Halo.apply(h, self.comm, f"{name} halo"))
                 h = h[:, :c] if self.comm.rank == 0 else h[:, HALO:]
             else:
                 h = module(h)
-            split, pending = split or mode in ("columns", "group"), p
-            if mode == "replicated":
-                split = False
+            holds = {"columns": "columns", "group": "columns", "data": "images", "replicated": "whole"}.get(mode, holds)
+            pending = p
         return h
+
+    def reduce_gradients(self) -> None:
+        """Sum the data-parallel layers' gradients over the ranks (the hybrid scheme, after each backward)."""
+        for module, name, mode, _ in self._plan:
+            for p in module.parameters() if mode == "data" else ():
+                if p.grad is not None:
+                    self.comm.all_reduce(p.grad, name, "backward")
 
     def gathered(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This rank's tensors of the ``state_dict`` keys (parameters, their gradients) -> the single-device

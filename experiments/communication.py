@@ -1,11 +1,12 @@
-"""Bytes each rank moves per training step: the paper's two-GPU split against data parallelism (DDP) on 2 ranks.
+"""Bytes each rank moves per training step: the paper's two-GPU split, the 2014 hybrid and data parallelism (DDP)
+on 2 ranks.
 
-Two gloo processes on this CPU build the full-size 2012 net both ways and run one training step at --batch
-(the global batch: the split's ranks both see all of it, DDP's see half each) with every Triton launch captured,
-not run (``runtime.capture_launches``: the shapes, and so the bytes, are those of a real step; no kernel
-computes). The process group's calls are counted as they are made (``model_parallel.Collectives``): the split's
-all-gathers, reduce-scatters and LRN halo exchanges, and DDP's gradient all-reduce through a counting
-communication hook. Writes to --out:
+Two gloo processes on this CPU build the full-size 2012 net each way and run one training step at --batch (the
+global batch: the split's ranks both see all of it, DDP's half each, the hybrid's convolutions half each and its
+fc layers all of it) with every Triton launch captured, not run (``runtime.capture_launches``: the shapes, and
+so the bytes, are those of a real step; no kernel computes). The process group's calls are counted as they are
+made (``model_parallel.Collectives``): the all-gathers, reduce-scatters, LRN halo exchanges and the hybrid's
+conv gradient all-reduce, and DDP's gradient all-reduce through a counting communication hook. Writes to --out:
   communication.csv  one row per (scheme, rank, layer, collective, phase): bytes sent and received
   summary.csv        per scheme: bytes sent per rank per step, per image, ratio to DDP, the crossover batch
   step_model.csv     a MODEL of the step time on two H100 SXM: the roofline lower bound of the compute
@@ -38,13 +39,16 @@ from alexnet_triton import ops
 from alexnet_triton.architecture import INPUT_SIZES, NUM_CLASSES, parameter_shapes
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
-from alexnet_triton.model_parallel import RANKS, Collectives, ModelParallelAlexNet
+from alexnet_triton.model_parallel import RANKS, SCHEMES, Collectives, ModelParallelAlexNet
 from alexnet_triton.study.roofline import roofline_table
 
 # Published per-direction bandwidth between two H100 SXM5 GPUs (bytes/s): NVLink 4, 18 links x 25 GB/s = 450 GB/s
 # each way (NVIDIA H100 whitepaper: 900 GB/s total); PCIe Gen5 x16, 64 GB/s each way (PCI-SIG).
 LINKS = {"nvlink4": 450e9, "pcie5x16": 64e9}
 COMPUTE = ("h100-sxm", "fp32-tf32")  # the roofline's GPU and dtype of the modelled compute (fp32 tensors, as counted)
+COLOURS = {"split": "tab:blue", "hybrid": "tab:green", "ddp": "tab:orange"}
+LABELS = {"split": "split (activations: grow with the batch)", "hybrid": "hybrid (conv gradients + fc activations)",
+          "ddp": "DDP (gradients: 61M parameters)"}
 
 
 def counted_step(batch: int, **net) -> list[dict]:
@@ -54,9 +58,11 @@ def counted_step(batch: int, **net) -> list[dict]:
     images, labels = torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
     rows = []
     with runtime.capture_launches(lambda record: None):
-        split = ModelParallelAlexNet(Collectives(), **net)
-        ops.cross_entropy(split(images), labels).backward()
-        rows += [dict(scheme="split", **asdict(t)) for t in split.comm.transfers]
+        for scheme in SCHEMES:
+            split = ModelParallelAlexNet(Collectives(), scheme=scheme, **net)
+            ops.cross_entropy(split(images), labels).backward()
+            split.reduce_gradients()
+            rows += [dict(scheme=scheme, **asdict(t)) for t in split.comm.transfers]
         model, counter = AlexNet("2012", init="torch", **net), Collectives()
         names = {p: name.split(".")[0] for p, (name, _) in
                  zip(model.parameters(), parameter_shapes("2012", net.get("width", 1.0),
@@ -94,28 +100,33 @@ def count(batch: int) -> pd.DataFrame:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Per scheme: bytes sent per rank per step (the ranks' mean; they are symmetric), per image of the global
-    batch, the ratio to DDP, and the crossover batch (the split's bytes grow with the batch, DDP's do not)."""
+    batch, the ratio to DDP, and where its bytes cross DDP's: gradient all-reduces (``fixed_per_rank``) do not
+    grow with the batch, activations (``per_image``) do."""
     batch = int(table["batch"].iloc[0])
     sent = table.groupby(["scheme", "rank"])["sent"].sum().groupby("scheme").mean()
-    summary = pd.DataFrame({"scheme": sent.index, "batch": batch, "sent_per_rank": sent.values})
+    fixed = table[table["collective"] == "all_reduce"].groupby(["scheme", "rank"])["sent"].sum() \
+        .groupby("scheme").mean().reindex(sent.index, fill_value=0)
+    summary = pd.DataFrame({"scheme": sent.index, "batch": batch, "sent_per_rank": sent.values,
+                            "fixed_per_rank": fixed.values, "per_image": (sent - fixed).values / batch})
     summary["sent_per_image"] = summary["sent_per_rank"] / batch
     ddp = sent["ddp"]
     summary["ratio_to_ddp"] = summary["sent_per_rank"] / ddp
-    summary["crossover_batch"] = [math.ceil(ddp / (s / batch)) if scheme == "split" else None
-                                  for scheme, s in sent.items()]
+    summary["crossover_batch"] = [math.ceil((ddp - row.fixed_per_rank) / row.per_image) if row.per_image else None
+                                  for row in summary.itertuples()]
     return summary
 
 
 def step_model(summary: pd.DataFrame) -> pd.DataFrame:
     """A MODEL, not a measurement: per scheme and link, the step time on two H100 SXM = compute (the roofline
-    lower bound of one GPU's share: DDP half the batch, the split half of every layer of the whole batch) + the
+    lower bound of one GPU's share: DDP half the batch, the split and the hybrid half of every layer's work on the
+    whole batch) + the
     bytes one rank sends / the link's published bandwidth, the two not overlapped (the split's exchanges sit on
     its critical path; DDP can hide its all-reduce behind the backward: ``overlapped_ms`` = max of the two)."""
     batch = int(summary["batch"].iloc[0])
     def step_ms(images: int) -> float:
         table = roofline_table(*COMPUTE, images)
         return float(table.loc[(table["variant"] == "2012") & (table["layer"] == "step"), "time_ms"].iloc[0])
-    compute = {"ddp": step_ms(batch // RANKS), "split": step_ms(batch) / RANKS}
+    compute = {"ddp": step_ms(batch // RANKS), "split": step_ms(batch) / RANKS, "hybrid": step_ms(batch) / RANKS}
     rows = []
     for row in summary.itertuples():
         for link, bandwidth in LINKS.items():
@@ -135,20 +146,19 @@ def plot(table: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
     batch = int(table["batch"].iloc[0])
     sent = table[table["rank"] == 0].groupby(["scheme", "layer"], sort=False)["sent"].sum() / 1e6
     labels = [f"{scheme}: {layer}" for scheme, layer in sent.index]
-    colours = ["tab:blue" if scheme == "split" else "tab:orange" for scheme, _ in sent.index]
+    colours = [COLOURS[scheme] for scheme, _ in sent.index]
     by_layer.barh(labels, sent.values, color=colours)
     by_layer.invert_yaxis()
     by_layer.set_xscale("log")
     by_layer.set_xlabel(f"MB sent by one rank per step (batch {batch}, fp32, forward + backward)")
-    by_layer.set_title("By layer: split (blue) vs DDP's gradient all-reduce (orange)")
+    by_layer.set_title("By layer: split (blue), hybrid (green), DDP's gradient all-reduce (orange)")
     per = summary.set_index("scheme")
     crossover = int(per.loc["split", "crossover_batch"])
     batches = [2 ** k for k in range(0, 1 + math.ceil(math.log2(max(crossover, batch) * 4)))]
-    against_batch.plot(batches, [per.loc["split", "sent_per_image"] * b / 1e6 for b in batches], "o-",
-                       label="split (activations: grows with the batch)")
-    against_batch.plot(batches, [per.loc["ddp", "sent_per_rank"] / 1e6] * len(batches), "s-",
-                       label="DDP (gradients: 61M parameters)")
-    against_batch.axvline(crossover, color="grey", linestyle=":", label=f"crossover: batch {crossover}")
+    for scheme, label in LABELS.items():
+        against_batch.plot(batches, [(per.loc[scheme, "fixed_per_rank"] + per.loc[scheme, "per_image"] * b) / 1e6
+                                     for b in batches], "o-", color=COLOURS[scheme], label=label)
+    against_batch.axvline(crossover, color="grey", linestyle=":", label=f"split = DDP: batch {crossover}")
     against_batch.axvline(batch, color="black", linewidth=0.8, label=f"batch {batch}")
     against_batch.set(xscale="log", yscale="log", xlabel="global batch", ylabel="MB sent by one rank per step",
                       title="Against the batch: the split grows with it, DDP does not")

@@ -53,9 +53,9 @@ def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     return model.state_dict(), images, torch.randint(0, TINY["num_classes"], (STEPS, BATCH))
 
 
-def _train(model, images, labels, gradients) -> list[dict]:
+def _train(model, images, labels, gradients, after_backward=lambda model: None) -> list[dict]:
     """STEPS of the paper's SGD from torch.manual_seed(SEED) (the dropout seeds); per step logits, loss and the
-    gradients as ``gradients(model)`` returns them."""
+    gradients as ``gradients(model)`` returns them (after ``after_backward(model)``)."""
     torch.manual_seed(SEED)
     sgd = optim.SGD(model.parameters(), **SGD)
     steps = []
@@ -64,6 +64,7 @@ def _train(model, images, labels, gradients) -> list[dict]:
         logits = model(x)
         loss = ops.cross_entropy(logits, y)
         loss.backward()
+        after_backward(model)
         steps.append(dict(logits=logits.detach(), loss=loss.detach(), grads=gradients(model)))
         sgd.step()
     return steps
@@ -86,6 +87,12 @@ def _worker(rank: int, port: int, directory: Path) -> None:
     saved = net.full_state_dict()
     again = ModelParallelAlexNet(Collectives(), **TINY)
     again.load_full_state_dict(saved)
+    hybrid = ModelParallelAlexNet(Collectives(), scheme="hybrid", **TINY)
+    hybrid.load_full_state_dict(state)
+    with _ForbidTorchCompute():
+        steps = dict(split=steps, hybrid=_train(hybrid, images, labels, lambda m: m.gathered(
+            {k: p.grad for k, p in m.named_parameters()}), lambda m: m.reduce_gradients()))
+    saved = dict(split=saved, hybrid=hybrid.full_state_dict())
     torch.save(dict(loaded=loaded, steps=steps, evaluated=evaluated, saved=saved, reloaded=again.full_state_dict(),
                     transfers=first_step, counted=communication.counted_step(BATCH, **TINY)),
                directory / f"rank{rank}.pt")
@@ -107,19 +114,21 @@ def one_process() -> tuple[AlexNet, list[dict]]:
     return model, _train(model, images, labels, lambda m: {k: p.grad.clone() for k, p in m.named_parameters()})
 
 
-def test_two_ranks_compute_one_process_s_logits_loss_gradients_and_3_sgd_steps(two_ranks, one_process):
-    """Dropout on: the same seeds give the same masks. Every rank holds the whole logits (fc8 is replicated)."""
+@pytest.mark.parametrize("scheme", ["split", "hybrid"])
+def test_two_ranks_compute_one_process_s_logits_loss_gradients_and_3_sgd_steps(two_ranks, one_process, scheme):
+    """Dropout on: the same seeds give the same masks. Every rank holds the whole logits (fc8 is replicated).
+    The hybrid's convolutions see half the batch each, their gradients summed over the ranks."""
     model, expected = one_process
     state = model.state_dict()
     for rank, result in enumerate(two_ranks):
-        for step, (ours, theirs) in enumerate(zip(result["steps"], expected, strict=True)):
+        for step, (ours, theirs) in enumerate(zip(result["steps"][scheme], expected, strict=True)):
             assert_close(ours["logits"], theirs["logits"], f"rank {rank} step {step + 1} logits")
             assert_close(ours["loss"], theirs["loss"], f"rank {rank} step {step + 1} loss")
             assert ours["grads"].keys() == theirs["grads"].keys()
             for key in theirs["grads"]:
                 assert_close(ours["grads"][key], theirs["grads"][key], f"rank {rank} step {step + 1} {key}.grad")
         for key in state:
-            assert_close(result["saved"][key], state[key], f"rank {rank} {key} after {STEPS} steps")
+            assert_close(result["saved"][scheme][key], state[key], f"rank {rank} {key} after {STEPS} steps")
     assert expected[0]["loss"] != expected[1]["loss"]  # the steps train
 
 
@@ -130,9 +139,9 @@ def test_checkpoints_are_the_single_device_state_dict(two_ranks, one_process):
     initial, _, _ = _data()
     for result in two_ranks:
         assert all(torch.equal(result["loaded"][key], initial[key]) for key in initial)
-        assert all(torch.equal(result["reloaded"][key], value) for key, value in result["saved"].items())
+        assert all(torch.equal(result["reloaded"][key], value) for key, value in result["saved"]["split"].items())
     single = AlexNet("2012", backend="triton", **TINY)
-    single.load_state_dict(two_ranks[0]["saved"])
+    single.load_state_dict(two_ranks[0]["saved"]["split"])
     assert_close(single.eval()(_data()[1][0]).detach(), two_ranks[0]["evaluated"], "eval logits")
 
 
@@ -157,7 +166,7 @@ def test_the_ranks_exchange_only_where_the_paper_s_gpus_did(two_ranks):
         assert counted == {key: (size, size) for key, size in _split_bytes().items()}
 
 
-def test_the_communication_table_counts_the_split_and_ddp_s_gradient_all_reduce(two_ranks):
+def test_the_communication_table_counts_the_split_the_hybrid_and_ddp_s_gradient_all_reduce(two_ranks):
     """experiments/communication.py's captured step (no kernel runs) at the tiny size: the split's bytes as in a
     real step; DDP's all-reduce hook sees every parameter once (a 2-rank ring all-reduce sends its size once);
     the crossover batch is where the split's bytes per image times the batch reach DDP's."""
@@ -170,10 +179,20 @@ def test_the_communication_table_counts_the_split_and_ddp_s_gradient_all_reduce(
     for name, shape in parameter_shapes("2012", TINY["width"], TINY["num_classes"], TINY["input_size"]):
         layers[name.split(".")[0]] = layers.get(name.split(".")[0], 0) + 4 * math.prod(shape)
     assert ddp.to_dict() == layers
+    # The hybrid: conv gradients all-reduced; fc6's input (pool5: 32 features) gathered over the batch halves.
+    convs = {(layer, "all_reduce", "backward"): size for layer, size in layers.items() if layer.startswith("conv")}
+    hybrid = {**convs, ("fc6 input", "all_gather", "forward"): BATCH // 2 * 32 * 4,
+              ("fc6 input", "reduce_scatter", "backward"): BATCH * 32 * 4 // 2,
+              **{key: size for key, size in _split_bytes().items() if key[0] in ("fc7 input", "fc8 input")}}
+    rows = table[(table["scheme"] == "hybrid") & (table["rank"] == 0)]
+    assert rows.groupby(["layer", "collective", "phase"])["sent"].sum().to_dict() == hybrid  # weight + bias
     summary = communication.summarise(table).set_index("scheme")
-    split_bytes, ddp_bytes = sum(_split_bytes().values()), sum(layers.values())
+    split_bytes, ddp_bytes, fixed = sum(_split_bytes().values()), sum(layers.values()), sum(convs.values())
     assert summary.loc["split", "sent_per_rank"] == split_bytes and summary.loc["ddp", "sent_per_rank"] == ddp_bytes
     assert summary.loc["split", "crossover_batch"] == math.ceil(ddp_bytes / (split_bytes / BATCH))
+    assert summary.loc["hybrid", "fixed_per_rank"] == fixed
+    assert summary.loc["hybrid", "crossover_batch"] == math.ceil((ddp_bytes - fixed) /
+                                                                 ((sum(hybrid.values()) - fixed) / BATCH))
     model = communication.step_model(summary.reset_index())
     for row in model.itertuples():
         assert row.comm_ms == pytest.approx(summary.loc[row.scheme, "sent_per_rank"] /
