@@ -24,6 +24,9 @@ both ranks, so with the same ``torch.manual_seed`` on every rank its masks are t
 bit (each rank computes the whole mask: 2 x the element-wise work of one process, no communication).
 Checkpoints: ``full_state_dict`` gathers the single-device state_dict (keys and shapes of ``AlexNet("2012")``);
 ``load_full_state_dict`` scatters one.
+``scheme="hybrid"`` is Krizhevsky's 2014 "one weird trick" on the same machinery: the convolutions data-parallel
+(each rank all of each conv layer on its half of the batch, the gradients all-reduced by ``reduce_gradients``),
+pool5's output gathered over the batch for fc6/fc7/fc8, which are as in the split.
 
 ``Collectives`` is the process group as the split net and DDP use it, every call counted: bytes each rank sends
 and receives by collective, layer and pass (the tensors' sizes, moved as a ring moves them; with 2 ranks every
