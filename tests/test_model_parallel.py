@@ -93,8 +93,13 @@ def _worker(rank: int, port: int, directory: Path) -> None:
         steps = dict(split=steps, hybrid=_train(hybrid, images, labels, lambda m: m.gathered(
             {k: p.grad for k, p in m.named_parameters()}), lambda m: m.reduce_gradients()))
     saved = dict(split=saved, hybrid=hybrid.full_state_dict())
+    lrn = {}  # eval-mode logits of the first batch at the initial weights, and the calls of that forward
+    for boundary in ("exchange", "column"):
+        lrn[boundary] = ModelParallelAlexNet(Collectives(), lrn=boundary, **TINY)
+        lrn[boundary].load_full_state_dict(state)
+        lrn[boundary] = (lrn[boundary].eval()(images[0]).detach(), lrn[boundary].comm.transfers)
     torch.save(dict(loaded=loaded, steps=steps, evaluated=evaluated, saved=saved, reloaded=again.full_state_dict(),
-                    transfers=first_step, counted=communication.counted_step(BATCH, **TINY)),
+                    transfers=first_step, counted=communication.counted_step(BATCH, **TINY), lrn=lrn),
                directory / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -205,6 +210,14 @@ def test_the_communication_cli_refuses_an_odd_batch_in_one_line(capsys):
         communication.main(["--batch", "3"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines() == ["error: --batch 3: must be a positive multiple of 2"]
+
+
+def test_the_paper_s_per_column_lrn_exchanges_no_boundary_channels_and_is_another_function(two_ranks):
+    for result in two_ranks:
+        (exchange, exchanged), (column, calls) = result["lrn"]["exchange"], result["lrn"]["column"]
+        assert {t.layer for t in exchanged} - {t.layer for t in calls} == {"lrn1 halo", "lrn2 halo"}
+        assert {t.layer for t in calls} == {"conv3 input", "fc6 input", "fc7 input", "fc8 input"}
+        assert not torch.equal(column, exchange)
 
 
 def test_a_wrong_split_is_refused_with_the_layer_and_its_sizes():
