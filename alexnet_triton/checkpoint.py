@@ -2,12 +2,12 @@
 
 A run directory holds its newest checkpoint as ``checkpoint.pt`` and the one before as ``checkpoint.previous.pt``.
 A checkpoint is a dict of tensors and plain Python values (numbers, strings, None, lists, tuples, dicts) and
-``digest``: the sha256 of all of them (``digest``). ``save`` writes a new one to a temporary file, syncs it to
-disk and reads it back (loadable, digest right) before the rename that makes it the newest; the newest until then
-becomes the previous one. ``load`` reads with ``torch.load(weights_only=True)``, which refuses anything that could
-run code when unpickled, and checks the keys and the digest; ``read_checkpoint`` falls back to the previous
-checkpoint, saying so, when the newest is missing or damaged. Every problem is a ``CheckpointError`` that names
-the file and what is wrong.
+``digest``, the sha256 of all of them (the function ``digest``). ``save`` writes a new one to a temporary file,
+syncs it to disk and reads it back (loadable, digest right) before the rename that makes it the newest; the newest
+until then becomes the previous one. ``load`` reads with ``torch.load(weights_only=True)``, which refuses anything
+that could run code when unpickled, and checks the keys and the digest; ``read_checkpoint`` falls back to the
+previous checkpoint, saying so, when the newest is missing or damaged. Every problem is a ``CheckpointError`` that
+names the file and what is wrong.
 
 ``run_directory_lock`` holds an exclusive ``fcntl.flock`` on ``DIR/.lock`` while a run writes ``DIR``: a second
 run there is refused, naming the process that holds it; the kernel releases it when a process dies, and a lock
