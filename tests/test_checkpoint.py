@@ -13,6 +13,7 @@ import pickle
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import zipfile
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import train
 from test_train_cli import TINY_FLAGS, _command, _error_lines, _interrupt_when
 
@@ -314,6 +317,40 @@ def test_a_stop_signal_saves_exits_128_plus_its_number_and_resume_is_bitwise(poi
     assert train.main(["--resume", "--out", str(tmp_path)]) == 0
     _assert_bitwise(tmp_path, reference)
     _assert_logged_once(tmp_path, steps=4, epochs=2)
+
+
+def _stop_one_rank_worker(rank: int, port: int, directory: Path) -> None:
+    """One of 2 gloo ranks; rank 1 alone receives SIGTERM during the first step. Writes "signal step" to
+    directory/stopRANK."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    real_step = Run._train_step
+
+    def step(self, images, labels):
+        if self.rank == 1 and self.global_step == 0:
+            signal.raise_signal(signal.SIGTERM)
+        return real_step(self, images, labels)
+
+    Run._train_step = step
+    run = Run(replace(CONFIG, out=str(directory / "run")))
+    try:
+        run.train()
+    except KeyboardInterrupt as stop:
+        (directory / f"stop{rank}").write_text(f"{stop.args[0]} {run.global_step}")
+    dist.destroy_process_group()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """torch.distributed on the CPU (gloo, 2 spawned processes): the ranks agree on the signal and the step, and
+    rank 0 saves every rank's state there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_stop_one_rank_worker, args=(port, tmp_path), nprocs=2)
+    assert [(tmp_path / f"stop{rank}").read_text() for rank in (0, 1)] == [f"{signal.SIGTERM.value} 1"] * 2
+    saved = checkpoint.load(tmp_path / "run" / NEWEST)
+    assert saved["global_step"] == 1 and len(saved["rng"]) == 2
 
 
 def _caught(pid: int, signum: int) -> bool:
