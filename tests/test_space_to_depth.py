@@ -44,7 +44,7 @@ def reference_from_depth(t, block, shape, pad):
 # (x shape, block, size, pad, extent): conv1's map (227 -> 57 blocks of 4, the last row/column zero), torchvision's
 # (pad 2 both sides), a block that does not divide, an extent that cuts rows and columns, a map smaller than x.
 CASES = [
-    pytest.param((2, 3, 227, 227), 4, (57, 57), (0, 0), None, id="conv1-2012"),
+    pytest.param((1, 3, 227, 227), 4, (57, 57), (0, 0), None, id="conv1-2012"),
     pytest.param((1, 3, 224, 224), 4, (57, 57), (2, 2), None, id="conv1-torchvision"),
     pytest.param((2, 5, 11, 9), 3, (5, 4), (1, 2), (10, 7), id="odd-extent"),
     pytest.param((3, 2, 7, 13), 2, (3, 5), (0, 1), None, id="map-inside-x"),
