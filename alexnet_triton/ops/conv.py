@@ -32,14 +32,19 @@ class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = None
-        dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)  # ReLU mask applied once
-        if need_x:
-            dx = conv2d_input_grad(dy, weight, x.shape, memory_format=memory_format_of(x), **ctx.conv)
-        if need_w:
-            dw = conv2d_weight_grad(dy, x, weight.shape, memory_format=memory_format_of(weight), **ctx.conv)
-        return dx, dw, db, None, None, None, None, None, None
+        return *_gradients(
+            ctx, dy, y,
+            lambda dy: conv2d_input_grad(dy, weight, x.shape, memory_format=memory_format_of(x), **ctx.conv),
+            lambda dy: conv2d_weight_grad(dy, x, weight.shape, memory_format=memory_format_of(weight), **ctx.conv)
+        ), None, None, None, None, None, None
+
+
+def _gradients(ctx, dy, y, input_grad, weight_grad) -> tuple:
+    """(dx, dw, db) of the inputs that need one: the ReLU mask (y: the saved output, or None) and the bias
+    gradient applied once (``conv2d_output_grad``), then ``input_grad(dy)`` and ``weight_grad(dy)``."""
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)
+    return input_grad(dy) if need_x else None, weight_grad(dy) if need_w else None, db
 
 
 class DepthConv2dFunction(torch.autograd.Function):
@@ -60,14 +65,9 @@ class DepthConv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x_d, weight, y = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = None
-        dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)  # ReLU mask applied once
-        if need_x:
-            dx = ctx.depth.input_grad(dy, weight, *ctx.x_like, ctx.precision)
-        if need_w:
-            dw = ctx.depth.weight_grad(dy, x_d, *ctx.weight_like, ctx.precision)
-        return dx, dw, db, None, None, None, None
+        return *_gradients(ctx, dy, y, lambda dy: ctx.depth.input_grad(dy, weight, *ctx.x_like, ctx.precision),
+                           lambda dy: ctx.depth.weight_grad(dy, x_d, *ctx.weight_like, ctx.precision)
+                           ), None, None, None, None
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
