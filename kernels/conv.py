@@ -30,7 +30,10 @@ The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
     fills a block.
   - flat: each step is BLOCK consecutive (r, s, c) indices, c fastest; for
     few channels (conv1: C=3, C*R*S=363) where channel blocks would be mostly
-    padding, and by default in the interpreter (fewer interpreted steps).
+    padding, and by default in the interpreter (fewer interpreted steps). Where
+    every window lies inside x (no padding) and C is a multiple of 8, the flat
+    columns are 16-byte channel vectors with no bounds checks: conv1 on tensor
+    cores runs so as its space-to-depth form (``Depth``: 48 channels, 3x3).
 The input gradient reduces over (tap, output channel) the same two ways.
 """
 
