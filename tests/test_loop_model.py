@@ -3,6 +3,8 @@ no compilation."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -58,6 +60,24 @@ def test_grid_and_trip_counts_follow_the_launchers():
     assert loop_model.iterations("forward", flat, meta) == 6  # cdiv(363, 64)
     strided = dict(conv3, stride_h=4, stride_w=4, R=11, S=11)  # phases hold 3, 3, 3, 2 taps per axis
     assert loop_model.iterations("input grad", strided, meta) == pytest.approx(2.75 ** 2 * 6)
+
+
+def test_conv1_is_captured_in_its_space_to_depth_form():
+    # channels_last bf16: the launched loops run over x_d [128, 48, 57, 57] with 3x3 taps at stride 1, flat;
+    # NCHW keeps the direct 11x11 / 4 conv over 3 channels
+    meta = loop_model.parse_config("BM128_BN128_BK32_w4_s3")
+    depth = loop_model.launch_args("2012", "conv1")
+    for pass_ in ("forward", "weight grad"):
+        a = depth[pass_]
+        assert (a["C_per_group"], a["R"], a["S"], a["stride_h"], a["H"], a["FLAT_CRS"]) == (48, 3, 3, 1, 57, True)
+    assert loop_model.programs(depth["forward"], meta) == 3025  # cdiv(128*55*55, 128) x cdiv(96, 128)
+    assert loop_model.iterations("forward", depth["forward"], meta) == 14  # cdiv(48*9, 32)
+    splits = depth["weight grad"]["splits"]
+    assert loop_model.programs(depth["weight grad"], meta) == 4 * splits  # cdiv(96, 128) x cdiv(432, 128) x splits
+    per_slice = math.ceil(128 * 55 * 55 / splits)  # pixels
+    assert loop_model.iterations("weight grad", depth["weight grad"], meta) == math.ceil(per_slice / 32)
+    direct = loop_model.launch_args("2012", "conv1", layout="nchw")["forward"]
+    assert (direct["C_per_group"], direct["R"], direct["stride_h"], direct["H"]) == (3, 11, 4, 227)
 
 
 def conv_table() -> pd.DataFrame:

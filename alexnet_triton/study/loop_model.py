@@ -36,7 +36,12 @@ once per iteration), uneven split-K slices, and, for a measured gradient, the se
 
 Programs and iterations come from the launch arguments, captured as ``inspection.conv_cases`` captures them
 (full-size tensors, launches recorded, not run; split-K slices as on the GPU's SM count) with the GPU path's
-reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). ``programs`` evaluates the
+reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). conv1 where it takes its
+space-to-depth form (``conv.conv2d_depth``: channels_last, not exact fp32) is priced as launched: the conv
+kernels on x_d (48 channels, 3x3 taps; the zero taps' multiply-adds in the issue and tensor terms, the roofline
+the layer's own) and the flat reduction of its forward and weight gradient; its input gradient (no training step
+runs it) takes the execution mode's order (``conv.flat_reduction``), and the space-to-depth passes themselves
+are not priced. ``programs`` evaluates the
 launcher's own grid (``LaunchRecord.grid``) at the config; ``iterations`` computes each kernel's trip count from
 the captured arguments and the config, as kernels/conv.py's loops run:
   forward      R*S*cdiv(C/G, BK) (channel blocks) or cdiv(C/G*R*S, BK) (flat)
@@ -123,13 +128,19 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
     x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=torch_dtype, memory_format=memory_format)
     w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel,
                     dtype=torch_dtype, memory_format=memory_format)
+    b = torch.empty(layer.out_channels, dtype=torch_dtype)
     geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, precision=precision)
     c_flat, k_flat = _flat(layer.in_channels // layer.groups), _flat(layer.out_channels // layer.groups)
+    depth = conv.conv2d_depth(x, w.shape, layer.stride, layer.padding, 1, layer.groups, torch_dtype, precision)
     with runtime.capture_launches() as launches, runtime.target(sms):
-        y = conv.conv2d_forward(x, w, torch.empty(layer.out_channels, dtype=torch_dtype), relu=True,
-                                flat_crs=c_flat, **geometry)
-        conv.conv2d_input_grad(y, w, x.shape, memory_format=memory_format, flat_krs=k_flat, **geometry)
-        conv.conv2d_weight_grad(y, x, w.shape, memory_format=memory_format, flat_crs=c_flat, **geometry)
+        if depth is not None:  # conv1: its space-to-depth form, as alexnet_triton.ops launches it
+            y, x_d = depth.forward(x, w, b, True, precision, torch_dtype)
+            depth.input_grad(y, w, x.shape, memory_format, torch_dtype, precision)
+            depth.weight_grad(y, x_d, w.shape, memory_format, torch_dtype, precision)
+        else:
+            y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=c_flat, **geometry)
+            conv.conv2d_input_grad(y, w, x.shape, memory_format=memory_format, flat_krs=k_flat, **geometry)
+            conv.conv2d_weight_grad(y, x, w.shape, memory_format=memory_format, flat_crs=c_flat, **geometry)
     found = {}
     for launch in launches:
         name = launch.kernel.fn.__name__
