@@ -106,15 +106,18 @@ LINEAR_KERNELS = {"_linear_forward_kernel": linear.FORWARD_CONFIGS,
                   "_linear_input_grad_kernel": linear.INPUT_GRAD_CONFIGS,
                   "_linear_weight_grad_kernel": linear.WEIGHT_GRAD_CONFIGS}
 # fc6 (fused ReLU + dropout, backward masked by y) at fp16, fc8 (plain, 1000 outputs) at bf16 and exact fp32,
-# fc7 with dropout but no ReLU (backward regenerates the mask) at TF32, the standalone dropout at fp16.
+# fc7 with dropout but no ReLU (backward regenerates the mask) at TF32, the standalone dropout at fp16, the
+# element-wise ReLU at bf16 (both layouts).
 LINEAR_CASES = ["2012/fc6/fp16/*", "2012/fc8/bf16/*", "2012/fc8/fp32-ieee/*", "2012/fc7-dropout-no-relu/fp32-tf32/*",
-                "torchvision/dropout-before-fc6/fp16/*"]
+                "torchvision/dropout-before-fc6/fp16/*", "torchvision/relu-after-conv1/bf16/*"]
 
 
-def test_linear_and_dropout_kernels_compile_for_sm80_and_sm90_without_spills(tmp_path):
-    table, _ = inspect(tmp_path, ["linear", "dropout"], LINEAR_CASES)
+def test_linear_dropout_and_relu_kernels_compile_for_sm80_and_sm90_without_spills(tmp_path):
+    table, _ = inspect(tmp_path, ["linear", "dropout", "relu"], LINEAR_CASES)
     assert_every_gemm_config_compiled(table, LINEAR_KERNELS)
-    assert_on_both_targets(table, ["_dropout_kernel"])
+    assert_on_both_targets(table, ["_dropout_kernel", "_relu_kernel", "_threshold_backward_kernel"])
+    relu_rows = table[table.kernel.isin(["_relu_kernel", "_threshold_backward_kernel"])]
+    assert set(relu_rows.layouts) == {"channels_last nchw"}  # one compilation serves both layouts
 
 
 def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path):

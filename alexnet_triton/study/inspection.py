@@ -73,6 +73,7 @@ from matplotlib.lines import Line2D
 
 from ..architecture import CONV_LAYERS, LRN, NUM_CLASSES, POOL, SGD, VARIANTS, ConvLayer, parameter_shapes, shaped
 from ..kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, runtime, sgd
+from ..kernels.relu import relu_forward, threshold_backward
 from . import reference_gemm, sass_loop
 from .benchmark_cases import DTYPES as STUDY_DTYPES
 from .benchmark_cases import LAYOUTS
@@ -241,6 +242,20 @@ def dropout_cases() -> Cases:
         yield f"torchvision/dropout-before-fc6/{dtype_name}/rowmajor", run
 
 
+def relu_cases() -> Cases:
+    """The element-wise ReLU and its gradient (a model whose ReLU is a module of its own) on the torchvision net's
+    conv1 output, every dtype and layout."""
+    conv1 = CONV_LAYERS["torchvision"][0]
+    for dtype_name, (dtype, _) in DTYPES.items():
+        for layout_name, layout in LAYOUTS.items():
+            def run(dtype=dtype, layout=layout):
+                x = torch.empty(BATCH, conv1.out_channels, conv1.out_size, conv1.out_size, dtype=dtype,
+                                memory_format=layout)
+                y = relu_forward(x)
+                threshold_backward(torch.empty_like(y), y)
+            yield f"torchvision/relu-after-{conv1.name}/{dtype_name}/{layout_name}", run
+
+
 def conv_forward_gemm(layer: ConvLayer) -> tuple[int, int, int]:
     """(M, N, K) of one group of a conv layer's forward at batch ``BATCH``: M = N * OH * OW pixels,
     N = output channels / groups, K = input channels / groups * R * S."""
@@ -312,7 +327,7 @@ def drop_in_cases() -> Cases:
 OPS: dict[str, Callable[[], Cases]] = {
     "conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "lrn_pool": lrn_pool_cases,
     "cross_entropy": cross_entropy_cases, "sgd": sgd_cases, "linear": linear_cases, "dropout": dropout_cases,
-    "drop_in": drop_in_cases, "reference_gemm": reference_gemm_cases}
+    "relu": relu_cases, "drop_in": drop_in_cases, "reference_gemm": reference_gemm_cases}
 
 
 # ----------------------------------------------------------------------------------------------------------------
