@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import runtime
 from .kernels.sgd import UPDATES, learning_rate_tensor, sgd_steps
+from .ops.library import kernel_op
+
+
+@kernel_op("sgd_step_", mutates_args=("params", "momentum_buffers"))
+def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
+               lr: torch.Tensor, momentum: float, weight_decay: float, nesterov: bool, maximize: bool, update: str,
+               first_step: bool) -> None:
+    """Update params (and momentum_buffers, one per parameter when momentum != 0, else none) in place:
+    ``kernels.sgd.sgd_steps``, one launch per dtype; first_step: the buffers are written, not read."""
+    sgd_steps(params, grads, momentum_buffers or [None] * len(params), lr=lr, momentum=momentum,
+              weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, update=update, first_step=first_step)
 
 
 class SGD(torch.optim.Optimizer):
@@ -90,14 +102,16 @@ class SGD(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            states = [self.state[p] for p in params]
-            buffers = sgd_steps(params, [p.grad for p in params], [s.get("momentum_buffer") for s in states],
-                                lr=self._lr_tensor(index, params[0].device), momentum=group["momentum"],
-                                weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                                maximize=group["maximize"], update=group["update"])
-            for p, state, buffer in zip(params, states, buffers, strict=True):
-                # the kernel wrote p behind autograd's back: bump its version as an in-place op would
-                torch.autograd.graph.increment_version(p)
-                if buffer is not None:
-                    state["momentum_buffer"] = buffer
+            momentum = group["momentum"]
+            fresh = {p for p in params if momentum != 0 and "momentum_buffer" not in self.state[p]}
+            for p in fresh:  # written by the first step, not read
+                self.state[p]["momentum_buffer"] = runtime.new_output(p.shape, device=p.device, dtype=p.dtype,
+                                                                      memory_format=runtime.memory_format_of(p))
+            for first_step in (True, False):
+                stepped = [p for p in params if (p in fresh) == first_step]
+                if stepped:
+                    _sgd_step_(stepped, [p.grad for p in stepped],
+                               [self.state[p]["momentum_buffer"] for p in stepped] if momentum != 0 else [],
+                               self._lr_tensor(index, stepped[0].device), momentum, group["weight_decay"],
+                               group["nesterov"], group["maximize"], group["update"], first_step)
         return loss

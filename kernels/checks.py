@@ -1,4 +1,5 @@
-"""The launchers' input checks: each raises ValueError or TypeError naming the op, the argument and what it got.
+"""The launchers' input checks: each raises ArgumentError (a ValueError) or ArgumentTypeError (a TypeError) naming
+the op, the argument and what it got; both are RuntimeErrors too, as PyTorch's errors for the same inputs are.
 
 Which dtypes and devices pass depends on the execution mode (``runtime``): float64 only in the interpreter (for
 gradcheck), CPU tensors in the interpreter and CUDA tensors on a GPU (any device while launches are captured).
@@ -11,11 +12,20 @@ import torch
 from . import runtime
 
 
+class ArgumentError(ValueError, RuntimeError):
+    """A bad argument value or shape: a ValueError, and the RuntimeError PyTorch raises for the same input (so
+    code written against either catches it)."""
+
+
+class ArgumentTypeError(TypeError, RuntimeError):
+    """A bad argument type or dtype: a TypeError, and the RuntimeError PyTorch raises for the same input."""
+
+
 def int_pair(value, op: str, name: str) -> tuple[int, int]:
     """An int or a pair of ints as a pair; TypeError naming ``op`` and ``name`` otherwise."""
     pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+        raise ArgumentTypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     return pair
 
 
@@ -24,9 +34,9 @@ def check_float_dtype(op: str, **tensors: torch.Tensor | None) -> None:
     allowed = (torch.float32, torch.float16, torch.bfloat16) + ((torch.float64,) if runtime.INTERPRETER else ())
     for name, tensor in tensors.items():
         if tensor is not None and tensor.dtype not in allowed:
-            raise TypeError(f"{op}: {name} has dtype {tensor.dtype}; supported: "
-                            f"{', '.join(str(d) for d in allowed)}"
-                            + ("" if runtime.INTERPRETER else " (float64 only in interpreter mode)"))
+            raise ArgumentTypeError(f"{op}: {name} has dtype {tensor.dtype}; supported: "
+                                    f"{', '.join(str(d) for d in allowed)}"
+                                    + ("" if runtime.INTERPRETER else " (float64 only in interpreter mode)"))
 
 
 def check_device(op: str, **tensors: torch.Tensor | None) -> None:
@@ -40,9 +50,8 @@ def check_device(op: str, **tensors: torch.Tensor | None) -> None:
     wanted = "cpu" if runtime.INTERPRETER else "cuda"
     for name, tensor in tensors.items():
         if tensor is not None and tensor.device.type != wanted:
-            raise ValueError(
-                f"{op}: {name} is on {tensor.device}, but the Triton kernels run in {runtime.MODE} mode, "
-                f"which needs {wanted} tensors (set {runtime.MODE_VARIABLE} to choose the mode)")
+            raise ArgumentError(f"{op}: {name} is on {tensor.device}, but the Triton kernels run in {runtime.MODE} "
+                                f"mode, which needs {wanted} tensors (set {runtime.MODE_VARIABLE} to choose the mode)")
 
 
 PRECISIONS = ("ieee", "tf32")
@@ -51,14 +60,14 @@ PRECISIONS = ("ieee", "tf32")
 def check_precision(op: str, precision: str) -> None:
     """ValueError unless precision is "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"{op}: precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ArgumentError(f"{op}: precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> None:
     """ValueError unless ``t`` (a gradient or saved output; None passes) has this shape and dtype."""
     if t is not None and (tuple(t.shape) != shape or t.dtype != dtype):
-        raise ValueError(f"{op}: {name} must have shape {shape} and dtype {dtype}, "
-                         f"got {tuple(t.shape)} {t.dtype}")
+        raise ArgumentError(f"{op}: {name} must have shape {shape} and dtype {dtype}, "
+                            f"got {tuple(t.shape)} {t.dtype}")
 
 
 def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -68,10 +77,10 @@ def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: t
     check_float_dtype(op, x=x, weight=weight, bias=bias)
     check_device(op, x=x, weight=weight, bias=bias)
     if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise TypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
-                        f"({None if bias is None else bias.dtype}) must have one dtype")
+        raise ArgumentTypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
+                                f"({None if bias is None else bias.dtype}) must have one dtype")
     if weight.device != x.device or (bias is not None and bias.device != x.device):
-        raise ValueError(f"{op}: x ({x.device}), weight ({weight.device}) and bias "
-                         f"({None if bias is None else bias.device}) must be on one device")
+        raise ArgumentError(f"{op}: x ({x.device}), weight ({weight.device}) and bias "
+                            f"({None if bias is None else bias.device}) must be on one device")
     if bias is not None and tuple(bias.shape) != (out_features,):
-        raise ValueError(f"{op}: bias must have shape ({out_features},), got {tuple(bias.shape)}")
+        raise ArgumentError(f"{op}: bias must have shape ({out_features},), got {tuple(bias.shape)}")

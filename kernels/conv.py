@@ -546,18 +546,18 @@ def _padding_before_after(padding, kernel: tuple[int, int], dilation: tuple[int,
     dilation * (kernel - 1) in all, the odd one after; stride 1 only)."""
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
-            raise ValueError(f"conv2d: padding must be an int, a pair of ints or one of {PADDING_STRINGS}, "
-                             f"got {padding!r}")
+            raise checks.ArgumentError(f"conv2d: padding must be an int, a pair of ints or one of {PADDING_STRINGS}, "
+                                       f"got {padding!r}")
         if padding == "valid":
             return (0, 0), (0, 0)
         if stride != (1, 1):
-            raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (stride {stride}),"
-                             " as in PyTorch; give the padding as ints")
+            raise checks.ArgumentError(f"conv2d: padding='same' is not supported for strided convolutions (stride "
+                                       f"{stride}), as in PyTorch; give the padding as ints")
         totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
         return tuple((total // 2, total - total // 2) for total in totals)
     pad_h, pad_w = checks.int_pair(padding, "conv2d", "padding")
     if pad_h < 0 or pad_w < 0:
-        raise ValueError(f"conv2d: padding must be >= 0, got {(pad_h, pad_w)}")
+        raise checks.ArgumentError(f"conv2d: padding must be >= 0, got {(pad_h, pad_w)}")
     return (pad_h, pad_h), (pad_w, pad_w)
 
 
@@ -570,14 +570,14 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
     stride_h, stride_w = checks.int_pair(stride, "conv2d", "stride")
     dilation_h, dilation_w = checks.int_pair(dilation, "conv2d", "dilation")
     if len(x_shape) != 4:
-        raise ValueError(f"conv2d: x must be 4-D [N, C_in, H, W], got shape {tuple(x_shape)}")
+        raise checks.ArgumentError(f"conv2d: x must be 4-D [N, C_in, H, W], got shape {tuple(x_shape)}")
     if len(w_shape) != 4:
-        raise ValueError(f"conv2d: weight must be 4-D [C_out, C_in/groups, R, S], got shape {tuple(w_shape)}")
+        raise checks.ArgumentError(f"conv2d: weight must be 4-D [C_out, C_in/groups, R, S], got shape {tuple(w_shape)}")
     if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"conv2d: groups must be a positive int, got {groups!r}")
+        raise checks.ArgumentError(f"conv2d: groups must be a positive int, got {groups!r}")
     if min(stride_h, stride_w, dilation_h, dilation_w) < 1:
-        raise ValueError(f"conv2d: stride and dilation must be >= 1, got stride {(stride_h, stride_w)}, "
-                         f"dilation {(dilation_h, dilation_w)}")
+        raise checks.ArgumentError(f"conv2d: stride and dilation must be >= 1, got stride {(stride_h, stride_w)}, "
+                                   f"dilation {(dilation_h, dilation_w)}")
     N, C, H, W = x_shape
     K, C_per_group, R, S = w_shape
     (pad_top, pad_bottom), (pad_left, pad_right) = _padding_before_after(
@@ -587,19 +587,19 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
                                   "[N, 0, OH, OW] there, not [N, C_out, OH, OW] (pytorch#101356), and this op "
                                   "does not follow it; give at least one channel")
     if C % groups or K % groups:
-        raise ValueError(f"conv2d: channels must divide by groups={groups}: x has C_in={C} "
-                         f"(shape {tuple(x_shape)}), weight has C_out={K} (shape {tuple(w_shape)})")
+        raise checks.ArgumentError(f"conv2d: channels must divide by groups={groups}: x has C_in={C} "
+                                   f"(shape {tuple(x_shape)}), weight has C_out={K} (shape {tuple(w_shape)})")
     if C_per_group * groups != C:
-        raise ValueError(f"conv2d: x shape {tuple(x_shape)} has C_in={C}, but weight shape {tuple(w_shape)} "
-                         f"with groups={groups} expects C_in={C_per_group * groups}")
+        raise checks.ArgumentError(f"conv2d: x shape {tuple(x_shape)} has C_in={C}, but weight shape {tuple(w_shape)} "
+                                   f"with groups={groups} expects C_in={C_per_group * groups}")
     if H < 1 or W < 1:
-        raise ValueError(f"conv2d: x {tuple(x_shape)} has an empty image (H, W must be >= 1)")
+        raise checks.ArgumentError(f"conv2d: x {tuple(x_shape)} has an empty image (H, W must be >= 1)")
     OH = (H + pad_top + pad_bottom - dilation_h * (R - 1) - 1) // stride_h + 1
     OW = (W + pad_left + pad_right - dilation_w * (S - 1) - 1) // stride_w + 1
     if min(K, R, S) < 1 or OH < 1 or OW < 1:
-        raise ValueError(f"conv2d: empty output: x {tuple(x_shape)}, weight {tuple(w_shape)}, stride "
-                         f"{(stride_h, stride_w)}, padding {padding!r}, dilation {(dilation_h, dilation_w)} give "
-                         f"output {OH}x{OW} with C_out={K}")
+        raise checks.ArgumentError(f"conv2d: empty output: x {tuple(x_shape)}, weight {tuple(w_shape)}, stride "
+                                   f"{(stride_h, stride_w)}, padding {padding!r}, dilation {(dilation_h, dilation_w)} "
+                                   f"give output {OH}x{OW} with C_out={K}")
     return dict(N=N, H=H, W=W, C_per_group=C_per_group, OH=OH, OW=OW, K_per_group=K // groups, R=R, S=S,
                 stride_h=stride_h, stride_w=stride_w, pad_h=pad_top, pad_w=pad_left,
                 dilation_h=dilation_h, dilation_w=dilation_w)
@@ -650,7 +650,7 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     block of pixels, then ``sum_partials``): bitwise repeatable.
     """
     if dy.dim() != 4:
-        raise ValueError(f"conv2d_output_grad: dy must be 4-D [N, K, OH, OW], got shape {tuple(dy.shape)}")
+        raise checks.ArgumentError(f"conv2d_output_grad: dy must be 4-D [N, K, OH, OW], got shape {tuple(dy.shape)}")
     checks.check_shape_and_dtype("conv2d_output_grad", "y", y, tuple(dy.shape), dy.dtype)
     checks.check_device("conv2d_output_grad", dy=dy, y=y)
     if y is None and not bias_grad:
@@ -744,7 +744,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     if splits is None:
         splits = weight_grad_splits(g["N"] * g["OH"] * g["OW"], triton.cdiv(K, 128) * triton.cdiv(crs, 128))
     if not isinstance(splits, int) or splits < 1:
-        raise ValueError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
+        raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
     if g["N"] == 0:
         return dw.zero_()

@@ -263,50 +263,60 @@ class _Rows(NamedTuple):
         return self.logits.shape[0] * self.logits.shape[2]
 
 
+def check_options(op: str, ignore_index: int, reduction: str, label_smoothing: float) -> None:
+    """TypeError / ValueError unless ignore_index is an int, reduction one of ``REDUCTIONS`` and label_smoothing a
+    number at most 1."""
+    if reduction not in REDUCTIONS:
+        raise checks.ArgumentError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise checks.ArgumentTypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, int | float):
+        raise checks.ArgumentTypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
+    if label_smoothing > 1.0:
+        raise checks.ArgumentError(f"{op}: label_smoothing must be at most 1.0, got {label_smoothing}")
+
+
 def _as_rows(op: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
              reduction: str, label_smoothing: float) -> _Rows:
     """Clear errors for everything the kernels cannot take, before any launch; the operands as rows (views
     where the extra dimensions merge into one, as they do for any dense layout; else copies)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, int | float):
-        raise TypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
-    if label_smoothing > 1.0:
-        raise ValueError(f"{op}: label_smoothing must be at most 1.0, got {label_smoothing}")
+    check_options(op, ignore_index, reduction, label_smoothing)
     checks.check_float_dtype(op, logits=logits)
     checks.check_device(op, logits=logits, target=target, weight=weight)
     batched = logits.dim() > 1
     N, C = logits.shape[:2] if batched else (1, logits.shape[0] if logits.dim() else 0)
     if C == 0:
-        raise ValueError(f"{op}: logits must be (C,), (N, C) or (N, C, d1, ..., dk) with C >= 1, "
-                         f"got shape {tuple(logits.shape)}")
+        raise checks.ArgumentError(f"{op}: logits must be (C,), (N, C) or (N, C, d1, ..., dk) with C >= 1, "
+                                   f"got shape {tuple(logits.shape)}")
     S = math.prod(logits.shape[2:])
     soft = target.is_floating_point()
     if soft:
         if target.dtype != logits.dtype:
-            raise TypeError(f"{op}: class-probability target has dtype {target.dtype}, logits {logits.dtype}: "
-                            "give both one dtype")
+            raise checks.ArgumentTypeError(f"{op}: class-probability target has dtype {target.dtype}, logits "
+                                           f"{logits.dtype}: give both one dtype")
         if target.shape != logits.shape:
-            raise ValueError(f"{op}: class-probability target must have the logits' shape "
-                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+            raise checks.ArgumentError(f"{op}: class-probability target must have the logits' shape "
+                                       f"{tuple(logits.shape)}, got {tuple(target.shape)}")
         if ignore_index != -100:
-            raise ValueError(f"{op}: ignore_index ({ignore_index}) is not supported with class-probability targets")
+            raise checks.ArgumentError(f"{op}: ignore_index ({ignore_index}) is not supported with "
+                                       "class-probability targets")
         target_rows = target.reshape(N, C, S)
     else:
         if target.dtype not in CLASS_INDEX_DTYPES:
-            raise TypeError(f"{op}: target must hold class indices ({', '.join(map(str, CLASS_INDEX_DTYPES))}) "
-                            f"or class probabilities (the logits' dtype), got dtype {target.dtype}")
+            indices = ", ".join(map(str, CLASS_INDEX_DTYPES))
+            raise checks.ArgumentTypeError(f"{op}: target must hold class indices ({indices}) or class "
+                                           f"probabilities (the logits' dtype), got dtype {target.dtype}")
         wanted = (N, *logits.shape[2:]) if batched else ()
         if tuple(target.shape) != wanted:
-            raise ValueError(f"{op}: class-index target must have shape {wanted} to match logits "
-                             f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+            raise checks.ArgumentError(f"{op}: class-index target must have shape {wanted} to match logits "
+                                       f"{tuple(logits.shape)}, got {tuple(target.shape)}")
         target_rows = target.reshape(N, S)
     if weight is not None and tuple(weight.shape) != (C,):
-        raise ValueError(f"{op}: weight must have shape ({C},), one weight per class, got {tuple(weight.shape)}")
+        raise checks.ArgumentError(f"{op}: weight must have shape ({C},), one weight per class, got "
+                                   f"{tuple(weight.shape)}")
     if weight is not None and weight.dtype != logits.dtype:
-        raise TypeError(f"{op}: weight has dtype {weight.dtype}; give it the logits' dtype {logits.dtype}")
+        raise checks.ArgumentTypeError(f"{op}: weight has dtype {weight.dtype}; give it the logits' dtype "
+                                       f"{logits.dtype}")
     loss_shape = (N, *logits.shape[2:]) if batched else ()
     return _Rows(logits.reshape(N, C, S), target_rows, soft, loss_shape)
 
@@ -321,7 +331,7 @@ def _check_target_range(op: str, target: torch.Tensor, C: int, ignore_index: int
         return
     bad = target[((target < 0) | (target >= C)) & (target != ignore_index)]
     if bad.numel():
-        raise ValueError(f"{op}: target holds class index {int(bad[0])}, outside [0, C) for C={C} classes "
+        raise checks.ArgumentError(f"{op}: target holds class index {int(bad[0])}, outside [0, C) for C={C} classes "
                          f"and not ignore_index={ignore_index}")
 
 
@@ -389,13 +399,15 @@ def cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: to
     rows = _as_rows(op, logits, target, weight, ignore_index, reduction, label_smoothing)
     dloss_shape = rows.loss_shape if reduction == "none" else ()
     if tuple(dloss.shape) != dloss_shape:
-        raise ValueError(f"{op}: dloss must have the loss's shape {dloss_shape} for logits {tuple(logits.shape)}, "
-                         f"reduction {reduction!r}, got {tuple(dloss.shape)}")
+        raise checks.ArgumentError(f"{op}: dloss must have the loss's shape {dloss_shape} for logits "
+                                   f"{tuple(logits.shape)}, "
+                                   f"reduction {reduction!r}, got {tuple(dloss.shape)}")
     if target_grad and not rows.soft:
-        raise ValueError(f"{op}: target_grad needs class-probability targets (class indices have no gradient)")
+        raise checks.ArgumentError(f"{op}: target_grad needs class-probability targets (class indices have "
+                                   "no gradient)")
     if (saved.mass is not None) != (rows.soft or label_smoothing > 0) or (saved.divisor is not None) != (
             reduction == "mean"):
-        raise ValueError(f"{op}: saved does not come from a forward with these arguments")
+        raise checks.ArgumentError(f"{op}: saved does not come from a forward with these arguments")
     for name, buffer, shape in zip(saved._fields, saved, ((rows.count,), (rows.count,), ()), strict=True):
         checks.check_shape_and_dtype(op, f"saved.{name}", buffer, shape, _compute_dtype(logits.dtype))
     checks.check_device(op, dloss=dloss, **saved._asdict())

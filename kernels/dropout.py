@@ -16,8 +16,8 @@ to the host. A given seed value gives the mask it gave as an int argument.
 
 The kernel reads and writes contiguous memory: the launcher passes a
 non-contiguous tensor as a contiguous copy (the mask is defined on the
-row-major index whatever the layout). In place, a contiguous tensor is
-overwritten by the kernel itself, a non-contiguous one by copying the result back.
+row-major index whatever the layout); in-place dropout (ops.dropout) copies
+the result into its input.
 """
 
 from __future__ import annotations
@@ -79,9 +79,10 @@ def _dropout_kernel(
 def check_probability(op: str, p) -> float:
     """p as a float; TypeError unless a real number (not a tensor), ValueError outside [0, 1]."""
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"{op}: dropout probability must be a float, got {p!r} (for a 0-d tensor pass p.item())")
+        raise checks.ArgumentTypeError(f"{op}: dropout probability must be a float, got {p!r} (for a 0-d tensor "
+                                       "pass p.item())")
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+        raise checks.ArgumentError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
     return float(p)
 
 
@@ -90,14 +91,15 @@ def check_seed(op: str, seed, device: torch.device | None = None) -> int | torch
     seed the kernels read); TypeError or ValueError naming what is wrong otherwise."""
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 1:
-            raise TypeError(f"{op}: a seed tensor must hold one int64, got shape {tuple(seed.shape)} {seed.dtype}")
+            raise checks.ArgumentTypeError(f"{op}: a seed tensor must hold one int64, got shape {tuple(seed.shape)} "
+                                           f"{seed.dtype}")
         if device is not None and seed.device != device:
-            raise ValueError(f"{op}: seed tensor on {seed.device}, the input on {device}")
+            raise checks.ArgumentError(f"{op}: seed tensor on {seed.device}, the input on {device}")
         return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{op}: seed must be an int or an int64 tensor of one element, got {seed!r}")
+        raise checks.ArgumentTypeError(f"{op}: seed must be an int or an int64 tensor of one element, got {seed!r}")
     if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"{op}: seed must be in [0, 2**63), got {seed}")
+        raise checks.ArgumentError(f"{op}: seed must be in [0, 2**63), got {seed}")
     return seed
 
 
@@ -124,29 +126,25 @@ def dropout_scale(p: float, dtype: torch.dtype) -> float:
     return (torch.ones((), dtype=dtype) / (1.0 - p)).item() if p < 1.0 else 0.0
 
 
-def _dropout_launch(op: str, t: torch.Tensor, p: float, seed, config: triton.Config | None,
-                    inplace: bool = False) -> torch.Tensor:
+def _dropout_launch(op: str, t: torch.Tensor, p: float, seed, config: triton.Config | None) -> torch.Tensor:
     p = check_probability(op, p)
     seed = seed_tensor(op, seed, t.device)
     checks.check_float_dtype(op, x=t)
     checks.check_device(op, x=t)
     source = t.contiguous()  # the mask is defined on the row-major index, whatever the layout
-    out = source if inplace and source is t else runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
+    out = runtime.new_output(t.shape, device=t.device, dtype=t.dtype)
     if out.numel():
         runtime.launch(_dropout_kernel, lambda meta: (triton.cdiv(out.numel(), meta["BLOCK"]),), CONFIGS, config,
                        x_ptr=source, y_ptr=out, seed_ptr=seed, numel=out.numel(), p=p, scale=dropout_scale(p, t.dtype),
                        COMPUTE_DTYPE=runtime.accumulator_type(t.dtype))
-    return t.copy_(out) if inplace and out is not t else out
+    return out
 
 
-def dropout_forward(x: torch.Tensor, p: float, seed: int | torch.Tensor, config: triton.Config | None = None,
-                    inplace: bool = False) -> torch.Tensor:
-    """y (x's shape): x * 1/(1-p) where kept, else 0; the mask comes from (seed, row-major index).
-
-    seed: an int, or an int64 tensor of one element on x's device (read by the kernel). y is a new contiguous
-    tensor, or x itself (overwritten) when ``inplace``.
-    """
-    return _dropout_launch("dropout", x, p, seed, config, inplace)
+def dropout_forward(x: torch.Tensor, p: float, seed: int | torch.Tensor,
+                    config: triton.Config | None = None) -> torch.Tensor:
+    """y (x's shape, a new contiguous tensor): x * 1/(1-p) where kept, else 0; the mask comes from (seed,
+    row-major index). seed: an int, or an int64 tensor of one element on x's device (read by the kernel)."""
+    return _dropout_launch("dropout", x, p, seed, config)
 
 
 def dropout_backward(dy: torch.Tensor, p: float, seed: int | torch.Tensor,

@@ -265,7 +265,7 @@ def _check_dropout(p: float, seed, device: torch.device) -> tuple[float, torch.T
     ``device``) is only needed when p > 0 (else None)."""
     p = check_probability("linear", p)
     if p > 0 and seed is None:
-        raise TypeError("linear: dropout > 0 needs a seed (an int or an int64 tensor of one element)")
+        raise checks.ArgumentTypeError("linear: dropout > 0 needs a seed (an int or an int64 tensor of one element)")
     return p, (seed_tensor("linear", seed, device) if p > 0 else None)
 
 
@@ -273,13 +273,15 @@ def linear_geometry(x_shape, w_shape) -> dict:
     """Validate x_shape [*, K] against w_shape [N, K]; return the sizes M (rows: the product of x's leading
     dimensions), N, K. ValueError names both shapes."""
     if len(x_shape) < 1:
-        raise ValueError(f"linear: x must have at least 1 dimension [*, in_features], got shape {tuple(x_shape)}")
+        raise checks.ArgumentError(f"linear: x must have at least 1 dimension [*, in_features], got shape "
+                                   f"{tuple(x_shape)}")
     if len(w_shape) != 2:
-        raise ValueError(f"linear: weight must be 2-D [out_features, in_features], got shape {tuple(w_shape)}")
+        raise checks.ArgumentError(f"linear: weight must be 2-D [out_features, in_features], got shape "
+                                   f"{tuple(w_shape)}")
     (N, K) = w_shape
     if x_shape[-1] != K:
-        raise ValueError(f"linear: x shape {tuple(x_shape)} has {x_shape[-1]} features, but weight shape "
-                         f"{tuple(w_shape)} expects {K}")
+        raise checks.ArgumentError(f"linear: x shape {tuple(x_shape)} has {x_shape[-1]} features, but weight shape "
+                                   f"{tuple(w_shape)} expects {K}")
     return dict(M=math.prod(x_shape[:-1]), N=N, K=K)
 
 
@@ -339,7 +341,7 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     dropout, seed: the forward's dropout (scale only, given y; else the mask is regenerated from the seed).
     """
     if dy.ndim < 1:
-        raise ValueError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
+        raise checks.ArgumentError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry((*dy.shape[:-1], weight.shape[-1]), weight.shape)
     checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed, dy.device)
@@ -371,7 +373,7 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     M = 0 gives zeros.
     """
     if dy.ndim < 1:
-        raise ValueError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
+        raise checks.ArgumentError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
     g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
     checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed, x.device)

@@ -142,25 +142,25 @@ def _lrn_backward_kernel(
 def check_lrn_constants(op: str, size: int, alpha: float, k: float, odd_size: bool = False) -> None:
     """ValueError unless size is a positive int (odd, if ``odd_size``), k > 0 and alpha >= 0."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1 or (odd_size and size % 2 == 0):
-        raise ValueError(f"{op}: size must be a positive {'odd ' if odd_size else ''}int, got {size!r}")
+        raise checks.ArgumentError(f"{op}: size must be a positive {'odd ' if odd_size else ''}int, got {size!r}")
     if k <= 0 or alpha < 0:
-        raise ValueError(f"{op}: k must be > 0 and alpha >= 0 (the kernels raise the denominator to -beta through "
-                         f"its logarithm; for others use torch.nn.functional.local_response_norm), got k={k}, "
-                         f"alpha={alpha}")
+        raise checks.ArgumentError(f"{op}: k must be > 0 and alpha >= 0 (the kernels raise the denominator to -beta "
+                                   f"through its logarithm; for others use torch.nn.functional.local_response_norm), "
+                                   f"got k={k}, alpha={alpha}")
 
 
 def check_lrn_arguments(op: str, x_shape, size: int, alpha: float, beta: float, k: float) -> None:
     """The fused LRN + max-pool's arguments (kernels/lrn_max_pool.py): x [N, C, H, W] and an odd size."""
     if len(x_shape) != 4:
-        raise ValueError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
+        raise checks.ArgumentError(f"{op}: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
     check_lrn_constants(op, size, alpha, k, odd_size=True)
 
 
 def check_lrn_input(op: str, x_shape, size: int, alpha: float, k: float) -> None:
     """F.local_response_norm's arguments: x [N, C, *spatial] with at least one spatial dimension, any size."""
     if len(x_shape) < 3:
-        raise ValueError(f"{op}: x must be [N, C, *spatial] with at least 3 dimensions (as "
-                         f"F.local_response_norm), got shape {tuple(x_shape)}")
+        raise checks.ArgumentError(f"{op}: x must be [N, C, *spatial] with at least 3 dimensions (as "
+                                   f"F.local_response_norm), got shape {tuple(x_shape)}")
     check_lrn_constants(op, size, alpha, k)
 
 
@@ -200,8 +200,8 @@ def lrn_backward(dy: torch.Tensor, x: torch.Tensor, size: int, alpha: float = 1e
     """dx [N, C, *spatial] from dy and the forward's input x (same shape); dx is laid out as ``lrn_forward``'s y."""
     check_lrn_input("local_response_norm_backward", x.shape, size, alpha, k)
     if dy.shape != x.shape or dy.dtype != x.dtype:
-        raise ValueError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
-                         f"x {tuple(x.shape)} {x.dtype}")
+        raise checks.ArgumentError(f"local_response_norm_backward: dy {tuple(dy.shape)} {dy.dtype} must match "
+                                   f"x {tuple(x.shape)} {x.dtype}")
     checks.check_device("local_response_norm_backward", dy=dy, x=x)
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     if dx.numel() == 0:

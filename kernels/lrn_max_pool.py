@@ -144,8 +144,8 @@ def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Ten
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
     out_shape = (g["N"], g["C"], g["OH"], g["OW"])
     if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape or dy.dtype != x.dtype:
-        raise ValueError(f"lrn_max_pool2d_backward: dy {tuple(dy.shape)} {dy.dtype} and window "
-                         f"{tuple(window.shape)} must have shape {out_shape} (dy of dtype {x.dtype})")
+        raise checks.ArgumentError(f"lrn_max_pool2d_backward: dy {tuple(dy.shape)} {dy.dtype} and window "
+                                   f"{tuple(window.shape)} must have shape {out_shape} (dy of dtype {x.dtype})")
     checks.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
     runtime.launch(_lrn_max_pool_backward_kernel,

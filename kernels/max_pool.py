@@ -196,7 +196,7 @@ def max_pool2d_dilation(dilation=1) -> dict:
     """The kernels' compile-time dilation DILATION_H, DILATION_W (an int or pair of ints, each >= 1)."""
     dilation_h, dilation_w = _int_pair(dilation, "dilation")
     if min(dilation_h, dilation_w) < 1:
-        raise ValueError(f"max_pool2d: dilation {(dilation_h, dilation_w)} must be >= 1")
+        raise checks.ArgumentError(f"max_pool2d: dilation {(dilation_h, dilation_w)} must be >= 1")
     return dict(DILATION_H=dilation_h, DILATION_W=dilation_w)
 
 
@@ -215,29 +215,29 @@ def max_pool2d_geometry(x_shape, kernel_size, stride=None, padding=0, dilation=1
     stride None or empty means kernel_size; padding at most half the kernel, as PyTorch requires.
     """
     if len(x_shape) != 4:
-        raise ValueError(f"max_pool2d: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
+        raise checks.ArgumentError(f"max_pool2d: x must be 4-D [N, C, H, W], got shape {tuple(x_shape)}")
     if 0 in tuple(x_shape)[1:]:
-        raise ValueError(f"max_pool2d: C, H and W must be non-zero (only the batch may be empty), got shape "
-                         f"{tuple(x_shape)}")
+        raise checks.ArgumentError(f"max_pool2d: C, H and W must be non-zero (only the batch may be empty), got shape "
+                                   f"{tuple(x_shape)}")
     KH, KW = _int_pair(kernel_size, "kernel_size")
     no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
     stride_h, stride_w = _int_pair(kernel_size if no_stride else stride, "stride")
     pad_h, pad_w = _int_pair(padding, "padding")
     dilation = max_pool2d_dilation(dilation)
     if min(KH, KW, stride_h, stride_w) < 1:
-        raise ValueError(f"max_pool2d: kernel_size {(KH, KW)} and stride {(stride_h, stride_w)} must be >= 1")
+        raise checks.ArgumentError(f"max_pool2d: kernel_size {(KH, KW)} and stride {(stride_h, stride_w)} must be >= 1")
     if pad_h < 0 or pad_w < 0 or 2 * pad_h > KH or 2 * pad_w > KW:
-        raise ValueError(f"max_pool2d: padding {(pad_h, pad_w)} must be >= 0 and at most half the kernel "
-                         f"size {(KH, KW)}")
+        raise checks.ArgumentError(f"max_pool2d: padding {(pad_h, pad_w)} must be >= 0 and at most half the kernel "
+                                   f"size {(KH, KW)}")
     if not isinstance(ceil_mode, bool):
-        raise TypeError(f"max_pool2d: ceil_mode must be a bool, got {ceil_mode!r}")
+        raise checks.ArgumentTypeError(f"max_pool2d: ceil_mode must be a bool, got {ceil_mode!r}")
     N, C, H, W = x_shape
     OH = _pooled_size(H, KH, stride_h, pad_h, dilation["DILATION_H"], ceil_mode)
     OW = _pooled_size(W, KW, stride_w, pad_w, dilation["DILATION_W"], ceil_mode)
     if OH < 1 or OW < 1:
-        raise ValueError(f"max_pool2d: kernel {(KH, KW)} with dilation "
-                         f"{(dilation['DILATION_H'], dilation['DILATION_W'])} and padding {(pad_h, pad_w)} is "
-                         f"larger than the input {tuple(x_shape)}")
+        raise checks.ArgumentError(f"max_pool2d: kernel {(KH, KW)} with dilation "
+                                   f"{(dilation['DILATION_H'], dilation['DILATION_W'])} and padding {(pad_h, pad_w)} "
+                                   f"is larger than the input {tuple(x_shape)}")
     return dict(N=N, C=C, H=H, W=W, OH=OH, OW=OW, KH=KH, KW=KW, stride_h=stride_h, stride_w=stride_w,
                 pad_h=pad_h, pad_w=pad_w)
 
@@ -280,7 +280,7 @@ def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_
     checks.check_device("max_pool2d_backward", dy=dy, window=window)
     _check_window("max_pool2d_backward", window, g)
     if dy.shape != window.shape:
-        raise ValueError(f"max_pool2d_backward: dy {tuple(dy.shape)} must have shape {tuple(window.shape)}")
+        raise checks.ArgumentError(f"max_pool2d_backward: dy {tuple(dy.shape)} must have shape {tuple(window.shape)}")
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
     runtime.launch(_max_pool2d_backward_kernel, lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),),
                    CONFIGS, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),

@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from . import checks, runtime
 
 # Not autotuned: one config; the interpreter runs fewer, larger programs.
 CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
@@ -38,8 +38,8 @@ def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Write ``partials.sum(0)`` into the contiguous ``out`` ([length], any float dtype)."""
     splits, length = partials.shape
     if not (partials.is_contiguous() and out.is_contiguous() and out.numel() == length):
-        raise ValueError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
-                         "must be contiguous with matching length")
+        raise checks.ArgumentError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
+                                   "must be contiguous with matching length")
     runtime.launch(_sum_partials_kernel, lambda meta: (triton.cdiv(length, meta["BLOCK"]),),
                    CONFIGS, partials_ptr=partials, out_ptr=out, splits=splits, length=length)
     return out

@@ -64,8 +64,8 @@ def _check(op: str, **tensors: torch.Tensor) -> None:
     checks.check_device(op, **tensors)
     for name, t in tensors.items():
         if not dense(t):
-            raise ValueError(f"{op}: {name} (shape {tuple(t.shape)}, strides {t.stride()}) must be contiguous or "
-                             "channels_last")
+            raise checks.ArgumentError(f"{op}: {name} (shape {tuple(t.shape)}, strides {t.stride()}) must be "
+                                       "contiguous or channels_last")
 
 
 def relu_forward(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -83,8 +83,8 @@ def threshold_backward(dy: torch.Tensor, y: torch.Tensor, threshold: float = 0.0
     """dx [shape of y] = dy where y > threshold, else 0; dy and y dense, of one shape, dtype and layout."""
     _check("threshold_backward", dy=dy, y=y)
     if dy.shape != y.shape or dy.dtype != y.dtype or dy.stride() != y.stride():
-        raise ValueError(f"threshold_backward: dy {tuple(dy.shape)} {dy.dtype} strides {dy.stride()} must match "
-                         f"y {tuple(y.shape)} {y.dtype} strides {y.stride()}")
+        raise checks.ArgumentError(f"threshold_backward: dy {tuple(dy.shape)} {dy.dtype} strides {dy.stride()} "
+                                   f"must match y {tuple(y.shape)} {y.dtype} strides {y.stride()}")
     dx = runtime.new_output(y.shape, device=y.device, dtype=y.dtype, memory_format=runtime.memory_format_of(y))
     if y.numel():
         runtime.launch(_threshold_backward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),), CONFIGS,

@@ -102,17 +102,17 @@ def _dense(t: torch.Tensor) -> bool:
 def _check(op: str, param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None) -> None:
     """Clear errors for a (param, grad, buffer) the kernel cannot take."""
     if grad.is_sparse or param.is_sparse:
-        raise TypeError(f"{op}: sparse tensors are not supported (param layout {param.layout}, "
-                        f"grad layout {grad.layout})")
+        raise checks.ArgumentTypeError(f"{op}: sparse tensors are not supported (param layout {param.layout}, "
+                                       f"grad layout {grad.layout})")
     checks.check_float_dtype(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
     checks.check_device(op, param=param, grad=grad, momentum_buffer=momentum_buffer)
     for name, t in (("grad", grad), ("momentum_buffer", momentum_buffer)):
         if t is not None and (t.shape != param.shape or t.dtype != param.dtype or t.stride() != param.stride()):
-            raise ValueError(f"{op}: {name} {tuple(t.shape)} {t.dtype} strides {t.stride()} must match param "
-                             f"{tuple(param.shape)} {param.dtype} strides {param.stride()}")
+            raise checks.ArgumentError(f"{op}: {name} {tuple(t.shape)} {t.dtype} strides {t.stride()} must match param "
+                                       f"{tuple(param.shape)} {param.dtype} strides {param.stride()}")
     if not _dense(param):
-        raise ValueError(f"{op}: param {tuple(param.shape)} with strides {param.stride()} must be contiguous "
-                         "or channels_last")
+        raise checks.ArgumentError(f"{op}: param {tuple(param.shape)} with strides {param.stride()} must be contiguous "
+                                   "or channels_last")
 
 
 def learning_rate_tensor(op: str, lr: float | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -120,14 +120,14 @@ def learning_rate_tensor(op: str, lr: float | torch.Tensor, device: torch.device
     if not isinstance(lr, torch.Tensor):
         return torch.full((1,), float(lr), dtype=torch.float32, device=device)
     if lr.numel() != 1 or not lr.is_floating_point() or lr.device != device:
-        raise ValueError(f"{op}: a tensor lr must be one floating-point element on the parameters' device "
-                         f"{device}, got shape {tuple(lr.shape)} {lr.dtype} on {lr.device}")
+        raise checks.ArgumentError(f"{op}: a tensor lr must be one floating-point element on the parameters' device "
+                                   f"{device}, got shape {tuple(lr.shape)} {lr.dtype} on {lr.device}")
     return lr
 
 
 def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor | None],
               *, lr: float | torch.Tensor, momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-              maximize: bool = False, update: str = "pytorch") -> list[torch.Tensor | None]:
+              maximize: bool = False, update: str = "pytorch", first_step: bool = False) -> list[torch.Tensor | None]:
     """Update every ``params[i]`` in place from ``grads[i]``; return the momentum buffers (None without momentum).
 
     One launch per (device, dtype, first step or not) and per ``MAX_TENSORS`` tensors: a parameter group of one
@@ -135,25 +135,25 @@ def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_bu
     allocated with the parameter's shape, dtype and memory format). params[i], grads[i] and the buffer must share
     shape, dtype and strides, contiguous or channels_last. lr: a float, or a 1-element float tensor on the
     parameters' device read by the kernel (fp32) at each step: updated in place, it changes the lr of a captured
-    CUDA graph.
+    CUDA graph. first_step: the given buffers hold nothing yet (allocated by the caller): written, not read.
     """
     op = "sgd"
     if update not in UPDATES:
-        raise ValueError(f"{op}: update must be one of {UPDATES}, got {update!r}")
+        raise checks.ArgumentError(f"{op}: update must be one of {UPDATES}, got {update!r}")
     if not len(params) == len(grads) == len(momentum_buffers):
-        raise ValueError(f"{op}: {len(params)} params, {len(grads)} grads and {len(momentum_buffers)} momentum "
-                         "buffers: give one of each per parameter")
+        raise checks.ArgumentError(f"{op}: {len(params)} params, {len(grads)} grads and {len(momentum_buffers)} "
+                                   "momentum buffers: give one of each per parameter")
     launches: dict[tuple, list[int]] = {}
     buffers = list(momentum_buffers)
     for i, (param, grad, buffer) in enumerate(zip(params, grads, buffers, strict=True)):
         _check(op, param, grad, buffer)
-        first_step = momentum != 0 and buffer is None
-        if first_step:
+        first = momentum != 0 and (buffer is None or first_step)
+        if first and buffer is None:
             buffers[i] = runtime.new_output(param.shape, device=param.device, dtype=param.dtype,
                                             memory_format=runtime.memory_format_of(param))
-        launches.setdefault((param.device, param.dtype, first_step), []).append(i)
+        launches.setdefault((param.device, param.dtype, first), []).append(i)
     lr_tensors = {device: learning_rate_tensor(op, lr, device) for device, _, _ in launches}
-    for (device, dtype, first_step), indices in launches.items():
+    for (device, dtype, first), indices in launches.items():
         for chunk in range(0, len(indices), MAX_TENSORS):
             group = indices[chunk:chunk + MAX_TENSORS]
             numels = tuple(params[i].numel() for i in group)
@@ -163,7 +163,7 @@ def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_bu
                 CONFIGS, param_ptrs=tuple(params[i] for i in group), grad_ptrs=tuple(grads[i] for i in group),
                 buf_ptrs=tuple(params[i] if momentum == 0 else buffers[i] for i in group), lr_ptr=lr_tensors[device],
                 numels=numels, momentum=float(momentum), weight_decay=float(weight_decay), PAPER=update == "paper",
-                HAS_MOMENTUM=momentum != 0, FIRST_STEP=first_step, NESTEROV=nesterov,
+                HAS_MOMENTUM=momentum != 0, FIRST_STEP=first, NESTEROV=nesterov,
                 HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize, COMPUTE_DTYPE=runtime.accumulator_type(dtype))
     return buffers if momentum != 0 else [None] * len(params)
 

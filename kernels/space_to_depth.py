@@ -89,13 +89,13 @@ def _depth_to_space_kernel(
 
 def _check(op: str, t: torch.Tensor, block: int, pad: tuple[int, int]) -> None:
     if t.dim() != 4:
-        raise ValueError(f"{op}: the tensor must be 4-D [N, C, H, W], got shape {tuple(t.shape)}")
+        raise checks.ArgumentError(f"{op}: the tensor must be 4-D [N, C, H, W], got shape {tuple(t.shape)}")
     checks.check_float_dtype(op, t=t)
     checks.check_device(op, t=t)
     if not isinstance(block, int) or isinstance(block, bool) or block < 1:
-        raise ValueError(f"{op}: block must be a positive int, got {block!r}")
+        raise checks.ArgumentError(f"{op}: block must be a positive int, got {block!r}")
     if min(pad) < 0:
-        raise ValueError(f"{op}: padding must be >= 0, got {pad}")
+        raise checks.ArgumentError(f"{op}: padding must be >= 0, got {pad}")
 
 
 def space_to_depth(t: torch.Tensor, block: int, size: tuple[int, int], pad: tuple[int, int] = (0, 0),
@@ -107,7 +107,7 @@ def space_to_depth(t: torch.Tensor, block: int, size: tuple[int, int], pad: tupl
     _check(op, t, block, pad)
     height, width = extent or t.shape[2:]
     if not (0 <= height <= t.shape[2] and 0 <= width <= t.shape[3]):
-        raise ValueError(f"{op}: extent {(height, width)} must lie within t's {tuple(t.shape[2:])}")
+        raise checks.ArgumentError(f"{op}: extent {(height, width)} must lie within t's {tuple(t.shape[2:])}")
     N, C = t.shape[:2]
     out = runtime.new_output((N, C * block * block, *size), device=t.device, dtype=dtype or t.dtype,
                              memory_format=torch.channels_last)
@@ -131,8 +131,9 @@ def depth_to_space(t: torch.Tensor, block: int, shape, pad: tuple[int, int] = (0
     _check(op, t, block, pad)
     N, C, H, W = shape
     if tuple(t.shape[:2]) != (N, C * block * block):
-        raise ValueError(f"{op}: t of shape {tuple(t.shape)} does not hold [{N}, {C}, ...] in {block}x{block} "
-                         f"blocks (expected [{N}, {C * block * block}, Hb, Wb])")
+        raise checks.ArgumentError(f"{op}: t of shape {tuple(t.shape)} does not hold [{N}, {C}, ...] in "
+                                   f"{block}x{block} "
+                                   f"blocks (expected [{N}, {C * block * block}, Hb, Wb])")
     out = runtime.new_output(shape, device=t.device, dtype=dtype or t.dtype, memory_format=memory_format)
     checks.check_float_dtype(op, out=out)
     P = N * H * W

@@ -381,7 +381,7 @@ BAD_INPUTS = [
     ("dtype mismatch", dict(w_dtype=torch.float16), TypeError, r"float32.*float16"),
     ("integer x", dict(x_dtype=torch.int32, w_dtype=torch.int32), TypeError, r"x has dtype torch.int32"),
     ("bias shape", dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
-    ("device", dict(device="meta"), ValueError, r"x is on meta"),
+    ("device", dict(device="meta"), ValueError, r"x \(meta\), weight \(cpu\) and bias \(cpu\) must be on one device"),
     ("stride zero", dict(stride=0), ValueError, r"stride and dilation must be >= 1"),
     ("dilation zero", dict(dilation=0), ValueError, r"dilation \(0, 0\)"),
     ("dilation of three", dict(dilation=(1, 2, 1)), TypeError, r"dilation must be an int or a pair"),

@@ -341,8 +341,7 @@ def test_second_derivative_is_refused():
     error) instead of coming back as a silent 0."""
     logits, target, _ = make((4, 5), "soft", seed=21)
     dlogits, = torch.autograd.grad(ops.cross_entropy(logits, target), logits, create_graph=True)
-    assert not dlogits.requires_grad
-    with pytest.raises(RuntimeError, match="does not require grad"):
+    with pytest.raises(RuntimeError, match="backward through alexnet_triton.cross_entropy_backward.* no autograd"):
         torch.autograd.grad(dlogits.sum(), logits)
 
 

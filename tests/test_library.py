@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from alexnet_triton import ops  # noqa: F401  (registers the operators)
+from alexnet_triton.kernels import conv
+from alexnet_triton.ops import conv as conv_op
 from alexnet_triton.ops import library
 
 OPS = torch.ops.alexnet_triton
@@ -50,7 +52,63 @@ def _samples():
                                                                              1e-4, 0.75, 2.0)
 
 
-SAMPLES = list(_samples())
+def _seed():
+    return torch.tensor([2012], dtype=torch.int64)
+
+
+def _gemm_samples():
+    """linear (fc6/fc7 scaled down: ReLU + dropout; a plain odd one), its gradients, dropout, cross-entropy."""
+    x, w, b = _x(4, 40, requires_grad=True), _x(24, 40, requires_grad=True), _x(24, requires_grad=True)
+    yield "linear/fc6", OPS.linear, (x, w, b, True, 0.5, _seed(), "ieee")
+    yield "linear/odd", OPS.linear, (_x(3, 5, 7, requires_grad=True), _x(9, 7, requires_grad=True), None, False,
+                                     0.0, None, "ieee")
+    y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee")
+    yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee")
+    yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee")
+    yield "dropout", OPS.dropout, (_x(3, 17, requires_grad=True), 0.5, _seed())
+    yield "dropout_backward", OPS.dropout_backward, (_x(3, 17), 0.25, _seed())
+    logits, target = _x(6, 10, requires_grad=True), torch.tensor([0, 3, 9, -100, 2, 2])
+    soft = torch.softmax(_x(6, 10), 1).requires_grad_()
+    yield "cross_entropy/mean", OPS.cross_entropy, (logits, target, None, -100, "mean", 0.0)
+    yield "cross_entropy/weighted-smoothed-none", OPS.cross_entropy, (logits, target, _x(10).abs(), -100, "none", 0.1)
+    yield "cross_entropy/soft-sum", OPS.cross_entropy, (logits, soft, None, -100, "sum", 0.0)
+    loss, *saved = OPS.cross_entropy(logits.detach(), soft.detach(), None, -100, "mean", 0.2)
+    yield "cross_entropy_backward", OPS.cross_entropy_backward, (torch.ones(()), logits.detach(), soft.detach(),
+                                                                 None, saved, True, -100, "mean", 0.2, True)
+    params, grads, buffers = ([_x(5, 3), _x(7).to(torch.float16)] for _ in range(3))
+    yield "sgd_step_", OPS.sgd_step_, (params, grads, buffers, torch.tensor([0.1]), 0.9, 5e-4, False, False,
+                                       "pytorch", False)
+
+
+def _conv_samples():
+    """conv2 of the 2012 net scaled down (groups, padding, ReLU), an odd strided one, "same" padding, and conv1's
+    space-to-depth form; each backward operator on the forward's tensors."""
+    geometry = ([1, 1], [2, 2], "", [1, 1], 2)
+    x, w, b = (_x(2, 8, 9, 9, channels_last=True, requires_grad=True), _x(12, 4, 5, 5, requires_grad=True),
+               _x(12, requires_grad=True))
+    yield "conv2d/conv2", OPS.conv2d, (x, w, b, *geometry, True, "ieee")
+    yield "conv2d/odd-strided", OPS.conv2d, (_x(1, 3, 11, 8, requires_grad=True), _x(5, 3, 3, 2, requires_grad=True),
+                                              None, [2, 3], [1, 0], "", [1, 2], 1, False, "ieee")
+    yield "conv2d/same", OPS.conv2d, (_x(1, 4, 7, 7, requires_grad=True), _x(4, 4, 4, 4, requires_grad=True), None,
+                                      [1, 1], [0, 0], "same", [1, 1], 1, False, "ieee")
+    y = OPS.conv2d(x.detach(), w.detach(), b.detach(), *geometry, True, "ieee")
+    dy = _x(*y.shape, channels_last=True)
+    yield "conv2d_output_grad", OPS.conv2d_output_grad, (dy, y, True)
+    yield "conv2d_input_grad", OPS.conv2d_input_grad, (dy, w.detach(), [2, 8, 9, 9], *geometry, True, "ieee")
+    yield "conv2d_weight_grad", OPS.conv2d_weight_grad, (dy, x.detach(), [12, 4, 5, 5], *geometry, False, "ieee")
+    x1, w1 = _x(2, 3, 31, 31, channels_last=True, requires_grad=True), _x(8, 3, 11, 11, requires_grad=True)
+    depth = conv_op._depth_fields(conv.conv2d_depth(x1, w1.shape, 4, 0, 1, 1, torch.float32, "tf32"))
+    yield "conv2d_depth/conv1", OPS.conv2d_depth, (x1, w1, _x(8, requires_grad=True), depth, torch.float32, True,
+                                                    "tf32")
+    y1, x_d = OPS.conv2d_depth(x1.detach(), w1.detach(), None, depth, torch.float32, True, "tf32")
+    dy1 = _x(*y1.shape, channels_last=True)
+    yield "conv2d_depth_input_grad", OPS.conv2d_depth_input_grad, (dy1, w1.detach(), depth, [2, 3, 31, 31], True,
+                                                                   torch.float32, "tf32")
+    yield "conv2d_depth_weight_grad", OPS.conv2d_depth_weight_grad, (dy1, x_d, depth, [8, 3, 11, 11], False,
+                                                                     torch.float32, "tf32")
+
+
+SAMPLES = [*_samples(), *_gemm_samples(), *_conv_samples()]
 
 
 @pytest.mark.parametrize("label,op,args", SAMPLES, ids=[s[0] for s in SAMPLES])

@@ -241,7 +241,7 @@ BAD_INPUTS = [
     ("integer x", dict(x_dtype=torch.int64, w_dtype=torch.int64), TypeError, r"x has dtype torch.int64"),
     ("dtype mismatch", dict(w_dtype=torch.float16), TypeError, r"float32.*float16"),
     ("bias shape", dict(b=(5,)), ValueError, r"bias must have shape \(4,\), got \(5,\)"),
-    ("device", dict(device="meta"), ValueError, r"x is on meta"),
+    ("device", dict(device="meta"), ValueError, r"x \(meta\), weight \(cpu\) and bias \(cpu\) must be on one device"),
     ("dropout above 1", dict(dropout=1.2), ValueError, r"between 0 and 1, but got 1.2"),
     ("dropout below 0", dict(dropout=-0.5), ValueError, r"between 0 and 1, but got -0.5"),
     ("bad seed", dict(dropout=0.5, seed=-3), ValueError, r"seed must be in"),

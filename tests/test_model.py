@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from alexnet_triton import ops, optim
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import VARIANTS, AlexNet, parameter_count
+from alexnet_triton.ops import library
 from alexnet_triton.precision import forward_context
 
 # Scaled-down copies of each topology (width 1/8) at the smallest input that keeps a 1x1 map after pool5.
@@ -190,7 +191,7 @@ def test_five_sgd_steps_match_on_both_backends(no_torch_fallback):
 # 0-d work (the dropout scale, once per (p, dtype); the targets' range check, which reads back to the host unless
 # cross_entropy.device_target_check: tests/test_graph_safe.py); copy_/set_ are Triton's interpreter staging its
 # arguments in place.
-DATA_OPS = {"empty", "new_empty", "view", "expand", "detach", "set_", "ones_like", "randint", "full",
+DATA_OPS = {"empty", "new_empty", "view", "reshape", "expand", "detach", "set_", "ones_like", "randint", "full",
             "_record_function_enter_new", "_record_function_exit"}
 
 
@@ -202,9 +203,9 @@ class _RecordFloatingCompute(TorchDispatchMode):
         self.offending: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
+        result = library.run_under(self, func, args, kwargs)  # this project's operators: what they dispatch
         name = func.overloadpacket.__name__
-        if name in DATA_OPS:
+        if name in DATA_OPS or func.namespace == library.NAMESPACE:
             return result
         tensors = [t for t in (*args, *(kwargs or {}).values(), result) if isinstance(t, torch.Tensor)]
         if name == "copy_" and args[0].untyped_storage().data_ptr() == args[1].untyped_storage().data_ptr():

@@ -86,3 +86,21 @@ def test_gradients_compared():
     prepared = Prepared(lambda: x_theirs * 2, lambda: x_ours * 2 + (x_ours - x_ours.detach()), [x_theirs], [x_ours])
     outcome, message = run_case(Case("function", "fake", torch.float32, 0, "fake", lambda: prepared))
     assert outcome == "different" and message.startswith("gradient 0")
+
+
+def test_pytorch_error_samples_raise_pytorch_error_classes():
+    """PyTorch's own error inputs (OpInfo.error_inputs) of the functions that have them: ours raise an exception of
+    the class PyTorch's test expects (ours are ValueError/TypeError and RuntimeError at once), so a user's
+    ``except RuntimeError`` catches both."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    checked = 0
+    for info in op_db:
+        if info.name not in FUNCTIONS or info.variant_test_name or info.error_inputs_func is None:
+            continue
+        for error in info.error_inputs(torch.device("cpu")):
+            sample = error.sample_input
+            with pytest.raises(error.error_type):
+                FUNCTIONS[info.name](sample.input, *sample.args, **sample.kwargs)
+            checked += 1
+    assert checked >= 17

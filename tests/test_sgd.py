@@ -12,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from alexnet_triton import optim
 from alexnet_triton.kernels import runtime
 from alexnet_triton.kernels import sgd as kernels
+from alexnet_triton.ops import library
 
 # AlexNet-like parameters scaled down (conv1 weight, grouped conv weight, fc weight, biases) and odd sizes;
 # the fc weight has more elements than one interpreter program's block (kernels.CONFIGS), so the kernel runs 2 programs.
@@ -163,8 +164,9 @@ class _RecordOps(TorchDispatchMode):
         self.ops = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+        if func.namespace == "aten":
+            self.ops.add(func.overloadpacket.__name__)
+        return library.run_under(self, func, args, kwargs)  # this project's operators: what they dispatch
 
 
 def test_step_runs_no_pytorch_arithmetic():
@@ -224,10 +226,14 @@ def test_bad_hyperparameters_raise_like_torch(kwargs, message):
 
 
 def test_parameter_on_the_wrong_device_is_rejected():
-    p = torch.nn.Parameter(torch.empty(4, device="meta"))
-    p.grad = torch.empty(4, device="meta")
+    """By the launcher (through the optimizer, meta tensors take the operator's fake implementation: shapes only,
+    as torch.optim.SGD steps meta parameters)."""
+    p = torch.empty(4, device="meta")
     with pytest.raises(ValueError, match=r"sgd: param is on meta.*needs cpu tensors"):
-        optim.SGD([p], lr=0.1).step()
+        kernels.sgd_steps([p], [torch.empty(4, device="meta")], [None], lr=0.1)
+    meta = torch.nn.Parameter(torch.empty(4, device="meta"))
+    meta.grad = torch.empty(4, device="meta")
+    optim.SGD([meta], lr=0.1, momentum=0.9).step()
 
 
 def test_sparse_gradient_is_rejected():

@@ -10,64 +10,140 @@ from ..kernels.conv import (
     Depth,
     conv2d_depth,
     conv2d_forward,
+    conv2d_geometry,
     conv2d_input_grad,
     conv2d_output_grad,
     conv2d_weight_grad,
 )
 from ..kernels.runtime import memory_format_of
 from ..precision import autocast_operands
+from .library import kernel_op
 
 
-class Conv2dFunction(torch.autograd.Function):
-    """Autograd Function over the Triton conv kernels (see ``conv2d``); x is 4-D."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, relu, precision):
-        y = conv2d_forward(x, weight, bias, stride, padding, dilation, groups, relu, precision)
-        ctx.save_for_backward(x, weight, y if relu else None)
-        ctx.conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, precision=precision)
-        ctx.has_bias = bias is not None
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
-        return *_gradients(
-            ctx, dy, y,
-            lambda dy: conv2d_input_grad(dy, weight, x.shape, memory_format=memory_format_of(x), **ctx.conv),
-            lambda dy: conv2d_weight_grad(dy, x, weight.shape, memory_format=memory_format_of(weight), **ctx.conv)
-        ), None, None, None, None, None, None
+def _padding(padding: list[int], padding_name: str):
+    """The launchers' padding from the operators' pair and name ("same", "valid"; "" for the pair)."""
+    return padding_name or tuple(padding)
 
 
-def _gradients(ctx, dy, y, input_grad, weight_grad) -> tuple:
-    """(dx, dw, db) of the inputs that need one: the ReLU mask (y: the saved output, or None) and the bias
-    gradient applied once (``conv2d_output_grad``), then ``input_grad(dy)`` and ``weight_grad(dy)``."""
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dy, db = conv2d_output_grad(dy, y, bias_grad=ctx.has_bias and need_b)
-    return input_grad(dy) if need_x else None, weight_grad(dy) if need_w else None, db
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
-class DepthConv2dFunction(torch.autograd.Function):
-    """Autograd Function over a conv's space-to-depth form (``Depth``): x and the weight in their own dtypes
-    (fp32 under autocast), cast to ``dtype`` by the rearranging passes; x_d is saved for the weight gradient
-    (the weight's form is remade for an input gradient), and the gradients come back in x's and the weight's
-    dtypes and layouts (autocast's casts' backward)."""
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return memory_format_of(t) is torch.channels_last
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, depth: Depth, dtype, relu, precision):
-        y, x_d = depth.forward(x, weight, bias, relu, precision, dtype)
-        ctx.save_for_backward(x_d, weight, y if relu else None)
-        ctx.depth, ctx.precision, ctx.has_bias = depth, precision, bias is not None
-        ctx.x_like = (x.shape, memory_format_of(x), x.dtype)
-        ctx.weight_like = (weight.shape, memory_format_of(weight), weight.dtype)
-        return y
 
-    @staticmethod
-    def backward(ctx, dy):
-        x_d, weight, y = ctx.saved_tensors
-        return *_gradients(ctx, dy, y, lambda dy: ctx.depth.input_grad(dy, weight, *ctx.x_like, ctx.precision),
-                           lambda dy: ctx.depth.weight_grad(dy, x_d, *ctx.weight_like, ctx.precision)
-                           ), None, None, None, None
+@kernel_op("conv2d")
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
+            padding_name: str, dilation: list[int], groups: int, relu: bool, precision: str) -> torch.Tensor:
+    return conv2d_forward(x, weight, bias, stride, _padding(padding, padding_name), dilation, groups, relu,
+                          precision)
+
+
+@kernel_op("conv2d_output_grad")
+def _conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None, bias_grad: bool) -> list[torch.Tensor]:
+    """[dy * (y > 0)] when y is given, then [db] when ``bias_grad``: what was computed, in that order."""
+    masked, db = conv2d_output_grad(dy, y, bias_grad)
+    return [t for t in (masked if y is not None else None, db) if t is not None]
+
+
+@kernel_op("conv2d_input_grad")
+def _conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape: list[int], stride: list[int],
+                       padding: list[int], padding_name: str, dilation: list[int], groups: int, channels_last: bool,
+                       precision: str) -> torch.Tensor:
+    return conv2d_input_grad(dy, weight, x_shape, stride, _padding(padding, padding_name), dilation, groups,
+                             _layout(channels_last), precision)
+
+
+@kernel_op("conv2d_weight_grad")
+def _conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape: list[int], stride: list[int],
+                        padding: list[int], padding_name: str, dilation: list[int], groups: int,
+                        channels_last: bool, precision: str) -> torch.Tensor:
+    return conv2d_weight_grad(dy, x, weight_shape, stride, _padding(padding, padding_name), dilation, groups,
+                              _layout(channels_last), precision)
+
+
+def _depth_fields(depth: Depth) -> list[int]:
+    """A ``Depth`` as an operator argument: [block, pad, extent, size, taps] flattened."""
+    return [depth.block, *depth.pad, *depth.extent, *depth.size, *depth.taps]
+
+
+def _depth(fields: list[int]) -> Depth:
+    block, *pairs = fields
+    pad, extent, size, taps = (tuple(pairs[i:i + 2]) for i in range(0, 8, 2))
+    return Depth(block=block, pad=pad, extent=extent, size=size, taps=taps)
+
+
+@kernel_op("conv2d_depth")
+def _conv2d_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, depth: list[int],
+                  dtype: torch.dtype, relu: bool, precision: str) -> list[torch.Tensor]:
+    """[y, x_d]: the conv through its space-to-depth form, and x's form (saved for the weight gradient)."""
+    return list(_depth(depth).forward(x, weight, bias, relu, precision, dtype))
+
+
+@kernel_op("conv2d_depth_input_grad")
+def _conv2d_depth_input_grad(dy: torch.Tensor, weight: torch.Tensor, depth: list[int], x_shape: list[int],
+                             channels_last: bool, dtype: torch.dtype, precision: str) -> torch.Tensor:
+    return _depth(depth).input_grad(dy, weight, x_shape, _layout(channels_last), dtype, precision)
+
+
+@kernel_op("conv2d_depth_weight_grad")
+def _conv2d_depth_weight_grad(dy: torch.Tensor, x_d: torch.Tensor, depth: list[int], weight_shape: list[int],
+                              channels_last: bool, dtype: torch.dtype, precision: str) -> torch.Tensor:
+    return _depth(depth).weight_grad(dy, x_d, weight_shape, _layout(channels_last), dtype, precision)
+
+
+def _output_grad(ctx, dy: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dy ReLU-masked by the saved output y, or dy itself without one; db if the bias needs it): one pass."""
+    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+    if y is None and not bias_grad:
+        return dy, None
+    computed = _conv2d_output_grad(dy, y, bias_grad)
+    return computed[0] if y is not None else dy, computed[-1] if bias_grad else None
+
+
+def _save(ctx, inputs, output) -> None:
+    x, weight, bias, *ctx.geometry, relu, ctx.precision = inputs
+    ctx.save_for_backward(x, weight, output if relu else None)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dy):
+    x, weight, y = ctx.saved_tensors
+    dy, db = _output_grad(ctx, dy, y)
+    need_x, need_w = ctx.needs_input_grad[:2]
+    dx = _conv2d_input_grad(dy, weight, list(x.shape), *ctx.geometry, _is_channels_last(x),
+                            ctx.precision) if need_x else None
+    dw = _conv2d_weight_grad(dy, x, list(weight.shape), *ctx.geometry, _is_channels_last(weight),
+                             ctx.precision) if need_w else None
+    return dx, dw, db, None, None, None, None, None, None, None
+
+
+def _save_depth(ctx, inputs, output) -> None:
+    x, weight, bias, ctx.depth, _, relu, ctx.precision = inputs
+    y, x_d = output
+    ctx.save_for_backward(x_d, weight, y if relu else None)
+    ctx.mark_non_differentiable(x_d)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for x_d
+    ctx.has_bias = bias is not None
+    ctx.x_like = (list(x.shape), _is_channels_last(x), x.dtype)
+    ctx.weight_like = (list(weight.shape), _is_channels_last(weight), weight.dtype)
+
+
+def _backward_depth(ctx, grads):
+    dy = grads[0]  # x_d's gradient: none (not differentiable)
+    if dy is None:
+        return None, None, None, None, None, None, None
+    x_d, weight, y = ctx.saved_tensors
+    dy, db = _output_grad(ctx, dy, y)
+    need_x, need_w = ctx.needs_input_grad[:2]
+    dx = _conv2d_depth_input_grad(dy, weight, ctx.depth, *ctx.x_like, ctx.precision) if need_x else None
+    dw = _conv2d_depth_weight_grad(dy, x_d, ctx.depth, *ctx.weight_like, ctx.precision) if need_w else None
+    return dx, dw, db, None, None, None, None
+
+
+_conv2d.register_autograd(_backward, setup_context=_save)
+_conv2d_depth.register_autograd(_backward_depth, setup_context=_save_depth)
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
@@ -83,18 +159,21 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     the weight.
     """
     if input.dim() not in (3, 4):
-        raise ValueError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
-                         f"{tuple(input.shape)}")
+        raise checks.ArgumentError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
+                                   f"{tuple(input.shape)}")
     x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
+    g = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)  # the clear errors first
+    padding_name = padding if isinstance(padding, str) else ""
+    geometry = ([g["stride_h"], g["stride_w"]], [0, 0] if padding_name else list(checks.int_pair(
+        padding, "conv2d", "padding")), padding_name, [g["dilation_h"], g["dilation_w"]], groups)
     dtype = autocast_operands(x.new_empty(0))[0].dtype  # the dtype the conv computes in (x's, or autocast's)
-    depth = None if weight.dim() != 4 else conv2d_depth(x, weight.shape, stride, padding, dilation, groups,
-                                                        dtype, precision)
+    depth = conv2d_depth(x, weight.shape, stride, padding, dilation, groups, dtype, precision)
     if depth is None:
         x, weight, bias = autocast_operands(x, weight, bias)
-        y = Conv2dFunction.apply(x, weight, bias, stride, padding, dilation, groups, relu, precision)
+        y = _conv2d(x, weight, bias, *geometry, relu, precision)
     else:  # the dtypes autocast gives x and the weight, checked on empty stand-ins (they are cast on the way)
         x_like, weight_like, bias = autocast_operands(x.new_empty(0), weight.new_empty(0), bias)
         checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0])
         checks.check_precision("conv2d", precision)
-        y = DepthConv2dFunction.apply(x, weight, bias, depth, dtype, relu, precision)
+        y = _conv2d_depth(x, weight, bias, _depth_fields(depth), dtype, relu, precision)[0]
     return y.squeeze(0) if input.dim() == 3 else y

@@ -3,33 +3,62 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch.nn import _reduction
 
-from ..kernels.cross_entropy import SavedForBackward, cross_entropy_backward, cross_entropy_forward
+from ..kernels.cross_entropy import (
+    SavedForBackward,
+    check_options,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    device_target_check,
+)
 from ..precision import autocast_operands
+from .library import kernel_op
 
 
-class CrossEntropyFunction(torch.autograd.Function):
-    """Autograd Function over the Triton cross-entropy kernels (see ``cross_entropy``); saves logits, target,
-    weight and the forward's per-row log-sum-exp (and target mass, "mean" divisor)."""
+@kernel_op("cross_entropy", fake_context=device_target_check)
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
+                   reduction: str, label_smoothing: float) -> list[torch.Tensor]:
+    """[loss, lse, mass?, divisor?]: the loss, then what the backward needs (``SavedForBackward``'s tensors)."""
+    loss, saved = cross_entropy_forward(logits, target, reduction, weight=weight, ignore_index=ignore_index,
+                                        label_smoothing=label_smoothing)
+    return [loss, *(t for t in saved if t is not None)]
 
-    @staticmethod
-    def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
-        if ctx.needs_input_grad[2]:
-            raise NotImplementedError("cross_entropy: no gradient w.r.t. weight; pass weight.detach()")
-        ctx.reduction, ctx.options = reduction, dict(ignore_index=ignore_index, label_smoothing=label_smoothing)
-        loss, saved = cross_entropy_forward(logits, target, reduction, weight=weight, **ctx.options)
-        ctx.save_for_backward(logits, target, weight, *saved)
-        return loss
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dloss):
-        logits, target, weight, *saved = ctx.saved_tensors
-        dlogits, dtarget = cross_entropy_backward(dloss, logits, target, SavedForBackward(*saved), ctx.reduction,
-                                                  weight=weight, target_grad=ctx.needs_input_grad[1], **ctx.options)
-        return dlogits if ctx.needs_input_grad[0] else None, dtarget, None, None, None, None
+@kernel_op("cross_entropy_backward")
+def _cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                            weight: torch.Tensor | None, saved: list[torch.Tensor], has_mass: bool,
+                            ignore_index: int, reduction: str, label_smoothing: float,
+                            target_grad: bool) -> list[torch.Tensor]:
+    """[dlogits] or, with ``target_grad`` (class-probability targets), [dlogits, dtarget]."""
+    lse, *rest = saved
+    mass = rest.pop(0) if has_mass else None
+    saved_for_backward = SavedForBackward(lse, mass, rest[0] if rest else None)
+    dlogits, dtarget = cross_entropy_backward(dloss, logits, target, saved_for_backward, reduction, weight=weight,
+                                              ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                              target_grad=target_grad)
+    return [dlogits, dtarget] if target_grad else [dlogits]
+
+
+def _save(ctx, inputs, output) -> None:
+    logits, target, weight, *ctx.options = inputs
+    ctx.has_mass = target.is_floating_point() or ctx.options[2] > 0  # soft targets or label smoothing
+    ctx.save_for_backward(logits, target, weight, *output[1:])
+    ctx.mark_non_differentiable(*output[1:])  # the backward's inputs, not results
+    ctx.set_materialize_grads(False)  # no zero-filled gradients made for them
+
+
+def _backward(ctx, grads):
+    logits, target, weight, *saved = ctx.saved_tensors
+    need_logits, need_target = ctx.needs_input_grad[:2]
+    if grads[0] is None:  # the loss was not used
+        return None, None, None, None, None, None
+    grads = _cross_entropy_backward(grads[0], logits, target, weight, saved, ctx.has_mass, *ctx.options,
+                                    need_target)
+    return grads[0] if need_logits else None, grads[1] if need_target else None, None, None, None, None
+
+
+_cross_entropy.register_autograd(_backward, setup_context=_save)
 
 
 def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -51,4 +80,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
     input, target, weight = autocast_operands(input, target, weight, fp32=True)
-    return CrossEntropyFunction.apply(input, target, weight, ignore_index, reduction, label_smoothing)
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
+        raise NotImplementedError("cross_entropy: no gradient w.r.t. weight; pass weight.detach()")
+    check_options("cross_entropy", ignore_index, reduction, label_smoothing)
+    return _cross_entropy(input, target, weight, ignore_index, reduction, float(label_smoothing))[0]

@@ -11,6 +11,7 @@ code that allocates the real outputs, never from a second description of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -25,16 +26,19 @@ def _discard(record: runtime.LaunchRecord) -> None:
     """A captured launch of a fake implementation: nothing to run."""
 
 
-def kernel_op(name: str, mutates_args: Iterable[str] = ()) -> Callable[[Callable], torch.library.CustomOpDef]:
+def kernel_op(name: str, mutates_args: Iterable[str] = (),
+              fake_context: Callable[[], AbstractContextManager] = nullcontext
+              ) -> Callable[[Callable], torch.library.CustomOpDef]:
     """Decorator: ``fn`` (typed arguments, tensors out) becomes the operator alexnet_triton::``name``, with
-    ``fn`` under launch capture as its fake implementation."""
+    ``fn`` under launch capture (and ``fake_context()``: e.g. no host read of a fake tensor's data) as its fake
+    implementation."""
     def define(fn: Callable) -> torch.library.CustomOpDef:
         op = torch.library.custom_op(f"{NAMESPACE}::{name}", fn, mutates_args=tuple(mutates_args))
         IMPLEMENTATIONS[name] = fn
 
         @op.register_fake
         def _fake(*args, **kwargs):
-            with runtime.capture_launches(_discard):
+            with runtime.capture_launches(_discard), fake_context():
                 return fn(*args, **kwargs)
 
         return op

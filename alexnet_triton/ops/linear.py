@@ -7,29 +7,50 @@ import torch
 from ..kernels.dropout import check_probability, seed_tensor
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
 from ..precision import autocast_operands
+from .library import kernel_op
 
 
-class LinearFunction(torch.autograd.Function):
-    """Autograd Function over the Triton linear kernels (see ``linear``)."""
+@kernel_op("linear")
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout: float,
+            seed: torch.Tensor | None, precision: str) -> torch.Tensor:
+    return linear_forward(x, weight, bias, relu, dropout, seed, precision)
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, relu, dropout, seed, precision):
-        y = linear_forward(x, weight, bias, relu, dropout, seed, precision)
-        ctx.save_for_backward(x, weight, y if relu else None, seed)
-        ctx.linear = dict(dropout=dropout, precision=precision)
-        ctx.has_bias = bias is not None
-        return y
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, y, seed = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = db = None
-        if need_x:
-            dx = linear_input_grad(dy, weight, y=y, seed=seed, **ctx.linear)
-        if need_w or need_b:
-            dw, db = linear_weight_grad(dy, x, y=y, seed=seed, bias_grad=ctx.has_bias and need_b, **ctx.linear)
-        return dx, dw if need_w else None, db, None, None, None, None
+@kernel_op("linear_input_grad")
+def _linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None, dropout: float,
+                       seed: torch.Tensor | None, precision: str) -> torch.Tensor:
+    return linear_input_grad(dy, weight, y, dropout, seed, precision)
+
+
+@kernel_op("linear_weight_grad")
+def _linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float,
+                        seed: torch.Tensor | None, bias_grad: bool, precision: str) -> list[torch.Tensor]:
+    """[dw] or, with ``bias_grad``, [dw, db]."""
+    dw, db = linear_weight_grad(dy, x, y, dropout, seed, bias_grad, precision)
+    return [dw, db] if bias_grad else [dw]
+
+
+def _save(ctx, inputs, output) -> None:
+    x, weight, bias, relu, dropout, seed, precision = inputs
+    ctx.save_for_backward(x, weight, output if relu else None, seed)
+    ctx.linear = dict(dropout=dropout, precision=precision)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dy):
+    x, weight, y, seed = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx = dw = db = None
+    if need_x:
+        dx = _linear_input_grad(dy, weight, y, ctx.linear["dropout"], seed, ctx.linear["precision"])
+    if need_w or need_b:
+        grads = _linear_weight_grad(dy, x, y, ctx.linear["dropout"], seed, ctx.has_bias and need_b,
+                                    ctx.linear["precision"])
+        dw, db = grads[0] if need_w else None, grads[1] if len(grads) > 1 else None
+    return dx, dw, db, None, None, None, None
+
+
+_linear.register_autograd(_backward, setup_context=_save)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
@@ -60,4 +81,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
-    return LinearFunction.apply(x, weight, bias, relu, dropout, seed, precision)
+    return _linear(x, weight, bias, relu, dropout, seed, precision)

@@ -26,11 +26,13 @@ def _lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Te
 def _save(ctx, inputs, output) -> None:
     x, *ctx.block = inputs
     ctx.save_for_backward(output[1], x)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the offsets (nor for an unused y)
 
 
 def _backward(ctx, grads):
     window, x = ctx.saved_tensors
-    return (_lrn_max_pool2d_backward(grads[0], window, x, *ctx.block),) + (None,) * 7
+    dx = None if grads[0] is None else _lrn_max_pool2d_backward(grads[0], window, x, *ctx.block)
+    return (dx,) + (None,) * 7
 
 
 _lrn_max_pool2d.register_autograd(_backward, setup_context=_save)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import checks
 from ..kernels.max_pool import (
     max_pool2d_backward,
     max_pool2d_dilation,
@@ -41,6 +42,7 @@ def _save(ctx, inputs, output) -> None:
     x, *ctx.pool = inputs
     ctx.x_shape, ctx.channels_last = list(x.shape), memory_format_of(x) is torch.channels_last
     ctx.save_for_backward(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the offsets (nor for an unused y)
 
 
 def _backward(ctx, grads):
@@ -63,8 +65,8 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
     propagates as in PyTorch.
     """
     if input.dim() not in (3, 4):
-        raise ValueError(f"max_pool2d: input must be 3-D [C, H, W] or 4-D [N, C, H, W], got shape "
-                         f"{tuple(input.shape)}")
+        raise checks.ArgumentError(f"max_pool2d: input must be 3-D [C, H, W] or 4-D [N, C, H, W], got shape "
+                                   f"{tuple(input.shape)}")
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
