@@ -25,6 +25,7 @@ def _load_checkout_kernels() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    globals()["kernels"] = module  # the attribute an import system that found it would have set
 
 
 _load_checkout_kernels()

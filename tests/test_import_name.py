@@ -27,6 +27,7 @@ def test_checkout_has_no_symbolic_link_and_kernels_stay_top_level():
 def test_plain_checkout_imports_the_kernels_under_one_name():
     result = _run("import alexnet_triton, alexnet_triton.kernels.conv as conv; "
                   "from alexnet_triton.ops import conv as op; "
+                  "assert alexnet_triton.kernels.conv is conv; "
                   "assert op.conv2d_forward.__module__ == 'alexnet_triton.kernels.conv'; "
                   "print(conv.__name__, conv.__file__)")
     assert result.returncode == 0, result.stderr
