@@ -45,14 +45,14 @@ import torch.nn.functional as F
 import triton
 from tqdm import tqdm
 
-from . import ops, optim
-from .checkpoint import NEWEST, PREVIOUS, check_fits, rng_state, save, set_rng_state, trim_metrics, write_atomically
-from .data import DataError, ResumableLoader, make_loaders, mix_seed, resize_for
-from .graphs import GraphedStep, fallback_reason
-from .kernels import checks, runtime
-from .model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
-from .model_parallel import RANKS, Collectives, ModelParallelAlexNet
-from .precision import AMP_DTYPES, forward_context
+from .. import ops, optim
+from ..checkpoint import NEWEST, PREVIOUS, check_fits, rng_state, save, set_rng_state, trim_metrics, write_atomically
+from ..data import DataError, ResumableLoader, make_loaders, mix_seed, resize_for
+from ..graphs import GraphedStep, fallback_reason
+from ..kernels import checks, runtime
+from ..model import BACKENDS, INITS, INPUT_SIZES, VARIANTS, AlexNet, parameter_count
+from ..model_parallel import RANKS, Collectives, ModelParallelAlexNet
+from ..precision import AMP_DTYPES, forward_context
 
 METRIC_COLUMNS = ["kind", "epoch", "step", "loss", "top1", "top5", "lr", "images_per_s", "val_loss", "val_top1",
                   "val_top5", "skipped", "elapsed_s"]
@@ -188,7 +188,7 @@ def versions() -> dict[str, str]:
         project = importlib.metadata.version("alexnet-triton")
     except importlib.metadata.PackageNotFoundError:
         project = "not installed"
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True) if (checkout / ".git").exists() else None
     if commit is not None and commit.returncode == 0:
