@@ -39,6 +39,7 @@ The input gradient reduces over (tap, output channel) the same two ways.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -86,18 +87,54 @@ _tile = runtime.gemm_tile
 # channels; and the stride-phase input gradient of a strided conv, conv1's) computes more addresses and masks
 # per element: those tiles spilled at 128x128 and above (sm_80/sm_90), so it keeps smaller ones. The geometry
 # is constexpr, but Triton's autotuning cache tells launches apart by their key arguments (and dtypes) alone:
-# the keys name the geometry, the batch and the channel strides of an activation and of the weight, so that each
-# layer is tuned for itself.
+# the keys name the geometry (``GEOMETRY_KEY``), the batch and the channel strides of an activation and of the
+# weight, so that each layer is tuned for itself. The operand whose element size decides which tiles fit shared
+# memory: x in the forward, dy in the gradients (of one dtype with the other operand).
 _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3),
                       _tile(128, 128, 32, 8, 3))
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
-_GEOMETRY_KEY = ("H", "W", "OH", "OW", "C_per_group", "K_per_group", "R", "S", "stride_h", "stride_w", "pad_h",
-                 "pad_w", "dilation_h", "dilation_w")
 
 
-def _configs(tensor_core, cuda_core, interpreter, key, pick=None) -> runtime.KernelConfigs:
-    return runtime.KernelConfigs(tensor_core=tensor_core, cuda_core=cuda_core, interpreter=interpreter, key=key,
-                                 pick=pick)
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A convolution's sizes as its GEMM kernels' constexprs (the field names are the kernels' parameter names;
+    ``kernel_args``): x [N, C, H, W] -> y [N, K, OH, OW] through a [K, C/G, R, S] weight, pad_h / pad_w the padding
+    above and left (below and right enters only through OH, OW)."""
+
+    H: int
+    W: int
+    OH: int
+    OW: int
+    C_per_group: int
+    K_per_group: int
+    R: int
+    S: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+
+    def kernel_args(self) -> dict[str, int]:
+        """The fields as keyword arguments of a conv kernel."""
+        return dataclasses.asdict(self)
+
+    @property
+    def window_inside(self) -> bool:
+        """Whether every filter window lies inside the input (no padding, the last window ends within it): the
+        forward and weight-gradient loops then check no bounds."""
+        return (self.pad_h == self.pad_w == 0
+                and (self.OH - 1) * self.stride_h + (self.R - 1) * self.dilation_h < self.H
+                and (self.OW - 1) * self.stride_w + (self.S - 1) * self.dilation_w < self.W)
+
+
+GEOMETRY_KEY = tuple(field.name for field in dataclasses.fields(ConvGeometry))
+
+
+def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> runtime.KernelConfigs:
+    return runtime.KernelConfigs(tensor_core=tensor_core, cuda_core=cuda_core, interpreter=interpreter,
+                                 key=(*key, *GEOMETRY_KEY), pick=pick, operand=operand)
 
 
 def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
@@ -109,33 +146,30 @@ def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     def cost(config: triton.Config) -> float:
         m, n, k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
         rows = triton.cdiv(args["K_per_group"], m) * m
-        if args["FLAT_CRS"]:
-            columns = triton.cdiv(args["C_per_group"] * args["R"] * args["S"], n) * n
-        else:
-            columns = args["R"] * args["S"] * triton.cdiv(args["C_per_group"], n) * n
+        columns = crs_blocks(args["C_per_group"], args["R"], args["S"], n, args["FLAT_CRS"]) * n
         return rows * columns * max(1.0, 50 * (1 / m + 1 / n) * 64 / k)
     return min(candidates, key=cost)
 
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
 FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-                           _interpreter_forward_tile, ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
+                           _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
-                                  ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
+                                  ("N", "x_sc", "w_sc"), "x_ptr")
 # The flat reduction over channel vectors (conv1 after space-to-depth: 432 = 3 x 3 taps x 48 channels, 96 or 64
 # output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
 # BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80 (bf16),
 # 256x128x32 w8 there at TF32.
 FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3)),
                                        FORWARD_GATHER_CONFIGS.cuda_core,
-                                       _interpreter_forward_tile, ("N", "x_sc", "w_sc", *_GEOMETRY_KEY))
+                                       _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 # + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), _INPUT_GRAD_CUDA_CORE,
-                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc", *_GEOMETRY_KEY))
+                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
-                                     _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc", *_GEOMETRY_KEY))
+                                     _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 # Not autotuned: among the tiles that fit the GPU, the one of least estimated time (``_least_work``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
@@ -145,26 +179,33 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
-                               ("N", "splits", "x_sc", "dw_sc", *_GEOMETRY_KEY), pick=_least_work)
+                               ("N", "splits", "x_sc", "dw_sc"), "dy_ptr", pick=_least_work)
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
-                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc", *_GEOMETRY_KEY),
+                                      _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_work)
 
 
-def _channel_vectors(activation: torch.Tensor, flat: bool, geometry: dict) -> bool:
-    """Whether a launch takes the large tiles: channels_last activations (channel stride 1) and channel blocks,
-    or the flat reduction where its columns are vectors too: channels a multiple of 8 (16-byte runs) and every
-    window inside the input (no bounds checks: ``window_inside``; conv1 after space-to-depth)."""
-    flat_vectors = geometry["C_per_group"] % 8 == 0 and window_inside(geometry)
-    return (not flat or flat_vectors) and activation.stride(1) == 1
+# pass -> (channel blocks on channel vectors, the flat reduction on channel vectors, the gather path)
+_CONFIG_SETS = {"forward": (FORWARD_CONFIGS, FORWARD_FLAT_VECTOR_CONFIGS, FORWARD_GATHER_CONFIGS),
+                "input_grad": (INPUT_GRAD_CONFIGS, None, INPUT_GRAD_GATHER_CONFIGS),
+                "weight_grad": (WEIGHT_GRAD_CONFIGS, WEIGHT_GRAD_CONFIGS, WEIGHT_GRAD_GATHER_CONFIGS)}
 
 
-def window_inside(geometry: dict) -> bool:
-    """Whether every filter window of a ``conv2d_geometry`` lies inside the input (no padding, the last window
-    ends within it): the forward and weight-gradient loops then check no bounds."""
-    g = geometry
-    return (g["pad_h"] == g["pad_w"] == 0 and (g["OH"] - 1) * g["stride_h"] + (g["R"] - 1) * g["dilation_h"] < g["H"]
-            and (g["OW"] - 1) * g["stride_w"] + (g["S"] - 1) * g["dilation_w"] < g["W"])
+def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: ConvGeometry) -> runtime.KernelConfigs:
+    """The config set a pass ("forward", "input_grad", "weight_grad") launches with, given the activation it
+    gathers windows from (x; dy for the input gradient) and its reduction order: the large tiles where the
+    operand tiles are channel vectors (channels_last activations: channel stride 1), else the gather tiles.
+    Channel blocks are vectors; the flat reduction is where its columns are too (channels a multiple of 8:
+    16-byte runs, and every window inside the input: no bounds checks; conv1 after space-to-depth), but never
+    in the input gradient, which also gathers the stride phases of a strided conv."""
+    vectors, flat_vectors, gather = _CONFIG_SETS[kernel_pass]
+    if activation.stride(1) != 1:
+        return gather
+    if kernel_pass == "input_grad":
+        return vectors if not flat and g.stride_h == g.stride_w == 1 else gather
+    if not flat:
+        return vectors
+    return flat_vectors if g.C_per_group % 8 == 0 and g.window_inside else gather
 
 
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
@@ -210,11 +251,15 @@ def _crs_indices(block, C: tl.constexpr, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl
 
 @triton.jit
 def _crs_blocks(C: tl.constexpr, R, S, BLOCK: tl.constexpr, FLAT_CRS: tl.constexpr):
-    """Number of reduction blocks over (r, s, c)."""
+    """Number of reduction blocks over (r, s, c): in a kernel, and from Python as ``crs_blocks`` (plain
+    arithmetic, so that both can run it; (a + b - 1) // b is what tl.cdiv computes)."""
     if FLAT_CRS:
-        return tl.cdiv(C * R * S, BLOCK)
+        return (C * R * S + BLOCK - 1) // BLOCK
     else:
-        return R * S * tl.cdiv(C, BLOCK)
+        return R * S * ((C + BLOCK - 1) // BLOCK)
+
+
+crs_blocks = _crs_blocks.fn  # (C, R, S, BLOCK, FLAT_CRS) -> blocks, for grids and the pick rule
 
 
 @triton.jit
@@ -225,7 +270,7 @@ def _window_tile(row_ptr, h0, w0, r, s, c, c_ok, rows_ok, H, W, sc, sh, sw, FLAT
     row_ptr [P]: the tensor at (n, first channel, h0, w0) of each row (computed once per program; may point
     outside the tensor, only read under the mask); h0/w0 [P]: each row's window origin; r, s, c, c_ok: a
     reduction block (``_crs_indices``): scalar r, s (channel blocks) or [BLOCK] vectors (flat). INSIDE: every
-    window of the layer lies inside the tensor (``_window_inside``), so only rows_ok [P] and c_ok mask the
+    window of the layer lies inside the tensor (``ConvGeometry.window_inside``), so only rows_ok [P] and c_ok mask the
     load (otherwise rows_ok is unused: a row past the end has its origin out of every tap's reach).
     """
     if INSIDE:  # no bounds to check: the mask is loop-invariant along the rows
@@ -561,8 +606,8 @@ def _padding_before_after(padding, kernel: tuple[int, int], dilation: tuple[int,
     return (pad_h, pad_h), (pad_w, pad_w)
 
 
-def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) -> dict:
-    """Validate a convolution's shapes; return its sizes as kernel arguments.
+def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) -> ConvGeometry:
+    """Validate a convolution's shapes; return its sizes as its kernels' constexprs (the batch N is x_shape[0]).
 
     x_shape [N, C, H, W] (N may be 0), w_shape [K, C/G, R, S]; padding as ``_padding_before_after`` takes it
     (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument.
@@ -600,9 +645,9 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
         raise checks.ArgumentError(f"conv2d: empty output: x {tuple(x_shape)}, weight {tuple(w_shape)}, stride "
                                    f"{(stride_h, stride_w)}, padding {padding!r}, dilation {(dilation_h, dilation_w)} "
                                    f"give output {OH}x{OW} with C_out={K}")
-    return dict(N=N, H=H, W=W, C_per_group=C_per_group, OH=OH, OW=OW, K_per_group=K // groups, R=R, S=S,
-                stride_h=stride_h, stride_w=stride_w, pad_h=pad_top, pad_w=pad_left,
-                dilation_h=dilation_h, dilation_w=dilation_w)
+    return ConvGeometry(H=H, W=W, OH=OH, OW=OW, C_per_group=C_per_group, K_per_group=K // groups, R=R, S=S,
+                        stride_h=stride_h, stride_w=stride_w, pad_h=pad_top, pad_w=pad_left,
+                        dilation_h=dilation_h, dilation_w=dilation_w)
 
 
 def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
@@ -616,27 +661,25 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config override the launch choices
     (tests, benchmarks). memory_format: y's layout (default x's). An empty batch (N = 0) launches nothing.
     """
-    geometry = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    g = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d", precision)
     checks.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
-    g = geometry
-    y = runtime.new_output((g["N"], weight.shape[0], g["OH"], g["OW"]), device=x.device, dtype=x.dtype,
+    N = x.shape[0]
+    y = runtime.new_output((N, weight.shape[0], g.OH, g.OW), device=x.device, dtype=x.dtype,
                            memory_format=memory_format or runtime.memory_format_of(x))
-    if g["N"] == 0:
+    if N == 0:
         return y
     if flat_crs is None:
-        flat_crs = flat_reduction(g["C_per_group"])
-    grid = lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_M"]),  # noqa: E731
-                         triton.cdiv(g["K_per_group"], meta["BLOCK_N"]), groups)
+        flat_crs = flat_reduction(g.C_per_group)
+    grid = lambda meta: (triton.cdiv(N * g.OH * g.OW, meta["BLOCK_M"]),  # noqa: E731
+                         triton.cdiv(g.K_per_group, meta["BLOCK_N"]), groups)
     runtime.launch(
-        _conv2d_forward_kernel, grid,
-        (FORWARD_FLAT_VECTOR_CONFIGS if flat_crs else FORWARD_CONFIGS) if _channel_vectors(x, flat_crs, geometry)
-        else FORWARD_GATHER_CONFIGS,
-        config, runtime.uses_tensor_cores(x.dtype, precision),
-        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, **geometry,
+        _conv2d_forward_kernel, grid, pass_configs("forward", x, flat_crs, g), config,
+        runtime.uses_tensor_cores(x.dtype, precision),
+        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y, N=N, **g.kernel_args(),
         **runtime.stride_args("x", x), **runtime.stride_args("w", weight, "kcrs"),
         b_sk=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y), HAS_BIAS=bias is not None,
-        APPLY_RELU=relu, FLAT_CRS=flat_crs, WINDOW_INSIDE=window_inside(geometry), PRECISION=precision,
+        APPLY_RELU=relu, FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside, PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype))
     return y
 
@@ -685,25 +728,23 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d", precision)
-    checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (g["N"], weight.shape[0], g["OH"], g["OW"]),
-                                  weight.dtype)
+    N = x_shape[0]
+    checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (N, weight.shape[0], g.OH, g.OW), weight.dtype)
     checks.check_device("conv2d_input_grad", dy=dy, weight=weight)
     if flat_krs is None:
-        flat_krs = flat_reduction(g["K_per_group"])
+        flat_krs = flat_reduction(g.K_per_group)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
-    if g["N"] == 0:
+    if N == 0:
         return dx
-    sh, sw = g["stride_h"], g["stride_w"]
+    sh, sw = g.stride_h, g.stride_w
     grid = lambda meta: (  # noqa: E731
-        triton.cdiv(g["N"] * triton.cdiv(g["H"], sh) * triton.cdiv(g["W"], sw), meta["BLOCK_M"]),
-        triton.cdiv(g["C_per_group"], meta["BLOCK_N"]), groups * sh * sw)
+        triton.cdiv(N * triton.cdiv(g.H, sh) * triton.cdiv(g.W, sw), meta["BLOCK_M"]),
+        triton.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
-        _conv2d_input_grad_kernel, grid,
-        INPUT_GRAD_CONFIGS if not flat_krs and dy.stride(1) == 1 and sh == sw == 1 else INPUT_GRAD_GATHER_CONFIGS,
-        config,
+        _conv2d_input_grad_kernel, grid, pass_configs("input_grad", dy, flat_krs, g), config,
         runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, **g, tap_step_h=sh // math.gcd(sh, g["dilation_h"]),
-        tap_step_w=sw // math.gcd(sw, g["dilation_w"]), **runtime.stride_args("dy", dy, "nkhw"),
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, N=N, **g.kernel_args(), tap_step_h=sh // math.gcd(sh, g.dilation_h),
+        tap_step_w=sw // math.gcd(sw, g.dilation_w), **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
         FLAT_KRS=flat_krs, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
@@ -716,8 +757,15 @@ def _pixels_flat(t: torch.Tensor) -> bool:
     return t.stride(2) == width * t.stride(3) and t.stride(0) == height * t.stride(2)
 
 
-def weight_grad_splits(pixels: int, output_tiles: int) -> int:
-    """Slices of the N*OH*OW reduction: enough programs for ~4 per SM, each slice >= 512 pixels."""
+# The split count is planned before the pick rule chooses a tile (the split is a key argument of the launch), for
+# an output tile of this size: the grid then has ~4 programs per SM at 128x128; a larger picked tile runs fewer.
+SPLIT_PLAN_TILE = 128
+
+
+def weight_grad_splits(pixels: int, K: int, crs: int) -> int:
+    """Slices of the N*OH*OW reduction of a [K, crs] weight gradient: enough programs for ~4 per SM at
+    SPLIT_PLAN_TILE x SPLIT_PLAN_TILE output tiles, each slice >= 512 pixels, at most 256."""
+    output_tiles = triton.cdiv(K, SPLIT_PLAN_TILE) * triton.cdiv(crs, SPLIT_PLAN_TILE)
     wanted = triton.cdiv(4 * runtime.streaming_multiprocessors(), output_tiles)
     return max(1, min(wanted, pixels // 512, 256))
 
@@ -735,39 +783,32 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d", precision)
-    checks.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (g["N"], weight_shape[0], g["OH"], g["OW"]),
-                                  x.dtype)
+    N = x.shape[0]
+    checks.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (N, weight_shape[0], g.OH, g.OW), x.dtype)
     checks.check_device("conv2d_weight_grad", dy=dy, x=x)
-    K, crs = weight_shape[0], g["C_per_group"] * g["R"] * g["S"]
+    K, crs = weight_shape[0], g.C_per_group * g.R * g.S
     if flat_crs is None:
-        flat_crs = flat_reduction(g["C_per_group"])
+        flat_crs = flat_reduction(g.C_per_group)
     if splits is None:
-        splits = weight_grad_splits(g["N"] * g["OH"] * g["OW"], triton.cdiv(K, 128) * triton.cdiv(crs, 128))
+        splits = weight_grad_splits(N * g.OH * g.OW, K, crs)
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
-    if g["N"] == 0:
+    if N == 0:
         return dw.zero_()
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_partial = runtime.new_output((splits, K * crs), device=x.device, dtype=partial_dtype)
-    same_size = (g["H"], g["W"], g["stride_h"], g["stride_w"]) == (g["OH"], g["OW"], 1, 1)
-
-    def grid(meta):
-        if flat_crs:
-            crs_blocks = triton.cdiv(crs, meta["BLOCK_N"])
-        else:
-            crs_blocks = g["R"] * g["S"] * triton.cdiv(g["C_per_group"], meta["BLOCK_N"])
-        return triton.cdiv(g["K_per_group"], meta["BLOCK_M"]), crs_blocks, groups * splits
-
+    same_size = (g.H, g.W, g.stride_h, g.stride_w) == (g.OH, g.OW, 1, 1)
+    grid = lambda meta: (triton.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
+                         crs_blocks(g.C_per_group, g.R, g.S, meta["BLOCK_N"], flat_crs), groups * splits)
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid,
-        WEIGHT_GRAD_CONFIGS if _channel_vectors(x, flat_crs, g) else WEIGHT_GRAD_GATHER_CONFIGS, config,
+        _conv2d_weight_grad_kernel, grid, pass_configs("weight_grad", x, flat_crs, g), config,
         runtime.uses_tensor_cores(x.dtype, precision),
-        dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, **g, splits=splits,
+        dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, N=N, **g.kernel_args(), splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,
         DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size and not flat_crs,
-        FLAT_CRS=flat_crs, WINDOW_INSIDE=window_inside(g),
+        FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside,
         PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype))
     # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
     dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
@@ -787,8 +828,8 @@ class Depth:
     ceil(R/b), its taps past R, S zero; conv2d(x_d, w_d) (stride 1, no padding) = conv2d(x, weight): output
     pixel (oh, ow) meets x row oh*b - pad_h + ri*b + i through filter row ri*b + i. AlexNet's conv1 (3 channels,
     11x11, stride 4, 55x55 out): 48 channels, 3x3 filter, 57x57 map, +19% multiply-adds (12x12 filter taps);
-    the loops then read channel vectors with no bounds checks (``window_inside``). x rows and columns no output
-    reads (below/right of the last window) count as 0. A non-finite x value meets the zero taps of a
+    the loops then read channel vectors with no bounds checks (``ConvGeometry.window_inside``). x rows and columns
+    no output reads (below/right of the last window) count as 0. A non-finite x value meets the zero taps of a
     neighbouring window (0 x inf = NaN where F.conv2d's output stays finite): finite inputs only.
     """
 
@@ -842,12 +883,12 @@ def conv2d_depth(x: torch.Tensor, w_shape, stride, padding, dilation, groups: in
     the tiles spilled); not for exact fp32, whose FMA loop is bound by its multiply-adds, not addresses (the padded
     taps would add 19% to conv1's). float64 (the interpreter's gradcheck) takes it, as the tensor-core dtypes do."""
     g = conv2d_geometry(x.shape, w_shape, stride, padding, dilation, groups)
-    b, C, R, S = g["stride_h"], g["C_per_group"], g["R"], g["S"]
-    if not (b == g["stride_w"] >= 2 and g["dilation_h"] == g["dilation_w"] == 1 and groups == 1
+    b, C, R, S = g.stride_h, g.C_per_group, g.R, g.S
+    if not (b == g.stride_w >= 2 and g.dilation_h == g.dilation_w == 1 and groups == 1
             and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b
             and runtime.memory_format_of(x) == torch.channels_last and (dtype, precision) != (torch.float32, "ieee")):
         return None
     taps = (triton.cdiv(R, b), triton.cdiv(S, b))
-    extent = (min(g["H"], (g["OH"] - 1) * b - g["pad_h"] + R), min(g["W"], (g["OW"] - 1) * b - g["pad_w"] + S))
-    return Depth(block=b, pad=(g["pad_h"], g["pad_w"]), extent=extent,
-                 size=(g["OH"] + taps[0] - 1, g["OW"] + taps[1] - 1), taps=taps)
+    extent = (min(g.H, (g.OH - 1) * b - g.pad_h + R), min(g.W, (g.OW - 1) * b - g.pad_w + S))
+    return Depth(block=b, pad=(g.pad_h, g.pad_w), extent=extent, size=(g.OH + taps[0] - 1, g.OW + taps[1] - 1),
+                 taps=taps)

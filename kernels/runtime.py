@@ -83,6 +83,8 @@ class KernelConfigs:
     pick: when given, a launch runs ``pick(fitting candidates, launch args)`` instead of autotuning: a choice
         by rule, never by timing (for kernels whose result bits depend on the config: bitwise-repeatable
         across processes).
+    operand: the kernel argument (a tensor) whose element size decides which tiles fit shared memory
+        (``fitting``); required when a config has GEMM tiles (BLOCK_M, BLOCK_N, BLOCK_K), None otherwise.
     """
 
     tensor_core: tuple[triton.Config, ...]
@@ -90,6 +92,18 @@ class KernelConfigs:
     interpreter: triton.Config | Callable[[dict[str, Any]], triton.Config]
     key: tuple[str, ...]
     pick: Callable[[tuple[triton.Config, ...], dict[str, Any]], triton.Config] | None = None
+    operand: str | None = None
+
+    def __post_init__(self):
+        tiled = any(pipeline_shared_bytes(c, 1) for c in self.tensor_core + self.cuda_core)
+        if tiled != (self.operand is not None):
+            raise ValueError(f"KernelConfigs: operand={self.operand!r}: name the tensor argument whose element size "
+                             "decides what fits shared memory exactly when a config has GEMM tiles "
+                             f"({'it has' if tiled else 'none has'})")
+
+    def operand_bytes(self, args: dict[str, Any]) -> int:
+        """Element size of the deciding ``operand`` in a launch's keyword ``args``; 0 without GEMM tiles."""
+        return 0 if self.operand is None else args[self.operand].element_size()
 
     def gpu(self, tensor_cores: bool, backend: str | None = None) -> tuple[triton.Config, ...]:
         """The autotuning candidates on a ``backend`` GPU ("cuda" or "hip"; default: this machine's)."""
@@ -253,7 +267,7 @@ class LaunchRecord:
     args: dict[str, Any]
     candidates: tuple[triton.Config, ...]  # before ``KernelConfigs.fitting`` a target's shared memory
     configs: KernelConfigs
-    operand_bytes: int
+    operand_bytes: int  # ``KernelConfigs.operand_bytes``
     grid: Callable[[dict], tuple[int, ...]]  # of meta = args + a config's kwargs, as ``launch`` calls it
     config: triton.Config | None = None  # the config the caller forced, if any
 
@@ -318,7 +332,7 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
     ``configs.gpu(tensor_cores)``.
     """
     candidates = configs.gpu(tensor_cores)
-    operand_bytes = next(v.element_size() for v in args.values() if isinstance(v, torch.Tensor))
+    operand_bytes = configs.operand_bytes(args)
     if _capture is not None:
         _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes, grid, config))
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -106,3 +108,70 @@ def test_target_plans_for_another_gpu_and_restores():
             assert runtime.streaming_multiprocessors() == 304
         assert runtime.streaming_multiprocessors() == 132
     assert runtime.streaming_multiprocessors() == here
+
+
+def test_gemm_configs_name_the_operand_that_decides_what_fits():
+    """A config set with GEMM tiles must name the tensor whose element size sizes its pipeline; one without must
+    not (nothing to fit)."""
+    tile = runtime.gemm_tile(64, 64, 32, 4, 2)
+    with pytest.raises(ValueError, match="operand=None"):
+        runtime.KernelConfigs(tensor_core=(tile,), cuda_core=(tile,), interpreter=tile, key=())
+    element_wise = runtime.fixed_config(BLOCK=1024, num_warps=4)
+    with pytest.raises(ValueError, match="operand='x_ptr'"):
+        runtime.KernelConfigs(tensor_core=element_wise.tensor_core, cuda_core=element_wise.cuda_core,
+                              interpreter=element_wise.interpreter, key=(), operand="x_ptr")
+    for name, configs in GEMM_CONFIGS.items():
+        assert configs.operand in GEMM_KERNELS[name].arg_names, name
+
+
+@pytest.mark.parametrize("order", ["operand first", "operand last"])
+def test_the_named_operand_decides_whatever_the_keyword_order(order):
+    """An fp32 tensor before the bf16 operand does not make the launch fit tiles at 4 bytes per element."""
+    tile = runtime.gemm_tile(64, 64, 32, 4, 2)
+    configs = runtime.KernelConfigs(tensor_core=(tile,), cuda_core=(tile,), interpreter=tile, key=(), operand="b_ptr")
+    a, b = torch.empty(4, dtype=torch.float32), torch.empty(4, dtype=torch.bfloat16)
+    tensors = dict(b_ptr=b, a_ptr=a) if order == "operand first" else dict(a_ptr=a, b_ptr=b)
+    with runtime.capture_launches() as records:
+        runtime.launch(object(), lambda meta: (1,), configs, **tensors)
+    assert records[0].operand_bytes == 2
+
+
+def test_conv_geometry_fields_are_the_gemm_kernels_constexprs():
+    """ConvGeometry's fields are passed by name (``kernel_args``) and key the autotuning cache: each is a
+    constexpr parameter of every conv GEMM kernel."""
+    for name in ("conv_forward", "conv_input_grad", "conv_weight_grad"):
+        parameters = inspect.signature(GEMM_KERNELS[name].fn).parameters.values()
+        constexprs = {p.name for p in parameters if "constexpr" in str(p.annotation)}
+        assert set(conv.GEOMETRY_KEY) <= constexprs, (name, set(conv.GEOMETRY_KEY) - constexprs)
+        assert set(conv.GEOMETRY_KEY) <= set(GEMM_CONFIGS[name].key)
+    g = conv.conv2d_geometry((2, 3, 227, 227), (96, 3, 11, 11), 4, 0, 1, 1)
+    assert (g.OH, g.OW, g.K_per_group, g.window_inside) == (55, 55, 96, True)
+    assert list(g.kernel_args()) == list(conv.GEOMETRY_KEY)
+
+
+@pytest.mark.parametrize("kernel_pass, channels_last, flat, stride, channels, expected", [
+    ("forward", False, False, 1, 64, "FORWARD_GATHER_CONFIGS"),
+    ("forward", True, False, 1, 64, "FORWARD_CONFIGS"),
+    ("forward", True, True, 1, 48, "FORWARD_FLAT_VECTOR_CONFIGS"),  # conv1 after space-to-depth
+    ("forward", True, True, 4, 3, "FORWARD_GATHER_CONFIGS"),  # conv1's three channels, 11x11 stride 4
+    ("input_grad", True, False, 1, 64, "INPUT_GRAD_CONFIGS"),
+    ("input_grad", True, False, 2, 64, "INPUT_GRAD_GATHER_CONFIGS"),  # stride phases gather
+    ("input_grad", True, True, 1, 48, "INPUT_GRAD_GATHER_CONFIGS"),
+    ("weight_grad", True, False, 1, 64, "WEIGHT_GRAD_CONFIGS"),
+    ("weight_grad", True, True, 1, 48, "WEIGHT_GRAD_CONFIGS"),
+    ("weight_grad", False, False, 1, 64, "WEIGHT_GRAD_GATHER_CONFIGS"),
+])
+def test_one_rule_chooses_each_passs_config_set(kernel_pass, channels_last, flat, stride, channels, expected):
+    size, taps = (227, 11) if stride == 4 else (57, 3)
+    x = torch.empty(2, channels, size, size)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    g = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 0, 1, 1)
+    assert conv.pass_configs(kernel_pass, x, flat, g) is getattr(conv, expected)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_reduction_block_count_from_python_matches_the_kernels_rule(flat):
+    """``crs_blocks`` is the kernels' own ``_crs_blocks``: flat ceil(C*R*S / BLOCK), else R*S*ceil(C / BLOCK)."""
+    for c, r, s, block in ((3, 11, 11, 32), (48, 3, 3, 64), (192, 3, 3, 128), (1, 1, 1, 16)):
+        expected = -(-c * r * s // block) if flat else r * s * -(-c // block)
+        assert conv.crs_blocks(c, r, s, block, flat) == expected

@@ -581,7 +581,7 @@ def test_flat_channel_vectors_every_config(kernel, config):
     """The flat reduction over channel vectors with no bounds checks (a conv whose windows all lie inside x, as
     conv1's after space-to-depth) at each GPU config of its forward and weight gradient."""
     x, w, b = (t.detach() for t in random_operands((2, 16, 9, 10), (24, 16, 3, 3), seed=17))
-    assert conv.window_inside(conv.conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1))
+    assert conv.conv2d_geometry(x.shape, w.shape, 1, 0, 1, 1).window_inside
     y_ref = torch_conv(x, w, b, {}, True)
     if kernel == "forward":
         assert_close(conv.conv2d_forward(x, w, b, relu=True, flat_crs=True, config=config), y_ref, "y")

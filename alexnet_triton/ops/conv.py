@@ -164,8 +164,8 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
     g = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)  # the clear errors first
     padding_name = padding if isinstance(padding, str) else ""
-    geometry = ([g["stride_h"], g["stride_w"]], [0, 0] if padding_name else list(checks.int_pair(
-        padding, "conv2d", "padding")), padding_name, [g["dilation_h"], g["dilation_w"]], groups)
+    geometry = ([g.stride_h, g.stride_w], [0, 0] if padding_name else list(checks.int_pair(
+        padding, "conv2d", "padding")), padding_name, [g.dilation_h, g.dilation_w], groups)
     dtype = autocast_operands(x.new_empty(0))[0].dtype  # the dtype the conv computes in (x's, or autocast's)
     depth = conv2d_depth(x, weight.shape, stride, padding, dilation, groups, dtype, precision)
     if depth is None:
