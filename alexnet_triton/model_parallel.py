@@ -25,8 +25,12 @@ bit (each rank computes the whole mask: 2 x the element-wise work of one process
 Checkpoints: ``full_state_dict`` gathers the single-device state_dict (keys and shapes of ``AlexNet("2012")``);
 ``load_full_state_dict`` scatters one.
 ``scheme="hybrid"`` is Krizhevsky's 2014 "one weird trick" on the same machinery: the convolutions data-parallel
-(each rank all of each conv layer on its half of the batch, the gradients all-reduced by ``reduce_gradients``),
+(each rank all of each conv layer on its half of the batch, the gradients summed over the pair in the backward),
 pool5's output gathered over the batch for fc6/fc7/fc8, which are as in the split.
+Data parallelism across pairs: 2N processes are N model-parallel pairs (ranks 2p, 2p + 1; ``split_groups``), each
+on its share of the batch; after its backward, each gradient is averaged over the N ranks of its column (its data
+group) as DDP would (an all-reduce, then / N). The gradients are reduced by hooks during the backward, as they
+accumulate (the hybrid's conv gradients first summed over the pair): one backward per optimizer step.
 
 ``Collectives`` is the process group as the split net and DDP use it, every call counted: bytes each rank sends
 and receives by collective, layer and pass (the tensors' sizes, moved as a ring moves them; with 2 ranks every
@@ -35,6 +39,7 @@ algorithm moves each rank's share once).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +57,7 @@ RANKS = 2
 SPLIT = {"conv1": "columns", "conv2": "group", "conv3": "columns", "conv4": "group", "conv5": "group",
          "fc6": "columns", "fc7": "columns", "fc8": "replicated"}
 # Krizhevsky 2014 ("One weird trick"): data parallelism for the convolutions ("data": all of the layer, this
-# rank's half of the batch, its gradient all-reduced by ``reduce_gradients``), the split for the fc layers.
+# rank's half of the batch, its gradient summed over the pair in the backward), the split for the fc layers.
 HYBRID = {**{f"conv{i}": "data" for i in range(1, 6)}, "fc6": "columns", "fc7": "columns", "fc8": "replicated"}
 SCHEMES = {"split": SPLIT, "hybrid": HYBRID}
 LRN_BOUNDARIES = ("exchange", "column")
@@ -63,7 +68,7 @@ HALO = LRN["size"] // 2  # channels of the other rank the window reads at the bo
 class Transfer:
     """One counted call: bytes this rank sent and received."""
 
-    rank: int
+    rank: int  # in the default group
     layer: str
     collective: str
     phase: str  # "forward" or "backward"
@@ -72,18 +77,18 @@ class Transfer:
 
 
 class Collectives:
-    """The collectives of a 2-rank process group (None: the default group), each call appended to ``transfers``
-    (``count=False``: not counted, as for checkpoints)."""
+    """The collectives of a process group (None: the default group) of ``ranks`` ranks (None: any number), each
+    call appended to ``transfers`` (``count=False``: not counted, as for checkpoints; a list given is shared)."""
 
-    def __init__(self, group: dist.ProcessGroup | None = None):
+    def __init__(self, group: dist.ProcessGroup | None = None, ranks: int | None = RANKS,
+                 transfers: list[Transfer] | None = None):
         self.group, self.rank, self.size = group, dist.get_rank(group), dist.get_world_size(group)
-        if self.size != RANKS:
-            raise ValueError(f"model parallelism: the process group has {self.size} ranks, the split needs {RANKS}")
-        self.peer = dist.get_global_rank(group, 1 - self.rank) if group is not None else 1 - self.rank
-        self.transfers: list[Transfer] = []
+        if ranks is not None and self.size != ranks:
+            raise ValueError(f"model parallelism: the process group has {self.size} ranks, the split needs {ranks}")
+        self.transfers: list[Transfer] = [] if transfers is None else transfers
 
     def _count(self, layer: str, collective: str, phase: str, sent: int, received: int) -> None:
-        self.transfers.append(Transfer(self.rank, layer, collective, phase, sent, received))
+        self.transfers.append(Transfer(dist.get_rank(), layer, collective, phase, sent, received))
 
     def all_gather(self, x: torch.Tensor, layer: str, phase: str, count: bool = True) -> list[torch.Tensor]:
         """Every rank's x (same shape), in rank order."""
@@ -115,8 +120,9 @@ class Collectives:
     def exchange(self, x: torch.Tensor, layer: str, phase: str) -> torch.Tensor:
         """x to the other rank; its x (same shape) back."""
         x, received = x.contiguous(), torch.empty_like(x, memory_format=torch.contiguous_format)
-        for work in dist.batch_isend_irecv([dist.P2POp(dist.isend, x, self.peer, self.group),
-                                            dist.P2POp(dist.irecv, received, self.peer, self.group)]):
+        peer = 1 - self.rank if self.group is None else dist.get_global_rank(self.group, 1 - self.rank)
+        for work in dist.batch_isend_irecv([dist.P2POp(dist.isend, x, peer, self.group),
+                                            dist.P2POp(dist.irecv, received, peer, self.group)]):
             work.wait()
         self._count(layer, "send_recv", phase, x.nbytes, received.nbytes)
         return received
@@ -134,6 +140,23 @@ class Collectives:
                 self._count_all_reduce(layer, "backward", nbytes)
             return allreduce_hook(group, bucket)
         return hook
+
+
+def split_groups() -> tuple[Collectives, Collectives | None]:
+    """The default group's 2N ranks as N model-parallel pairs (ranks 2p and 2p + 1, neighbours as a node numbers
+    its GPUs) -> this rank's pair and its data group (the N ranks of its column: c, c + 2, ...; None for N = 1),
+    counted into one list. Every rank calls it (it creates the process groups). ValueError naming the world size
+    when it is odd."""
+    world = dist.get_world_size()
+    if world % RANKS:
+        raise ValueError(f"model parallelism: {world} processes; the split needs a multiple of {RANKS} (a "
+                         f"model-parallel pair of {RANKS} ranks per data-parallel share of the batch)")
+    if world == RANKS:
+        return Collectives(), None
+    pair, _ = dist.new_subgroups_by_enumeration([list(range(p, p + RANKS)) for p in range(0, world, RANKS)])
+    column, _ = dist.new_subgroups_by_enumeration([list(range(c, world, RANKS)) for c in range(RANKS)])
+    comm = Collectives(pair)
+    return comm, Collectives(column, ranks=None, transfers=comm.transfers)
 
 
 class _Gather(torch.autograd.Function):
@@ -181,23 +204,25 @@ class ModelParallelAlexNet(nn.Module):
     """The 2012 AlexNet over the 2 ranks of ``comm`` (module docstring): images [N, 3, S, S], the same on both
     ranks -> logits [N, num_classes], the same on both ranks.
 
-    scheme: "split" (the 2012 paper's, ``SPLIT``) or "hybrid" (the 2014 one, ``HYBRID``: N even; call
-    ``reduce_gradients`` after each backward).
+    scheme: "split" (the 2012 paper's, ``SPLIT``) or "hybrid" (the 2014 one, ``HYBRID``: the convolutions on
+    half the batch each; an odd batch gets a zero image, dropped after the convolutions, with no gradient).
     width, input_size, dropout, precision: as ``AlexNet``'s (every split layer's width must be even).
     lrn: "exchange" (the single-device net) or "column" (the paper's per-column LRN: no exchange).
+    data: the data group of 2N processes (``split_groups``): this pair's images are its share of the batch, and
+    every gradient is averaged over the group in the backward.
     Initial weights are not the single-device net's: load them with ``load_full_state_dict``. Dropout masks
-    equal one process's when every rank has the same ``torch.manual_seed``.
+    equal one process's when both ranks of a pair have the same ``torch.manual_seed``.
     """
 
     def __init__(self, comm: Collectives, num_classes: int = NUM_CLASSES, width: float = 1.0,
                  input_size: int | None = None, dropout: float = DROPOUT, precision: str = "ieee",
-                 lrn: str = "exchange", scheme: str = "split"):
+                 lrn: str = "exchange", scheme: str = "split", data: Collectives | None = None):
         super().__init__()
         if lrn not in LRN_BOUNDARIES:
             raise ValueError(f"ModelParallelAlexNet: lrn must be one of {LRN_BOUNDARIES}, got {lrn!r}")
         if scheme not in SCHEMES:
             raise ValueError(f"ModelParallelAlexNet: scheme must be one of {tuple(SCHEMES)}, got {scheme!r}")
-        self.comm, self.lrn, self.scheme = comm, lrn, scheme
+        self.comm, self.lrn, self.scheme, self.data = comm, lrn, scheme, data
         self.features, self.classifier = nn.ModuleDict(), nn.ModuleDict()
         # (the layer's module, its name, its mode in the scheme or the layer kind, the dropout after it)
         self._plan: list[tuple[nn.Module, str, str, float]] = []
@@ -215,6 +240,8 @@ class ModelParallelAlexNet(nn.Module):
                 if mode in ("columns", "group"):
                     self._sharded.update(f"{part}.{index}.{p}" for p, _ in module.named_parameters())
                 self._plan.append((module, name, mode, dropout if "dropout" in kinds else 0.0))
+                for p in module.parameters() if mode == "data" or data is not None else ():
+                    p.register_post_accumulate_grad_hook(functools.partial(self._reduce, name, mode))
 
     @staticmethod
     def _module(first, kinds: list[str], mode: str, precision: str) -> nn.Module:
@@ -246,18 +273,17 @@ class ModelParallelAlexNet(nn.Module):
             raise ValueError(f"ModelParallelAlexNet: expected images [N, 3, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
         # h holds: "whole" (the same on both ranks), this rank's "columns" (dim 1) or its "images" (dim 0)
-        h, holds, pending = x, "whole", 0.0
+        h, holds, pending, images = x, "whole", 0.0, len(x)
         if self._plan[0][2] == "data":
-            if len(x) % RANKS:
-                raise ValueError(f"ModelParallelAlexNet: the hybrid scheme splits the batch over {RANKS} ranks, "
-                                 f"got {len(x)} images")
+            if images % RANKS:
+                x = torch.cat([x, x.new_zeros(RANKS - images % RANKS, *x.shape[1:])])
             h, holds = x.chunk(RANKS)[self.comm.rank], "images"
         for module, name, mode, p in self._plan:
             if isinstance(module, triton_nn.Linear) and h.dim() > 2:
                 h = torch.flatten(h, 1)  # NCHW order: rank 0's channels, then rank 1's, as the whole net's
             if mode in ("columns", "replicated") and holds != "whole":
                 h = _Gather.apply(h, self.comm, f"{name} input", mode == "columns", 1 if holds == "columns" else 0)
-                h, holds = ops.dropout(h, pending, self.training), "whole"  # its seed drawn as one process's
+                h, holds = ops.dropout(h[:images], pending, self.training), "whole"  # seed drawn as one process's
             if mode == "lrn" and holds == "columns" and self.lrn == "exchange":
                 c = h.shape[1]
                 h = module(_Halo.apply(h, self.comm, f"{name} halo"))
@@ -268,12 +294,14 @@ class ModelParallelAlexNet(nn.Module):
             pending = p
         return h
 
-    def reduce_gradients(self) -> None:
-        """Sum the data-parallel layers' gradients over the ranks (the hybrid scheme, after each backward)."""
-        for module, name, mode, _ in self._plan:
-            for p in module.parameters() if mode == "data" else ():
-                if p.grad is not None:
-                    self.comm.all_reduce(p.grad, name, "backward")
+    def _reduce(self, layer: str, mode: str, p: nn.Parameter) -> None:
+        """A gradient once the backward has accumulated it: the hybrid's conv gradients summed over the pair (each
+        rank's is its half of the batch's), then (2N processes) every gradient averaged over the data group."""
+        if mode == "data":
+            self.comm.all_reduce(p.grad, layer, "backward")
+        if self.data is not None:
+            self.data.all_reduce(p.grad, f"{layer} over pairs", "backward")
+            p.grad.div_(self.data.size)  # as DDP averages its buckets
 
     def gathered(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This rank's tensors of the ``state_dict`` keys (parameters, their gradients) -> the single-device

@@ -1,5 +1,6 @@
 """The paper's two-GPU split (alexnet_triton.model_parallel) on 2 gloo processes against one process: the same
-logits, loss and gradients, 3 SGD steps, interchangeable checkpoints, and the bytes each rank moves."""
+logits, loss and gradients, 3 SGD steps, interchangeable checkpoints, and the bytes each rank moves; 2 pairs of
+them data-parallel on 4 processes against one process doing both pairs' work."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from alexnet_triton.architecture import SGD, parameter_shapes
 from alexnet_triton.checkpoint import read_checkpoint
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
-from alexnet_triton.model_parallel import Collectives, ModelParallelAlexNet
+from alexnet_triton.model_parallel import RANKS, Collectives, ModelParallelAlexNet, split_groups
 from alexnet_triton.parity import assert_close
 from alexnet_triton.training import Run, RunConfig
 
@@ -53,10 +54,10 @@ def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     return model.state_dict(), images, torch.randint(0, TINY["num_classes"], (STEPS, BATCH))
 
 
-def _train(model, images, labels, gradients, after_backward=lambda model: None) -> list[dict]:
-    """STEPS of the paper's SGD from torch.manual_seed(SEED) (the dropout seeds); per step logits, loss and the
-    gradients as ``gradients(model)`` returns them (after ``after_backward(model)``)."""
-    torch.manual_seed(SEED)
+def _train(model, images, labels, gradients, seed: int = SEED) -> list[dict]:
+    """STEPS of the paper's SGD from torch.manual_seed(seed) (the dropout seeds); per step logits, loss and the
+    gradients as ``gradients(model)`` returns them."""
+    torch.manual_seed(seed)
     sgd = optim.SGD(model.parameters(), **SGD)
     steps = []
     for x, y in zip(images, labels, strict=True):
@@ -64,23 +65,30 @@ def _train(model, images, labels, gradients, after_backward=lambda model: None) 
         logits = model(x)
         loss = ops.cross_entropy(logits, y)
         loss.backward()
-        after_backward(model)
         steps.append(dict(logits=logits.detach(), loss=loss.detach(), grads=gradients(model)))
         sgd.step()
     return steps
 
 
-def _worker(rank: int, port: int, directory: Path) -> None:
+def _start(rank: int, port: int, world: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     runtime.poison_outputs = True
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _gradients(model: ModelParallelAlexNet) -> dict[str, torch.Tensor]:
+    return model.gathered({k: p.grad for k, p in model.named_parameters()})
+
+
+def _worker(rank: int, port: int, directory: Path) -> None:
+    _start(rank, port, 2)
     state, images, labels = _data()
     net = ModelParallelAlexNet(Collectives(), **TINY)
     net.load_full_state_dict(state)
     loaded = net.full_state_dict()
     with _ForbidTorchCompute():
-        steps = _train(net, images, labels, lambda m: m.gathered({k: p.grad for k, p in m.named_parameters()}))
+        steps = _train(net, images, labels, _gradients)
         first_step = net.comm.transfers[:len(net.comm.transfers) // STEPS]
         net.eval()
         evaluated = net(images[0]).detach()
@@ -90,17 +98,20 @@ def _worker(rank: int, port: int, directory: Path) -> None:
     hybrid = ModelParallelAlexNet(Collectives(), scheme="hybrid", **TINY)
     hybrid.load_full_state_dict(state)
     with _ForbidTorchCompute():
-        steps = dict(split=steps, hybrid=_train(hybrid, images, labels, lambda m: m.gathered(
-            {k: p.grad for k, p in m.named_parameters()}), lambda m: m.reduce_gradients()))
+        steps = dict(split=steps, hybrid=_train(hybrid, images, labels, _gradients))
     saved = dict(split=saved, hybrid=hybrid.full_state_dict())
+    odd = ModelParallelAlexNet(Collectives(), scheme="hybrid", **TINY)  # 3 images: one rank gets a zero image
+    odd.load_full_state_dict(state)
+    with _ForbidTorchCompute():
+        odd_steps = _train(odd, images[:1, :3], labels[:1, :3], _gradients)
     lrn = {}  # eval-mode logits of the first batch at the initial weights, and the calls of that forward
     for boundary in ("exchange", "column"):
         lrn[boundary] = ModelParallelAlexNet(Collectives(), lrn=boundary, **TINY)
         lrn[boundary].load_full_state_dict(state)
         lrn[boundary] = (lrn[boundary].eval()(images[0]).detach(), lrn[boundary].comm.transfers)
     torch.save(dict(loaded=loaded, steps=steps, evaluated=evaluated, saved=saved, reloaded=again.full_state_dict(),
-                    transfers=first_step, counted=communication.counted_step(BATCH, **TINY), lrn=lrn),
-               directory / f"rank{rank}.pt")
+                    transfers=first_step, counted=communication.counted_step(BATCH, **TINY), lrn=lrn,
+                    odd=odd_steps), directory / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -135,6 +146,21 @@ def test_two_ranks_compute_one_process_s_logits_loss_gradients_and_3_sgd_steps(t
         for key in state:
             assert_close(result["saved"][scheme][key], state[key], f"rank {rank} {key} after {STEPS} steps")
     assert expected[0]["loss"] != expected[1]["loss"]  # the steps train
+
+
+def test_the_hybrid_takes_an_odd_batch(two_ranks):
+    """3 images: rank 1's half is padded with a zero image, dropped after the gather, and given no gradient."""
+    state, images, labels = _data()
+    model = AlexNet("2012", backend="triton", **TINY)
+    model.load_state_dict(state)
+    expected = _train(model, images[:1, :3], labels[:1, :3], lambda m: {k: p.grad for k, p in m.named_parameters()})
+    for rank, result in enumerate(two_ranks):
+        (ours,), (theirs,) = result["odd"], expected
+        assert ours["logits"].shape == (3, TINY["num_classes"])
+        for name in ("logits", "loss"):
+            assert_close(ours[name], theirs[name], f"rank {rank} {name}")
+        for key in theirs["grads"]:
+            assert_close(ours["grads"][key], theirs["grads"][key], f"rank {rank} {key}.grad")
 
 
 def test_checkpoints_are_the_single_device_state_dict(two_ranks, one_process):
@@ -231,6 +257,94 @@ def test_a_wrong_split_is_refused_with_the_layer_and_its_sizes():
     with pytest.raises(ValueError, match=r"features.0.weight has shape \(6, 3, 11, 11\), expected \(12, 3, 11, 11\)"):
         state = AlexNet("2012", backend="triton", **TINY).state_dict()
         net.load_full_state_dict({**state, "features.0.weight": state["features.0.weight"][:6]})
+
+
+# ---- 2 pairs x 2 data-parallel ranks (4 processes) ----
+
+PAIRS, PAIR_STEPS = 2, 2  # (2 steps: the second's logits see the first's averaged update)
+
+
+def _pairs_worker(rank: int, port: int, directory: Path) -> None:
+    """Rank 2p + c: column c of pair p, on pair p's half of each batch, its dropout stream seeded SEED + p."""
+    _start(rank, port, RANKS * PAIRS)
+    comm, data = split_groups()
+    state, images, labels = _data()
+    pair, results = rank // RANKS, {}
+    for scheme in ("split", "hybrid"):
+        net = ModelParallelAlexNet(comm, scheme=scheme, data=data, **TINY)
+        net.load_full_state_dict(state)
+        comm.transfers.clear()
+        with _ForbidTorchCompute():
+            steps = _train(net, images[:PAIR_STEPS].chunk(PAIRS, 1)[pair], labels[:PAIR_STEPS].chunk(PAIRS, 1)[pair],
+                           _gradients, SEED + pair)
+        results[scheme] = dict(steps=steps, saved=net.full_state_dict(), transfers=list(comm.transfers),
+                               own=sum(p.nbytes for p in net.parameters()))
+    torch.save(results, directory / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> list[dict]:
+    directory = tmp_path_factory.mktemp("pairs")
+    mp.spawn(_pairs_worker, args=(_free_port(), directory), nprocs=RANKS * PAIRS)
+    return [torch.load(directory / f"rank{rank}.pt", weights_only=False) for rank in range(RANKS * PAIRS)]
+
+
+@pytest.fixture(scope="module")
+def pairs_in_one_process() -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """One process doing both pairs' work: per step, each pair's half with that pair's dropout stream (logits and
+    loss per pair), the gradient the mean of the pairs', one SGD step; and the weights after PAIR_STEPS."""
+    state, images, labels = _data()
+    model = AlexNet("2012", backend="triton", **TINY)
+    model.load_state_dict(state)
+    streams = [torch.manual_seed(SEED + pair).get_state() for pair in range(PAIRS)]
+    sgd = optim.SGD(model.parameters(), **SGD)
+    steps = []
+    for x, y in zip(images[:PAIR_STEPS], labels[:PAIR_STEPS], strict=True):
+        step = dict(logits=[], loss=[], grads={})
+        for pair, (xs, ys) in enumerate(zip(x.chunk(PAIRS), y.chunk(PAIRS), strict=True)):
+            sgd.zero_grad(set_to_none=True)
+            torch.set_rng_state(streams[pair])
+            logits = model(xs)
+            loss = ops.cross_entropy(logits, ys)
+            loss.backward()
+            streams[pair] = torch.get_rng_state()
+            step["logits"].append(logits.detach())
+            step["loss"].append(loss.detach())
+            for key, p in model.named_parameters():
+                step["grads"][key] = step["grads"].get(key, 0) + p.grad / PAIRS
+        for key, p in model.named_parameters():
+            p.grad = step["grads"][key].clone()
+        steps.append(step)
+        sgd.step()
+    return steps, model.state_dict()
+
+
+@pytest.mark.parametrize("scheme", ["split", "hybrid"])
+def test_two_data_parallel_pairs_compute_what_one_process_computes_for_both(pairs, pairs_in_one_process, scheme):
+    """Each pair's logits and loss on its half; every rank's gradients (gathered over its pair) the mean of the
+    pairs'; the weights after 2 steps. Each data group all-reduces its ranks' gradients once a step: every byte of
+    the rank's parameters, sent once (2 ranks in a ring)."""
+    expected, weights = pairs_in_one_process
+    for rank, result in enumerate(pairs):
+        pair, ours = rank // RANKS, result[scheme]
+        for step, (got, want) in enumerate(zip(ours["steps"], expected, strict=True)):
+            assert_close(got["logits"], want["logits"][pair], f"rank {rank} step {step + 1} logits")
+            assert_close(got["loss"], want["loss"][pair], f"rank {rank} step {step + 1} loss")
+            for key in want["grads"]:
+                assert_close(got["grads"][key], want["grads"][key], f"rank {rank} step {step + 1} {key}.grad")
+        for key, value in weights.items():
+            assert_close(ours["saved"][key], value, f"rank {rank} {key} after {PAIR_STEPS} steps")
+        over_pairs = [t for t in ours["transfers"] if t.layer.endswith(" over pairs")]
+        assert all(t.collective == "all_reduce" and t.phase == "backward" for t in over_pairs)
+        assert sum(t.sent for t in over_pairs) == PAIR_STEPS * ours["own"]
+    assert not torch.equal(expected[0]["loss"][0], expected[0]["loss"][1])
+
+
+def test_an_odd_number_of_processes_is_refused_with_the_count(monkeypatch):
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 3)
+    with pytest.raises(ValueError, match=r"^model parallelism: 3 processes; the split needs a multiple of 2 "):
+        split_groups()
 
 
 # ---- experiments/train.py --parallel model ----
