@@ -1,5 +1,6 @@
-"""Time AlexNet on the Triton kernels against every provider of ``alexnet_triton.study.providers`` (PyTorch eager
-with cuDNN, torch.compile): one CSV row per measurement (columns: ``alexnet_triton.study.benchmark``).
+"""Time AlexNet on the Triton kernels against every provider of ``alexnet_triton.study.registries.providers``
+(PyTorch eager with cuDNN, torch.compile): one CSV row per measurement (columns:
+``alexnet_triton.study.benchmarks.benchmark``).
 
   layers  every layer on its own, forward, backward and both (``benchmark_cases.layer_plan``) -> layers.csv
   model   the training step (forward, loss, backward, SGD) and inference of the whole network: images/s and peak
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 from _checkout import REPO
 
-from alexnet_triton.study import benchmark
+from alexnet_triton.study.benchmarks import cli
 
 
 def main(argv=None) -> int:
-    return benchmark.command_line(argv, __doc__, REPO)
+    return cli.command_line(argv, __doc__, REPO)
 
 
 if __name__ == "__main__":

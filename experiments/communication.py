@@ -40,7 +40,7 @@ from alexnet_triton.architecture import INPUT_SIZES, NUM_CLASSES, parameter_shap
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model_parallel import RANKS, SCHEMES, Collectives, ModelParallelAlexNet
-from alexnet_triton.study.roofline import roofline_table
+from alexnet_triton.study.models.roofline import roofline_table
 
 # Published per-direction bandwidth between two H100 SXM5 GPUs (bytes/s): NVLink 4, 18 links x 25 GB/s = 450 GB/s
 # each way (NVIDIA H100 whitepaper: 900 GB/s total); PCIe Gen5 x16, 64 GB/s each way (PCI-SIG).

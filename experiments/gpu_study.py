@@ -80,7 +80,7 @@ def _device_lines() -> list[str]:
     import torch
     import triton
 
-    from alexnet_triton.study import benchmark
+    from alexnet_triton.study.benchmarks import benchmark
 
     lines = [f"device: {benchmark.conditions().device}",
              f"versions: python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
@@ -153,7 +153,8 @@ def _listed(step: str, items: list[str], limit: int = 20) -> list[str]:
 
 
 def run_study(study: Study) -> int:
-    from alexnet_triton.study import benchmark, benchmark_cases, gpu_check
+    from alexnet_triton.study.benchmarks import benchmark, gpu_check
+    from alexnet_triton.study.registries import benchmark_cases
 
     study.header = _device_lines()
     print("\n".join(study.header + study.plan()), flush=True)
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
         path.unlink()
     budget = args.budget if args.budget is not None else (REHEARSAL_BUDGET_S if args.rehearse else None)
     if args.rehearse:  # one timed call per smoke timing (after the warm-up calls): more of the plan rehearsed
-        from alexnet_triton.study import benchmark
+        from alexnet_triton.study.benchmarks import benchmark
 
         benchmark.SMOKE_REPEATS = 1
     print(f"gpu_study ({runtime.MODE} mode) -> {out}", flush=True)

@@ -1,6 +1,6 @@
 """Measure the host's share of a training step on this CPU: Python microseconds per step and per launch before
-Triton's launcher (``alexnet_triton.study.host_cost``), for both variants (the tests' scaled nets: the same launches
-as at full size, with PyTorch's few CPU copies kept small).
+Triton's launcher (``alexnet_triton.study.measure.host_cost``), for both variants (the tests' scaled nets: the same
+launches as at full size, with PyTorch's few CPU copies kept small).
 
 Runs without a GPU (GPU mode, launches stopped before Triton's launcher); the CSV's rows say so in ``measured_on``.
 
@@ -20,7 +20,7 @@ from _checkout import REPO  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from alexnet_triton.study.host_cost import COLUMNS, measure_host_cost  # noqa: E402
+from alexnet_triton.study.measure.host_cost import COLUMNS, measure_host_cost  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

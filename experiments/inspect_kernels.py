@@ -5,15 +5,15 @@ Runs without a GPU. Each op's launchers run on AlexNet's full-size shapes
 it can be launched with for each target (sm_80, sm_90, gfx942), and the
 binaries are read: registers, spills, shared memory / LDS, occupancy,
 tensor-core / matrix-core instructions (HMMA, HGMMA, MFMA), asynchronous
-copies. ``alexnet_triton.study.inspection`` does the work and documents the
-columns.
+copies. ``alexnet_triton.study.inspection`` does the work (its ``compilation`` documents
+the columns).
 
 Writes reports/kernels/inspection.csv, one row per distinct compilation, and
 the figures (registers.png, occupancy.png, shared_memory.png,
 matrix_units.png; issue_per_tensor.png when conv kernels were compiled for
 sm_80/sm_90: their main loops against the reference GEMM, if compiled too, and
 the committed before-state conv_loops_before.csv) next to it, with
-conv_lower_bound.csv (``alexnet_triton.study.loop_model``: a modelled lower bound
+conv_lower_bound.csv (``alexnet_triton.study.models.loop_model``: a modelled lower bound
 per conv kernel on an H100 SXM from its main loop; not a measurement). Exits 1 when any config fails to compile,
 spills, or needs more shared memory / LDS than its target has. ``--loop``
 also prints each compilation's main loop (instructions, MMAs, issue per
@@ -43,7 +43,8 @@ import time  # noqa: E402
 from _checkout import REPO  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from alexnet_triton.study import inspection, loop_model  # noqa: E402
+from alexnet_triton.study.inspection import cases, compilation, figures, tables  # noqa: E402
+from alexnet_triton.study.models import loop_model  # noqa: E402
 
 SUMMARY_COLUMNS = ["variant", "layer", "pass", "target", "dtype", "layout", "config", "issue_per_tensor",
                    "reference_config", "reference_issue_per_tensor", "issue_vs_reference"]
@@ -51,8 +52,8 @@ SUMMARY_COLUMNS = ["variant", "layer", "pass", "target", "dtype", "layout", "con
 
 def print_loops(table) -> None:
     """The main-loop table of every compilation with one; the conv-vs-reference summary when it has rows."""
-    print(inspection.loop_table(table).to_string(index=False))
-    summary = inspection.loop_summary(table)
+    print(tables.loop_table(table).to_string(index=False))
+    summary = tables.loop_summary(table)
     if summary.reference_issue_per_tensor.notna().any():
         print()
         print(summary[SUMMARY_COLUMNS].to_string(index=False))
@@ -60,12 +61,12 @@ def print_loops(table) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", nargs="+", default=list(inspection.OPS),
-                        choices=list(inspection.OPS),
+    parser.add_argument("--ops", nargs="+", default=list(cases.OPS),
+                        choices=list(cases.OPS),
                         help="default: every op but reference_gemm (a yardstick, not a shipped kernel)")
     parser.add_argument("--cases", nargs="+", default=["*"],
                         help="glob patterns on case labels variant/layer/dtype/layout, e.g. '2012/conv1/*'")
-    parser.add_argument("--targets", nargs="+", default=list(inspection.TARGETS), choices=list(inspection.TARGETS))
+    parser.add_argument("--targets", nargs="+", default=list(compilation.TARGETS), choices=list(compilation.TARGETS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV only")
@@ -73,10 +74,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    table = inspection.inspect_kernels(args.ops, args.targets, args.cases, args.jobs)
+    table = compilation.inspect_kernels(args.ops, args.targets, args.cases, args.jobs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
-    summary = inspection.summarise_inspection(table)
+    summary = tables.summarise_inspection(table)
     print(f"wrote {args.out} ({len(table)} rows) in {time.perf_counter() - started:.0f} s; "
           f"{summary['failing']} failing", flush=True)
     for target, numbers in summary["per_target"].items():
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
               f"{numbers['kernels_using_mma']} kernels with {'/'.join(numbers['mma']) or 'no matrix instructions'}, "
               f"{numbers['kernels_using_async_copy']} with asynchronous copies")
     if not args.no_plots:
-        for path in inspection.plot_inspection(table, args.out.parent):
+        for path in figures.plot_inspection(table, args.out.parent):
             print(f"wrote {path}")
         bounds = loop_model.write_lower_bound(table, args.out.parent, loop_model.layer_benchmarks(REPO / "reports"))
         if bounds:

@@ -13,7 +13,7 @@ Each analysis runs as its own script, in a fresh process (the compile inspection
   training    experiments/train.py, default CPU run (forced into the interpreter: the same 2-3 minute run on a
               GPU machine), copied to reports/training/
 Then, from reports/kernels/inspection.csv (committed or just rewritten) when it has the main-loop columns:
-kernels/issue_per_tensor.png and kernels/conv_lower_bound.csv (alexnet_triton.study.loop_model, a model), with
+kernels/issue_per_tensor.png and kernels/conv_lower_bound.csv (alexnet_triton.study.models.loop_model, a model), with
 the measured p50 of reports/benchmarks/layers.csv beside each bound where GPU rows exist.
 GPU benchmarks are never run here: experiments/gpu_study.py runs them, then this script.
 
@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 import triton
 
-from alexnet_triton.study.benchmark_plots import read_benchmarks
-from alexnet_triton.study.loop_model import write_loop_outputs
-from alexnet_triton.study.report import write_report
-from alexnet_triton.study.roofline import gpu_named, plot_roofline, roofline_table
+from alexnet_triton.study.models.loop_model import write_loop_outputs
+from alexnet_triton.study.models.roofline import gpu_named, plot_roofline, roofline_table
+from alexnet_triton.study.presentation.report import write_report
+from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
 from alexnet_triton.training import held_out_line
 
 REPORTS = REPO / "reports"

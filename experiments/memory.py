@@ -1,5 +1,6 @@
 """Bytes saved for backward per image, Triton vs PyTorch eager vs torch.compile: AlexNet 2012's conv blocks
-and both whole networks (full size, training mode). ``alexnet_triton/study/memory.py`` measures and documents how.
+and both whole networks (full size, training mode). ``alexnet_triton/study/measure/memory.py`` measures and documents
+how.
 
 Writes, under --out: blocks.csv (conv1 and conv2 blocks of the 2012 net, Triton vs eager, float32), network.csv
 (per layer group and the whole model, both variants, float32 and bfloat16, every provider), compiled_modes.csv
@@ -21,8 +22,8 @@ import pandas as pd
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.model import VARIANTS
-from alexnet_triton.study import memory
-from alexnet_triton.study.memory import MIB, NETWORK
+from alexnet_triton.study.measure import memory
+from alexnet_triton.study.measure.memory import MIB, NETWORK
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """Run PyTorch's own samples for the six drop-in functions and their modules through alexnet_triton and PyTorch,
-and count how many give the same answer (``alexnet_triton/study/pytorch_samples.py`` says how).
+and count how many give the same answer (``alexnet_triton/study/measure/pytorch_samples.py`` says how).
 
 Writes, under --out: samples.csv (one row per sample: its shapes and arguments, outcome, message) and
 summary.csv (outcomes per function or module and dtype). Runs in whatever mode the package chose (on a CPU:
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from alexnet_triton.study.pytorch_samples import FUNCTIONS, MODULES, all_cases, conformance, summarise
+from alexnet_triton.study.measure.pytorch_samples import FUNCTIONS, MODULES, all_cases, conformance, summarise
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,14 @@ import argparse
 from _checkout import REPO
 from pathlib import Path
 
-from alexnet_triton.study.benchmark_plots import read_benchmarks
-from alexnet_triton.study.roofline import GPUS, plot_roofline, roofline_table, roofline_tables, summarise_roofline
+from alexnet_triton.study.models.roofline import (
+    GPUS,
+    plot_roofline,
+    roofline_table,
+    roofline_tables,
+    summarise_roofline,
+)
+from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
 
 TABLE_DTYPES = ("bf16", "fp32-tf32", "fp32-ieee")
 PLOTS = (("h100-sxm", "bf16"), ("h100-sxm", "fp32-tf32"))

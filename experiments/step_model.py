@@ -3,7 +3,7 @@
 Captures the launches of one training step of the Triton network (both variants, batch 128, channels_last, bf16
 mixed precision and fp32-TF32) as an H100 / H200 SXM and an A100 SXM would launch them, prices each from its
 grid, its main loop in reports/kernels/inspection.csv (GEMM-like kernels) and the bytes it moves
-(``alexnet_triton.study.step_model``), and writes reports/kernels/step_lower_bound.csv and
+(``alexnet_triton.study.models.step_model``), and writes reports/kernels/step_lower_bound.csv and
 step_lower_bound.png. Prints the step rows and, on the H100 SXM, each layer x pass. Not a measurement.
 
     python experiments/step_model.py [--host-us 54] [--reports reports]
@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from alexnet_triton.study import step_model  # noqa: E402
+from alexnet_triton.study.models import step_model  # noqa: E402
 
 PASS_COLUMNS = ["variant", "dtype", "layer", "pass", "launches", "roofline_us", "bound_us", "host_us"]
 STEP_COLUMNS = ["gpu", "dtype", "variant", "launches", "roofline_us", "bound_us", "ratio", "images_per_s", "host_us",

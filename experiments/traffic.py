@@ -5,7 +5,7 @@ Both variants, full size, fp32 NCHW, dropout on, SGD with momentum and weight de
 launches.csv (launches and bytes per kernel / ATen op / Inductor kernel and phase), summary.csv (per phase and
 for the whole step, with the ratios to eager and to torch.compile), compiled_functions.csv (torch.compile: its
 generated kernels per phase and the C++ functions that hold them) and traffic.png. What is counted and how:
-``alexnet_triton/study/traffic.py``. Runs on the CPU: the Triton kernels are captured, not run; the eager step
+``alexnet_triton/study/measure/traffic.py``. Runs on the CPU: the Triton kernels are captured, not run; the eager step
 runs for real; torch.compile generates C++ for the CPU target (labelled target=cpu, never CUDA) and runs it
 (about 10 minutes for both variants at batch 128 on 2 busy cores, mostly C++ compilation).
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from alexnet_triton.model import VARIANTS
-from alexnet_triton.study.providers import PROVIDERS
-from alexnet_triton.study.traffic import count_training_step, launches_by_name, plot_traffic, summarise
+from alexnet_triton.study.measure.traffic import count_training_step, launches_by_name, plot_traffic, summarise
+from alexnet_triton.study.registries.providers import PROVIDERS
 
 
 def main(argv=None) -> int:

@@ -11,9 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost
-from alexnet_triton.study.layer_kinds import KINDS
-from alexnet_triton.study.providers import PROVIDERS
+from alexnet_triton.architecture import parameter_count
+from alexnet_triton.study.benchmarks import benchmark, cli
+from alexnet_triton.study.models import cost
+from alexnet_triton.study.presentation import benchmark_plots
+from alexnet_triton.study.registries import benchmark_cases, layer_kinds
+from alexnet_triton.study.registries.layer_kinds import KINDS
+from alexnet_triton.study.registries.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
@@ -36,7 +40,7 @@ def smoke_run(tmp_path: Path, scope: str, argv: list[str], repeats: int) -> pd.D
         patch.setattr(benchmark, "SMOKE_REPEATS", repeats)
         assert _bench().main([scope, *argv, "--out", str(out)]) == 0
     assert out.read_text().splitlines()[0] == ",".join(SCHEMA)
-    return benchmark_plots.read_benchmarks(out)
+    return benchmark_cases.read_benchmarks(out)
 
 
 def _check_common(rows: pd.DataFrame) -> None:
@@ -110,16 +114,16 @@ def test_bench_model_smoke(tmp_path):
 
 
 def test_smoke_rows_never_go_to_reports():
-    assert benchmark.output_path(None, REPO, "layers.csv") == REPO / "runs" / "bench-smoke" / "layers.csv"
+    assert cli.output_path(None, REPO, "layers.csv") == REPO / "runs" / "bench-smoke" / "layers.csv"
     with pytest.raises(ValueError, match="never go to reports"):
-        benchmark.output_path(REPO / "reports" / "benchmarks" / "layers.csv", REPO, "layers.csv")
+        cli.output_path(REPO / "reports" / "benchmarks" / "layers.csv", REPO, "layers.csv")
 
 
 def test_study_sweep(monkeypatch):
     """The GPU plan has the size experiments/gpu_study.py states; compile only where the budget allows it."""
     for variant in benchmark_cases.VARIANTS:
-        shapes = benchmark_cases.parameter_shapes(cost.study_layers(variant))
-        assert sum(math.prod(s) for s in shapes) == cost.parameter_count(variant)
+        shapes = benchmark_cases.parameter_shapes(layer_kinds.study_layers(variant))
+        assert sum(math.prod(s) for s in shapes) == parameter_count(variant)
     monkeypatch.setattr(benchmark_cases, "smoke", lambda: False)
     layers, network = benchmark_cases.layer_plan(), benchmark_cases.model_plan()
     assert (benchmark_cases.timings_in(layers), benchmark_cases.timings_in(network)) == (1338, 60)
@@ -131,7 +135,7 @@ def test_study_sweep(monkeypatch):
         if "compiled" in case.providers:
             assert case.kernel.startswith("2012/") and case.batch == headline["batch"]
             assert case.dtype in benchmark_cases.COMPILE_DTYPES and case.layout in ("", headline["layout"])
-    study = {(str(layer), dtype, layout) for v in benchmark_cases.VARIANTS for layer in cost.study_layers(v)
+    study = {(str(layer), dtype, layout) for v in benchmark_cases.VARIANTS for layer in layer_kinds.study_layers(v)
              for dtype in benchmark_cases.DTYPES
              for layout in (benchmark_cases.LAYOUTS if KINDS[layer.kind].spatial else [""])}
     assert {(c.kernel, c.dtype, c.layout) for c in layers if c.batch == headline["batch"]} == study
@@ -140,5 +144,5 @@ def test_study_sweep(monkeypatch):
 def test_select_keeps_non_spatial_layers_under_a_layout_filter():
     cases = benchmark_cases.select(benchmark_cases.layer_plan(), kernels=["2012/*"], layouts=["nchw"],
                                    providers=["eager"], phases=["full"])
-    assert {c.kernel for c in cases} == {str(layer) for layer in cost.study_layers("2012")}
+    assert {c.kernel for c in cases} == {str(layer) for layer in layer_kinds.study_layers("2012")}
     assert all(c.providers == ("eager",) and c.phases == ("full",) and c.layout in ("", "nchw") for c in cases)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_triton.study import compiled
+from alexnet_triton.study.measure import compiled
 
 FP32 = 4
 

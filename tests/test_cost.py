@@ -1,4 +1,4 @@
-"""The cost model (alexnet_triton.study.cost) against numbers derived by hand and PyTorch's FLOP counter."""
+"""The cost model (alexnet_triton.study.models.cost) against numbers derived by hand and PyTorch's FLOP counter."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from alexnet_triton.architecture import parameter_count
 from alexnet_triton.model import AlexNet
 from alexnet_triton.model import parameter_count as model_parameter_count
-from alexnet_triton.study.cost import StudyLayer, flops, minimum_bytes, parameter_count, study_layers
+from alexnet_triton.study.models.cost import flops, minimum_bytes
+from alexnet_triton.study.registries.layer_kinds import StudyLayer, study_layers
 
 VARIANTS = ("2012", "torchvision")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alexnet_triton.study import benchmark_cases, gpu_check
-from alexnet_triton.study.benchmark_plots import read_benchmarks
+from alexnet_triton.study.benchmarks import gpu_check
+from alexnet_triton.study.registries import benchmark_cases
+from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "experiments" / "gpu_study.py"

@@ -18,7 +18,7 @@ from alexnet_triton import graphs, ops, optim
 from alexnet_triton.kernels import cross_entropy, runtime
 from alexnet_triton.model import AlexNet
 from alexnet_triton.ops import library
-from alexnet_triton.study.host_cost import COLUMNS as HOST_COST_COLUMNS
+from alexnet_triton.study.measure.host_cost import COLUMNS as HOST_COST_COLUMNS
 from alexnet_triton.training import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]

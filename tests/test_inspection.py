@@ -14,7 +14,7 @@ import torch
 import triton
 
 from alexnet_triton.kernels import conv, linear, runtime
-from alexnet_triton.study import inspection, reference_gemm
+from alexnet_triton.study.inspection import compilation, figures, reference_gemm, tables
 
 REPO = Path(__file__).resolve().parents[1]
 CONV_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_CONFIGS, "_conv2d_input_grad_kernel": conv.INPUT_GRAD_CONFIGS,
@@ -124,7 +124,7 @@ def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path
     table, _ = inspect(tmp_path, ["conv", "linear", "lrn"], ["2012/conv2/fp16/channels_last", "2012/fc8/fp16/*",
                                                              "2012/lrn-after-conv1/fp16/nchw"], targets=["gfx942"])
     assert (table.registers > 0).all() and table.register_detail.str.contains("VGPR").all()
-    assert (table.shared_bytes <= inspection.TARGETS["gfx942"].shared_per_block).all()
+    assert (table.shared_bytes <= compilation.TARGETS["gfx942"].shared_per_block).all()
     assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
     for kernel, configs in (CONV_KERNELS | LINEAR_KERNELS).items():
         rows = table[table.kernel == kernel]
@@ -154,7 +154,7 @@ def test_main_loops_of_a_conv_and_the_reference_gemm_on_sm90(tmp_path):
     assert tuned.issue_per_tensor < 0.6 and tuned.loop_scalar_loads == 0 and tuned.loop_divisions == 0
     assert tuned.case_list == "2012/conv3/bf16/rowmajor"
 
-    summary = inspection.loop_summary(table)
+    summary = tables.loop_summary(table)
     assert list(summary["pass"]) == ["forward", "input grad", "weight grad"]
     assert (summary.reference_issue_per_tensor == reference.issue_per_tensor.min()).all()
     assert np.allclose(summary.issue_vs_reference,
@@ -183,8 +183,8 @@ def test_loop_summary_takes_each_layers_best_config_against_its_reference():
         row("_reference_matmul_kernel", "R1", 0.4, ["2012/conv3/bf16/rowmajor", "2012/conv4/bf16/rowmajor"]),
         row("_reference_matmul_kernel", "R2", 0.5, ["2012/conv3/bf16/rowmajor"]),
         row("_reference_matmul_kernel", "R3", 0.25, ["2012/conv4/bf16/rowmajor"]),
-    ]).reindex(columns=inspection.COLUMNS)
-    summary = inspection.loop_summary(table).set_index("layer")
+    ]).reindex(columns=compilation.COLUMNS)
+    summary = tables.loop_summary(table).set_index("layer")
     assert list(summary.config) == ["B", "A"] and list(summary.reference_config) == ["R1", "R3"]
     assert list(summary.issue_vs_reference) == [5.0, 12.0]
 
@@ -204,15 +204,15 @@ def synthetic_table() -> pd.DataFrame:
     rows[1].update(spill_bytes=16, status="spills")
     rows.append(dict(kernel="_lrn_backward_kernel", config="w8_s1", target="gfx942", dtypes="fp16", layouts="nchw",
                      registers=np.nan, status="compile error: RuntimeError: example"))
-    table = pd.DataFrame(rows).reindex(columns=inspection.COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=compilation.COLUMNS)
     return table.assign(triton="3.7.1", example_case="2012/conv1/fp16/nchw", cases=1)
 
 
 def test_plot_and_summarise_an_inspection_table(tmp_path):
     table = synthetic_table()
-    paths = inspection.plot_inspection(table, tmp_path / "figures")
+    paths = figures.plot_inspection(table, tmp_path / "figures")
     assert len(paths) == 4 and all(p.suffix == ".png" and p.stat().st_size > 10_000 for p in paths)
-    summary = inspection.summarise_inspection(table)
+    summary = tables.summarise_inspection(table)
     counts = [summary[name] for name in ("compilations", "failing", "spilling", "compile_errors")]
     assert counts == [10, 2, 1, 1]
     assert list(summary["per_target"]) == ["sm_80", "sm_90", "gfx942"]
@@ -236,4 +236,4 @@ def test_drop_in_specialisations_compile_for_sm80_and_sm90_without_spills(tmp_pa
                                    "_cross_entropy_backward_kernel"])
     convs = table[table.kernel.isin(CONV_KERNELS)]
     assert (convs.issue_per_tensor > 0).all() and convs.mma.isin(["HMMA", "HGMMA"]).all()
-    assert inspection.loop_summary(table).empty  # the AlexNet loop summaries leave these rows out
+    assert tables.loop_summary(table).empty  # the AlexNet loop summaries leave these rows out

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from alexnet_triton.study import inspection, loop_model
+from alexnet_triton.study.inspection import compilation, figures, tables
+from alexnet_triton.study.models import loop_model
 
 CONV3 = ["2012/conv3/bf16/channels_last"]
 
@@ -94,12 +95,13 @@ def conv_table() -> pd.DataFrame:
         rows.append(dict(kernel="_reference_matmul_kernel", config="BM128_BN128_BK64_w8_s4", target=target,
                          status="ok", occupancy=0.125, issue_per_tensor=0.25 * scale, loop_instructions=120,
                          case_list="2012/conv3/bf16/rowmajor", triton="3.7.1"))
-    return pd.DataFrame(rows).reindex(columns=inspection.COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=compilation.COLUMNS)
 
 
 def before_table() -> pd.DataFrame:
     return pd.DataFrame([dict(variant="2012", layer="conv3", **{"pass": name}, target=target, dtype="bf16",
-                              layout="channels_last", config="BM64_BN64_BK16_w8_s3", issue_per_tensor=issue)
+                              layout="channels_last", config="BM64_BN64_BK16_w8_s3", issue_per_tensor=issue,
+                              commit="f551264")
                          for target in ("sm_90", "sm_80")
                          for name, issue in (("forward", 3.53), ("input grad", 5.0), ("weight grad", 16.56))])
 
@@ -128,24 +130,24 @@ def test_lower_bound_table_of_a_fixture_inspection():
 
 
 def test_issue_comparison_and_figure_from_fixture_tables(tmp_path):
-    comparison = inspection.issue_comparison(conv_table(), before_table())
+    comparison = tables.issue_comparison(conv_table(), before_table())
     assert list(comparison.target) == ["sm_80"] * 3 + ["sm_90"] * 3
     sm90 = comparison[comparison.target == "sm_90"].set_index("pass")
     assert sm90.loc["forward", "config"] == "BM128_BN256_BK64_w8_s3"
     assert sm90.loc["forward", "issue_vs_reference"] == pytest.approx(1.6)
     assert sm90.loc["weight grad", "before_issue_per_tensor"] == 16.56
-    path = inspection.plot_issue_per_tensor(conv_table(), before_table(), tmp_path / "issue_per_tensor.png")
+    path = figures.plot_issue_per_tensor(conv_table(), before_table(), tmp_path / "issue_per_tensor.png")
     assert path.is_file() and path.stat().st_size > 10_000
-    before_table().to_csv(tmp_path / inspection.BEFORE_FILE, index=False)
-    figures = inspection.plot_inspection(conv_table().assign(registers=128, shared_bytes=147456, mma="HGMMA",
-                                                             async_copy="cp.async", dtypes="bf16",
-                                                             layouts="channels_last"), tmp_path)
-    assert tmp_path / "issue_per_tensor.png" in figures
+    before_table().to_csv(tmp_path / tables.BEFORE_FILE, index=False)
+    drawn = figures.plot_inspection(conv_table().assign(registers=128, shared_bytes=147456, mma="HGMMA",
+                                                        async_copy="cp.async", dtypes="bf16", layouts="channels_last"),
+                                    tmp_path)
+    assert tmp_path / "issue_per_tensor.png" in drawn
 
 
 def test_a_table_without_main_loops_gets_no_loop_outputs(tmp_path):
     table = conv_table().assign(issue_per_tensor=float("nan"))
-    assert not inspection.has_main_loops(table) and loop_model.write_lower_bound(table, tmp_path) is None
+    assert not tables.has_main_loops(table) and loop_model.write_lower_bound(table, tmp_path) is None
     (tmp_path / "kernels").mkdir()
     table.drop(columns=["issue_per_tensor"]).to_csv(tmp_path / "kernels" / "inspection.csv", index=False)
     assert loop_model.write_loop_outputs(tmp_path) == []

@@ -10,8 +10,8 @@ import torch
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.model import AlexNet
-from alexnet_triton.study import memory
-from alexnet_triton.study.providers import PROVIDERS
+from alexnet_triton.study.measure import memory
+from alexnet_triton.study.registries.providers import PROVIDERS
 
 FP32 = 4
 SEED = 8  # a dropout seed: int64 [1]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alexnet_triton.study.pytorch_samples import (
+from alexnet_triton.study.measure.pytorch_samples import (
     FUNCTIONS,
     MODULES,
     Case,

@@ -12,9 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_triton import ops
-from alexnet_triton.study import benchmark, benchmark_cases, benchmark_plots, cost, memory, report, roofline, traffic
-from alexnet_triton.study.layer_kinds import KINDS, LayerKind
-from alexnet_triton.study.providers import PROVIDERS, Provider
+from alexnet_triton.study.benchmarks import benchmark
+from alexnet_triton.study.measure import memory, traffic
+from alexnet_triton.study.models import cost, roofline
+from alexnet_triton.study.presentation import benchmark_plots, report
+from alexnet_triton.study.registries import benchmark_cases, layer_kinds
+from alexnet_triton.study.registries.layer_kinds import KINDS, LayerKind
+from alexnet_triton.study.registries.providers import PROVIDERS, Provider
 
 SCALE = 3.0  # the dummy kind: y = SCALE * relu(x), one read and one write per element
 
@@ -43,12 +47,12 @@ def registered(monkeypatch):
     """The dummy kind and provider registered, and a dummy layer after each variant's SGD step."""
     monkeypatch.setitem(KINDS, "dummy", DUMMY_KIND)
     monkeypatch.setitem(PROVIDERS, "dummy", DUMMY_PROVIDER)
-    study_layers = cost.study_layers
+    study_layers = layer_kinds.study_layers
 
     def with_dummy(variant):
-        return [*study_layers(variant), cost.StudyLayer(variant, "dummy", "dummy", channels=64, size=13)]
+        return [*study_layers(variant), layer_kinds.StudyLayer(variant, "dummy", "dummy", channels=64, size=13)]
 
-    monkeypatch.setattr(cost, "study_layers", with_dummy)
+    monkeypatch.setattr(layer_kinds, "study_layers", with_dummy)
     monkeypatch.setattr(benchmark, "SMOKE_REPEATS", 1)
 
 
@@ -71,7 +75,7 @@ def test_smoke_harness_figures_summary_and_report(registered, tmp_path):
     csv = tmp_path / "rows.csv"
     outcome = benchmark.run(cases, csv, progress=False)
     assert outcome.failures == [] and outcome.skipped == []
-    rows = benchmark_plots.read_benchmarks(csv)
+    rows = benchmark_cases.read_benchmarks(csv)
     assert set(zip(rows.kernel, rows.provider, rows.phase, strict=True)) == (
         {("2012/dummy", p, phase) for p in PROVIDERS for phase in ("forward", "backward", "full")}
         | {("2012/pool5", p, phase) for p in ("triton", "dummy") for phase in ("forward", "backward", "full")}

@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from alexnet_triton.study import benchmark, benchmark_cases, report
-from alexnet_triton.study.memory import NETWORK
-from alexnet_triton.study.providers import PROVIDERS
+from alexnet_triton.study.benchmarks import benchmark
+from alexnet_triton.study.measure.memory import NETWORK
+from alexnet_triton.study.presentation import report
+from alexnet_triton.study.registries import benchmark_cases
+from alexnet_triton.study.registries.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ["## Headline", "## Benchmarks", "## Compile inspection", "## Memory saved for backward",
@@ -202,7 +204,7 @@ def test_make_report_merges_a_gpu_study_folder(reports, tmp_path, monkeypatch):
 def _main_loop_table() -> pd.DataFrame:
     """A made-up inspection table with main-loop columns: 2012 conv3's three conv passes and its reference GEMM
     on sm_90 and sm_80, bf16."""
-    from alexnet_triton.study import inspection
+    from alexnet_triton.study.inspection import compilation
 
     rows = []
     for target, mma in (("sm_90", "HGMMA"), ("sm_80", "HMMA")):
@@ -216,11 +218,11 @@ def _main_loop_table() -> pd.DataFrame:
                              occupancy=0.125, mma=mma, async_copy="cp.async", cases=1, example_case=case,
                              triton="3.7.1", status="ok", loop_instructions=200, issue_per_tensor=issue,
                              case_list=case))
-    return pd.DataFrame(rows).reindex(columns=inspection.COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=compilation.COLUMNS)
 
 
 def test_compile_inspection_shows_the_conv_main_loops_and_the_modelled_bound(reports):
-    from alexnet_triton.study import loop_model
+    from alexnet_triton.study.models import loop_model
 
     _main_loop_table().to_csv(reports / "kernels" / "inspection.csv", index=False)
     assert {p.name for p in loop_model.write_loop_outputs(reports)} == {"issue_per_tensor.png",

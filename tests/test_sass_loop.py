@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet_triton.study import sass_loop
+from alexnet_triton.study.inspection import sass_loop
 
 
 def cuobjdump(lines: list[str]) -> str:

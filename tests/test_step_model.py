@@ -1,4 +1,4 @@
-"""The whole-step lower-bound model (alexnet_triton.study.step_model) against hand counts, and its coverage of a
+"""The whole-step lower-bound model (alexnet_triton.study.models.step_model) against hand counts, and its coverage of a
 captured training step."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import torch
 import triton.language as tl
 
 from alexnet_triton.kernels import dropout, linear, runtime
-from alexnet_triton.study import cost, kernel_access, loop_model, step_model, traffic
-from alexnet_triton.study.providers import PROVIDERS, SUBJECT
-from alexnet_triton.study.roofline import GPUS
+from alexnet_triton.study.measure import kernel_access, traffic
+from alexnet_triton.study.models import loop_model, step_model
+from alexnet_triton.study.models.roofline import GPUS
+from alexnet_triton.study.registries import layer_kinds
+from alexnet_triton.study.registries.providers import PROVIDERS, SUBJECT
 
 GPU = "h100-sxm"
 SMS, TARGET = loop_model.MACHINES[GPU].sms, loop_model.MACHINES[GPU].target
@@ -24,7 +26,7 @@ SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
 
 def _captured(layer: str, run) -> list[step_model.StepLaunch]:
     """The StepLaunches of ``run()``'s Triton launches, planned for an H100 SXM, labelled ``layer``."""
-    recorder = step_model._StepRecorder(step_model.inspection.TARGETS[TARGET].shared_per_block)
+    recorder = step_model._StepRecorder(step_model.TARGETS[TARGET].shared_per_block)
     recorder.layer = layer
     with runtime.target(SMS), runtime.capture_launches(recorder.triton_launch):
         run()
@@ -103,12 +105,12 @@ def test_the_step_covers_every_captured_launch(variant):
     launches = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, **SCALED[variant])
     triton = [launch for launch in launches if launch.source == "triton"]
     assert [launch.kernel for launch in triton] == [r.kernel.fn.__name__ for r in records]
-    layers = {s.name for s in cost.study_layers(variant)} | {"dropout-fc6"}
+    layers = {s.name for s in layer_kinds.study_layers(variant)} | {"dropout-fc6"}
     assert {launch.layer for launch in launches} <= layers
     assert {launch.phase for launch in launches} == set(traffic.PHASES)
     assert {launch.layer for launch in launches if launch.phase == "optimizer"} == {"sgd"}
     assert {launch.layer for launch in triton if launch.kernel.startswith("_conv2d")} == {
-        s.name for s in cost.study_layers(variant) if s.kind == "conv"}
+        s.name for s in layer_kinds.study_layers(variant) if s.kind == "conv"}
     table = step_model.step_table(launches, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()))
     kernels, step = table[~table.kernel.isin(["all"]) & (table.layer != "step")], table[table.layer == "step"]
     assert kernels.launches.sum() == len(launches) == step.launches.item()

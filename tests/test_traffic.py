@@ -9,8 +9,8 @@ import torch
 
 from alexnet_triton import ops
 from alexnet_triton.kernels import runtime
-from alexnet_triton.study import traffic
-from alexnet_triton.study.providers import PROVIDERS
+from alexnet_triton.study.measure import traffic
+from alexnet_triton.study.registries.providers import PROVIDERS
 
 # Scaled-down topologies (width 1/8, smallest input with a 1x1 map after pool5), as in test_model.py.
 SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),

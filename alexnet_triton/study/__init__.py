@@ -1,4 +1,11 @@
-"""The performance study's machinery: cost model, benchmark harness, traffic counter, report figures.
+"""The performance study's machinery, in rooms by role, each importing only the ones listed before it:
+
+  registries    layer kinds, providers, benchmark cases: what every other part reads
+  measure       measurements without a GPU: memory, traffic, torch.compile's partition, host cost, conformance
+  inspection    ahead-of-time compilation per GPU target and what the binaries hold
+  models        cost, roofline, loop and step lower bounds (models, not measurements)
+  presentation  benchmark figures and summary, reports/README.md
+  benchmarks    the GPU benchmark harness and correctness check
 
 The CLIs in ``experiments/`` are thin wrappers around these modules; the tests run them on the CPU. The study needs
 pandas and matplotlib (the ``study`` extra); without them, importing it raises one ImportError that names what is

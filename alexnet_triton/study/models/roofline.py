@@ -1,7 +1,7 @@
 """The roofline model of AlexNet's layers: what each could reach on a named GPU, from the cost model alone.
 
 ``roofline_table(gpu, dtype, batch)`` prices every layer of both variants
-(``cost.study_layers``) against a GPU's published peaks: for each pass, the
+(``layer_kinds.study_layers``) against a GPU's published peaks: for each pass, the
 arithmetic intensity (FLOP per minimum byte), the attainable TFLOP/s
 min(peak, intensity x bandwidth), the bound, and the time lower bound
 max(flops / peak, bytes / bandwidth). The convolutions and linears run on the
@@ -28,11 +28,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
-from ..architecture import CONV_LAYERS
+from ...architecture import CONV_LAYERS
+from ..registries import layer_kinds
+from ..registries.benchmark_cases import DTYPES, StudyDtype
+from ..registries.layer_kinds import KINDS
+from ..registries.providers import PROVIDERS
 from . import cost
-from .benchmark_cases import DTYPES, StudyDtype
-from .layer_kinds import KINDS
-from .providers import PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
     rows = []
     for variant in CONV_LAYERS:
         passes = []
-        for layer in cost.study_layers(variant):
+        for layer in layer_kinds.study_layers(variant):
             kind = KINDS[layer.kind]
             element_size = kind.state_element_size or case.element_size
             peak = getattr(spec, case.matrix_peak if kind.gemm else "fp32")

@@ -53,11 +53,15 @@ import triton
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..architecture import VARIANTS
-from ..kernels import runtime
-from . import cost, inspection, kernel_access, loop_model, traffic
-from .benchmark_plots import read_benchmarks
-from .providers import PROVIDERS, SUBJECT
+from ...architecture import VARIANTS
+from ...kernels import runtime
+from ..inspection import tables
+from ..inspection.compilation import TARGETS
+from ..measure import kernel_access, traffic
+from ..registries import layer_kinds
+from ..registries.benchmark_cases import read_benchmarks
+from ..registries.providers import PROVIDERS, SUBJECT
+from . import loop_model
 from .roofline import GPUS, gpu_named, roofline_table
 
 BATCH = 128
@@ -83,7 +87,7 @@ def _conv(pass_: str) -> Callable[[dict, dict], float]:
 
 # Main-loop trip count of one program of each GEMM-like kernel, from its launch arguments and config.
 TRIP_COUNTS: dict[str, Callable[[dict, dict], float]] = {
-    **{kernel: _conv(pass_) for kernel, pass_ in inspection.CONV_PASSES.items()},
+    **{kernel: _conv(pass_) for kernel, pass_ in tables.CONV_PASSES.items()},
     "_linear_forward_kernel": lambda a, meta: triton.cdiv(a["K"], meta["BLOCK_K"]),  # y [M, N] reduces over K
     "_linear_input_grad_kernel": lambda a, meta: triton.cdiv(a["N"], meta["BLOCK_K"]),  # dx [M, K] over N
     "_linear_weight_grad_kernel": lambda a, meta: triton.cdiv(a["M"], meta["BLOCK_K"]),  # dw [N, K] over M
@@ -127,7 +131,7 @@ class _StepRecorder(traffic._LaunchRecorder):
 
     def triton_launch(self, record: runtime.LaunchRecord) -> None:
         super().triton_launch(record)
-        args = {k: v for k, v in record.args.items() if not traffic._tensors(v)}
+        args = {k: v for k, v in record.args.items() if not traffic.tensors_in(v)}
         choices = tuple(Choice(runtime.config_name(c), dict(c.kwargs), c.num_warps,
                                math.prod(record.grid({**record.args, **c.kwargs})))
                         for c in record.choices(self.shared_limit))
@@ -148,9 +152,9 @@ class _StepRecorder(traffic._LaunchRecorder):
 
 
 def layer_names(model: torch.nn.Module, variant: str) -> dict[torch.nn.Module, str]:
-    """The cost model's layer name (``cost.study_layers``: conv1, lrn-pool1, pool5, fc6, ...) of each module of
+    """The cost model's layer name (``layer_kinds.study_layers``: conv1, lrn-pool1, pool5, fc6, ...) of each module of
     the Triton network, in order; a standalone dropout is "dropout-<the layer after it>"."""
-    names = iter(s.name for s in cost.study_layers(variant) if s.kind not in ("cross_entropy", "sgd"))
+    names = iter(s.name for s in layer_kinds.study_layers(variant) if s.kind not in ("cross_entropy", "sgd"))
     modules = [*model.features, *model.classifier]
     named = {m: next(names) for m in modules if not isinstance(m, torch.nn.Dropout)}
     return {m: named.get(m) or f"dropout-{named[modules[i + 1]]}" for i, m in enumerate(modules)}
@@ -163,7 +167,7 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, **scale
     spec = PROVIDERS[SUBJECT]
     model, optimizer, images, target = traffic.steady_state(
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last, **scaled)
-    recorder = _StepRecorder(inspection.TARGETS[machine.target].shared_per_block)
+    recorder = _StepRecorder(TARGETS[machine.target].shared_per_block)
 
     def enter(module, args, name):
         recorder.layer = name
@@ -197,7 +201,7 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, **scale
 
 def loop_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The inspection table's compilations with a main loop, one row per case (variant, layer, dtype, layout)."""
-    return inspection._rows_per_case(table) if inspection.has_main_loops(table) else pd.DataFrame(
+    return tables.rows_per_case(table) if tables.has_main_loops(table) else pd.DataFrame(
         columns=["kernel", "config", "target", "variant", "layer", "dtype", "layout"])
 
 
@@ -380,7 +384,7 @@ def write_step_outputs(reports: Path, host_us: float = HOST_US_PER_LAUNCH) -> li
     reports/benchmarks/model.csv (if any); nothing without an inspection table with main loops."""
     folder = Path(reports) / "kernels"
     path = folder / "inspection.csv"
-    if not path.is_file() or not inspection.has_main_loops(table := pd.read_csv(path)):
+    if not path.is_file() or not tables.has_main_loops(table := pd.read_csv(path)):
         return []
     model = Path(reports) / "benchmarks" / "model.csv"
     benchmarks = read_benchmarks(model) if model.is_file() else None
@@ -417,7 +421,7 @@ def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16"
              "(issue and tensor-core cycles x programs of their own grid x trip count, with wave quantisation, "
              "at the launched config: the pick rule's, else the best fitting shipped one), every launch from the "
              "bytes its kernel loads and stores at DRAM bandwidth; kernels run one after another. "
-             "`alexnet_triton/study/step_model.py` (`experiments/step_model.py`); all GPUs and dtypes in "
+             "`alexnet_triton/study/models/step_model.py` (`experiments/step_model.py`); all GPUs and dtypes in "
              f"`kernels/{FILE}`. Roofline: `roofline.csv`'s layer x pass. {GPUS[gpu].name}, {dtype}, "
              f"{LAYOUT}, batch {BATCH}:", "",
              "| network | layer | pass | launches | launched GEMM tiles (issue/tensor) | bound µs | roofline µs | "

@@ -30,9 +30,9 @@ from unittest import mock
 import torch
 import triton
 
-from .. import ops, optim
-from ..kernels import cross_entropy, runtime
-from ..model import AlexNet
+from ... import ops, optim
+from ...kernels import cross_entropy, runtime
+from ...model import AlexNet
 from .traffic import H100_SXM_SMS
 
 H100_SHARED_PER_BLOCK = 232448  # bytes of shared memory one block may use on sm_90 (opt-in maximum)

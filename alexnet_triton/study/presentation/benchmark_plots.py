@@ -13,21 +13,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .benchmark_cases import COLUMNS, CONV_PHASES, DTYPES, HEADLINE, MODEL_PHASES
-from .providers import PROVIDERS, SUBJECT, baselines
+from ..registries.benchmark_cases import CONV_PHASES, DTYPES, HEADLINE, MODEL_PHASES
+from ..registries.providers import PROVIDERS, SUBJECT, baselines
 
 SMOKE_TITLE = "SMOKE TEST (CPU, Triton interpreter), not a performance measurement\n"
 LAYER_PHASES = ("forward", "backward", "full", *CONV_PHASES[1:])  # the panels' order
-
-
-def read_benchmarks(*paths: Path) -> pd.DataFrame:
-    """The rows of one or more benchmark CSVs; the text columns keep empty cells as ""."""
-    text = ("kernel", "provider", "phase", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
-            "timestamp", "run_kind", "compile_mode", "correctness")
-    table = pd.concat([pd.read_csv(p, dtype=dict.fromkeys(text, str)) for p in paths], ignore_index=True)
-    table = table.reindex(columns=COLUMNS)  # files written before a column existed leave it empty
-    table[list(text)] = table[list(text)].fillna("")
-    return table
 
 
 def _measurements(table: pd.DataFrame, allow_smoke: bool, network: bool) -> tuple[pd.DataFrame, str]:

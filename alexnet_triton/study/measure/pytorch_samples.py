@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import nn as triton_nn
-from .. import ops
-from ..parity import TOLERANCES
+from ... import nn as triton_nn
+from ... import ops
+from ...parity import TOLERANCES
 
 FUNCTIONS: dict[str, Callable] = {
     "nn.functional.conv2d": ops.conv2d,

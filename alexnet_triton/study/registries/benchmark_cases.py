@@ -20,15 +20,17 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+import pandas as pd
 import torch
 
-from ..kernels import runtime
-from . import cost
+from ...kernels import runtime
+from . import layer_kinds
 from .layer_kinds import KINDS, Shrink
 from .providers import PROVIDERS, every_case
 
-# The benchmark table's columns, in order (alexnet_triton/study/benchmark.py says what each holds).
+# The benchmark table's columns, in order (alexnet_triton/study/benchmarks/benchmark.py says what each holds).
 COLUMNS = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80",
            "tflops", "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp",
            "run_kind", "compile_mode", "correctness"]
@@ -87,7 +89,7 @@ class LayerCase:
     """One layer at one batch, dtype and layout ("" for non-spatial layers), timed for each provider and phase on
     the same inputs. parameters: for an optimiser step, the shapes of the variant's weights and biases."""
 
-    layer: cost.StudyLayer
+    layer: layer_kinds.StudyLayer
     batch: int
     dtype: str
     layout: str
@@ -118,21 +120,21 @@ class ModelCase:
         return f"{self.variant}/model"
 
 
-def parameter_shapes(layers: list[cost.StudyLayer]) -> tuple[tuple[int, ...], ...]:
+def parameter_shapes(layers: list[layer_kinds.StudyLayer]) -> tuple[tuple[int, ...], ...]:
     """Weight and bias shapes of the layers that have them, in network order."""
     return tuple(shape for layer in layers for shape in layer.parameter_shapes)
 
 
-def smoke_layers(variant: str) -> list[cost.StudyLayer]:
-    """``cost.study_layers(variant)`` shrunk for the interpreter by each kind's rule: channels and features /
+def smoke_layers(variant: str) -> list[layer_kinds.StudyLayer]:
+    """``layer_kinds.study_layers(variant)`` shrunk for the interpreter by each kind's rule: channels and features /
     SMOKE_DIVISOR, maps / SMOKE_MAP_DIVISOR (each layer on its own: shapes do not chain)."""
-    layers: list[cost.StudyLayer] = []
-    for layer in cost.study_layers(variant):
+    layers: list[layer_kinds.StudyLayer] = []
+    for layer in layer_kinds.study_layers(variant):
         layers.append(KINDS[layer.kind].shrink(layer, Shrink(SMOKE_DIVISOR, SMOKE_MAP_DIVISOR, tuple(layers))))
     return layers
 
 
-def _layer_cases(layers: list[cost.StudyLayer], batches, dtypes, layouts,
+def _layer_cases(layers: list[layer_kinds.StudyLayer], batches, dtypes, layouts,
                  providers: Callable[[str, str], tuple[str, ...]]) -> list[LayerCase]:
     """Cases of ``layers`` over batches x dtypes x layouts (spatial layers; the others get ""), with
     providers(dtype, layout)."""
@@ -156,7 +158,7 @@ def layer_plan(quick: bool = False) -> list[LayerCase]:
         return [case for variant in VARIANTS for case in _layer_cases(
             smoke_layers(variant), (SMOKE_BATCH,), ("fp32-ieee",), tuple(LAYOUTS), lambda *_: everyone)]
     if quick:
-        return _layer_cases(cost.study_layers(SWEEP_VARIANT), batch, dtype, layout, lambda *_: everyone)
+        return _layer_cases(layer_kinds.study_layers(SWEEP_VARIANT), batch, dtype, layout, lambda *_: everyone)
 
     def headline_or_usual(dtype_name: str, layout_name: str) -> tuple[str, ...]:
         headline = dtype_name in COMPILE_DTYPES and layout_name in ("", HEADLINE["layout"])
@@ -164,10 +166,10 @@ def layer_plan(quick: bool = False) -> list[LayerCase]:
 
     cases = []
     for variant in VARIANTS:
-        layers = cost.study_layers(variant)
+        layers = layer_kinds.study_layers(variant)
         cases += _layer_cases(layers, batch, tuple(DTYPES), tuple(LAYOUTS),
                               headline_or_usual if variant == SWEEP_VARIANT else lambda *_: usual)
-    swept = [layer for layer in cost.study_layers(SWEEP_VARIANT) if KINDS[layer.kind].batched]
+    swept = [layer for layer in layer_kinds.study_layers(SWEEP_VARIANT) if KINDS[layer.kind].batched]
     return cases + _layer_cases(swept, BATCH_SWEEP, dtype, layout, lambda *_: usual)
 
 
@@ -196,7 +198,7 @@ def study_steps() -> dict[str, list]:
     network first)."""
     headline = dict(HEADLINE, dtype="fp32-ieee", batch=SMOKE_BATCH) if smoke() else HEADLINE
     batch, dtype, layout = headline["batch"], headline["dtype"], headline["layout"]
-    layers = smoke_layers(SWEEP_VARIANT) if smoke() else cost.study_layers(SWEEP_VARIANT)
+    layers = smoke_layers(SWEEP_VARIANT) if smoke() else layer_kinds.study_layers(SWEEP_VARIANT)
     usual = every_case()
     others = tuple(p for p in PROVIDERS if p not in usual)
     network = [ModelCase(SWEEP_VARIANT, batch, dtype, layout, tuple(PROVIDERS), MODEL_PHASES,
@@ -239,3 +241,13 @@ def select(cases: list, kernels=None, providers=None, phases=None, dtypes=None, 
 def timings_in(cases: list) -> int:
     """Number of measurements (rows) the cases make."""
     return sum(len(case.providers) * len(case.phases) for case in cases)
+
+
+def read_benchmarks(*paths: Path) -> pd.DataFrame:
+    """The rows of one or more benchmark CSVs; the text columns keep empty cells as ""."""
+    text = ("kernel", "provider", "phase", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
+            "timestamp", "run_kind", "compile_mode", "correctness")
+    table = pd.concat([pd.read_csv(p, dtype=dict.fromkeys(text, str)) for p in paths], ignore_index=True)
+    table = table.reindex(columns=COLUMNS)  # files written before a column existed leave it empty
+    table[list(text)] = table[list(text)].fillna("")
+    return table

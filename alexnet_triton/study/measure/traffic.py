@@ -55,11 +55,11 @@ from matplotlib.figure import Figure
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..architecture import SGD, VARIANTS
-from ..kernels import runtime
-from ..ops import library
+from ...architecture import SGD, VARIANTS
+from ...kernels import runtime
+from ...ops import library
+from ..registries.providers import PROVIDERS, SUBJECT, Provider, baselines
 from . import compiled
-from .providers import PROVIDERS, SUBJECT, Provider, baselines
 
 PHASES = ("forward", "backward", "optimizer")
 STEP = "step"  # the summary's row for the three phases together
@@ -93,7 +93,8 @@ def distinct_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(nbytes for _, nbytes in {(t.data_ptr(), t.numel() * t.element_size()) for t in tensors})
 
 
-def _tensors(tree) -> list[torch.Tensor]:
+def tensors_in(tree) -> list[torch.Tensor]:
+    """The tensors among a pytree's leaves."""
     return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
 
 
@@ -112,13 +113,13 @@ class _LaunchRecorder(TorchDispatchMode):
 
     def triton_launch(self, record: runtime.LaunchRecord) -> None:
         self.launches.append(Launch(self.phase, "triton", kernel_name(record.kernel),
-                                    distinct_bytes(_tensors(record.args))))
+                                    distinct_bytes(tensors_in(record.args))))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = library.run_under(self, func, args, kwargs)  # this project's operators: their launches count
         name = func.overloadpacket.__name__
-        tensors = _tensors((args, kwargs, result))
+        tensors = tensors_in((args, kwargs, result))
         if name == "reshape" and result.untyped_storage().data_ptr() == args[0].untyped_storage().data_ptr():
             return result  # a view (an operator's implementation sees reshape before it decomposes)
         if func.namespace == "aten" and name not in NO_KERNEL_OPS and any(t.dim() > 0 for t in tensors):

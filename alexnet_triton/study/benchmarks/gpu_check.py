@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import ops, optim
-from ..architecture import LRN, POOL, SGD, linear_steps
-from ..kernels import conv, linear, runtime
-from ..parity import assert_close, assert_low_precision_close
-from . import benchmark, cost
-from .benchmark_cases import (
+from ... import ops, optim
+from ...architecture import LRN, POOL, SGD, linear_steps
+from ...kernels import conv, linear, runtime
+from ...parity import assert_close, assert_low_precision_close
+from ..registries import layer_kinds
+from ..registries.benchmark_cases import (
     DTYPES,
     HEADLINE,
     SMOKE_BATCH,
@@ -43,7 +43,8 @@ from .benchmark_cases import (
     smoke,
     smoke_layers,
 )
-from .layer_kinds import KINDS
+from ..registries.layer_kinds import KINDS
+from . import benchmark
 
 COLUMNS = ["tier", "kernel", "config", "dtype", "layout", "shape", "quantity", "max_error", "passed", "message"]
 TIERS = ("headline", "configs", "dtypes")
@@ -128,21 +129,21 @@ def _masked(pre: Callable, mask: torch.Tensor) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------------- layers
-def _pre_activation(layer: cost.StudyLayer) -> Callable:
+def _pre_activation(layer: layer_kinds.StudyLayer) -> Callable:
     if layer.kind == "conv":
         c = layer.conv
         return lambda x, w, b: F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups)
     return F.linear
 
 
-def _gemm_mask(layer: cost.StudyLayer, y: torch.Tensor) -> torch.Tensor:
+def _gemm_mask(layer: layer_kinds.StudyLayer, y: torch.Tensor) -> torch.Tensor:
     relu, dropout = (True, False) if layer.kind == "conv" else linear_steps(layer.variant)[layer.name][1:]
     if not relu:
         return torch.ones_like(y)
     return (y != 0) * (1 / (1 - benchmark.DROPOUT) if dropout else 1.0)
 
 
-def _torch_block(layer: cost.StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
+def _torch_block(layer: layer_kinds.StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
     """PyTorch's version of a non-GEMM layer (its kind's "torch" function); the LRN block's LRN output rounded to
     ``dtype`` (straight-through) as the fused kernel rounds it before the pool."""
     if layer.kind == "lrn_pool":
@@ -158,7 +159,7 @@ def _check_layer(case: LayerCase) -> list[tuple[str, torch.Tensor, torch.Tensor,
     """(quantity, ours, PyTorch's, fp64) for the layer's output and each gradient, the ops called as the model does."""
     layer, dtype = case.layer, DTYPES[case.dtype].dtype
     gen = torch.Generator(benchmark.device()).manual_seed(0)
-    tensors, needs_grad = benchmark._layer_inputs(case, dtype, gen)
+    tensors, needs_grad = benchmark.layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
     with benchmark.triton_ptxas():
         y = KINDS[layer.kind].functions(layer, DTYPES[case.dtype].precision)["triton"](*inputs)
@@ -184,7 +185,7 @@ def _check_gemm_configs(case: LayerCase) -> dict[str, list]:
     """Every shipped config of the layer's three kernels, forced through the launchers: config name -> comparisons."""
     layer, dtype, precision = case.layer, DTYPES[case.dtype].dtype, DTYPES[case.dtype].precision
     gen = torch.Generator(benchmark.device()).manual_seed(0)
-    x, w, b = (t.detach() for t in benchmark._layer_inputs(case, dtype, gen)[0])
+    x, w, b = (t.detach() for t in benchmark.layer_inputs(case, dtype, gen)[0])
     if layer.kind == "conv":  # the GEMM gradients read dy masked by the ReLU (conv2d_output_grad's dy')
         c = layer.conv
         geometry = dict(stride=c.stride, padding=c.padding, groups=c.groups, precision=precision)
@@ -243,7 +244,7 @@ def _check_dropout(shape: tuple[int, ...], dtype: torch.dtype) -> list:
 def _check_lrn(case: LayerCase) -> list:
     """ops.local_response_norm on the LRN block's input."""
     dtype = DTYPES[case.dtype].dtype
-    (x,), _ = benchmark._layer_inputs(case, dtype, torch.Generator(benchmark.device()).manual_seed(0))
+    (x,), _ = benchmark.layer_inputs(case, dtype, torch.Generator(benchmark.device()).manual_seed(0))
     x.requires_grad_()
     with benchmark.triton_ptxas():
         y = ops.local_response_norm(x, **LRN)
@@ -253,7 +254,7 @@ def _check_lrn(case: LayerCase) -> list:
     return list(zip(("y", "dx"), (y.detach(), dx), same, ref64, strict=True))
 
 
-def _check_sgd(layers: list[cost.StudyLayer]) -> list:
+def _check_sgd(layers: list[layer_kinds.StudyLayer]) -> list:
     """Two steps of optim.SGD against torch.optim.SGD on the net's fp32 parameters (mixed precision keeps them)."""
     gen = torch.Generator(benchmark.device()).manual_seed(0)
     shapes = parameter_shapes(layers)
@@ -274,8 +275,8 @@ def _check_sgd(layers: list[cost.StudyLayer]) -> list:
 
 
 # ---------------------------------------------------------------------------------------------------- the plan
-def _layers() -> list[cost.StudyLayer]:
-    return smoke_layers(SWEEP_VARIANT) if smoke() else cost.study_layers(SWEEP_VARIANT)
+def _layers() -> list[layer_kinds.StudyLayer]:
+    return smoke_layers(SWEEP_VARIANT) if smoke() else layer_kinds.study_layers(SWEEP_VARIANT)
 
 
 def _cases() -> list[tuple[str, str, Callable[[], dict[str, list]], str, str, str]]:

@@ -34,7 +34,7 @@ What the model leaves out (each makes the real time longer, never shorter): the 
 the main loop, latency the pipeline does not hide, instructions a branch skips (every loop instruction counts
 once per iteration), uneven split-K slices, and, for a measured gradient, the separate ReLU-mask / bias-grad pass.
 
-Programs and iterations come from the launch arguments, captured as ``inspection.conv_cases`` captures them
+Programs and iterations come from the launch arguments, captured as ``cases.conv_cases`` captures them
 (full-size tensors, launches recorded, not run; split-K slices as on the GPU's SM count) with the GPU path's
 reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). conv1 where it takes its
 space-to-depth form (``conv.conv2d_depth``: channels_last, not exact fp32) is priced as launched: the conv
@@ -61,19 +61,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..architecture import CONV_LAYERS, ConvLayer
-from ..kernels import conv, runtime
-from . import cost, inspection, sass_loop
-from .benchmark_cases import DTYPES as STUDY_DTYPES
-from .benchmark_plots import read_benchmarks
-from .layer_kinds import KINDS
-from .providers import SUBJECT
+from ...architecture import CONV_LAYERS, ConvLayer
+from ...kernels import conv, runtime
+from ..inspection import cases, figures, sass_loop, tables
+from ..registries import layer_kinds
+from ..registries.benchmark_cases import DTYPES as STUDY_DTYPES
+from ..registries.benchmark_cases import LAYOUTS, read_benchmarks
+from ..registries.layer_kinds import KINDS
+from ..registries.providers import SUBJECT
+from . import cost
 from .roofline import GPUS, gpu_named
 
 SCHEDULERS = 4  # warp schedulers (= tensor-core sub-partitions) per SM
-WARP_SLOTS = 64  # resident warps per SM on sm_80 / sm_90 (``inspection.nvidia_occupancy``)
-BATCH = inspection.BATCH
-PASSES = tuple(inspection.CONV_PASSES.values())  # "forward", "input grad", "weight grad"
+WARP_SLOTS = 64  # resident warps per SM on sm_80 / sm_90 (``compilation.nvidia_occupancy``)
+BATCH = cases.BATCH
+PASSES = tuple(tables.CONV_PASSES.values())  # "forward", "input grad", "weight grad"
 BENCHMARK_PHASES = {"forward": "forward", "input grad": "input-grad", "weight grad": "weight-grad"}
 COLUMNS = ["gpu", "target", "variant", "layer", "pass", "dtype", "layout", "config", "configs", "warps", "resident",
            "programs",
@@ -123,8 +125,8 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
     layer at batch ``BATCH``, as a GPU with ``sms`` SMs would launch it (launches captured, not run; any
     execution mode)."""
     layer = next(c for c in CONV_LAYERS[variant] if c.name == layer_name)
-    torch_dtype, precision = inspection.DTYPES[dtype]
-    memory_format = inspection.LAYOUTS[layout]
+    torch_dtype, precision = cases.DTYPES[dtype]
+    memory_format = LAYOUTS[layout]
     x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=torch_dtype, memory_format=memory_format)
     w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel,
                     dtype=torch_dtype, memory_format=memory_format)
@@ -144,9 +146,9 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
     found = {}
     for launch in launches:
         name = launch.kernel.fn.__name__
-        if name in inspection.CONV_PASSES:
+        if name in tables.CONV_PASSES:
             args = {k: v for k, v in launch.args.items() if not isinstance(v, torch.Tensor)}
-            found[inspection.CONV_PASSES[name]] = dict(args, grid=launch.grid)
+            found[tables.CONV_PASSES[name]] = dict(args, grid=launch.grid)
     return found
 
 
@@ -202,7 +204,7 @@ def kernel_bound(*, programs: int, iterations: float, loop_instructions: float, 
 
 def roofline_us(layer: ConvLayer, variant: str, pass_: str, dtype: str, gpu: str, batch: int = BATCH) -> float:
     """max(FLOPs / matrix peak, bytes / bandwidth) of one pass, from the project's cost model (module docstring)."""
-    study = next(s for s in cost.study_layers(variant) if s.kind == "conv" and s.conv == layer)
+    study = next(s for s in layer_kinds.study_layers(variant) if s.kind == "conv" and s.conv == layer)
     case, spec = STUDY_DTYPES[dtype], GPUS[gpu]
     if pass_ == "forward":
         work, traffic = cost.flops(study, "forward", batch), cost.minimum_bytes(study, "forward", batch,
@@ -231,16 +233,16 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
     columns, at batch ``BATCH`` on the GPU's target. Every shipped config the table compiled for the case (status
     ok) is priced and the least bound kept, with its config: the autotuner launches one of them, so the launch
     takes at least the least of their bounds (configs counts them; the least-issue/tensor config of
-    ``inspection.loop_summary`` can lose to a smaller tile that pads less). Passes a training step does not run
+    ``tables.loop_summary`` can lose to a smaller tile that pads less). Passes a training step does not run
     (conv1's input gradient) are left out; measured_p50_us is filled from ``benchmarks`` rows measured on that
     GPU, else empty."""
     machine, clock = MACHINES[gpu], clock_hz(gpu)
-    rows = inspection._rows_per_case(table)
-    rows = rows[rows.kernel.isin(inspection.CONV_PASSES) & (rows.target == machine.target) & (rows.dtype == dtype)
+    rows = tables.rows_per_case(table)
+    rows = rows[rows.kernel.isin(tables.CONV_PASSES) & (rows.target == machine.target) & (rows.dtype == dtype)
                 & (rows.layout == layout)]
     priced = []
     for row in rows.to_dict("records"):
-        variant, name, pass_ = row["variant"], row["layer"], inspection.CONV_PASSES[row["kernel"]]
+        variant, name, pass_ = row["variant"], row["layer"], tables.CONV_PASSES[row["kernel"]]
         layer = next(c for c in CONV_LAYERS[variant] if c.name == name)
         if pass_ == "input grad" and not _needs_input_grad(variant, layer):
             continue
@@ -275,14 +277,14 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
 
 
 def _needs_input_grad(variant: str, layer: ConvLayer) -> bool:
-    return next(s for s in cost.study_layers(variant) if s.kind == "conv" and s.conv == layer).needs_input_grad
+    return next(s for s in layer_kinds.study_layers(variant) if s.kind == "conv" and s.conv == layer).needs_input_grad
 
 
 def write_lower_bound(table: pd.DataFrame, folder: Path, benchmarks: pd.DataFrame | None = None,
                       gpu: str = "h100-sxm") -> Path | None:
     """``folder``/conv_lower_bound.csv from an inspection table (``lower_bound_table``); None (nothing written)
     when the table has no conv main loops."""
-    if not inspection.has_main_loops(table):
+    if not tables.has_main_loops(table):
         return None
     path = Path(folder) / LOWER_BOUND_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,9 +303,9 @@ def write_loop_outputs(reports: Path, gpu: str | None = None) -> list[Path]:
     if not path.is_file():
         return []
     table = pd.read_csv(path)
-    if not inspection.has_main_loops(table):
+    if not tables.has_main_loops(table):
         return []
-    figure = inspection.plot_issue_per_tensor(table, inspection.read_before(folder), folder / "issue_per_tensor.png")
+    figure = figures.plot_issue_per_tensor(table, tables.read_before(folder), folder / "issue_per_tensor.png")
     benchmarks = layer_benchmarks(reports)
     return [figure, write_lower_bound(table, folder, benchmarks, gpu or measured_gpu(benchmarks))]
 

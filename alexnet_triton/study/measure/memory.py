@@ -48,12 +48,12 @@ from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._pytree import tree_leaves
 
-from .. import ops
-from ..architecture import LRN, POOL, VARIANTS, ConvLayer
-from ..kernels import runtime
-from ..model import AlexNet
+from ... import ops
+from ...architecture import LRN, POOL, VARIANTS, ConvLayer
+from ...kernels import runtime
+from ...model import AlexNet
+from ..registries.providers import PROVIDERS, baselines
 from . import compiled
-from .providers import PROVIDERS, baselines
 
 DTYPE = "float32"  # the conv blocks' dtype and measure_network's default
 DTYPES = ("float32", "bfloat16")

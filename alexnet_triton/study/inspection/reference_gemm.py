@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kernels import checks, conv, runtime
+from ...kernels import checks, conv, runtime
 
 GROUP_M = 8
 # Its own tiles, after the usual H100 GEMM tiles: 16-bit operands, then TF32 (half the tile along K).

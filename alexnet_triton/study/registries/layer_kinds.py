@@ -1,5 +1,5 @@
 """The study's layer kinds: one entry per kind holds everything the cost model, the benchmarks, the roofline and the
-smoke test need of a layer of that kind (``cost.StudyLayer``). A new kind is one ``LayerKind`` in ``KINDS``.
+smoke test need of a layer of that kind (``StudyLayer``). A new kind is one ``LayerKind`` in ``KINDS``.
 
 Kinds: "conv" (conv + bias + ReLU), "lrn_pool" (2012's LRN + overlapping max-pool block), "pool" (max-pool),
 "linear" (fc with the model's ReLU and dropout, ``architecture.linear_steps``), "cross_entropy" (the loss over
@@ -17,16 +17,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .. import ops
-from ..architecture import DROPOUT, LRN, POOL, SGD, linear_steps
-
-if TYPE_CHECKING:
-    from .cost import StudyLayer
+from ... import ops
+from ...architecture import (
+    DROPOUT,
+    LRN,
+    NUM_CLASSES,
+    POOL,
+    SGD,
+    ConvLayer,
+    check_variant,
+    linear_steps,
+    parameter_count,
+    pooled,
+    shaped,
+)
 
 LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
 LRN_FLOPS_BACKWARD = 4 * LRN["size"] + 8  # recompute the denominator, the channel-window sum of the gradient
@@ -40,6 +48,39 @@ LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
 GRADIENT_PHASES = {"input-grad": (0,), "weight-grad": (1, 2)}
 
 Inputs = tuple[list[torch.Tensor], list[bool]]
+
+
+@dataclass(frozen=True)
+class StudyLayer:
+    """One full-size layer of an AlexNet variant, per image; ``kind`` names its ``layer_kinds.KINDS`` entry.
+
+    kind "conv": ``conv`` holds the geometry. "lrn_pool" / "pool": ``channels`` maps of ``size`` x ``size``
+    (LRN size 5, then 3x3 stride-2 pooling). "linear": ``in_features`` -> ``out_features``.
+    "cross_entropy": ``in_features`` logits per image. "sgd": ``in_features`` parameters in all.
+    """
+
+    variant: str
+    name: str
+    kind: str
+    conv: ConvLayer | None = None
+    channels: int = 0
+    size: int = 0
+    in_features: int = 0
+    out_features: int = 0
+    needs_input_grad: bool = True
+    relu: bool = True  # conv / linear: a fused ReLU, whose mask the backward reads from the saved output
+
+    @property
+    def pooled_size(self) -> int:
+        return pooled(self.size)
+
+    @property
+    def parameter_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Weight and bias shapes (conv, linear), else none."""
+        return KINDS[self.kind].parameter_shapes(self)
+
+    def __str__(self) -> str:
+        return f"{self.variant}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -272,3 +313,27 @@ SGD_STEP = LayerKind(
 
 KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL_KIND, LINEAR, CROSS_ENTROPY,
                                                             SGD_STEP)}
+
+
+def study_layers(variant: str) -> list[StudyLayer]:
+    """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision"): each
+    conv and fc of ``architecture.LAYERS`` with the ReLU after it, each pool with the LRN before it."""
+    check_variant(variant, "cost model")
+    sized = list(shaped(variant))
+    kinds = [s.layer.kind for s in sized] + [None]
+    layers = []
+    for i, s in enumerate(sized):
+        name, relu = s.layer.name, kinds[i + 1] == "relu"
+        if s.layer.kind == "conv":
+            first = not any(layer.kind == "conv" for layer in layers)
+            layers.append(StudyLayer(variant, name, "conv", conv=s.layer.conv, needs_input_grad=not first, relu=relu))
+        elif s.layer.kind == "pool":
+            lrn = kinds[i - 1] == "lrn"
+            layers.append(StudyLayer(variant, f"lrn-{name}" if lrn else name, "lrn_pool" if lrn else "pool",
+                                     channels=s.inputs, size=s.in_side))
+        elif s.layer.kind == "linear":
+            layers.append(StudyLayer(variant, name, "linear", in_features=s.inputs, out_features=s.outputs,
+                                     relu=relu))
+    layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
+    layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
+    return layers

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import ops, optim
-from ..kernels import runtime
-from ..model import AlexNet
+from ... import ops, optim
+from ...kernels import runtime
+from ...model import AlexNet
 
 SUBJECT = "triton"  # the provider the others are compared with
 

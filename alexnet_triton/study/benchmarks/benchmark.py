@@ -1,7 +1,7 @@
 """The benchmark harness: each AlexNet layer and the whole network, Triton vs PyTorch eager vs torch.compile.
 
 One long-format table, one row per measurement, with the columns of ``COLUMNS``:
-  kernel          "2012/conv1", ... (``cost.study_layers``), or "2012/model" for the whole network
+  kernel          "2012/conv1", ... (``layer_kinds.study_layers``), or "2012/model" for the whole network
   provider        a ``providers.PROVIDERS`` name: "triton" (this project's ops and ``optim.SGD``), "eager"
                   (PyTorch eager: cuDNN, cuBLAS, ``cudnn.benchmark`` on, ``torch.optim.SGD``), "compiled"
                   (``torch.compile`` of the eager code: Inductor; ``LAYER_COMPILE_MODE`` per layer,
@@ -49,7 +49,6 @@ mean "not meaningful here" (no FLOPs for the whole scaled-down network, no CUDA 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import gc
@@ -68,27 +67,24 @@ import torch._functorch.config
 import triton.testing
 from tqdm import tqdm
 
-from .. import graphs
-from ..architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
-from ..precision import forward_context
-from . import cost
-from .benchmark_cases import (
+from ... import graphs
+from ...architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
+from ...precision import forward_context
+from ..inspection.triton_internals import TRITON_PTXAS
+from ..models import cost
+from ..registries import layer_kinds
+from ..registries.benchmark_cases import (
     COLUMNS,
     DTYPES,
     GRAPHED_STEP,
     LAYOUTS,
     LayerCase,
     ModelCase,
-    layer_plan,
-    model_plan,
-    select,
     smoke,
     timings_in,
 )
-from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, read_benchmarks, summarise_benchmarks
-from .layer_kinds import GRADIENT_PHASES, KINDS
-from .providers import PROVIDERS, Provider
-from .triton_internals import TRITON_PTXAS
+from ..registries.layer_kinds import GRADIENT_PHASES, KINDS
+from ..registries.providers import PROVIDERS, Provider
 
 QUANTILES = (0.2, 0.5, 0.8)
 SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke test, "
@@ -106,9 +102,6 @@ MIN_REP_MS = {"layer": 100.0, "model": 500.0}
 MAX_REP_MS = 5000.0
 MIN_SAMPLES = 10
 SMOKE_REPEATS = 5
-# What experiments/bench.py times: scope -> (plan(quick), CSV name, figures of its table).
-SCOPES = {"layers": (layer_plan, "layers.csv", plot_layer_benchmarks),
-          "model": (model_plan, "model.csv", plot_model_benchmarks)}
 
 
 def device() -> torch.device:
@@ -205,7 +198,7 @@ def measure(fn: Callable[[], object], scope: str) -> Timing:
 
 
 # ------------------------------------------------------------------------------------------------ layers
-def _layer_inputs(case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> tuple[list[torch.Tensor], list[bool]]:
+def layer_inputs(case: LayerCase, dtype: torch.dtype, gen: torch.Generator) -> tuple[list[torch.Tensor], list[bool]]:
     """The layer's input tensors (random, on the benchmark device, in the case's layout) and which need a grad."""
     memory_format = LAYOUTS.get(case.layout, torch.contiguous_format)
     return KINDS[case.layer.kind].inputs(case.layer, case.batch, dtype, gen, memory_format)
@@ -249,7 +242,7 @@ def _layer_timings(case: LayerCase, provider: Provider, compile_mode: str) -> It
         yield "full", measure(provider.wrap(lambda: step(), compile_mode, fullgraph=False), "layer")
         return
     fn = _layer_function(case, provider, compile_mode)
-    tensors, needs_grad = _layer_inputs(case, dtype, gen)
+    tensors, needs_grad = layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
     autograd_phases = tuple(p for p in case.phases if p not in GRADIENT_PHASES)
     if autograd_phases:
@@ -330,7 +323,7 @@ def _model_metrics(case: ModelCase, phase: str, seconds: float) -> dict:
     size = case.scale["input_size"] if case.scale else INPUT_SIZES[case.variant]
     tflops = None
     if case.scale is None:
-        layers = cost.study_layers(case.variant)
+        layers = layer_kinds.study_layers(case.variant)
         training = phase in ("train-step", GRAPHED_STEP)
         flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if training else
                  sum(cost.flops(layer, "forward", case.batch) for layer in layers if KINDS[layer.kind].inference))
@@ -436,54 +429,3 @@ def _time_provider(case, name: str, compile_mode: str, writer: csv.DictWriter, f
         if not smoke():
             torch.cuda.empty_cache()
     return None
-
-
-def output_path(out: Path | None, repo: Path, csv_name: str) -> Path:
-    """``out``, by default reports/benchmarks/<csv_name> on a GPU and runs/bench-smoke/<csv_name> for the smoke test;
-    ValueError for smoke rows in reports/."""
-    out = (out or repo / ("runs/bench-smoke" if smoke() else "reports/benchmarks") / csv_name).resolve()
-    if smoke() and (repo / "reports").resolve() in out.parents:
-        raise ValueError(f"{out}: CPU smoke rows are not measurements and never go to reports/")
-    return out
-
-
-def command_line(argv: list[str] | None, description: str, repo: Path) -> int:
-    """experiments/bench.py: time a scope's plan (``SCOPES``; narrowed by the filters) into a CSV, print the summary,
-    optionally draw the figures. GPU rows go to reports/benchmarks/, smoke rows to runs/bench-smoke/ and never to
-    reports/. Returns 1 if a measurement failed."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scope", choices=tuple(SCOPES), help="every layer on its own, or the whole network")
-    parser.add_argument("--quick", action="store_true", help="the headline conditions only (GPU)")
-    parser.add_argument("--out", type=Path, help="CSV to write (default: reports/benchmarks/ on a GPU, "
-                                                 "runs/bench-smoke/ for the CPU smoke test)")
-    parser.add_argument("--kernels", nargs="+", help='fnmatch patterns, e.g. "2012/conv*" "*/fc6"')
-    parser.add_argument("--providers", nargs="+", choices=tuple(PROVIDERS))
-    parser.add_argument("--phases", nargs="+")
-    parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
-    parser.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS))
-    parser.add_argument("--batches", nargs="+", type=int)
-    parser.add_argument("--plot", action="store_true", help="also draw the figures next to the CSV")
-    args = parser.parse_args(argv)
-    plan, csv_name, plot = SCOPES[args.scope]
-    smoke_test = smoke()
-    try:
-        out = output_path(args.out, repo, csv_name)
-    except ValueError as error:
-        parser.error(str(error))
-    cases = select(plan(args.quick), args.kernels, args.providers, args.phases, args.dtypes, args.layouts,
-                   args.batches)
-    if not cases:
-        parser.error("no case of the plan matches these filters")
-    print(f"{timings_in(cases)} timings in {len(cases)} cases -> {out}"
-          + (f"\n{SMOKE_DEVICE}: tiny scaled-down shapes" if smoke_test else ""), flush=True)
-    failures = run(cases, out).failures
-    table = read_benchmarks(out)
-    if len(table):
-        print(summarise_benchmarks(table, allow_smoke=smoke_test))
-    if args.plot and len(table):
-        for path in plot(table, out.parent, allow_smoke=smoke_test):
-            print(f"wrote {path}")
-    print(f"wrote {out}")
-    for failure in failures:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if failures else 0

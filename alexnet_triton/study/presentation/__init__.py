@@ -1,0 +1,2 @@
+"""What the study shows: the benchmark figures and summary (``benchmark_plots``) and reports/README.md
+(``report``)."""
