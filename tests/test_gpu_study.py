@@ -1,5 +1,7 @@
 """experiments/gpu_study.py: its CPU rehearsal (the file set, the summary, smoke labels, a small budget's skips),
-its refusal without a GPU, the GPU plan's steps, and the correctness check's status of a timed kernel."""
+its steps of their own (torchvision's model under use_kernels(), the two-GPU schemes on 2 gloo processes, and why
+that one is skipped on one GPU), its refusal without a GPU, the GPU plan's steps, and the correctness check's status
+of a timed kernel."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "experiments" / "gpu_study.py"
-FILES = ["correctness.csv", "layers.csv", "model.csv", "summary.txt"]
+FILES = ["correctness.csv", "layers.csv", "model.csv", "summary.txt", "torchvision.csv", "two_gpus.csv"]
 BUDGET = 30  # seconds: every step gets a few, most of the plan is skipped
 
 
@@ -55,10 +57,65 @@ def test_summary_states_what_ran_and_what_was_skipped(rehearsal):
     for line in ("device: CPU, Triton interpreter", "versions: python", "plan (budget 30 s", "ran:", "  check:",
                  "skipped (cap reached):", "total wall time"):
         assert line in summary
-    for step in ("check", "network", "conv", "conv-others", "blocks", "rest"):
+    for step in ("check", "network", "torchvision", "two-gpus", "conv", "conv-others", "blocks", "rest"):
         assert f"  {step} " in summary.split("ran:")[0], step  # the plan names every step with its cap
     skipped = summary.split("skipped (cap reached):")[1]
     assert "rest:" in skipped and "timings skipped" in skipped and "nothing" not in skipped.split("\n")[1]
+
+
+def test_a_small_budget_skips_the_two_gpu_step_before_its_processes_start(rehearsal):
+    out, _, _ = rehearsal
+    assert "  two-gpus: its cap" in (out / "summary.txt").read_text()
+    assert pd.read_csv(out / "two_gpus.csv").empty
+
+
+@pytest.fixture(scope="module")
+def own_steps(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("own_steps")
+    return out, _study("--rehearse", "--steps", "torchvision", "two-gpus", "--budget", "400", "--out", str(out),
+                       timeout=600)
+
+
+def test_torchvision_s_model_runs_under_use_kernels_beside_eager_and_torch_compile(own_steps):
+    """torchvision is not installed here: the rows say which model ran (this project's plain-torch copy of its
+    module tree); the use_kernels rows ran the kernels and nothing fell through."""
+    out, result = own_steps
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["summary.txt", "torchvision.csv", "two_gpus.csv"]
+    rows = pd.read_csv(out / "torchvision.csv", keep_default_na=False)
+    assert [(r.provider, r.phase) for r in rows.itertuples()] == [
+        (provider, phase) for provider in ("use_kernels", "eager", "compiled") for phase in ("inference", "train-step")]
+    assert rows.model.str.startswith('AlexNet("torchvision", backend="torch") (the smoke test').all()
+    assert (rows.run_kind == "cpu-smoke").all() and (rows.ms_p50.astype(float) > 0).all()
+    kernels = rows[rows.provider == "use_kernels"]
+    assert (kernels.kernel_calls.astype(int) > 0).all() and (rows.fell_through == "").all()
+    assert (rows[rows.provider != "use_kernels"].kernel_calls == "").all()
+    assert list(rows.compile_mode) == ["", "", "", "", "aot_eager", "aot_eager"]
+    assert "  torchvision: 6 of 6 timings" in (out / "summary.txt").read_text()
+
+
+def test_the_two_gpu_step_rehearses_the_split_the_hybrid_and_ddp_on_two_cpu_processes(own_steps):
+    out, _ = own_steps
+    rows = pd.read_csv(out / "two_gpus.csv").set_index("scheme")
+    assert list(rows.index) == ["split", "hybrid", "ddp"] and (rows.ranks == 2).all()
+    assert (rows.run_kind == "cpu-smoke").all() and (rows.ms_per_step > 0).all()
+    # at batch 2 the split's activations are far fewer bytes than DDP's all-reduce of every gradient
+    assert 0 < rows.loc["split", "mb_sent_per_rank"] < rows.loc["hybrid", "mb_sent_per_rank"] < \
+        rows.loc["ddp", "mb_sent_per_rank"]
+    assert "  two-gpus: split, hybrid, ddp in" in (out / "summary.txt").read_text()
+
+
+def test_on_one_gpu_the_two_gpu_step_says_why_it_measures_nothing(tmp_path, monkeypatch):
+    import gpu_study
+    import torch
+
+    monkeypatch.setattr(benchmark_cases, "smoke", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    study = gpu_study.Study(tmp_path, budget=480, rehearsal=False)
+    gpu_study.two_gpus_step(study, cap=100)
+    assert study.ran == ["  two-gpus: skipped: 1 CUDA GPU visible; the split puts one rank on each of 2 GPUs (so does "
+                         "its DDP comparison): on a machine with 2, this step measures them"]
+    assert pd.read_csv(tmp_path / "two_gpus.csv").empty
 
 
 def test_a_small_budget_is_kept(rehearsal):
