@@ -21,6 +21,13 @@ two separate ops would. Backward gets d(pre-activation) = dy' on the load of dy:
                     pre-activation > 0; scale = 1/(1-p), or 1 without dropout),
   dropout alone:    dy' = dy * scale where the regenerated mask keeps.
 No extra tensor is saved: y is needed anyway (it is the next layer's input).
+
+Mixed precision without cast launches: x (dy in backward) sets the compute dtype; when it is fp16/bf16, weight and
+bias may also be fp32 master parameters (what torch.autocast would cast to x's dtype before every F.linear). The
+forward and input-gradient kernels load fp32 tiles and round them to x's dtype in registers (round to nearest even:
+the bits a cast first gives), and the weight-gradient kernel writes dw and db in the parameters' fp32
+(``grad_dtype``) straight from its fp32 accumulator: more exact than PyTorch's low-precision gradient cast up
+afterwards. An fp32 weight tile doubles its pipeline stage bytes in shared memory.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ GROUP_M = 8
 # step (each kernel's docstring says which dimensions it maps to them). Dropped for spills on sm_80/sm_90: forward
 # tiles of 64 accumulators per thread (64x128 at 4 warps, 128x128 at 8), whose dropout epilogue runs Philox on the
 # whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped for shared memory: 4-stage 64x128x64 TF32 tiles.
+# The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
+# weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
 _tile = runtime.gemm_tile
 
@@ -61,15 +70,15 @@ def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output x input f
 FORWARD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"))
+    interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"), operand="w_ptr")
 INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"))
+    interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"), operand="w_ptr")
 WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
     cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
-    interpreter=_interpreter_weight_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"))
+    interpreter=_interpreter_weight_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"), operand="x_ptr")
 
 
 @triton.jit
@@ -100,6 +109,44 @@ def _output_grad(dy_ptrs, y_ptrs, mask, flat, seed, p, scale, RELU_MASK: tl.cons
 
 
 @triton.jit
+def _forward_product(x_ptr, w_ptr, m, n, m_ok, n_ok, K, x_sm, x_sk, w_sn, w_sk, PRECISION: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     WEIGHT_FIRST: tl.constexpr):
+    """x[m, :] @ w[n, :]^T, [BLOCK_M, BLOCK_N] in ACC_DTYPE, reducing over K in BLOCK_K steps; w's tiles rounded to
+    x's dtype after the load.
+
+    WEIGHT_FIRST (for fp32 master weights): computed as (w @ x^T)^T, so that the rounded weight tile is the dot's
+    first operand, which sm_90's wgmma reads from registers; as the second operand it would be stored back to
+    shared memory each step and the wgmma pipeline would drain (wait depth 0).
+    """
+    k = tl.arange(0, BLOCK_K)
+    m64, n64 = m.to(tl.int64), n.to(tl.int64)
+    if WEIGHT_FIRST:
+        w_ptrs = w_ptr + (n64 * w_sn)[:, None] + (k * w_sk)[None, :]
+        x_ptrs = x_ptr + (m64 * x_sm)[None, :] + (k * x_sk)[:, None]
+        acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC_DTYPE)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = k < K - k0
+            a = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0).to(x_ptr.dtype.element_ty)
+            b = tl.load(x_ptrs, mask=k_ok[:, None] & m_ok[None, :], other=0.0)
+            acc_t = tl.dot(a, b, acc_t, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+            w_ptrs += BLOCK_K * w_sk
+            x_ptrs += BLOCK_K * x_sk
+        return tl.trans(acc_t)
+    x_ptrs = x_ptr + (m64 * x_sm)[:, None] + (k * x_sk)[None, :]
+    w_ptrs = w_ptr + (n64 * w_sn)[None, :] + (k * w_sk)[:, None]
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = k < K - k0
+        a = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(x_ptr.dtype.element_ty)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        x_ptrs += BLOCK_K * x_sk
+        w_ptrs += BLOCK_K * w_sk
+    return acc
+
+
+@triton.jit
 def _linear_forward_kernel(
     # pointers (seed_ptr: the dropout mask's seed, int64 [1])
     x_ptr, w_ptr, b_ptr, y_ptr, seed_ptr,
@@ -113,7 +160,7 @@ def _linear_forward_kernel(
     # runtime scalars (dropout)
     p, scale,
     # meta
-    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -127,21 +174,10 @@ def _linear_forward_kernel(
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < M
     n_ok = n < N
-    k = tl.arange(0, BLOCK_K)
-    x_ptrs = x_ptr + (m.to(tl.int64) * x_sm)[:, None] + (k * x_sk)[None, :]
-    w_ptrs = w_ptr + (n.to(tl.int64) * w_sn)[None, :] + (k * w_sk)[:, None]
-
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = k < K - k0
-        a = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        x_ptrs += BLOCK_K * x_sk
-        w_ptrs += BLOCK_K * w_sk
-
+    acc = _forward_product(x_ptr, w_ptr, m, n, m_ok, n_ok, K, x_sm, x_sk, w_sn, w_sk, PRECISION, ACC_DTYPE,
+                           BLOCK_M, BLOCK_N, BLOCK_K, WEIGHT_FIRST)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + n * b_sn, mask=n_ok, other=0.0).to(ACC_DTYPE)[None, :]
+        acc += tl.load(b_ptr + n * b_sn, mask=n_ok, other=0.0).to(x_ptr.dtype.element_ty).to(ACC_DTYPE)[None, :]
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
@@ -192,7 +228,7 @@ def _linear_input_grad_kernel(
         a = _output_grad(dy_rows[:, None] + (cols * dy_sn)[None, :], y_rows[:, None] + (cols * y_sn)[None, :],
                          m_ok[:, None] & (cols < N)[None, :], flat_rows[:, None] + cols[None, :], seed, p, scale,
                          RELU_MASK, DROPOUT_MASK, ACC_DTYPE)
-        b = tl.load(w_ptrs, mask=(cols < N)[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_ptrs, mask=(cols < N)[:, None] & k_ok[None, :], other=0.0).to(dy_ptr.dtype.element_ty)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         w_ptrs += BLOCK_K * w_sn
 
@@ -269,6 +305,26 @@ def _check_dropout(p: float, seed, device: torch.device) -> tuple[float, torch.T
     return p, (seed_tensor("linear", seed, device) if p > 0 else None)
 
 
+LOW_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _master(compute_dtype: torch.dtype, *parameters: torch.Tensor | None) -> bool:
+    """Whether ``parameters`` (None passes) are fp32 master parameters of an fp16/bf16 computation (see the module
+    docstring)."""
+    return compute_dtype in LOW_DTYPES and all(t is None or t.dtype == torch.float32 for t in parameters)
+
+
+def _check_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> None:
+    """``checks.check_layer_operands``, which also passes fp32 weight and bias with an fp16/bf16 x."""
+    if not _master(x.dtype, weight, bias):
+        checks.check_layer_operands("linear", x, weight, bias, out_features)
+        return
+    checks.check_layer_operands("linear", weight, weight, bias, out_features)  # the parameters' dtype, device, shape
+    checks.check_device("linear", x=x)
+    if x.device != weight.device:
+        raise checks.ArgumentError(f"linear: x ({x.device}) and weight ({weight.device}) must be on one device")
+
+
 def linear_geometry(x_shape, w_shape) -> dict:
     """Validate x_shape [*, K] against w_shape [N, K]; return the sizes M (rows: the product of x's leading
     dimensions), N, K. ValueError names both shapes."""
@@ -304,9 +360,10 @@ def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: torch.T
 def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
                    dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee",
                    config: triton.Config | None = None) -> torch.Tensor:
-    """y [*, N] = x [*, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with probability
-    ``dropout`` and the mask of ``seed`` (needed when dropout > 0: an int, or an int64 tensor of one element on
-    x's device, which the kernel reads).
+    """y [*, N] (x's dtype) = x [*, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with
+    probability ``dropout`` and the mask of ``seed`` (needed when dropout > 0: an int, or an int64 tensor of one
+    element on x's device, which the kernel reads). weight and bias: x's dtype, or fp32 master parameters of an
+    fp16/bf16 x (rounded to x's dtype after each load).
 
     precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
     fp16/bf16 always use tensor cores. config overrides the launch choice.
@@ -314,7 +371,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     g = linear_geometry(x.shape, weight.shape)
     checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed, x.device)
-    checks.check_layer_operands("linear", x, weight, bias, g["N"])
+    _check_operands(x, weight, bias, g["N"])
     y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
@@ -327,7 +384,8 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
         b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
-        HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, PRECISION=precision,
+        HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, WEIGHT_FIRST=_master(x.dtype, weight, bias),
+        PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
     return y
 
@@ -335,9 +393,10 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                       seed: int | torch.Tensor | None = None, precision: str = "ieee",
                       config: triton.Config | None = None) -> torch.Tensor:
-    """dx [*, K] from dy [*, N] and weight [N, K].
+    """dx [*, K] (dy's dtype) from dy [*, N] and weight [N, K] (dy's dtype, or an fp32 master weight of an
+    fp16/bf16 dy).
 
-    y: the forward's output when it ended in a ReLU (dy is masked by y > 0);
+    y [*, N]: the forward's output when it ended in a ReLU (dy is masked by y > 0);
     dropout, seed: the forward's dropout (scale only, given y; else the mask is regenerated from the seed).
     """
     if dy.ndim < 1:
@@ -346,8 +405,9 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed, dy.device)
     out_shape = (*dy.shape[:-1], g["N"])
-    checks.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape, weight.dtype)
-    checks.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, weight.dtype)
+    checks.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape,
+                                 dy.dtype if _master(dy.dtype, weight) else weight.dtype)
+    checks.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, dy.dtype)
     checks.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
     dx = runtime.new_output((*dy.shape[:-1], g["K"]), device=dy.device, dtype=dy.dtype)
     if dx.numel() == 0:
@@ -366,9 +426,12 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
 
 def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                        seed: int | torch.Tensor | None = None, bias_grad: bool = True, precision: str = "ieee",
-                       config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       grad_dtype: torch.dtype | None = None, config: triton.Config | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dw [N, K], db [N] or None) from dy [*, N] and x [*, K]; y, dropout, seed as in ``linear_input_grad``.
 
+    grad_dtype: dw's and db's dtype: x's (None), or float32 for the fp32 master parameters of an fp16/bf16 x
+    (stored from the fp32 accumulator, never rounded to x's dtype).
     Each dw/db element is reduced over the M rows in a fixed order inside one program: bitwise repeatable.
     M = 0 gives zeros.
     """
@@ -381,8 +444,12 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     checks.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
     checks.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)
     checks.check_device("linear_weight_grad", dy=dy, x=x, y=y)
-    dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=x.dtype)
-    db = runtime.new_output((g["N"],), device=x.device, dtype=x.dtype) if bias_grad else None
+    grad_dtype = grad_dtype or x.dtype
+    if grad_dtype != x.dtype and not (grad_dtype == torch.float32 and x.dtype in LOW_DTYPES):
+        raise checks.ArgumentTypeError(f"linear_weight_grad: grad_dtype must be x's dtype ({x.dtype}) or, with an "
+                                       f"fp16/bf16 x, torch.float32; got {grad_dtype}")
+    dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=grad_dtype)
+    db = runtime.new_output((g["N"],), device=x.device, dtype=grad_dtype) if bias_grad else None
     if g["N"] == 0 or (g["K"] == 0 and not bias_grad):
         return dw, db
     dy, x = _matrix(dy, g["M"]), _matrix(x, g["M"])

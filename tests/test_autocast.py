@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close, assert_low_precision_close
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import ops
+from alexnet_triton.ops import library
 
 LOW = torch.float16
 
@@ -51,6 +53,82 @@ def test_conv2d_and_linear_compute_in_the_autocast_dtype(op, no_torch_fallback):
                                strict=True):
         assert a.dtype == e.dtype == torch.float32, name
         assert_low_precision_close(a.to(LOW), e.to(LOW), e64, name)
+
+
+def fc_leaves(shape, strided):
+    """x [batch, in], fp32 weight [out, in] and bias [out] for ``shape`` (batch, in, out); ``strided``: x a column
+    slice and the weight a transposed view (read through their strides)."""
+    batch, fan_in, fan_out = shape
+    if not strided:
+        return leaves((batch, fan_in), (fan_out, fan_in), (fan_out,))
+    x, w_t, b = leaves((batch, fan_in + 5), (fan_in, fan_out), (fan_out,))
+    return [x[:, 2:2 + fan_in], w_t.t(), b]
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+@pytest.mark.parametrize("epilogue", [dict(), dict(relu=True), dict(relu=True, dropout=0.5), dict(dropout=0.25)],
+                         ids=["plain", "relu", "relu+dropout", "dropout"])
+@pytest.mark.parametrize("shape", [(1, 37, 23), (3, 40, 24), (130, 131, 9)], ids=str)
+def test_linear_reads_fp32_parameters_as_their_autocast_copies(shape, epilogue, strided, no_torch_fallback):
+    """Under autocast, fp32 weight and bias reach the kernels uncast, and the results are those of the op on fp16
+    copies, bitwise: y; dx (cast up by the x cast's backward); dw and db stored from the same fp32 accumulators
+    in fp32, so they round to the fp16 run's exactly."""
+    operands = fc_leaves(shape, strided)
+    options = dict(epilogue, seed=torch.tensor([99]) if "dropout" in epilogue else None)
+    (y, grads), _, dy = both(lambda *t: ops.linear(*t, **options), F.linear, operands, no_torch_fallback)
+    copies = [t.detach().to(LOW).requires_grad_() for t in operands]
+    with no_torch_fallback():
+        y_copies = ops.linear(*copies, **options)
+        grads_copies = torch.autograd.grad(y_copies, copies, dy)
+    assert y.dtype == LOW and torch.equal(y, y_copies)
+    for name, ours, theirs in zip(("dx", "dw", "db"), grads, grads_copies, strict=True):
+        assert ours.dtype == torch.float32 and torch.equal(ours.to(LOW), theirs), name
+
+
+def test_gradients_of_fp32_parameters_are_not_rounded_to_the_autocast_dtype(no_torch_fallback):
+    """dw and db of fp32 parameters under autocast are fp32 sums of exact fp16 products: within fp32's tolerance of
+    the fp64 gradient, which the fp16-rounded gradient (PyTorch autocast's, cast up) is not."""
+    x, w, b = leaves((130, 131), (9, 131), (9,))
+    with torch.autocast("cpu", dtype=LOW), no_torch_fallback():
+        y = ops.linear(x, w, b)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(LOW)
+    with no_torch_fallback():
+        dw, db = torch.autograd.grad(y, (w, b), dy)
+    dw64, db64 = dy.double().t() @ x.detach().to(LOW).double(), dy.double().sum(0)
+    assert_close(dw, dw64.float(), "dw")
+    assert_close(db, db64.float(), "db")
+    with pytest.raises(AssertionError):
+        assert_close(dw.to(LOW).float(), dw64.float(), "dw rounded to fp16")
+
+
+class RecordAten(TorchDispatchMode):
+    """The names of the ATen ops dispatched, inside this project's operators too."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return library.run_under(self, func, args, kwargs)
+
+
+def test_an_autocast_step_of_the_fc_layers_casts_nothing(no_torch_fallback):
+    """fc6-fc8 (scaled down) with fp32 parameters on an fp16 input (the pooled features under autocast), forward
+    with the 2012 net's ReLU and dropout, then backward: no ATen cast anywhere (no weight or bias cast to fp16
+    before the kernels, no gradient cast to fp32 after them); the parameters' gradients are fp32."""
+    x = leaves((4, 72))[0].detach().to(LOW).requires_grad_()
+    params = leaves((32, 72), (32,), (32, 32), (32,), (10, 32), (10,))
+    record = RecordAten()
+    with torch.autocast("cpu", dtype=LOW), no_torch_fallback(), record:
+        h = ops.linear(x, *params[:2], relu=True, dropout=0.5)
+        h = ops.linear(h, *params[2:4], relu=True, dropout=0.5)
+        y = ops.linear(h, *params[4:])
+        grads = torch.autograd.grad(y, [x, *params], torch.ones_like(y))
+    assert {"linear", "linear_input_grad", "linear_weight_grad"} <= set(record.names)  # it sees the step
+    assert "_to_copy" not in record.names  # what .to(dtype) dispatches (the interpreter's copy_ of launch
+    # arguments back to them is not a cast)
+    assert y.dtype == grads[0].dtype == LOW and all(g.dtype == torch.float32 for g in grads[1:])
 
 
 @pytest.mark.parametrize("target", ["index", "soft"])

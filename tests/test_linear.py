@@ -246,6 +246,10 @@ BAD_INPUTS = [
     ("dropout below 0", dict(dropout=-0.5), ValueError, r"between 0 and 1, but got -0.5"),
     ("bad seed", dict(dropout=0.5, seed=-3), ValueError, r"seed must be in"),
     ("bad precision", dict(precision="fp8"), ValueError, r"precision must be one of"),
+    ("fp32 master weight, fp16 bias", dict(x_dtype=torch.float16, b_dtype=torch.float16), TypeError,
+     r"x \(torch.float16\), weight \(torch.float32\) and bias \(torch.float16\) must have one dtype"),
+    ("fp32 master weight, device", dict(x_dtype=torch.float16, device="meta"), ValueError,
+     r"x \(meta\) and weight \(cpu\) must be on one device"),
 ]
 
 
@@ -254,12 +258,21 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
     _, spec, error, message = case
     x = torch.randn(spec.get("x", (2, 3))).to(spec.get("x_dtype", torch.float32))
     w = torch.randn(spec.get("w", (4, 3))).to(spec.get("w_dtype", torch.float32))
-    b = torch.randn(spec.get("b", (4,)))
+    b = torch.randn(spec.get("b", (4,))).to(spec.get("b_dtype", torch.float32))
     if "device" in spec:
         x = x.to(spec["device"])
     with pytest.raises(error, match=message):
         ops.linear(x, w, b, dropout=spec.get("dropout", 0.0), seed=spec.get("seed"),
                    precision=spec.get("precision", "ieee"))
+
+
+def test_fp32_gradients_only_for_low_precision_inputs():
+    """grad_dtype float32 (master parameters) needs an fp16/bf16 x; a master weight needs an fp16/bf16 dy."""
+    dy, x, w = torch.randn(3, 4), torch.randn(3, 5), torch.randn(4, 5)
+    with pytest.raises(TypeError, match=r"grad_dtype must be x's dtype \(torch.float32\) or, with an fp16/bf16 x"):
+        linear_kernels.linear_weight_grad(dy, x, grad_dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"dy must have shape \(3, 4\) and dtype torch.float16"):
+        linear_kernels.linear_input_grad(dy.double(), w.half())
 
 
 def test_strided_bias(no_torch_fallback):

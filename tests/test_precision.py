@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexnet_triton.precision import AMP_DTYPES, autocast_operands, forward_context
+from alexnet_triton.precision import AMP_DTYPES, autocast_master_operands, autocast_operands, forward_context
 
 
 @pytest.mark.parametrize("amp", list(AMP_DTYPES))
@@ -39,3 +39,18 @@ def test_autocast_operands_outside_autocast_or_on_a_device_without_it():
     assert autocast_operands(x, None)[0] is x
     with torch.autocast("cpu", dtype=torch.float16):
         assert autocast_operands(meta)[0] is meta
+
+
+def test_autocast_master_operands_keeps_fp32_parameters_only_with_a_low_input():
+    """x cast as autocast casts it; fp32 parameters stay fp32 when x becomes fp16/bf16 (one non-fp32 parameter:
+    all cast, as autocast_operands does); outside autocast nothing changes."""
+    x, w, b = torch.randn(2, 3), torch.randn(4, 3), torch.randn(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low_x, kept_w, kept_b = autocast_master_operands(x, w, b)
+        _, cast_w, cast_b = autocast_master_operands(x, w, b.half())
+        x64, cast64_w, _ = autocast_master_operands(x.double(), w, None)
+    assert low_x.dtype == torch.bfloat16 and torch.equal(low_x, x.to(torch.bfloat16))
+    assert kept_w is w and kept_b is b
+    assert cast_w.dtype == cast_b.dtype == torch.bfloat16
+    assert x64.dtype == torch.float64 and cast64_w.dtype == torch.bfloat16
+    assert all(a is e for a, e in zip(autocast_master_operands(x, w, None), (x, w, None), strict=True))

@@ -6,7 +6,7 @@ import torch
 
 from ..kernels.dropout import check_probability, seed_tensor
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
-from ..precision import autocast_operands
+from ..precision import autocast_master_operands
 from .library import kernel_op
 
 
@@ -24,9 +24,10 @@ def _linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor |
 
 @kernel_op("linear_weight_grad")
 def _linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float,
-                        seed: torch.Tensor | None, bias_grad: bool, precision: str) -> list[torch.Tensor]:
-    """[dw] or, with ``bias_grad``, [dw, db]."""
-    dw, db = linear_weight_grad(dy, x, y, dropout, seed, bias_grad, precision)
+                        seed: torch.Tensor | None, bias_grad: bool, precision: str, grad_dtype: torch.dtype
+                        ) -> list[torch.Tensor]:
+    """[dw] or, with ``bias_grad``, [dw, db], of dtype ``grad_dtype`` (the parameters')."""
+    dw, db = linear_weight_grad(dy, x, y, dropout, seed, bias_grad, precision, grad_dtype)
     return [dw, db] if bias_grad else [dw]
 
 
@@ -45,7 +46,7 @@ def _backward(ctx, dy):
         dx = _linear_input_grad(dy, weight, y, ctx.linear["dropout"], seed, ctx.linear["precision"])
     if need_w or need_b:
         grads = _linear_weight_grad(dy, x, y, ctx.linear["dropout"], seed, ctx.has_bias and need_b,
-                                    ctx.linear["precision"])
+                                    ctx.linear["precision"], weight.dtype)
         dw, db = grads[0] if need_w else None, grads[1] if len(grads) > 1 else None
     return dx, dw, db, None, None, None, None
 
@@ -71,10 +72,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     is the standalone op and the second the fused epilogue of fc6.
     Backward saves x, weight and, with ReLU, y (the next layer's input anyway): y > 0 gives the ReLU and
     dropout masks together; dropout without ReLU regenerates its mask from the seed.
-    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only). Under torch.autocast, x,
-    weight and bias are cast to its dtype first, as F.linear's are (alexnet_triton.precision).
+    precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only). Under torch.autocast, x is
+    cast to its dtype and the result has it, as with F.linear, but fp32 weight and bias are read as they are and
+    rounded to that dtype in the kernels (the same values; no cast launch), and their gradients are fp32 from the
+    fp32 accumulator (alexnet_triton.precision.autocast_master_operands).
     """
-    x, weight, bias = autocast_operands(x, weight, bias)
+    x, weight, bias = autocast_master_operands(x, weight, bias)
     if weight.ndim == 1:
         return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision).squeeze(-1)
     if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
