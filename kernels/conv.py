@@ -118,7 +118,7 @@ class ConvGeometry:
 
     def kernel_args(self) -> dict[str, int]:
         """The fields as keyword arguments of a conv kernel."""
-        return dataclasses.asdict(self)
+        return dict(vars(self))  # the fields (dataclasses.asdict deep-copies: microseconds per launch)
 
     @property
     def window_inside(self) -> bool:
@@ -606,12 +606,34 @@ def _padding_before_after(padding, kernel: tuple[int, int], dilation: tuple[int,
     return (pad_h, pad_h), (pad_w, pad_w)
 
 
+# Validated geometries by their arguments: the public op, its space-to-depth test and the launchers (forward and
+# both gradients) ask for the same layer's geometry, each step. Bounded; invalid arguments are never cached.
+_GEOMETRIES: dict[tuple, ConvGeometry] = {}
+_GEOMETRIES_KEPT = 4096
+
+
 def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) -> ConvGeometry:
     """Validate a convolution's shapes; return its sizes as its kernels' constexprs (the batch N is x_shape[0]).
 
     x_shape [N, C, H, W] (N may be 0), w_shape [K, C/G, R, S]; padding as ``_padding_before_after`` takes it
     (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument.
     """
+    try:
+        # the shapes' sizes (hashing a symbolic one raises TypeError); the rest by repr, which tells 1, 1.0 and True
+        key = (len(x_shape), *x_shape, *w_shape, repr((stride, padding, dilation, groups)))
+        return _GEOMETRIES[key]
+    except TypeError:  # unhashable arguments (symbolic sizes, or a mistake the checks below name)
+        return _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    except KeyError:
+        geometry = _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+        if len(_GEOMETRIES) >= _GEOMETRIES_KEPT:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geometry
+        return geometry
+
+
+def _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) -> ConvGeometry:
+    """``conv2d_geometry``, computed."""
     stride_h, stride_w = checks.int_pair(stride, "conv2d", "stride")
     dilation_h, dilation_w = checks.int_pair(dilation, "conv2d", "dilation")
     if len(x_shape) != 4:

@@ -234,9 +234,14 @@ def uses_tensor_cores(dtype: torch.dtype, precision: str) -> bool:
 poison_outputs = False
 
 
+@functools.cache
+def _stride_names(prefix: str, dims: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}_s{d}" for d in dims)
+
+
 def stride_args(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict[str, int]:
     """Kernel stride arguments: stride_args("w", weight, "kcrs") -> {"w_sk": ..., "w_sc": ..., ...}."""
-    return {f"{prefix}_s{d}": stride for d, stride in zip(dims, t.stride(), strict=True)}
+    return dict(zip(_stride_names(prefix, dims), t.stride(), strict=True))
 
 
 def accumulator_type(dtype: torch.dtype):
@@ -301,11 +306,12 @@ def capture_launches(on_launch: Callable[[LaunchRecord], None] | None = None):
         _capture = previous
 
 
-# Per-launch host work cached by object identity (hashing a tuple of triton.Configs costs microseconds per launch):
-# the fitting candidates per (KernelConfigs, tensor cores, operand bytes), and the autotuner per (kernel, those
-# candidates). Each entry keeps its key's objects alive, so an id cannot be reused while it is cached.
+# Per-launch host work cached by object identity (hashing a tuple of triton.Configs, or a JITFunction, costs
+# microseconds per launch): the fitting candidates per (KernelConfigs, tensor cores, operand bytes), and the
+# autotuner per (kernel, those candidates). Each entry keeps its key's objects alive, so an id cannot be reused
+# while it is cached.
 _fitting: dict[tuple[int, bool, int], tuple[KernelConfigs, tuple[triton.Config, ...]]] = {}
-_autotuned: dict[tuple[Any, int], tuple[tuple[triton.Config, ...], Any]] = {}
+_autotuned: dict[tuple[int, int], tuple[Any, tuple[triton.Config, ...], Any]] = {}
 
 
 def _fitting_candidates(configs: KernelConfigs, tensor_cores: bool, operand_bytes: int) -> tuple[triton.Config, ...]:
@@ -348,8 +354,8 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
         options = {} if INTERPRETER else {"num_warps": config.num_warps, "num_stages": config.num_stages}
         kernel[grid(meta)](**args, **config.kwargs, **options)
         return
-    entry = _autotuned.get((kernel, id(candidates)))  # candidates: a cached ``_fitting_candidates`` tuple here
-    if entry is None or entry[0] is not candidates:
-        entry = _autotuned[kernel, id(candidates)] = (
-            candidates, triton.autotune(configs=list(candidates), key=list(configs.key))(kernel))
-    entry[1][grid](**args)
+    entry = _autotuned.get((id(kernel), id(candidates)))  # candidates: a cached ``_fitting_candidates`` tuple here
+    if entry is None or entry[0] is not kernel or entry[1] is not candidates:
+        entry = _autotuned[id(kernel), id(candidates)] = (
+            kernel, candidates, triton.autotune(configs=list(candidates), key=list(configs.key))(kernel))
+    entry[2][grid](**args)

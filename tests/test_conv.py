@@ -412,6 +412,19 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
                    precision=spec.get("precision", "ieee"))
 
 
+
+@pytest.mark.parametrize("stride, error", [(True, TypeError), (1.0, TypeError), ([1, 1, 1], TypeError),
+                                           (0, ValueError)])
+def test_cached_geometry_never_answers_for_bad_arguments(stride, error):
+    """The validated geometry is cached by its arguments: stride 1 cached first, True, 1.0 or a triple still
+    raise, and so do sizes that flatten alike (x 3-D, weight 5-D)."""
+    good = conv.conv2d_geometry((2, 3, 8, 8), (4, 3, 3, 3), 1, 0, 1, 1)
+    assert conv.conv2d_geometry((2, 3, 8, 8), (4, 3, 3, 3), 1, 0, 1, 1) is good
+    with pytest.raises(error, match="stride"):
+        conv.conv2d_geometry((2, 3, 8, 8), (4, 3, 3, 3), stride, 0, 1, 1)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        conv.conv2d_geometry((2, 3, 8), (8, 4, 3, 3, 3), 1, 0, 1, 1)
+
 REPEATABILITY_SCRIPT = """
 import hashlib, torch
 from alexnet_triton import ops
