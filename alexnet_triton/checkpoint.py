@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 NEWEST, PREVIOUS, LOCK = "checkpoint.pt", "checkpoint.previous.pt", ".lock"
-# What a checkpoint holds besides its digest (training.Run._save writes them).
+# What a checkpoint holds besides its digest (training.checkpointer.Checkpointer.save writes them).
 KEYS = ("config", "versions", "model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch",
         "global_step", "elapsed", "skipped", "result")
 

@@ -345,14 +345,22 @@ class ResumableSampler(Sampler):
         self.num_samples, self.seed, self.shuffle, self.shard = num_samples, seed, shuffle, shard
         self.epoch, self.start = 0, 0
 
+    @property
+    def epoch_samples(self) -> int:
+        """Samples of an epoch (this rank's share when sharded), without drawing its order."""
+        if self.shard is None:
+            return self.num_samples
+        _, world_size, rank_batch = self.shard
+        return self.num_samples // (world_size * rank_batch) * rank_batch
+
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Next iteration: ``epoch``'s order from (this rank's) sample position ``start`` (in [0, len])."""
-        if not 0 <= start <= len(self.order(epoch)):
+        if not 0 <= start <= self.epoch_samples:
             raise ValueError(f"start position {start} is outside the epoch of {self.num_samples} samples")
         self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The sample indices of ``epoch`` in order (this rank's share when sharded): [n] int64."""
+        """The sample indices of ``epoch`` in order (this rank's share when sharded): [epoch_samples] int64."""
         if not self.shuffle:
             order = torch.arange(self.num_samples)
         else:
@@ -360,14 +368,14 @@ class ResumableSampler(Sampler):
         if self.shard is None:
             return order
         rank, world_size, rank_batch = self.shard
-        batches = self.num_samples // (world_size * rank_batch)
+        batches = self.epoch_samples // rank_batch
         return order[:batches * world_size * rank_batch].view(batches, world_size, rank_batch)[:, rank].reshape(-1)
 
     def __iter__(self):
         return (SampleKey(self.epoch, index) for index in self.order(self.epoch)[self.start:].tolist())
 
     def __len__(self) -> int:
-        return len(self.order(self.epoch)) - self.start
+        return self.epoch_samples - self.start
 
 
 def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable]):
@@ -393,6 +401,11 @@ class ResumableLoader(DataLoader):
                          drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
         self.unreadable: dict[str, str] = {}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Whole batches of an epoch (this rank's; a training loader drops the last partial one)."""
+        return self.sampler.epoch_samples // self.batch_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Next iteration: ``epoch``'s batches from batch ``start_batch`` on (the ones a resumed run has not seen)."""

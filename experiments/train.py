@@ -151,9 +151,10 @@ def fresh_config(given: dict, overwrite: bool, held: contextlib.ExitStack) -> Ru
 
 
 def _held_out_line(run: Run, metrics: dict, training: bool) -> str:
-    if training:
-        return f"{held_out_line(metrics, run.num_classes, run.skipped, run.elapsed)}; run directory {run.out}"
-    return f"{held_out_line(metrics, run.num_classes)}; run directory {run.out}"
+    progress = run.progress
+    line = held_out_line(metrics, run.num_classes, progress.skipped, progress.elapsed) if training else \
+        held_out_line(metrics, run.num_classes)
+    return f"{line}; run directory {run.out}"
 
 
 def main(argv=None) -> int:
@@ -185,7 +186,7 @@ def _main(argv, held: contextlib.ExitStack) -> int:
         print("interrupted during start-up: nothing was saved", file=sys.stderr)
         return _status(stop)
     if run.is_main:
-        origin = f"preset {default_preset()}" if action is None else f"checkpoint of step {run.global_step}"
+        origin = f"preset {default_preset()}" if action is None else f"checkpoint of step {run.progress.global_step}"
         print(f"{run.describe()}; {origin}; run directory {run.out}", flush=True)
     if args.eval_only:
         try:
@@ -195,8 +196,8 @@ def _main(argv, held: contextlib.ExitStack) -> int:
             return _status(stop)
     elif run.finished:
         if run.is_main:
-            print(f"the run in {run.out} is finished (step {run.global_step} of {run.total_steps}): nothing to do, "
-                  f"nothing changed; raise --epochs or --max-steps to train on")
+            print(f"the run in {run.out} is finished (step {run.progress.global_step} of {run.total_steps}): nothing "
+                  f"to do, nothing changed; raise --epochs or --max-steps to train on")
         return 0
     else:
         try:

@@ -235,7 +235,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert note.startswith(f"note: {tmp_path / NEWEST} is truncated, damaged or not a checkpoint") and \
         note.endswith(f"; using the previous checkpoint {tmp_path / PREVIOUS} (step 3)")
     resumed = Run(config, state)
-    resumed.checkpoint()  # replaces the damaged newest one; the previous one stays
+    resumed.checkpointer.save()  # replaces the damaged newest one; the previous one stays
     assert checkpoint.load(tmp_path / PREVIOUS)["global_step"] == checkpoint.load(tmp_path / NEWEST)["global_step"]
     resumed.train()
     _assert_bitwise(tmp_path, reference)
@@ -328,7 +328,7 @@ def _stop_one_rank_worker(rank: int, port: int, directory: Path) -> None:
     real_step = Run._train_step
 
     def step(self, images, labels):
-        if self.rank == 1 and self.global_step == 0:
+        if self.layout.rank == 1 and self.progress.global_step == 0:
             signal.raise_signal(signal.SIGTERM)
         return real_step(self, images, labels)
 
@@ -337,7 +337,7 @@ def _stop_one_rank_worker(rank: int, port: int, directory: Path) -> None:
     try:
         run.train()
     except KeyboardInterrupt as stop:
-        (directory / f"stop{rank}").write_text(f"{stop.args[0]} {run.global_step}")
+        (directory / f"stop{rank}").write_text(f"{stop.args[0]} {run.progress.global_step}")
     dist.destroy_process_group()
 
 

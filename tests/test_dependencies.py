@@ -100,4 +100,4 @@ def test_only_the_study_and_the_curves_plot_import_pandas_or_matplotlib():
                 inside = [f for f in functions if f.lineno <= node.lineno <= f.end_lineno]
                 found.add((path.relative_to(REPO).as_posix(), max(inside, key=lambda f: f.lineno).name
                            if inside else None))
-    assert found == {("alexnet_triton/training/run.py", "plot_curves")}
+    assert found == {("alexnet_triton/training/plots.py", "plot_curves")}

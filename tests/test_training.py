@@ -3,7 +3,6 @@ ranks (the command line: tests/test_train_cli.py)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -17,9 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from alexnet_triton import checkpoint, ops, training
+from alexnet_triton import checkpoint, ops
 from alexnet_triton.checkpoint import CheckpointError, read_checkpoint
-from alexnet_triton.training import ConfigError, NonFiniteLoss, Run, RunConfig
+from alexnet_triton.training import BACKEND_PARTS, ConfigError, NonFiniteLoss, Run, RunConfig
 
 # A tiny run: the CPU preset's scaled-down 2012 net on 67x67 built-in shapes, 4 images a step, 3 steps an epoch.
 TINY = RunConfig.preset("cpu", num_classes=4, batch_size=4, lr=0.01, epochs=3, train_count=12, val_count=4,
@@ -46,7 +45,7 @@ def test_two_steps_resume_two_steps_equals_four_steps_bitwise(tmp_path):
     first = Run(replace(TINY, out=str(tmp_path / "resumed"), max_steps=2))
     first.train()
     second = resumed(replace(TINY, out=str(tmp_path / "resumed"), max_steps=4))
-    assert (second.global_step, second.step_in_epoch) == (2, 2)
+    assert (second.progress.global_step, second.progress.step_in_epoch) == (2, 2)
     second.train()
     expected, actual = parameters(straight), parameters(second)
     for name in expected:
@@ -79,7 +78,7 @@ def test_stopped_mid_epoch_the_final_result_is_in_metrics_and_result_json(tmp_pa
     assert result["val_top1"] == metrics["val_top1"] and result["step"] == 2 and result["skipped"] == 0
     assert result["config"] == asdict(run.config) and (tmp_path / "curves.png").stat().st_size > 0
     again = resumed(run.config)
-    assert again.finished and again.result == metrics
+    assert again.finished and again.progress.result == metrics
     assert not resumed(replace(run.config, max_steps=3)).finished
 
 
@@ -97,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     real_step = Run._train_step
 
     def step_then_poison(self, images, labels):
-        if self.global_step == 2:  # the third step sees a NaN weight
+        if self.progress.global_step == 2:  # the third step sees a NaN weight
             with torch.no_grad():
                 self.model.classifier[0].weight[0, 0] = float("nan")
         return real_step(self, images, labels)
@@ -116,7 +115,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
 
     def step_then_interrupt(self, images, labels):
         result = real_step(self, images, labels)
-        if self.global_step == 1:
+        if self.progress.global_step == 1:
             signal.raise_signal(signal.SIGINT)
         return result
 
@@ -125,7 +124,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
         run.train()
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert (saved["global_step"], saved["step_in_epoch"]) == (2, 2)  # the step under way finishes first
-    assert resumed(replace(TINY, backend="torch", out=str(tmp_path))).global_step == 2
+    assert resumed(replace(TINY, backend="torch", out=str(tmp_path))).progress.global_step == 2
 
 
 def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
@@ -149,17 +148,12 @@ def test_resume_without_a_checkpoint_names_the_flag_and_path(tmp_path):
         read_checkpoint(tmp_path, "--eval-only")
 
 
-def test_label_smoothing_reaches_the_loss(tmp_path):
-    """torch backend: F.cross_entropy's label_smoothing; triton: ops.cross_entropy's, refused (ConfigError) while
-    it has none."""
+@pytest.mark.parametrize("backend", BACKEND_PARTS)
+def test_label_smoothing_reaches_the_loss(backend):
+    """Both backends' training loss: F.cross_entropy's label smoothing (the Triton one in ops.cross_entropy)."""
     logits, labels = torch.randn(4, 3), torch.tensor([0, 2, 1, 0])
     expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
-    torch.testing.assert_close(training.loss_function("torch", 0.1)(logits, labels), expected)
-    if "label_smoothing" in inspect.signature(ops.cross_entropy).parameters:
-        torch.testing.assert_close(training.loss_function("triton", 0.1)(logits, labels), expected)
-    else:
-        with pytest.raises(ConfigError, match="--label-smoothing 0.1: .* use --backend torch"):
-            training.loss_function("triton", 0.1)
+    torch.testing.assert_close(BACKEND_PARTS[backend].loss(0.1)(logits, labels), expected)
 
 
 @pytest.mark.parametrize("field, value, message", [("batch_size", 0, "--batch-size 0: must be at least 1"),
@@ -215,4 +209,4 @@ def test_unreadable_images_are_counted_per_epoch_and_reported_once(tmp_path, cap
     skipped = {row.split(",")[0] + row.split(",")[1]: row.split(",")[-2] for row in rows[1:] if
                not row.startswith("step,")}
     assert skipped == {"epoch1": "2", "epoch2": "2", "final2": "4"}  # 1 training + 1 validation image each epoch
-    assert run.skipped == 4 and json.loads((tmp_path / "run" / "result.json").read_text())["skipped"] == 4
+    assert run.progress.skipped == 4 and json.loads((tmp_path / "run" / "result.json").read_text())["skipped"] == 4
