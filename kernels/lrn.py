@@ -103,8 +103,8 @@ def _lrn_forward_kernel(
     # meta (the window size is unrolled)
     SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """y = x * d^(-beta). grid (cdiv(N*H*W, BLOCK_P),): each program normalises all C channels
-    (BLOCK_C >= C) of BLOCK_P positions."""
+    """y [N, C, H, W] = x [N, C, H, W] * d^(-beta) (strided, any memory format). grid (cdiv(N*H*W, BLOCK_P),):
+    each program normalises all C channels (BLOCK_C >= C) of BLOCK_P positions."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)
@@ -128,7 +128,8 @@ def _lrn_backward_kernel(
     # meta (the window size is unrolled)
     SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """dx from dy and x (d is recomputed). grid (cdiv(N*H*W, BLOCK_P),)."""
+    """dx [N, C, H, W] from dy and x (both [N, C, H, W]; d is recomputed). grid (cdiv(N*H*W, BLOCK_P),): each
+    program handles all C channels of BLOCK_P positions."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)

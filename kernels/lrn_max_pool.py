@@ -53,7 +53,8 @@ def _lrn_max_pool_forward_kernel(
     # meta (the window size is unrolled)
     SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """y = max over each window of LRN(x); window = row-major offset of the winner in its window.
+    """y [N, C, OH, OW] = max over each window of LRN(x [N, C, H, W]); window [N, C, OH, OW] = row-major offset of
+    the winner in its window.
 
     grid (cdiv(N*OH*OW, BLOCK_P),): each program computes all C channels (BLOCK_C >= C) of BLOCK_P outputs.
     """
@@ -94,8 +95,9 @@ def _lrn_max_pool_backward_kernel(
     # meta (the window size is unrolled)
     SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """dx from dy [N, C, OH, OW], the window offsets and x. grid (cdiv(N*H*W, BLOCK_P),): each program
-    computes all C channels of BLOCK_P input pixels."""
+    """dx [N, C, H, W] from dy [N, C, OH, OW], the window offsets (dy's shape) and x [N, C, H, W].
+
+    grid (cdiv(N*H*W, BLOCK_P),): each program computes all C channels of BLOCK_P input pixels."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)

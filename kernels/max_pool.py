@@ -101,9 +101,11 @@ def _max_pool2d_forward_kernel(
     DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """y = max over each window; window[n, c, oh, ow] = row-major offset of the winner in its window.
+    """y [N, C, OH, OW] = max over each window of x [N, C, H, W]; window[n, c, oh, ow] = row-major offset of the
+    winner in its window.
 
-    window has y's shape and strides, dtype int8/int16/int32. grid (cdiv(N*C*OH*OW, BLOCK),).
+    window has y's shape and strides, dtype int8/int16/int32 (``window_offset_dtype``). grid (cdiv(N*C*OH*OW,
+    BLOCK),): each program computes BLOCK outputs, enumerated in memory order (CHANNELS_LAST or NCHW).
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N * C * OH * OW
@@ -140,7 +142,8 @@ def _max_pool2d_backward_kernel(
     DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """dx[n, c, h, w] = sum of dy over the windows covering (h, w) whose winner is (h, w).
+    """dx[n, c, h, w] (dx [N, C, H, W]) = sum of dy [N, C, OH, OW] over the windows covering (h, w) whose winner
+    (window, dy's shape) is (h, w).
 
     grid (cdiv(N*C*H*W, BLOCK),): each program gathers BLOCK input pixels.
     """
@@ -169,9 +172,10 @@ def _window_indices_kernel(
     # meta
     DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """indices[n, c, oh, ow] = h * W + w of the winner (h, w) whose offset window[n, c, oh, ow] holds (int64).
+    """indices[n, c, oh, ow] = h * W + w of the winner (h, w) whose offset window[n, c, oh, ow] holds (int64); both
+    [N, C, OH, OW].
 
-    grid (cdiv(N*C*OH*OW, BLOCK),).
+    grid (cdiv(N*C*OH*OW, BLOCK),): each program converts BLOCK offsets.
     """
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < N * C * OH * OW

@@ -12,6 +12,7 @@ from conftest import assert_close, assert_low_precision_close
 from alexnet_triton import nn, ops
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels import runtime
+from alexnet_triton.parity import assert_tf32_close
 
 # (batch, in_features, out_features): AlexNet's fc6/fc7/fc8 (9216 -> 4096 -> 4096 -> 1000) / 32 at batch 8,
 # and odd shapes: batch 1, sizes that are multiples of no block, more rows/features than one interpreter block.
@@ -100,7 +101,7 @@ def test_tf32_precision_runs_and_stays_close(no_torch_fallback):
     x, w, b = make_inputs((8, 288, 128))
     ours, ref, _ = run_both(x, w, b, True, no_torch_fallback, precision="tf32")
     for name, a, e in zip(("y", "dx", "dw", "db"), ours, ref, strict=True):
-        torch.testing.assert_close(a, e, atol=5e-3 * e.abs().max().item(), rtol=0, msg=name)
+        assert_tf32_close(a, e, name)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
