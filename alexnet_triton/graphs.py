@@ -1,7 +1,7 @@
 """A training step captured in one CUDA graph and replayed: no Python, no launch overhead per step.
 
 ``GraphedStep`` wraps a step function ``step(images, labels) -> (loss, logits)`` (forward, loss, backward and the
-optimizer's update, as ``Trainer._train_step``). Its first ``warmup`` calls run the step eagerly on a side stream
+optimizer's update, as ``training.Run._train_step``). Its first ``warmup`` calls run the step eagerly on a side stream
 (the GEMM-like kernels autotune there, the optimizer makes its momentum buffers and lr tensors), the next one
 captures the step into a ``torch.cuda.CUDAGraph`` on static input buffers and every later call copies its batch
 into them and replays. The Triton step is built for it: dropout seeds are drawn on the device, SGD reads its lr
