@@ -380,8 +380,34 @@ def test_train_py_parallel_model_resumes_a_one_process_run_on_two_torchrun_ranks
     assert evaluated["val_top1"] == split["result"]["val_top1"]
 
 
-def test_train_py_parallel_model_without_two_ranks_is_one_error_line(tmp_path, capsys):
-    assert train.main(["--parallel", "model", "--out", str(tmp_path)]) == 2
+def test_train_py_parallel_hybrid_on_two_pairs_of_torchrun_ranks_takes_one_process_s_step(tmp_path):
+    """4 torchrun ranks, 2 pairs running the 2014 hybrid on half the batch each (dropout off: each pair draws its
+    own stream), resume a one-process checkpoint from step 1 to step 2 as one process does: the same weights and
+    momentum; the checkpoint holds one RNG state per pair, and one process evaluates it to the pairs' result."""
+    config = RunConfig.preset("cpu", num_classes=4, train_count=8, val_count=4, batch_size=4, lr=0.01, max_steps=1,
+                              out=str(tmp_path / "single"))  # 2 steps an epoch, dropout 0 (the CPU preset's)
+    Run(config).train()
+    shutil.copytree(tmp_path / "single", tmp_path / "pairs")
+    flags = ["--num-classes", "4", "--train-count", "8", "--val-count", "4", "--batch-size", "4", "--lr", "0.01",
+             "--max-steps", "2", "--parallel", "hybrid", "--resume", "--out", str(tmp_path / "pairs")]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--master_port",
+                    str(_free_port()), str(REPO / "experiments" / "train.py"), *flags], check=True, cwd=REPO,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    Run(replace(config, max_steps=2), read_checkpoint(tmp_path / "single", "--resume")).train()
+    pairs, single = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=False) for name in ("pairs", "single"))
+    assert (pairs["global_step"], pairs["config"]["parallel"], len(pairs["rng"])) == (2, "hybrid", PAIRS)
+    for key, value in single["model"].items():
+        assert_close(pairs["model"][key], value, key)
+    for index, state in single["optimizer"]["state"].items():
+        assert_close(pairs["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"], f"{index}")
+    evaluated = Run(replace(config, out=str(tmp_path / "pairs")),
+                    read_checkpoint(tmp_path / "pairs", "--eval-only")).evaluate()
+    assert evaluated["val_loss"] == pytest.approx(pairs["result"]["val_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("parallel", ["model", "hybrid"])
+def test_train_py_model_parallel_on_an_odd_number_of_ranks_is_one_error_line(tmp_path, capsys, parallel):
+    assert train.main(["--parallel", parallel, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "error: --parallel model: the 2012 net on the triton backend on 2 ranks (torchrun --nproc_per_node 2); "
-        "this run: 2012, triton, 1 rank"]
+        f"error: --parallel {parallel}: the 2012 net on the triton backend on a multiple of 2 ranks (torchrun "
+        "--nproc_per_node 2: one model-parallel pair; 2N: N pairs, data-parallel); this run: 2012, triton, 1 rank"]

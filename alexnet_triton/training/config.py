@@ -20,7 +20,7 @@ from ..precision import AMP_DTYPES
 
 PRESETS = ("gpu", "cpu")
 SCHEDULES = ("step", "cosine", "plateau")
-PARALLELISMS = ("data", "model")
+PARALLELISMS = ("data", "model", "hybrid")
 
 
 class ConfigError(ValueError):
@@ -75,8 +75,10 @@ class RunConfig:
     dropout: float = option(architecture.DROPOUT, "dropout probability of fc6/fc7", cpu=0.0, at_least=0, below=1)
     init: str = option("kaiming", "weights: He normal, the paper's N(0, 0.01), or PyTorch's", choices=INITS)
     precision: str = option("ieee", "fp32 matmuls of the Triton path", choices=checks.PRECISIONS)
-    parallel: str = option("data", "what torchrun's ranks share: data (DDP, a share of the batch each) or model (the "
-                           "2012 paper's two-GPU split: 2 ranks, half of every layer, the whole batch)",
+    parallel: str = option("data", "what torchrun's ranks share: data (DDP, a share of the batch each), model (the "
+                           "2012 paper's two-GPU split: 2 ranks, half of every layer, the whole batch) or hybrid "
+                           "(Krizhevsky 2014: the convolutions data-parallel over the 2 ranks, the fc layers split); "
+                           "model and hybrid take 2N ranks: N pairs, data-parallel",
                            choices=PARALLELISMS, on_resume=True)
     cuda_graphs: bool = option(True, "capture the training step in a CUDA graph after warm-up steps and replay it "
                                "(where it cannot be, the step runs eagerly and the reason is printed)", on_resume=True)
