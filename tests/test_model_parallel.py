@@ -409,5 +409,5 @@ def test_train_py_parallel_hybrid_on_two_pairs_of_torchrun_ranks_takes_one_proce
 def test_train_py_model_parallel_on_an_odd_number_of_ranks_is_one_error_line(tmp_path, capsys, parallel):
     assert train.main(["--parallel", parallel, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: --parallel {parallel}: the 2012 net on the triton backend on a multiple of 2 ranks (torchrun "
-        "--nproc_per_node 2: one model-parallel pair; 2N: N pairs, data-parallel); this run: 2012, triton, 1 rank"]
+        f"error: --parallel {parallel}: the 2012 net on the triton backend on 2 ranks (or 2N: N model-parallel "
+        "pairs, data-parallel; torchrun --nproc_per_node 2 or 2N); this run: 2012, triton, 1 rank"]

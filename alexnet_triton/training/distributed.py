@@ -59,9 +59,9 @@ class Layout:
             rank, world_size = dist.get_rank(), dist.get_world_size()
         split = config.parallel in SPLIT_SCHEMES
         if split and (world_size % RANKS or config.variant != "2012" or config.backend != "triton"):
-            raise ConfigError(f"--parallel {config.parallel}: the 2012 net on the triton backend on a multiple of "
-                              f"{RANKS} ranks (torchrun --nproc_per_node {RANKS}: one model-parallel pair; 2N: N "
-                              f"pairs, data-parallel); this run: {config.variant}, {config.backend}, {world_size} "
+            raise ConfigError(f"--parallel {config.parallel}: the 2012 net on the triton backend on {RANKS} ranks (or "
+                              f"2N: N model-parallel pairs, data-parallel; torchrun --nproc_per_node {RANKS} or 2N); "
+                              f"this run: {config.variant}, {config.backend}, {world_size} "
                               f"rank{'s' if world_size > 1 else ''}")
         # a pair's ranks split the net and see the same images: each pair is one data rank
         data_rank, data_ranks = (rank // RANKS, world_size // RANKS) if split else (rank, world_size)
