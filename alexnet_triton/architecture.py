@@ -10,7 +10,7 @@ paper's 55x55 conv1 output) and torchvision's ``alexnet`` ("One weird trick").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 VARIANTS = ("2012", "torchvision")
@@ -27,7 +27,6 @@ SGD = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)  # the paper's
 # convolutional layers, as well as in the fully-connected hidden layers"), 0 in the others.
 PAPER_INIT_STD = 0.01
 PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
-KINDS = ("conv", "relu", "lrn", "pool", "avgpool", "flatten", "dropout", "linear")
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ class ConvLayer:
 
 @dataclass(frozen=True)
 class Layer:
-    """One entry of a network: ``kind`` is one of KINDS. "conv" holds its full-size geometry in ``conv``;
+    """One entry of a network: ``kind`` names its ``KINDS`` entry. "conv" holds its full-size geometry in ``conv``;
     "linear" its ``out_features`` (None: the number of classes); "lrn", "pool" and "dropout" take LRN, POOL
     and the model's dropout probability; "avgpool" is torchvision's adaptive average pool (an identity at the
     map's own size)."""
@@ -117,7 +116,7 @@ LAYERS: dict[str, tuple[Layer, ...]] = {
     ),
 }
 CONV_LAYERS: dict[str, tuple[ConvLayer, ...]] = {
-    variant: tuple(layer.conv for layer in layers if layer.kind == "conv") for variant, layers in LAYERS.items()}
+    variant: tuple(layer.conv for layer in layers if layer.conv) for variant, layers in LAYERS.items()}
 
 
 def pooled(size: int) -> int:
@@ -138,15 +137,61 @@ class Shaped:
     side: int
 
 
-def check_variant(variant: str, who: str = "AlexNet") -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"{who}: variant must be one of {VARIANTS}, got {variant!r}")
-
-
 def scaled_channels(channels: int, multiple: int, width: float) -> int:
     """A conv's channel count at ``width`` (the image's 3 channels stay), a multiple of ``multiple``: the
     largest groups count of the net, so that every grouped conv divides its input and output channels."""
     return channels if channels == 3 else max(multiple, round(channels * width / multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What sizes a built network's layers: its ``width`` multiplier, ``num_classes``, and ``multiple``, the
+    largest groups count of its convs (every conv's channel count is a multiple of it)."""
+
+    width: float
+    num_classes: int
+    multiple: int
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of network layer. resize(layer, channels, side, sizing): the layer as built and the channels
+    (features from flatten on) and map side after it (default: unchanged); spatial: its output map must not vanish;
+    weight(shaped): the shape of its weight (its bias: [outputs]), None for a layer without parameters."""
+
+    resize: Callable[[Layer, int, int, Sizing], tuple[Layer, int, int]] = lambda layer, channels, side, sizing: (
+        layer, channels, side)
+    spatial: bool = False
+    weight: Callable[[Shaped], tuple[int, ...]] | None = None
+
+
+def _resize_conv(layer: Layer, channels: int, side: int, sizing: Sizing) -> tuple[Layer, int, int]:
+    c = layer.conv
+    conv = replace(c, in_channels=channels, out_channels=scaled_channels(c.out_channels, sizing.multiple, sizing.width),
+                   size=side)
+    return replace(layer, conv=conv), conv.out_channels, conv.out_size
+
+
+def _resize_linear(layer: Layer, channels: int, side: int, sizing: Sizing) -> tuple[Layer, int, int]:
+    features = layer.out_features
+    return layer, sizing.num_classes if features is None else max(1, round(features * sizing.width)), side
+
+
+KINDS: dict[str, LayerKind] = {
+    "conv": LayerKind(_resize_conv, spatial=True, weight=lambda s: s.layer.conv.weight_shape),
+    "relu": LayerKind(),
+    "lrn": LayerKind(),
+    "pool": LayerKind(lambda layer, channels, side, sizing: (layer, channels, pooled(side)), spatial=True),
+    "avgpool": LayerKind(),  # an identity at the map's own size
+    "flatten": LayerKind(lambda layer, channels, side, sizing: (layer, channels * side * side, 0)),
+    "dropout": LayerKind(),
+    "linear": LayerKind(_resize_linear, weight=lambda s: (s.outputs, s.inputs)),
+}
+
+
+def check_variant(variant: str, who: str = "AlexNet") -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"{who}: variant must be one of {VARIANTS}, got {variant!r}")
 
 
 def shaped(variant: str, width: float = 1.0, num_classes: int = NUM_CLASSES,
@@ -155,21 +200,11 @@ def shaped(variant: str, width: float = 1.0, num_classes: int = NUM_CLASSES,
     ``input_size`` (default: the variant's); ValueError when the map vanishes before flatten."""
     check_variant(variant)
     channels, side = 3, input_size or INPUT_SIZES[variant]
-    multiple = max(c.groups for c in CONV_LAYERS[variant])
+    sizing = Sizing(width, num_classes, max(c.groups for c in CONV_LAYERS[variant]))
     for layer in LAYERS[variant]:
         inputs, in_side = channels, side
-        if layer.kind == "conv":
-            c = layer.conv
-            channels = scaled_channels(c.out_channels, multiple, width)
-            layer = replace(layer, conv=replace(c, in_channels=inputs, out_channels=channels, size=side))
-            side = layer.conv.out_size
-        elif layer.kind == "pool":
-            side = pooled(side)
-        elif layer.kind == "flatten":
-            channels, side = channels * side * side, 0
-        elif layer.kind == "linear":
-            channels = num_classes if layer.out_features is None else max(1, round(layer.out_features * width))
-        if layer.kind in ("conv", "pool") and side < 1:
+        layer, channels, side = KINDS[layer.kind].resize(layer, channels, side, sizing)
+        if KINDS[layer.kind].spatial and side < 1:
             raise ValueError(f"AlexNet: input_size {input_size} is too small for the {variant} net (the map "
                              f"vanishes at {layer.name})")
         yield Shaped(layer, inputs, channels, in_side, side)
@@ -181,9 +216,8 @@ def parameter_shapes(variant: str, width: float = 1.0, num_classes: int = NUM_CL
     linear [out, in], biases [out]."""
     shapes = []
     for s in shaped(variant, width, num_classes, input_size):
-        if s.layer.kind in ("conv", "linear"):
-            weight = s.layer.conv.weight_shape if s.layer.kind == "conv" else (s.outputs, s.inputs)
-            shapes += [(f"{s.layer.name}.weight", weight), (f"{s.layer.name}.bias", (s.outputs,))]
+        if (weight := KINDS[s.layer.kind].weight) is not None:
+            shapes += [(f"{s.layer.name}.weight", weight(s)), (f"{s.layer.name}.bias", (s.outputs,))]
     return shapes
 
 

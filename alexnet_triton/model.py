@@ -58,26 +58,40 @@ def _blocks(layers: list[Shaped], fuse: bool) -> Iterator[tuple[int, list[Shaped
         i += len(block)
 
 
+def _conv(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
+    first, conv = block[0], block[0].layer.conv
+    return lib.Conv2d(first.inputs, first.outputs, conv.kernel, conv.stride, conv.padding, groups=conv.groups, **fused)
+
+
+def _linear(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
+    if fused:
+        fused["dropout"] = dropout if any(s.layer.kind == "dropout" for s in block) else 0.0
+    return lib.Linear(block[0].inputs, block[0].outputs, **fused)
+
+
+def _lrn(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
+    return triton_nn.LRNMaxPool2d(**LRN, **POOL) if len(block) > 1 else lib.LocalResponseNorm(**LRN)
+
+
+def _relu(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
+    if lib is not nn:  # the Triton tree's ReLUs are in its convs and linears (FUSED)
+        raise ValueError(f"AlexNet: {block[0].layer.name} is a ReLU no conv or linear before it fuses")
+    return nn.ReLU(inplace=True)
+
+
+# The module of each kind's block: (its layers, the module library, the Triton tree's fused options, the dropout
+# probability) -> module.
+MODULES = {"conv": _conv, "linear": _linear, "lrn": _lrn, "relu": _relu,
+           "pool": lambda block, lib, fused, dropout: lib.MaxPool2d(**POOL),
+           "dropout": lambda block, lib, fused, dropout: lib.Dropout(dropout)}
+
+
 def _module(block: list[Shaped], dropout: float, precision: str | None) -> nn.Module:
     """The module of a block of sized layers of the network table: torch.nn's for a single layer (precision
     None), else alexnet_triton.nn's with the block's ReLU, dropout or pool fused."""
-    first, kinds = block[0], tuple(s.layer.kind for s in block)
+    kinds = tuple(s.layer.kind for s in block)
     lib, fused = (nn, {}) if precision is None else (triton_nn, dict(relu="relu" in kinds, precision=precision))
-    if first.layer.kind == "conv":
-        conv = first.layer.conv
-        return lib.Conv2d(first.inputs, first.outputs, conv.kernel, conv.stride, conv.padding, groups=conv.groups,
-                          **fused)
-    if first.layer.kind == "linear":
-        if fused:
-            fused["dropout"] = dropout if "dropout" in kinds else 0.0
-        return lib.Linear(first.inputs, first.outputs, **fused)
-    if kinds == ("lrn", "pool"):
-        return triton_nn.LRNMaxPool2d(**LRN, **POOL)
-    single = {"lrn": lambda: lib.LocalResponseNorm(**LRN), "pool": lambda: lib.MaxPool2d(**POOL),
-              "dropout": lambda: lib.Dropout(dropout)}
-    if lib is nn:
-        single["relu"] = lambda: nn.ReLU(inplace=True)  # the Triton tree's ReLUs are in its convs and linears
-    return single[first.layer.kind]()
+    return MODULES[kinds[0]](block, lib, fused, dropout)
 
 
 class AlexNet(nn.Module):

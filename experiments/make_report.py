@@ -47,9 +47,10 @@ import torch
 import triton
 
 from alexnet_triton.study.models.loop_model import write_loop_outputs
-from alexnet_triton.study.models.roofline import gpu_named, plot_roofline, roofline_table
+from alexnet_triton.study.models.roofline import plot_roofline, roofline_table
 from alexnet_triton.study.presentation.report import write_report
 from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
+from alexnet_triton.study.registries.gpus import gpu_named
 from alexnet_triton.training import held_out_line
 
 REPORTS = REPO / "reports"
@@ -78,7 +79,7 @@ def merge_benchmarks(folder: Path, reports: Path) -> list[Path]:
     for (device, dtype, batch), rows in gpu_rows.groupby(["device", "dtype", "batch"]):
         gpu = gpu_named(device)
         if gpu is None:
-            print(f"no roofline for {device}: not among roofline.GPUS")
+            print(f"no roofline for {device}: not among gpus.GPUS")
             continue
         figures.append(plot_roofline(roofline_table(gpu, dtype, int(batch)), reports / "roofline" /
                                      f"measured-{gpu}-{dtype}-b{batch}.png", rows))

@@ -1,6 +1,6 @@
 """The roofline model of AlexNet's layers on named GPUs: a model from the shapes, no GPU needed.
 
-Writes reports/roofline/roofline.csv (every GPU of ``roofline.GPUS`` in bf16,
+Writes reports/roofline/roofline.csv (every GPU of ``gpus.GPUS`` in bf16,
 fp32-tf32 and fp32-ieee) and the H100 SXM plots in bf16 and fp32-tf32, then
 prints the H100 bf16 summary. A benchmark table's GPU rows (run_kind "gpu")
 are overlaid on the plots when the file given by --measured exists.
@@ -16,13 +16,13 @@ from _checkout import REPO
 from pathlib import Path
 
 from alexnet_triton.study.models.roofline import (
-    GPUS,
     plot_roofline,
     roofline_table,
     roofline_tables,
     summarise_roofline,
 )
 from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
+from alexnet_triton.study.registries.gpus import GPUS
 
 TABLE_DTYPES = ("bf16", "fp32-tf32", "fp32-ieee")
 PLOTS = (("h100-sxm", "bf16"), ("h100-sxm", "fp32-tf32"))

@@ -107,7 +107,7 @@ def before_table() -> pd.DataFrame:
 
 
 def test_lower_bound_table_of_a_fixture_inspection():
-    benchmarks = pd.DataFrame([dict(kernel="2012/conv3", provider="triton", phase="weight-grad", batch=128,
+    benchmarks = pd.DataFrame([dict(kernel="2012/conv3", provider="triton", phase="weight grad", batch=128,
                                     dtype="bf16", layout="channels_last", ms_p50=0.2, run_kind="gpu",
                                     device="NVIDIA H100 80GB HBM3 (sm_90)")])
     table = loop_model.lower_bound_table(conv_table(), "h100-sxm", benchmarks=benchmarks).set_index("pass")

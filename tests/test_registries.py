@@ -17,6 +17,7 @@ from alexnet_triton.study.measure import memory, traffic
 from alexnet_triton.study.models import cost, roofline
 from alexnet_triton.study.presentation import benchmark_plots, report
 from alexnet_triton.study.registries import benchmark_cases, layer_kinds
+from alexnet_triton.study.registries.gpus import GPUS
 from alexnet_triton.study.registries.layer_kinds import KINDS, LayerKind
 from alexnet_triton.study.registries.providers import PROVIDERS, Provider
 
@@ -93,7 +94,7 @@ def test_smoke_harness_figures_summary_and_report(registered, tmp_path):
 
     table = roofline.roofline_table("h100-sxm", "bf16", 128)
     dummy_rows = table[table.layer == "dummy"]
-    assert len(dummy_rows) == 2 * 3 and (dummy_rows.peak_tflops == roofline.GPUS["h100-sxm"].fp32).all()
+    assert len(dummy_rows) == 2 * 3 and (dummy_rows.peak_tflops == GPUS["h100-sxm"].fp32).all()
     as_if_measured = rows.assign(run_kind="gpu", device="a test's relabelled smoke rows")  # never a measurement
     text = report._benchmark_section(tmp_path, as_if_measured)
     assert "| 2012/dummy |" in text and "Dummy baseline" in text and (tmp_path / "benchmarks").is_dir()

@@ -12,12 +12,12 @@ from matplotlib.axes import Axes
 
 from alexnet_triton.study.models.cost import flops
 from alexnet_triton.study.models.roofline import (
-    GPUS,
     measured_points,
     plot_roofline,
     roofline_table,
     summarise_roofline,
 )
+from alexnet_triton.study.registries.gpus import GPUS
 from alexnet_triton.study.registries.layer_kinds import study_layers
 
 _spec = importlib.util.spec_from_file_location(
@@ -156,7 +156,7 @@ def test_cli_writes_the_table_and_the_plots(tmp_path):
 
 
 def test_gpu_named_maps_benchmark_devices():
-    from alexnet_triton.study.models.roofline import gpu_named
+    from alexnet_triton.study.registries.gpus import gpu_named
 
     assert gpu_named("NVIDIA H200 (sm_90)") == "h200-sxm"
     assert gpu_named("NVIDIA H100 80GB HBM3 (sm_90)") == "h100-sxm"

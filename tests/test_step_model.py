@@ -13,13 +13,13 @@ import triton.language as tl
 
 from alexnet_triton.kernels import dropout, linear, runtime
 from alexnet_triton.study.measure import kernel_access, traffic
-from alexnet_triton.study.models import loop_model, step_model
-from alexnet_triton.study.models.roofline import GPUS
+from alexnet_triton.study.models import step_model
 from alexnet_triton.study.registries import layer_kinds
+from alexnet_triton.study.registries.gpus import GPUS
 from alexnet_triton.study.registries.providers import PROVIDERS, SUBJECT
 
 GPU = "h100-sxm"
-SMS, TARGET = loop_model.MACHINES[GPU].sms, loop_model.MACHINES[GPU].target
+SMS, TARGET = GPUS[GPU].sms, GPUS[GPU].target
 SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
           "torchvision": dict(width=0.125, input_size=63, num_classes=10)}
 

@@ -1,6 +1,7 @@
-"""The performance study's machinery, in rooms by role, each importing only the ones listed before it:
+"""The performance study's machinery, one subpackage per role, each importing only the ones listed before it:
 
-  registries    layer kinds, providers, benchmark cases: what every other part reads
+  vocabulary    the names of the networks, passes, phases and dtypes, used by all of them
+  registries    layer kinds, providers, GPUs, benchmark cases: what every other part reads
   measure       measurements without a GPU: memory, traffic, torch.compile's partition, host cost, conformance
   inspection    ahead-of-time compilation per GPU target and what the binaries hold
   models        cost, roofline, loop and step lower bounds (models, not measurements)

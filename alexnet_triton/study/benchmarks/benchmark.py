@@ -8,7 +8,7 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
                   ``MODEL_COMPILE_MODE`` for the network)
   phase           layers: "forward" (as in training: autograd records the graph), "backward" (autograd backward
                   alone, the graph kept: ``torch.autograd.grad(retain_graph=True)``), "full" (both; the SGD step
-                  has only this phase), "input-grad" / "weight-grad" (the backward of a graph whose only input
+                  has only this phase), "input grad" / "weight grad" (the backward of a graph whose only input
                   needing a gradient is x / the weight and bias: one kernel each, cuDNN's dgrad / wgrad);
                   the network: "train-step" (forward, loss, backward, SGD), "inference", and in the GPU study
                   "train-step-graphed" (that step captured in one CUDA graph after warm-up steps and replayed:
@@ -17,7 +17,8 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
   dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
                   "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
                   precision as ``experiments/train.py --amp`` runs it: fp32 parameters, the forward under
-                  ``torch.autocast`` on both backends (``alexnet_triton.precision``); no loss scaling
+                  ``torch.autocast`` on both backends (``alexnet_triton.precision``); no loss scaling. The SGD
+                  step runs on fp32 parameters and state in every case, as that training keeps them
   layout          "nchw" or "channels_last" (the activations and the 4-D weights); empty for non-spatial layers
   ms_p20/50/80    quantiles of the time per call (GPU: ``triton.testing.do_bench``, L2 flushed before each call;
                   CUDA events around each call, so for tiny calls, e.g. batch 1, host-side launch work that
@@ -76,7 +77,6 @@ from ..registries import layer_kinds
 from ..registries.benchmark_cases import (
     COLUMNS,
     DTYPES,
-    GRAPHED_STEP,
     LAYOUTS,
     LayerCase,
     ModelCase,
@@ -85,6 +85,7 @@ from ..registries.benchmark_cases import (
 )
 from ..registries.layer_kinds import GRADIENT_PHASES, KINDS
 from ..registries.providers import PROVIDERS, Provider
+from ..vocabulary import GRAPHED_STEP, INFERENCE, TRAIN_STEP
 
 QUANTILES = (0.2, 0.5, 0.8)
 SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke test, "
@@ -235,7 +236,8 @@ def _phase_functions(fn: Callable, inputs: list[torch.Tensor],
 
 
 def _layer_timings(case: LayerCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Timing]]:
-    dtype, kind = DTYPES[case.dtype].dtype, KINDS[case.layer.kind]
+    kind = KINDS[case.layer.kind]
+    dtype = kind.dtype_for(DTYPES[case.dtype].dtype)
     gen = torch.Generator(device()).manual_seed(0)  # the same inputs for every provider
     if kind.step is not None:
         step = kind.step(case.layer, provider.optimizer, dtype, gen, case.parameters)
@@ -261,7 +263,8 @@ def layer_shape(case: LayerCase) -> str:
 
 
 def _layer_metrics(case: LayerCase, phase: str, seconds: float) -> dict:
-    layer, kind, element_size = case.layer, KINDS[case.layer.kind], DTYPES[case.dtype].element_size
+    layer, kind = case.layer, KINDS[case.layer.kind]
+    element_size = kind.dtype_for(DTYPES[case.dtype].dtype).itemsize
     if phase in GRADIENT_PHASES:
         flops, traffic = kind.gradient_cost(layer, phase, case.batch, element_size)
     else:
@@ -280,8 +283,7 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
     torch.manual_seed(0)
     dev = device()
     with dev:  # parameters created and initialised on the device
-        model = provider.network(case.variant, init="kaiming", dropout=DROPOUT, precision=study_dtype.precision,
-                                 **scale)
+        model = provider.network(case.variant, dropout=DROPOUT, precision=study_dtype.precision, **scale)
     model.to(memory_format=LAYOUTS[case.layout])
     gen = torch.Generator(dev).manual_seed(0)
     images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
@@ -308,8 +310,8 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
         optimizer.step()
 
     for phase in case.phases:
-        model.train(phase != "inference")
-        yield phase, (inference if phase == "inference" else
+        model.train(phase != INFERENCE)
+        yield phase, (inference if phase == INFERENCE else
                       graphs.capture(train_step) if phase == GRAPHED_STEP else train_step)
 
 
@@ -324,7 +326,7 @@ def _model_metrics(case: ModelCase, phase: str, seconds: float) -> dict:
     tflops = None
     if case.scale is None:
         layers = layer_kinds.study_layers(case.variant)
-        training = phase in ("train-step", GRAPHED_STEP)
+        training = phase in (TRAIN_STEP, GRAPHED_STEP)
         flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if training else
                  sum(cost.flops(layer, "forward", case.batch) for layer in layers if KINDS[layer.kind].inference))
         tflops = flops / seconds / 1e12

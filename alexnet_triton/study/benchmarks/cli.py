@@ -11,6 +11,7 @@ from ..presentation.benchmark_plots import plot_layer_benchmarks, plot_model_ben
 from ..registries.benchmark_cases import (
     DTYPES,
     LAYOUTS,
+    MODEL_PHASES,
     layer_plan,
     model_plan,
     read_benchmarks,
@@ -19,6 +20,7 @@ from ..registries.benchmark_cases import (
     timings_in,
 )
 from ..registries.providers import PROVIDERS
+from ..vocabulary import INPUT_GRAD, LAYER_PASSES, WEIGHT_GRAD
 from .benchmark import SMOKE_DEVICE, run
 
 # What experiments/bench.py times: scope -> (plan(quick), CSV name, figures of its table).
@@ -46,7 +48,7 @@ def command_line(argv: list[str] | None, description: str, repo: Path) -> int:
                                                  "runs/bench-smoke/ for the CPU smoke test)")
     parser.add_argument("--kernels", nargs="+", help='fnmatch patterns, e.g. "2012/conv*" "*/fc6"')
     parser.add_argument("--providers", nargs="+", choices=tuple(PROVIDERS))
-    parser.add_argument("--phases", nargs="+")
+    parser.add_argument("--phases", nargs="+", choices=(*LAYER_PASSES, INPUT_GRAD, WEIGHT_GRAD, *MODEL_PHASES))
     parser.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES))
     parser.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS))
     parser.add_argument("--batches", nargs="+", type=int)

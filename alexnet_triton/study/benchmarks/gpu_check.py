@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ... import ops, optim
-from ...architecture import LRN, POOL, SGD, linear_steps
-from ...kernels import conv, linear, runtime
+from ...architecture import DROPOUT, LRN, SGD
+from ...kernels import runtime
 from ...parity import assert_close, assert_low_precision_close
 from ..registries import layer_kinds
 from ..registries.benchmark_cases import (
@@ -129,55 +129,35 @@ def _masked(pre: Callable, mask: torch.Tensor) -> Callable:
 
 
 # ---------------------------------------------------------------------------------------------------- layers
-def _pre_activation(layer: layer_kinds.StudyLayer) -> Callable:
-    if layer.kind == "conv":
-        c = layer.conv
-        return lambda x, w, b: F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups)
-    return F.linear
-
-
-def _gemm_mask(layer: layer_kinds.StudyLayer, y: torch.Tensor) -> torch.Tensor:
-    relu, dropout = (True, False) if layer.kind == "conv" else linear_steps(layer.variant)[layer.name][1:]
-    if not relu:
-        return torch.ones_like(y)
-    return (y != 0) * (1 / (1 - benchmark.DROPOUT) if dropout else 1.0)
-
-
-def _torch_block(layer: layer_kinds.StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
-    """PyTorch's version of a non-GEMM layer (its kind's "torch" function); the LRN block's LRN output rounded to
-    ``dtype`` (straight-through) as the fused kernel rounds it before the pool."""
-    if layer.kind == "lrn_pool":
-        def block(x):
-            normalised = F.local_response_norm(x, **LRN)
-            normalised = normalised + (normalised.to(dtype).to(x.dtype) - normalised).detach()
-            return F.max_pool2d(normalised, **POOL)
-        return block
-    return KINDS[layer.kind].functions(layer, precision)["torch"]
+def _gemm_reference(layer: layer_kinds.StudyLayer, y: torch.Tensor) -> Callable:
+    """PyTorch's GEMM before the activation times the Triton output's ReLU and dropout pattern (dropout's scale
+    included)."""
+    parts = KINDS[layer.kind].gemm_parts
+    relu, dropout = parts.activation(layer)
+    mask = (y != 0) * (1 / (1 - DROPOUT) if dropout else 1.0) if relu else torch.ones_like(y)
+    return _masked(parts.pre_activation(layer), mask)
 
 
 def _check_layer(case: LayerCase) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(quantity, ours, PyTorch's, fp64) for the layer's output and each gradient, the ops called as the model does."""
-    layer, dtype = case.layer, DTYPES[case.dtype].dtype
+    layer, kind, dtype, precision = case.layer, KINDS[case.layer.kind], DTYPES[case.dtype].dtype, \
+        DTYPES[case.dtype].precision
     gen = torch.Generator(benchmark.device()).manual_seed(0)
     tensors, needs_grad = benchmark.layer_inputs(case, dtype, gen)
     inputs = [t.requires_grad_(need) for t, need in zip(tensors, needs_grad, strict=True)]
     with benchmark.triton_ptxas():
-        y = KINDS[layer.kind].functions(layer, DTYPES[case.dtype].precision)["triton"](*inputs)
+        y = kind.functions(layer, precision)["triton"](*inputs)
         dy = _dy(y)
         grads = torch.autograd.grad(y, [t for t in inputs if t.requires_grad], dy)
     ours = [y.detach(), *grads]
-    names = ["y", *(n for n, t in zip(("dx", "dw", "db"), inputs, strict=False) if t.requires_grad)]
-    if KINDS[layer.kind].gemm:
-        fn = _masked(_pre_activation(layer), _gemm_mask(layer, y.detach()))
-        same, ref64 = _references(fn, inputs, dy, case.dtype)
+    names = [kind.quantities[0], *(n for n, t in zip(kind.quantities[1:], inputs, strict=False) if t.requires_grad)]
+    if kind.gemm_parts:
+        same, ref64 = _references(_gemm_reference(layer, y.detach()), inputs, dy, case.dtype)
         if not inputs[0].requires_grad:  # conv1: no input gradient
             same, ref64 = [same[0], *same[2:]], [ref64[0], *ref64[2:]]
     else:
-        same_dtype = torch.float32 if layer.kind == "lrn_pool" else None
-        same, ref64 = _references(_torch_block(layer, dtype, DTYPES[case.dtype].precision), inputs, dy, case.dtype,
-                                  same_dtype)
-        if layer.kind == "cross_entropy":
-            names = ["loss", "dlogits"]
+        same, ref64 = _references(kind.reference_function(layer, dtype, precision), inputs, dy, case.dtype,
+                                  kind.reference_dtype)
     return list(zip(names, ours, same, ref64, strict=True))
 
 
@@ -186,34 +166,21 @@ def _check_gemm_configs(case: LayerCase) -> dict[str, list]:
     layer, dtype, precision = case.layer, DTYPES[case.dtype].dtype, DTYPES[case.dtype].precision
     gen = torch.Generator(benchmark.device()).manual_seed(0)
     x, w, b = (t.detach() for t in benchmark.layer_inputs(case, dtype, gen)[0])
-    if layer.kind == "conv":  # the GEMM gradients read dy masked by the ReLU (conv2d_output_grad's dy')
-        c = layer.conv
-        geometry = dict(stride=c.stride, padding=c.padding, groups=c.groups, precision=precision)
-        launchers = dict(
-            forward=lambda config: conv.conv2d_forward(x, w, b, relu=True, config=config, **geometry),
-            input_grad=lambda config: conv.conv2d_input_grad(
-                dy * (y != 0), w, x.shape, memory_format=runtime.memory_format_of(x), config=config, **geometry),
-            weight_grad=lambda config: conv.conv2d_weight_grad(
-                dy * (y != 0), x, w.shape, memory_format=runtime.memory_format_of(w), config=config, **geometry))
-    else:
-        relu, dropout = linear_steps(layer.variant)[layer.name][1:]
-        masks = dict(dropout=benchmark.DROPOUT if dropout else 0.0, seed=1234, precision=precision)
-        launchers = dict(
-            forward=lambda config: linear.linear_forward(x, w, b, relu, config=config, **masks),
-            input_grad=lambda config: linear.linear_input_grad(dy, w, y=y if relu else None, config=config, **masks),
-            weight_grad=lambda config: linear.linear_weight_grad(dy, x, y=y if relu else None, config=config,
-                                                                 **masks))
+    launchers = KINDS[layer.kind].gemm_parts.launchers(layer, x, w, b, precision)
     with benchmark.triton_ptxas():
         y = launchers["forward"](None)
         dy = _dy(y)
     inputs = [x.requires_grad_(layer.needs_input_grad), w.requires_grad_(),
               b.requires_grad_()]
-    same, ref64 = _references(_masked(_pre_activation(layer), _gemm_mask(layer, y)), inputs, dy, case.dtype)
+    same, ref64 = _references(_gemm_reference(layer, y), inputs, dy, case.dtype)
     expected = dict(forward=[("y", 0)], input_grad=[("dx", 1)], weight_grad=[("dw", 2), ("db", 3)])
+    runs = dict(forward=launchers["forward"],
+                **{name: (lambda config, launch=launchers[name]: launch(config, y, dy))
+                   for name in ("input_grad", "weight_grad")})
     if not inputs[0].requires_grad:
-        launchers.pop("input_grad")
+        runs.pop("input_grad")
     results = {}
-    for name, launcher in launchers.items():
+    for name, launcher in runs.items():
         with runtime.capture_launches() as records:
             launcher(None)
         for config in records[0].candidates:
@@ -230,15 +197,15 @@ def _check_dropout(shape: tuple[int, ...], dtype: torch.dtype) -> list:
     x = torch.randn(shape, generator=torch.Generator(benchmark.device()).manual_seed(0),
                     device=benchmark.device()).to(dtype).requires_grad_()
     with benchmark.triton_ptxas():
-        y = ops.dropout(x, benchmark.DROPOUT)
+        y = ops.dropout(x, DROPOUT)
         dy = _dy(y)
         (dx,) = torch.autograd.grad(y, x, dy)
-    scale = (y != 0) / (1 - benchmark.DROPOUT)
+    scale = (y != 0) / (1 - DROPOUT)
     kept = (y != 0).double().mean().item()
-    sigma = (benchmark.DROPOUT * (1 - benchmark.DROPOUT) / y.numel()) ** 0.5
+    sigma = (DROPOUT * (1 - DROPOUT) / y.numel()) ** 0.5
     return [("y", y.detach(), (x.detach() * scale).to(dtype), (x.detach().double() * scale)),
             ("dx", dx, (dy * scale).to(dtype), dy.double() * scale),
-            ("kept fraction", abs(kept - (1 - benchmark.DROPOUT)), 5 * sigma)]
+            ("kept fraction", abs(kept - (1 - DROPOUT)), 5 * sigma)]
 
 
 def _check_lrn(case: LayerCase) -> list:
@@ -298,12 +265,12 @@ def _cases() -> list[tuple[str, str, Callable[[], dict[str, list]], str, str, st
             continue
         case = layer_case(layer, full_batch, headline, layout)
         add("headline", layer, lambda case=case: {"autotuned": _check_layer(case)}, case)
-        if layer.kind == "lrn_pool":
+        if KINDS[layer.kind].lrn:
             add("headline", f"{SWEEP_VARIANT}/lrn", lambda case=case: {"autotuned": _check_lrn(case)}, case)
-    fc = layer_case(next(layer for layer in layers if layer.kind == "linear"), full_batch, headline, "")
+    fc = layer_case(next(layer for layer in layers if layer.out_features), full_batch, headline, "")  # fc6
     add("headline", f"{SWEEP_VARIANT}/dropout", lambda: {"autotuned": _check_dropout(
         (fc.batch, fc.layer.out_features), DTYPES[headline].dtype)}, fc)
-    sgd = next(layer for layer in layers if layer.kind == "sgd")
+    sgd = next(layer for layer in layers if KINDS[layer.kind].step is not None)
     add("headline", sgd, lambda: {"autotuned": _check_sgd(layers)}, layer_case(sgd, full_batch, "fp32-ieee", ""))
     for layer in layers:
         if KINDS[layer.kind].gemm:

@@ -62,7 +62,7 @@ import pandas as pd
 import triton
 
 from ...kernels import runtime
-from ..measure.traffic import H100_SXM_SMS
+from ..registries.gpus import CAPTURED
 from . import sass_loop
 from .cases import OPS
 from .triton_internals import CUOBJDUMP, GPUTarget, Specialiser, compile_for
@@ -112,7 +112,7 @@ def collect(ops: list[str], targets: list[str], patterns: list[str]) -> list[Com
         for case, run in OPS[op]():
             if not any(fnmatch.fnmatch(case, pattern) for pattern in patterns):
                 continue
-            with runtime.capture_launches() as launches, runtime.target(H100_SXM_SMS):
+            with runtime.capture_launches() as launches, runtime.target(CAPTURED.sms):
                 run()
             for launch in launches:
                 kernel = launch.kernel

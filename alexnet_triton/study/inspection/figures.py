@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ...architecture import CONV_LAYERS
+from ..vocabulary import FORWARD, INPUT_GRAD, VARIANT_NAMES, WEIGHT_GRAD
 from .cases import BATCH, DTYPES
 from .compilation import TARGETS, Target
 from .tables import (
@@ -42,8 +43,7 @@ def _dtype_colour(dtypes: str) -> str:
     return colours.get(names[0], "tab:grey") if len(names) == 1 else "tab:grey"
 
 
-_PASS_SHORT = {"forward": "fwd", "input grad": "dgrad", "weight grad": "wgrad"}
-VARIANT_TITLES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}
+_PASS_SHORT = {FORWARD: "fwd", INPUT_GRAD: "dgrad", WEIGHT_GRAD: "wgrad"}
 
 
 FAILURE_MARKERS = {"spills": "x", "shared memory over the limit": "^", "compile error": "s"}
@@ -194,7 +194,7 @@ def plot_issue_per_tensor(table: pd.DataFrame, before: pd.DataFrame | None, path
         ax.axvline((x[slots[middle - 1]] + x[slots[middle]]) / 2, color="0.5", lw=0.8)
         for variant in list(CONV_LAYERS):
             own = [x[s] for s in slots if s[0] == variant]
-            ax.text(sum(own) / len(own), 0.97, VARIANT_TITLES[variant], transform=ax.get_xaxis_transform(),
+            ax.text(sum(own) / len(own), 0.97, VARIANT_NAMES[variant], transform=ax.get_xaxis_transform(),
                     ha="center", va="top", fontsize=9)
     handles = [Line2D([], [], color="tab:blue", marker="o", markerfacecolor=colour, markeredgecolor="black",
                       label=f"now, best shipped config: {name}") for name, colour in pass_colours.items()]

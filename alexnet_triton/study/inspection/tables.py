@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...architecture import CONV_LAYERS
+from .. import vocabulary
 from . import sass_loop
 from .cases import DROP_IN
 from .compilation import TARGETS
@@ -64,8 +65,9 @@ LOOP_TABLE_COLUMNS = {"kernel": "kernel", "config": "config", "target": "target"
                       "loop_instructions": "loop", "mma_count": "mma", "mma_shapes": "shape",
                       "issue_per_tensor": "issue/tc", "wgmma_wait_depth": "wait", "hgmma_register_a": "regA",
                       "loop_scalar_loads": "ldg_scalar", "loop_cp_async": "cp.async", "loop_divisions": "div"}
-CONV_PASSES = {"_conv2d_forward_kernel": "forward", "_conv2d_input_grad_kernel": "input grad",
-               "_conv2d_weight_grad_kernel": "weight grad"}
+# The conv kernels of each pass.
+CONV_PASSES = dict(zip(("_conv2d_forward_kernel", "_conv2d_input_grad_kernel", "_conv2d_weight_grad_kernel"),
+                       vocabulary.CONV_PASSES, strict=True))
 REFERENCE_KERNEL = "_reference_matmul_kernel"
 
 

@@ -31,9 +31,10 @@ import torch
 import triton
 
 from ... import ops, optim
+from ...architecture import SGD
 from ...kernels import cross_entropy, runtime
 from ...model import AlexNet
-from .traffic import H100_SXM_SMS
+from ..registries.gpus import CAPTURED
 
 H100_SHARED_PER_BLOCK = 232448  # bytes of shared memory one block may use on sm_90 (opt-in maximum)
 # The tests' scaled nets: the smallest input that keeps a 1x1 map after pool5 at width 1/8.
@@ -76,21 +77,21 @@ def _without_the_gpu() -> Iterator[tuple[_Timer, _Timer]]:
         stack.enter_context(mock.patch.object(runtime, "capturing", lambda: True))
         stack.enter_context(mock.patch.object(runtime, "launch", launch))
         stack.enter_context(mock.patch.object(runtime, "new_output", allocate))
-        stack.enter_context(runtime.target(H100_SXM_SMS))
+        stack.enter_context(runtime.target(CAPTURED.sms))
         stack.enter_context(cross_entropy.device_target_check())  # what a GPU step runs (no host read)
         yield launch, allocate
 
 
 def measure_host_cost(variant: str = "2012", batch: int = 3, steps: int = 20, warmup: int = 2,
                       channels_last: bool = True, width: float = 0.125, input_size: int | None = None) -> dict:
-    """One row of ``COLUMNS``: medians over ``steps`` training steps (fp32 parameters, dropout 0.5, momentum SGD,
-    10 classes) after ``warmup`` steps, in microseconds. input_size None: ``SCALED_INPUT``. dispatch_us = step_us -
-    allocation_us."""
+    """One row of ``COLUMNS``: medians over ``steps`` training steps (fp32 parameters, the model's dropout and the
+    paper's SGD, ``architecture.SGD``, 10 classes) after ``warmup`` steps, in microseconds. input_size None:
+    ``SCALED_INPUT``. dispatch_us = step_us - allocation_us."""
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = AlexNet(variant, 10, "triton", dropout=0.5, init="kaiming", width=width,
-                    input_size=input_size or SCALED_INPUT[variant]).to(memory_format=layout)
-    sgd = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model = AlexNet(variant, 10, "triton", width=width, input_size=input_size or SCALED_INPUT[variant]).to(
+        memory_format=layout)
+    sgd = optim.SGD(model.parameters(), **SGD)
     size = model.input_size
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=layout)
     target = torch.randint(10, (batch,))

@@ -53,10 +53,11 @@ from ...architecture import LRN, POOL, VARIANTS, ConvLayer
 from ...kernels import runtime
 from ...model import AlexNet
 from ..registries.providers import PROVIDERS, baselines
+from ..vocabulary import storage_name
 from . import compiled
 
-DTYPE = "float32"  # the conv blocks' dtype and measure_network's default
-DTYPES = ("float32", "bfloat16")
+DTYPE = storage_name(torch.float32)  # the conv blocks' dtype and measure_network's default
+DTYPES = (DTYPE, storage_name(torch.bfloat16))
 # backend -> the device its forward is measured on. Triton: the CPU, its launches captured. torch: the meta
 # device, the same ATen ops as on the CPU (dropout too), no arithmetic, and every dtype (the CPU has no bfloat16
 # avg_pool3d, which the LRN calls).

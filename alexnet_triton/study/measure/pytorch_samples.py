@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ... import nn as triton_nn
 from ... import ops
 from ...parity import TOLERANCES
+from ..vocabulary import storage_name
 
 FUNCTIONS: dict[str, Callable] = {
     "nn.functional.conv2d": ops.conv2d,
@@ -289,7 +290,7 @@ def conformance(cases, progress: Callable | None = None) -> pd.DataFrame:
     rows = []
     for case in progress(cases) if progress else cases:
         outcome, message = run_case(case)
-        rows.append(dict(kind=case.kind, name=case.name, dtype=str(case.dtype).removeprefix("torch."),
+        rows.append(dict(kind=case.kind, name=case.name, dtype=storage_name(case.dtype),
                          index=case.index, description=case.description, outcome=outcome,
                          message=message.splitlines()[0][:300] if message else ""))
     return pd.DataFrame(rows)

@@ -5,8 +5,8 @@ counted.
 provider's backend ("triton": this project's kernels and ``optim.SGD``; "eager":
 PyTorch's layers, ``F.cross_entropy`` and ``torch.optim.SGD``), in training mode
 with dropout on, and records one steady-state step: forward with the
-cross-entropy loss, backward, then the SGD update (momentum 0.9, weight decay
-5e-4; the momentum buffers already exist, as after a first step). Both providers
+cross-entropy loss, backward, then the SGD update (``architecture.SGD``: the
+paper's momentum and weight decay; the momentum buffers already exist, as after a first step). Both providers
 run under the same recorder, ``record_launches``, which counts, per phase:
 
   Triton launches   every launch of this project's kernels goes through ``runtime.launch``; inside
@@ -58,13 +58,13 @@ from torch.utils._pytree import tree_leaves
 from ...architecture import SGD, VARIANTS
 from ...kernels import runtime
 from ...ops import library
+from ..registries.gpus import CAPTURED
 from ..registries.providers import PROVIDERS, SUBJECT, Provider, baselines
+from ..vocabulary import BACKWARD, FORWARD, OPTIMIZER, STEP, storage_name
 from . import compiled
 
-PHASES = ("forward", "backward", "optimizer")
-STEP = "step"  # the summary's row for the three phases together
-DTYPE = "float32"
-H100_SXM_SMS = 132
+PHASES = (FORWARD, BACKWARD, OPTIMIZER)  # the summary adds a STEP row for the three together
+DTYPE = storage_name(torch.float32)
 MB = 1e6
 
 # ATen ops that launch no kernel: allocation (uninitialised), views and metadata, a scalar's copy to the host,
@@ -145,7 +145,7 @@ def target_of(provider: str) -> str:
 
 
 def count_training_step(variant: str, provider: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
-                        input_size: int | None = None, sms: int = H100_SXM_SMS) -> pd.DataFrame:
+                        input_size: int | None = None, sms: int = CAPTURED.sms) -> pd.DataFrame:
     """One row per kernel launch of ``provider``'s training step on images [batch, 3, S, S], fp32 NCHW.
 
     Columns: variant, provider, target, batch, dtype, phase ("forward" with the loss, "backward", "optimizer"),

@@ -15,13 +15,12 @@ Each layer kind's formulas are its entry in ``layer_kinds.KINDS``.
 from __future__ import annotations
 
 from ..registries.layer_kinds import KINDS, StudyLayer
-
-PHASES = ("forward", "backward", "full")
+from ..vocabulary import LAYER_PASSES
 
 
 def _check_phase(phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"cost model: phase must be one of {PHASES}, got {phase!r}")
+    if phase not in LAYER_PASSES:
+        raise ValueError(f"cost model: phase must be one of {LAYER_PASSES}, got {phase!r}")
 
 
 def flops(layer: StudyLayer, phase: str, batch: int) -> int:

@@ -8,8 +8,8 @@ largest of three terms:
   roofline   max(FLOPs / tensor peak, minimum bytes / DRAM bandwidth): ``cost.flops`` and
              ``cost.minimum_bytes`` of the layer's forward; for the two gradients the benchmark's own per-phase
              cost (the conv kind's ``gradient_cost``: one GEMM the forward's size; dy, the ReLU output y, w or x ->
-             dx or dw, db), so that a measured "input-grad" / "weight-grad" time (which also runs the
-             ReLU-mask / bias-grad pass) stands against the same work. Peaks and bandwidth: ``roofline.GPUS``.
+             dx or dw, db), so that a measured "input grad" / "weight grad" time (which also runs the
+             ReLU-mask / bias-grad pass) stands against the same work. Peaks and bandwidth: ``gpus.GPUS``.
   issue      the schedulers' work: the busiest SM runs ceil(programs / SMs) programs, each of ``iterations``
              main-loop iterations of ``loop_instructions`` per warp, for ``warps`` warps, and its 4 warp
              schedulers issue at most one instruction per clock each:
@@ -55,7 +55,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -67,16 +66,15 @@ from ..inspection import cases, figures, sass_loop, tables
 from ..registries import layer_kinds
 from ..registries.benchmark_cases import DTYPES as STUDY_DTYPES
 from ..registries.benchmark_cases import LAYOUTS, read_benchmarks
+from ..registries.gpus import CAPTURED, GPUS, gpu_named
 from ..registries.layer_kinds import KINDS
 from ..registries.providers import SUBJECT
+from ..vocabulary import CONV_PASSES, FORWARD, INPUT_GRAD, WEIGHT_GRAD
 from . import cost
-from .roofline import GPUS, gpu_named
 
 SCHEDULERS = 4  # warp schedulers (= tensor-core sub-partitions) per SM
 WARP_SLOTS = 64  # resident warps per SM on sm_80 / sm_90 (``compilation.nvidia_occupancy``)
 BATCH = cases.BATCH
-PASSES = tuple(tables.CONV_PASSES.values())  # "forward", "input grad", "weight grad"
-BENCHMARK_PHASES = {"forward": "forward", "input grad": "input-grad", "weight grad": "weight-grad"}
 COLUMNS = ["gpu", "target", "variant", "layer", "pass", "dtype", "layout", "config", "configs", "warps", "resident",
            "programs",
            "waves", "iterations", "loop_instructions", "issue_per_tensor", "roofline_us", "issue_us", "tensor_us",
@@ -85,20 +83,9 @@ MODEL_LABEL = "a model (static analysis of the compiled SASS), not a measurement
 LOWER_BOUND_FILE = "conv_lower_bound.csv"
 
 
-@dataclass(frozen=True)
-class Machine:
-    """A GPU the model prices: the compile target its kernels are read for, and its SM count."""
-
-    target: str
-    sms: int
-
-
-MACHINES = {"h100-sxm": Machine("sm_90", 132), "h200-sxm": Machine("sm_90", 132), "a100-sxm": Machine("sm_80", 108)}
-
-
 def clock_hz(gpu: str) -> float:
     """The clock implied by the GPU's published fp16/bf16 tensor peak and the per-sub-partition tensor rate."""
-    machine = MACHINES[gpu]
+    machine = GPUS[gpu]
     rate = sass_loop.TENSOR_RATES[(machine.target, "bf16")]
     return GPUS[gpu].tensor16 * 1e12 / (machine.sms * SCHEDULERS * rate)
 
@@ -120,7 +107,7 @@ def _flat(channels: int) -> bool:
 
 @functools.cache
 def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str = "channels_last",
-                sms: int = MACHINES["h100-sxm"].sms) -> dict[str, dict]:
+                sms: int = CAPTURED.sms) -> dict[str, dict]:
     """{pass: the scalar keyword arguments of its kernel launch, and ``grid``: the launch's grid callable} for one
     layer at batch ``BATCH``, as a GPU with ``sms`` SMs would launch it (launches captured, not run; any
     execution mode)."""
@@ -168,17 +155,17 @@ def iterations(pass_: str, a: dict, meta: dict) -> float:
     """Main-loop trip count of one program of ``pass_`` (the input gradient of a strided conv: the mean over
     its stride phases, whose tap counts differ)."""
     bk, cdiv = meta["BLOCK_K"], _cdiv
-    if pass_ == "forward":
+    if pass_ == FORWARD:
         channels, taps = a["C_per_group"], a["R"] * a["S"]
         return cdiv(channels * taps, bk) if a["FLAT_CRS"] else taps * cdiv(channels, bk)
-    if pass_ == "input grad":
+    if pass_ == INPUT_GRAD:
         channels = a["K_per_group"]
         counts = [cdiv(channels * th * tw, bk) if a["FLAT_KRS"] else th * tw * cdiv(channels, bk)
                   for th, tw in _phases(a)]
         return sum(counts) / len(counts)
-    if pass_ == "weight grad":
+    if pass_ == WEIGHT_GRAD:
         return cdiv(cdiv(a["N"] * a["OH"] * a["OW"], a["splits"]), bk)
-    raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
+    raise ValueError(f"pass must be one of {CONV_PASSES}, got {pass_!r}")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -206,11 +193,11 @@ def roofline_us(layer: ConvLayer, variant: str, pass_: str, dtype: str, gpu: str
     """max(FLOPs / matrix peak, bytes / bandwidth) of one pass, from the project's cost model (module docstring)."""
     study = next(s for s in layer_kinds.study_layers(variant) if s.kind == "conv" and s.conv == layer)
     case, spec = STUDY_DTYPES[dtype], GPUS[gpu]
-    if pass_ == "forward":
+    if pass_ == FORWARD:
         work, traffic = cost.flops(study, "forward", batch), cost.minimum_bytes(study, "forward", batch,
                                                                                   case.element_size)
     else:
-        work, traffic = KINDS["conv"].gradient_cost(study, BENCHMARK_PHASES[pass_], batch, case.element_size)
+        work, traffic = KINDS["conv"].gradient_cost(study, pass_, batch, case.element_size)
     return max(work / (getattr(spec, case.matrix_peak) * 1e12), traffic / (spec.bandwidth * 1e12)) * 1e6
 
 
@@ -221,7 +208,7 @@ def measured_p50_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, lay
     if benchmarks is None or benchmarks.empty:
         return None
     rows = benchmarks[(benchmarks.run_kind == "gpu") & (benchmarks.provider == SUBJECT)
-                      & (benchmarks.kernel == f"{variant}/{layer}") & (benchmarks.phase == BENCHMARK_PHASES[pass_])
+                      & (benchmarks.kernel == f"{variant}/{layer}") & (benchmarks.phase == pass_)
                       & (benchmarks.dtype == dtype) & (benchmarks.layout == layout) & (benchmarks.batch == batch)]
     rows = rows[rows.device.astype(str).map(gpu_named) == gpu]
     return float(rows.ms_p50.median()) * 1e3 if len(rows) else None
@@ -236,7 +223,7 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
     ``tables.loop_summary`` can lose to a smaller tile that pads less). Passes a training step does not run
     (conv1's input gradient) are left out; measured_p50_us is filled from ``benchmarks`` rows measured on that
     GPU, else empty."""
-    machine, clock = MACHINES[gpu], clock_hz(gpu)
+    machine, clock = GPUS[gpu], clock_hz(gpu)
     rows = tables.rows_per_case(table)
     rows = rows[rows.kernel.isin(tables.CONV_PASSES) & (rows.target == machine.target) & (rows.dtype == dtype)
                 & (rows.layout == layout)]
@@ -244,7 +231,7 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
     for row in rows.to_dict("records"):
         variant, name, pass_ = row["variant"], row["layer"], tables.CONV_PASSES[row["kernel"]]
         layer = next(c for c in CONV_LAYERS[variant] if c.name == name)
-        if pass_ == "input grad" and not _needs_input_grad(variant, layer):
+        if pass_ == INPUT_GRAD and not _needs_input_grad(variant, layer):
             continue
         meta = parse_config(row["config"])
         args = launch_args(variant, name, dtype, layout, machine.sms)[pass_]
@@ -267,7 +254,7 @@ def lower_bound_table(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "
     out = out.sort_values(["bound_us", "issue_per_tensor", "config"]).drop_duplicates(keys).join(counts, on=keys)
     out["measured_p50_us"] = [measured_p50_us(benchmarks, gpu, r["variant"], r["layer"], r["pass"], dtype, layout)
                               for r in out.to_dict("records")]
-    order = {name: i for i, name in enumerate([*CONV_LAYERS, *PASSES])}
+    order = {name: i for i, name in enumerate([*CONV_LAYERS, *CONV_PASSES])}
     out = out.sort_values(keys, key=lambda c: c.map(lambda v: order.get(v, v)) if c.name != "layer" else c)
     out = out.reindex(columns=COLUMNS).reset_index(drop=True)
     for column in ("roofline_us", "issue_us", "tensor_us", "bound_us", "measured_p50_us"):
@@ -296,7 +283,7 @@ def write_loop_outputs(reports: Path, gpu: str | None = None) -> list[Path]:
     """From the committed ``reports/kernels/inspection.csv`` (and conv_loops_before.csv; GPU rows of
     ``reports/benchmarks/layers.csv`` if any): the issue-per-tensor figure and conv_lower_bound.csv next to
     them; nothing when the table has no conv main loops. Returns the paths written. ``gpu``: default the GPU the
-    latest conv benchmark rows were measured on when ``MACHINES`` has it (an H200: the H100's SMs and clock,
+    latest conv benchmark rows were measured on when ``GPUS`` has it (an H200: the H100's SMs and clock,
     more bandwidth), else "h100-sxm"."""
     folder = Path(reports) / "kernels"
     path = folder / "inspection.csv"
@@ -311,13 +298,13 @@ def write_loop_outputs(reports: Path, gpu: str | None = None) -> list[Path]:
 
 
 def measured_gpu(benchmarks: pd.DataFrame | None) -> str:
-    """The ``MACHINES`` key of the GPU the latest Triton conv rows of ``benchmarks`` ran on; "h100-sxm" without
+    """The ``GPUS`` key of the GPU the latest Triton conv rows of ``benchmarks`` ran on; "h100-sxm" without
     any (or on a GPU the model does not know)."""
     if benchmarks is None:
         return "h100-sxm"
-    rows = benchmarks[(benchmarks.run_kind == "gpu") & benchmarks.phase.isin(BENCHMARK_PHASES.values())]
+    rows = benchmarks[(benchmarks.run_kind == "gpu") & benchmarks.phase.isin(CONV_PASSES)]
     rows = rows.assign(gpu=rows.device.astype(str).map(gpu_named)).dropna(subset=["gpu"])
-    rows = rows[rows.gpu.isin(MACHINES)]
+    rows = rows[rows.gpu.isin(GPUS)]
     return rows.sort_values("timestamp").gpu.iloc[-1] if len(rows) else "h100-sxm"
 
 

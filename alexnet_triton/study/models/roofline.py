@@ -19,7 +19,6 @@ a benchmark's points only from rows with run_kind "gpu".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -31,43 +30,15 @@ from matplotlib.transforms import Bbox
 from ...architecture import CONV_LAYERS
 from ..registries import layer_kinds
 from ..registries.benchmark_cases import DTYPES, StudyDtype
+from ..registries.gpus import GPU, GPUS
 from ..registries.layer_kinds import KINDS
 from ..registries.providers import PROVIDERS
+from ..vocabulary import BACKWARD, FORWARD, FULL, VARIANT_NAMES
 from . import cost
 
-
-@dataclass(frozen=True)
-class GPU:
-    """Published dense peaks (TFLOP/s) and DRAM bandwidth (TB/s) of one GPU."""
-
-    name: str
-    fp32: float  # CUDA cores, no tensor cores
-    tf32: float  # tensor cores, TF32 operands
-    tensor16: float  # tensor cores, fp16 / bf16 operands, fp32 accumulation
-    bandwidth: float
-    device_pattern: str  # what torch.cuda.get_device_name() contains for this board
-
-
-# Dense (no 2:4 sparsity) peaks at boost clock. H100 SXM5: NVIDIA H100 Tensor Core GPU Architecture whitepaper
-# (2022; FP32 66.9, TF32 494.7, FP16/BF16 989.4 TFLOP/s) and the NVIDIA H100 datasheet (HBM3, 3.35 TB/s).
-# A100 SXM4 80GB: NVIDIA A100 Tensor Core GPU datasheet (FP32 19.5, TF32 156, FP16/BF16 312 TFLOP/s, HBM2e
-# 2,039 GB/s). H200 SXM: NVIDIA H200 datasheet (the H100's compute, HBM3e 4.8 TB/s). The datasheets print
-# tensor peaks with sparsity; the dense peak is half.
-GPUS = {
-    "h100-sxm": GPU("NVIDIA H100 SXM5 80GB", 66.9, 494.7, 989.4, 3.35, "H100 80GB HBM3"),
-    "a100-sxm": GPU("NVIDIA A100 SXM4 80GB", 19.5, 156.0, 312.0, 2.039, "A100-SXM4-80GB"),
-    "h200-sxm": GPU("NVIDIA H200 SXM 141GB", 66.9, 494.7, 989.4, 4.8, "H200"),
-}
-
-
-def gpu_named(device: str) -> str | None:
-    """The ``GPUS`` key of a benchmark row's device ("NVIDIA H200 (sm_90)" -> "h200-sxm"), or None."""
-    return next((key for key, gpu in GPUS.items() if gpu.device_pattern in device), None)
-
-
-PASSES = ("forward", "backward")
+PASSES = (FORWARD, BACKWARD)
 PLOT_INTENSITIES = (0.1, 1e4)  # FLOP/byte, the x range of the plot
-VARIANT_TITLES = {"2012": "AlexNet 2012 (227 input, groups, LRN)", "torchvision": "torchvision AlexNet (224 input)"}
+VARIANT_DETAILS = {"2012": "227 input, groups, LRN", "torchvision": "224 input"}
 
 
 def _check(gpu: str, dtype: str) -> None:
@@ -92,9 +63,9 @@ def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
         passes = []
         for layer in layer_kinds.study_layers(variant):
             kind = KINDS[layer.kind]
-            element_size = kind.state_element_size or case.element_size
+            element_size = kind.dtype_for(case.dtype).itemsize
             peak = getattr(spec, case.matrix_peak if kind.gemm else "fp32")
-            for phase in (*PASSES, "full"):
+            for phase in (*PASSES, FULL):
                 work, traffic = cost.flops(layer, phase, batch), cost.minimum_bytes(layer, phase, batch, element_size)
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
@@ -177,7 +148,7 @@ def plot_roofline(table: pd.DataFrame, path: str | Path, measured: pd.DataFrame 
     figure.subplots_adjust(left=0.06, right=0.99, top=0.86, bottom=0.17, wspace=0.05)
     for ax, variant in zip(axes, variants, strict=True):
         ax.set(xscale="log", yscale="log", xlim=PLOT_INTENSITIES, ylim=(0.3, 5 * table["peak_tflops"].max()),
-               title=VARIANT_TITLES[variant],
+               title=f"{VARIANT_NAMES[variant]} ({VARIANT_DETAILS[variant]})",
                xlabel="arithmetic intensity (FLOP per byte of minimum DRAM traffic)")
         ax.grid(True, which="major", color="0.88", lw=0.6)
         ax.grid(True, which="minor", color="0.95", lw=0.4)

@@ -10,7 +10,7 @@ module's output fires just before that module's backward runs), the loss ("cross
 
 Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, the forward
 under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs) and "fp32-tf32" (fp32, TF32 dots). Each GPU
-of ``loop_model.MACHINES`` has its own capture: split-K slices for its SM count, and for each launch the configs
+of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each launch the configs
 its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting candidates).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
@@ -60,9 +60,11 @@ from ..inspection.compilation import TARGETS
 from ..measure import kernel_access, traffic
 from ..registries import layer_kinds
 from ..registries.benchmark_cases import read_benchmarks
+from ..registries.gpus import GPUS, gpu_named
 from ..registries.providers import PROVIDERS, SUBJECT
+from ..vocabulary import BACKWARD, FORWARD, OPTIMIZER, TRAIN_STEP
 from . import loop_model
-from .roofline import GPUS, gpu_named, roofline_table
+from .roofline import roofline_table
 
 BATCH = 128
 LAYOUT = "channels_last"
@@ -71,7 +73,6 @@ LAYOUT = "channels_last"
 HOST_US_PER_LAUNCH = 54.0
 STEP_DTYPES = {"bf16": dict(precision="ieee", autocast=torch.bfloat16),
                "fp32-tf32": dict(precision="tf32", autocast=None)}
-PASSES = {"forward": "forward", "backward": "backward", "optimizer": "update"}
 FILE = "step_lower_bound.csv"
 FIGURE = "step_lower_bound.png"
 MODEL_LABEL = loop_model.MODEL_LABEL
@@ -163,7 +164,7 @@ def layer_names(model: torch.nn.Module, variant: str) -> dict[torch.nn.Module, s
 def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, **scaled) -> list[StepLaunch]:
     """Every launch of one training step of the Triton network (``scaled``: width / input_size / num_classes of a
     scaled-down copy, tests), channels_last, as a ``gpu`` would launch it."""
-    options, machine = STEP_DTYPES[dtype], loop_model.MACHINES[gpu]
+    options, machine = STEP_DTYPES[dtype], GPUS[gpu]
     spec = PROVIDERS[SUBJECT]
     model, optimizer, images, target = traffic.steady_state(
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last, **scaled)
@@ -222,7 +223,7 @@ def loop_row(loops: pd.DataFrame, kernel: str, config: str, target: str, dtype: 
 def price_choice(launch: StepLaunch, choice: Choice, gpu: str, dtype: str, variant: str,
                  loops: pd.DataFrame) -> dict:
     """The modelled bound (module docstring) of ``launch`` at one config on ``gpu``."""
-    machine = loop_model.MACHINES[gpu]
+    machine = GPUS[gpu]
     memory_us = launch.bytes / (GPUS[gpu].bandwidth * 1e12) * 1e6
     row = dict(config=choice.config, warps=choice.warps, programs=choice.programs, memory_us=memory_us,
                bound_us=memory_us, bound_by="memory")
@@ -249,11 +250,11 @@ def price_choice(launch: StepLaunch, choice: Choice, gpu: str, dtype: str, varia
 def price_launch(launch: StepLaunch, gpu: str, dtype: str, variant: str, loops: pd.DataFrame,
                  host_us: float = HOST_US_PER_LAUNCH) -> dict:
     """One launch's row: its least bound over its launchable configs (configs counts them), host_us."""
-    machine = loop_model.MACHINES[gpu]
+    machine = GPUS[gpu]
     base = dict(gpu=gpu, target=machine.target, dtype=dtype, variant=variant, layer=launch.layer,
                 kernel=launch.name, source=launch.source, launches=1, bytes=launch.bytes,
                 configs=len(launch.choices), host_us=host_us if launch.source == "triton" else float("nan"),
-                **{"pass": PASSES[launch.phase]})
+                **{"pass": launch.phase})
     if not launch.choices:  # an ATen op
         memory_us = launch.bytes / (GPUS[gpu].bandwidth * 1e12) * 1e6
         return dict(base, memory_us=memory_us, bound_us=memory_us, bound_by="memory")
@@ -276,12 +277,12 @@ def step_table(launches: list[StepLaunch], gpu: str, dtype: str, variant: str, l
     kernels = rows.groupby(keys, dropna=False, sort=False)[SUMMED].sum(min_count=1).reset_index()
     roofline = roofline_table(gpu, dtype, batch).set_index(["variant", "layer", "phase"]).time_ms * 1e3
     per_pass = kernels.groupby(["layer", "pass"], sort=False)[SUMMED].sum(min_count=1).reset_index()
-    per_pass["roofline_us"] = [roofline.get((variant, r["layer"], "backward" if r["pass"] == "update" else r["pass"]),
+    per_pass["roofline_us"] = [roofline.get((variant, r["layer"], BACKWARD if r["pass"] == OPTIMIZER else r["pass"]),
                                             0.0) for r in per_pass.to_dict("records")]
     step = per_pass[SUMMED + ["roofline_us"]].sum().to_frame().T.assign(layer="step", **{"pass": "all"})
     step["roofline_us"] = roofline[(variant, "step", "full")]
     step["images_per_s"] = batch / step.bound_us * 1e6
-    common = dict(gpu=gpu, target=loop_model.MACHINES[gpu].target, dtype=dtype, variant=variant)
+    common = dict(gpu=gpu, target=GPUS[gpu].target, dtype=dtype, variant=variant)
     summary = pd.concat([per_pass.assign(kernel="all"), step]).assign(**common)
     out = pd.concat([kernels, summary], ignore_index=True).reindex(columns=COLUMNS)
     for column in ("memory_us", "issue_us", "tensor_us", "roofline_us", "bound_us", "host_us"):
@@ -298,17 +299,17 @@ def measured_step_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, dt
     if benchmarks is None or benchmarks.empty:
         return float("nan")
     rows = benchmarks[(benchmarks.run_kind == "gpu") & (benchmarks.provider == SUBJECT)
-                      & (benchmarks.kernel == f"{variant}/model") & (benchmarks.phase == "train-step")
+                      & (benchmarks.kernel == f"{variant}/model") & (benchmarks.phase == TRAIN_STEP)
                       & (benchmarks.dtype == dtype) & (benchmarks.layout == LAYOUT) & (benchmarks.batch == batch)]
     rows = rows[rows.device.astype(str).map(gpu_named) == gpu]
     return float(rows.ms_p50.median()) * 1e3 if len(rows) else float("nan")
 
 
 def lower_bound_table(inspection_table: pd.DataFrame, benchmarks: pd.DataFrame | None = None,
-                      gpus: tuple[str, ...] = tuple(loop_model.MACHINES), dtypes: tuple[str, ...] = tuple(STEP_DTYPES),
+                      gpus: tuple[str, ...] = tuple(GPUS), dtypes: tuple[str, ...] = tuple(STEP_DTYPES),
                       variants: tuple[str, ...] = VARIANTS, host_us: float = HOST_US_PER_LAUNCH) -> pd.DataFrame:
     """``step_table`` of every GPU x step dtype x variant at batch ``BATCH`` (one capture per variant, dtype and
-    distinct ``loop_model.MACHINES`` entry), with each step row's measured_us from ``benchmarks`` where GPU
+    distinct ``gpus.GPUS`` entry), with each step row's measured_us from ``benchmarks`` where GPU
     rows exist. Needs a process in the "gpu" execution mode (the launchers' GPU reduction orders)."""
     if runtime.INTERPRETER:
         raise RuntimeError("the step model captures the GPU path's launches: it needs ALEXNET_TRITON_MODE=gpu "
@@ -317,7 +318,7 @@ def lower_bound_table(inspection_table: pd.DataFrame, benchmarks: pd.DataFrame |
     for gpu in gpus:
         for dtype in dtypes:
             for variant in variants:
-                key = (variant, dtype, loop_model.MACHINES[gpu])
+                key = (variant, dtype, GPUS[gpu].target, GPUS[gpu].sms)
                 if key not in captures:
                     captures[key] = capture_step(variant, dtype, gpu)
                 table = step_table(captures[key], gpu, dtype, variant, loops, host_us)
@@ -341,7 +342,7 @@ def headline(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") ->
             for r in steps.to_dict("records")}
 
 
-HATCHES = {"forward": "", "backward": "//", "update": ".."}
+HATCHES = {FORWARD: "", BACKWARD: "//", OPTIMIZER: ".."}
 
 
 def plot_step(table: pd.DataFrame, path: Path, gpu: str = "h100-sxm") -> Path:

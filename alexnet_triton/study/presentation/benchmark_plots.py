@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..registries.benchmark_cases import CONV_PHASES, DTYPES, HEADLINE, MODEL_PHASES
+from ..registries.benchmark_cases import DTYPES, HEADLINE, MODEL_PHASES
 from ..registries.providers import PROVIDERS, SUBJECT, baselines
+from ..vocabulary import INPUT_GRAD, LAYER_PASSES, WEIGHT_GRAD
 
 SMOKE_TITLE = "SMOKE TEST (CPU, Triton interpreter), not a performance measurement\n"
-LAYER_PHASES = ("forward", "backward", "full", *CONV_PHASES[1:])  # the panels' order
+LAYER_PHASES = (*LAYER_PASSES, INPUT_GRAD, WEIGHT_GRAD)  # the panels' order
 
 
 def _measurements(table: pd.DataFrame, allow_smoke: bool, network: bool) -> tuple[pd.DataFrame, str]:

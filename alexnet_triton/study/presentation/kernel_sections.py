@@ -10,8 +10,9 @@ import pandas as pd
 
 from ..inspection import cases, tables
 from ..models import loop_model, step_model
-from ..models.roofline import GPUS
-from .markdown import VARIANT_NAMES, image
+from ..registries.gpus import GPUS
+from ..vocabulary import INPUT_GRAD, VARIANT_NAMES, WEIGHT_GRAD
+from .markdown import image
 
 
 def _inspection_summary(table: pd.DataFrame) -> list[str]:
@@ -100,11 +101,11 @@ def _lower_bound_lines(reports: Path) -> list[str]:
              "instructions x warps, issued by 4 schedulers one instruction per clock) and the tensor time (the "
              "same with the MMAs' tensor-core cycles, so with tile padding and wave quantisation), at "
              f"{loop_model.clock_hz(gpu) / 1e9:.2f} GHz (the clock of the published tensor peak) on "
-             f"{loop_model.MACHINES[gpu].sms} SMs "
+             f"{GPUS[gpu].sms} SMs "
              "(`alexnet_triton/study/models/loop_model.py`). Prologue, epilogue and unhidden latency are left out, so "
              "the real time is longer. Every shipped config is priced and the least bound kept (\"configs\": how "
              "many; the autotuner launches one of them), so the config may differ from the least-issue one above. "
-             "conv1 has no input gradient in training. A measured gradient (\"input-grad\", \"weight-grad\" "
+             f"conv1 has no input gradient in training. A measured gradient (\"{INPUT_GRAD}\", \"{WEIGHT_GRAD}\" "
              "benchmark modes) also runs the ReLU-mask / bias-grad pass. Data: `kernels/conv_lower_bound.csv`."
              + ("" if table.measured_p50_us.notna().any() else " No GPU measurement of these kernels yet: the "
                 "measured column is empty."), "",

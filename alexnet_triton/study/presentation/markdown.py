@@ -10,7 +10,6 @@ import pandas as pd
 from ..registries.providers import PROVIDERS, SUBJECT, baselines
 
 COMPILED = "compiled"  # the provider whose partition and CPU-target code the torch.compile paragraphs describe
-VARIANT_NAMES = {"2012": "AlexNet 2012", "torchvision": "torchvision AlexNet"}
 
 
 def image(path: Path, reports: Path, alt: str) -> str:

@@ -11,7 +11,8 @@ import pandas as pd
 from ..measure.memory import DTYPE, MIB, NETWORK
 from ..measure.traffic import MB
 from ..registries.providers import PROVIDERS, SUBJECT
-from .markdown import COMPILED, VARIANT_NAMES, peer_ratios, provider_cells, ratio_headers, read_csv, value
+from ..vocabulary import STEP, VARIANT_NAMES
+from .markdown import COMPILED, peer_ratios, provider_cells, ratio_headers, read_csv, value
 
 
 def memory_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
@@ -72,17 +73,7 @@ def _compiled_memory_wins(table: pd.DataFrame) -> list[str]:
         if group != NETWORK and dtype == DTYPE:
             lines.append(f"| {VARIANT_NAMES[variant]} | {group} | {triton.tensors[(variant, dtype, group)]} | "
                          f"{compiled.tensors[(variant, dtype, group)]} |")
-    return lines + ["", "Why (read from the partitioned forward graph): Inductor's min-cut partitioner saves the "
-                    "cheapest cut between forward and backward and recomputes pointwise work in the backward. A ReLU "
-                    "output that the backward reads only for its sign is saved as its mask (`le`, bool, 1 byte per "
-                    "element) instead of 4 bytes; a dropout as its bool mask (`gt`); a max-pool as int8 offsets "
-                    "(`_low_memory_max_pool_with_offsets`, as the Triton pool). The Triton conv + ReLU kernels save "
-                    "the float ReLU output, which their backward reads only for the ReLU mask where the next layer "
-                    "is a pool (torchvision's conv1, conv2, conv5: the pool's backward needs only its offsets). "
-                    "Where the next layer needs the float output anyway (an LRN, a conv), torch.compile cannot save "
-                    "less. To beat it, the Triton conv would write a 1-byte (or 1-bit) ReLU mask in its epilogue "
-                    "when a pool follows, keep that instead of its output, and its output-grad pass would read the "
-                    "mask."]
+    return lines
 
 
 def traffic_body(reports: Path) -> Callable[[pd.DataFrame], list[str]]:
@@ -171,18 +162,9 @@ def _compiled_traffic_wins(reports: Path, summary: pd.DataFrame) -> list[str]:
         lines += ["", "Their kernels (`traffic/launches.csv`):", "", "| network | phase | Triton kernels | "
                   "torch.compile kernels (CPU target) |", "|---" * 4 + "|"]
         for variant, phase in dict.fromkeys(key for key, _ in wins):
-            if phase == "step":
+            if phase == STEP:
                 continue
             rows = launches[(launches.variant == variant) & (launches.phase == phase)]
             lines.append(f"| {VARIANT_NAMES[variant]} | {phase} | {_kernel_list(rows[rows.provider == SUBJECT])} | "
                          f"{_kernel_list(rows[rows.provider == COMPILED])} |")
-    if any(phase == "backward" for (_, phase), _ in wins):
-        lines += ["", "Why, in the backward (read from the kernels): torch.compile's ReLU backward reads the bool "
-                  "mask its forward saved (1 byte per element) where the Triton conv's output-grad pass reads the "
-                  "float ReLU output (4 bytes); an extern call (`convolution_backward`, `mm`) counts once with its "
-                  "inputs and outputs, whatever cuDNN or cuBLAS does inside, while the Triton weight gradient's "
-                  "split-K partial sums are launches of their own (`sum_partials`), counted with their buffers. "
-                  "To beat it: a ReLU mask in the conv's epilogue before a pool (see the memory section), read by "
-                  "the output-grad pass, and the split-K reduction folded into the weight-gradient kernel (or "
-                  "fewer splits) for the layers where it now takes launches of its own."]
     return lines

@@ -28,12 +28,14 @@ import pandas as pd
 from ..inspection import tables
 from ..measure.memory import DTYPE, MIB, NETWORK
 from ..models import step_model
-from ..models.roofline import GPUS, summarise_roofline
+from ..models.roofline import summarise_roofline
 from ..registries.benchmark_cases import HEADLINE, read_benchmarks
+from ..registries.gpus import GPUS
 from ..registries.providers import PROVIDERS, SUBJECT, baselines
+from ..vocabulary import TRAIN_STEP, VARIANT_NAMES
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, summarise_benchmarks
 from .kernel_sections import inspection_body
-from .markdown import COMPILED, VARIANT_NAMES, image, images, provider_cells, ratio_headers, read_csv
+from .markdown import COMPILED, image, images, provider_cells, ratio_headers, read_csv
 from .memory_sections import memory_body, traffic_body
 
 HEADLINE_ROOFLINE = ("h100-sxm", "bf16")  # the roofline condition the headline table quotes
@@ -81,7 +83,7 @@ def headline_rows(reports: Path, benchmarks: pd.DataFrame | None) -> list[tuple[
                          *provider_cells(per_provider.mb, ",.0f"), conditions))
     if benchmarks is not None:
         batch = HEADLINE["batch"]
-        steps = benchmarks[(benchmarks.phase == "train-step") & (benchmarks.batch == batch)]
+        steps = benchmarks[(benchmarks.phase == TRAIN_STEP) & (benchmarks.batch == batch)]
         for (kernel, dtype, layout), group in steps.groupby(["kernel", "dtype", "layout"], sort=False):
             speed = group.groupby("provider").images_per_s.median()
             if SUBJECT in speed.index and speed.index.isin(baselines()).any():

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ...kernels import runtime
+from ..vocabulary import CONV_PASSES, GRAPHED_STEP, INFERENCE, INPUT_GRAD, TRAIN_STEP, VARIANTS
 from . import layer_kinds
 from .layer_kinds import KINDS, Shrink
 from .providers import PROVIDERS, every_case
@@ -34,11 +35,7 @@ from .providers import PROVIDERS, every_case
 COLUMNS = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80",
            "tflops", "gbps", "images_per_s", "peak_memory_mb", "device", "torch", "triton", "cudnn", "timestamp",
            "run_kind", "compile_mode", "correctness"]
-CONV_PHASES = ("forward", "input-grad", "weight-grad")  # one kernel each (conv1 has no input gradient)
-MODEL_PHASES = ("inference", "train-step")  # inference first: it then runs before gradients and momentum exist
-# The GPU study's network only: the training step replayed from one CUDA graph, by the providers that do not compile
-# (torch.compile's max-autotune mode replays graphs of its own, which do not nest in another capture).
-GRAPHED_STEP = "train-step-graphed"
+MODEL_PHASES = (INFERENCE, TRAIN_STEP)  # inference first: it then runs before gradients and momentum exist
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,6 @@ DTYPES = {"fp32-ieee": StudyDtype(torch.float32, "ieee", "fp32", "o"),
           "fp16": StudyDtype(torch.float16, "ieee", "tensor16", "^"),
           "bf16": StudyDtype(torch.bfloat16, "ieee", "tensor16", "D")}
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-VARIANTS = ("2012", "torchvision")
 
 HEADLINE = dict(batch=128, dtype="bf16", layout="channels_last")
 BATCH_SWEEP = (1, 32, 64, 256)
@@ -73,7 +69,7 @@ SMOKE_MODEL = {"2012": dict(width=1 / 16, input_size=67, num_classes=10),
                "torchvision": dict(width=1 / 16, input_size=63, num_classes=10)}
 # The GPU study's steps after "network" (study_steps): the layer kinds each times, the phases, and whether the
 # providers outside the every-case set get a step of their own right after it.
-STUDY_STEPS = {"conv": (("conv",), CONV_PHASES, True),
+STUDY_STEPS = {"conv": (("conv",), CONV_PASSES, True),
                "blocks": (("lrn_pool", "pool", "linear"), ("forward", "backward"), False)}
 
 
@@ -204,13 +200,15 @@ def study_steps() -> dict[str, list]:
     network = [ModelCase(SWEEP_VARIANT, batch, dtype, layout, tuple(PROVIDERS), MODEL_PHASES,
                          SMOKE_MODEL[SWEEP_VARIANT] if smoke() else None)]
     if not smoke():  # (the smoke test has no GPU to capture on)
+        # the GPU study's network only, by the providers that do not compile (torch.compile's max-autotune mode
+        # replays graphs of its own, which do not nest in another capture)
         graphing = tuple(name for name, provider in PROVIDERS.items() if not provider.compiles)
         network.append(ModelCase(SWEEP_VARIANT, batch, dtype, layout, graphing, (GRAPHED_STEP,)))
     steps: dict[str, list] = dict(network=network)
 
     def cases(kinds, providers, phases):
         return [LayerCase(layer, batch, dtype, layout if KINDS[layer.kind].spatial else "", providers,
-                          tuple(p for p in phases if p != "input-grad" or layer.needs_input_grad))
+                          tuple(p for p in phases if p != INPUT_GRAD or layer.needs_input_grad))
                 for layer in layers if layer.kind in kinds]
 
     for name, (kinds, phases, with_others) in STUDY_STEPS.items():

@@ -35,6 +35,10 @@ from ...architecture import (
     pooled,
     shaped,
 )
+from ...kernels import conv as conv_kernels
+from ...kernels import linear as linear_kernels
+from ...kernels import runtime
+from ..vocabulary import INPUT_GRAD, WEIGHT_GRAD
 
 LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
 LRN_FLOPS_BACKWARD = 4 * LRN["size"] + 8  # recompute the denominator, the channel-window sum of the gradient
@@ -45,7 +49,7 @@ SGD_STATE_TENSORS = 5  # read parameter, gradient, momentum; write parameter, mo
 INDEX_BYTES = 8  # int64 targets
 LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
 # Phases that time one backward kernel: the inputs (x, weight, bias) that need a gradient in that graph.
-GRADIENT_PHASES = {"input-grad": (0,), "weight-grad": (1, 2)}
+GRADIENT_PHASES = {INPUT_GRAD: (0,), WEIGHT_GRAD: (1, 2)}
 
 Inputs = tuple[list[torch.Tensor], list[bool]]
 
@@ -94,6 +98,21 @@ class Shrink:
 
 
 @dataclass(frozen=True)
+class GemmParts:
+    """What the GPU check takes apart in a GEMM kind (its ``functions`` are the whole layer).
+
+    pre_activation(layer): PyTorch's GEMM before the activation, (x, w, b) -> y. activation(layer): (the ReLU, the
+    dropout after it) of the model's epilogue. launchers(layer, x, w, b, precision): the Triton launchers of its three
+    kernels with a config forced (None: the autotuner's), {"forward": f(config), "input_grad": f(config, y, dy),
+    "weight_grad": f(config, y, dy)}, dy the gradient of the forward's output y.
+    """
+
+    pre_activation: Callable[[StudyLayer], Callable]
+    activation: Callable[[StudyLayer], tuple[bool, bool]]
+    launchers: Callable[[StudyLayer, torch.Tensor, torch.Tensor, torch.Tensor, str], dict[str, Callable]]
+
+
+@dataclass(frozen=True)
 class LayerKind:
     """One kind of study layer.
 
@@ -102,13 +121,18 @@ class LayerKind:
     batch (the SGD step's does not). inference: part of an inference forward (the loss is not).
     flops(layer, forward, batch), minimum_bytes(layer, forward, batch, element_size): the phase's costs.
     gradient_cost(layer, phase, batch, element_size): (FLOPs, bytes) of a GRADIENT_PHASES phase, for kinds whose
-    backward is one kernel per gradient. state_element_size: bytes per element whatever the dtype case (the SGD
-    step's fp32 state), else None. shape(layer, batch): the benchmark's shape label. shrink(layer, Shrink): the
+    backward is one kernel per gradient. state_dtype: the dtype of its state whatever the dtype case (the SGD step's:
+    fp32, as training keeps its parameters under mixed precision), else None (the case's dtype: ``dtype_for``).
+    shape(layer, batch): the benchmark's shape label. shrink(layer, Shrink): the
     smoke test's copy. parameter_shapes(layer): its weight and bias shapes.
     inputs(layer, batch, dtype, generator, memory_format): random input tensors and which need a gradient;
     functions(layer, precision): {"triton": fn, "torch": fn} of those tensors, computing what the model computes
     there. Or, for kinds that are not a function of tensors (the optimiser step), step(layer, optimizer class,
     dtype, generator, parameter_shapes): a callable doing one step.
+    The GPU check's: gemm_parts (GEMM kinds); reference(layer, dtype, precision): PyTorch's function it compares
+    with (default: functions' "torch") and reference_dtype, the dtype PyTorch computes it in (None: the case's);
+    quantities: the names of the output and of the inputs' gradients; lrn: the block starts with an LRN, also
+    checked alone.
     """
 
     name: str
@@ -125,7 +149,21 @@ class LayerKind:
     parameter_shapes: Callable[[StudyLayer], tuple[tuple[int, ...], ...]] = lambda layer: ()
     batched: bool = True
     inference: bool = True
-    state_element_size: int | None = None
+    state_dtype: torch.dtype | None = None
+    gemm_parts: GemmParts | None = None
+    reference: Callable[[StudyLayer, torch.dtype, str], Callable] | None = None
+    reference_dtype: torch.dtype | None = None
+    quantities: tuple[str, ...] = ("y", "dx", "dw", "db")
+    lrn: bool = False
+
+    def reference_function(self, layer: StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
+        """PyTorch's function the GPU check compares this kind's Triton function with."""
+        return (self.reference or (lambda layer, dtype, precision: self.functions(layer, precision)["torch"]))(
+            layer, dtype, precision)
+
+    def dtype_for(self, case_dtype: torch.dtype) -> torch.dtype:
+        """The dtype this kind computes in for a dtype case's ``case_dtype``."""
+        return self.state_dtype or case_dtype
 
     def __post_init__(self):
         if (self.step is None) == (self.functions is None or self.inputs is None):
@@ -170,7 +208,7 @@ def _gemm_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int)
 def _gemm_gradient_cost(layer: StudyLayer, phase: str, batch: int, element_size: int) -> tuple[int, int]:
     """The input gradient (dy, y, w -> dx) or weight gradient (dy, y, x -> dw, db): one GEMM the forward's size."""
     outputs, _, inputs, weights, bias = _gemm(layer)
-    read_written = batch * (outputs * (1 + layer.relu) + inputs) + weights + (0 if phase == "input-grad" else bias)
+    read_written = batch * (outputs * (1 + layer.relu) + inputs) + weights + (0 if phase == INPUT_GRAD else bias)
     return _gemm_flops(layer, True, batch), element_size * read_written
 
 
@@ -213,6 +251,37 @@ def _linear_functions(layer: StudyLayer, precision: str) -> dict[str, Callable]:
     return dict(triton=triton_linear, torch=torch_linear)
 
 
+def _conv_launchers(layer: StudyLayer, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                    precision: str) -> dict[str, Callable]:
+    """The conv's kernels; the GEMM gradients read dy masked by the ReLU (conv2d_output_grad's dy')."""
+    c = layer.conv
+    geometry = dict(stride=c.stride, padding=c.padding, groups=c.groups, precision=precision)
+    return dict(
+        forward=lambda config: conv_kernels.conv2d_forward(x, w, b, relu=True, config=config, **geometry),
+        input_grad=lambda config, y, dy: conv_kernels.conv2d_input_grad(
+            dy * (y != 0), w, x.shape, memory_format=runtime.memory_format_of(x), config=config, **geometry),
+        weight_grad=lambda config, y, dy: conv_kernels.conv2d_weight_grad(
+            dy * (y != 0), x, w.shape, memory_format=runtime.memory_format_of(w), config=config, **geometry))
+
+
+def _linear_launchers(layer: StudyLayer, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                      precision: str) -> dict[str, Callable]:
+    """The fc layer's kernels with its epilogue's ReLU and dropout."""
+    relu, dropout = linear_steps(layer.variant)[layer.name][1:]
+    masks = dict(dropout=DROPOUT if dropout else 0.0, seed=1234, precision=precision)
+    return dict(
+        forward=lambda config: linear_kernels.linear_forward(x, w, b, relu, config=config, **masks),
+        input_grad=lambda config, y, dy: linear_kernels.linear_input_grad(dy, w, y=y if relu else None,
+                                                                           config=config, **masks),
+        weight_grad=lambda config, y, dy: linear_kernels.linear_weight_grad(dy, x, y=y if relu else None,
+                                                                             config=config, **masks))
+
+
+def _conv_pre_activation(layer: StudyLayer) -> Callable:
+    c = layer.conv
+    return lambda x, w, b: F.conv2d(x, w, b, c.stride, c.padding, groups=c.groups)
+
+
 def _shrink_features(layer: StudyLayer, shrink: Shrink) -> StudyLayer:
     return replace(layer, in_features=layer.in_features // shrink.divisor,
                    out_features=layer.out_features // shrink.divisor)
@@ -224,12 +293,15 @@ CONV = LayerKind(
     shrink=lambda layer, s: replace(layer, conv=layer.conv.scaled(
         s.divisor, max(layer.conv.kernel, layer.conv.size // s.map_divisor))),
     inputs=_conv_inputs, functions=_conv_functions, gradient_cost=_gemm_gradient_cost,
-    parameter_shapes=lambda layer: (layer.conv.weight_shape, (layer.conv.out_channels,)))
+    parameter_shapes=lambda layer: (layer.conv.weight_shape, (layer.conv.out_channels,)),
+    gemm_parts=GemmParts(_conv_pre_activation, lambda layer: (True, False), _conv_launchers))
 LINEAR = LayerKind(
     "linear", spatial=False, gemm=True, flops=_gemm_flops, minimum_bytes=_gemm_bytes,
     shape=lambda layer, n: f"{n}x{layer.in_features}", shrink=_shrink_features, inputs=_linear_inputs,
     functions=_linear_functions, gradient_cost=_gemm_gradient_cost,
-    parameter_shapes=lambda layer: ((layer.out_features, layer.in_features), (layer.out_features,)))
+    parameter_shapes=lambda layer: ((layer.out_features, layer.in_features), (layer.out_features,)),
+    gemm_parts=GemmParts(lambda layer: F.linear, lambda layer: linear_steps(layer.variant)[layer.name][1:],
+                         _linear_launchers))
 
 
 # ------------------------------------------------------------------------------------ pools: LRN + pool, pool
@@ -250,14 +322,26 @@ def _pool_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.G
     return [x.contiguous(memory_format=memory_format)], [True]
 
 
+def _lrn_reference(layer: StudyLayer, dtype: torch.dtype, precision: str) -> Callable:
+    """LRN + max-pool with the LRN output rounded to ``dtype`` (straight-through), as the fused kernel rounds it
+    before the pool."""
+    def block(x):
+        normalised = F.local_response_norm(x, **LRN)
+        normalised = normalised + (normalised.to(dtype).to(x.dtype) - normalised).detach()
+        return F.max_pool2d(normalised, **POOL)
+    return block
+
+
 def _pool_kind(name: str, lrn: bool, functions: dict[str, Callable]) -> LayerKind:
+    # PyTorch has no CPU fp16/bf16 LRN: the check's reference computes the LRN block in fp32, then rounds
+    checks = dict(lrn=True, reference=_lrn_reference, reference_dtype=torch.float32) if lrn else {}
     return LayerKind(
         name, spatial=True, gemm=False, flops=lambda layer, forward, batch: _pool_flops(layer, forward, batch, lrn),
         minimum_bytes=_pool_bytes,
         shape=lambda layer, n: f"{n}x{layer.channels}x{layer.size}x{layer.size}",
         shrink=lambda layer, s: replace(layer, channels=layer.channels // s.divisor,
                                         size=max(POOL["kernel_size"], layer.size // s.map_divisor)),
-        inputs=_pool_inputs, functions=lambda layer, precision: functions)
+        inputs=_pool_inputs, functions=lambda layer, precision: functions, **checks)
 
 
 LRN_POOL = _pool_kind("lrn_pool", True, dict(triton=lambda x: ops.lrn_max_pool2d(x, **LRN, **POOL),
@@ -287,7 +371,7 @@ CROSS_ENTROPY = LayerKind(
     shrink=lambda layer, s: replace(layer, in_features=layer.in_features // s.divisor),
     inputs=_cross_entropy_inputs, functions=lambda layer, precision: dict(triton=ops.cross_entropy,
                                                                           torch=F.cross_entropy),
-    inference=False)
+    inference=False, quantities=("loss", "dlogits"))
 
 
 # ------------------------------------------------------------------------------------ the optimiser step
@@ -309,7 +393,7 @@ SGD_STEP = LayerKind(
     shape=lambda layer, n: f"{layer.in_features} params",
     shrink=lambda layer, s: replace(layer, in_features=sum(
         math.prod(shape) for before in s.before for shape in KINDS[before.kind].parameter_shapes(before))),
-    step=_sgd_step, batched=False, inference=False, state_element_size=4)
+    step=_sgd_step, batched=False, inference=False, state_dtype=torch.float32)
 
 KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL_KIND, LINEAR, CROSS_ENTROPY,
                                                             SGD_STEP)}
