@@ -10,7 +10,8 @@ work); outputs are contiguous. Empty operands are allowed: a launch whose
 output is empty is skipped, and K = 0 gives y = bias, dw empty, db = sum of dy'.
 Accumulation is fp32 (fp64 for float64 inputs, which exist to run gradcheck in
 the interpreter). Row offsets (m, n times a row stride) and dropout indices are
-int64; column offsets stay below a row's extent.
+int64 (the forward's dropout indices int32 when y has fewer than 2**31 elements:
+the same mask); column offsets stay below a row's extent.
 
 Dropout uses the mask of kernels/dropout.py (``dropped_out``; the seed read from
 a 1-element int64 device tensor) at y's flat index m * N + n (its row-major index in [*, N] too), so the fused epilogue
@@ -160,11 +161,12 @@ def _linear_forward_kernel(
     # runtime scalars (dropout)
     p, scale,
     # meta
-    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
+    HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, DROPOUT: tl.constexpr, SMALL_Y: tl.constexpr,
+    WEIGHT_FIRST: tl.constexpr,
     PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """y = dropout?(relu?(x @ w^T + b)).
+    """y = dropout?(relu?(x @ w^T + b)); SMALL_Y: y has fewer than 2**31 elements (int32 dropout indices).
 
     grid (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),), swizzled: each program computes
     a BLOCK_M (rows) x BLOCK_N (output features) tile, reducing over K in BLOCK_K steps.
@@ -181,7 +183,10 @@ def _linear_forward_kernel(
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
-        flat = m.to(tl.int64)[:, None] * N + n[None, :]
+        if SMALL_Y:  # the same Philox counters as int64 indices (high word 0), without the 64-bit epilogue
+            flat = m[:, None] * N + n[None, :]
+        else:
+            flat = m.to(tl.int64)[:, None] * N + n[None, :]
         acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), tl.load(seed_ptr), flat, p, scale)
     y_ptrs = y_ptr + (m.to(tl.int64) * y_sm)[:, None] + (n * y_sn)[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
@@ -384,7 +389,8 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
         b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
-        HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, WEIGHT_FIRST=_master(x.dtype, weight, bias),
+        HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, SMALL_Y=y.numel() < 2**31,
+        WEIGHT_FIRST=_master(x.dtype, weight, bias),
         PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
     return y
