@@ -53,3 +53,18 @@ def test_no_source_file_imports_the_top_level_name():
                     ("import kernels.", "from kernels.")):
                 offenders.append(f"{path.relative_to(REPO)}:{number}")
     assert offenders == []
+
+
+def test_every_package_folder_is_in_the_package_list():
+    """pyproject.toml lists the packages by name: a folder left out is missing from a built wheel (an editable
+    install would not show it)."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {"alexnet_triton": REPO / "alexnet_triton",
+             **{name: REPO / folder for name, folder in setuptools["package-dir"].items()}}
+    folders = set()
+    for name, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            folders.add(".".join((name, *init.parent.relative_to(root).parts)))
+    assert folders == set(setuptools["packages"])
