@@ -61,10 +61,10 @@ def _interpreter_forward_tile(a: dict) -> triton.Config:  # pixels x output chan
 
 def _interpreter_input_grad_tile(a: dict) -> triton.Config:  # input pixels of one stride phase x channels
     sh, sw = a["stride_h"], a["stride_w"]
-    return runtime.interpreter_gemm_tile(a["N"] * triton.cdiv(a["H"], sh) * triton.cdiv(a["W"], sw),
+    return runtime.interpreter_gemm_tile(a["N"] * runtime.cdiv(a["H"], sh) * runtime.cdiv(a["W"], sw),
                                          a["C_per_group"],
-                                         a["K_per_group"] * triton.cdiv(a["R"], a["tap_step_h"])
-                                         * triton.cdiv(a["S"], a["tap_step_w"]))
+                                         a["K_per_group"] * runtime.cdiv(a["R"], a["tap_step_h"])
+                                         * runtime.cdiv(a["S"], a["tap_step_w"]))
 
 
 def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output channels x (c, r, s) over pixels
@@ -145,7 +145,7 @@ def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     Ties go to the earlier tile."""
     def cost(config: triton.Config) -> float:
         m, n, k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-        rows = triton.cdiv(args["K_per_group"], m) * m
+        rows = runtime.cdiv(args["K_per_group"], m) * m
         columns = crs_blocks(args["C_per_group"], args["R"], args["S"], n, args["FLAT_CRS"]) * n
         return rows * columns * max(1.0, 50 * (1 / m + 1 / n) * 64 / k)
     return min(candidates, key=cost)
@@ -693,8 +693,8 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         return y
     if flat_crs is None:
         flat_crs = flat_reduction(g.C_per_group)
-    grid = lambda meta: (triton.cdiv(N * g.OH * g.OW, meta["BLOCK_M"]),  # noqa: E731
-                         triton.cdiv(g.K_per_group, meta["BLOCK_N"]), groups)
+    grid = lambda meta: (runtime.cdiv(N * g.OH * g.OW, meta["BLOCK_M"]),  # noqa: E731
+                         runtime.cdiv(g.K_per_group, meta["BLOCK_N"]), groups)
     runtime.launch(
         _conv2d_forward_kernel, grid, pass_configs("forward", x, flat_crs, g), config,
         runtime.uses_tensor_cores(x.dtype, precision),
@@ -728,11 +728,11 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
         return masked, runtime.new_output((K,), device=dy.device, dtype=dy.dtype).zero_() if bias_grad else None
     config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
-    blocks = triton.cdiv(P, config.kwargs["BLOCK_P"])
+    blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"])
     partial_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else masked
     runtime.launch(
-        _conv2d_output_grad_kernel, lambda meta: (blocks, triton.cdiv(K, meta["BLOCK_K"])), OUTPUT_GRAD_CONFIGS,
+        _conv2d_output_grad_kernel, lambda meta: (blocks, runtime.cdiv(K, meta["BLOCK_K"])), OUTPUT_GRAD_CONFIGS,
         config, dy_ptr=dy, y_ptr=y if y is not None else dy, out_ptr=masked, db_partial_ptr=db_partial,
         P=P, K=K, OH=OH, OW=OW, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("y", y if y is not None else dy, "nkhw"), **runtime.stride_args("out", masked, "nkhw"),
@@ -760,8 +760,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         return dx
     sh, sw = g.stride_h, g.stride_w
     grid = lambda meta: (  # noqa: E731
-        triton.cdiv(N * triton.cdiv(g.H, sh) * triton.cdiv(g.W, sw), meta["BLOCK_M"]),
-        triton.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
+        runtime.cdiv(N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw), meta["BLOCK_M"]),
+        runtime.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
     runtime.launch(
         _conv2d_input_grad_kernel, grid, pass_configs("input_grad", dy, flat_krs, g), config,
         runtime.uses_tensor_cores(dy.dtype, precision),
@@ -787,8 +787,8 @@ SPLIT_PLAN_TILE = 128
 def weight_grad_splits(pixels: int, K: int, crs: int) -> int:
     """Slices of the N*OH*OW reduction of a [K, crs] weight gradient: enough programs for ~4 per SM at
     SPLIT_PLAN_TILE x SPLIT_PLAN_TILE output tiles, each slice >= 512 pixels, at most 256."""
-    output_tiles = triton.cdiv(K, SPLIT_PLAN_TILE) * triton.cdiv(crs, SPLIT_PLAN_TILE)
-    wanted = triton.cdiv(4 * runtime.streaming_multiprocessors(), output_tiles)
+    output_tiles = runtime.cdiv(K, SPLIT_PLAN_TILE) * runtime.cdiv(crs, SPLIT_PLAN_TILE)
+    wanted = runtime.cdiv(4 * runtime.streaming_multiprocessors(), output_tiles)
     return max(1, min(wanted, pixels // 512, 256))
 
 
@@ -821,7 +821,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_partial = runtime.new_output((splits, K * crs), device=x.device, dtype=partial_dtype)
     same_size = (g.H, g.W, g.stride_h, g.stride_w) == (g.OH, g.OW, 1, 1)
-    grid = lambda meta: (triton.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
+    grid = lambda meta: (runtime.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
                          crs_blocks(g.C_per_group, g.R, g.S, meta["BLOCK_N"], flat_crs), groups * splits)
     runtime.launch(
         _conv2d_weight_grad_kernel, grid, pass_configs("weight_grad", x, flat_crs, g), config,
@@ -910,7 +910,7 @@ def conv2d_depth(x: torch.Tensor, w_shape, stride, padding, dilation, groups: in
             and C < FLAT_CRS_CHANNELS and C * b * b % 8 == 0 and min(R, S) >= b
             and runtime.memory_format_of(x) == torch.channels_last and (dtype, precision) != (torch.float32, "ieee")):
         return None
-    taps = (triton.cdiv(R, b), triton.cdiv(S, b))
+    taps = (runtime.cdiv(R, b), runtime.cdiv(S, b))
     extent = (min(g.H, (g.OH - 1) * b - g.pad_h + R), min(g.W, (g.OW - 1) * b - g.pad_w + S))
     return Depth(block=b, pad=(g.pad_h, g.pad_w), extent=extent, size=(g.OH + taps[0] - 1, g.OW + taps[1] - 1),
                  taps=taps)

@@ -40,6 +40,6 @@ def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if not (partials.is_contiguous() and out.is_contiguous() and out.numel() == length):
         raise checks.ArgumentError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
                                    "must be contiguous with matching length")
-    runtime.launch(_sum_partials_kernel, lambda meta: (triton.cdiv(length, meta["BLOCK"]),),
+    runtime.launch(_sum_partials_kernel, lambda meta: (runtime.cdiv(length, meta["BLOCK"]),),
                    CONFIGS, partials_ptr=partials, out_ptr=out, splits=splits, length=length)
     return out

@@ -151,6 +151,12 @@ def pipeline_shared_bytes(config: triton.Config, operand_bytes: int) -> int:
     return config.num_stages * (meta["BLOCK_M"] + meta["BLOCK_N"]) * meta["BLOCK_K"] * operand_bytes
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b), for host code (grids, splits): there triton.cdiv is a constexpr function whose call costs
+    microseconds."""
+    return -(-a // b)
+
+
 def config_name(config: triton.Config) -> str:
     """Short label of a config: BM128_BN64_BK32_w8_s3."""
     meta = "_".join(f"{k.replace('BLOCK_', 'B')}{v}" for k, v in config.kwargs.items())

@@ -114,7 +114,7 @@ def space_to_depth(t: torch.Tensor, block: int, size: tuple[int, int], pad: tupl
     checks.check_float_dtype(op, out=out)
     P = N * size[0] * size[1]
     if P:
-        runtime.launch(_space_to_depth_kernel, lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),), CONFIGS,
+        runtime.launch(_space_to_depth_kernel, lambda meta: (runtime.cdiv(P, meta["BLOCK_P"]),), CONFIGS,
                        t_ptr=t, out_ptr=out, P=P, height=height, width=width, pad_h=pad[0], pad_w=pad[1],
                        **runtime.stride_args("t", t), **runtime.stride_args("out", out), C=C, B=block,
                        HB=size[0], WB=size[1], BLOCK_C=triton.next_power_of_2(C * block * block))
@@ -138,7 +138,7 @@ def depth_to_space(t: torch.Tensor, block: int, shape, pad: tuple[int, int] = (0
     checks.check_float_dtype(op, out=out)
     P = N * H * W
     if P:
-        runtime.launch(_depth_to_space_kernel, lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),), CONFIGS,
+        runtime.launch(_depth_to_space_kernel, lambda meta: (runtime.cdiv(P, meta["BLOCK_P"]),), CONFIGS,
                        t_ptr=t, out_ptr=out, P=P, pad_h=pad[0], pad_w=pad[1], **runtime.stride_args("t", t),
                        **runtime.stride_args("out", out), C=C, B=block, H=H, W=W, HB=t.shape[2], WB=t.shape[3],
                        BLOCK_C=triton.next_power_of_2(C))

@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 import torch
+import triton
 
 from alexnet_triton.kernels import conv, linear, runtime
 
@@ -175,3 +176,10 @@ def test_reduction_block_count_from_python_matches_the_kernels_rule(flat):
     for c, r, s, block in ((3, 11, 11, 32), (48, 3, 3, 64), (192, 3, 3, 128), (1, 1, 1, 16)):
         expected = -(-c * r * s // block) if flat else r * s * -(-c // block)
         assert conv.crs_blocks(c, r, s, block, flat) == expected
+
+
+def test_host_ceil_division_is_tritons():
+    """Grids and splits use ``runtime.cdiv`` (triton.cdiv is a constexpr function, microseconds per host call)."""
+    for a in (0, 1, 127, 128, 129, 3025 * 128):
+        for b in (1, 16, 128, 512):
+            assert runtime.cdiv(a, b) == triton.cdiv(a, b)

@@ -64,7 +64,8 @@ def _gemm_samples():
                                      0.0, None, "ieee")
     y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee")
     yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee")
-    yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee")
+    yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee",
+                                                                torch.float32)
     yield "dropout", OPS.dropout, (_x(3, 17, requires_grad=True), 0.5, _seed())
     yield "dropout_backward", OPS.dropout_backward, (_x(3, 17), 0.25, _seed())
     logits, target = _x(6, 10, requires_grad=True), torch.tensor([0, 3, 9, -100, 2, 2])
@@ -119,3 +120,16 @@ def test_opcheck(label, op, args):
 def test_every_operator_is_checked():
     checked = {op._qualified_op_name.split("::")[1] for _, op, _ in SAMPLES}
     assert checked == set(library.IMPLEMENTATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in library.IMPLEMENTATIONS if n.endswith(("_grad", "_backward"))))
+def test_a_backward_passs_operator_refuses_its_own_gradient(name):
+    """The gradient operators have no derivative of their own: differentiating through one raises, never a silent
+    zero (their Python autograd kernel; without one PyTorch would only warn)."""
+    label, op, args = next(s for s in SAMPLES if s[1]._qualified_op_name.endswith(f"::{name}"))
+    args = tuple(a.detach().clone().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                 else a for a in args)
+    output = op(*args)
+    output = output if isinstance(output, torch.Tensor) else output[0]
+    with pytest.raises(RuntimeError, match=f"backward through alexnet_triton.{name}.* no autograd formula"):
+        output.sum().backward()
