@@ -29,6 +29,7 @@ from ...architecture import (
     POOL,
     SGD,
     ConvLayer,
+    Shaped,
     check_variant,
     linear_steps,
     parameter_count,
@@ -399,25 +400,42 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL
                                                             SGD_STEP)}
 
 
+def _conv_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+                layers: list[StudyLayer]) -> StudyLayer:
+    first = not any(layer.conv for layer in layers)  # the image needs no gradient
+    return StudyLayer(variant, s.layer.name, "conv", conv=s.layer.conv, needs_input_grad=not first,
+                      relu=after == "relu")
+
+
+def _pool_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+                layers: list[StudyLayer]) -> StudyLayer:
+    lrn = before == "lrn"
+    return StudyLayer(variant, f"lrn-{s.layer.name}" if lrn else s.layer.name, "lrn_pool" if lrn else "pool",
+                      channels=s.inputs, size=s.in_side)
+
+
+def _linear_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+                  layers: list[StudyLayer]) -> StudyLayer:
+    return StudyLayer(variant, s.layer.name, "linear", in_features=s.inputs, out_features=s.outputs,
+                      relu=after == "relu")
+
+
+# The study layer each network layer kind starts (``architecture.KINDS``; the others are fused into one of these):
+# (variant, the sized layer, the kinds before and after it, the study layers so far) -> its study layer.
+STUDY_LAYER_OF = {"conv": _conv_layer, "pool": _pool_layer, "linear": _linear_layer}
+
+
 def study_layers(variant: str) -> list[StudyLayer]:
     """The variant's layers in network order (full size: 227 input for "2012", 224 for "torchvision"): each
-    conv and fc of ``architecture.LAYERS`` with the ReLU after it, each pool with the LRN before it."""
+    conv and fc of ``architecture.LAYERS`` with the ReLU after it, each pool with the LRN before it
+    (``STUDY_LAYER_OF``), then the loss and the SGD step over every parameter."""
     check_variant(variant, "cost model")
     sized = list(shaped(variant))
-    kinds = [s.layer.kind for s in sized] + [None]
+    kinds = [None, *(s.layer.kind for s in sized), None]
     layers = []
     for i, s in enumerate(sized):
-        name, relu = s.layer.name, kinds[i + 1] == "relu"
-        if s.layer.kind == "conv":
-            first = not any(layer.kind == "conv" for layer in layers)
-            layers.append(StudyLayer(variant, name, "conv", conv=s.layer.conv, needs_input_grad=not first, relu=relu))
-        elif s.layer.kind == "pool":
-            lrn = kinds[i - 1] == "lrn"
-            layers.append(StudyLayer(variant, f"lrn-{name}" if lrn else name, "lrn_pool" if lrn else "pool",
-                                     channels=s.inputs, size=s.in_side))
-        elif s.layer.kind == "linear":
-            layers.append(StudyLayer(variant, name, "linear", in_features=s.inputs, out_features=s.outputs,
-                                     relu=relu))
+        if (make := STUDY_LAYER_OF.get(s.layer.kind)) is not None:
+            layers.append(make(variant, s, kinds[i], kinds[i + 2], layers))
     layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
     layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
     return layers
