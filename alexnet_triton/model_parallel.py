@@ -20,7 +20,7 @@ collectives (``SPLIT`` says what each layer holds):
              output gradient backward.
 Dropout: the 2012 net drops fc6's and fc7's outputs, one Philox mask over the [N, 4096] output from one seed.
 The split net draws the same seeds in the same order and applies ``ops.dropout`` to the gathered [N, 4096] on
-both ranks, so with the same ``torch.manual_seed`` on every rank its masks are the single-device net's, bit for
+both ranks, so with the same ``torch.manual_seed`` on both ranks its masks are the single-device net's, bit for
 bit (each rank computes the whole mask: 2 x the element-wise work of one process, no communication).
 Checkpoints: ``full_state_dict`` gathers the single-device state_dict (keys and shapes of ``AlexNet("2012")``);
 ``load_full_state_dict`` scatters one.
@@ -28,9 +28,9 @@ Checkpoints: ``full_state_dict`` gathers the single-device state_dict (keys and 
 (each rank all of each conv layer on its half of the batch, the gradients summed over the pair in the backward),
 pool5's output gathered over the batch for fc6/fc7/fc8, which are as in the split.
 Data parallelism across pairs: 2N processes are N model-parallel pairs (ranks 2p, 2p + 1; ``split_groups``), each
-on its share of the batch; after its backward, each gradient is averaged over the N ranks of its column (its data
-group) as DDP would (an all-reduce, then / N). The gradients are reduced by hooks during the backward, as they
-accumulate (the hybrid's conv gradients first summed over the pair): one backward per optimizer step.
+on its share of the batch, each with its own dropout stream; every gradient is averaged over the N ranks of its
+column (its data group) as DDP averages (an all-reduce, then / N), by a hook as the backward accumulates it (the
+hybrid's conv gradients first summed over the pair the same way): one backward per optimizer step.
 
 ``Collectives`` is the process group as the split net and DDP use it, every call counted: bytes each rank sends
 and receives by collective, layer and pass (the tensors' sizes, moved as a ring moves them; with 2 ranks every
