@@ -229,11 +229,12 @@ def _torchvision_call(provider: str, phase: str, batch: int, dtype: str, layout:
     from alexnet_triton.study.benchmarks import benchmark
     from alexnet_triton.study.registries.benchmark_cases import DTYPES, LAYOUTS
     from alexnet_triton.study.registries.providers import compiled
+    from alexnet_triton.study.vocabulary import INFERENCE, TRAIN_STEP
 
     dev = benchmark.device()
     torch.manual_seed(0)
     model, label = _torchvision_model(smoke)
-    model = model.to(dev, memory_format=LAYOUTS[layout]).train(phase == "train-step")
+    model = model.to(dev, memory_format=LAYOUTS[layout]).train(phase == TRAIN_STEP)
     gen = torch.Generator(dev).manual_seed(0)
     size = getattr(model, "input_size", INPUT_SIZES["torchvision"])  # torchvision's model does not say
     images = torch.randn(batch, 3, size, size, generator=gen, device=dev).contiguous(memory_format=LAYOUTS[layout])
@@ -247,7 +248,7 @@ def _torchvision_call(provider: str, phase: str, batch: int, dtype: str, layout:
     loss_fn = compiled(loss, compile_mode) if provider == "compiled" else loss
 
     def step():
-        if phase == "inference":
+        if phase == INFERENCE:
             with torch.no_grad():
                 return loss_fn(images, labels)
         sgd.zero_grad(set_to_none=True)
@@ -267,7 +268,7 @@ def torchvision_step(study: Study, cap: float | None) -> None:
 
     from alexnet_triton import dispatch
     from alexnet_triton.study.benchmarks import benchmark
-    from alexnet_triton.study.registries.benchmark_cases import HEADLINE, SMOKE_BATCH, smoke
+    from alexnet_triton.study.registries.benchmark_cases import HEADLINE, MODEL_PHASES, SMOKE_BATCH, smoke
 
     is_smoke = smoke()
     batch, dtype, layout = SMOKE_BATCH if is_smoke else HEADLINE["batch"], \
@@ -277,7 +278,7 @@ def torchvision_step(study: Study, cap: float | None) -> None:
     compile_mode = _compile_mode("torchvision", cap)
     env, skipped, label = benchmark.conditions(), [], ""
     for provider in TORCHVISION_PROVIDERS:
-        for phase in ("inference", "train-step"):
+        for phase in MODEL_PHASES:
             if end is not None and time.perf_counter() >= end:
                 skipped.append(f"torchvision {provider} {phase}")
                 continue
@@ -302,7 +303,7 @@ def torchvision_step(study: Study, cap: float | None) -> None:
                        device=env.device, torch=env.torch, triton=env.triton, run_kind=env.run_kind,
                        compile_mode=("aot_eager" if is_smoke else compile_mode) if provider == "compiled" else "",
                        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds")))
-    timings = 2 * len(TORCHVISION_PROVIDERS)
+    timings = len(MODEL_PHASES) * len(TORCHVISION_PROVIDERS)
     study.ran.append(f"  torchvision: {timings - len(skipped)} of {timings} timings, {label or 'no model built'}")
     if skipped:
         study.skipped += _listed("torchvision", skipped)
