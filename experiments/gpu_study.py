@@ -271,8 +271,8 @@ def torchvision_step(study: Study, cap: float | None) -> None:
     from alexnet_triton.study.registries.benchmark_cases import HEADLINE, MODEL_PHASES, SMOKE_BATCH, smoke
 
     is_smoke = smoke()
-    batch, dtype, layout = SMOKE_BATCH if is_smoke else HEADLINE["batch"], \
-        "fp32-ieee" if is_smoke else HEADLINE["dtype"], HEADLINE["layout"]
+    batch, dtype = (SMOKE_BATCH, "fp32-ieee") if is_smoke else (HEADLINE["batch"], HEADLINE["dtype"])
+    layout = HEADLINE["layout"]
     write = _rows_writer(study.out / "torchvision.csv", TORCHVISION_COLUMNS)
     end = None if cap is None else time.perf_counter() + cap
     compile_mode = _compile_mode("torchvision", cap)
@@ -284,10 +284,13 @@ def torchvision_step(study: Study, cap: float | None) -> None:
                 continue
             dispatch.HANDLED.clear()
             dispatch.FALLBACKS.clear()
-            kernels = dispatch.use_kernels() if provider == "use_kernels" else contextlib.nullcontext()
+            # the Triton kernels (compiled with Triton's ptxas, as the study's Triton rows are), or PyTorch's
+            kernels = (benchmark.triton_ptxas(), dispatch.use_kernels()) if provider == "use_kernels" else ()
             try:
                 step, label = _torchvision_call(provider, phase, batch, dtype, layout, compile_mode, is_smoke)
-                with benchmark.numeric_settings(dtype), benchmark.triton_ptxas(), kernels:
+                with benchmark.numeric_settings(dtype), contextlib.ExitStack() as active:
+                    for context in kernels:
+                        active.enter_context(context)
                     timing = benchmark.measure(step, "model")
             except Exception as error:  # noqa: BLE001  (one failing measurement must not end the study)
                 study.problems.append(f"  torchvision {provider} {phase}: {type(error).__name__}: {error}")
