@@ -339,22 +339,23 @@ def launch(kernel, grid: Callable[[dict], tuple[int, ...]], configs: KernelConfi
            config: triton.Config | None = None, tensor_cores: bool = True, **args: Any) -> None:
     """Launch ``kernel`` over ``grid(meta)`` with keyword ``args``.
 
-    ``config`` forces one launch configuration (tests, benchmarks); otherwise
-    the interpreter uses ``configs.interpreter`` and a GPU autotunes over
-    ``configs.gpu(tensor_cores)``.
+    ``config`` forces one launch configuration (tests, benchmarks); otherwise the interpreter uses
+    ``configs.interpreter``, and a GPU keeps the candidates ``configs.gpu(tensor_cores)`` that fit its shared memory
+    at the element size of ``configs.operand`` (``KernelConfigs.fitting``), then launches the pick rule's choice
+    among them, or the only one, or autotunes over them (``configs.key``).
     """
-    candidates = configs.gpu(tensor_cores)
     operand_bytes = configs.operand_bytes(args)
     if _capture is not None:
-        _capture(LaunchRecord(kernel, dict(args), candidates, configs, operand_bytes, grid, config))
+        _capture(LaunchRecord(kernel, dict(args), configs.gpu(tensor_cores), configs, operand_bytes, grid, config))
         return
-    if not INTERPRETER:
-        candidates = _fitting_candidates(configs, tensor_cores, operand_bytes)
-        candidates = candidates if configs.pick is None else (configs.pick(candidates, args),)
     if config is None and INTERPRETER:
         config = configs.for_interpreter(args)
-    elif config is None and len(candidates) == 1:
-        config = candidates[0]
+    elif config is None:
+        candidates = _fitting_candidates(configs, tensor_cores, operand_bytes)
+        if configs.pick is not None:
+            config = configs.pick(candidates, args)
+        elif len(candidates) == 1:
+            config = candidates[0]
     if config is not None:
         meta = {**args, **config.kwargs}
         options = {} if INTERPRETER else {"num_warps": config.num_warps, "num_stages": config.num_stages}
