@@ -76,7 +76,8 @@ def reference_configs(dtype: torch.dtype) -> runtime.KernelConfigs:
     same = tuple(c for c in conv.FORWARD_CONFIGS.tensor_core if c.kwargs["BLOCK_M"] < 256 and c not in own)
     return runtime.KernelConfigs(
         tensor_core=same + own, cuda_core=(),
-        interpreter=lambda a: runtime.interpreter_gemm_tile(a["M"], a["N"], a["K"]), key=("M", "N", "K"))
+        interpreter=lambda a: runtime.interpreter_gemm_tile(a["M"], a["N"], a["K"]), key=("M", "N", "K"),
+        operand="a_ptr")  # a and b share one dtype
 
 
 def reference_matmul(a: torch.Tensor, b: torch.Tensor, config: triton.Config | None = None) -> torch.Tensor:
