@@ -79,13 +79,14 @@ def _interpreter_output_grad_tile(a: dict) -> triton.Config:  # every channel, p
 
 
 _tile = runtime.gemm_tile
-# Two config sets per GEMM kernel. The channel-block path on channels_last activations (the GPU model's layout,
-# every AlexNet layer but conv1) loads contiguous channel vectors and takes large tensor-core tiles, largest
-# first; at launch each GPU keeps those whose pipeline fits its shared memory at the operands' size
-# (``KernelConfigs.fitting``): 128x256x64 bf16 fits sm_80/sm_90 (144 KiB), not a 64 KiB gfx942 workgroup;
-# TF32 takes the BLOCK_K = 32 tiles. The gather path (NCHW activations, or the flat reduction of conv1's three
-# channels; and the stride-phase input gradient of a strided conv, conv1's) computes more addresses and masks
-# per element: those tiles spilled at 128x128 and above (sm_80/sm_90), so it keeps smaller ones. The geometry
+# Two config sets per GEMM kernel (the forward has a third, below), chosen per launch by ``pass_configs``. The
+# channel-block path on channels_last activations (the GPU model's layout, every AlexNet layer but conv1) loads
+# contiguous channel vectors and takes large tensor-core tiles, largest first; at launch each GPU keeps those
+# whose pipeline fits its shared memory at the operand's size (``KernelConfigs.fitting``): 128x256x64 bf16 fits
+# sm_80/sm_90 (144 KiB), not a 64 KiB gfx942 workgroup; TF32 takes the BLOCK_K = 32 tiles. The gather path (NCHW
+# activations, or the flat reduction of conv1's three channels; and the stride-phase input gradient of a strided
+# conv, conv1's) computes more addresses and masks per element: those tiles spilled at 128x128 and above
+# (sm_80/sm_90), so it keeps smaller ones. The geometry
 # is constexpr, but Triton's autotuning cache tells launches apart by their key arguments (and dtypes) alone:
 # the keys name the geometry (``GEOMETRY_KEY``), the batch and the channel strides of an activation and of the
 # weight, so that each layer is tuned for itself. The operand whose element size decides which tiles fit shared
