@@ -130,22 +130,23 @@ def sgd_cases() -> Cases:
 
 
 def linear_cases() -> Cases:
-    """fc6/fc7/fc8 at batch 128, every dtype: fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5
-    (backward masked by y > 0), fc8 plain, and fc7 with dropout but no ReLU (the backward regenerates the
-    mask: the other specialisation of the backward kernels)."""
+    """fc6/fc7/fc8 at batch 128, every dtype (fp16/bf16 with fp32 master parameters, as the autocast step runs
+    them): fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8 plain, and fc7
+    with dropout but no ReLU (the backward regenerates the mask: the other specialisation of the backward
+    kernels)."""
     layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
     layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
     for name, (fan_in, fan_out), relu, drop in layers:
         for dtype_name, (dtype, precision) in DTYPES.items():
             def run(fan_in=fan_in, fan_out=fan_out, relu=relu, drop=drop, dtype=dtype, precision=precision):
                 x = torch.empty(BATCH, fan_in, dtype=dtype)
-                w = torch.empty(fan_out, fan_in, dtype=dtype)
-                b = torch.empty(fan_out, dtype=dtype)
+                w = torch.empty(fan_out, fan_in, dtype=torch.float32 if dtype in linear.LOW_DTYPES else dtype)
+                b = torch.empty(fan_out, dtype=w.dtype)
                 p, seed = (0.5, 1234) if drop else (0.0, None)
                 y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision)
                 masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
                 linear.linear_input_grad(y, w, **masks)
-                linear.linear_weight_grad(y, x, **masks)
+                linear.linear_weight_grad(y, x, **masks, grad_dtype=w.dtype)
             yield f"2012/{name}/{dtype_name}/rowmajor", run
 
 
