@@ -154,22 +154,15 @@ def programs(a: dict, meta: dict) -> int:
 def iterations(pass_: str, a: dict, meta: dict) -> float:
     """Main-loop trip count of one program of ``pass_`` (the input gradient of a strided conv: the mean over
     its stride phases, whose tap counts differ)."""
-    bk, cdiv = meta["BLOCK_K"], _cdiv
+    bk = meta["BLOCK_K"]
     if pass_ == FORWARD:
-        channels, taps = a["C_per_group"], a["R"] * a["S"]
-        return cdiv(channels * taps, bk) if a["FLAT_CRS"] else taps * cdiv(channels, bk)
+        return conv.crs_blocks(a["C_per_group"], a["R"], a["S"], bk, a["FLAT_CRS"])
     if pass_ == INPUT_GRAD:
-        channels = a["K_per_group"]
-        counts = [cdiv(channels * th * tw, bk) if a["FLAT_KRS"] else th * tw * cdiv(channels, bk)
-                  for th, tw in _phases(a)]
+        counts = [conv.crs_blocks(a["K_per_group"], th, tw, bk, a["FLAT_KRS"]) for th, tw in _phases(a)]
         return sum(counts) / len(counts)
     if pass_ == WEIGHT_GRAD:
-        return cdiv(cdiv(a["N"] * a["OH"] * a["OW"], a["splits"]), bk)
+        return runtime.cdiv(runtime.cdiv(a["N"] * a["OH"] * a["OW"], a["splits"]), bk)
     raise ValueError(f"pass must be one of {CONV_PASSES}, got {pass_!r}")
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,13 +172,13 @@ def kernel_bound(*, programs: int, iterations: float, loop_instructions: float, 
                  warps: int, resident: int, sms: int, clock: float, roofline_us: float) -> dict:
     """The modelled lower bound of one launch (see the module docstring): waves, issue_us, tensor_us, bound_us
     and bound_by ("roofline", "issue" or "tensor"; ties go to the earlier)."""
-    per_sm = _cdiv(programs, sms)
+    per_sm = runtime.cdiv(programs, sms)
     per_program = iterations * loop_instructions * max(warps, SCHEDULERS) / SCHEDULERS  # issue cycles, one SM
     issue_us = per_sm * per_program / clock * 1e6
     tensor_us = issue_us / issue_per_tensor
     terms = {"roofline": roofline_us, "issue": issue_us, "tensor": tensor_us}
     bound_by = max(terms, key=terms.get)
-    return dict(waves=_cdiv(programs, sms * max(resident, 1)), issue_us=issue_us, tensor_us=tensor_us,
+    return dict(waves=runtime.cdiv(programs, sms * max(resident, 1)), issue_us=issue_us, tensor_us=tensor_us,
                 bound_us=terms[bound_by], bound_by=bound_by)
 
 
