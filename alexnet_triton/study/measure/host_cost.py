@@ -12,9 +12,11 @@ PyTorch's dispatch and autograd engine), the time inside ``runtime.launch``, and
 (``runtime.new_output``: the CPU's ``torch.empty``; the CUDA caching allocator costs a few microseconds per
 allocation too). Not here: Triton's launcher and the driver (they need a GPU).
 
-Times are the measuring thread's CPU time (``time.thread_time``), not wall time: on a shared machine a wall clock
-also counts the time other processes held the core; the medians over the timed steps are reported, with the
-machine's load average (a loaded machine still slows a thread through shared caches).
+The step is the measuring thread's CPU time (``time.thread_time``), not wall time: on a shared machine a wall clock
+also counts the time other processes held the core. The calls' totals come from a second pass over as many steps,
+each call timed with ``time.perf_counter`` (a thread_time call itself costs microseconds under load: around each
+of ~100 calls it would inflate what it measures; a call of ~10 us is rarely preempted). The medians over the timed
+steps are reported, with the machine's load average (a loaded machine still slows a thread through shared caches).
 """
 
 from __future__ import annotations
@@ -44,49 +46,51 @@ COLUMNS = ["variant", "width", "input_size", "batch", "layout", "steps", "launch
 
 
 class _Timer:
-    """Wraps a function: its calls' total CPU time of this thread (seconds) and count."""
+    """Wraps a function: its calls' total wall time (seconds, ``time.perf_counter``) and count."""
 
     def __init__(self, function):
         self.function, self.seconds, self.calls = function, 0.0, 0
 
     def __call__(self, *args, **kwargs):
-        start = time.thread_time()
+        start = time.perf_counter()
         try:
             return self.function(*args, **kwargs)
         finally:
-            self.seconds += time.thread_time() - start
+            self.seconds += time.perf_counter() - start
             self.calls += 1
-
-    def reset(self) -> None:
-        self.seconds, self.calls = 0.0, 0
 
 
 @contextlib.contextmanager
-def _without_the_gpu() -> Iterator[tuple[_Timer, _Timer]]:
-    """Inside it, launches stop at Triton's launcher and are planned for an H100; yields the timers of
-    ``runtime.launch`` and ``runtime.new_output``."""
+def _without_the_gpu() -> Iterator[None]:
+    """Inside it, launches stop at Triton's launcher and are planned for an H100."""
     if runtime.INTERPRETER:
         raise RuntimeError("host cost needs ALEXNET_TRITON_MODE=gpu and TRITON_INTERPRET unset before "
                            "alexnet_triton is imported (it measures the GPU path's dispatch)")
-    launch, allocate = _Timer(runtime.launch), _Timer(runtime.new_output)
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(triton.runtime.jit.JITFunction, "run", lambda *a, **k: None))
         stack.enter_context(mock.patch.object(triton.runtime.autotuner.Autotuner, "run", lambda *a, **k: None))
         stack.enter_context(mock.patch.object(runtime, "_shared_limit", lambda: H100_SHARED_PER_BLOCK))
         # CPU tensors stand in for CUDA ones (checks.check_device lets them pass, as under capture_launches)
         stack.enter_context(mock.patch.object(runtime, "capturing", lambda: True))
-        stack.enter_context(mock.patch.object(runtime, "launch", launch))
-        stack.enter_context(mock.patch.object(runtime, "new_output", allocate))
         stack.enter_context(runtime.target(CAPTURED.sms))
         stack.enter_context(cross_entropy.device_target_check())  # what a GPU step runs (no host read)
+        yield
+
+
+@contextlib.contextmanager
+def _calls_timed() -> Iterator[tuple[_Timer, _Timer]]:
+    """Inside it, ``runtime.launch`` and ``runtime.new_output`` are wrapped in the yielded timers."""
+    launch, allocate = _Timer(runtime.launch), _Timer(runtime.new_output)
+    with mock.patch.object(runtime, "launch", launch), mock.patch.object(runtime, "new_output", allocate):
         yield launch, allocate
 
 
 def measure_host_cost(variant: str = "2012", batch: int = 3, steps: int = 20, warmup: int = 2,
                       channels_last: bool = True, width: float = 0.125, input_size: int | None = None) -> dict:
     """One row of ``COLUMNS``: medians over ``steps`` training steps (fp32 parameters, the model's dropout and the
-    paper's SGD, ``architecture.SGD``, 10 classes) after ``warmup`` steps, in microseconds. input_size None:
-    ``SCALED_INPUT``. dispatch_us = step_us - allocation_us."""
+    paper's SGD, ``architecture.SGD``, 10 classes) after ``warmup`` steps, in microseconds: the step unwrapped,
+    then the calls' totals over ``steps`` more. input_size None: ``SCALED_INPUT``. dispatch_us = step_us -
+    allocation_us."""
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = AlexNet(variant, 10, "triton", width=width, input_size=input_size or SCALED_INPUT[variant]).to(
@@ -95,21 +99,29 @@ def measure_host_cost(variant: str = "2012", batch: int = 3, steps: int = 20, wa
     size = model.input_size
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=layout)
     target = torch.randint(10, (batch,))
-    rows = []
-    with _without_the_gpu() as (launch, allocate):
-        for step in range(warmup + steps):
-            launch.reset()
-            allocate.reset()
+
+    def step() -> None:
+        loss = ops.cross_entropy(model(x), target)
+        sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+
+    step_seconds, calls = [], []
+    with _without_the_gpu():
+        for index in range(warmup + steps):
             start = time.thread_time()
-            loss = ops.cross_entropy(model(x), target)
-            sgd.zero_grad(set_to_none=True)
-            loss.backward()
-            sgd.step()
-            seconds = time.thread_time() - start
-            if step >= warmup:
-                rows.append((seconds, launch.seconds, allocate.seconds, launch.calls))
-    step_us, launch_us, allocation_us = (statistics.median(r[i] for r in rows) * 1e6 for i in range(3))
-    launches = rows[-1][3]
+            step()
+            if index >= warmup:
+                step_seconds.append(time.thread_time() - start)
+        with _calls_timed() as (launch, allocate):
+            for _ in range(steps):
+                launch.seconds = allocate.seconds = 0.0
+                launch.calls = 0
+                step()
+                calls.append((launch.seconds, allocate.seconds, launch.calls))
+    step_us = statistics.median(step_seconds) * 1e6
+    launch_us, allocation_us = (statistics.median(c[i] for c in calls) * 1e6 for i in range(2))
+    launches = calls[-1][2]
     times = dict(step_us=step_us, launch_us=launch_us, allocation_us=allocation_us, dispatch_us=step_us - allocation_us,
                  step_us_per_launch=step_us / launches, launch_us_per_launch=launch_us / launches)
     return dict(variant=variant, width=width, input_size=size, batch=batch,
@@ -124,4 +136,4 @@ def measured_on() -> str:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as info:
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    return f"CPU ({cpu}, thread CPU time), no GPU: launches stop before Triton's launcher"
+    return f"CPU ({cpu}, thread CPU time per step), no GPU: launches stop before Triton's launcher"
