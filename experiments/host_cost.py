@@ -20,14 +20,14 @@ from _checkout import REPO  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from alexnet_triton.study.measure.host_cost import COLUMNS, measure_host_cost  # noqa: E402
+from alexnet_triton.study.measure.host_cost import COLUMNS, REPORT, measure_host_cost  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--variants", nargs="+", choices=("2012", "torchvision"), default=["2012", "torchvision"])
-    parser.add_argument("--out", default=str(REPO / "reports" / "host" / "host_cost.csv"))
+    parser.add_argument("--out", default=str(REPO / "reports" / REPORT))
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")

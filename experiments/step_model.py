@@ -6,7 +6,7 @@ grid, its main loop in reports/kernels/inspection.csv (GEMM-like kernels) and th
 (``alexnet_triton.study.models.step_model``), and writes reports/kernels/step_lower_bound.csv and
 step_lower_bound.png. Prints the step rows and, on the H100 SXM, each layer x pass. Not a measurement.
 
-    python experiments/step_model.py [--host-us 54] [--reports reports]
+    python experiments/step_model.py [--host-us US] [--reports reports]
 """
 
 from __future__ import annotations
@@ -32,13 +32,16 @@ STEP_COLUMNS = ["gpu", "dtype", "variant", "launches", "roofline_us", "bound_us"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=Path, default=REPO / "reports", help="the reports folder")
-    parser.add_argument("--host-us", type=float, default=step_model.HOST_US_PER_LAUNCH,
-                        help="µs of the project's Python dispatch per Triton launch (default: %(default)s, issue "
-                             "27's capture-mode measurement on a 2-core CPU)")
+    parser.add_argument("--host-us", type=float,
+                        help="µs of Python per Triton launch in a training step (default: measured on this CPU, "
+                             "the reports folder's host/host_cost.csv from experiments/host_cost.py)")
     args = parser.parse_args(argv)
-    if args.host_us < 0:
+    if args.host_us is not None and args.host_us < 0:
         parser.error(f"--host-us must be >= 0, got {args.host_us}")
-    paths = step_model.write_step_outputs(args.reports, args.host_us)
+    try:
+        paths = step_model.write_step_outputs(args.reports, args.host_us)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     if not paths:
         parser.error(f"{args.reports / 'kernels' / 'inspection.csv'}: missing or without main-loop columns "
                      "(run experiments/inspect_kernels.py first)")

@@ -12,7 +12,7 @@ import torch
 import triton.language as tl
 
 from alexnet_triton.kernels import dropout, linear, runtime
-from alexnet_triton.study.measure import kernel_access, traffic
+from alexnet_triton.study.measure import host_cost, kernel_access, traffic
 from alexnet_triton.study.models import step_model
 from alexnet_triton.study.registries import layer_kinds
 from alexnet_triton.study.registries.gpus import GPUS
@@ -20,6 +20,7 @@ from alexnet_triton.study.registries.providers import PROVIDERS, SUBJECT
 
 GPU = "h100-sxm"
 SMS, TARGET = GPUS[GPU].sms, GPUS[GPU].target
+HOST_US = 61.5  # any µs per Triton launch
 SCALED = {"2012": dict(width=0.125, input_size=67, num_classes=10),
           "torchvision": dict(width=0.125, input_size=63, num_classes=10)}
 
@@ -49,7 +50,7 @@ def test_a_linear_forward_against_a_hand_count(issue_per_tensor):
     choice = launch.choices[0]
     meta = choice.meta
     loops = _loop_table("_linear_forward_kernel", choice.config, 100.0, issue_per_tensor)
-    row = step_model.price_launch(launch, GPU, "bf16", "2012", loops)
+    row = step_model.price_launch(launch, GPU, "bf16", "2012", loops, HOST_US)
     assert row["config"] == choice.config  # the only config with a main loop
     programs = math.ceil(m / meta["BLOCK_M"]) * math.ceil(n / meta["BLOCK_N"])
     iterations = math.ceil(k / meta["BLOCK_K"])
@@ -64,13 +65,14 @@ def test_a_linear_forward_against_a_hand_count(issue_per_tensor):
     expected = max(memory_us, issue_us, issue_us / issue_per_tensor)
     assert row["bound_us"] == pytest.approx(expected)
     assert row["bound_by"] == ("issue" if issue_per_tensor > 1 else "tensor")
-    assert row["host_us"] == step_model.HOST_US_PER_LAUNCH
+    assert row["host_us"] == HOST_US
 
 
 def test_a_gemm_without_a_main_loop_is_priced_by_its_bytes():
     x, w = torch.empty(64, 96, dtype=torch.bfloat16), torch.empty(32, 96, dtype=torch.bfloat16)
     (launch,) = _captured("fc6", lambda: linear.linear_forward(x, w))
-    row = step_model.price_launch(launch, GPU, "bf16", "2012", _loop_table("_linear_forward_kernel", "none", 1, 1))
+    row = step_model.price_launch(launch, GPU, "bf16", "2012", _loop_table("_linear_forward_kernel", "none", 1, 1),
+                                  HOST_US)
     assert row["bound_by"] == "memory" and pd.isna(row.get("issue_us"))
     assert row["bound_us"] == pytest.approx(row["bytes"] / (GPUS[GPU].bandwidth * 1e12) * 1e6)
 
@@ -80,7 +82,7 @@ def test_dropout_is_priced_by_the_bytes_it_loads_and_stores():
     (launch,) = _captured("dropout-fc6", lambda: dropout.dropout_forward(x, 0.5, 1234))
     moved = 2 * x.numel() * 4 + 8  # x loaded, y stored, the int64 seed loaded
     assert launch.bytes == moved
-    row = step_model.price_launch(launch, "a100-sxm", "fp32-tf32", "torchvision", _loop_table("x", "x", 1, 1))
+    row = step_model.price_launch(launch, "a100-sxm", "fp32-tf32", "torchvision", _loop_table("x", "x", 1, 1), HOST_US)
     assert row["bound_by"] == "memory" and row["programs"] == math.ceil(x.numel() / launch.choices[0].meta["BLOCK"])
     assert row["bound_us"] == pytest.approx(moved / (GPUS["a100-sxm"].bandwidth * 1e12) * 1e6)
 
@@ -111,8 +113,19 @@ def test_the_step_covers_every_captured_launch(variant):
     assert {launch.layer for launch in launches if launch.phase == "optimizer"} == {"sgd"}
     assert {launch.layer for launch in triton if launch.kernel.startswith("_conv2d")} == {
         s.name for s in layer_kinds.study_layers(variant) if s.kind == "conv"}
-    table = step_model.step_table(launches, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()))
+    table = step_model.step_table(launches, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()),
+                                  HOST_US)
     kernels, step = table[~table.kernel.isin(["all"]) & (table.layer != "step")], table[table.layer == "step"]
     assert kernels.launches.sum() == len(launches) == step.launches.item()
     assert step.bound_us.item() == pytest.approx(kernels.bound_us.sum(), abs=0.05)
-    assert step.host_us.item() == pytest.approx(len(triton) * step_model.HOST_US_PER_LAUNCH)
+    assert step.host_us.item() == pytest.approx(len(triton) * HOST_US)
+
+
+def test_the_host_term_is_the_measured_python_per_launch(tmp_path):
+    """The mean of host_cost.csv's step_us_per_launch over its variants; a clear error without the file."""
+    with pytest.raises(FileNotFoundError, match="host_cost.csv: missing"):
+        step_model.measured_host_us(tmp_path)
+    (tmp_path / host_cost.REPORT).parent.mkdir()
+    pd.DataFrame(dict(variant=["2012", "torchvision"], step_us_per_launch=[60.8, 59.7])).to_csv(
+        tmp_path / host_cost.REPORT, index=False)
+    assert step_model.measured_host_us(tmp_path) == 60.2  # (60.8 + 59.7) / 2, rounded to 0.1 µs

@@ -27,6 +27,7 @@ import platform
 import statistics
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -41,6 +42,7 @@ from ..registries.gpus import CAPTURED
 H100_SHARED_PER_BLOCK = 232448  # bytes of shared memory one block may use on sm_90 (opt-in maximum)
 # The tests' scaled nets: the smallest input that keeps a 1x1 map after pool5 at width 1/8.
 SCALED_INPUT = {"2012": 67, "torchvision": 63}
+REPORT = Path("host") / "host_cost.csv"  # under the reports folder
 COLUMNS = ["variant", "width", "input_size", "batch", "layout", "steps", "launches_per_step", "step_us", "launch_us",
            "allocation_us", "dispatch_us", "step_us_per_launch", "launch_us_per_launch", "load_average", "measured_on"]
 

@@ -29,8 +29,9 @@ Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
               inspection compiles this one; ``loop_case`` names the case used.
   bound_us    the largest of those; bound_by names it. With several launchable configs (autotuned), the least
               among those with a main loop in the table (all of them when none has).
-  host_us     ``HOST_US_PER_LAUNCH`` per Triton launch: the project's Python dispatch, a parameter (none for
-              ATen ops: PyTorch's own dispatch is not modelled).
+  host_us     the Python of a training step per Triton launch, measured on this CPU (``measured_host_us``:
+              reports/host/host_cost.csv), or a given value (none for ATen ops: PyTorch's own dispatch is not
+              modelled).
 Kernels run one after another on one stream, so the modelled step is the sum of the bounds; batch / step is a
 ceiling on images per second with the host out of the way (CUDA graphs). The "all" row of each layer x pass and
 the "step" row carry the roofline of ``roofline.roofline_table`` (cost model: compulsory bytes, useful FLOPs)
@@ -57,7 +58,7 @@ from ...architecture import VARIANTS
 from ...kernels import runtime
 from ..inspection import tables
 from ..inspection.compilation import TARGETS
-from ..measure import kernel_access, traffic
+from ..measure import host_cost, kernel_access, traffic
 from ..registries import layer_kinds
 from ..registries.benchmark_cases import read_benchmarks
 from ..registries.gpus import GPUS, gpu_named
@@ -68,9 +69,6 @@ from .roofline import roofline_table
 
 BATCH = 128
 LAYOUT = "channels_last"
-# µs of the project's Python per Triton launch: issue 27's measurement of the runtime's capture mode on a 2-core
-# CPU (3.4 ms for a training step of the scaled 2012 net, 54 µs per launch, before Triton's own launcher).
-HOST_US_PER_LAUNCH = 54.0
 STEP_DTYPES = {"bf16": dict(precision="ieee", autocast=torch.bfloat16),
                "fp32-tf32": dict(precision="tf32", autocast=None)}
 FILE = "step_lower_bound.csv"
@@ -248,7 +246,7 @@ def price_choice(launch: StepLaunch, choice: Choice, gpu: str, dtype: str, varia
 
 
 def price_launch(launch: StepLaunch, gpu: str, dtype: str, variant: str, loops: pd.DataFrame,
-                 host_us: float = HOST_US_PER_LAUNCH) -> dict:
+                 host_us: float) -> dict:
     """One launch's row: its least bound over its launchable configs (configs counts them), host_us."""
     machine = GPUS[gpu]
     base = dict(gpu=gpu, target=machine.target, dtype=dtype, variant=variant, layer=launch.layer,
@@ -267,10 +265,10 @@ SUMMED = ["launches", "bytes", "memory_us", "issue_us", "tensor_us", "bound_us",
 
 
 def step_table(launches: list[StepLaunch], gpu: str, dtype: str, variant: str, loops: pd.DataFrame,
-               host_us: float = HOST_US_PER_LAUNCH, batch: int = BATCH) -> pd.DataFrame:
-    """``COLUMNS`` rows of one captured step on ``gpu``: one per distinct (layer, pass, kernel, config, grid)
-    with its launches summed, one "all" row per layer x pass (the roofline beside the summed bounds) and one
-    "step" row (layer "step", pass "all"), whose images_per_s is batch / its bound."""
+               host_us: float, batch: int = BATCH) -> pd.DataFrame:
+    """``COLUMNS`` rows of one captured step on ``gpu`` (``host_us`` per Triton launch): one per distinct (layer,
+    pass, kernel, config, grid) with its launches summed, one "all" row per layer x pass (the roofline beside the
+    summed bounds) and one "step" row (layer "step", pass "all"), whose images_per_s is batch / its bound."""
     rows = pd.DataFrame([price_launch(launch, gpu, dtype, variant, loops, host_us) for launch in launches])
     rows = rows.reindex(columns=COLUMNS)
     keys = [c for c in COLUMNS if c not in SUMMED and c not in ("roofline_us", "images_per_s", "measured_us")]
@@ -305,12 +303,13 @@ def measured_step_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, dt
     return float(rows.ms_p50.median()) * 1e3 if len(rows) else float("nan")
 
 
-def lower_bound_table(inspection_table: pd.DataFrame, benchmarks: pd.DataFrame | None = None,
+def lower_bound_table(inspection_table: pd.DataFrame, host_us: float, benchmarks: pd.DataFrame | None = None,
                       gpus: tuple[str, ...] = tuple(GPUS), dtypes: tuple[str, ...] = tuple(STEP_DTYPES),
-                      variants: tuple[str, ...] = VARIANTS, host_us: float = HOST_US_PER_LAUNCH) -> pd.DataFrame:
-    """``step_table`` of every GPU x step dtype x variant at batch ``BATCH`` (one capture per variant, dtype and
-    distinct ``gpus.GPUS`` entry), with each step row's measured_us from ``benchmarks`` where GPU
-    rows exist. Needs a process in the "gpu" execution mode (the launchers' GPU reduction orders)."""
+                      variants: tuple[str, ...] = VARIANTS) -> pd.DataFrame:
+    """``step_table`` (``host_us`` per Triton launch) of every GPU x step dtype x variant at batch ``BATCH`` (one
+    capture per variant, dtype and distinct ``gpus.GPUS`` entry), with each step row's measured_us from
+    ``benchmarks`` where GPU rows exist. Needs a process in the "gpu" execution mode (the launchers' GPU reduction
+    orders)."""
     if runtime.INTERPRETER:
         raise RuntimeError("the step model captures the GPU path's launches: it needs ALEXNET_TRITON_MODE=gpu "
                            "and TRITON_INTERPRET unset before alexnet_triton is imported")
@@ -380,16 +379,26 @@ def plot_step(table: pd.DataFrame, path: Path, gpu: str = "h100-sxm") -> Path:
     return path
 
 
-def write_step_outputs(reports: Path, host_us: float = HOST_US_PER_LAUNCH) -> list[Path]:
+def measured_host_us(reports: Path) -> float:
+    """µs of Python per Triton launch in a training step, measured on this CPU: the mean of step_us_per_launch
+    over the variants of reports/host/host_cost.csv (``experiments/host_cost.py``)."""
+    path = Path(reports) / host_cost.REPORT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (run experiments/host_cost.py, or give the host µs per launch)")
+    return round(float(pd.read_csv(path).step_us_per_launch.mean()), 1)
+
+
+def write_step_outputs(reports: Path, host_us: float | None = None) -> list[Path]:
     """reports/kernels/step_lower_bound.csv and .png from the committed inspection table and the GPU rows of
-    reports/benchmarks/model.csv (if any); nothing without an inspection table with main loops."""
+    reports/benchmarks/model.csv (if any), ``host_us`` per Triton launch (None: ``measured_host_us``); nothing
+    without an inspection table with main loops."""
     folder = Path(reports) / "kernels"
     path = folder / "inspection.csv"
     if not path.is_file() or not tables.has_main_loops(table := pd.read_csv(path)):
         return []
     model = Path(reports) / "benchmarks" / "model.csv"
     benchmarks = read_benchmarks(model) if model.is_file() else None
-    steps = lower_bound_table(table, benchmarks, host_us=host_us)
+    steps = lower_bound_table(table, measured_host_us(reports) if host_us is None else host_us, benchmarks)
     steps.to_csv(folder / FILE, index=False)
     return [folder / FILE, plot_step(steps, folder / FIGURE)]
 
@@ -406,10 +415,12 @@ def headline_lines(table: pd.DataFrame, gpu: str = "h100-sxm") -> list[str]:
     parts = [f"{variant} {dtype}: {text}" for dtype in dict.fromkeys(steps.dtype)
              for variant, text in headline(table, gpu, dtype).items()]
     host = steps.host_us.max() / 1e3
+    triton = table[(table.source == "triton") & (table.gpu == gpu)]
+    per_launch = (triton.host_us / triton.launches).max()
     return ["", f"Whole-step model ({GPUS[gpu].name}, batch {BATCH}, {LAYOUT}, every launched kernel priced from its "
             "machine code, grid and bytes; `kernels/step_lower_bound.csv`): " + "; ".join(parts) + ". Without CUDA "
-            f"graphs the host adds up to {host:.2f} ms of the project's Python dispatch per step (a parameter: "
-            f"{HOST_US_PER_LAUNCH:g} µs per Triton launch, measured in the runtime's capture mode on a 2-core CPU)."]
+            f"graphs the host adds up to {host:.2f} ms of Python per step ({per_launch:g} µs per Triton launch, "
+            "measured on this CPU: `host/host_cost.csv`)."]
 
 
 def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") -> list[str]:
