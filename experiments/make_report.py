@@ -45,11 +45,12 @@ from pathlib import Path
 
 import torch
 import triton
+from gpu_study import FILES as STUDY_FILES
 
 from alexnet_triton.study.models.loop_model import write_loop_outputs
 from alexnet_triton.study.models.roofline import plot_roofline, roofline_table
 from alexnet_triton.study.presentation.report import write_report
-from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
+from alexnet_triton.study.registries.benchmark_cases import BENCHMARK_FILES, read_benchmarks
 from alexnet_triton.study.registries.gpus import gpu_named
 from alexnet_triton.training import held_out_line
 
@@ -58,16 +59,15 @@ EXPERIMENTS = REPO / "experiments"
 ANALYSES = {"inspection": "inspect_kernels.py", "memory": "memory.py", "traffic": "traffic.py",
             "roofline": "roofline.py", "step_model": "step_model.py"}  # step_model reads inspection.csv
 TRAINING_FILES = ("metrics.csv", "curves.png", "result.json")
-STUDY_FILES = ("summary.txt", "correctness.csv", "model.csv", "layers.csv")
 
 
 def merge_benchmarks(folder: Path, reports: Path) -> list[Path]:
     """Copy a GPU study's files into reports/benchmarks/ and draw its per-layer points on its device's roofline;
     ValueError when the folder holds no GPU rows. Returns the roofline figures."""
     found = [folder / name for name in STUDY_FILES if (folder / name).is_file()]
-    if not any(p.suffix == ".csv" and p.name != "correctness.csv" for p in found):
+    if not any(p.name in BENCHMARK_FILES for p in found):
         raise ValueError(f"{folder}: no model.csv or layers.csv of experiments/gpu_study.py")
-    table = read_benchmarks(*(p for p in found if p.name in ("model.csv", "layers.csv")))
+    table = read_benchmarks(*(p for p in found if p.name in BENCHMARK_FILES))
     gpu_rows = table[table.run_kind == "gpu"]
     if gpu_rows.empty:
         raise ValueError(f"{folder}: no GPU rows ({len(table)} cpu-smoke rows: a rehearsal is not a measurement)")

@@ -18,8 +18,9 @@ from alexnet_triton.study.registries import benchmark_cases
 from alexnet_triton.study.registries.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ["## Headline", "## Benchmarks", "## Compile inspection", "## Memory saved for backward",
-            "## Launches and traffic", "## Roofline", "## Training on the CPU", "## Reproduce"]
+SECTIONS = ["## Headline", "## Benchmarks", "## torchvision's AlexNet and two GPUs", "## Compile inspection",
+            "## Memory saved for backward", "## Launches and traffic", "## Roofline", "## Training on the CPU",
+            "## Reproduce"]
 FIXTURE_DEVICE = "TEST FIXTURE GPU (made-up rows, not a measurement)"
 
 
@@ -132,6 +133,7 @@ def test_missing_analyses_are_named_not_invented(tmp_path):
     text = report.write_report(tmp_path, "").read_text()
     assert [s for s in SECTIONS if s not in text] == []
     assert text.count("_Not generated yet:") == 5 and "**No GPU measurements.**" in text
+    assert text.count("**No GPU rows**") == 2 and "`benchmarks/torchvision.csv`" in text
     headline = text.split("## Headline")[1].split("##")[0]
     assert "|---|" in headline and not re.search(r"\d×", headline)
 
@@ -188,12 +190,23 @@ def test_make_report_merges_a_gpu_study_folder(reports, tmp_path, monkeypatch):
     device = "NVIDIA H200 (sm_90), " + FIXTURE_DEVICE
     _benchmark_rows("gpu").assign(device=device).to_csv(study / "layers.csv", index=False)
     (study / "summary.txt").write_text("gpu_study: GPU study\n")
+    torchvision = dict(model="torchvision", provider="use_kernels", phase="train-step", batch=128, dtype="bf16",
+                       layout="channels_last", ms_p50=1.2345, images_per_s=103685.6, peak_memory_mb=900.0,
+                       device=device, run_kind="gpu")
+    pd.DataFrame([torchvision]).to_csv(study / "torchvision.csv", index=False)
+    pd.DataFrame(columns=report.STUDY_TABLES["two_gpus.csv"][1] + ["run_kind"]).to_csv(study / "two_gpus.csv",
+                                                                                      index=False)  # one GPU
     spec = importlib.util.spec_from_file_location("make_report_merge", REPO / "experiments" / "make_report.py")
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     figures = module.merge_benchmarks(study, reports)
     assert sorted(p.name for p in figures) == ["measured-h200-sxm-bf16-b128.png", "measured-h200-sxm-bf16-b64.png"]
-    assert sorted(p.name for p in (reports / "benchmarks").iterdir()) == ["layers.csv", "summary.txt"]
+    assert sorted(p.name for p in (reports / "benchmarks").iterdir()) == [
+        "layers.csv", "summary.txt", "torchvision.csv", "two_gpus.csv"]
+    text = report.write_report(reports, "").read_text()
+    tables = text.split("## torchvision's AlexNet and two GPUs")[1].split("\n## ")[0]
+    assert "| torchvision | use_kernels | train-step | 128 | bf16 | channels_last | 1.23 | 103,686 | 900 |" in tables
+    assert "**No GPU rows** for the 2012 net's training step on two GPUs" in tables
     smoke = tmp_path / "rehearsal"
     smoke.mkdir()
     _benchmark_rows("cpu-smoke").to_csv(smoke / "layers.csv", index=False)

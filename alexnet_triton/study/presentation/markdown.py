@@ -47,6 +47,15 @@ def provider_cells(per_provider: pd.Series, form: str) -> list[str]:
     return [value(per_provider, p, form) for p in PROVIDERS] + peer_ratios(per_provider)
 
 
+def markdown_table(frame: pd.DataFrame) -> list[str]:
+    """The rows of ``frame`` as Markdown table lines, its column names the header; numbers to 3 significant
+    digits (whole with thousands separators from 1,000)."""
+    def cell(v) -> str:
+        return str(v) if not isinstance(v, float) else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return (["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
+            + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
+
+
 def ratio_headers() -> list[str]:
     """The column headers of ``peer_ratios``: "Triton / PyTorch eager", ..."""
     return [f"{PROVIDERS[SUBJECT].label} / {PROVIDERS[peer].label}" for peer in baselines()]

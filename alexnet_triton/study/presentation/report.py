@@ -16,6 +16,8 @@ so when they are missing) and draws the benchmark figures when GPU measurements 
   training/metrics.csv, curves.png,  the default CPU run of ``experiments/train.py`` (interpreter)
     held_out.txt
   benchmarks/layers.csv, model.csv   ``experiments/bench.py layers`` / ``bench.py model`` on a GPU only
+  benchmarks/torchvision.csv,        ``experiments/gpu_study.py`` on a GPU only (two_gpus: rows only on two GPUs),
+    two_gpus.csv                     copied in by ``experiments/make_report.py --benchmarks DIR``
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from ..inspection import tables
 from ..measure.memory import DTYPE, MIB, NETWORK
 from ..models import step_model
 from ..models.roofline import summarise_roofline
-from ..registries.benchmark_cases import HEADLINE, read_benchmarks
+from ..registries.benchmark_cases import BENCHMARK_FILES, HEADLINE, read_benchmarks
 from ..registries.gpus import GPUS
 from ..registries.providers import PROVIDERS, SUBJECT, baselines
 from ..vocabulary import TRAIN_STEP, VARIANT_NAMES
 from .benchmark_plots import plot_layer_benchmarks, plot_model_benchmarks, summarise_benchmarks
 from .kernel_sections import inspection_body
-from .markdown import COMPILED, image, images, provider_cells, ratio_headers, read_csv
+from .markdown import COMPILED, image, images, markdown_table, provider_cells, ratio_headers, read_csv
 from .memory_sections import memory_body, traffic_body
 
 HEADLINE_ROOFLINE = ("h100-sxm", "bf16")  # the roofline condition the headline table quotes
@@ -47,8 +49,8 @@ def _missing(data: str, script: str) -> str:
 
 
 def _gpu_benchmarks(reports: Path) -> pd.DataFrame | None:
-    """The GPU rows of reports/benchmarks/*.csv (smoke rows never count), or None."""
-    paths = sorted((reports / "benchmarks").glob("*.csv"))
+    """The GPU rows of reports/benchmarks/'s model.csv and layers.csv (smoke rows never count), or None."""
+    paths = [p for p in (reports / "benchmarks" / name for name in BENCHMARK_FILES) if p.is_file()]
     table = read_benchmarks(*paths) if paths else None
     return None if table is None or not (table.run_kind == "gpu").any() else table[table.run_kind == "gpu"]
 
@@ -149,6 +151,31 @@ def _benchmark_section(reports: Path, table: pd.DataFrame | None) -> str:
     return "\n".join(lines)
 
 
+# gpu_study's tables of their own: file -> (what it measures, the columns shown)
+STUDY_TABLES = {
+    "torchvision.csv": ("torchvision.models.alexnet() under use_kernels(), eager and torch.compile",
+                        ["model", "provider", "phase", "batch", "dtype", "layout", "ms_p50", "images_per_s",
+                         "peak_memory_mb", "device"]),
+    "two_gpus.csv": ("the 2012 net's training step on two GPUs: the split, the hybrid, DDP",
+                     ["scheme", "batch", "dtype", "layout", "ranks", "ms_per_step", "images_per_s", "peak_memory_mb",
+                      "mb_sent_per_rank", "device"])}
+
+
+def _study_tables_section(reports: Path) -> str:
+    """gpu_study's torchvision.csv and two_gpus.csv: their GPU rows as tables, or a line saying there are none."""
+    lines = ["## torchvision's AlexNet and two GPUs (measured on a GPU only)", ""]
+    for name, (what, columns) in STUDY_TABLES.items():
+        path = reports / "benchmarks" / name
+        rows = read_csv(path) if path.is_file() else pd.DataFrame(columns=["run_kind"])
+        rows = rows[rows.run_kind == "gpu"]
+        if rows.empty:
+            lines += [f"**No GPU rows** for {what} (`benchmarks/{name}`): `{GPU_STUDY}` measures it on a CUDA GPU "
+                      "and `python experiments/make_report.py --benchmarks DIR` copies it here.", ""]
+        else:
+            lines += [f"{what} (`benchmarks/{name}`, measured):", "", *markdown_table(rows[columns]), ""]
+    return "\n".join(lines).rstrip()
+
+
 def _section(reports: Path, title: str, data: str, script: str, body: Callable[[pd.DataFrame], list[str]]) -> str:
     """A section built by ``body`` from the CSV ``reports/<data>``, then the figures of its folder; when the CSV is
     missing, a line naming the script that makes it. A figure the body already shows is not repeated."""
@@ -201,6 +228,7 @@ def write_report(reports: Path, conditions: str) -> Path:
     benchmarks = _gpu_benchmarks(reports)
     sections = [
         header, _headline_section(reports, benchmarks), _benchmark_section(reports, benchmarks),
+        _study_tables_section(reports),
         _section(reports, "Compile inspection (sm_80, sm_90, gfx942; no GPU needed)", "kernels/inspection.csv",
                  "inspect_kernels.py", inspection_body(reports)),
         _section(reports, "Memory saved for backward (no GPU needed)", "memory/network.csv", "memory.py",

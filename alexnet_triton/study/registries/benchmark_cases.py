@@ -241,6 +241,9 @@ def timings_in(cases: list) -> int:
     return sum(len(case.providers) * len(case.phases) for case in cases)
 
 
+BENCHMARK_FILES = ("model.csv", "layers.csv")  # the harness's CSVs (``COLUMNS``): the network's, the layers'
+
+
 def read_benchmarks(*paths: Path) -> pd.DataFrame:
     """The rows of one or more benchmark CSVs; the text columns keep empty cells as ""."""
     text = ("kernel", "provider", "phase", "shape", "dtype", "layout", "device", "torch", "triton", "cudnn",
