@@ -110,6 +110,15 @@ def _output_grad(dy_ptrs, y_ptrs, mask, flat, seed, p, scale, RELU_MASK: tl.cons
 
 
 @triton.jit
+def _flat_index(m, n, N, SMALL_Y: tl.constexpr):
+    """y's flat index m * N + n of rows m [R] and columns n [C], [R, C]: int32 when SMALL_Y (y has fewer than
+    2**31 elements: the same Philox counters as int64 indices, whose high word is 0 there), else int64."""
+    if SMALL_Y:
+        return m[:, None] * N + n[None, :]
+    return m.to(tl.int64)[:, None] * N + n[None, :]
+
+
+@triton.jit
 def _forward_product(x_ptr, w_ptr, m, n, m_ok, n_ok, K, x_sm, x_sk, w_sn, w_sk, PRECISION: tl.constexpr,
                      ACC_DTYPE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      WEIGHT_FIRST: tl.constexpr):
@@ -184,11 +193,8 @@ def _linear_forward_kernel(
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     if DROPOUT:  # round to y's dtype first, as dropout(linear(x)) would see it
-        if SMALL_Y:  # the same Philox counters as int64 indices (high word 0), without the 64-bit epilogue
-            flat = m[:, None] * N + n[None, :]
-        else:
-            flat = m.to(tl.int64)[:, None] * N + n[None, :]
-        acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), tl.load(seed_ptr), flat, p, scale)
+        acc = dropped_out(acc.to(y_ptr.dtype.element_ty).to(ACC_DTYPE), tl.load(seed_ptr),
+                          _flat_index(m, n, N, SMALL_Y), p, scale)
     y_ptrs = y_ptr + (m.to(tl.int64) * y_sm)[:, None] + (n * y_sn)[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 

@@ -18,13 +18,15 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = ["fp32", "fp16", "bf16"]
 
 
-def philox_keep(seed: int, numel: int, p: float) -> torch.Tensor:
-    """Keep mask of flat indices 0..numel-1, written from the Philox 4x32-10 definition in numpy
-    (counter = (index low, index high, 0, 0), key = (seed low, seed high)), then Triton's uint -> [0, 1) map."""
-    c0 = np.arange(numel, dtype=np.uint64) & 0xFFFFFFFF
-    c1 = np.arange(numel, dtype=np.uint64) >> 32
-    c2 = np.zeros(numel, dtype=np.uint64)
-    c3 = np.zeros(numel, dtype=np.uint64)
+def philox_keep(seed: int, indices: int | torch.Tensor, p: float) -> torch.Tensor:
+    """Keep mask of the flat indices 0..indices-1 (an int) or of ``indices`` (an int64 tensor), written from the
+    Philox 4x32-10 definition in numpy (counter = (index low, index high, 0, 0), key = (seed low, seed high)), then
+    Triton's uint -> [0, 1) map; the indices' shape."""
+    flat = np.arange(indices) if isinstance(indices, int) else indices.numpy()
+    c0 = flat.astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    c1 = flat.astype(np.uint64) >> np.uint64(32)
+    c2 = np.zeros(flat.shape, dtype=np.uint64)
+    c3 = np.zeros(flat.shape, dtype=np.uint64)
     k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
     mask32 = np.uint64(0xFFFFFFFF)
     round_a, round_b = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)

@@ -7,11 +7,16 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from conftest import assert_close, assert_low_precision_close
+from test_dropout import philox_keep
 
 from alexnet_triton import nn, ops
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels import runtime
+from alexnet_triton.kernels.dropout import dropout_keep
+from alexnet_triton.kernels.linear import _flat_index
 from alexnet_triton.parity import assert_tf32_close
 
 # (batch, in_features, out_features): AlexNet's fc6/fc7/fc8 (9216 -> 4096 -> 4096 -> 1000) / 32 at batch 8,
@@ -162,6 +167,37 @@ def test_fused_dropout_against_pytorch_with_the_same_mask(no_torch_fallback):
     grads_ref = torch.autograd.grad(y_ref, (x, w, b), dy)
     for name, a, e in zip(("y", "dx", "dw", "db"), (y, *grads), (y_ref, *grads_ref), strict=True):
         assert_close(a, e, name)
+
+
+@triton.jit
+def _dropout_index_kernel(seed_ptr, flat_ptr, keep_ptr, row0, N, p, SMALL_Y: tl.constexpr, ROWS: tl.constexpr,
+                          COLS: tl.constexpr):
+    """flat_ptr (int64), keep_ptr (int8) [ROWS, COLS]: the forward epilogue's dropout index of rows row0.. and
+    columns 0.. of a [*, N] output, and its keep mask."""
+    n = tl.arange(0, COLS)
+    flat = _flat_index(row0 + tl.arange(0, ROWS), n, N, SMALL_Y)
+    tile = tl.arange(0, ROWS)[:, None] * COLS + n[None, :]
+    tl.store(flat_ptr + tile, flat)
+    tl.store(keep_ptr + tile, dropout_keep(tl.load(seed_ptr), flat, p).to(tl.int8))
+
+
+def test_dropout_index_beyond_int32(no_torch_fallback):
+    """The forward's int64 dropout indices (y of 2**31 elements or more), on rows of a [*, 4099] y around
+    2**31: y's exact flat index, and the standalone op's mask there (its numpy Philox, a seed above 2**32);
+    the int32 indices (SMALL_Y) would wrap."""
+    N, rows, cols, p, seed = 4099, 4, 16, 0.5, 2**33 + 5
+    row0 = 2**31 // N - 1
+    expected = (row0 + torch.arange(rows))[:, None] * N + torch.arange(cols)[None, :]
+    assert expected.min() < 2**31 < expected.max()
+    found = {}
+    for small_y in (False, True):
+        flat, keep = torch.empty(rows, cols, dtype=torch.int64), torch.empty(rows, cols, dtype=torch.int8)
+        _dropout_index_kernel[(1,)](torch.tensor([seed]), flat, keep, row0, N, p, SMALL_Y=small_y, ROWS=rows,
+                                    COLS=cols)
+        found[small_y] = flat, keep
+    assert torch.equal(found[False][0], expected)
+    assert torch.equal(found[False][1] != 0, philox_keep(seed, expected, p))
+    assert not torch.equal(found[True][0], expected)
 
 
 def test_dropout_seed_drawn_from_torch_generator(no_torch_fallback):
