@@ -113,9 +113,7 @@ def _output_grad(dy_ptrs, y_ptrs, mask, flat, seed, p, scale, RELU_MASK: tl.cons
 def _flat_index(m, n, N, SMALL_Y: tl.constexpr):
     """y's flat index m * N + n of rows m [R] and columns n [C], [R, C]: int32 when SMALL_Y (y has fewer than
     2**31 elements: the same Philox counters as int64 indices, whose high word is 0 there), else int64."""
-    if SMALL_Y:
-        return m[:, None] * N + n[None, :]
-    return m.to(tl.int64)[:, None] * N + n[None, :]
+    return m.to(tl.int32 if SMALL_Y else tl.int64)[:, None] * N + n[None, :]
 
 
 @triton.jit
