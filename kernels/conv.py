@@ -40,6 +40,7 @@ The input gradient reduces over (tap, output channel) the same two ways.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -138,18 +139,88 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
                                  key=(*key, *GEOMETRY_KEY), pick=pick, operand=operand)
 
 
-def _least_work(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
-    """The weight-gradient tile of least estimated time: tensor-core work including padding (output channels to
-    BLOCK_M, each tap's channels or the flat (r, s, c) range to BLOCK_N), times the loop's issue/tensor where that
-    exceeds 1. The estimate 50 * (1/BLOCK_M + 1/BLOCK_N) * 64/BLOCK_K bounds this kernel's sm_90 SASS from above
-    (256x128x64: 0.41, 128x256x64: 0.59, 256x64x64: 0.65, 128x128x64: 0.75, 128x64x64: 1.17).
-    Ties go to the earlier tile."""
-    def cost(config: triton.Config) -> float:
-        m, n, k = (config.kwargs[name] for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-        rows = runtime.cdiv(args["K_per_group"], m) * m
-        columns = crs_blocks(args["C_per_group"], args["R"], args["S"], n, args["FLAT_CRS"]) * n
-        return rows * columns * max(1.0, 50 * (1 / m + 1 / n) * 64 / k)
-    return min(candidates, key=cost)
+# issue/tensor of the weight-gradient main loop per tensor-core tile (BLOCK_M, BLOCK_N, BLOCK_K): the largest over
+# the bf16 and fp16 channels_last cases of reports/kernels/inspection.csv on sm_90, rounded up (sm_80's are lower,
+# all below 1); tests/test_configs.py checks it against that table. A tile not in it counts as 1.
+WEIGHT_GRAD_ISSUE_PER_TENSOR = {(256, 128, 64): 0.45, (128, 256, 64): 0.61, (256, 64, 64): 0.67,
+                                (128, 128, 64): 0.81, (128, 64, 64): 1.27, (128, 128, 32): 0.94}
+# A DRAM byte in the unit of ``WeightGradWork.time``, one multiply-add of one SM's tensor cores: bf16 MACs per SM
+# per second over DRAM bytes per second is 1.1 on an H100 SXM (132 SMs), 0.7 on an A100 SXM (108).
+MACS_PER_BYTE = 1.0
+# Each split-K slice reduces at least this many pixels; at most this many slices.
+MIN_SLICE_PIXELS, MAX_SPLITS = 512, 256
+
+
+@dataclass(frozen=True)
+class WeightGradWork:
+    """A weight gradient dw [K, C/G, R, S] = dy^T x over ``pixels`` = N*OH*OW, as its launch's tile pick and split
+    plan (``weight_grad_plan``) see it: ``time``; ``of`` reads it from the kernel's keyword arguments."""
+
+    pixels: int
+    K: int
+    K_per_group: int
+    C_per_group: int
+    R: int
+    S: int
+    flat: bool
+    operand_bytes: int  # dy and x, read once
+    element_bytes: int  # of dw
+    partial_bytes: int  # of a split-K partial: fp32, fp64 for float64
+
+    @classmethod
+    def of(cls, a: dict) -> WeightGradWork:
+        """From a launch's keyword arguments ``a`` (N, the geometry, dy_ptr, x_ptr, FLAT_CRS)."""
+        dy, x = a["dy_ptr"], a["x_ptr"]
+        return cls(a["N"] * a["OH"] * a["OW"], dy.shape[1], a["K_per_group"], a["C_per_group"], a["R"], a["S"],
+                   a["FLAT_CRS"], dy.numel() * dy.element_size() + x.numel() * x.element_size(), x.element_size(),
+                   8 if x.dtype == torch.float64 else 4)
+
+    def time(self, tile: tuple[int, int, int], splits: int, sms: int) -> float:
+        """Modelled time of the launch at ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K) with ``splits`` slices on ``sms`` SMs,
+        in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds of the SM
+        count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
+        tile's MMAs over its slice (padding included) x the loop's issue/tensor where that exceeds 1; or the
+        bytes the launch moves if more; plus the partials' round trip through ``sum_partials`` and dw's write."""
+        m, n, k = tile
+        crs = self.C_per_group * self.R * self.S
+        programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
+                    * crs_blocks(self.C_per_group, self.R, self.S, n, self.flat) * splits)
+        steps = runtime.cdiv(runtime.cdiv(self.pixels, splits), k)
+        mma = runtime.cdiv(programs, sms) * steps * m * n * k * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR.get(tile, 1.0))
+        partials = splits * self.K * crs * self.partial_bytes
+        return (max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE)
+                + (partials + self.K * crs * self.element_bytes) * MACS_PER_BYTE)
+
+
+@functools.cache
+def weight_grad_plan(work: WeightGradWork, tiles: tuple[tuple[int, int, int], ...],
+                     sms: int) -> tuple[tuple[int, int, int], int]:
+    """(tile, splits) of least ``work.time`` on ``sms`` SMs: each tile with its best split count (slices of at
+    least MIN_SLICE_PIXELS pixels, at most MAX_SPLITS); ties go to the earlier tile, then fewer splits."""
+    most = max(1, min(work.pixels // MIN_SLICE_PIXELS, MAX_SPLITS))
+    return min(((tile, splits) for tile in tiles for splits in range(1, most + 1)),
+               key=lambda plan: work.time(*plan, sms))
+
+
+def _tile_of(config: triton.Config) -> tuple[int, int, int]:
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"]
+
+
+# ``_least_time``'s choices per (candidates' id, work, splits, SMs); each entry keeps its candidates alive, so an
+# id cannot be reused while it is cached.
+_picked: dict[tuple, tuple[tuple[triton.Config, ...], triton.Config]] = {}
+
+
+def _least_time(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
+    """The weight-gradient tile of least ``WeightGradWork.time`` at the launch's split count on this GPU's (or the
+    ``runtime.target``'s) SMs; ties go to the earlier tile. With the split count that ``weight_grad_splits``
+    planned, this is the planned tile wherever that tile fits the GPU's shared memory."""
+    work, sms, splits = WeightGradWork.of(args), runtime.streaming_multiprocessors(), args["splits"]
+    key = (id(candidates), work, splits, sms)
+    entry = _picked.get(key)
+    if entry is None or entry[0] is not candidates:
+        entry = _picked[key] = (candidates, min(candidates, key=lambda c: work.time(_tile_of(c), splits, sms)))
+    return entry[1]
 
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
@@ -171,7 +242,7 @@ INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), 
                               _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
-# Not autotuned: among the tiles that fit the GPU, the one of least estimated time (``_least_work``) is launched,
+# Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
 # stages it spilled 8 bytes on sm_80 (torchvision conv4). 256x64 serves 192-channel layers (conv4, conv5 of
@@ -180,10 +251,10 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
-                               ("N", "splits", "x_sc", "dw_sc"), "dy_ptr", pick=_least_work)
+                               ("N", "splits", "x_sc", "dw_sc"), "dy_ptr", pick=_least_time)
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
-                                      pick=_least_work)
+                                      pick=_least_time)
 
 
 # pass -> (channel blocks on channel vectors, the flat reduction on channel vectors, the gather path)
@@ -780,17 +851,12 @@ def _pixels_flat(t: torch.Tensor) -> bool:
     return t.stride(2) == width * t.stride(3) and t.stride(0) == height * t.stride(2)
 
 
-# The split count is planned before the pick rule chooses a tile (the split is a key argument of the launch), for
-# an output tile of this size: the grid then has ~4 programs per SM at 128x128; a larger picked tile runs fewer.
-SPLIT_PLAN_TILE = 128
-
-
-def weight_grad_splits(pixels: int, K: int, crs: int) -> int:
-    """Slices of the N*OH*OW reduction of a [K, crs] weight gradient: enough programs for ~4 per SM at
-    SPLIT_PLAN_TILE x SPLIT_PLAN_TILE output tiles, each slice >= 512 pixels, at most 256."""
-    output_tiles = runtime.cdiv(K, SPLIT_PLAN_TILE) * runtime.cdiv(crs, SPLIT_PLAN_TILE)
-    wanted = runtime.cdiv(4 * runtime.streaming_multiprocessors(), output_tiles)
-    return max(1, min(wanted, pixels // 512, 256))
+def weight_grad_splits(configs: runtime.KernelConfigs, tensor_cores: bool, work: WeightGradWork) -> int:
+    """Slices of the pixel reduction: those of ``weight_grad_plan`` over the GPU's shipped tiles (all of them:
+    the split is a launch argument, fixed before the pick rule meets the tiles that fit the GPU's shared memory),
+    on its SM count."""
+    tiles = tuple(_tile_of(c) for c in configs.gpu(tensor_cores))
+    return weight_grad_plan(work, tiles, runtime.streaming_multiprocessors())[1]
 
 
 def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, dilation=1,
@@ -812,8 +878,10 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     K, crs = weight_shape[0], g.C_per_group * g.R * g.S
     if flat_crs is None:
         flat_crs = flat_reduction(g.C_per_group)
+    configs, tensor_cores = pass_configs("weight_grad", x, flat_crs, g), runtime.uses_tensor_cores(x.dtype, precision)
     if splits is None:
-        splits = weight_grad_splits(N * g.OH * g.OW, K, crs)
+        splits = weight_grad_splits(configs, tensor_cores, WeightGradWork.of(
+            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs)))
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
@@ -825,8 +893,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     grid = lambda meta: (runtime.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
                          crs_blocks(g.C_per_group, g.R, g.S, meta["BLOCK_N"], flat_crs), groups * splits)
     runtime.launch(
-        _conv2d_weight_grad_kernel, grid, pass_configs("weight_grad", x, flat_crs, g), config,
-        runtime.uses_tensor_cores(x.dtype, precision),
+        _conv2d_weight_grad_kernel, grid, configs, config, tensor_cores,
         dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, N=N, **g.kernel_args(), splits=splits,
         **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import triton
 
+from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.kernels import conv, linear, runtime
 
 GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": conv._conv2d_input_grad_kernel,
@@ -89,16 +93,97 @@ def test_tiles_are_fitted_to_the_gpus_shared_memory():
         runtime.pipeline_shared_bytes(c, 4))),)
 
 
-@pytest.mark.parametrize("k, c, expected", [(128, 48, (128, 64)), (384, 256, (128, 256)), (192, 192, (256, 64)),
-                                             (256, 384, (256, 128))])
-def test_weight_grad_tile_is_picked_by_least_work(k, c, expected):
-    """The weight gradient's tile is a rule of the shapes (never timing): conv2's 48 channels per group take
-    64-wide channel blocks, conv3's 384 output channels 128-row tiles, 192 x 192 (conv4) 256x64, 256 x 384 the
-    largest tile."""
-    configs = conv.WEIGHT_GRAD_CONFIGS
-    args = dict(K_per_group=k, C_per_group=c, R=3, S=3, FLAT_CRS=False)
-    chosen = configs.pick(configs.tensor_core, args).kwargs
-    assert (chosen["BLOCK_M"], chosen["BLOCK_N"]) == expected
+# Shared memory one block may use (study.inspection.compilation.TARGETS): H100 / H200 (sm_90), A100 (sm_80).
+SHARED_PER_BLOCK = {132: 232448, 108: 166912}
+# (variant, layer): {SMs: (BLOCK_M, BLOCK_N, BLOCK_K, splits)} of the weight gradient at batch 128, bf16,
+# channels_last. 128x128x32's BK 32 slices the pixels finer than BK 64 at the same modelled MMA rate (0.94
+# issue/tensor); 192 and 48 channels take 64-wide tiles; 132 or 108 SMs take different splits.
+WEIGHT_GRAD_PLANS = {
+    ("2012", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
+    ("2012", "conv2"): {132: (128, 64, 64, 13), 108: (128, 64, 64, 15)},
+    ("2012", "conv3"): {132: (128, 128, 32, 7), 108: (128, 128, 64, 2)},
+    ("2012", "conv4"): {132: (256, 64, 64, 7), 108: (256, 64, 64, 2)},
+    ("2012", "conv5"): {132: (128, 64, 64, 7), 108: (128, 64, 64, 2)},
+    ("torchvision", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
+    ("torchvision", "conv2"): {132: (256, 64, 64, 5), 108: (256, 64, 64, 17)},
+    ("torchvision", "conv3"): {132: (128, 64, 64, 3), 108: (128, 64, 64, 4)},
+    ("torchvision", "conv4"): {132: (128, 128, 32, 7), 108: (256, 64, 64, 2)},
+    ("torchvision", "conv5"): {132: (128, 128, 32, 7), 108: (256, 64, 64, 3)},
+}
+
+
+def captured_weight_grad(variant: str, name: str, sms: int) -> runtime.LaunchRecord:
+    """The weight-gradient launch of a full-size AlexNet layer (batch 128, bf16, channels_last, meta tensors) as a
+    GPU with ``sms`` SMs launches it: conv1 in its space-to-depth form, as the ops launch it."""
+    layer = next(c for c in CONV_LAYERS[variant] if c.name == name)
+    w_shape = (layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel)
+    x = torch.empty(128, layer.in_channels, layer.size, layer.size, dtype=torch.bfloat16, device="meta",
+                    memory_format=torch.channels_last)
+    depth = conv.conv2d_depth(x, w_shape, layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee")
+    g = conv.conv2d_geometry(x.shape, w_shape, layer.stride, layer.padding, 1, layer.groups)
+    dy = torch.empty(128, layer.out_channels, g.OH, g.OW, dtype=torch.bfloat16, device="meta",
+                     memory_format=torch.channels_last)
+    with runtime.capture_launches() as records, runtime.target(sms):
+        if depth is not None:
+            x_d = torch.empty(128, depth.block ** 2 * layer.in_channels, *depth.size, dtype=torch.bfloat16,
+                              device="meta", memory_format=torch.channels_last)
+            depth.weight_grad(dy, x_d, w_shape, torch.channels_last, torch.bfloat16, "ieee")
+        else:
+            conv.conv2d_weight_grad(dy, x, w_shape, layer.stride, layer.padding, groups=layer.groups,
+                                    memory_format=torch.channels_last, flat_crs=False)
+    return next(r for r in records if r.kernel is conv._conv2d_weight_grad_kernel)
+
+
+@pytest.mark.parametrize("sms", SHARED_PER_BLOCK)
+@pytest.mark.parametrize("variant, name", WEIGHT_GRAD_PLANS)
+def test_weight_grad_tile_and_split_are_planned_together(variant, name, sms):
+    """The weight gradient's tile and split count are a rule of the shapes and the SM count (never timing): the
+    least modelled time (``WeightGradWork.time``); the pick rule, meeting the split, launches the planned tile on
+    H100 and A100 alike (each planned tile fits both), and the plan is the least time of every (tile, split)."""
+    record = captured_weight_grad(variant, name, sms)
+    with runtime.target(sms):  # the pick rule plans for the target's SMs, as the step model's capture does
+        chosen, = record.choices(SHARED_PER_BLOCK[sms])
+        assert record.configs.pick(record.candidates, record.args) is chosen  # all six tiles: the same one
+    assert (*conv._tile_of(chosen), record.args["splits"]) == WEIGHT_GRAD_PLANS[variant, name][sms]
+    work = conv.WeightGradWork.of(record.args)
+    planned = work.time(conv._tile_of(chosen), record.args["splits"], sms)
+    most = min(work.pixels // conv.MIN_SLICE_PIXELS, conv.MAX_SPLITS)
+    assert all(planned <= work.time(conv._tile_of(c), s, sms) for c in record.candidates for s in range(1, most + 1))
+
+
+def test_weight_grad_time_counts_rounds_of_programs_padding_and_partials():
+    """Hand counts: 2012 conv3 (384 x 2304 over 21632 pixels) at 128x256x64 on 132 SMs. 4 splits: 3 x 9 x 4 = 108
+    programs, one round, cdiv(5408, 64) = 85 steps of 128 x 256 x 64 multiply-adds (issue/tensor 0.61: the MMAs
+    bound); 5 splits: 135 programs, two rounds of 68 steps. Partials: splits x 384 x 2304 x 4 bytes, written by the
+    launch (under its MMAs) and read back by sum_partials, which writes dw (2 bytes an element)."""
+    dy = torch.empty(128, 384, 13, 13, dtype=torch.bfloat16, device="meta")
+    x = torch.empty(128, 256, 13, 13, dtype=torch.bfloat16, device="meta")
+    g = conv.conv2d_geometry(x.shape, (384, 256, 3, 3), 1, 1, 1, 1)
+    work = conv.WeightGradWork.of(dict(N=128, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=False))
+    elements = 384 * 2304
+    for splits, rounds, steps in ((4, 1, 85), (5, 2, 68)):
+        expected = rounds * steps * 128 * 256 * 64 + splits * elements * 4 + elements * 2
+        assert work.time((128, 256, 64), splits, 132) == expected
+    # 128x64x64 loops issue-bound on sm_90 (1.27 issue/tensor): its MMAs count 1.27 times; 3 x 36 x 4 = 432
+    # programs of 4 splits, 4 rounds
+    assert work.time((128, 64, 64), 4, 132) == pytest.approx(4 * 85 * 128 * 64 * 64 * 1.27 + 4 * elements * 4
+                                                             + elements * 2)
+
+
+def test_weight_grad_issue_per_tensor_table_is_the_inspections():
+    """``WEIGHT_GRAD_ISSUE_PER_TENSOR`` is reports/kernels/inspection.csv's largest sm_90 bf16/fp16 channels_last
+    issue/tensor of each shipped weight-gradient tile, rounded up to 0.01; every tensor-core tile has an entry,
+    and on sm_80 every one is below 1 (the table, read as sm_90's, only overstates an A100's)."""
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "kernels" / "inspection.csv")
+    rows = table[(table.kernel == "_conv2d_weight_grad_kernel") & table["dtypes"].isin(["bf16", "fp16"])
+                 & (table.layouts == "channels_last")]
+    tiles = {conv._tile_of(c) for c in conv.WEIGHT_GRAD_CONFIGS.tensor_core}
+    assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR) == tiles
+    for (m, n, k), value in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR.items():
+        config = rows.config.str.startswith(f"BM{m}_BN{n}_BK{k}_")
+        largest = rows[config & (rows.target == "sm_90")].issue_per_tensor.max()
+        assert value == math.ceil(round(largest * 100, 6)) / 100, (m, n, k, largest)
+        assert (rows[config & (rows.target == "sm_80")].issue_per_tensor < 1).all()
 
 
 def test_target_plans_for_another_gpu_and_restores():
