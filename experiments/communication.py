@@ -10,7 +10,7 @@ conv gradient all-reduce, and DDP's gradient all-reduce through a counting commu
   communication.csv  one row per (scheme, rank, layer, collective, phase): bytes sent and received
   summary.csv        per scheme: bytes sent per rank per step, per image, ratio to DDP, the crossover batch
   step_model.csv     a MODEL of the step time on two H100 SXM: the roofline lower bound of the compute
-                     (``study.roofline``, fp32-tf32) plus the bytes sent over a published link bandwidth
+                     (``study.models.roofline``, fp32-tf32) plus the bytes sent over a published link bandwidth
   communication.png  bytes by layer at --batch, and bytes against the batch with the crossover
 
     python experiments/communication.py [--batch 128] [--out reports/parallel]

@@ -495,7 +495,7 @@ def run_study(study: Study) -> int:
             parts = [(network, "model.csv"), ([c for c in cases if c not in network], "layers.csv")]
         else:
             parts = [(cases, csv_name)]
-        outcome = benchmark.Outcome()
+        outcome = benchmark.Unmeasured()
         for part, name in parts:
             result = benchmark.run(part, study.out / name, progress=False, append=True, compile_mode=compile_mode,
                                    deadline=None if cap is None else started + cap, correctness=status)

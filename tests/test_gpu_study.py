@@ -149,6 +149,7 @@ def test_gpu_plan_is_headline_first(monkeypatch):
 
 
 def test_check_status_marks_the_kernel_and_its_network():
-    outcome = gpu_check.Outcome(rows=[dict(kernel="2012/conv1", passed=True), dict(kernel="2012/fc6", passed=False)])
+    outcome = gpu_check.CheckResult(rows=[dict(kernel="2012/conv1", passed=True),
+                                          dict(kernel="2012/fc6", passed=False)])
     assert [outcome.status(k) for k in ("2012/conv1", "2012/fc6", "2012/conv2", "2012/model", "torchvision/model")] \
         == ["passed", "failed", "", "failed", ""]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from ..architecture import parameter_count
 from ..data import ResumableLoader, make_loaders, mix_seed, resize_for
-from ..model import INPUT_SIZES, AlexNet, parameter_count
+from ..model import INPUT_SIZES, AlexNet
 from .backends import Backend
 from .checkpointer import seed_everything
 from .config import ConfigError, RunConfig
@@ -50,7 +51,7 @@ def build_net(config: RunConfig, layout: Layout, num_classes: int) -> tuple[torc
     # Dropout masks (and anything else drawn from the global RNGs from here on) differ per data rank, and every
     # rank's state is saved, so a resumed run continues exactly (--parallel model: one stream, one process's).
     seed_everything(mix_seed(config.seed, layout.data_rank))
-    return model, network, parameter_count(whole)
+    return model, network, parameter_count(config.variant, config.width, num_classes, input_size(config))
 
 
 def build_optimizer(config: RunConfig, backend: Backend, model: torch.nn.Module):

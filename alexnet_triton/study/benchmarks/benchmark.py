@@ -341,7 +341,7 @@ def _format(value) -> str:
 
 
 @dataclass
-class Outcome:
+class Unmeasured:
     """What ``run`` could not measure: failures (provider errors) and timings skipped at the deadline."""
 
     failures: list[str] = field(default_factory=list)
@@ -349,7 +349,7 @@ class Outcome:
 
 
 def run(cases: list, csv_path: Path, progress: bool = True, *, deadline: float | None = None, append: bool = False,
-        compile_mode: str | None = None, correctness: Callable[[str], str] = lambda kernel: "") -> Outcome:
+        compile_mode: str | None = None, correctness: Callable[[str], str] = lambda kernel: "") -> Unmeasured:
     """Time every case's providers and modes; write the rows to ``csv_path`` as they come (appended to it when
     ``append``, else a new file).
 
@@ -361,7 +361,7 @@ def run(cases: list, csv_path: Path, progress: bool = True, *, deadline: float |
     env = conditions()
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome()
+    outcome = Unmeasured()
     bar = tqdm(total=timings_in(cases), unit="timing", disable=not progress)
     header = not (append and csv_path.is_file() and csv_path.stat().st_size)
     with open(csv_path, "a" if append else "w", newline="") as f, bar:

@@ -53,7 +53,7 @@ OTHER_DTYPES = ("fp16", "fp32-tf32", "fp32-ieee")
 
 
 @dataclass
-class Outcome:
+class CheckResult:
     """What the check compared (rows of ``COLUMNS``), skipped (cases per tier) and could not run (errors)."""
 
     rows: list[dict] = field(default_factory=list)
@@ -284,10 +284,10 @@ def _cases() -> list[tuple[str, str, Callable[[], dict[str, list]], str, str, st
     return cases
 
 
-def run_check(cap_s: float, csv_path: Path, log: Callable[[str], None] = print) -> Outcome:
+def run_check(cap_s: float, csv_path: Path, log: Callable[[str], None] = print) -> CheckResult:
     """Run the cases in priority order while ``cap_s`` seconds allow; rows go to ``csv_path`` as they come."""
     deadline = time.perf_counter() + cap_s
-    outcome = Outcome()
+    outcome = CheckResult()
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()

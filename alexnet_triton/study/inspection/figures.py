@@ -81,8 +81,7 @@ def _strip_figure(table: pd.DataFrame, column: str, scale: float, label: str,
             ax.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(range(len(kernels)), [short_name(k) for k in kernels], fontsize=8)
     axes[0].set_ylim(-0.6, len(kernels) - 0.4)
-    handles = [axes[0].scatter([], [], s=14, c=_dtype_colour(d), label=d)
-               for d in ("fp16", "bf16", "fp32-ieee", "fp32-tf32")]
+    handles = [axes[0].scatter([], [], s=14, c=_dtype_colour(d), label=d) for d in DTYPES]
     handles.append(axes[0].scatter([], [], s=14, c="tab:grey", label="several dtypes (one compilation)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=5, fontsize=8, frameon=False)
     fig.suptitle(f"{title}\n{_conditions(table)}", fontsize=10)
