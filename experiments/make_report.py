@@ -12,7 +12,8 @@ Each analysis runs as its own script, in a fresh process (the compile inspection
                                                modelled lower bound per layer x pass and per step (~1 min)
   training    experiments/train.py, default CPU run (forced into the interpreter: the same 2-3 minute run on a
               GPU machine), copied to reports/training/
-Then, from reports/kernels/inspection.csv (committed or just rewritten) when it has the main-loop columns:
+Then, from reports/kernels/inspection.csv (committed or just rewritten): with the inspection reused, its figures
+redrawn without recompiling (registers, occupancy, shared_memory, matrix_units); when it has the main-loop columns,
 kernels/issue_per_tensor.png and kernels/conv_lower_bound.csv (alexnet_triton.study.models.loop_model, a model), with
 the measured p50 of reports/benchmarks/layers.csv beside each bound where GPU rows exist.
 GPU benchmarks are never run here: experiments/gpu_study.py runs them, then this script.
@@ -43,10 +44,12 @@ from _checkout import REPO
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 import triton
 from gpu_study import FILES as STUDY_FILES
 
+from alexnet_triton.study.inspection.figures import plot_inspection
 from alexnet_triton.study.models.loop_model import write_loop_outputs
 from alexnet_triton.study.models.roofline import plot_roofline, roofline_table
 from alexnet_triton.study.presentation.report import write_report
@@ -138,6 +141,10 @@ def main(argv=None) -> int:
         print("== training: experiments/train.py (CPU default run)", flush=True)
         if run_training(REPORTS / "training"):
             failed.append("training")
+    inspection = REPORTS / "kernels" / "inspection.csv"
+    if "inspection" in reuse and inspection.is_file():  # its figures redrawn from the table, nothing recompiled
+        for path in plot_inspection(pd.read_csv(inspection), inspection.parent):
+            print(f"wrote {path}")
     # the conv main loops' figure and modelled lower bound, from the inspection table (committed or just rewritten)
     for path in write_loop_outputs(REPORTS):
         print(f"wrote {path}")
