@@ -94,6 +94,10 @@ _tile = runtime.gemm_tile
 # memory: x in the forward, dy in the gradients (of one dtype with the other operand).
 _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _tile(128, 128, 64, 8, 3),
                       _tile(128, 128, 32, 8, 3))
+# A 64-wide tile for the channel counts that 128 and 256 pad: 192 output channels per group in the forward (2012
+# conv4, torchvision conv2: a third of a 256-wide tile idle) and 48 input channels per group in the input gradient
+# (conv2 of 2012).
+_NARROW_TILE = _tile(128, 64, 64, 8, 3)
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
 
 
@@ -224,7 +228,7 @@ def _least_time(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
 
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
-FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES, (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
+FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,), (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
                            _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
@@ -237,8 +241,7 @@ FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 12
                                        FORWARD_GATHER_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
-# + a 64-wide tile for few channels per group (conv2's 48 would fill 48 of 128 columns)
-INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_tile(128, 64, 64, 8, 3),), _INPUT_GRAD_CUDA_CORE,
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,), _INPUT_GRAD_CUDA_CORE,
                               _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
