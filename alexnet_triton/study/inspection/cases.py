@@ -16,9 +16,9 @@ from ..registries.benchmark_cases import LAYOUTS
 from . import reference_gemm
 
 BATCH = 128
-# (dtype, precision) of the study's dtype cases, in the inspection table's order.
+# (dtype, precision) of the study's dtype cases, narrowest first (the inspection table's order).
 DTYPES = {name: (STUDY_DTYPES[name].dtype, STUDY_DTYPES[name].precision)
-          for name in ("fp16", "bf16", "fp32-ieee", "fp32-tf32")}
+          for name in sorted(STUDY_DTYPES, key=lambda name: STUDY_DTYPES[name].element_size)}
 # fc6/fc7/fc8 (in_features, out_features): both variants' (fc6 takes 256 x 6 x 6 features).
 FC_LAYERS = {s.layer.name: (s.inputs, s.outputs) for s in shaped("2012") if s.layer.kind == "linear"}
 Cases = Iterator[tuple[str, Callable[[], None]]]
