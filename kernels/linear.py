@@ -50,6 +50,10 @@ GROUP_M = 8
 # step (each kernel's docstring says which dimensions it maps to them). Dropped for spills on sm_80/sm_90: forward
 # tiles of 64 accumulators per thread (64x128 at 4 warps, 128x128 at 8), whose dropout epilogue runs Philox on the
 # whole tile; 8-warp 64x64 weight-gradient tiles (fp32). Dropped for shared memory: 4-stage 64x128x64 TF32 tiles.
+# Forward 128x64 reduces 64 deep: at 32 (4 stages) sm_90's ptxas built both 16-deep halves of the rounded fp32
+# master weight (wgmma's register operand) in the same registers when a dropout epilogue followed, so each wgmma
+# waited for the one before (wait depth 0); 64 deep keeps one in flight, in fewer instructions per MMA. It needs
+# 96 KiB of LDS at 2 stages with an fp32 weight, over gfx942's 64 KiB: there such launches take the 64-row tiles.
 # The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
 # weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
@@ -69,7 +73,7 @@ def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output x input f
 
 
 FORWARD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 32, 8, 4), _tile(64, 128, 32, 8, 4)),
+    tensor_core=(_tile(64, 64, 64, 4, 4), _tile(128, 64, 64, 8, 3), _tile(64, 128, 32, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
     interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"), operand="w_ptr")
 INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
