@@ -129,8 +129,8 @@ def _forward_product(x_ptr, w_ptr, m, n, m_ok, n_ok, K, x_sm, x_sk, w_sn, w_sk, 
 
     WEIGHT_FIRST (for fp32 master weights): computed as (w @ x^T)^T, so that the rounded weight tile is the dot's
     first operand, which sm_90's wgmma reads from registers. As the second operand it is stored back to shared
-    memory each step and every tile's wgmma pipeline drains (wait depth 0; with WEIGHT_FIRST the 64x128 and
-    64x64x64 tiles keep one group in flight). sm_80 and gfx942 compile either order to within 7 loop instructions.
+    memory each step and every tile's wgmma pipeline drains (wait depth 0; with WEIGHT_FIRST every shipped tile keeps
+    one group in flight). sm_80 and gfx942 compile either order to within 7 loop instructions.
     """
     k = tl.arange(0, BLOCK_K)
     m64, n64 = m.to(tl.int64), n.to(tl.int64)
