@@ -882,7 +882,10 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     if flat_crs is None:
         flat_crs = flat_reduction(g.C_per_group)
     configs, tensor_cores = pass_configs("weight_grad", x, flat_crs, g), runtime.uses_tensor_cores(x.dtype, precision)
-    if splits is None:
+    if splits is None and any(isinstance(size, torch.SymInt) for size in (*x.shape, *dy.shape)):
+        splits = 1  # symbolic sizes (fake tensors of torch.compile's dynamic shapes): nothing runs, dw's shape
+        # does not depend on the split, and a plan needs the sizes' values
+    elif splits is None:
         splits = weight_grad_splits(configs, tensor_cores, WeightGradWork.of(
             dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs)))
     if not isinstance(splits, int) or splits < 1:
