@@ -691,7 +691,8 @@ def conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups: int) ->
     """Validate a convolution's shapes; return its sizes as its kernels' constexprs (the batch N is x_shape[0]).
 
     x_shape [N, C, H, W] (N may be 0), w_shape [K, C/G, R, S]; padding as ``_padding_before_after`` takes it
-    (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument.
+    (pad_h, pad_w: the padding above and left). Raises ValueError/TypeError naming the offending argument, as
+    conv2d's (the gradient launchers take the forward's arguments, and their errors name the convolution).
     """
     try:
         # the shapes' sizes (hashing a symbolic one raises TypeError); the rest by repr, which tells 1, 1.0 and True
@@ -824,7 +825,7 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
-    checks.check_precision("conv2d", precision)
+    checks.check_precision("conv2d_input_grad", precision)
     N = x_shape[0]
     checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (N, weight.shape[0], g.OH, g.OW), weight.dtype)
     checks.check_device("conv2d_input_grad", dy=dy, weight=weight)
@@ -874,7 +875,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     batch (N = 0) gives zeros without a launch.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
-    checks.check_precision("conv2d", precision)
+    checks.check_precision("conv2d_weight_grad", precision)
     N = x.shape[0]
     checks.check_shape_and_dtype("conv2d_weight_grad", "dy", dy, (N, weight_shape[0], g.OH, g.OW), x.dtype)
     checks.check_device("conv2d_weight_grad", dy=dy, x=x)

@@ -583,6 +583,17 @@ def test_space_to_depth_form_rejects_bad_input(case, error, message):
         ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "tf32"))
 
 
+def test_gradient_launchers_name_themselves_in_their_errors():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    dy = torch.randn(1, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"^conv2d_input_grad: precision"):
+        conv.conv2d_input_grad(dy, w, x.shape, precision="fp8")
+    with pytest.raises(ValueError, match=r"^conv2d_weight_grad: precision"):
+        conv.conv2d_weight_grad(dy, x, w.shape, precision="fp8")
+    with pytest.raises(ValueError, match=r"^conv2d_weight_grad: dy must have shape"):
+        conv.conv2d_weight_grad(dy[:, :2], x, w.shape)
+
+
 FLAT_VECTOR_CONFIGS = [pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
                        for kernel, configs in (("forward", conv.FORWARD_FLAT_VECTOR_CONFIGS),
                                                ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
