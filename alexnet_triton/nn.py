@@ -58,6 +58,8 @@ class Linear(torch.nn.Linear):
     relu: fuse a ReLU into the epilogue. dropout: probability of zeroing an output after that, fused too, in
     training mode only (``ops.linear``'s dropout, its mask from a seed drawn per call on the input's device: a
     device tensor, so a captured CUDA graph draws anew at each replay). precision: "ieee" or "tf32".
+    fused_update: None, or the SGD step of weight and bias that the training-mode backward applies in the
+    weight-gradient kernel (set by ``optim.SGD.fuse_into``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
@@ -66,10 +68,11 @@ class Linear(torch.nn.Linear):
         self.relu = relu
         self.dropout = check_probability("Linear", dropout)
         self.precision = precision
+        self.fused_update = None
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return ops.linear(input, self.weight, self.bias, self.relu, self.dropout if self.training else 0.0,
-                          precision=self.precision)
+                          precision=self.precision, update=self.fused_update if self.training else None)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}, precision={self.precision!r}"

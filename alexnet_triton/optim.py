@@ -1,12 +1,16 @@
-"""SGD with momentum and weight decay: one fused multi-tensor Triton launch per parameter group (kernels/sgd.py)."""
+"""SGD with momentum and weight decay: one fused multi-tensor Triton launch per parameter group (kernels/sgd.py),
+or, opt-in (``SGD.fuse_into``), the step of each Triton Linear's weight and bias inside its weight-gradient kernel."""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
+from . import nn
 from .kernels import runtime
 from .kernels.sgd import UPDATES, learning_rate_tensor, sgd_steps
 from .ops.library import kernel_op
+from .ops.linear import _linear_weight_grad_sgd_
 
 
 @kernel_op("sgd_step_", mutates_args=("params", "momentum_buffers"))
@@ -17,6 +21,41 @@ def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_b
     ``kernels.sgd.sgd_steps``, one launch per dtype; first_step: the buffers are written, not read."""
     sgd_steps(params, grads, momentum_buffers or [None] * len(params), lr=lr, momentum=momentum,
               weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, update=update, first_step=first_step)
+
+
+class FusedUpdate:
+    """The SGD step of one Triton Linear's ``weight`` and ``bias`` (None: no bias), parameters of group ``index``
+    of ``optimizer``, applied by its weight-gradient kernel during backward (``SGD.fuse_into``); called by the
+    linear's backward with the kernel's operands. ``applied``: since the last ``optimizer.step()``."""
+
+    def __init__(self, optimizer: SGD, index: int, weight: torch.nn.Parameter, bias: torch.nn.Parameter | None):
+        self.optimizer, self.index, self.weight, self.bias = optimizer, index, weight, bias
+        self.applied = False
+
+    def __call__(self, dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float,
+                 seed: torch.Tensor | None, precision: str) -> None:
+        """The step, from the gradients of ``ops.linear``'s weight-gradient kernel on these operands; RuntimeError
+        for a second backward before ``optimizer.step()`` (no gradient accumulation)."""
+        if self.applied:
+            raise RuntimeError(f"SGD.fuse_into: a second backward through the Linear of weight "
+                               f"{tuple(self.weight.shape)} before optimizer.step(): the fused update takes no "
+                               "gradient accumulation (each backward applies the step)")
+        optimizer, group = self.optimizer, self.optimizer.param_groups[self.index]
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        momentum, state = group["momentum"], optimizer.state
+        fresh = [momentum != 0 and "momentum_buffer" not in state[p] for p in params]
+        if any(fresh) and not all(fresh):
+            raise RuntimeError("SGD.fuse_into: the Linear's weight and bias must both have a momentum buffer or "
+                               f"neither (weight {not fresh[0]}, bias {not fresh[-1]}): one launch steps both")
+        for p in params if any(fresh) else ():  # written by the first step, not read
+            state[p]["momentum_buffer"] = runtime.new_output(p.shape, device=p.device, dtype=p.dtype)
+        buffers = [state[p]["momentum_buffer"] if momentum != 0 else None for p in params]
+        _linear_weight_grad_sgd_(dy, x, y, dropout, seed, precision, self.weight, self.bias, buffers[0],
+                                 buffers[1] if self.bias is not None else None,
+                                 optimizer._lr_tensor(self.index, self.weight.device), momentum,
+                                 group["weight_decay"], group["nesterov"], group["maximize"], group["update"],
+                                 any(fresh))
+        self.applied = True
 
 
 class SGD(torch.optim.Optimizer):
@@ -37,6 +76,9 @@ class SGD(torch.optim.Optimizer):
     (updated in place by a schedule), or a float, mirrored into a per-group device tensor that ``sync_lr`` writes
     only when the float changed. A step thus launches no per-step Python number and reads nothing back: a CUDA
     graph of it replays with the current lr once ``sync_lr`` ran before the replay.
+
+    ``fuse_into(model)`` (opt-in) moves the step of every Triton ``nn.Linear``'s weight and bias into its
+    weight-gradient kernel: see there; ``step()`` then updates the other parameters.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
@@ -60,6 +102,51 @@ class SGD(torch.optim.Optimizer):
                         nesterov=nesterov, maximize=maximize, update=update)
         super().__init__(params, defaults)
         self._lr_mirrors: dict[tuple[int, torch.device], tuple[float, torch.Tensor]] = {}
+        self._fused: dict[torch.Tensor, FusedUpdate] = {}
+
+    def fuse_into(self, model: torch.nn.Module) -> list[str]:
+        """Hand each Triton ``nn.Linear`` of ``model`` whose parameters this optimizer holds the SGD step of its weight
+        and bias (``FusedUpdate``: the group's hyper-parameters, its lr tensor, the momentum buffers of
+        ``state``), applied in its weight-gradient kernel's epilogue from the fp32 accumulator during backward
+        (after its input gradient, which reads the old weight): the gradient is never written, those parameters
+        get no .grad and ``step()`` updates only the others. The same numbers as without it (bitwise in the
+        interpreter); state_dict() saves and loads their momentum buffers as usual. Returns the fused modules'
+        names.
+
+        Contract (ValueError here, RuntimeError later): one process (no DistributedDataParallel or torch.distributed
+        world of several ranks: their gradients would need a reduction first); the modules' weight and bias in one
+        parameter group, float32 (fp32 master parameters, also under autocast); one backward per
+        ``step()`` (no gradient accumulation), nothing between backward and step that needs the gradients
+        (clipping, unscaling: a GradScaler); a fused parameter used by nothing else (a .grad on one at step()
+        is an error). Only in training mode: an eval-mode forward with grad gives the parameters a .grad.
+        """
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            raise ValueError(f"SGD.fuse_into: {type(model).__name__} is not supported: the fused update runs in one "
+                             "process, on gradients no other rank contributes to")
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError(f"SGD.fuse_into: {dist.get_world_size()} processes: the fused update runs in one "
+                             "process only (its gradients are never reduced across ranks)")
+        groups = {p: index for index, group in enumerate(self.param_groups) for p in group["params"]}
+        fused = []
+        for name, module in model.named_modules():
+            if not isinstance(module, nn.Linear) or module.weight not in groups:
+                continue
+            params = [p for p in (module.weight, module.bias) if p is not None]
+            where = f"SGD.fuse_into: Linear {name!r}"
+            if any(p not in groups or groups[p] != groups[module.weight] for p in params):
+                raise ValueError(f"{where}: its weight and bias must be in one parameter group of this optimizer")
+            if any(p.dtype != torch.float32 for p in params):
+                raise ValueError(f"{where}: parameters {', '.join(str(p.dtype) for p in params)}: the fused update "
+                                 "takes float32 (master) parameters only")
+            if any(p in self._fused for p in params):
+                raise ValueError(f"{where}: its parameters are already fused (into another Linear, or twice)")
+            module.fused_update = update = FusedUpdate(self, groups[module.weight], module.weight, module.bias)
+            self._fused.update(dict.fromkeys(params, update))
+            fused.append(name)
+        if not fused:
+            raise ValueError(f"SGD.fuse_into: {type(model).__name__} has no alexnet_triton.nn.Linear whose parameters "
+                             "this optimizer holds")
+        return fused
 
     def __setstate__(self, state):
         """Fill in the keys a torch.optim.SGD state dict lacks (it always uses torch's update)."""
@@ -69,6 +156,7 @@ class SGD(torch.optim.Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("update", "pytorch")
         self._lr_mirrors = {}
+        self._fused = {}
 
     def _lr_tensor(self, index: int, device: torch.device) -> torch.Tensor:
         """Group ``index``'s lr as the kernel reads it on ``device`` (see ``sync_lr``)."""
@@ -99,7 +187,10 @@ class SGD(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             if group["dampening"] != 0:
                 raise ValueError(f"SGD: dampening {group['dampening']} is not supported (only 0)")
-            params = [p for p in group["params"] if p.grad is not None]
+            params = [p for p in group["params"] if p.grad is not None and p not in self._fused]
+            if any(p.grad is not None for p in group["params"] if p in self._fused):
+                raise RuntimeError("SGD: a parameter whose update is fused into its Linear (fuse_into) has a .grad: "
+                                   "something other than that Linear's training-mode forward used it")
             if not params:
                 continue
             momentum = group["momentum"]
@@ -114,4 +205,6 @@ class SGD(torch.optim.Optimizer):
                                [self.state[p]["momentum_buffer"] for p in stepped] if momentum != 0 else [],
                                self._lr_tensor(index, stepped[0].device), momentum, group["weight_decay"],
                                group["nesterov"], group["maximize"], group["update"], first_step)
+        for update in self._fused.values():
+            update.applied = False
         return loss

@@ -33,6 +33,7 @@ afterwards. An fp32 weight tile doubles its pipeline stage bytes in shared memor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -41,6 +42,7 @@ import triton.language as tl
 
 from . import checks, runtime
 from .dropout import check_probability, dropout_scale, dropped_out, seed_tensor
+from .sgd import UPDATES, apply_update, check_update_operands, learning_rate_tensor
 
 # Rows of output tiles per group in the swizzled program order (tiles of one group share operand loads in L2).
 GROUP_M = 8
@@ -252,27 +254,31 @@ def _linear_input_grad_kernel(
 
 @triton.jit
 def _linear_weight_grad_kernel(
-    # pointers (seed_ptr: the forward's dropout seed, int64 [1])
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, seed_ptr,
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1]; with UPDATE, dw_ptr and db_ptr are the weight and
+    # bias, dw_buf_ptr and db_buf_ptr their momentum buffers and lr_ptr the learning rate, fp32 [1])
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, seed_ptr, dw_buf_ptr, db_buf_ptr, lr_ptr,
     # sizes
     M, N, K,
-    # strides, in elements
+    # strides, in elements (of dw, or of the weight and its buffer)
     dy_sm, dy_sn,
     y_sm, y_sn,
     x_sm, x_sk,
     dw_sn, dw_sk,
-    # runtime scalars (dropout)
-    p, scale,
-    # meta
-    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PRECISION: tl.constexpr,
+    # runtime scalars (dropout; the SGD step)
+    p, scale, momentum, weight_decay,
+    # meta (PAPER ... MAXIMIZE: kernels/sgd.py's, with UPDATE)
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, UPDATE: tl.constexpr,
+    PAPER: tl.constexpr, HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr,
+    HAS_WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, PRECISION: tl.constexpr,
     ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dw = dy'^T @ x and db = sum over rows of dy' (dy' as in ``_output_grad``).
+    """dw = dy'^T @ x and db = sum over rows of dy' (dy' as in ``_output_grad``); with UPDATE, instead of storing
+    them, one SGD step of the weight and bias from the fp32 accumulators (``sgd.apply_update``, in place).
 
     The reduction over the M rows runs in order inside one program (no split,
     no atomics): results are bitwise repeatable. Programs of the first
-    input-feature tile store db.
+    input-feature tile store db (or update the bias).
     grid (cdiv(N, BLOCK_M) * cdiv(max(K, 1), BLOCK_N),), swizzled: each program computes
     a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps
     (K = 0: one tile column, which computes db only).
@@ -300,11 +306,21 @@ def _linear_weight_grad_kernel(
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
         x_ptrs += BLOCK_K * x_sm
 
-    dw_ptrs = dw_ptr + (n.to(tl.int64) * dw_sn)[:, None] + (k * dw_sk)[None, :]
-    tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=n_ok[:, None] & k_ok[None, :])
-    if BIAS_GRAD:
-        if pid_k == 0:
-            tl.store(db_ptr + n, bias_acc.to(db_ptr.dtype.element_ty), mask=n_ok)
+    dw_offsets = (n.to(tl.int64) * dw_sn)[:, None] + (k * dw_sk)[None, :]
+    tile = n_ok[:, None] & k_ok[None, :]
+    if UPDATE:  # the gradient is never stored: the weight's (and bias's) update reads it from the accumulator
+        lr = tl.load(lr_ptr).to(tl.float32)
+        apply_update(dw_ptr + dw_offsets, dw_buf_ptr + dw_offsets, acc, tile, lr, momentum, weight_decay, PAPER,
+                     HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
+        if BIAS_GRAD:
+            if pid_k == 0:
+                apply_update(db_ptr + n, db_buf_ptr + n, bias_acc, n_ok, lr, momentum, weight_decay, PAPER,
+                             HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
+    else:
+        tl.store(dw_ptr + dw_offsets, acc.to(dw_ptr.dtype.element_ty), mask=tile)
+        if BIAS_GRAD:
+            if pid_k == 0:
+                tl.store(db_ptr + n, bias_acc.to(db_ptr.dtype.element_ty), mask=n_ok)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -439,6 +455,40 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     return dx
 
 
+def _weight_grad_operands(op: str, dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float, seed,
+                          precision: str) -> tuple[dict, float, torch.Tensor | None]:
+    """(sizes M, N, K, p, the seed tensor) of a weight-gradient launch, its operands checked (errors name ``op``)."""
+    if dy.ndim < 1:
+        raise checks.ArgumentError(f"{op}: dy must be [*, out_features], got shape {tuple(dy.shape)}")
+    g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
+    checks.check_precision("linear", precision)
+    p, seed = _check_dropout(dropout, seed, x.device)
+    out_shape = (*x.shape[:-1], g["N"])
+    checks.check_shape_and_dtype(op, "dy", dy, out_shape, x.dtype)
+    checks.check_shape_and_dtype(op, "y", y, out_shape, x.dtype)
+    checks.check_device(op, dy=dy, x=x, y=y)
+    return g, p, seed
+
+
+def _launch_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, p: float, seed, g: dict,
+                        dw: torch.Tensor, db: torch.Tensor | None, precision: str, config: triton.Config | None,
+                        configs: runtime.KernelConfigs, **update) -> None:
+    """``_linear_weight_grad_kernel`` into dw and db (None: no bias gradient), or with ``update`` (the SGD step's
+    kernel arguments) the step of the weight dw and bias db in place."""
+    dy, x = _matrix(dy, g["M"]), _matrix(x, g["M"])
+    y = y if y is None else _matrix(y, g["M"])
+    update = update or dict(dw_buf_ptr=dw, db_buf_ptr=dw, lr_ptr=dw, momentum=0.0, weight_decay=0.0, UPDATE=False,
+                            PAPER=False, HAS_MOMENTUM=False, FIRST_STEP=False, NESTEROV=False,
+                            HAS_WEIGHT_DECAY=False, MAXIMIZE=False)
+    runtime.launch(
+        _linear_weight_grad_kernel, _grid(g["N"], max(g["K"], 1)), configs, config,
+        runtime.uses_tensor_cores(x.dtype, precision),
+        dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if db is not None else dw, **g,
+        **runtime.stride_args("dy", dy, "mn"), **runtime.stride_args("x", x, "mk"),
+        **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed), **update, BIAS_GRAD=db is not None,
+        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
+
+
 def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                        seed: int | torch.Tensor | None = None, bias_grad: bool = True, precision: str = "ieee",
                        grad_dtype: torch.dtype | None = None, config: triton.Config | None = None
@@ -450,15 +500,7 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     Each dw/db element is reduced over the M rows in a fixed order inside one program: bitwise repeatable.
     M = 0 gives zeros.
     """
-    if dy.ndim < 1:
-        raise checks.ArgumentError(f"linear_weight_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
-    g = linear_geometry(x.shape, (dy.shape[-1], x.shape[-1]))
-    checks.check_precision("linear", precision)
-    p, seed = _check_dropout(dropout, seed, x.device)
-    out_shape = (*x.shape[:-1], g["N"])
-    checks.check_shape_and_dtype("linear_weight_grad", "dy", dy, out_shape, x.dtype)
-    checks.check_shape_and_dtype("linear_weight_grad", "y", y, out_shape, x.dtype)
-    checks.check_device("linear_weight_grad", dy=dy, x=x, y=y)
+    g, p, seed = _weight_grad_operands("linear_weight_grad", dy, x, y, dropout, seed, precision)
     grad_dtype = grad_dtype or x.dtype
     if grad_dtype != x.dtype and not (grad_dtype == torch.float32 and x.dtype in LOW_DTYPES):
         raise checks.ArgumentTypeError(f"linear_weight_grad: grad_dtype must be x's dtype ({x.dtype}) or, with an "
@@ -467,12 +509,58 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     db = runtime.new_output((g["N"],), device=x.device, dtype=grad_dtype) if bias_grad else None
     if g["N"] == 0 or (g["K"] == 0 and not bias_grad):
         return dw, db
-    dy, x = _matrix(dy, g["M"]), _matrix(x, g["M"])
-    y = y if y is None else _matrix(y, g["M"])
-    runtime.launch(
-        _linear_weight_grad_kernel, _grid(g["N"], max(g["K"], 1)), WEIGHT_GRAD_CONFIGS, config,
-        runtime.uses_tensor_cores(x.dtype, precision),
-        dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if bias_grad else dw, **g, **runtime.stride_args("dy", dy, "mn"),
-        **runtime.stride_args("x", x, "mk"), **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed),
-        BIAS_GRAD=bias_grad, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
+    _launch_weight_grad(dy, x, y, p, seed, g, dw, db, precision, config, WEIGHT_GRAD_CONFIGS)
     return dw, db
+
+
+# The fused update's launches are not autotuned (a timed trial would update the weights again): the first
+# fitting candidate, the largest tile.
+UPDATE_CONFIGS = dataclasses.replace(WEIGHT_GRAD_CONFIGS, pick=lambda candidates, args: candidates[0])
+
+
+def linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            weight_buffer: torch.Tensor | None, bias_buffer: torch.Tensor | None,
+                            y: torch.Tensor | None = None, dropout: float = 0.0,
+                            seed: int | torch.Tensor | None = None, precision: str = "ieee", *,
+                            lr: float | torch.Tensor, momentum: float = 0.0, weight_decay: float = 0.0,
+                            nesterov: bool = False, maximize: bool = False, update: str = "pytorch",
+                            first_step: bool = False, config: triton.Config | None = None) -> None:
+    """One SGD step (``kernels/sgd.py``'s, any update form) of weight [N, K] and bias [N] (or None) in place, from
+    the gradients ``linear_weight_grad(dy, x, y, dropout, seed)`` would give, in one launch that never stores them:
+    the weight-gradient kernel's epilogue applies the step to its fp32 accumulator tile.
+
+    weight, bias: fp32 (x fp32, or fp16/bf16 with fp32 master parameters), contiguous. weight_buffer,
+    bias_buffer: their momentum buffers (shape, dtype and strides of the parameter; needed when momentum != 0,
+    with bias_buffer only with a bias); first_step: the buffers hold nothing yet (written, not read). lr: a float
+    or a 1-element float tensor on the parameters' device, read by the kernel. The weights the launch reads
+    must not be needed afterwards by another kernel of this step (the input gradient runs first).
+    """
+    op = "linear_weight_grad_sgd_"
+    g, p, seed = _weight_grad_operands(op, dy, x, y, dropout, seed, precision)
+    if update not in UPDATES:
+        raise checks.ArgumentError(f"{op}: update must be one of {UPDATES}, got {update!r}")
+    expected = {"weight": (g["N"], g["K"]), "bias": (g["N"],)}
+    for name, param, buffer in (("weight", weight, weight_buffer), ("bias", bias, bias_buffer)):
+        if param is None:
+            if buffer is not None:
+                raise checks.ArgumentError(f"{op}: a bias momentum buffer without a bias")
+            continue
+        if param.dtype != torch.float32 or tuple(param.shape) != expected[name] or not param.is_contiguous():
+            raise checks.ArgumentError(f"{op}: {name} must be a contiguous float32 tensor of shape {expected[name]} "
+                                       f"(fp32 master parameters), got {tuple(param.shape)} {param.dtype} strides "
+                                       f"{param.stride()}")
+        if (buffer is None) != (momentum == 0):
+            raise checks.ArgumentError(f"{op}: {name}'s momentum buffer must be given exactly when momentum != 0 "
+                                       f"(momentum {momentum}, buffer {'None' if buffer is None else 'given'})")
+        check_update_operands(op, param, param, buffer)
+    checks.check_device(op, x=x, weight=weight, bias=bias)
+    if g["N"] == 0 or (g["K"] == 0 and bias is None):
+        return
+    _launch_weight_grad(
+        dy, x, y, p, seed, g, weight, bias, precision, config, UPDATE_CONFIGS,
+        dw_buf_ptr=weight_buffer if weight_buffer is not None else weight,
+        db_buf_ptr=bias_buffer if bias_buffer is not None else weight,
+        lr_ptr=learning_rate_tensor(op, lr, weight.device), momentum=float(momentum),
+        weight_decay=float(weight_decay), UPDATE=True, PAPER=update == "paper", HAS_MOMENTUM=momentum != 0,
+        FIRST_STEP=momentum != 0 and first_step, NESTEROV=nesterov, HAS_WEIGHT_DECAY=weight_decay != 0,
+        MAXIMIZE=maximize)

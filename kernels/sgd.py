@@ -31,6 +31,42 @@ MAX_TENSORS = 32
 
 
 @triton.jit
+def apply_update(param_ptrs, buf_ptrs, g, mask, lr, momentum, weight_decay, PAPER: tl.constexpr,
+                 HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr,
+                 HAS_WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """One SGD step (module docstring) of the parameter elements at ``param_ptrs`` where ``mask`` holds, from their
+    gradient ``g`` (a tile of any shape, COMPUTE_DTYPE), in place: loads w (and the momentum buffer at ``buf_ptrs``,
+    same offsets, unless FIRST_STEP), stores w and, with momentum, the buffer. lr: fp32. The one copy of the update
+    math: the multi-tensor step and the linear weight-gradient epilogue (kernels/linear.py) both call it."""
+    w = tl.load(param_ptrs, mask=mask, other=0.0).to(COMPUTE_DTYPE)
+    if MAXIMIZE:
+        g = -g
+    if PAPER:
+        step = -lr * g
+        if HAS_WEIGHT_DECAY:
+            step -= weight_decay * lr * w
+        if HAS_MOMENTUM:
+            if not FIRST_STEP:
+                step += momentum * tl.load(buf_ptrs, mask=mask, other=0.0).to(COMPUTE_DTYPE)
+            tl.store(buf_ptrs, step.to(buf_ptrs.dtype.element_ty), mask=mask)
+        w += step
+    else:
+        if HAS_WEIGHT_DECAY:
+            g += weight_decay * w
+        if HAS_MOMENTUM:
+            buf = g
+            if not FIRST_STEP:
+                buf = momentum * tl.load(buf_ptrs, mask=mask, other=0.0).to(COMPUTE_DTYPE) + g
+            tl.store(buf_ptrs, buf.to(buf_ptrs.dtype.element_ty), mask=mask)
+            if NESTEROV:
+                g += momentum * buf
+            else:
+                g = buf
+        w -= lr * g
+    tl.store(param_ptrs, w.to(param_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _sgd_step_kernel(
     # pointers: tuples of T tensors (one dtype), and the learning rate (a 1-element device tensor); not named
     # "params": Triton's argument binder (3.7) has a local of that name
@@ -65,33 +101,9 @@ def _sgd_step_kernel(
     lr = tl.load(lr_ptr).to(tl.float32)
     offs = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < numel
-    w = tl.load(param_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
     g = tl.load(grad_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
-    if MAXIMIZE:
-        g = -g
-    if PAPER:
-        step = -lr * g
-        if HAS_WEIGHT_DECAY:
-            step -= weight_decay * lr * w
-        if HAS_MOMENTUM:
-            if not FIRST_STEP:
-                step += momentum * tl.load(buf_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE)
-            tl.store(buf_ptr + offs, step.to(buf_ptr.dtype.element_ty), mask=in_range)
-        w += step
-    else:
-        if HAS_WEIGHT_DECAY:
-            g += weight_decay * w
-        if HAS_MOMENTUM:
-            buf = g
-            if not FIRST_STEP:
-                buf = momentum * tl.load(buf_ptr + offs, mask=in_range, other=0.0).to(COMPUTE_DTYPE) + g
-            tl.store(buf_ptr + offs, buf.to(buf_ptr.dtype.element_ty), mask=in_range)
-            if NESTEROV:
-                g += momentum * buf
-            else:
-                g = buf
-        w -= lr * g
-    tl.store(param_ptr + offs, w.to(param_ptr.dtype.element_ty), mask=in_range)
+    apply_update(param_ptr + offs, buf_ptr + offs, g, in_range, lr, momentum, weight_decay, PAPER, HAS_MOMENTUM,
+                 FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, COMPUTE_DTYPE)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -99,7 +111,8 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
 
 
-def _check(op: str, param: torch.Tensor, grad: torch.Tensor, momentum_buffer: torch.Tensor | None) -> None:
+def check_update_operands(op: str, param: torch.Tensor, grad: torch.Tensor,
+                          momentum_buffer: torch.Tensor | None) -> None:
     """Clear errors for a (param, grad, buffer) the kernel cannot take."""
     if grad.is_sparse or param.is_sparse:
         raise checks.ArgumentTypeError(f"{op}: sparse tensors are not supported (param layout {param.layout}, "
@@ -146,7 +159,7 @@ def sgd_steps(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_bu
     launches: dict[tuple, list[int]] = {}
     buffers = list(momentum_buffers)
     for i, (param, grad, buffer) in enumerate(zip(params, grads, buffers, strict=True)):
-        _check(op, param, grad, buffer)
+        check_update_operands(op, param, grad, buffer)
         first = momentum != 0 and (buffer is None or first_step)
         if first and buffer is None:
             buffers[i] = runtime.new_output(param.shape, device=param.device, dtype=param.dtype,

@@ -66,6 +66,9 @@ def _gemm_samples():
     yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee")
     yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee",
                                                                 torch.float32)
+    yield "linear_weight_grad_sgd_", OPS.linear_weight_grad_sgd_, (
+        _x(4, 24), x.detach(), y, 0.5, _seed(), "ieee", w.detach().clone(), b.detach().clone(), _x(24, 40), _x(24),
+        torch.tensor([0.1]), 0.9, 5e-4, True, False, "pytorch", False)
     yield "dropout", OPS.dropout, (_x(3, 17, requires_grad=True), 0.5, _seed())
     yield "dropout_backward", OPS.dropout_backward, (_x(3, 17), 0.25, _seed())
     logits, target = _x(6, 10, requires_grad=True), torch.tensor([0, 3, 9, -100, 2, 2])

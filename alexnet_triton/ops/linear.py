@@ -1,11 +1,12 @@
-"""linear with fused bias, ReLU and dropout, differentiable in x, weight and bias."""
+"""linear with fused bias, ReLU and dropout, differentiable in x, weight and bias; optionally with the SGD step of
+weight and bias fused into its weight-gradient kernel (``optim.SGD.fuse_into``)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..kernels.dropout import check_probability, seed_tensor
-from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad
+from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad, linear_weight_grad_sgd_
 from ..precision import autocast_master_operands
 from .library import kernel_op
 
@@ -31,6 +32,19 @@ def _linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | Non
     return [dw, db] if bias_grad else [dw]
 
 
+@kernel_op("linear_weight_grad_sgd_", mutates_args=("weight", "bias", "weight_buffer", "bias_buffer"))
+def _linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float,
+                             seed: torch.Tensor | None, precision: str, weight: torch.Tensor, bias: torch.Tensor | None,
+                             weight_buffer: torch.Tensor | None, bias_buffer: torch.Tensor | None, lr: torch.Tensor,
+                             momentum: float, weight_decay: float, nesterov: bool, maximize: bool, update: str,
+                             first_step: bool) -> None:
+    """One SGD step of weight and bias (and their momentum buffers) in place from the weight-gradient kernel's
+    accumulators: ``kernels.linear.linear_weight_grad_sgd_``; no gradient is stored."""
+    linear_weight_grad_sgd_(dy, x, weight, bias, weight_buffer, bias_buffer, y, dropout, seed, precision, lr=lr,
+                            momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                            update=update, first_step=first_step)
+
+
 def _save(ctx, inputs, output) -> None:
     x, weight, bias, relu, dropout, seed, precision = inputs
     ctx.save_for_backward(x, weight, output if relu else None, seed)
@@ -54,8 +68,30 @@ def _backward(ctx, dy):
 _linear.register_autograd(_backward, setup_context=_save)
 
 
+class _LinearWithUpdate(torch.autograd.Function):
+    """``_linear`` whose backward gives dx and applies ``update`` (an ``optim.FusedUpdate``: the SGD step of weight
+    and bias in the weight-gradient kernel) instead of returning dw and db: weight and bias get no .grad."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, relu, dropout, seed, precision, update):
+        output = _linear(x, weight, bias, relu, dropout, seed, precision)
+        _save(ctx, (x, weight, bias, relu, dropout, seed, precision), output)
+        ctx.update = update
+        return output
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, y, seed = ctx.saved_tensors
+        dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
+        dx = _linear_input_grad(dy, weight, y, dropout, seed, precision) if ctx.needs_input_grad[0] else None
+        # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
+        ctx.update(dy, x, y, dropout, seed, precision)
+        return dx, None, None, None, None, None, None, None
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
-           dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee") -> torch.Tensor:
+           dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee",
+           update=None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then ReLU if ``relu``, then dropout of the result, in one kernel.
 
     x [*, in_features], weight [out_features, in_features], bias [out_features] -> [*, out_features]; as
@@ -76,12 +112,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     cast to its dtype and the result has it, as with F.linear, but fp32 weight and bias are read as they are and
     rounded to that dtype in the kernels (the same values; no cast launch), and their gradients are fp32 from the
     fp32 accumulator (alexnet_triton.precision.autocast_master_operands).
+    update: an ``optim.FusedUpdate`` of exactly this weight and bias (``optim.SGD.fuse_into`` sets it on a
+    ``nn.Linear``): the backward applies their SGD step in the weight-gradient kernel (after the input gradient,
+    which reads the old weight) instead of giving them a gradient.
     """
     x, weight, bias = autocast_master_operands(x, weight, bias)
+    if update is not None and (weight is not update.weight or bias is not update.bias):
+        raise ValueError("linear: update is the fused SGD step of other parameters than this weight and bias")
     if weight.ndim == 1:
         return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision).squeeze(-1)
     if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
+    if update is not None:
+        return _LinearWithUpdate.apply(x, weight, bias, relu, dropout, seed, precision, update)
     return _linear(x, weight, bias, relu, dropout, seed, precision)
