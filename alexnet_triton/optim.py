@@ -149,14 +149,15 @@ class SGD(torch.optim.Optimizer):
         return fused
 
     def __setstate__(self, state):
-        """Fill in the keys a torch.optim.SGD state dict lacks (it always uses torch's update)."""
+        """Fill in the keys a torch.optim.SGD state dict lacks (it always uses torch's update); called by
+        load_state_dict too."""
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
             group.setdefault("update", "pytorch")
         self._lr_mirrors = {}
-        self._fused = {}
+        self._fused = getattr(self, "_fused", {})  # load_state_dict keeps the fusion (only new state)
 
     def _lr_tensor(self, index: int, device: torch.device) -> torch.Tensor:
         """Group ``index``'s lr as the kernel reads it on ``device`` (see ``sync_lr``)."""

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import copy
 import io
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.distributed as dist
 
 from alexnet_triton import nn, ops, optim
+from alexnet_triton.checkpoint import read_checkpoint
 from alexnet_triton.kernels import linear, runtime, sgd
 from alexnet_triton.model import AlexNet
+from alexnet_triton.training import BACKEND_PARTS, ConfigError, Run, RunConfig
+from alexnet_triton.training.parts import build_optimizer
 
 HYPER = [
     pytest.param(dict(momentum=0.9, weight_decay=5e-4), id="pytorch-momentum-weight-decay"),
@@ -271,3 +275,35 @@ def test_kernel_errors_name_the_argument(mistake, match):
     args.update(mistake)
     with pytest.raises((ValueError, TypeError), match=match):
         linear.linear_weight_grad_sgd_(**args)
+
+
+# ---- train.py --fused-update ----
+
+TINY_RUN = RunConfig.preset("cpu", num_classes=4, batch_size=4, lr=0.01, epochs=3, train_count=12, val_count=4,
+                            dropout=0.5, max_steps=4)
+
+
+def test_a_fused_run_resumed_midway_ends_bitwise_as_the_unfused_run(tmp_path):
+    """train.py's engine: --fused-update (with a checkpoint after 2 steps and a resume, across an epoch boundary and
+    the cosine schedule's lr change) gives the unfused run's weights and momentum buffers bit for bit."""
+    plain = Run(replace(TINY_RUN, out=str(tmp_path / "plain")))
+    plain.train()
+    first = Run(replace(TINY_RUN, out=str(tmp_path / "fused"), fused_update=True, max_steps=2))
+    assert "SGD fused into the linear weight gradients" in first.describe()
+    first.train()
+    fused = Run(replace(TINY_RUN, out=str(tmp_path / "fused"), fused_update=True),
+                read_checkpoint(tmp_path / "fused", "--resume"))
+    fused.train()
+    _assert_same_state(plain.model, plain.optimizer, fused.model, fused.optimizer)
+
+
+@pytest.mark.parametrize("change,processes,message", [
+    (dict(backend="torch"), 1, "--fused-update needs --backend triton"),
+    (dict(amp="fp16"), 1, "--fused-update does not go with --amp fp16"),
+    ({}, 2, "--fused-update runs in one process, not 2"),
+])
+def test_train_refuses_fused_update_where_its_contract_does_not_hold(change, processes, message):
+    config = replace(TINY_RUN, fused_update=True, **change)
+    model = _mlp()
+    with pytest.raises(ConfigError, match=message):
+        build_optimizer(config, BACKEND_PARTS[config.backend], model, processes)

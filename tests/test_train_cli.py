@@ -148,6 +148,8 @@ MISTAKES = {
                                      "--label-smoothing 1.5: must be below 1"),
     "too many built-in classes": (lambda tmp: ["--num-classes", "20", "--out", str(tmp / "run")],
                                   "num_classes must be in [2, 10], got 20"),
+    "fused update on the torch backend": (lambda tmp: ["--fused-update", "--out", str(tmp / "run")],
+                                          "--fused-update needs --backend triton"),
 }
 
 

@@ -80,6 +80,10 @@ class RunConfig:
                            "(Krizhevsky 2014: the convolutions data-parallel over the 2 ranks, the fc layers split); "
                            "model and hybrid take 2N ranks: N pairs, data-parallel",
                            choices=PARALLELISMS, on_resume=True)
+    fused_update: bool = option(False, "apply the SGD step of the fully connected layers' weights and biases in their "
+                                "weight-gradient kernels (the gradient is never written; the same numbers; "
+                                "optim.SGD.fuse_into): --backend triton, one process, not with --amp fp16",
+                                on_resume=True)
     cuda_graphs: bool = option(True, "capture the training step in a CUDA graph after warm-up steps and replay it "
                                "(where it cannot be, the step runs eagerly and the reason is printed)", on_resume=True)
     workers: int = option(0, "DataLoader worker processes", on_resume=True, at_least=0)

@@ -54,10 +54,23 @@ def build_net(config: RunConfig, layout: Layout, num_classes: int) -> tuple[torc
     return model, network, parameter_count(config.variant, config.width, num_classes, input_size(config))
 
 
-def build_optimizer(config: RunConfig, backend: Backend, model: torch.nn.Module):
-    """(optimizer, scheduler, scaler): the backend's SGD with --lr, --momentum, --weight-decay; --schedule
-    (``schedule.make_scheduler``); a GradScaler with --amp fp16, else None."""
+def build_optimizer(config: RunConfig, backend: Backend, model: torch.nn.Module, processes: int = 1):
+    """(optimizer, scheduler, scaler): the backend's SGD with --lr, --momentum, --weight-decay, with --fused-update
+    fused into the Linear layers (``optim.SGD.fuse_into``; ConfigError where its contract does not hold: another
+    backend, --amp fp16's gradient scaler, several ``processes``); --schedule (``schedule.make_scheduler``); a
+    GradScaler with --amp fp16, else None."""
     optimizer = backend.sgd(model.parameters(), lr=config.lr, momentum=config.momentum,
                             weight_decay=config.weight_decay)
+    if config.fused_update:
+        if config.backend != "triton":
+            raise ConfigError(f"--fused-update needs --backend triton (the update runs in its linear kernels), not "
+                              f"{config.backend}")
+        if config.amp == "fp16":
+            raise ConfigError("--fused-update does not go with --amp fp16: its gradient scaler must unscale and check "
+                              "the gradients before the step, which the fused update never writes")
+        if processes > 1:
+            raise ConfigError(f"--fused-update runs in one process, not {processes}: the gradients of the fused "
+                              "layers are never written, so no rank could reduce them")
+        optimizer.fuse_into(model)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     return optimizer, make_scheduler(optimizer, config), scaler

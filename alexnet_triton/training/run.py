@@ -57,7 +57,8 @@ class Run:
         self.train_loader, self.val_loader, self.num_classes, self.resize = build_data(config, self.layout)
         self.steps_per_epoch = self.train_loader.steps_per_epoch
         self.model, self.network, self.parameter_count = build_net(config, self.layout, self.num_classes)
-        self.optimizer, self.scheduler, self.scaler = build_optimizer(config, self.backend, self.model)
+        self.optimizer, self.scheduler, self.scaler = build_optimizer(config, self.backend, self.model,
+                                                                      self.layout.world_size)
         reason = (fallback_reason(self.layout.device, self.optimizer, scaler=self.scaler,
                                   processes=self.layout.world_size) if config.cuda_graphs else "--no-cuda-graphs")
         # (the step looked up at each call: a test may patch Run._train_step after the Run exists)
@@ -104,7 +105,8 @@ class Run:
                 f"classes, {self.parameter_count / 1e6:.2f}M parameters, dropout {config.dropout:g}); "
                 f"data: {data}; batch {config.batch_size}, lr {config.lr:g} ({config.schedule}: "
                 f"{schedule.describe(config)}), {config.epochs} epochs{steps}; device: {self.layout.device.type}"
-                f"{ranks}, {self.backend.mode()}, amp {config.amp}")
+                f"{ranks}, {self.backend.mode()}, amp {config.amp}"
+                f"{', SGD fused into the linear weight gradients' if config.fused_update else ''}")
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) on the device, in the run's layout (fp32: with --amp, autocast casts them in conv1)."""
