@@ -100,9 +100,9 @@ def _pair(make, hyper, lr=0.05):
     return plain, plain_opt, fused, fused_opt
 
 
-def _mlp():
+def _mlp(dropout=0.3):
     torch.manual_seed(0)
-    return torch.nn.Sequential(nn.Linear(23, 17, relu=True, dropout=0.3), nn.Linear(17, 9, relu=True),
+    return torch.nn.Sequential(nn.Linear(23, 17, relu=True, dropout=dropout), nn.Linear(17, 9, relu=True),
                                nn.Linear(9, 5, bias=False))
 
 
@@ -307,3 +307,23 @@ def test_train_refuses_fused_update_where_its_contract_does_not_hold(change, pro
     model = _mlp()
     with pytest.raises(ConfigError, match=message):
         build_optimizer(config, BACKEND_PARTS[config.backend], model, processes)
+
+
+def test_torch_compile_runs_the_fused_linear_eagerly_and_fullgraph_refuses_it():
+    """The fused Linear and its backward are torch.compiler.disable'd: a graph break (the backward steps the
+    optimizer's Python state), the same numbers as eager (no dropout, a sum as the loss: compiled code draws its
+    seeds and rounds a loss's gradient otherwise); fullgraph=True raises, naming the reason."""
+    plain, plain_opt, fused, fused_opt = _pair(lambda: _mlp(dropout=0.0), dict(momentum=0.9, weight_decay=5e-4))
+    fused_opt.fuse_into(fused)
+    x = torch.randn(5, 23)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="the fused SGD update"):
+        torch.compile(lambda x: fused(x).sum(), fullgraph=True)(x)
+    torch._dynamo.reset()
+    for model, opt, run in ((plain, plain_opt, model_step := lambda m, x: m(x).sum().backward()),
+                            (fused, fused_opt, torch.compile(model_step))):
+        torch.manual_seed(7)
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            run(model, x)
+            opt.step()
+    _assert_same_state(plain, plain_opt, fused, fused_opt)

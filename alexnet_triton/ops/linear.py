@@ -80,6 +80,7 @@ class _LinearWithUpdate(torch.autograd.Function):
         return output
 
     @staticmethod
+    @torch.compiler.disable(reason="the fused SGD update (SGD.fuse_into)")
     def backward(ctx, dy):
         x, weight, y, seed = ctx.saved_tensors
         dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
@@ -87,6 +88,11 @@ class _LinearWithUpdate(torch.autograd.Function):
         # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
         ctx.update(dy, x, y, dropout, seed, precision)
         return dx, None, None, None, None, None, None, None
+
+
+# torch.compile runs it and its backward eagerly (a graph break; fullgraph=True raises): the backward steps the
+# optimizer's Python state (FusedUpdate.applied, the momentum buffers' creation), which a traced one would not replay.
+_linear_with_update = torch.compiler.disable(_LinearWithUpdate.apply, reason="the fused SGD update (SGD.fuse_into)")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
@@ -126,5 +132,5 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
     if update is not None:
-        return _LinearWithUpdate.apply(x, weight, bias, relu, dropout, seed, precision, update)
+        return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, update)
     return _linear(x, weight, bias, relu, dropout, seed, precision)
