@@ -3,9 +3,12 @@
 The backend, fixed at construction, picks one of two module trees with one state_dict (the same keys and shapes
 and, from the same seed, the same initial values), so each loads the other's weights:
   backend="torch"   a torch.nn module per layer, run by PyTorch (cuDNN on a GPU): the reference and the baseline.
-  backend="triton"  alexnet_triton.nn modules, each fused block one module at its first layer's index: conv + ReLU
-                    (Conv2d(relu=True)), LRN + max-pool (LRNMaxPool2d), linear + ReLU + dropout (Linear(relu=True,
-                    dropout=p)); the layers it absorbs have no index, and nothing falls back to PyTorch.
+  backend="triton"  alexnet_triton.nn modules, each fused block one module at its first layer's index: ReLU +
+                    LRN + max-pool (LRNMaxPool2d(relu=True)), ReLU + max-pool (MaxPool2d(relu=True)), conv + ReLU
+                    where a conv follows (Conv2d(relu=True)), linear + ReLU + dropout (Linear(relu=True,
+                    dropout=p)); the layers it absorbs have no index, and nothing falls back to PyTorch. A ReLU
+                    before a pool is the pool's, not the conv's: the pool's backward masks the gradient it makes
+                    anyway, and the conv's needs no mask pass (RELU_BEFORE).
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision).
 
@@ -42,20 +45,35 @@ BACKENDS = ("triton", "torch")
 INITS = ("paper", "kaiming", "torch")
 # What the Triton tree fuses into a layer's module: the layers of these kinds that follow it, in this order.
 FUSED = {"conv": ("relu",), "lrn": ("pool",), "linear": ("relu", "dropout")}
+# A ReLU right before these layers is fused into their module (before its first layer), not into the conv before it.
+RELU_BEFORE = (("lrn", "pool"), ("pool",))
+
+
+def _leads(layers: list[Shaped], i: int) -> bool:
+    """Whether layers[i] is a ReLU that RELU_BEFORE fuses into the module of the layers after it."""
+    after = tuple(s.layer.kind for s in layers[i + 1:i + 3])
+    return layers[i].layer.kind == "relu" and any(after[:len(run)] == run for run in RELU_BEFORE)
 
 
 def _blocks(layers: list[Shaped], fuse: bool) -> Iterator[tuple[int, list[Shaped]]]:
     """(index of its first layer, its layers) of each module of a Sequential: one layer each, or (``fuse``) a
-    layer with the ones FUSED lets it absorb."""
+    layer with the ones FUSED lets it absorb, after the ReLU RELU_BEFORE gives it."""
     i = 0
     while i < len(layers):
-        block = layers[i:i + 1]
-        for kind in FUSED.get(layers[i].layer.kind, ()) if fuse else ():
-            if i + len(block) == len(layers) or layers[i + len(block)].layer.kind != kind:
+        lead = fuse and _leads(layers, i)
+        block = layers[i:i + 1 + lead]
+        for kind in FUSED.get(block[-1].layer.kind, ()) if fuse else ():
+            j = i + len(block)
+            if j == len(layers) or layers[j].layer.kind != kind or _leads(layers, j):
                 break
-            block.append(layers[i + len(block)])
+            block.append(layers[j])
         yield i, block
         i += len(block)
+
+
+def main_layer(block: list[Shaped]) -> Shaped:
+    """The layer whose module a block of ``_blocks`` is: its first, after a ReLU fused before it."""
+    return block[1] if len(block) > 1 and block[0].layer.kind == "relu" else block[0]
 
 
 def _conv(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
@@ -70,19 +88,24 @@ def _linear(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
 
 
 def _lrn(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
-    return triton_nn.LRNMaxPool2d(**LRN, **POOL) if len(block) > 1 else lib.LocalResponseNorm(**LRN)
+    if any(s.layer.kind == "pool" for s in block):
+        return triton_nn.LRNMaxPool2d(**LRN, **POOL, relu=fused["relu"])
+    return lib.LocalResponseNorm(**LRN)
+
+
+def _pool(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
+    return lib.MaxPool2d(**POOL, relu=fused["relu"]) if fused else lib.MaxPool2d(**POOL)
 
 
 def _relu(block: list[Shaped], lib, fused: dict, dropout: float) -> nn.Module:
-    if lib is not nn:  # the Triton tree's ReLUs are in its convs and linears (FUSED)
-        raise ValueError(f"AlexNet: {block[0].layer.name} is a ReLU no conv or linear before it fuses")
+    if lib is not nn:  # the Triton tree's ReLUs are in its convs, linears and pools (FUSED, RELU_BEFORE)
+        raise ValueError(f"AlexNet: {block[0].layer.name} is a ReLU no layer around it fuses")
     return nn.ReLU(inplace=True)
 
 
 # The module of each kind's block: (its layers, the module library, the Triton tree's fused options, the dropout
 # probability) -> module.
-MODULES = {"conv": _conv, "linear": _linear, "lrn": _lrn, "relu": _relu,
-           "pool": lambda block, lib, fused, dropout: lib.MaxPool2d(**POOL),
+MODULES = {"conv": _conv, "linear": _linear, "lrn": _lrn, "relu": _relu, "pool": _pool,
            "dropout": lambda block, lib, fused, dropout: lib.Dropout(dropout)}
 
 
@@ -91,7 +114,7 @@ def _module(block: list[Shaped], dropout: float, precision: str | None) -> nn.Mo
     None), else alexnet_triton.nn's with the block's ReLU, dropout or pool fused."""
     kinds = tuple(s.layer.kind for s in block)
     lib, fused = (nn, {}) if precision is None else (triton_nn, dict(relu="relu" in kinds, precision=precision))
-    return MODULES[kinds[0]](block, lib, fused, dropout)
+    return MODULES[main_layer(block).layer.kind](block, lib, fused, dropout)
 
 
 class AlexNet(nn.Module):
@@ -134,7 +157,7 @@ class AlexNet(nn.Module):
         for part, part_layers in layers.items():
             trees[part] = nn.Sequential()
             for i, block in _blocks(part_layers, fuse=backend == "triton"):
-                module = by_name[block[0].layer.name] = _module(block, dropout, module_precision)
+                module = by_name[main_layer(block).layer.name] = _module(block, dropout, module_precision)
                 trees[part].add_module(str(i), module)  # the torch tree's index of the block's first layer
         self.features, self.avgpool, self.classifier = trees["features"], avgpool, trees["classifier"]
         if init != "torch":

@@ -49,7 +49,7 @@ from torch import nn
 from . import nn as triton_nn
 from . import ops
 from .architecture import DROPOUT, LRN, NUM_CLASSES, POOL, shaped
-from .model import _blocks
+from .model import _blocks, main_layer
 
 RANKS = 2
 # What each rank holds of each layer: "columns" (half the output channels / neurons over the whole input),
@@ -233,7 +233,7 @@ class ModelParallelAlexNet(nn.Module):
                  "classifier": [s for s in layers if not s.side and s.layer.kind != "flatten"]}
         for part, part_layers in parts.items():
             for index, block in _blocks(part_layers, fuse=True):
-                first, kinds = block[0], [s.layer.kind for s in block]
+                first, kinds = main_layer(block), [s.layer.kind for s in block]
                 name, mode = first.layer.name, SCHEMES[scheme].get(first.layer.name, first.layer.kind)
                 module = self._module(first, kinds, mode, precision)
                 getattr(self, part)[str(index)] = module
@@ -245,7 +245,7 @@ class ModelParallelAlexNet(nn.Module):
 
     @staticmethod
     def _module(first, kinds: list[str], mode: str, precision: str) -> nn.Module:
-        """This rank's module of a block of the fused Triton tree (``model._blocks``)."""
+        """This rank's module of a block of the fused Triton tree (``model._blocks``; ``first``: its main layer)."""
         kind = first.layer.kind
         inputs, outputs = first.inputs, first.outputs
         if mode in ("columns", "group"):
@@ -262,10 +262,12 @@ class ModelParallelAlexNet(nn.Module):
                                     precision=precision)
         if kind == "linear":  # a column's dropout follows the gather of the whole layer
             return triton_nn.Linear(inputs, outputs, relu="relu" in kinds, precision=precision)
-        if kinds == ["lrn", "pool"]:
-            return triton_nn.LRNMaxPool2d(**LRN, **POOL)
-        if kinds == ["pool"]:
-            return triton_nn.MaxPool2d(**POOL)
+        relu = kinds[0] == "relu"  # fused before the pool
+        pooled = kinds[1:] if relu else kinds
+        if pooled == ["lrn", "pool"]:
+            return triton_nn.LRNMaxPool2d(**LRN, **POOL, relu=relu)
+        if pooled == ["pool"]:
+            return triton_nn.MaxPool2d(**POOL, relu=relu)
         raise ValueError(f"ModelParallelAlexNet: no split of the block {kinds}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

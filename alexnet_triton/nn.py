@@ -1,5 +1,6 @@
 """nn.Modules on the Triton kernels: drop-ins for their torch.nn counterparts, and the fused blocks AlexNet's
-Triton tree is built of: Conv2d(relu=True), LRNMaxPool2d, Linear(relu=True, dropout=p)."""
+Triton tree is built of: Conv2d(relu=True), LRNMaxPool2d(relu=True), MaxPool2d(relu=True), Linear(relu=True,
+dropout=p)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,22 @@ class Conv2d(torch.nn.Conv2d):
 
 
 class MaxPool2d(torch.nn.MaxPool2d):
-    """``torch.nn.MaxPool2d`` (every constructor argument) computed by the Triton max-pool kernels."""
+    """``torch.nn.MaxPool2d`` (every constructor argument) computed by the Triton max-pool kernels.
+
+    relu: pool ``relu(input)`` (a ReLU before the pool fused into it: the backward applies its mask for free).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False, relu: bool = False):
+        super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
+        self.relu = relu
 
     def forward(self, input: torch.Tensor):
         return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                              self.return_indices)
+                              self.return_indices, relu=self.relu)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):
@@ -87,24 +99,25 @@ class Dropout(torch.nn.Dropout):
 
 
 class LRNMaxPool2d(torch.nn.Module):
-    """``MaxPool2d(kernel_size, stride, padding)(LocalResponseNorm(size, alpha, beta, k)(x))`` in one fused op.
+    """``MaxPool2d(kernel_size, stride, padding)(LocalResponseNorm(size, alpha, beta, k)(x))`` in one fused op; of
+    ``relu(x)`` with ``relu``.
 
-    AlexNet 2012's block after conv1 and conv2 (its x is the conv+ReLU output).
+    AlexNet 2012's block after conv1 and conv2 (with relu: its x is the conv's output before the ReLU).
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, kernel_size=3,
-                 stride=2, padding=0):
+                 stride=2, padding=0, relu: bool = False):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding, self.relu = kernel_size, stride, padding, relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.lrn_max_pool2d(x, self.size, self.alpha, self.beta, self.k, self.kernel_size, self.stride,
-                                  self.padding)
+                                  self.padding, relu=self.relu)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, relu={self.relu}")
 
 
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):

@@ -14,6 +14,11 @@ registers. Saved for backward: x (shared with the conv) and the window offsets
 Each LRN value is rounded to x's dtype before the max, and the pooling gradient
 before the LRN backward, as the unfused ops store them: the fused op picks the
 same winners and gives the same results as ``max_pool2d(local_response_norm(x))``.
+
+RELU: of relu(x) instead (AlexNet's ReLU taken out of the conv, whose backward
+then needs no mask pass; x is then the conv's output before it): each load of x
+is clamped at 0 (NaN kept), and the backward masks dx where relu(x) <= 0, as
+PyTorch's threshold_backward does (NaN passes). Nothing is saved for it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ from .max_pool import _first_in_bounds, _gather_window_grads, _keep_maximum, max
 
 
 @triton.jit
+def _relu(x):
+    """max(x, 0), NaN kept (torch.relu)."""
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _lrn_max_pool_forward_kernel(
     # pointers
     x_ptr, y_ptr, window_ptr,
@@ -51,10 +62,11 @@ def _lrn_max_pool_forward_kernel(
     # runtime scalars (LRN)
     alpha, beta, k,
     # meta (the window size is unrolled)
-    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    SIZE: tl.constexpr, RELU: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
-    """y [N, C, OH, OW] = max over each window of LRN(x [N, C, H, W]); window [N, C, OH, OW] = row-major offset of
-    the winner in its window.
+    """y [N, C, OH, OW] = max over each window of LRN(x [N, C, H, W]) (of LRN(relu(x)) if RELU); window
+    [N, C, OH, OW] = row-major offset of the winner in its window.
 
     grid (cdiv(N*OH*OW, BLOCK_P),): each program computes all C channels (BLOCK_C >= C) of BLOCK_P outputs.
     """
@@ -70,6 +82,8 @@ def _lrn_max_pool_forward_kernel(
         w = w0 + at % KW
         inside = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, inside, COMPUTE_DTYPE)
+        if RELU:
+            x = _relu(x)
         d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
         normalised = (x * _pow(d, -beta)).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, normalised, inside[None, :], at)
@@ -93,15 +107,19 @@ def _lrn_max_pool_backward_kernel(
     # runtime scalars (LRN)
     alpha, beta, k,
     # meta (the window size is unrolled)
-    SIZE: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    SIZE: tl.constexpr, RELU: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
-    """dx [N, C, H, W] from dy [N, C, OH, OW], the window offsets (dy's shape) and x [N, C, H, W].
+    """dx [N, C, H, W] from dy [N, C, OH, OW], the window offsets (dy's shape) and x [N, C, H, W] (RELU: through
+    relu(x), dx 0 where relu(x) <= 0).
 
     grid (cdiv(N*H*W, BLOCK_P),): each program computes all C channels of BLOCK_P input pixels."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)
     x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    if RELU:
+        x = _relu(x)
     d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
     valid = (c < C)[:, None] & p_ok[None, :]
     d_normalised = _gather_window_grads(dy_ptr, window_ptr, n[None, :], c[:, None], h[None, :], w[None, :], valid,
@@ -109,6 +127,8 @@ def _lrn_max_pool_backward_kernel(
                                         win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE)
     d_normalised = d_normalised.to(dx_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
     dx = _lrn_input_grad(d_normalised, x, d, c, C, alpha, beta, SIZE, BLOCK_C)
+    if RELU:
+        dx = tl.where(x <= 0, 0.0, dx)
     _store_channels(dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw, c, C, dx_sc, p_ok, dx)
 
 
@@ -119,9 +139,9 @@ def lrn_max_pool2d_geometry(x_shape, size, alpha, beta, k, kernel_size, stride, 
 
 
 def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size,
-                           stride=None, padding=0) -> tuple[torch.Tensor, torch.Tensor]:
+                           stride=None, padding=0, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of
-    max_pool2d(local_response_norm(x)).
+    max_pool2d(local_response_norm(x)), or of max_pool2d(local_response_norm(relu(x))) if ``relu``.
 
     y and the offsets keep x's memory format.
     """
@@ -136,13 +156,15 @@ def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float
                    lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_P"]),), CONFIGS,
                    x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    **runtime.stride_args("y", y), SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
-                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
+                   RELU=relu, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
     return y, window
 
 
 def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
-                            beta: float, k: float, kernel_size, stride=None, padding=0) -> torch.Tensor:
-    """dx [N, C, H, W] (x's memory format) from dy and the window offsets [N, C, OH, OW], and x."""
+                            beta: float, k: float, kernel_size, stride=None, padding=0,
+                            relu: bool = False) -> torch.Tensor:
+    """dx [N, C, H, W] (x's memory format) from dy and the window offsets [N, C, OH, OW], and x (the forward's
+    ``relu`` too)."""
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
     out_shape = (g["N"], g["C"], g["OH"], g["OW"])
     if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape or dy.dtype != x.dtype:
@@ -154,6 +176,6 @@ def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Ten
                    lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), CONFIGS,
                    dy_ptr=dy, window_ptr=window, x_ptr=x, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
                    **runtime.stride_args("win", window), **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
-                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
+                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k), RELU=relu,
                    COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
     return dx

@@ -11,6 +11,13 @@ earlier one, exactly as PyTorch's kernels compare (``v > max or v != v``), so gr
 PyTorch's do. A window with nothing above -inf keeps, as PyTorch does, its first tap with row and column >= 0
 (past the input when dilation skips every pixel: PyTorch's backward then writes out of bounds; this one drops
 that gradient).
+
+RELU pools relu(x) (AlexNet's ReLU before a pool, taken out of the conv, whose backward then needs no mask pass),
+exactly as ``max_pool2d(relu(x))``: the running maximum starts at 0 instead of -inf (at -inf in a dilated window
+that misses every pixel), so y = max(window maximum, 0) and NaN still wins; the loop is unchanged. A window whose
+maximum is <= 0 passes no gradient (relu's is 0 at its winner, as PyTorch's threshold_backward: NaN passes): the
+forward stores its offset o as -1 - o, which no tap of the backward matches, so the backward needs no x and no
+flag; the indices decode it.
 """
 
 from __future__ import annotations
@@ -98,11 +105,11 @@ def _max_pool2d_forward_kernel(
     x_sn, x_sc, x_sh, x_sw,
     y_sn, y_sc, y_sh, y_sw,
     # meta
-    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
-    BLOCK: tl.constexpr,
+    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, RELU: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """y [N, C, OH, OW] = max over each window of x [N, C, H, W]; window[n, c, oh, ow] = row-major offset of the
-    winner in its window.
+    """y [N, C, OH, OW] = max over each window of x [N, C, H, W] (of relu(x) if RELU); window[n, c, oh, ow] =
+    row-major offset of the winner in its window (RELU: -1 - offset where the maximum is <= 0).
 
     window has y's shape and strides, dtype int8/int16/int32 (``window_offset_dtype``). grid (cdiv(N*C*OH*OW,
     BLOCK),): each program computes BLOCK outputs, enumerated in memory order (CHANNELS_LAST or NCHW).
@@ -113,14 +120,20 @@ def _max_pool2d_forward_kernel(
     h0 = oh * stride_h - pad_h
     w0 = ow * stride_w - pad_w
     x_base = x_ptr + n.to(tl.int64) * x_sn + c * x_sc
-    best = tl.full([BLOCK], float("-inf"), COMPUTE_DTYPE)
     best_at = _first_in_bounds(h0, w0, KW, DILATION_H, DILATION_W)
+    best = tl.full([BLOCK], 0.0 if RELU else float("-inf"), COMPUTE_DTYPE)  # relu(x) >= 0 at every pixel
+    if RELU and DILATION_H * DILATION_W > 1:  # a dilated window may miss every pixel (an undilated one never does)
+        # best_at is its first tap inside the input, if it has one
+        misses = (h0 + (best_at // KW) * DILATION_H >= H) | (w0 + (best_at % KW) * DILATION_W >= W)
+        best = tl.where(misses, float("-inf"), best)
     for at in range(0, KH * KW):  # row-major window order: ties keep the first
         h = h0 + (at // KW) * DILATION_H
         w = w0 + (at % KW) * DILATION_W
         inside = valid & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         v = tl.load(x_base + h * x_sh + w * x_sw, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, v, inside, at)
+    if RELU:  # the ReLU's gradient is 0 at a winner <= 0 (NaN passes): no tap of the backward matches -1 - offset
+        best_at = tl.where(best <= 0, -1 - best_at, best_at)
     out = n.to(tl.int64) * y_sn + c * y_sc + oh * y_sh + ow * y_sw
     tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=valid)
     tl.store(window_ptr + out, best_at.to(window_ptr.dtype.element_ty), mask=valid)
@@ -183,6 +196,7 @@ def _window_indices_kernel(
     n64 = n.to(tl.int64)
     at = tl.load(window_ptr + n64 * win_sn + c * win_sc + oh * win_sh + ow * win_sw, mask=valid, other=0)
     at = at.to(tl.int32)
+    at = tl.where(at < 0, -1 - at, at)  # a RELU pool's offset of a window without gradient
     h = oh * stride_h - pad_h + (at // KW) * DILATION_H
     w = ow * stride_w - pad_w + (at % KW) * DILATION_W
     tl.store(indices_ptr + n64 * idx_sn + c * idx_sc + oh * idx_sh + ow * idx_sw, h.to(tl.int64) * W + w,
@@ -252,10 +266,10 @@ def window_offset_dtype(geometry: dict) -> torch.dtype:
     return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
 
 
-def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
-                       ceil_mode=False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``); both keep x's memory
-    format."""
+def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                       relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of max_pool2d(x), or of
+    max_pool2d(relu(x)) if ``relu``; both keep x's memory format."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     checks.check_float_dtype("max_pool2d", x=x)
     checks.check_device("max_pool2d", x=x)
@@ -266,7 +280,7 @@ def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dil
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
                    CONFIGS, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    **runtime.stride_args("y", y), **max_pool2d_dilation(dilation),
-                   CHANNELS_LAST=fmt is torch.channels_last, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
+                   CHANNELS_LAST=fmt is torch.channels_last, RELU=relu, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
     return y, window
 
 

@@ -17,7 +17,8 @@ MODULE_KINDS = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.LocalResponseNorm: "lrn",
                 nn.Dropout: "dropout", nn.Linear: "linear"}
 # The table's layers in one module of the Triton tree.
 TRITON_KINDS = {triton_nn.Conv2d: lambda m: ["conv"] + ["relu"] * m.relu,
-                triton_nn.LRNMaxPool2d: lambda m: ["lrn", "pool"], triton_nn.MaxPool2d: lambda m: ["pool"],
+                triton_nn.LRNMaxPool2d: lambda m: ["relu"] * m.relu + ["lrn", "pool"],
+                triton_nn.MaxPool2d: lambda m: ["relu"] * m.relu + ["pool"],
                 triton_nn.Dropout: lambda m: ["dropout"],
                 triton_nn.Linear: lambda m: ["linear"] + ["relu"] * m.relu + ["dropout"] * (m.dropout > 0)}
 

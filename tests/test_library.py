@@ -3,6 +3,8 @@ AOT dispatch) for every operator of the alexnet_triton namespace, on AlexNet-sha
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -31,19 +33,21 @@ def _samples():
     pool = ([3, 3], [2, 2], [0, 0], [1, 1], False)
     odd_pool = ([2, 3], [1, 2], [1, 1], [2, 1], True)
     block = (5, 1e-4, 0.75, 2.0, [3, 3], [2, 2], [0, 0])
-    for label, x in (("pool1", _x(2, 12, 13, 13, requires_grad=True)),
-                     ("pool1-cl", _x(2, 12, 13, 13, channels_last=True, requires_grad=True))):
-        yield f"max_pool2d/{label}", OPS.max_pool2d, (x, *pool)
+    for (label, x), relu in itertools.product((("pool1", _x(2, 12, 13, 13, requires_grad=True)),
+                                               ("pool1-cl", _x(2, 12, 13, 13, channels_last=True, requires_grad=True))),
+                                              (False, True)):
+        label += "-relu" * relu  # the pools of relu(x): AlexNet's ReLU before a pool
+        yield f"max_pool2d/{label}", OPS.max_pool2d, (x, *pool, relu)
         yield f"max_pool2d_backward/{label}", OPS.max_pool2d_backward, (
-            _x(2, 12, 6, 6), _window(OPS.max_pool2d, x, *pool), [2, 12, 13, 13], *pool, False)
+            _x(2, 12, 6, 6), _window(OPS.max_pool2d, x, *pool, relu), [2, 12, 13, 13], *pool, False)
         yield f"max_pool2d_indices/{label}", OPS.max_pool2d_indices, (
-            _window(OPS.max_pool2d, x, *pool), [2, 12, 13, 13], *pool)
-        yield f"lrn_max_pool2d/{label}", OPS.lrn_max_pool2d, (x, *block)
-        window = OPS.lrn_max_pool2d(x.detach(), *block)[1]
+            _window(OPS.max_pool2d, x, *pool, relu), [2, 12, 13, 13], *pool)
+        yield f"lrn_max_pool2d/{label}", OPS.lrn_max_pool2d, (x, *block, relu)
+        window = OPS.lrn_max_pool2d(x.detach(), *block, relu)[1]
         yield f"lrn_max_pool2d_backward/{label}", OPS.lrn_max_pool2d_backward, (_x(2, 12, 6, 6), window,
-                                                                                 x.detach(), *block)
+                                                                                 x.detach(), *block, relu)
     odd = _x(3, 5, 7, 6, requires_grad=True)
-    yield "max_pool2d/odd", OPS.max_pool2d, (odd, *odd_pool)
+    yield "max_pool2d/odd", OPS.max_pool2d, (odd, *odd_pool, False)
     yield "local_response_norm/conv1", OPS.local_response_norm, (_x(2, 12, 9, 9, requires_grad=True), 5, 1e-4,
                                                                  0.75, 2.0)
     yield "local_response_norm/odd-size", OPS.local_response_norm, (_x(1, 7, 5, 3, requires_grad=True), 4, 2e-3,

@@ -1,4 +1,5 @@
-"""The fused LRN + max-pool block against F.max_pool2d(F.local_response_norm(x)), and conv->ReLU->block whole."""
+"""The fused LRN + max-pool block against F.max_pool2d(F.local_response_norm(x)) (with relu=True, of F.relu(x)), and
+conv->ReLU->block whole, the ReLU in the conv or in the block."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ CASES = [
 ]
 
 
-def reference(x, size, alpha, beta, k, kernel, stride, padding):
-    return F.max_pool2d(F.local_response_norm(x, size, alpha, beta, k), kernel, stride, padding)
+def reference(x, size, alpha, beta, k, kernel, stride, padding, relu=False):
+    return F.max_pool2d(F.local_response_norm(F.relu(x) if relu else x, size, alpha, beta, k), kernel, stride,
+                        padding)
 
 
 def relu_output(shape, dtype=torch.float32, channels_last=False, seed=0):
@@ -55,6 +57,62 @@ def test_matches_torch_fp32(shape, size, alpha, beta, k, kernel, stride, padding
     assert_close(dx, dx_ref, "dx")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+
+
+def conv_output(shape, channels_last=False, seed=0):
+    """A conv output before its ReLU, mostly negative: many all-negative pooling windows and channel windows."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 3 - 2
+    return (x.to(memory_format=torch.channels_last) if channels_last else x).requires_grad_()
+
+
+def assert_relu_block_matches_torch(x, block, no_torch_fallback, equal_nan=False):
+    """ops.lrn_max_pool2d(relu=True) against reference(relu=True): y and dx; returns them."""
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, *block, relu=True)
+    dy = upstream(y)
+    with no_torch_fallback():
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref = reference(x, *block, relu=True)
+    dx_ref, = torch.autograd.grad(y_ref, x, dy)
+    assert_close(y, y_ref, "y", equal_nan=equal_nan)
+    assert_close(dx, dx_ref, "dx", equal_nan=equal_nan)
+    return y, dx
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, size, alpha, beta, k, kernel, stride, padding", CASES)
+def test_relu_block_matches_torch_relu_lrn_pool(shape, size, alpha, beta, k, kernel, stride, padding, channels_last,
+                                                no_torch_fallback):
+    """relu=True (AlexNet's ReLU taken out of the conv) on a negative-heavy conv output: dx is 0 where x <= 0."""
+    x = conv_output(shape, channels_last)
+    y, dx = assert_relu_block_matches_torch(x, (size, alpha, beta, k, kernel, stride, padding), no_torch_fallback)
+    assert (y == 0).any() and (dx[x.detach() > 0] != 0).any() and (dx[x.detach() <= 0] == 0).all()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+
+
+def test_relu_block_strided_input(no_torch_fallback):
+    """x as a non-contiguous view (every other row and column of a wider map), in neither memory format."""
+    x = conv_output((2, 12, 27, 31), seed=6).detach()[:, :, ::2, 1::2].requires_grad_()
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    assert_relu_block_matches_torch(x, (5, 1e-4, 0.75, 2.0, 3, 2, 0), no_torch_fallback)
+
+
+def test_relu_block_ties_at_zero(no_torch_fallback):
+    """Small integers, relu'd by the block: windows of zeros and exact ties; zeros and negatives get no gradient."""
+    x = torch.randint(-2, 3, (2, 6, 15, 15), generator=torch.Generator().manual_seed(7)).float().requires_grad_()
+    y, _ = assert_relu_block_matches_torch(x, (3, 1e-2, 0.75, 1.0, 3, 2, 0), no_torch_fallback)
+    assert (y == 0).any()
+
+
+def test_relu_block_nan_like_torch(no_torch_fallback):
+    """relu(NaN) is NaN: it spreads over its channel window, wins its pooling windows, and its gradient passes the
+    ReLU as PyTorch's does; a negative pixel's gradient is 0 even beside it."""
+    x = conv_output((1, 8, 9, 9), seed=8).detach()
+    x[0, 3, 4, 4] = float("nan")
+    y, dx = assert_relu_block_matches_torch(x.requires_grad_(), (3, 1e-2, 0.75, 1.0, 3, 2, 0), no_torch_fallback,
+                                            equal_nan=True)
+    assert y.isnan().any() and dx.isnan().any()
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -98,46 +156,53 @@ def test_nan_propagates_like_torch(no_torch_fallback):
     assert_close(y, y_ref, "y", equal_nan=True)
 
 
-def rounded_reference(x, dy, dtype, reference_dtype, block):
-    """(y, dx) of the composition computed in reference_dtype, with the LRN output rounded to ``dtype`` before the
-    pool (straight-through for the gradient), as every implementation that stores it in ``dtype`` does: bf16
-    rounding makes ties, which an unrounded reference would break differently, routing gradients elsewhere."""
+def rounded_reference(x, dy, dtype, reference_dtype, block, relu=False):
+    """(y, dx) of the composition (of relu(x) if ``relu``) computed in reference_dtype, with the LRN output rounded to
+    ``dtype`` before the pool (straight-through for the gradient), as every implementation that stores it in
+    ``dtype`` does: bf16 rounding makes ties, which an unrounded reference would break differently, routing
+    gradients elsewhere."""
     x_ref = x.detach().to(reference_dtype).requires_grad_()
-    normalised = F.local_response_norm(x_ref, *block[:4])
+    normalised = F.local_response_norm(F.relu(x_ref) if relu else x_ref, *block[:4])
     normalised = normalised + (normalised.to(dtype).to(reference_dtype) - normalised).detach()
     y = F.max_pool2d(normalised, *block[4:])
     return y, *torch.autograd.grad(y, x_ref, dy.to(reference_dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-def test_low_precision_against_fp64(dtype, no_torch_fallback):
+@pytest.mark.parametrize("relu", [False, True], ids=["block", "relu-block"])
+def test_low_precision_against_fp64(dtype, relu, no_torch_fallback):
     """PyTorch's CPU LRN has no fp16/bf16 kernels, so its share of the bound is its fp32 result rounded."""
-    x = relu_output((2, 16, 11, 11), dtype=dtype)
+    x = (conv_output((2, 16, 11, 11)) if relu else relu_output((2, 16, 11, 11))).detach().to(dtype).requires_grad_()
     block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
     with no_torch_fallback():
-        y = ops.lrn_max_pool2d(x, *block)
+        y = ops.lrn_max_pool2d(x, *block, relu=relu)
         dy = upstream(y)
         dx, = torch.autograd.grad(y, x, dy)
     assert y.dtype == dtype and dx.dtype == dtype
-    reference32 = rounded_reference(x, dy, dtype, torch.float32, block)
-    reference64 = rounded_reference(x, dy, dtype, torch.float64, block)
+    reference32 = rounded_reference(x, dy, dtype, torch.float32, block, relu)
+    reference64 = rounded_reference(x, dy, dtype, torch.float64, block, relu)
     for name, ours, ref32, ref64 in zip(("y", "dx"), (y, dx), reference32, reference64, strict=True):
         assert_low_precision_close(ours, ref32.to(dtype), ref64, name)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("relu", [False, True], ids=["block", "relu-block"])
+def test_gradcheck_float64(relu):
+    """relu: x of both signs (none within gradcheck's step of 0)."""
     x = (torch.rand(1, 5, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) + 0.1)
-    x.requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: ops.lrn_max_pool2d(x, 3, 0.5, 0.75, 1.0, 3, 2), (x,), fast_mode=True)
+    x = (x * torch.where(torch.arange(245).view(1, 5, 7, 7) % 3 == 0, -1, 1) if relu else x).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.lrn_max_pool2d(x, 3, 0.5, 0.75, 1.0, 3, 2, relu=relu), (x,),
+                                    fast_mode=True)
 
 
 BLOCK_LAYERS = [layer.scaled(8, size) for layer, size in zip(CONV_LAYERS["2012"][:2], (43, 15), strict=True)]
 
 
+@pytest.mark.parametrize("relu_in", ["conv", "block"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("layer", BLOCK_LAYERS, ids=["conv1-block", "conv2-block"])
-def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, no_torch_fallback):
-    """AlexNet's conv -> ReLU -> LRN -> pool on the Triton path against PyTorch: output and every gradient."""
+def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, relu_in, no_torch_fallback):
+    """AlexNet's conv -> ReLU -> LRN -> pool on the Triton path against PyTorch, the ReLU in the conv's epilogue or
+    in the block (as the model runs it): output and every gradient."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, layer.in_channels, layer.size, layer.size, generator=gen)
     if channels_last:
@@ -148,7 +213,8 @@ def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, no_
     x, w, b = (t.requires_grad_() for t in (x, w, b))
     conv = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
     with no_torch_fallback():
-        y = ops.lrn_max_pool2d(ops.conv2d(x, w, b, relu=True, **conv), 5, 1e-4, 0.75, 2.0)
+        y = ops.lrn_max_pool2d(ops.conv2d(x, w, b, relu=relu_in == "conv", **conv), 5, 1e-4, 0.75, 2.0,
+                               relu=relu_in == "block")
     dy = upstream(y)
     with no_torch_fallback():
         grads = torch.autograd.grad(y, (x, w, b), dy)
@@ -158,11 +224,12 @@ def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, no_
         assert_close(ours, ref, name)
 
 
-def test_module_is_the_composition(no_torch_fallback):
-    x = relu_output((2, 8, 9, 9))
+@pytest.mark.parametrize("relu", [False, True], ids=["block", "relu-block"])
+def test_module_is_the_composition(relu, no_torch_fallback):
+    x = conv_output((2, 8, 9, 9)) if relu else relu_output((2, 8, 9, 9))
     with no_torch_fallback():
-        y = nn.LRNMaxPool2d(5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2)(x)
-    assert_close(y, reference(x, 5, 1e-4, 0.75, 2.0, 3, 2, 0), "y")
+        y = nn.LRNMaxPool2d(5, alpha=1e-4, beta=0.75, k=2.0, kernel_size=3, stride=2, relu=relu)(x)
+    assert_close(y, reference(x, 5, 1e-4, 0.75, 2.0, 3, 2, 0, relu), "y")
 
 
 BAD_INPUTS = [

@@ -1,4 +1,5 @@
-"""max_pool2d on the Triton kernels against torch.nn.functional.max_pool2d: output, indices and input gradient."""
+"""max_pool2d on the Triton kernels against torch.nn.functional.max_pool2d: output, indices and input gradient; with
+relu=True against F.max_pool2d(F.relu(x))."""
 
 from __future__ import annotations
 
@@ -40,21 +41,22 @@ def with_grad(x, channels_last=False):
     return x.requires_grad_()
 
 
-def reference(x, dy, **pool):
-    y, indices = F.max_pool2d(x, **pool, return_indices=True)
+def reference(x, dy, relu=False, **pool):
+    y, indices = F.max_pool2d(F.relu(x) if relu else x, **pool, return_indices=True)
     return y, indices, torch.autograd.grad(y, x, dy)[0]
 
 
-def run(x, dy, no_torch_fallback, **pool):
+def run(x, dy, no_torch_fallback, relu=False, **pool):
     with no_torch_fallback():
-        y, indices = ops.max_pool2d(x, **pool, return_indices=True)
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True, relu=relu)
         return y, indices, torch.autograd.grad(y, x, dy)[0]
 
 
-def assert_matches_torch(x, dy, no_torch_fallback, **pool):
-    """Same y and indices as PyTorch, bit for bit (NaN where PyTorch's is NaN), and dx within tolerance."""
-    y_ref, indices_ref, dx_ref = reference(x, dy, **pool)
-    y, indices, dx = run(x, dy, no_torch_fallback, **pool)
+def assert_matches_torch(x, dy, no_torch_fallback, relu=False, **pool):
+    """Same y and indices as PyTorch (of relu(x) if ``relu``), bit for bit (NaN where PyTorch's is NaN), and dx
+    within tolerance."""
+    y_ref, indices_ref, dx_ref = reference(x, dy, relu, **pool)
+    y, indices, dx = run(x, dy, no_torch_fallback, relu, **pool)
     assert y.dtype == y_ref.dtype and torch.equal(y.isnan(), y_ref.isnan())
     assert torch.equal(y.nan_to_num(), y_ref.nan_to_num())
     assert indices.dtype == torch.int64 and torch.equal(indices, indices_ref)
@@ -73,6 +75,20 @@ def test_matches_torch_fp32(shape, pool, channels_last, no_torch_fallback):
     assert all(t.is_contiguous(memory_format=fmt) for t in (y, indices, dx))
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, pool", GEOMETRIES)
+def test_relu_pool_matches_torch_relu_then_pool(shape, pool, channels_last, no_torch_fallback):
+    """relu=True (AlexNet's ReLU before a pool, fused) on a negative-heavy input: many windows with a maximum <= 0
+    (y 0, no gradient, PyTorch's index of the first tap inside)."""
+    gen = torch.Generator().manual_seed(11)
+    x = with_grad(torch.randn(shape, generator=gen) - 1.0, channels_last)
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    y, _, dx = assert_matches_torch(x, dy, no_torch_fallback, relu=True, **pool)
+    assert (y == 0).any() and (y > 0).any() and (dx != 0).any()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(t.is_contiguous(memory_format=fmt) for t in (y, dx))
+
+
 @pytest.mark.parametrize("shape, pool", [GEOMETRIES[4], *GEOMETRIES[-4:]])
 def test_matches_torch_fp64(shape, pool, no_torch_fallback):
     gen = torch.Generator().manual_seed(6)
@@ -85,34 +101,40 @@ def test_matches_torch_fp64(shape, pool, no_torch_fallback):
                                   dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True),
                                   dict(kernel_size=2, stride=2, padding=1, ceil_mode=True)],
                          ids=["padded", "dilation-ceil", "ceil-left-padding"])
-def test_gradcheck_float64(pool):
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu-pool"])
+def test_gradcheck_float64(pool, relu):
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: ops.max_pool2d(x, **pool), (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda x: ops.max_pool2d(x, **pool, relu=relu), (x,), fast_mode=True)
 
 
 @pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=2, stride=1, padding=1,
                                                                       dilation=2, ceil_mode=True)],
                          ids=["alexnet", "dilation-ceil"])
-def test_ties_after_relu_go_to_the_first_maximum(pool, no_torch_fallback):
-    """ReLU outputs: many windows are all zeros or hold repeated values; PyTorch picks the first (value, index
-    and gradient)."""
+@pytest.mark.parametrize("relu", [False, True], ids=["relu-output", "relu-pool"])
+def test_ties_after_relu_go_to_the_first_maximum(pool, relu, no_torch_fallback):
+    """ReLU outputs (given, or made by relu=True from small integers): many windows are all zeros or hold repeated
+    values; PyTorch picks the first (value, index and gradient); relu=True passes no gradient to a winner at 0."""
     gen = torch.Generator().manual_seed(1)
-    x = with_grad(F.relu(torch.randint(-3, 3, (2, 6, 15, 15), generator=gen).float()))
+    x = torch.randint(-3, 3, (2, 6, 15, 15), generator=gen).float()
+    x = with_grad(x if relu else F.relu(x))
     dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
-    assert_matches_torch(x, dy, no_torch_fallback, **pool)
+    y, _, _ = assert_matches_torch(x, dy, no_torch_fallback, relu, **pool)
+    assert (y == 0).any() and (x.detach() == 0).any()
 
 
 @pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, dilation=2,
                                                                       ceil_mode=True)],
                          ids=["alexnet", "dilation-ceil"])
-def test_nan_propagates_like_torch(pool, no_torch_fallback):
-    """A NaN wins over any number and a later NaN over an earlier one: PyTorch's index and gradient."""
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu-pool"])
+def test_nan_propagates_like_torch(pool, relu, no_torch_fallback):
+    """A NaN wins over any number and a later NaN over an earlier one: PyTorch's index and gradient (relu(NaN) is
+    NaN, and PyTorch's ReLU passes the gradient of a NaN), also among negative values (relu=True)."""
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(1, 3, 9, 9, generator=gen)
+    x = torch.randn(1, 3, 9, 9, generator=gen) - float(relu)
     x[0, 0, 2, 2] = x[0, 1, 4, 5] = x[0, 1, 4, 6] = x[0, 1, 6, 4] = x[0, 2, 0, 0] = float("nan")
     dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
-    y, _, _ = assert_matches_torch(with_grad(x), dy, no_torch_fallback, **pool)
-    assert y.isnan().any()
+    y, _, dx = assert_matches_torch(with_grad(x), dy, no_torch_fallback, relu, **pool)
+    assert y.isnan().any() and (dx[x.isnan()] != 0).any()
 
 
 @pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2, padding=1),
@@ -141,20 +163,25 @@ def test_windows_without_an_input_tap_match_torch(no_torch_fallback):
     assert torch.equal(y, y_ref) and (y == float("-inf")).all()
     assert torch.equal(indices, indices_ref) and (indices == 2 * 2 + 2).all()
     assert torch.equal(dx, torch.zeros_like(x))
+    y_ref, indices_ref = F.max_pool2d(F.relu(x), **pool, return_indices=True)
+    with no_torch_fallback():  # relu(x) is 0 on every pixel, but the window holds none: still -inf
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True, relu=True)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, padding=1,
                                                                       dilation=2, ceil_mode=True)],
                          ids=["alexnet", "dilation-ceil"])
-def test_low_precision(dtype, pool, no_torch_fallback):
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu-pool"])
+def test_low_precision(dtype, pool, relu, no_torch_fallback):
     """The maximum and indices are exact at any dtype; dx sums the routed values in fp32 then rounds once."""
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 8, 27, 27, generator=gen).to(dtype).requires_grad_()
+    x = (torch.randn(2, 8, 27, 27, generator=gen) - float(relu)).to(dtype).requires_grad_()
     x64 = x.detach().double().requires_grad_()
     dy = torch.randn(F.max_pool2d(x64, **pool).shape, generator=gen).to(dtype)
-    y, indices, dx = run(x, dy, no_torch_fallback, **pool)
-    y64, indices64, dx64 = reference(x64, dy.double(), **pool)
+    y, indices, dx = run(x, dy, no_torch_fallback, relu, **pool)
+    y64, indices64, dx64 = reference(x64, dy.double(), relu, **pool)
     assert y.dtype == dtype and torch.equal(y.double(), y64)
     assert torch.equal(indices, indices64)
     assert torch.equal(dx, dx64.to(dtype))
@@ -198,18 +225,19 @@ def strided(t: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2), dict(kernel_size=3, stride=2, padding=1,
                                                                       dilation=2, ceil_mode=True)],
                          ids=["alexnet", "dilation-ceil"])
-def test_strided_operands(pool, no_torch_fallback):
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "relu-pool"])
+def test_strided_operands(pool, relu, no_torch_fallback):
     """Every operand a launcher takes, as a non-contiguous view: x (forward), dy and the window offsets
     (backward), the window offsets (indices); each result equals PyTorch's."""
     gen = torch.Generator().manual_seed(8)
-    x = strided(torch.randn(2, 3, 13, 12, generator=gen))
+    x = strided(torch.randn(2, 3, 13, 12, generator=gen) - float(relu))
     dy = strided(torch.randn(F.max_pool2d(x, **pool).shape, generator=gen))
-    y_ref, indices_ref, dx_ref = reference(x.clone().requires_grad_(), dy, **pool)
+    y_ref, indices_ref, dx_ref = reference(x.clone().requires_grad_(), dy, relu, **pool)
     with no_torch_fallback():
-        y, window = max_pool.max_pool2d_forward(x, **pool)
+        y, window = max_pool.max_pool2d_forward(x, **pool, relu=relu)
         dx = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool)
         indices = max_pool.max_pool2d_indices(strided(window), x.shape, **pool)
-        dx_autograd, = torch.autograd.grad(ops.max_pool2d(x.requires_grad_(), **pool), x, dy)
+        dx_autograd, = torch.autograd.grad(ops.max_pool2d(x.requires_grad_(), **pool, relu=relu), x, dy)
     assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
     assert_close(dx, dx_ref, "dx")
     assert_close(dx_autograd, dx_ref, "dx through autograd")
@@ -253,6 +281,19 @@ def test_module_is_a_drop_in(arguments, no_torch_fallback):
                     strict=True):
         assert torch.equal(a, b)
     assert repr(ours) == repr(theirs) and ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+def test_relu_module_pools_the_relu(no_torch_fallback):
+    """MaxPool2d(relu=True): torch.nn.MaxPool2d's arguments and state_dict, of relu(x); relu says so in its repr."""
+    x = with_grad(torch.randn(2, 3, 11, 11, generator=torch.Generator().manual_seed(12)))
+    ours, theirs = nn.MaxPool2d(3, 2, relu=True), torch.nn.MaxPool2d(3, 2)
+    with no_torch_fallback():
+        y = ours(x)
+        dx, = torch.autograd.grad(y, x, torch.ones_like(y))
+    expected = theirs(F.relu(x))
+    assert torch.equal(y, expected)
+    assert torch.equal(dx, torch.autograd.grad(expected, x, torch.ones_like(expected))[0])
+    assert repr(ours) == repr(theirs)[:-1] + ", relu=True)" and ours.state_dict().keys() == theirs.state_dict().keys()
 
 
 def test_signature_is_f_max_pool2d_positional_order(no_torch_fallback):

@@ -11,6 +11,7 @@ from conftest import assert_close, assert_low_precision_close
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from alexnet_triton import nn as triton_nn
 from alexnet_triton import ops, optim
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import VARIANTS, AlexNet
@@ -127,6 +128,27 @@ def test_a_channels_last_map_larger_than_1x1_flattens_in_nchw_order(no_torch_fal
         logits = triton_model(x)
     with torch.no_grad():
         assert_close(logits, torch_model(x), "logits")
+
+
+CONV_OUTPUT_GRAD = "_conv2d_output_grad_kernel"
+POOL_FORWARDS = ("_max_pool2d_forward_kernel", "_lrn_max_pool_forward_kernel")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_relu_before_a_pool_is_the_pool_s_so_its_conv_launches_no_mask_pass(variant):
+    """conv1, conv2 and conv5 (a pool after their ReLU) run without it, and their pools (LRN + pool in the 2012 net)
+    with it: a training step's backward launches the ReLU-mask output-grad pass for conv3 and conv4 only, a
+    bias-only one (reads dy) for the others."""
+    model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant])
+    convs = [m for m in model.features if isinstance(m, triton_nn.Conv2d)]
+    assert [conv.relu for conv in convs] == [False, False, True, True, False]
+    with runtime.capture_launches() as records:
+        ops.cross_entropy(model(images(variant)), torch.tensor([3, 0, 7])).backward()
+    pools = [r.args["RELU"] for r in records if r.kernel.fn.__name__ in POOL_FORWARDS]
+    assert pools == [True, True, True]
+    passes = [(r.args["RELU_MASK"], r.args["BIAS_GRAD"], r.args["dy_ptr"].shape[1]) for r in records
+              if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]  # backward: conv5 first
+    assert passes == [(conv.relu, True, conv.out_channels) for conv in reversed(convs)]
 
 
 def test_triton_weights_load_into_the_torch_tree():

@@ -1,4 +1,4 @@
-"""AlexNet's fused LRN + max-pool block, differentiable in x; saves x (the conv+ReLU output) and the window
+"""AlexNet's fused (ReLU +) LRN + max-pool block, differentiable in x; saves x (the conv's output) and the window
 offsets (int8 up to 127 taps)."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from .library import kernel_op
 
 @kernel_op("lrn_max_pool2d")
 def _lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size: list[int],
-                    stride: list[int], padding: list[int]) -> list[torch.Tensor]:
+                    stride: list[int], padding: list[int], relu: bool) -> list[torch.Tensor]:
     """[y, window offsets]."""
-    return list(lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride, padding))
+    return list(lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride, padding, relu))
 
 
 @kernel_op("lrn_max_pool2d_backward")
 def _lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
                              beta: float, k: float, kernel_size: list[int], stride: list[int],
-                             padding: list[int]) -> torch.Tensor:
-    return lrn_max_pool2d_backward(dy, window, x, size, alpha, beta, k, kernel_size, stride, padding)
+                             padding: list[int], relu: bool) -> torch.Tensor:
+    return lrn_max_pool2d_backward(dy, window, x, size, alpha, beta, k, kernel_size, stride, padding, relu)
 
 
 def _save(ctx, inputs, output) -> None:
@@ -32,21 +32,22 @@ def _save(ctx, inputs, output) -> None:
 def _backward(ctx, grads):
     window, x = ctx.saved_tensors
     dx = None if grads[0] is None else _lrn_max_pool2d_backward(grads[0], window, x, *ctx.block)
-    return (dx,) + (None,) * 7
+    return (dx,) + (None,) * 8
 
 
 _lrn_max_pool2d.register_autograd(_backward, setup_context=_save)
 
 
 def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
-                   kernel_size=3, stride=2, padding=0) -> torch.Tensor:
-    """``F.max_pool2d(F.local_response_norm(x, size, alpha, beta, k), kernel_size, stride, padding)`` fused.
+                   kernel_size=3, stride=2, padding=0, *, relu: bool = False) -> torch.Tensor:
+    """``F.max_pool2d(F.local_response_norm(x, size, alpha, beta, k), kernel_size, stride, padding)`` fused; with
+    ``relu``, of ``F.relu(x)``.
 
     x [N, C, H, W] (NCHW or channels_last; the output keeps it) -> [N, C, OH, OW].
-    In AlexNet x is the conv+ReLU output, which the conv saves anyway: the block
-    adds only 1 byte per output element of saved state. Defaults: the 2012 net's
-    overlapping 3x3/2 pool.
+    In AlexNet x is the output of conv1 or conv2, with relu (the conv then needs
+    no ReLU mask in its backward): the block saves x and 1 byte per output
+    element. Defaults: the 2012 net's overlapping 3x3/2 pool.
     """
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
     return _lrn_max_pool2d(x, size, float(alpha), float(beta), float(k), [g["KH"], g["KW"]],
-                           [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]])[0]
+                           [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]], relu)[0]

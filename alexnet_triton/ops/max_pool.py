@@ -1,5 +1,5 @@
-"""max_pool2d, differentiable in its input; saves window offsets (int8 up to 127 taps, not int64 indices), from
-which ``return_indices=True`` makes PyTorch's indices on demand."""
+"""max_pool2d (of relu(x) with ``relu``), differentiable in its input; saves window offsets (int8 up to 127 taps, not
+int64 indices), from which ``return_indices=True`` makes PyTorch's indices on demand."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from .library import kernel_op
 
 @kernel_op("max_pool2d")
 def _max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
-                ceil_mode: bool) -> list[torch.Tensor]:
+                ceil_mode: bool, relu: bool) -> list[torch.Tensor]:
     """[y, window offsets] of a 4-D x."""
-    return list(max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode))
+    return list(max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, relu))
 
 
 @kernel_op("max_pool2d_backward")
@@ -39,7 +39,7 @@ def _max_pool2d_indices(window: torch.Tensor, x_shape: list[int], kernel_size: l
 
 
 def _save(ctx, inputs, output) -> None:
-    x, *ctx.pool = inputs
+    x, *ctx.pool, _ = inputs  # the window offsets hold what the backward needs of relu
     ctx.x_shape, ctx.channels_last = list(x.shape), memory_format_of(x) is torch.channels_last
     ctx.save_for_backward(output[1])
     ctx.set_materialize_grads(False)  # no zero-filled gradient for the offsets (nor for an unused y)
@@ -49,15 +49,16 @@ def _backward(ctx, grads):
     (window,) = ctx.saved_tensors
     dy = grads[0]
     dx = None if dy is None else _max_pool2d_backward(dy, window, ctx.x_shape, *ctx.pool, ctx.channels_last)
-    return dx, None, None, None, None, None
+    return dx, None, None, None, None, None, None
 
 
 _max_pool2d.register_autograd(_backward, setup_context=_save)
 
 
 def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """``F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)``.
+               return_indices=False, *, relu: bool = False):
+    """``F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)``; with ``relu``, of
+    ``F.relu(input)`` (a ReLU before the pool: its mask costs the backward nothing, kernels/max_pool.py).
 
     input [N, C, H, W] (NCHW or channels_last; the output keeps it; N may be 0) or unbatched [C, H, W]
     -> [N, C, OH, OW] or [C, OH, OW]; with return_indices, also the int64 flat index (h * W + w) of each
@@ -73,7 +74,7 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
     d = max_pool2d_dilation(dilation)
     pool = ([g["KH"], g["KW"]], [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]],
             [d["DILATION_H"], d["DILATION_W"]], ceil_mode)
-    y, window = _max_pool2d(x, *pool)
+    y, window = _max_pool2d(x, *pool, relu)
     outputs = [y]
     if return_indices:
         outputs.append(_max_pool2d_indices(window, list(x.shape), *pool))

@@ -64,13 +64,15 @@ def _after(kind: str, variants=VARIANTS) -> Iterator[tuple[str, str, tuple[int, 
 
 
 def pool_cases() -> Cases:
-    """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward."""
+    """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward; of the conv's ReLU (relu=True, as
+    the model fuses it) where no LRN comes between."""
+    after_lrn = {(variant, after) for variant, after, _ in _after("lrn")}
     for variant, after, shape in _after("pool"):
         for dtype_name, (dtype, _) in DTYPES.items():
             for layout_name, layout in LAYOUTS.items():
-                def run(shape=shape, dtype=dtype, layout=layout):
+                def run(shape=shape, dtype=dtype, layout=layout, relu=(variant, after) not in after_lrn):
                     x = torch.empty(shape, dtype=dtype, memory_format=layout)
-                    y, window = max_pool.max_pool2d_forward(x, POOL["kernel_size"], POOL["stride"])
+                    y, window = max_pool.max_pool2d_forward(x, POOL["kernel_size"], POOL["stride"], relu=relu)
                     max_pool.max_pool2d_backward(y, window, x.shape, POOL["kernel_size"], POOL["stride"],
                                                  memory_format=layout)
                 yield f"{variant}/pool-after-{after}/{dtype_name}/{layout_name}", run
@@ -95,10 +97,11 @@ def lrn_cases() -> Cases:
 
 
 def lrn_pool_cases() -> Cases:
-    """The 2012 net's fused LRN + 3x3/2 max-pool after conv1 and conv2, forward and backward."""
+    """The 2012 net's fused ReLU + LRN + 3x3/2 max-pool after conv1 and conv2 (relu=True, as the model fuses it),
+    forward and backward."""
     def launch(x):
-        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *LRN.values(), *POOL.values())
-        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, *LRN.values(), *POOL.values())
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *LRN.values(), *POOL.values(), relu=True)
+        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, *LRN.values(), *POOL.values(), relu=True)
     yield from _after_lrn_layers("lrn-pool", launch)
 
 

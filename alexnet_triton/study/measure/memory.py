@@ -8,7 +8,7 @@ conv output that both the conv's ReLU mask and the LRN need, a weight and its tr
 parameters (weights, biases) are listed apart, since they do not grow with the batch.
 
   ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool, float32.
-                       Triton: ``ops.conv2d(relu=True)`` then the fused ``ops.lrn_max_pool2d``; eager:
+                       Triton: ``ops.conv2d`` then the fused ``ops.lrn_max_pool2d(relu=True)``, as the model; eager:
                        F.conv2d, F.relu, F.local_response_norm, F.max_pool2d.
   ``measure_network``  the whole model (both variants, training mode, dropout on), forward only, per provider:
                        backend "triton" against backend "torch" (eager) and that model under torch.compile
@@ -138,8 +138,8 @@ def block_inputs(layer: ConvLayer, batch: int, needs_input_grad: bool):
 
 
 def triton_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
-    y = ops.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups, relu=True)
-    return ops.lrn_max_pool2d(y, **LRN, **POOL)
+    z = ops.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups)
+    return ops.lrn_max_pool2d(z, **LRN, **POOL, relu=True)
 
 
 def torch_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
