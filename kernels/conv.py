@@ -30,10 +30,14 @@ The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
     fills a block.
   - flat: each step is BLOCK consecutive (r, s, c) indices, c fastest; for
     few channels (conv1: C=3, C*R*S=363) where channel blocks would be mostly
-    padding, and by default in the interpreter (fewer interpreted steps). Where
-    every window lies inside x (no padding) and C is a multiple of 8, the flat
-    columns are 16-byte channel vectors with no bounds checks: conv1 on tensor
-    cores runs so as its space-to-depth form (``Depth``: 48 channels, 3x3).
+    padding, for channels_last channels that are whole 16-byte vectors but not
+    whole blocks (2012 conv2: 48 of each 64-channel block), and by default in
+    the interpreter (fewer interpreted steps). With C a multiple of 8 the flat
+    columns are 16-byte channel vectors: each run of a tap's channels is one
+    vector load, its mask the bounds of that tap's (h, w) (Triton's axis
+    analysis keeps C % 16-aligned runs contiguous and their masks constant), or
+    none where every window lies inside x: conv1 on tensor cores runs so as its
+    space-to-depth form (``Depth``: 48 channels, 3x3).
 The input gradient reduces over (tap, output channel) the same two ways.
 """
 
@@ -53,6 +57,9 @@ from .partial_sums import sum_partials
 
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
 FLAT_CRS_CHANNELS = 16
+# The channel block of the tensor-core tiles (BLOCK_K of the forward, BLOCK_N of the weight gradient's 64-wide
+# tiles): channels per group that are not a multiple of it pad every tap's block (``gpu_flat_reduction``).
+CHANNEL_BLOCK = 64
 
 
 def _interpreter_forward_tile(a: dict) -> triton.Config:  # pixels x output channels over (c, r, s)
@@ -143,11 +150,26 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
                                  key=(*key, *GEOMETRY_KEY), pick=pick, operand=operand)
 
 
-# issue/tensor of the weight-gradient main loop per tensor-core tile (BLOCK_M, BLOCK_N, BLOCK_K): the largest over
-# the bf16 and fp16 channels_last cases of reports/kernels/inspection.csv on sm_90, rounded up (sm_80's are lower,
-# all below 1); tests/test_configs.py checks it against that table. A tile not in it counts as 1.
-WEIGHT_GRAD_ISSUE_PER_TENSOR = {(256, 128, 64): 0.45, (128, 256, 64): 0.61, (256, 64, 64): 0.67,
-                                (128, 128, 64): 0.81, (128, 64, 64): 1.27, (128, 128, 32): 0.94}
+# issue/tensor of the weight-gradient main loop per kind of loop (``weight_grad_loop``) and tensor-core tile
+# (BLOCK_M, BLOCK_N, BLOCK_K): the largest over the bf16 and fp16 channels_last cases of that kind in
+# reports/kernels/inspection.csv on sm_90, rounded up (sm_80's are lower, all below 1); tests/test_configs.py checks
+# it against that table. The bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window
+# per element: it issues more. A tile not in it counts as 1.
+WEIGHT_GRAD_ISSUE_PER_TENSOR = {
+    "channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
+                       (128, 64, 64): 1.21, (128, 128, 32): 0.94},
+    "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
+             (128, 64, 64): 1.27, (128, 128, 32): 0.94},
+    "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76, (128, 128, 64): 0.96,
+                             (128, 64, 64): 1.39, (128, 128, 32): 1.11}}
+
+
+def weight_grad_loop(flat: bool, window_inside: bool) -> str:
+    """The kind of a weight-gradient main loop (``WEIGHT_GRAD_ISSUE_PER_TENSOR``'s key): "channel blocks", "flat"
+    (every window inside x: no bounds checks; conv1's space-to-depth form) or "flat, bounds checked"."""
+    return "channel blocks" if not flat else "flat" if window_inside else "flat, bounds checked"
+
+
 # A DRAM byte in the unit of ``WeightGradWork.time``, one multiply-add of one SM's tensor cores: bf16 MACs per SM
 # per second over DRAM bytes per second is 1.1 on an H100 SXM (132 SMs), 0.7 on an A100 SXM (108).
 MACS_PER_BYTE = 1.0
@@ -166,17 +188,18 @@ class WeightGradWork:
     C_per_group: int
     R: int
     S: int
-    flat: bool
+    loop: str  # ``weight_grad_loop``
     operand_bytes: int  # dy and x, read once
     element_bytes: int  # of dw
     partial_bytes: int  # of a split-K partial: fp32, fp64 for float64
 
     @classmethod
     def of(cls, a: dict) -> WeightGradWork:
-        """From a launch's keyword arguments ``a`` (N, the geometry, dy_ptr, x_ptr, FLAT_CRS)."""
+        """From a launch's keyword arguments ``a`` (N, the geometry, dy_ptr, x_ptr, FLAT_CRS, WINDOW_INSIDE)."""
         dy, x = a["dy_ptr"], a["x_ptr"]
         return cls(a["N"] * a["OH"] * a["OW"], dy.shape[1], a["K_per_group"], a["C_per_group"], a["R"], a["S"],
-                   a["FLAT_CRS"], dy.numel() * dy.element_size() + x.numel() * x.element_size(), x.element_size(),
+                   weight_grad_loop(a["FLAT_CRS"], a["WINDOW_INSIDE"]),
+                   dy.numel() * dy.element_size() + x.numel() * x.element_size(), x.element_size(),
                    8 if x.dtype == torch.float64 else 4)
 
     def time(self, tile: tuple[int, int, int], splits: int, sms: int) -> float:
@@ -188,9 +211,10 @@ class WeightGradWork:
         m, n, k = tile
         crs = self.C_per_group * self.R * self.S
         programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
-                    * crs_blocks(self.C_per_group, self.R, self.S, n, self.flat) * splits)
+                    * crs_blocks(self.C_per_group, self.R, self.S, n, self.loop != "channel blocks") * splits)
         steps = runtime.cdiv(runtime.cdiv(self.pixels, splits), k)
-        mma = runtime.cdiv(programs, sms) * steps * m * n * k * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR.get(tile, 1.0))
+        mma = (runtime.cdiv(programs, sms) * steps * m * n * k
+               * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR[self.loop].get(tile, 1.0)))
         partials = splits * self.K * crs * self.partial_bytes
         return (max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE)
                 + (partials + self.K * crs * self.element_bytes) * MACS_PER_BYTE)
@@ -236,9 +260,11 @@ FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile
 # The flat reduction over channel vectors (conv1 after space-to-depth: 432 = 3 x 3 taps x 48 channels, 96 or 64
 # output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
 # BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80 (bf16),
-# 256x128x32 w8 there at TF32.
+# 256x128x32 w8 there at TF32. 2012 conv2 (1200 = 5 x 5 taps x 48 channels, bounds checked) takes them too
+# (sm_90 bf16: 0.31 issue/tensor at 128x128x64, 0.84 at 128x64x32). Exact fp32: the channel-block set's CUDA-core
+# tiles (64x64x32 w8 spilled on sm_90 for conv2).
 FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3)),
-                                       FORWARD_GATHER_CONFIGS.cuda_core,
+                                       FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,), _INPUT_GRAD_CUDA_CORE,
@@ -249,8 +275,8 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
 # stages it spilled 8 bytes on sm_80 (torchvision conv4). 256x64 serves 192-channel layers (conv4, conv5 of
-# 2012), 128x64 conv2's 48 channels per group (8 warps: at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but
-# Triton 3.9 spilled it on sm_80).
+# 2012), 128x64 128 output channels per group (2012 conv5, torchvision conv3; 8 warps: for 2012 conv2's channel
+# blocks at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but Triton 3.9 spilled it on sm_80).
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
@@ -271,8 +297,8 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
     gathers windows from (x; dy for the input gradient) and its reduction order: the large tiles where the
     operand tiles are channel vectors (channels_last activations: channel stride 1), else the gather tiles.
     Channel blocks are vectors; the flat reduction is where its columns are too (channels a multiple of 8:
-    16-byte runs, and every window inside the input: no bounds checks; conv1 after space-to-depth), but never
-    in the input gradient, which also gathers the stride phases of a strided conv."""
+    16-byte runs; conv1 after space-to-depth, 2012 conv2), but never in the input gradient, which also gathers
+    the stride phases of a strided conv."""
     vectors, flat_vectors, gather = _CONFIG_SETS[kernel_pass]
     if activation.stride(1) != 1:
         return gather
@@ -280,7 +306,7 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
         return vectors if not flat and g.stride_h == g.stride_w == 1 else gather
     if not flat:
         return vectors
-    return flat_vectors if g.C_per_group % 8 == 0 and g.window_inside else gather
+    return flat_vectors if g.C_per_group % 8 == 0 else gather
 
 
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
@@ -291,10 +317,20 @@ OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(tensor_core=(_OUTPUT_GRAD_TILE,), cu
                                             interpreter=_interpreter_output_grad_tile, key=())
 
 
-def flat_reduction(channels_per_group: int) -> bool:
-    """Default reduction order: flat on a GPU for few channels (tensor-core K >= 16), and always in the
-    interpreter, where fewer, larger steps are faster (tests run the channel-block order explicitly)."""
-    return runtime.INTERPRETER or channels_per_group < FLAT_CRS_CHANNELS
+def gpu_flat_reduction(channels_per_group: int, channel_vectors: bool) -> bool:
+    """The GPU path's reduction order: flat for few channels (tensor-core K >= 16), and, where the flat columns
+    are channel vectors (``channel_vectors``: channels_last activations in the forward and weight gradient), for
+    channels that fill whole 16-byte vectors but not whole ``CHANNEL_BLOCK`` blocks: 2012 conv2's 48 channels
+    per group fill 48 of each tap's 64-channel block (1600 reduction elements for 1200: a quarter of the MMAs on
+    zeros), flat only its last block (1216)."""
+    return channels_per_group < FLAT_CRS_CHANNELS or (channel_vectors and channels_per_group % 8 == 0
+                                                      and channels_per_group % CHANNEL_BLOCK != 0)
+
+
+def flat_reduction(channels_per_group: int, channel_vectors: bool = False) -> bool:
+    """Default reduction order: ``gpu_flat_reduction`` on a GPU, and always flat in the interpreter, where
+    fewer, larger steps are faster (tests run the channel-block order explicitly)."""
+    return runtime.INTERPRETER or gpu_flat_reduction(channels_per_group, channel_vectors)
 
 
 @triton.jit
@@ -768,7 +804,7 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if N == 0:
         return y
     if flat_crs is None:
-        flat_crs = flat_reduction(g.C_per_group)
+        flat_crs = flat_reduction(g.C_per_group, x.stride(1) == 1)
     grid = lambda meta: (runtime.cdiv(N * g.OH * g.OW, meta["BLOCK_M"]),  # noqa: E731
                          runtime.cdiv(g.K_per_group, meta["BLOCK_N"]), groups)
     runtime.launch(
@@ -881,14 +917,14 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     checks.check_device("conv2d_weight_grad", dy=dy, x=x)
     K, crs = weight_shape[0], g.C_per_group * g.R * g.S
     if flat_crs is None:
-        flat_crs = flat_reduction(g.C_per_group)
+        flat_crs = flat_reduction(g.C_per_group, x.stride(1) == 1)
     configs, tensor_cores = pass_configs("weight_grad", x, flat_crs, g), runtime.uses_tensor_cores(x.dtype, precision)
     if splits is None and any(isinstance(size, torch.SymInt) for size in (*x.shape, *dy.shape)):
         splits = 1  # symbolic sizes (fake tensors of torch.compile's dynamic shapes): nothing runs, dw's shape
         # does not depend on the split, and a plan needs the sizes' values
     elif splits is None:
         splits = weight_grad_splits(configs, tensor_cores, WeightGradWork.of(
-            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs)))
+            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside)))
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)

@@ -97,10 +97,11 @@ def test_tiles_are_fitted_to_the_gpus_shared_memory():
 SHARED_PER_BLOCK = {132: 232448, 108: 166912}
 # (variant, layer): {SMs: (BLOCK_M, BLOCK_N, BLOCK_K, splits)} of the weight gradient at batch 128, bf16,
 # channels_last. 128x128x32's BK 32 slices the pixels finer than BK 64 at the same modelled MMA rate (0.94
-# issue/tensor); 192 and 48 channels take 64-wide tiles; 132 or 108 SMs take different splits.
+# issue/tensor); 192 channels take 64-wide tiles; 2012 conv2's flat 1200 (r, s, c) take 128 or 256 (5 or 10 blocks,
+# 1280); 132 or 108 SMs take different splits.
 WEIGHT_GRAD_PLANS = {
     ("2012", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
-    ("2012", "conv2"): {132: (128, 64, 64, 13), 108: (128, 64, 64, 15)},
+    ("2012", "conv2"): {132: (128, 256, 64, 13), 108: (128, 128, 64, 16)},
     ("2012", "conv3"): {132: (128, 128, 32, 7), 108: (128, 128, 64, 2)},
     ("2012", "conv4"): {132: (256, 64, 64, 7), 108: (256, 64, 64, 2)},
     ("2012", "conv5"): {132: (128, 64, 64, 7), 108: (128, 64, 64, 2)},
@@ -130,7 +131,8 @@ def captured_weight_grad(variant: str, name: str, sms: int) -> runtime.LaunchRec
             depth.weight_grad(dy, x_d, w_shape, torch.channels_last, torch.bfloat16, "ieee")
         else:
             conv.conv2d_weight_grad(dy, x, w_shape, layer.stride, layer.padding, groups=layer.groups,
-                                    memory_format=torch.channels_last, flat_crs=False)
+                                    memory_format=torch.channels_last,
+                                    flat_crs=conv.gpu_flat_reduction(layer.in_channels // layer.groups, True))
     return next(r for r in records if r.kernel is conv._conv2d_weight_grad_kernel)
 
 
@@ -159,31 +161,54 @@ def test_weight_grad_time_counts_rounds_of_programs_padding_and_partials():
     dy = torch.empty(128, 384, 13, 13, dtype=torch.bfloat16, device="meta")
     x = torch.empty(128, 256, 13, 13, dtype=torch.bfloat16, device="meta")
     g = conv.conv2d_geometry(x.shape, (384, 256, 3, 3), 1, 1, 1, 1)
-    work = conv.WeightGradWork.of(dict(N=128, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=False))
+    work = conv.WeightGradWork.of(dict(N=128, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=False,
+                                       WINDOW_INSIDE=g.window_inside))
     elements = 384 * 2304
     for splits, rounds, steps in ((4, 1, 85), (5, 2, 68)):
         expected = rounds * steps * 128 * 256 * 64 + splits * elements * 4 + elements * 2
         assert work.time((128, 256, 64), splits, 132) == expected
-    # 128x64x64 loops issue-bound on sm_90 (1.27 issue/tensor): its MMAs count 1.27 times; 3 x 36 x 4 = 432
-    # programs of 4 splits, 4 rounds
-    assert work.time((128, 64, 64), 4, 132) == pytest.approx(4 * 85 * 128 * 64 * 64 * 1.27 + 4 * elements * 4
+    # 128x64x64 channel-block loops issue-bound on sm_90 (1.21 issue/tensor): its MMAs count 1.21 times; 3 x 36 x 4
+    # = 432 programs of 4 splits, 4 rounds
+    assert work.time((128, 64, 64), 4, 132) == pytest.approx(4 * 85 * 128 * 64 * 64 * 1.21 + 4 * elements * 4
                                                              + elements * 2)
+
+
+def _weight_grad_loop(case: str) -> str:
+    """The kind of weight-gradient loop (``conv.weight_grad_loop``) a channels_last inspection case launches: its
+    layer's space-to-depth form or the GPU's reduction order and its windows (a drop-in case is a dilated conv3)."""
+    variant, name = case.split("/")[:2]
+    layer = next((c for c in CONV_LAYERS.get(variant, ()) if c.name == name), None)
+    if layer is None:
+        return "channel blocks"
+    x_shape = (128, layer.in_channels, layer.size, layer.size)
+    w_shape = (layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel)
+    x = torch.empty(x_shape, device="meta").contiguous(memory_format=torch.channels_last)
+    if conv.conv2d_depth(x, w_shape, layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee"):
+        return "flat"
+    g = conv.conv2d_geometry(x_shape, w_shape, layer.stride, layer.padding, 1, layer.groups)
+    return conv.weight_grad_loop(conv.gpu_flat_reduction(g.C_per_group, True), g.window_inside)
 
 
 def test_weight_grad_issue_per_tensor_table_is_the_inspections():
     """``WEIGHT_GRAD_ISSUE_PER_TENSOR`` is reports/kernels/inspection.csv's largest sm_90 bf16/fp16 channels_last
-    issue/tensor of each shipped weight-gradient tile, rounded up to 0.01; every tensor-core tile has an entry,
-    and on sm_80 every one is below 1 (the table, read as sm_90's, only overstates an A100's)."""
+    issue/tensor of each shipped weight-gradient tile in each kind of loop, rounded up to 0.01; every tensor-core
+    tile has an entry in each, and on sm_80 every one is below 1 (the table, read as sm_90's, only overstates an
+    A100's)."""
     table = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "kernels" / "inspection.csv")
     rows = table[(table.kernel == "_conv2d_weight_grad_kernel") & table["dtypes"].isin(["bf16", "fp16"])
                  & (table.layouts == "channels_last")]
+    loops = rows.case_list.map(lambda cases: {_weight_grad_loop(case) for case in cases.split(";")})
+    assert (loops.map(len) == 1).all()  # one compilation is one kind of loop
+    rows = rows.assign(loop=loops.map(min))
     tiles = {conv._tile_of(c) for c in conv.WEIGHT_GRAD_CONFIGS.tensor_core}
-    assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR) == tiles
-    for (m, n, k), value in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR.items():
-        config = rows.config.str.startswith(f"BM{m}_BN{n}_BK{k}_")
-        largest = rows[config & (rows.target == "sm_90")].issue_per_tensor.max()
-        assert value == math.ceil(round(largest * 100, 6)) / 100, (m, n, k, largest)
-        assert (rows[config & (rows.target == "sm_80")].issue_per_tensor < 1).all()
+    assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR) == set(rows.loop)
+    for loop, values in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR.items():
+        assert set(values) == tiles
+        for (m, n, k), value in values.items():
+            config = rows.config.str.startswith(f"BM{m}_BN{n}_BK{k}_") & (rows.loop == loop)
+            largest = rows[config & (rows.target == "sm_90")].issue_per_tensor.max()
+            assert value == math.ceil(round(largest * 100, 6)) / 100, (loop, m, n, k, largest)
+            assert (rows[config & (rows.target == "sm_80")].issue_per_tensor < 1).all()
 
 
 def test_target_plans_for_another_gpu_and_restores():
@@ -253,6 +278,41 @@ def test_one_rule_chooses_each_passs_config_set(kernel_pass, channels_last, flat
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     g = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 0, 1, 1)
     assert conv.pass_configs(kernel_pass, x, flat, g) is getattr(conv, expected)
+
+
+@pytest.mark.parametrize("channels, channels_last, flat", [
+    (3, False, True), (3, True, True),  # conv1's three channels: flat in either layout
+    (48, True, True),  # 2012 conv2: 48 of each 64-channel block
+    (48, False, False),  # NCHW: no channel vectors to read flat
+    (96, True, True), (20, True, False),  # a block and a half; runs that are not 16-byte vectors
+    (64, True, False), (192, True, False), (256, True, False)])
+def test_gpu_reduction_order_is_flat_where_channel_blocks_would_pad(channels, channels_last, flat):
+    assert conv.gpu_flat_reduction(channels, channels_last) is flat
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+def test_conv2_launches_the_flat_reduction_on_channel_vectors_on_a_gpu(channels_last, monkeypatch):
+    """2012 conv2 (48 channels a group, 5x5, padding 2) as a GPU launches it (the interpreter's flat default off):
+    channels_last, the forward and weight gradient reduce flat over (r, s, c) with the channel-vector tiles although
+    its windows cross the padding (bounds checked per tap), the input gradient over channel blocks of its 128
+    output channels; NCHW keeps channel blocks."""
+    monkeypatch.setattr(runtime, "INTERPRETER", False)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.empty(128, 96, 27, 27, dtype=torch.bfloat16, device="meta").contiguous(memory_format=layout)
+    w = torch.empty(256, 48, 5, 5, dtype=torch.bfloat16, device="meta").contiguous(memory_format=layout)
+    dy = torch.empty(128, 256, 27, 27, dtype=torch.bfloat16, device="meta").contiguous(memory_format=layout)
+    with runtime.capture_launches() as records, runtime.target(132):
+        conv.conv2d_forward(x, w, None, padding=2, groups=2)
+        conv.conv2d_input_grad(dy, w, x.shape, padding=2, groups=2, memory_format=layout)
+        conv.conv2d_weight_grad(dy, x, w.shape, padding=2, groups=2, memory_format=layout)
+    gemms = [r for r in records if r.kernel in (conv._conv2d_forward_kernel, conv._conv2d_input_grad_kernel,
+                                                conv._conv2d_weight_grad_kernel)]  # not sum_partials
+    forward, input_grad, weight_grad = gemms
+    assert not forward.args["WINDOW_INSIDE"] and not input_grad.args["FLAT_KRS"]
+    assert forward.args["FLAT_CRS"] is weight_grad.args["FLAT_CRS"] is channels_last
+    expected = ((conv.FORWARD_FLAT_VECTOR_CONFIGS, conv.INPUT_GRAD_CONFIGS, conv.WEIGHT_GRAD_CONFIGS) if channels_last
+                else (conv.FORWARD_GATHER_CONFIGS, conv.INPUT_GRAD_GATHER_CONFIGS, conv.WEIGHT_GRAD_GATHER_CONFIGS))
+    assert tuple(r.configs for r in gemms) == expected
 
 
 @pytest.mark.parametrize("flat", [True, False])

@@ -613,3 +613,44 @@ def test_flat_channel_vectors_every_config(kernel, config):
         dy = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(3))
         dw = conv.conv2d_weight_grad(dy, x, w.shape, flat_crs=True, splits=2, config=config)
         assert_close(dw, torch.nn.grad.conv2d_weight(x, w.shape, dy), "dw")
+
+
+# Each GPU config of the flat channel-vector path in the dtype it runs: bf16 on tensor cores, fp32 on CUDA cores.
+FLAT_VECTOR_DTYPES = [pytest.param(kernel, config, dtype, id=f"{kernel}-{runtime.config_name(config)}-{name}")
+                      for kernel, configs in (("forward", conv.FORWARD_FLAT_VECTOR_CONFIGS),
+                                              ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
+                      for tiles, dtype, name in ((configs.tensor_core, torch.bfloat16, "bf16"),
+                                                 (configs.cuda_core, torch.float32, "fp32"))
+                      for config in tiles]
+
+
+@pytest.mark.parametrize("kernel, config, dtype", FLAT_VECTOR_DTYPES)
+def test_flat_channel_vectors_with_bounds_checks_every_config(kernel, config, dtype):
+    """The flat reduction over channel vectors with a bounds check per tap, as a GPU runs 2012 conv2 (48 channels
+    a group: each 64-wide block holds 16-channel runs of up to three taps; 5x5, padding 2, 2 groups), at each GPU
+    config of its forward and weight gradient: odd 7x9 maps, so every border's windows cross the padding, and a
+    channels_last x viewed out of a wider, larger tensor (channel stride 1, other strides not dense)."""
+    conv_args = dict(padding=2, groups=2)
+    gen = torch.Generator().manual_seed(23)
+    x = torch.randn(2, 104, 8, 12, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 5:101, 1:, 2:11]
+    w = (torch.randn(32, 48, 5, 5, generator=gen) / 1200 ** 0.5).to(dtype, memory_format=torch.channels_last)
+    b = torch.randn(32, generator=gen).to(dtype)
+    assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
+    assert conv.gpu_flat_reduction(48, x.stride(1) == 1) and not conv.conv2d_geometry(
+        x.shape, w.shape, 1, 2, 1, 2).window_inside
+    x64, w64, b64 = (t.double() for t in (x, w, b))
+    if kernel == "forward":
+        ours = conv.conv2d_forward(x, w, b, relu=True, flat_crs=True, config=config, **conv_args)
+        ref, ref64 = (torch_conv(*operands, conv_args, True) for operands in ((x, w, b), (x64, w64, b64)))
+        name = "y"
+    else:
+        dy = torch.randn(2, 32, 7, 9, generator=gen).to(dtype)
+        ours = conv.conv2d_weight_grad(dy, x, w.shape, flat_crs=True, splits=2, config=config,
+                                       memory_format=torch.channels_last, **conv_args)
+        ref = torch.nn.grad.conv2d_weight(x, w.shape, dy, **conv_args)
+        ref64 = torch.nn.grad.conv2d_weight(x64, w.shape, dy.double(), **conv_args)
+        name = "dw"
+    if dtype == torch.float32:
+        assert_close(ours, ref, name)
+    else:
+        assert_low_precision_close(ours, ref, ref64, name)

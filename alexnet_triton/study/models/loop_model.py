@@ -36,7 +36,8 @@ once per iteration), uneven split-K slices, and, for a measured gradient, the se
 
 Programs and iterations come from the launch arguments, captured as ``cases.conv_cases`` captures them
 (full-size tensors, launches recorded, not run; split-K slices as on the GPU's SM count) with the GPU path's
-reduction order (flat for fewer than ``conv.FLAT_CRS_CHANNELS`` channels per group). conv1 where it takes its
+reduction order (``conv.gpu_flat_reduction``: flat for few channels per group, and for channels_last 2012 conv2's
+48). conv1 where it takes its
 space-to-depth form (``conv.conv2d_depth``: channels_last, not exact fp32) is priced as launched: the conv
 kernels on x_d (48 channels, 3x3 taps; the zero taps' multiply-adds in the issue and tensor terms, the roofline
 the layer's own) and the flat reduction of its forward and weight gradient; its input gradient (no training step
@@ -100,11 +101,6 @@ def parse_config(name: str) -> dict[str, int]:
     return dict(meta, num_warps=int(warps), num_stages=int(stages))
 
 
-def _flat(channels: int) -> bool:
-    """The GPU path's reduction order (``conv.flat_reduction`` outside the interpreter)."""
-    return channels < conv.FLAT_CRS_CHANNELS
-
-
 @functools.cache
 def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str = "channels_last",
                 sms: int = CAPTURED.sms) -> dict[str, dict]:
@@ -119,7 +115,9 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
                     dtype=torch_dtype, memory_format=memory_format)
     b = torch.empty(layer.out_channels, dtype=torch_dtype)
     geometry = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, precision=precision)
-    c_flat, k_flat = _flat(layer.in_channels // layer.groups), _flat(layer.out_channels // layer.groups)
+    # the GPU path's reduction orders (``conv.flat_reduction`` outside the interpreter)
+    c_flat = conv.gpu_flat_reduction(layer.in_channels // layer.groups, memory_format == torch.channels_last)
+    k_flat = conv.gpu_flat_reduction(layer.out_channels // layer.groups, False)
     depth = conv.conv2d_depth(x, w.shape, layer.stride, layer.padding, 1, layer.groups, torch_dtype, precision)
     with runtime.capture_launches() as launches, runtime.target(sms):
         if depth is not None:  # conv1: its space-to-depth form, as alexnet_triton.ops launches it
