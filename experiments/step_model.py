@@ -1,7 +1,8 @@
 """The modelled lower bound of one whole training step, kernel by kernel: a model from the SASS, no GPU needed.
 
 Captures the launches of one training step of the Triton network (both variants, batch 128, channels_last, bf16
-mixed precision and fp32-TF32) as an H100 / H200 SXM and an A100 SXM would launch them, prices each from its
+mixed precision and fp32-TF32; the SGD step separate, and fused into the linear weight gradients as with
+``train.py --fused-update``) as an H100 / H200 SXM and an A100 SXM would launch them, prices each from its
 grid, its main loop in reports/kernels/inspection.csv (GEMM-like kernels) and the bytes it moves
 (``alexnet_triton.study.models.step_model``), and writes reports/kernels/step_lower_bound.csv and
 step_lower_bound.png. Prints the step rows and, on the H100 SXM, each layer x pass. Not a measurement.
@@ -24,9 +25,9 @@ import pandas as pd  # noqa: E402
 
 from alexnet_triton.study.models import step_model  # noqa: E402
 
-PASS_COLUMNS = ["variant", "dtype", "layer", "pass", "launches", "roofline_us", "bound_us", "host_us"]
-STEP_COLUMNS = ["gpu", "dtype", "variant", "launches", "roofline_us", "bound_us", "ratio", "images_per_s", "host_us",
-                "measured_us"]
+PASS_COLUMNS = ["variant", "dtype", "update", "layer", "pass", "launches", "roofline_us", "bound_us", "host_us"]
+STEP_COLUMNS = ["gpu", "dtype", "variant", "update", "launches", "roofline_us", "bound_us", "ratio", "images_per_s",
+                "host_us", "measured_us"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,39 +253,22 @@ def _linear_input_grad_kernel(
 
 
 @triton.jit
-def _linear_weight_grad_kernel(
-    # pointers (seed_ptr: the forward's dropout seed, int64 [1]; with UPDATE, dw_ptr and db_ptr are the weight and
-    # bias, dw_buf_ptr and db_buf_ptr their momentum buffers and lr_ptr the learning rate, fp32 [1])
-    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, seed_ptr, dw_buf_ptr, db_buf_ptr, lr_ptr,
-    # sizes
-    M, N, K,
-    # strides, in elements (of dw, or of the weight and its buffer)
-    dy_sm, dy_sn,
-    y_sm, y_sn,
-    x_sm, x_sk,
-    dw_sn, dw_sk,
-    # runtime scalars (dropout; the SGD step)
-    p, scale, momentum, weight_decay,
-    # meta (PAPER ... MAXIMIZE: kernels/sgd.py's, with UPDATE)
-    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, UPDATE: tl.constexpr,
-    PAPER: tl.constexpr, HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr,
-    HAS_WEIGHT_DECAY: tl.constexpr, MAXIMIZE: tl.constexpr, PRECISION: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    """dw = dy'^T @ x and db = sum over rows of dy' (dy' as in ``_output_grad``); with UPDATE, instead of storing
-    them, one SGD step of the weight and bias from the fp32 accumulators (``sgd.apply_update``, in place).
-
-    The reduction over the M rows runs in order inside one program (no split,
-    no atomics): results are bitwise repeatable. Programs of the first
-    input-feature tile store db (or update the bias).
-    grid (cdiv(N, BLOCK_M) * cdiv(max(K, 1), BLOCK_N),), swizzled: each program computes
-    a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps
-    (K = 0: one tile column, which computes db only).
-    """
+def _weight_grad_tile(N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(n [BLOCK_M] output features, k [BLOCK_N] input features, pid_k) of this program's dw tile (swizzled; K = 0:
+    one tile column, which computes db only)."""
     pid_n, pid_k = _swizzled_tile(tl.program_id(0), N, tl.maximum(K, 1), BLOCK_M, BLOCK_N, GROUP_M)
-    n = pid_n * BLOCK_M + tl.arange(0, BLOCK_M)
-    k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    return pid_n * BLOCK_M + tl.arange(0, BLOCK_M), pid_k * BLOCK_N + tl.arange(0, BLOCK_N), pid_k
+
+
+@triton.jit
+def _weight_grad_accumulators(dy_ptr, y_ptr, x_ptr, seed_ptr, n, k, M, N, K, dy_sm, dy_sn, y_sm, y_sn, x_sm, x_sk,
+                              p, scale, RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr,
+                              BIAS_GRAD: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(dw tile [BLOCK_M, BLOCK_N], db part [BLOCK_M]) in ACC_DTYPE at output features n and input features k:
+    dy'^T @ x and the row sums of dy' (dy' as in ``_output_grad``), reduced over the M rows in BLOCK_K steps, in
+    order inside the program (no split, no atomics): bitwise repeatable. The db part is summed by every program
+    (a runtime branch here costs registers); the caller keeps the first tile column's."""
     n_ok = n < N
     k_ok = k < K
     m = tl.arange(0, BLOCK_K)
@@ -302,25 +285,83 @@ def _linear_weight_grad_kernel(
                          n[:, None] + (rows * N)[None, :], seed, p, scale, RELU_MASK, DROPOUT_MASK, ACC_DTYPE)
         b = tl.load(x_ptrs, mask=rows_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
-        if BIAS_GRAD:  # every program sums (a runtime branch here costs registers); pid_k == 0 stores
+        if BIAS_GRAD:
             bias_acc += tl.sum(a.to(ACC_DTYPE), axis=1)
         x_ptrs += BLOCK_K * x_sm
+    return acc, bias_acc
 
-    dw_offsets = (n.to(tl.int64) * dw_sn)[:, None] + (k * dw_sk)[None, :]
-    tile = n_ok[:, None] & k_ok[None, :]
-    if UPDATE:  # the gradient is never stored: the weight's (and bias's) update reads it from the accumulator
-        lr = tl.load(lr_ptr).to(tl.float32)
-        apply_update(dw_ptr + dw_offsets, dw_buf_ptr + dw_offsets, acc, tile, lr, momentum, weight_decay, PAPER,
-                     HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
-        if BIAS_GRAD:
-            if pid_k == 0:
-                apply_update(db_ptr + n, db_buf_ptr + n, bias_acc, n_ok, lr, momentum, weight_decay, PAPER,
-                             HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
-    else:
-        tl.store(dw_ptr + dw_offsets, acc.to(dw_ptr.dtype.element_ty), mask=tile)
-        if BIAS_GRAD:
-            if pid_k == 0:
-                tl.store(db_ptr + n, bias_acc.to(db_ptr.dtype.element_ty), mask=n_ok)
+
+@triton.jit
+def _linear_weight_grad_kernel(
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1])
+    dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, seed_ptr,
+    # sizes
+    M, N, K,
+    # strides, in elements
+    dy_sm, dy_sn,
+    y_sm, y_sn,
+    x_sm, x_sk,
+    dw_sn, dw_sk,
+    # runtime scalars (dropout)
+    p, scale,
+    # meta
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dw = dy'^T @ x and db = sum over rows of dy' (``_weight_grad_accumulators``); programs of the first
+    input-feature tile store db.
+
+    grid (cdiv(N, BLOCK_M) * cdiv(max(K, 1), BLOCK_N),), swizzled: each program computes
+    a BLOCK_M (output features) x BLOCK_N (input features) tile of dw, reducing over M in BLOCK_K steps
+    (K = 0: one tile column, which computes db only).
+    """
+    n, k, pid_k = _weight_grad_tile(N, K, BLOCK_M, BLOCK_N, GROUP_M)
+    acc, bias_acc = _weight_grad_accumulators(dy_ptr, y_ptr, x_ptr, seed_ptr, n, k, M, N, K, dy_sm, dy_sn, y_sm,
+                                              y_sn, x_sm, x_sk, p, scale, RELU_MASK, DROPOUT_MASK, BIAS_GRAD,
+                                              PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K)
+    dw_ptrs = dw_ptr + (n.to(tl.int64) * dw_sn)[:, None] + (k * dw_sk)[None, :]
+    tl.store(dw_ptrs, acc.to(dw_ptr.dtype.element_ty), mask=(n < N)[:, None] & (k < K)[None, :])
+    if BIAS_GRAD:
+        if pid_k == 0:
+            tl.store(db_ptr + n, bias_acc.to(db_ptr.dtype.element_ty), mask=n < N)
+
+
+@triton.jit
+def _linear_weight_grad_sgd_kernel(
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1]; w_buf_ptr, b_buf_ptr: the momentum buffers of
+    # the weight and bias; lr_ptr: the learning rate, fp32 [1])
+    dy_ptr, y_ptr, x_ptr, w_ptr, b_ptr, seed_ptr, w_buf_ptr, b_buf_ptr, lr_ptr,
+    # sizes
+    M, N, K,
+    # strides, in elements (the weight's, and its buffer's)
+    dy_sm, dy_sn,
+    y_sm, y_sn,
+    x_sm, x_sk,
+    w_sn, w_sk,
+    # runtime scalars (dropout; the SGD step)
+    p, scale, momentum, weight_decay,
+    # meta (PAPER ... MAXIMIZE: kernels/sgd.py's)
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PAPER: tl.constexpr,
+    HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
+    MAXIMIZE: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """``_linear_weight_grad_kernel``'s dw and db (same grid, same main loop), not stored: one SGD step of the
+    weight (and, BIAS_GRAD, the bias) in place from the accumulators (``sgd.apply_update``), by the programs
+    of the first input-feature tile for the bias."""
+    n, k, pid_k = _weight_grad_tile(N, K, BLOCK_M, BLOCK_N, GROUP_M)
+    acc, bias_acc = _weight_grad_accumulators(dy_ptr, y_ptr, x_ptr, seed_ptr, n, k, M, N, K, dy_sm, dy_sn, y_sm,
+                                              y_sn, x_sm, x_sk, p, scale, RELU_MASK, DROPOUT_MASK, BIAS_GRAD,
+                                              PRECISION, ACC_DTYPE, BLOCK_M, BLOCK_N, BLOCK_K)
+    lr = tl.load(lr_ptr).to(tl.float32)
+    w_offsets = (n.to(tl.int64) * w_sn)[:, None] + (k * w_sk)[None, :]
+    apply_update(w_ptr + w_offsets, w_buf_ptr + w_offsets, acc, (n < N)[:, None] & (k < K)[None, :], lr, momentum,
+                 weight_decay, PAPER, HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
+    if BIAS_GRAD:
+        if pid_k == 0:
+            apply_update(b_ptr + n, b_buf_ptr + n, bias_acc, n < N, lr, momentum, weight_decay, PAPER, HAS_MOMENTUM,
+                         FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -470,23 +511,18 @@ def _weight_grad_operands(op: str, dy: torch.Tensor, x: torch.Tensor, y: torch.T
     return g, p, seed
 
 
-def _launch_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, p: float, seed, g: dict,
-                        dw: torch.Tensor, db: torch.Tensor | None, precision: str, config: triton.Config | None,
-                        configs: runtime.KernelConfigs, **update) -> None:
-    """``_linear_weight_grad_kernel`` into dw and db (None: no bias gradient), or with ``update`` (the SGD step's
-    kernel arguments) the step of the weight dw and bias db in place."""
+def _launch_weight_grad(kernel, dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, p: float, seed,
+                        g: dict, precision: str, config: triton.Config | None, configs: runtime.KernelConfigs,
+                        **args) -> None:
+    """``kernel`` (the weight gradient, or its SGD step) over the dw grid, with the operands' arguments and
+    ``args`` (its outputs' or parameters')."""
     dy, x = _matrix(dy, g["M"]), _matrix(x, g["M"])
     y = y if y is None else _matrix(y, g["M"])
-    update = update or dict(dw_buf_ptr=dw, db_buf_ptr=dw, lr_ptr=dw, momentum=0.0, weight_decay=0.0, UPDATE=False,
-                            PAPER=False, HAS_MOMENTUM=False, FIRST_STEP=False, NESTEROV=False,
-                            HAS_WEIGHT_DECAY=False, MAXIMIZE=False)
     runtime.launch(
-        _linear_weight_grad_kernel, _grid(g["N"], max(g["K"], 1)), configs, config,
-        runtime.uses_tensor_cores(x.dtype, precision),
-        dy_ptr=dy, x_ptr=x, dw_ptr=dw, db_ptr=db if db is not None else dw, **g,
-        **runtime.stride_args("dy", dy, "mn"), **runtime.stride_args("x", x, "mk"),
-        **runtime.stride_args("dw", dw, "nk"), **_mask_args(y, dy, p, seed), **update, BIAS_GRAD=db is not None,
-        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
+        kernel, _grid(g["N"], max(g["K"], 1)), configs, config, runtime.uses_tensor_cores(x.dtype, precision),
+        dy_ptr=dy, x_ptr=x, **g, **runtime.stride_args("dy", dy, "mn"), **runtime.stride_args("x", x, "mk"),
+        **_mask_args(y, dy, p, seed), **args, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype),
+        GROUP_M=GROUP_M)
 
 
 def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
@@ -509,7 +545,9 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     db = runtime.new_output((g["N"],), device=x.device, dtype=grad_dtype) if bias_grad else None
     if g["N"] == 0 or (g["K"] == 0 and not bias_grad):
         return dw, db
-    _launch_weight_grad(dy, x, y, p, seed, g, dw, db, precision, config, WEIGHT_GRAD_CONFIGS)
+    _launch_weight_grad(_linear_weight_grad_kernel, dy, x, y, p, seed, g, precision, config, WEIGHT_GRAD_CONFIGS,
+                        dw_ptr=dw, db_ptr=db if bias_grad else dw, **runtime.stride_args("dw", dw, "nk"),
+                        BIAS_GRAD=bias_grad)
     return dw, db
 
 
@@ -557,10 +595,10 @@ def linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if g["N"] == 0 or (g["K"] == 0 and bias is None):
         return
     _launch_weight_grad(
-        dy, x, y, p, seed, g, weight, bias, precision, config, UPDATE_CONFIGS,
-        dw_buf_ptr=weight_buffer if weight_buffer is not None else weight,
-        db_buf_ptr=bias_buffer if bias_buffer is not None else weight,
+        _linear_weight_grad_sgd_kernel, dy, x, y, p, seed, g, precision, config, UPDATE_CONFIGS, w_ptr=weight,
+        b_ptr=bias if bias is not None else weight, w_buf_ptr=weight_buffer if weight_buffer is not None else weight,
+        b_buf_ptr=bias_buffer if bias_buffer is not None else weight, **runtime.stride_args("w", weight, "nk"),
         lr_ptr=learning_rate_tensor(op, lr, weight.device), momentum=float(momentum),
-        weight_decay=float(weight_decay), UPDATE=True, PAPER=update == "paper", HAS_MOMENTUM=momentum != 0,
-        FIRST_STEP=momentum != 0 and first_step, NESTEROV=nesterov, HAS_WEIGHT_DECAY=weight_decay != 0,
-        MAXIMIZE=maximize)
+        weight_decay=float(weight_decay), BIAS_GRAD=bias is not None, PAPER=update == "paper",
+        HAS_MOMENTUM=momentum != 0, FIRST_STEP=momentum != 0 and first_step, NESTEROV=nesterov,
+        HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize)

@@ -183,16 +183,17 @@ def test_the_step_launches_no_gradient_and_no_separate_update_of_fused_parameter
         (model(x).sum() + other.sum()).backward()
         opt.step()
     names = [r.kernel.fn.__name__ for r in records]
-    assert names == ["_linear_forward_kernel"] * 2 + ["_linear_input_grad_kernel", "_linear_weight_grad_kernel"] * 2 \
-        + ["_sgd_step_kernel"]
-    weights = {id(p) for p in model.parameters()}
+    fused = "_linear_weight_grad_sgd_kernel"
+    assert names == ["_linear_forward_kernel"] * 2 + ["_linear_input_grad_kernel", fused] * 2 + ["_sgd_step_kernel"]
+    params = {id(p) for p in model.parameters()}
     for r in records:
-        if r.kernel.fn.__name__ == "_linear_weight_grad_kernel":
-            assert r.args["UPDATE"] and id(r.args["dw_ptr"]) in weights and id(r.args["db_ptr"]) in weights
+        if r.kernel.fn.__name__ == fused:  # stores only to the parameters and their buffers: no dW anywhere
+            assert id(r.args["w_ptr"]) in params and id(r.args["b_ptr"]) in params
+            assert not {"dw_ptr", "db_ptr"} & set(r.args)
     (step,) = (r for r in records if r.kernel.fn.__name__ == "_sgd_step_kernel")
     assert [id(p) for p in step.args["param_ptrs"]] == [id(other)]
     # the input gradient (which reads the old weight) is launched before the weight's update
-    assert names.index("_linear_input_grad_kernel") < names.index("_linear_weight_grad_kernel")
+    assert names.index("_linear_input_grad_kernel") < names.index(fused)
 
 
 # ---- the contract's errors ----

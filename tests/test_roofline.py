@@ -161,3 +161,26 @@ def test_gpu_named_maps_benchmark_devices():
     assert gpu_named("NVIDIA H200 (sm_90)") == "h200-sxm"
     assert gpu_named("NVIDIA H100 80GB HBM3 (sm_90)") == "h100-sxm"
     assert gpu_named("CPU, Triton interpreter") is None
+
+
+def test_the_fused_update_lowers_the_roofline_by_the_linear_gradients_round_trip():
+    """--fused-update: fc6-fc8 no longer write dw and db (bf16: 2 bytes each, as the cost model counts them) and the
+    SGD step no longer reads them back (fp32); nothing else changes. Hand counts of the fc parameters."""
+    plain, fused = (roofline_table("h100-sxm", "bf16", 128, fused_update=f) for f in (False, True))
+    fc = {"fc6": 9216 * 4096 + 4096, "fc7": 4096 * 4096 + 4096, "fc8": 4096 * 1000 + 1000}
+    for variant in ("2012", "torchvision"):
+        saved = 0
+        for layer in [s.name for s in study_layers(variant)] + ["step"]:
+            for phase in ("forward", "backward", "full"):
+                if layer == "step" and phase != "full" or layer == "sgd" and phase == "forward":
+                    continue
+                before, after = row(plain, variant, layer, phase), row(fused, variant, layer, phase)
+                expected = 0 if phase == "forward" else 2 * fc.get(layer, 0) + 4 * sum(fc.values()) * (layer == "sgd")
+                if layer == "step":
+                    expected = saved
+                elif phase == "backward":
+                    saved += expected
+                assert before["bytes"] - after["bytes"] == expected, (variant, layer, phase)
+                assert after["flops"] == before["flops"]
+        step = row(fused, variant, "step", "full")
+        assert step["time_ms"] < row(plain, variant, "step", "full")["time_ms"]

@@ -14,6 +14,7 @@ import triton.language as tl
 from alexnet_triton.kernels import dropout, linear, runtime
 from alexnet_triton.study.measure import host_cost, kernel_access, traffic
 from alexnet_triton.study.models import step_model
+from alexnet_triton.study.models.roofline import roofline_table
 from alexnet_triton.study.registries import layer_kinds
 from alexnet_triton.study.registries.gpus import GPUS
 from alexnet_triton.study.registries.providers import PROVIDERS, SUBJECT
@@ -129,3 +130,30 @@ def test_the_host_term_is_the_measured_python_per_launch(tmp_path):
     pd.DataFrame(dict(variant=["2012", "torchvision"], step_us_per_launch=[60.8, 59.7])).to_csv(
         tmp_path / host_cost.REPORT, index=False)
     assert step_model.measured_host_us(tmp_path) == 60.2  # (60.8 + 59.7) / 2, rounded to 0.1 µs
+
+
+def test_the_fused_update_step_moves_no_gradient_of_the_linear_layers():
+    """update="fused" (train.py --fused-update): fc6-fc8's weight gradients become the fused kernel, which loads
+    and stores the parameters and momentum buffers (fp32) but never a gradient, and the SGD launch keeps the
+    conv parameters only: the Triton launches move 8 bytes per fused parameter fewer in all (dw stored and loaded
+    back), less the lr each fused launch loads. Priced beside the fused roofline."""
+    variant, scaled = "2012", SCALED["2012"]
+    separate = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, **scaled)
+    fused = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, update="fused", **scaled)
+    kernels = [launch.kernel for launch in fused]
+    assert "_linear_weight_grad_kernel" not in kernels
+    steps = [launch for launch in fused if launch.kernel == "_linear_weight_grad_sgd_kernel"]
+    assert [(s.layer, s.phase) for s in steps] == [("fc8", "backward"), ("fc7", "backward"), ("fc6", "backward")]
+    parameters = sum(s.args["N"] * s.args["K"] + s.args["N"] for s in steps)
+    moved = [sum(s.bytes for s in launches if s.source == "triton") for launches in (separate, fused)]
+    assert moved[0] - moved[1] == 8 * parameters - 4 * len(steps)
+    fc8 = steps[0]
+    n, k, m = fc8.args["N"], fc8.args["K"], fc8.args["M"]  # fc8: no ReLU, no dropout; dy, x loaded
+    assert fc8.bytes == 4 * (m * n + m * k) + 4 * 2 * 2 * (n * k + n) + 4  # w, b and their buffers twice, lr
+    table = step_model.step_table(fused, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()), HOST_US,
+                                  batch=2, update="fused")
+    step = table[table.layer == "step"].iloc[0]
+    assert step["update"] == "fused" and step.launches == len(fused)
+    lowered = roofline_table(GPU, "fp32-tf32", 2, fused_update=True)
+    assert step.roofline_us == pytest.approx(lowered.set_index(["variant", "layer"]).time_ms[variant, "step"] * 1e3,
+                                             abs=0.01)

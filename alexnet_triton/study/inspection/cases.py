@@ -136,7 +136,8 @@ def linear_cases() -> Cases:
     """fc6/fc7/fc8 at batch 128, every dtype (fp16/bf16 with fp32 master parameters, as the autocast step runs
     them): fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8 plain, and fc7
     with dropout but no ReLU (the backward regenerates the mask: the other specialisation of the backward
-    kernels)."""
+    kernels); the weight gradient also with the SGD step fused (``train.py --fused-update``: the paper's
+    hyperparameters, a later step)."""
     layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
     layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
     for name, (fan_in, fan_out), relu, drop in layers:
@@ -150,6 +151,8 @@ def linear_cases() -> Cases:
                 masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
                 linear.linear_input_grad(y, w, **masks)
                 linear.linear_weight_grad(y, x, **masks, grad_dtype=w.dtype)
+                linear.linear_weight_grad_sgd_(y, x, w, b, torch.empty_like(w), torch.empty_like(b), **masks,
+                                               **SGD)
             yield f"2012/{name}/{dtype_name}/rowmajor", run
 
 

@@ -12,6 +12,10 @@ master weights and momentum). One "step" row per variant sums a training step:
 forward and backward are separate kernels, so its lower bound is the sum of
 every pass's bound, and batch / that bound is a ceiling on images per second.
 
+``fused_update=True`` prices the step of ``train.py --fused-update`` (``optim.SGD.fuse_into``: the SGD step of
+the linear layers' weights and biases in their weight-gradient kernels' epilogue): its lowered bound, without the
+gradient round trip of those parameters (``gradient_round_trip``).
+
 Nothing here is measured: ``plot_roofline`` says so in its title, and overlays
 a benchmark's points only from rows with run_kind "gpu".
 """
@@ -48,8 +52,20 @@ def _check(gpu: str, dtype: str) -> None:
         raise ValueError(f"roofline: dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
 
 
-def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
-    """One row per (variant, layer, phase) with work, plus one "step" row per variant (phase "full").
+def gradient_round_trip(layer: layer_kinds.StudyLayer, fused_parameters: int, element_size: int) -> int:
+    """Backward bytes of ``layer`` that the fused update removes: a linear layer's weight and bias gradients, no
+    longer written (at ``element_size``, as the cost model counts them), and the SGD step's read of the
+    ``fused_parameters`` gradients it no longer reads back (its fp32 state); 0 for the other layers."""
+    if layer.kind == "linear":
+        return element_size * sum(math.prod(shape) for shape in layer.parameter_shapes)
+    if layer.kind == "sgd":
+        return KINDS["sgd"].state_dtype.itemsize * fused_parameters
+    return 0
+
+
+def roofline_table(gpu: str, dtype: str, batch: int, fused_update: bool = False) -> pd.DataFrame:
+    """One row per (variant, layer, phase) with work, plus one "step" row per variant (phase "full");
+    ``fused_update``: the step with the linear layers' SGD step fused (module docstring).
 
     Columns: gpu, dtype, batch, variant, layer, kind, phase, flops, bytes, intensity (FLOP/byte), peak_tflops,
     bandwidth_tbs, attainable_tflops, bound ("compute" / "memory"), compute_ms, memory_ms, time_ms (lower
@@ -60,13 +76,16 @@ def roofline_table(gpu: str, dtype: str, batch: int) -> pd.DataFrame:
     spec, case = GPUS[gpu], DTYPES[dtype]
     rows = []
     for variant in CONV_LAYERS:
-        passes = []
-        for layer in layer_kinds.study_layers(variant):
+        passes, layers = [], layer_kinds.study_layers(variant)
+        fused = sum(math.prod(shape) for layer in layers if layer.kind == "linear" for shape in layer.parameter_shapes)
+        for layer in layers:
             kind = KINDS[layer.kind]
             element_size = kind.dtype_for(case.dtype).itemsize
             peak = getattr(spec, case.matrix_peak if kind.gemm else "fp32")
             for phase in (*PASSES, FULL):
                 work, traffic = cost.flops(layer, phase, batch), cost.minimum_bytes(layer, phase, batch, element_size)
+                if fused_update and phase != FORWARD:
+                    traffic -= gradient_round_trip(layer, fused, element_size)
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
                 compute_ms, memory_ms = work / peak / 1e9, traffic / spec.bandwidth / 1e9

@@ -11,7 +11,11 @@ module's output fires just before that module's backward runs), the loss ("cross
 Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, the forward
 under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs) and "fp32-tf32" (fp32, TF32 dots). Each GPU
 of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each launch the configs
-its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting candidates).
+its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting candidates). Two
+updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch after backward) and
+"fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient kernels,
+``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of the
+fused parameters: ``roofline.gradient_round_trip``).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
   memory_us   bytes / DRAM bandwidth. A Triton launch's bytes: each tensor it loads from plus each it stores
@@ -42,6 +46,7 @@ prologues and epilogues, unhidden latency, launch gaps, and the host when it is 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,13 +74,14 @@ from .roofline import roofline_table
 
 BATCH = 128
 LAYOUT = "channels_last"
+UPDATES = ("separate", "fused")
 STEP_DTYPES = {"bf16": dict(precision="ieee", autocast=torch.bfloat16),
                "fp32-tf32": dict(precision="tf32", autocast=None)}
 FILE = "step_lower_bound.csv"
 FIGURE = "step_lower_bound.png"
 MODEL_LABEL = loop_model.MODEL_LABEL
-COLUMNS = ["gpu", "target", "dtype", "variant", "layer", "pass", "kernel", "source", "launches", "config", "configs",
-           "warps", "programs", "iterations", "loop_instructions", "issue_per_tensor", "loop_case", "bytes",
+COLUMNS = ["gpu", "target", "dtype", "variant", "update", "layer", "pass", "kernel", "source", "launches", "config",
+           "configs", "warps", "programs", "iterations", "loop_instructions", "issue_per_tensor", "loop_case", "bytes",
            "memory_us", "issue_us", "tensor_us", "roofline_us", "bound_us", "bound_by", "host_us", "images_per_s",
            "measured_us"]
 
@@ -90,6 +96,7 @@ TRIP_COUNTS: dict[str, Callable[[dict, dict], float]] = {
     "_linear_forward_kernel": lambda a, meta: triton.cdiv(a["K"], meta["BLOCK_K"]),  # y [M, N] reduces over K
     "_linear_input_grad_kernel": lambda a, meta: triton.cdiv(a["N"], meta["BLOCK_K"]),  # dx [M, K] over N
     "_linear_weight_grad_kernel": lambda a, meta: triton.cdiv(a["M"], meta["BLOCK_K"]),  # dw [N, K] over M
+    "_linear_weight_grad_sgd_kernel": lambda a, meta: triton.cdiv(a["M"], meta["BLOCK_K"]),  # the same, fused step
 }
 
 
@@ -159,13 +166,17 @@ def layer_names(model: torch.nn.Module, variant: str) -> dict[torch.nn.Module, s
     return {m: named.get(m) or f"dropout-{named[modules[i + 1]]}" for i, m in enumerate(modules)}
 
 
-def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, **scaled) -> list[StepLaunch]:
+def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update: str = "separate",
+                 **scaled) -> list[StepLaunch]:
     """Every launch of one training step of the Triton network (``scaled``: width / input_size / num_classes of a
-    scaled-down copy, tests), channels_last, as a ``gpu`` would launch it."""
+    scaled-down copy, tests), channels_last, as a ``gpu`` would launch it, with the SGD step ``update``
+    ("separate" or "fused", ``UPDATES``)."""
     options, machine = STEP_DTYPES[dtype], GPUS[gpu]
     spec = PROVIDERS[SUBJECT]
     model, optimizer, images, target = traffic.steady_state(
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last, **scaled)
+    if update == "fused":
+        optimizer.fuse_into(model)
     recorder = _StepRecorder(TARGETS[machine.target].shared_per_block)
 
     def enter(module, args, name):
@@ -265,22 +276,24 @@ SUMMED = ["launches", "bytes", "memory_us", "issue_us", "tensor_us", "bound_us",
 
 
 def step_table(launches: list[StepLaunch], gpu: str, dtype: str, variant: str, loops: pd.DataFrame,
-               host_us: float, batch: int = BATCH) -> pd.DataFrame:
-    """``COLUMNS`` rows of one captured step on ``gpu`` (``host_us`` per Triton launch): one per distinct (layer,
-    pass, kernel, config, grid) with its launches summed, one "all" row per layer x pass (the roofline beside the
-    summed bounds) and one "step" row (layer "step", pass "all"), whose images_per_s is batch / its bound."""
+               host_us: float, batch: int = BATCH, update: str = "separate") -> pd.DataFrame:
+    """``COLUMNS`` rows of one captured step on ``gpu`` (``host_us`` per Triton launch) with the SGD step
+    ``update``: one per distinct (layer, pass, kernel, config, grid) with its launches summed, one "all" row per
+    layer x pass (the roofline of this update beside the summed bounds) and one "step" row (layer "step", pass
+    "all"), whose images_per_s is batch / its bound."""
     rows = pd.DataFrame([price_launch(launch, gpu, dtype, variant, loops, host_us) for launch in launches])
-    rows = rows.reindex(columns=COLUMNS)
+    rows = rows.reindex(columns=COLUMNS).assign(update=update)
     keys = [c for c in COLUMNS if c not in SUMMED and c not in ("roofline_us", "images_per_s", "measured_us")]
     kernels = rows.groupby(keys, dropna=False, sort=False)[SUMMED].sum(min_count=1).reset_index()
-    roofline = roofline_table(gpu, dtype, batch).set_index(["variant", "layer", "phase"]).time_ms * 1e3
+    roofline = roofline_table(gpu, dtype, batch, fused_update=update == "fused").set_index(
+        ["variant", "layer", "phase"]).time_ms * 1e3
     per_pass = kernels.groupby(["layer", "pass"], sort=False)[SUMMED].sum(min_count=1).reset_index()
     per_pass["roofline_us"] = [roofline.get((variant, r["layer"], BACKWARD if r["pass"] == OPTIMIZER else r["pass"]),
                                             0.0) for r in per_pass.to_dict("records")]
     step = per_pass[SUMMED + ["roofline_us"]].sum().to_frame().T.assign(layer="step", **{"pass": "all"})
     step["roofline_us"] = roofline[(variant, "step", "full")]
     step["images_per_s"] = batch / step.bound_us * 1e6
-    common = dict(gpu=gpu, target=GPUS[gpu].target, dtype=dtype, variant=variant)
+    common = dict(gpu=gpu, target=GPUS[gpu].target, dtype=dtype, variant=variant, update=update)
     summary = pd.concat([per_pass.assign(kernel="all"), step]).assign(**common)
     out = pd.concat([kernels, summary], ignore_index=True).reindex(columns=COLUMNS)
     for column in ("memory_us", "issue_us", "tensor_us", "roofline_us", "bound_us", "host_us"):
@@ -305,24 +318,23 @@ def measured_step_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, dt
 
 def lower_bound_table(inspection_table: pd.DataFrame, host_us: float, benchmarks: pd.DataFrame | None = None,
                       gpus: tuple[str, ...] = tuple(GPUS), dtypes: tuple[str, ...] = tuple(STEP_DTYPES),
-                      variants: tuple[str, ...] = VARIANTS) -> pd.DataFrame:
-    """``step_table`` (``host_us`` per Triton launch) of every GPU x step dtype x variant at batch ``BATCH`` (one
-    capture per variant, dtype and distinct ``gpus.GPUS`` entry), with each step row's measured_us from
-    ``benchmarks`` where GPU rows exist. Needs a process in the "gpu" execution mode (the launchers' GPU reduction
-    orders)."""
+                      variants: tuple[str, ...] = VARIANTS, updates: tuple[str, ...] = UPDATES) -> pd.DataFrame:
+    """``step_table`` (``host_us`` per Triton launch) of every GPU x step dtype x variant x update at batch
+    ``BATCH`` (one capture per variant, dtype, update and distinct ``gpus.GPUS`` entry), with each separate-update
+    step row's measured_us from ``benchmarks`` where GPU rows exist (the benchmarks time the separate update).
+    Needs a process in the "gpu" execution mode (the launchers' GPU reduction orders)."""
     if runtime.INTERPRETER:
         raise RuntimeError("the step model captures the GPU path's launches: it needs ALEXNET_TRITON_MODE=gpu "
                            "and TRITON_INTERPRET unset before alexnet_triton is imported")
     loops, captures, tables = loop_rows(inspection_table), {}, []
-    for gpu in gpus:
-        for dtype in dtypes:
-            for variant in variants:
-                key = (variant, dtype, GPUS[gpu].target, GPUS[gpu].sms)
-                if key not in captures:
-                    captures[key] = capture_step(variant, dtype, gpu)
-                table = step_table(captures[key], gpu, dtype, variant, loops, host_us)
-                table.loc[table.layer == "step", "measured_us"] = measured_step_us(benchmarks, gpu, variant, dtype)
-                tables.append(table)
+    for gpu, dtype, variant, update in itertools.product(gpus, dtypes, variants, updates):
+        key = (variant, dtype, update, GPUS[gpu].target, GPUS[gpu].sms)
+        if key not in captures:
+            captures[key] = capture_step(variant, dtype, gpu, update=update)
+        table = step_table(captures[key], gpu, dtype, variant, loops, host_us, update=update)
+        if update == "separate":
+            table.loc[table.layer == "step", "measured_us"] = measured_step_us(benchmarks, gpu, variant, dtype)
+        tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
 
@@ -332,10 +344,12 @@ def step_rows(table: pd.DataFrame) -> pd.DataFrame:
     return steps.assign(ratio=steps.bound_us / steps.roofline_us)
 
 
-def headline(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") -> dict[str, str]:
-    """{variant: "modelled step X ms = Y x roofline, <= Z images/s (a model, not a measurement)"} on ``gpu``."""
+def headline(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16",
+             update: str = "separate") -> dict[str, str]:
+    """{variant: "modelled step X ms = Y x roofline, <= Z images/s (a model, not a measurement)"} on ``gpu``, with
+    the SGD step ``update`` (its own roofline)."""
     steps = step_rows(table)
-    steps = steps[(steps.gpu == gpu) & (steps.dtype == dtype)]
+    steps = steps[(steps.gpu == gpu) & (steps.dtype == dtype) & (steps.update == update)]
     return {r["variant"]: f"modelled step {r['bound_us'] / 1e3:.2f} ms = {r['ratio']:.2f} x roofline, "
                           f"<= {r['images_per_s']:,.0f} images/s (a model, not a measurement)"
             for r in steps.to_dict("records")}
@@ -345,8 +359,10 @@ HATCHES = {FORWARD: "", BACKWARD: "//", OPTIMIZER: ".."}
 
 
 def plot_step(table: pd.DataFrame, path: Path, gpu: str = "h100-sxm") -> Path:
-    """Per variant x dtype on ``gpu``: the roofline and the modelled bound, each a bar stacked from its layer x
-    pass parts (colour: layer, hatch: pass) to the step, with the step's total and ratio above."""
+    """Per variant x dtype on ``gpu``, with the separate SGD step: the roofline and the modelled bound, each a bar
+    stacked from its layer x pass parts (colour: layer, hatch: pass) to the step, with the step's total and ratio
+    above."""
+    table = table[table.update == "separate"]
     rows = table[(table.gpu == gpu) & (table.kernel == "all")]
     steps = step_rows(table).query("gpu == @gpu").set_index(["variant", "dtype"])
     groups = list(steps.index)
@@ -404,29 +420,43 @@ def write_step_outputs(reports: Path, host_us: float | None = None) -> list[Path
 
 
 def read_step_table(reports: Path) -> pd.DataFrame | None:
-    """reports/kernels/step_lower_bound.csv, or None."""
+    """reports/kernels/step_lower_bound.csv, or None (one written before the update column: all "separate")."""
     path = Path(reports) / "kernels" / FILE
-    return pd.read_csv(path, dtype={"variant": str}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"variant": str})
+    if "update" not in table:
+        table.insert(table.columns.get_loc("variant") + 1, "update", "separate")
+    return table
 
 
 def headline_lines(table: pd.DataFrame, gpu: str = "h100-sxm") -> list[str]:
-    """The report's headline paragraph: each variant and dtype's modelled step on ``gpu``, and the host term."""
+    """The report's headline paragraph: each variant and dtype's modelled step on ``gpu`` (and its twin with the
+    fused update, where the table has it), and the host term."""
     steps = step_rows(table).query("gpu == @gpu")
     parts = [f"{variant} {dtype}: {text}" for dtype in dict.fromkeys(steps.dtype)
              for variant, text in headline(table, gpu, dtype).items()]
-    host = steps.host_us.max() / 1e3
+    roofline = steps.set_index(["variant", "dtype", "update"]).roofline_us / 1e3
+    fused = [f"{variant} {dtype}: {text.replace('x roofline', 'x its roofline')} (the roofline lowered to "
+             f"{roofline[variant, dtype, 'fused']:.2f} ms from {roofline[variant, dtype, 'separate']:.2f})"
+             for dtype in dict.fromkeys(steps.dtype) for variant, text in headline(table, gpu, dtype, "fused").items()]
+    host = steps[steps.update == "separate"].host_us.max() / 1e3
     triton = table[(table.source == "triton") & (table.gpu == gpu)]
     per_launch = (triton.host_us / triton.launches).max()
     return ["", f"Whole-step model ({GPUS[gpu].name}, batch {BATCH}, {LAYOUT}, every launched kernel priced from its "
-            "machine code, grid and bytes; `kernels/step_lower_bound.csv`): " + "; ".join(parts) + ". Without CUDA "
-            f"graphs the host adds up to {host:.2f} ms of Python per step ({per_launch:g} µs per Triton launch, "
-            "measured on this CPU: `host/host_cost.csv`)."]
+            "machine code, grid and bytes; `kernels/step_lower_bound.csv`): " + "; ".join(parts) + "." +
+            (" With the linear layers' SGD step fused into their weight-gradient kernels (`train.py --fused-update`: "
+             "their gradients never written nor read back): " + "; ".join(fused) + "." if fused else "") +
+            f" Without CUDA graphs the host adds up to {host:.2f} ms of Python per step ({per_launch:g} µs per "
+            "Triton launch, measured on this CPU: `host/host_cost.csv`)."]
 
 
 def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16") -> list[str]:
     """The report's step-model section: per variant and layer x pass on ``gpu`` in
-    ``dtype``, the launched GEMM tiles with their issue/tensor, the summed bound, the roofline and their ratio."""
-    rows = table[(table.gpu == gpu) & (table.dtype == dtype)]
+    ``dtype``, the launched GEMM tiles with their issue/tensor, the summed bound, the roofline and their ratio, with
+    the separate SGD step; then the step with the fused one (``UPDATES``), where the table has it."""
+    rows = table[(table.gpu == gpu) & (table.dtype == dtype) & (table.update == "separate")]
+    fused = table[(table.gpu == gpu) & (table.dtype == dtype) & (table.update == "fused")]
     lines = ["", f"### The whole training step, kernel by kernel: a modelled lower bound ({MODEL_LABEL})", "",
              "Every launch of one captured training step (forward with the loss, backward, SGD update; launches "
              "recorded, not run) priced on its own: GEMM-like kernels from their main loop in the inspection "
@@ -451,4 +481,8 @@ def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16"
     for step in step_rows(rows).to_dict("records"):
         lines.append(f"| {step['variant']} | **step** | all | {step['launches']:g} | | **{step['bound_us']:.0f}** | "
                      f"{step['roofline_us']:.0f} | {step['ratio']:.2f} |")
+    for step in step_rows(fused).to_dict("records"):  # its own (lowered) roofline
+        lines.append(f"| {step['variant']} | **step, SGD fused into the linear weight gradients** | all | "
+                     f"{step['launches']:g} | | **{step['bound_us']:.0f}** | {step['roofline_us']:.0f} | "
+                     f"{step['ratio']:.2f} |")
     return lines
