@@ -157,3 +157,11 @@ def test_the_fused_update_step_moves_no_gradient_of_the_linear_layers():
     lowered = roofline_table(GPU, "fp32-tf32", 2, fused_update=True)
     assert step.roofline_us == pytest.approx(lowered.set_index(["variant", "layer"]).time_ms[variant, "step"] * 1e3,
                                              abs=0.01)
+    plain = step_model.step_table(separate, GPU, "fp32-tf32", variant, step_model.loop_rows(pd.DataFrame()),
+                                  HOST_US, batch=2)
+    both = pd.concat([plain, table], ignore_index=True)
+    (line,) = [line for line in step_model.headline_lines(both, GPU) if line]
+    assert f"(`train.py --fused-update`: their gradients never written nor read back): 2012 fp32-tf32: modelled " \
+           f"step {step.bound_us / 1e3:.2f} ms = {step.bound_us / step.roofline_us:.2f} x its roofline" in line
+    assert f"the roofline lowered to {step.roofline_us / 1e3:.2f} ms" in line
+    assert sum("step, SGD fused" in line for line in step_model.report_lines(both, GPU, "fp32-tf32")) == 1

@@ -349,7 +349,7 @@ def headline(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16",
     """{variant: "modelled step X ms = Y x roofline, <= Z images/s (a model, not a measurement)"} on ``gpu``, with
     the SGD step ``update`` (its own roofline)."""
     steps = step_rows(table)
-    steps = steps[(steps.gpu == gpu) & (steps.dtype == dtype) & (steps.update == update)]
+    steps = steps[(steps.gpu == gpu) & (steps.dtype == dtype) & (steps["update"] == update)]
     return {r["variant"]: f"modelled step {r['bound_us'] / 1e3:.2f} ms = {r['ratio']:.2f} x roofline, "
                           f"<= {r['images_per_s']:,.0f} images/s (a model, not a measurement)"
             for r in steps.to_dict("records")}
@@ -362,7 +362,7 @@ def plot_step(table: pd.DataFrame, path: Path, gpu: str = "h100-sxm") -> Path:
     """Per variant x dtype on ``gpu``, with the separate SGD step: the roofline and the modelled bound, each a bar
     stacked from its layer x pass parts (colour: layer, hatch: pass) to the step, with the step's total and ratio
     above."""
-    table = table[table.update == "separate"]
+    table = table[table["update"] == "separate"]
     rows = table[(table.gpu == gpu) & (table.kernel == "all")]
     steps = step_rows(table).query("gpu == @gpu").set_index(["variant", "dtype"])
     groups = list(steps.index)
@@ -440,7 +440,7 @@ def headline_lines(table: pd.DataFrame, gpu: str = "h100-sxm") -> list[str]:
     fused = [f"{variant} {dtype}: {text.replace('x roofline', 'x its roofline')} (the roofline lowered to "
              f"{roofline[variant, dtype, 'fused']:.2f} ms from {roofline[variant, dtype, 'separate']:.2f})"
              for dtype in dict.fromkeys(steps.dtype) for variant, text in headline(table, gpu, dtype, "fused").items()]
-    host = steps[steps.update == "separate"].host_us.max() / 1e3
+    host = steps[steps["update"] == "separate"].host_us.max() / 1e3
     triton = table[(table.source == "triton") & (table.gpu == gpu)]
     per_launch = (triton.host_us / triton.launches).max()
     return ["", f"Whole-step model ({GPUS[gpu].name}, batch {BATCH}, {LAYOUT}, every launched kernel priced from its "
@@ -455,8 +455,8 @@ def report_lines(table: pd.DataFrame, gpu: str = "h100-sxm", dtype: str = "bf16"
     """The report's step-model section: per variant and layer x pass on ``gpu`` in
     ``dtype``, the launched GEMM tiles with their issue/tensor, the summed bound, the roofline and their ratio, with
     the separate SGD step; then the step with the fused one (``UPDATES``), where the table has it."""
-    rows = table[(table.gpu == gpu) & (table.dtype == dtype) & (table.update == "separate")]
-    fused = table[(table.gpu == gpu) & (table.dtype == dtype) & (table.update == "fused")]
+    rows = table[(table.gpu == gpu) & (table.dtype == dtype) & (table["update"] == "separate")]
+    fused = table[(table.gpu == gpu) & (table.dtype == dtype) & (table["update"] == "fused")]
     lines = ["", f"### The whole training step, kernel by kernel: a modelled lower bound ({MODEL_LABEL})", "",
              "Every launch of one captured training step (forward with the loss, backward, SGD update; launches "
              "recorded, not run) priced on its own: GEMM-like kernels from their main loop in the inspection "
