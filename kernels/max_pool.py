@@ -218,6 +218,12 @@ def max_pool2d_dilation(dilation=1) -> dict:
     return dict(DILATION_H=dilation_h, DILATION_W=dilation_w)
 
 
+def check_relu(op: str, relu) -> None:
+    """TypeError unless ``relu`` (pool relu(x)) is a bool."""
+    if not isinstance(relu, bool):
+        raise checks.ArgumentTypeError(f"{op}: relu must be a bool, got {relu!r}")
+
+
 def _pooled_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
     """PyTorch's output size (pooling_output_shape): in ceil_mode the last window must start inside the input or
     its left/top padding."""

@@ -238,6 +238,7 @@ BAD_INPUTS = [
     ("non-positive size", (1, 4, 9, 9), dict(size=-1), ValueError, r"positive odd int, got -1"),
     ("kernel larger than input", (1, 4, 2, 2), dict(size=3), ValueError, r"larger than the input"),
     ("padding over half the kernel", (1, 4, 9, 9), dict(size=3, padding=2), ValueError, r"at most half"),
+    ("int relu", (1, 4, 9, 9), dict(size=3, relu=1), TypeError, r"lrn_max_pool2d: relu must be a bool, got 1"),
 ]
 
 

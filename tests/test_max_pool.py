@@ -326,6 +326,10 @@ BAD_INPUTS = [
     ("float dilation", (1, 1, 8, 8), dict(kernel_size=2, dilation=1.5), TypeError, r"dilation must be"),
     ("int ceil_mode", (1, 1, 8, 8), dict(kernel_size=2, ceil_mode=1), TypeError, r"ceil_mode must be a bool"),
 ]
+OUR_BAD_INPUTS = [  # arguments PyTorch's max_pool2d does not have
+    ("int relu", (1, 1, 8, 8), dict(kernel_size=2, relu=1), TypeError, r"max_pool2d: relu must be a bool, got 1"),
+    ("str relu", (1, 1, 8, 8), dict(kernel_size=2, relu="yes"), TypeError, r"relu must be a bool, got 'yes'"),
+]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
@@ -335,6 +339,13 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
         ops.max_pool2d(torch.randn(shape), **kwargs)
     with pytest.raises((RuntimeError, TypeError)):  # PyTorch refuses each as well
         F.max_pool2d(torch.randn(shape), **kwargs)
+
+
+@pytest.mark.parametrize("case", OUR_BAD_INPUTS, ids=[c[0] for c in OUR_BAD_INPUTS])
+def test_bad_relu_flag_is_rejected_with_a_clear_error(case):
+    _, shape, kwargs, error, message = case
+    with pytest.raises(error, match=message):
+        ops.max_pool2d(torch.randn(shape), **kwargs)
 
 
 def test_integer_input_is_rejected():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.lrn_max_pool import lrn_max_pool2d_backward, lrn_max_pool2d_forward, lrn_max_pool2d_geometry
+from ..kernels.max_pool import check_relu
 from .library import kernel_op
 
 
@@ -49,5 +50,6 @@ def lrn_max_pool2d(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float 
     element. Defaults: the 2012 net's overlapping 3x3/2 pool.
     """
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
+    check_relu("lrn_max_pool2d", relu)
     return _lrn_max_pool2d(x, size, float(alpha), float(beta), float(k), [g["KH"], g["KW"]],
                            [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]], relu)[0]

@@ -7,6 +7,7 @@ import torch
 
 from ..kernels import checks
 from ..kernels.max_pool import (
+    check_relu,
     max_pool2d_backward,
     max_pool2d_dilation,
     max_pool2d_forward,
@@ -71,6 +72,7 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    check_relu("max_pool2d", relu)
     d = max_pool2d_dilation(dilation)
     pool = ([g["KH"], g["KW"]], [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]],
             [d["DILATION_H"], d["DILATION_W"]], ceil_mode)
