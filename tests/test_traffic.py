@@ -67,7 +67,8 @@ def test_triton_launches_are_counted_without_running():
 # cross-entropy; optimizer: one multi-tensor SGD launch for the 16 fp32 parameters (kernels/sgd.py: one per dtype
 # and MAX_TENSORS). torchvision: 3 pools, no LRN, and the standalone dropout before fc6 (the one before fc7 is
 # fc6's fused epilogue). conv1 runs directly: its space-to-depth form is for channels_last, not exact fp32.
-# backward: each conv's output-grad pass (ReLU mask + bias grad) is one launch of its own
+# backward: each conv's output-grad pass (ReLU mask + bias grad; the bias grad alone where the ReLU is the pool's:
+# conv1, conv2, conv5) is one launch of its own
 TRITON_LAUNCHES = {"2012": {"forward": 13, "backward": 34, "optimizer": 1},
                    "torchvision": {"forward": 14, "backward": 35, "optimizer": 1}}
 # All PyTorch is asked to launch: the two dropout seeds drawn on the device (2012: fc6's and fc7's fused ones;
