@@ -99,6 +99,16 @@ def test_torch_compile_keeps_more_than_triton_in_the_2012_net(networks):
         / rows.loc[("compiled", memory.NETWORK), "saved_bytes_per_image"], 3)
 
 
+def test_torchvision_s_triton_net_keeps_less_than_torch_compile(networks):
+    """No LRN, so no fused block to win there: what wins is the ReLU before each pool fused into the pool, whose int8
+    window offsets hold its mask (torch.compile keeps a 1-byte mask; the conv, without the ReLU, keeps no output).
+    Before, the conv kept its float ReLU output for its mask: 1.55x torch.compile's bytes."""
+    rows = networks["torchvision"]
+    assert rows.loc[("triton", memory.NETWORK), "ratio_to_compiled"] < 0.8
+    for conv in ("conv1", "conv2", "conv5"):  # each keeps less than torch.compile's group
+        assert rows.loc[("triton", conv), "ratio_to_compiled"] < 1, conv
+
+
 def test_bfloat16_halves_the_float_tensors_only():
     """The same tensors in bfloat16 for every provider: floats at 2 bytes, int8 offsets and bool masks unchanged."""
     tables = {dtype: memory.measure_network("2012", 1, dtype, **SCALED_2012).set_index(["provider", "group"])
