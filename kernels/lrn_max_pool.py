@@ -1,15 +1,16 @@
 """AlexNet's normalise-and-pool block fused: max_pool2d(local_response_norm(x)), forward and backward.
 
-x is the conv+ReLU output [N, C, H, W], which the conv already saves for its own
-backward. The forward never writes the LRN output: each program holds every
+x [N, C, H, W] is a conv's output (in AlexNet, before its ReLU: RELU below). The
+forward never writes the LRN output: each program holds every
 channel of BLOCK_P output pixels, computes the LRN of each window position in
 registers (channel windows as register shifts, kernels/lrn.py) and keeps the
 running maximum and its window offset (kernels/max_pool.py: int8 for windows of
 up to 127 taps). The backward recomputes the denominator from x, gathers the
 pooling gradient of each input pixel from the at most ceil(k/s)^2 windows that
 cover it (4 for AlexNet's 3x3/2), and applies the LRN backward to it, all in
-registers. Saved for backward: x (shared with the conv) and the window offsets
-(1 byte per output element for windows of up to 127 taps).
+registers. Saved for backward: x (the only copy of the conv's output: the conv,
+whose ReLU is here, keeps none) and the window offsets (1 byte per output element
+for windows of up to 127 taps).
 
 Each LRN value is rounded to x's dtype before the max, and the pooling gradient
 before the LRN backward, as the unfused ops store them: the fused op picks the
