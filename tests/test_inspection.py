@@ -24,7 +24,8 @@ CONV_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_CONFIGS, "_conv2d_input_g
 CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
                        "_conv2d_input_grad_kernel": conv.INPUT_GRAD_GATHER_CONFIGS,
                        "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_GATHER_CONFIGS}
-# conv1's space-to-depth form: its forward takes a set of its own (the flat reduction over channel vectors).
+# conv1's space-to-depth form and 2012 conv2 (channels_last): their forward takes a set of its own (the flat
+# reduction over channel vectors).
 CONV_FLAT_VECTOR_CONFIGS = {"_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
@@ -128,7 +129,8 @@ def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path
     assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
     for kernel, configs in (CONV_KERNELS | LINEAR_KERNELS).items():
         rows = table[table.kernel == kernel]
-        hip = configs.gpu(True, "hip") + CONV_GATHER_KERNELS.get(kernel, configs).gpu(True, "hip")
+        hip = configs.gpu(True, "hip") + CONV_GATHER_KERNELS.get(kernel, configs).gpu(True, "hip") \
+            + CONV_FLAT_VECTOR_CONFIGS.get(kernel, configs).gpu(True, "hip")
         assert set(rows.config) <= {runtime.config_name(c) for c in hip}, kernel
         assert (rows.mma == "MFMA").all(), kernel
         assert (rows.mma_input == "f16").all() and (rows.issue_per_tensor > 0).all(), kernel
