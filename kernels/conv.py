@@ -492,7 +492,8 @@ def _conv2d_output_grad_kernel(
 ):
     """out = dy * (y > 0) (RELU_MASK) and db_partial[i, k] = sum of that over pixel block i (BIAS_GRAD).
 
-    dy, y, out: [N, K, OH, OW]; P = N*OH*OW; db_partial: [cdiv(P, BLOCK_P), K], accumulator type.
+    dy, y, out: [N, K, OH, OW]; P = N*OH*OW; db_partial: [cdiv(P, BLOCK_P), K], accumulator type. A pointer its
+    pass does not use is None (y and out without RELU_MASK, db_partial without BIAS_GRAD).
     grid (cdiv(P, BLOCK_P), cdiv(K, BLOCK_K)): each program handles BLOCK_P pixels x BLOCK_K channels.
     """
     pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -842,10 +843,10 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
     blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"])
     partial_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
-    db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else masked
+    db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else None
     runtime.launch(
         _conv2d_output_grad_kernel, lambda meta: (blocks, runtime.cdiv(K, meta["BLOCK_K"])), OUTPUT_GRAD_CONFIGS,
-        config, dy_ptr=dy, y_ptr=y if y is not None else dy, out_ptr=masked, db_partial_ptr=db_partial,
+        config, dy_ptr=dy, y_ptr=y, out_ptr=None if y is None else masked, db_partial_ptr=db_partial,
         P=P, K=K, OH=OH, OW=OW, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("y", y if y is not None else dy, "nkhw"), **runtime.stride_args("out", masked, "nkhw"),
         RELU_MASK=y is not None, BIAS_GRAD=bias_grad, ACC_DTYPE=runtime.accumulator_type(dy.dtype))

@@ -118,7 +118,8 @@ def test_the_step_covers_every_captured_launch(variant):
                                   HOST_US)
     kernels, step = table[~table.kernel.isin(["all"]) & (table.layer != "step")], table[table.layer == "step"]
     assert kernels.launches.sum() == len(launches) == step.launches.item()
-    assert step.bound_us.item() == pytest.approx(kernels.bound_us.sum(), abs=0.05)
+    # each row is rounded to 0.01 us: their sum may differ from the step's by half a hundredth per row
+    assert step.bound_us.item() == pytest.approx(kernels.bound_us.sum(), abs=0.005 * len(kernels) + 1e-9)
     assert step.host_us.item() == pytest.approx(len(triton) * HOST_US)
 
 
