@@ -64,6 +64,21 @@ def test_the_fused_kernel_is_bitwise_the_unfused_step(case, hyper, first_step, n
             assert torch.equal(expected, actual)
 
 
+@pytest.mark.parametrize("config", linear.WEIGHT_GRAD_CONFIGS.shipped(), ids=runtime.config_name)
+def test_every_shipped_tile_gives_the_unfused_step(config):
+    """The fused launch at each GPU tile (the pick takes one; a forced config any), against the plain kernel at the
+    same tile: bitwise (the column sets of the epilogue cover the tile once)."""
+    gen = torch.Generator().manual_seed(3)
+    dy, x, weight, bias = _randn(37, 29, gen=gen), _randn(37, 45, gen=gen), _randn(29, 45, gen=gen), _randn(29, gen=gen)
+    buffers = [_randn(29, 45, gen=gen), _randn(29, gen=gen)]
+    fused = [weight.clone(), bias.clone(), *(b.clone() for b in buffers)]
+    dw, db = linear.linear_weight_grad(dy, x, config=config)
+    sgd.sgd_steps([weight, bias], [dw, db], buffers, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    linear.linear_weight_grad_sgd_(dy, x, *fused, lr=0.05, momentum=0.9, weight_decay=5e-4, config=config)
+    for expected, actual in zip([weight, bias, *buffers], fused, strict=True):
+        assert torch.equal(expected, actual)
+
+
 def test_an_empty_batch_steps_a_zero_gradient_weight_decay_only():
     weight, bias = _randn(6, 5), _randn(6)
     expected = [p - torch.tensor(0.1) * (torch.tensor(0.5) * p) for p in (weight, bias)]  # w -= lr * (0 + wd * w)
