@@ -14,7 +14,8 @@ every pass's bound, and batch / that bound is a ceiling on images per second.
 
 ``fused_update=True`` prices the step of ``train.py --fused-update`` (``optim.SGD.fuse_into``: the SGD step of
 the linear layers' weights and biases in their weight-gradient kernels' epilogue): its lowered bound, without the
-gradient round trip of those parameters (``gradient_round_trip``).
+gradient round trip of those parameters, their update's state traffic moved from the SGD row to their layer's
+backward (``fused_update_bytes``).
 
 Nothing here is measured: ``plot_roofline`` says so in its title, and overlays
 a benchmark's points only from rows with run_kind "gpu".
@@ -52,14 +53,18 @@ def _check(gpu: str, dtype: str) -> None:
         raise ValueError(f"roofline: dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
 
 
-def gradient_round_trip(layer: layer_kinds.StudyLayer, fused_parameters: int, element_size: int) -> int:
-    """Backward bytes of ``layer`` that the fused update removes: a linear layer's weight and bias gradients, no
-    longer written (at ``element_size``, as the cost model counts them), and the SGD step's read of the
-    ``fused_parameters`` gradients it no longer reads back (its fp32 state); 0 for the other layers."""
+def fused_update_bytes(layer: layer_kinds.StudyLayer, fused_parameters: int, element_size: int) -> int:
+    """What the fused update adds to ``layer``'s backward bytes (negative: removes). A linear layer no longer
+    writes its weight and bias gradients (at ``element_size``, as the cost model counts them) but reads and
+    writes the parameters and their momentum buffers (the SGD state, fp32); the SGD step no longer touches the
+    ``fused_parameters`` at all (their gradient, parameter and buffer). In all, the gradients' round trip is gone;
+    0 for the other layers."""
+    state = KINDS["sgd"].state_dtype.itemsize
     if layer.kind == "linear":
-        return element_size * sum(math.prod(shape) for shape in layer.parameter_shapes)
+        own = sum(math.prod(shape) for shape in layer.parameter_shapes)
+        return ((layer_kinds.SGD_STATE_TENSORS - 1) * state - element_size) * own
     if layer.kind == "sgd":
-        return KINDS["sgd"].state_dtype.itemsize * fused_parameters
+        return -layer_kinds.SGD_STATE_TENSORS * state * fused_parameters
     return 0
 
 
@@ -85,7 +90,7 @@ def roofline_table(gpu: str, dtype: str, batch: int, fused_update: bool = False)
             for phase in (*PASSES, FULL):
                 work, traffic = cost.flops(layer, phase, batch), cost.minimum_bytes(layer, phase, batch, element_size)
                 if fused_update and phase != FORWARD:
-                    traffic -= gradient_round_trip(layer, fused, element_size)
+                    traffic += fused_update_bytes(layer, fused, element_size)
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
                 compute_ms, memory_ms = work / peak / 1e9, traffic / spec.bandwidth / 1e9

@@ -15,7 +15,7 @@ its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or 
 updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch after backward) and
 "fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient kernels,
 ``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of the
-fused parameters: ``roofline.gradient_round_trip``).
+fused parameters: ``roofline.fused_update_bytes``).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
   memory_us   bytes / DRAM bandwidth. A Triton launch's bytes: each tensor it loads from plus each it stores
