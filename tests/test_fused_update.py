@@ -9,12 +9,13 @@ import io
 from dataclasses import replace
 
 import pytest
+import test_graph_safe as graph_safe
 import torch
 import torch.distributed as dist
 
 from alexnet_triton import nn, ops, optim
 from alexnet_triton.checkpoint import read_checkpoint
-from alexnet_triton.kernels import linear, runtime, sgd
+from alexnet_triton.kernels import cross_entropy, linear, runtime, sgd
 from alexnet_triton.model import AlexNet
 from alexnet_triton.training import BACKEND_PARTS, ConfigError, Run, RunConfig
 from alexnet_triton.training.parts import build_optimizer
@@ -343,3 +344,32 @@ def test_torch_compile_runs_the_fused_linear_eagerly_and_fullgraph_refuses_it():
             run(model, x)
             opt.step()
     _assert_same_state(plain, plain_opt, fused, fused_opt)
+
+
+# ---- graph capture: what tests/test_graph_safe.py proves of the plain step, in fused mode ----
+
+def test_consecutive_fused_steps_launch_the_same_kernels_with_the_same_non_tensor_arguments_and_read_nothing_back(
+        monkeypatch):
+    """Steps 2 and 3 (after the first, which makes the momentum buffers) with a schedule changing lr between them:
+    the same launches, configs and non-tensor arguments (lr reaches the fused kernels as the optimizer's device
+    tensor); then a step, kernels run, reads no tensor value into Python."""
+    model, sgd_ = graph_safe.scaled_net()
+    sgd_.fuse_into(model)
+    steps = []
+    with runtime.capture_launches() as records:
+        for step in range(3):
+            sgd_.param_groups[0]["lr"] = 0.01 / (step + 1)
+            graph_safe.train_step(model, sgd_, *graph_safe.batch(step))
+            steps.append(graph_safe.record_signatures(records))
+            del records[:]
+    kernels = [name for name, *_ in steps[1]]
+    assert kernels.count("_linear_weight_grad_sgd_kernel") == 3 and "_linear_weight_grad_kernel" not in kernels
+    assert graph_safe.first_difference(steps[1], steps[2]) is None, graph_safe.first_difference(steps[1], steps[2])
+    monkeypatch.setattr(runtime, "poison_outputs", False)
+    model, sgd_ = graph_safe.scaled_net()
+    sgd_.fuse_into(model)
+    with cross_entropy.device_target_check():
+        graph_safe.train_step(model, sgd_, *graph_safe.batch(0))
+        with graph_safe.FailOnHostRead():
+            loss = graph_safe.train_step(model, sgd_, *graph_safe.batch(1))
+    assert torch.isfinite(loss)
