@@ -42,6 +42,9 @@ class FusedUpdate:
                                "gradient accumulation (each backward applies the step)")
         optimizer, group = self.optimizer, self.optimizer.param_groups[self.index]
         params = [p for p in (self.weight, self.bias) if p is not None]
+        if not all(p.requires_grad for p in params):
+            raise RuntimeError("SGD.fuse_into: one of the Linear's weight and bias was frozen after fuse_into (one "
+                               "launch steps both); freeze both, or fuse after freezing")
         momentum, state = group["momentum"], optimizer.state
         fresh = [momentum != 0 and "momentum_buffer" not in state[p] for p in params]
         if any(fresh) and not all(fresh):
@@ -132,6 +135,8 @@ class SGD(torch.optim.Optimizer):
             if not isinstance(module, nn.Linear) or module.weight not in groups:
                 continue
             params = [p for p in (module.weight, module.bias) if p is not None]
+            if not all(p.requires_grad for p in params):  # frozen, or half frozen: stepped (or not) by step()
+                continue
             where = f"SGD.fuse_into: Linear {name!r}"
             if any(p not in groups or groups[p] != groups[module.weight] for p in params):
                 raise ValueError(f"{where}: its weight and bias must be in one parameter group of this optimizer")

@@ -251,6 +251,21 @@ def test_fusion_refuses_several_processes(wrapper, monkeypatch):
         opt.fuse_into(model)
 
 
+def test_frozen_parameters_are_not_stepped_and_half_frozen_ones_are_an_error():
+    model = _mlp()
+    model[0].requires_grad_(False)  # frozen before: not fused, never stepped
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert opt.fuse_into(model) == ["1", "2"]
+    model[1].requires_grad_(False)  # frozen after: the backward steps nothing
+    frozen = [p.detach().clone() for p in (*model[0].parameters(), *model[1].parameters())]
+    _train(model, opt, 1, 3, (23,), seed=8)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, (*model[0].parameters(), *model[1].parameters()),
+                                                 strict=True))
+    model[1].bias.requires_grad_(True)  # half frozen
+    with pytest.raises(RuntimeError, match="one of the Linear's weight and bias was frozen after fuse_into"):
+        _train(model, opt, 1, 3, (23,), seed=9)
+
+
 def test_fusion_errors_name_the_linear_and_the_reason():
     model = _mlp()
     with pytest.raises(ValueError, match="no alexnet_triton.nn.Linear whose parameters this optimizer holds"):

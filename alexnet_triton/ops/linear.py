@@ -86,7 +86,8 @@ class _LinearWithUpdate(torch.autograd.Function):
         dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
         dx = _linear_input_grad(dy, weight, y, dropout, seed, precision) if ctx.needs_input_grad[0] else None
         # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
-        ctx.update(dy, x, y, dropout, seed, precision)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # (frozen parameters: no step, as without fusion)
+            ctx.update(dy, x, y, dropout, seed, precision)
         return dx, None, None, None, None, None, None, None
 
 
