@@ -159,9 +159,9 @@ WEIGHT_GRAD_ISSUE_PER_TENSOR = {
     "channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
                        (128, 64, 64): 1.21, (128, 128, 32): 0.94},
     "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
-             (128, 64, 64): 1.27, (128, 128, 32): 0.94},
+             (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94},
     "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76, (128, 128, 64): 0.96,
-                             (128, 64, 64): 1.39, (128, 128, 32): 1.11}}
+                             (128, 64, 64): 1.39, (128, 128, 32): 1.11, (64, 256, 64): 1.49}}
 
 
 def weight_grad_loop(flat: bool, window_inside: bool) -> str:
@@ -175,6 +175,9 @@ def weight_grad_loop(flat: bool, window_inside: bool) -> str:
 MACS_PER_BYTE = 1.0
 # Each split-K slice reduces at least this many pixels; at most this many slices.
 MIN_SLICE_PIXELS, MAX_SPLITS = 512, 256
+# The most shared memory one block may use on any GPU this project compiles for (sm_90: H100, H200; an A100's
+# is 163 KiB): a tile whose pipeline needs more is never launched (``weight_grad_splits``).
+SHARED_PER_BLOCK = 232448
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,12 @@ _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _til
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
                                ("N", "splits", "x_sc", "dw_sc"), "dy_ptr", pick=_least_time)
+# The flat reduction over channel vectors adds a 64-row tile (one warpgroup: wgmma m64 on sm_90) for torchvision
+# conv1's 64 output channels (its space-to-depth form), which 128 rows pad by half: 64x256x64 loops at 0.94
+# issue/tensor on sm_90, as 128x128x32 does on twice the rows. Over channel blocks it spilled 8 bytes on sm_80
+# (255 registers; flat 250). At 4-byte (TF32) operands it fits no GPU (240 KiB).
+WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
+    WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3),))
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_time)
@@ -289,7 +298,7 @@ WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32,
 # pass -> (channel blocks on channel vectors, the flat reduction on channel vectors, the gather path)
 _CONFIG_SETS = {"forward": (FORWARD_CONFIGS, FORWARD_FLAT_VECTOR_CONFIGS, FORWARD_GATHER_CONFIGS),
                 "input_grad": (INPUT_GRAD_CONFIGS, None, INPUT_GRAD_GATHER_CONFIGS),
-                "weight_grad": (WEIGHT_GRAD_CONFIGS, WEIGHT_GRAD_CONFIGS, WEIGHT_GRAD_GATHER_CONFIGS)}
+                "weight_grad": (WEIGHT_GRAD_CONFIGS, WEIGHT_GRAD_FLAT_VECTOR_CONFIGS, WEIGHT_GRAD_GATHER_CONFIGS)}
 
 
 def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: ConvGeometry) -> runtime.KernelConfigs:
@@ -892,11 +901,12 @@ def _pixels_flat(t: torch.Tensor) -> bool:
     return t.stride(2) == width * t.stride(3) and t.stride(0) == height * t.stride(2)
 
 
-def weight_grad_splits(configs: runtime.KernelConfigs, tensor_cores: bool, work: WeightGradWork) -> int:
-    """Slices of the pixel reduction: those of ``weight_grad_plan`` over the GPU's shipped tiles (all of them:
-    the split is a launch argument, fixed before the pick rule meets the tiles that fit the GPU's shared memory),
-    on its SM count."""
-    tiles = tuple(_tile_of(c) for c in configs.gpu(tensor_cores))
+def weight_grad_splits(configs: runtime.KernelConfigs, tensor_cores: bool, work: WeightGradWork,
+                       operand_bytes: int) -> int:
+    """Slices of the pixel reduction: those of ``weight_grad_plan`` on the GPU's SM count over its shipped tiles
+    that fit some GPU's shared memory at ``operand_bytes`` an element (``SHARED_PER_BLOCK``: the split is a launch
+    argument, fixed before the pick rule meets the tiles that fit this GPU's)."""
+    tiles = tuple(_tile_of(c) for c in configs.fitting(configs.gpu(tensor_cores), operand_bytes, SHARED_PER_BLOCK))
     return weight_grad_plan(work, tiles, runtime.streaming_multiprocessors())[1]
 
 
@@ -925,7 +935,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         # does not depend on the split, and a plan needs the sizes' values
     elif splits is None:
         splits = weight_grad_splits(configs, tensor_cores, WeightGradWork.of(
-            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside)))
+            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside)),
+            dy.element_size())
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)

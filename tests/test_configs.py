@@ -13,6 +13,7 @@ import triton
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.kernels import conv, linear, runtime
+from alexnet_triton.study.inspection.compilation import TARGETS
 
 GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": conv._conv2d_input_grad_kernel,
                 "conv_weight_grad": conv._conv2d_weight_grad_kernel, "linear_forward": linear._linear_forward_kernel,
@@ -98,14 +99,15 @@ SHARED_PER_BLOCK = {132: 232448, 108: 166912}
 # (variant, layer): {SMs: (BLOCK_M, BLOCK_N, BLOCK_K, splits)} of the weight gradient at batch 128, bf16,
 # channels_last. 128x128x32's BK 32 slices the pixels finer than BK 64 at the same modelled MMA rate (0.94
 # issue/tensor); 192 channels take 64-wide tiles; 2012 conv2's flat 1200 (r, s, c) take 128 or 256 (5 or 10 blocks,
-# 1280); 132 or 108 SMs take different splits.
+# 1280); torchvision conv1's 64 output channels the 64-row flat tile (0.94 on half the rows of 128x128x32); 132 or
+# 108 SMs take different splits.
 WEIGHT_GRAD_PLANS = {
     ("2012", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
     ("2012", "conv2"): {132: (128, 256, 64, 13), 108: (128, 128, 64, 16)},
     ("2012", "conv3"): {132: (128, 128, 32, 7), 108: (128, 128, 64, 2)},
     ("2012", "conv4"): {132: (256, 64, 64, 7), 108: (256, 64, 64, 2)},
     ("2012", "conv5"): {132: (128, 64, 64, 7), 108: (128, 64, 64, 2)},
-    ("torchvision", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
+    ("torchvision", "conv1"): {132: (64, 256, 64, 66), 108: (64, 256, 64, 54)},
     ("torchvision", "conv2"): {132: (256, 64, 64, 5), 108: (256, 64, 64, 17)},
     ("torchvision", "conv3"): {132: (128, 64, 64, 3), 108: (128, 64, 64, 4)},
     ("torchvision", "conv4"): {132: (128, 128, 32, 7), 108: (256, 64, 64, 2)},
@@ -113,25 +115,26 @@ WEIGHT_GRAD_PLANS = {
 }
 
 
-def captured_weight_grad(variant: str, name: str, sms: int) -> runtime.LaunchRecord:
-    """The weight-gradient launch of a full-size AlexNet layer (batch 128, bf16, channels_last, meta tensors) as a
-    GPU with ``sms`` SMs launches it: conv1 in its space-to-depth form, as the ops launch it."""
+def captured_weight_grad(variant: str, name: str, sms: int, dtype: torch.dtype = torch.bfloat16,
+                         precision: str = "ieee") -> runtime.LaunchRecord:
+    """The weight-gradient launch of a full-size AlexNet layer (batch 128, ``dtype``, channels_last, meta tensors)
+    as a GPU with ``sms`` SMs launches it: conv1 in its space-to-depth form, as the ops launch it."""
     layer = next(c for c in CONV_LAYERS[variant] if c.name == name)
     w_shape = (layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel)
-    x = torch.empty(128, layer.in_channels, layer.size, layer.size, dtype=torch.bfloat16, device="meta",
+    x = torch.empty(128, layer.in_channels, layer.size, layer.size, dtype=dtype, device="meta",
                     memory_format=torch.channels_last)
-    depth = conv.conv2d_depth(x, w_shape, layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee")
+    depth = conv.conv2d_depth(x, w_shape, layer.stride, layer.padding, 1, layer.groups, dtype, precision)
     g = conv.conv2d_geometry(x.shape, w_shape, layer.stride, layer.padding, 1, layer.groups)
-    dy = torch.empty(128, layer.out_channels, g.OH, g.OW, dtype=torch.bfloat16, device="meta",
+    dy = torch.empty(128, layer.out_channels, g.OH, g.OW, dtype=dtype, device="meta",
                      memory_format=torch.channels_last)
     with runtime.capture_launches() as records, runtime.target(sms):
         if depth is not None:
-            x_d = torch.empty(128, depth.block ** 2 * layer.in_channels, *depth.size, dtype=torch.bfloat16,
+            x_d = torch.empty(128, depth.block ** 2 * layer.in_channels, *depth.size, dtype=dtype,
                               device="meta", memory_format=torch.channels_last)
-            depth.weight_grad(dy, x_d, w_shape, torch.channels_last, torch.bfloat16, "ieee")
+            depth.weight_grad(dy, x_d, w_shape, torch.channels_last, dtype, precision)
         else:
             conv.conv2d_weight_grad(dy, x, w_shape, layer.stride, layer.padding, groups=layer.groups,
-                                    memory_format=torch.channels_last,
+                                    memory_format=torch.channels_last, precision=precision,
                                     flat_crs=conv.gpu_flat_reduction(layer.in_channels // layer.groups, True))
     return next(r for r in records if r.kernel is conv._conv2d_weight_grad_kernel)
 
@@ -151,6 +154,25 @@ def test_weight_grad_tile_and_split_are_planned_together(variant, name, sms):
     planned = work.time(conv._tile_of(chosen), record.args["splits"], sms)
     most = min(work.pixels // conv.MIN_SLICE_PIXELS, conv.MAX_SPLITS)
     assert all(planned <= work.time(conv._tile_of(c), s, sms) for c in record.candidates for s in range(1, most + 1))
+
+
+@pytest.mark.parametrize("sms", SHARED_PER_BLOCK)
+def test_weight_grad_split_is_planned_over_the_tiles_that_fit_some_gpu(sms):
+    """The split is a launch argument, fixed before the pick rule meets this GPU's tiles: it is planned over the
+    shipped tiles whose pipeline fits some GPU (``conv.SHARED_PER_BLOCK``, sm_90's, the largest target's) at the
+    operand's element size. At TF32 torchvision conv1's flat 64x256x64 (240 KiB at 4 bytes) fits none: planned
+    over it, the split was 66 and an H100 launched 128x64x64 at it; now the planned tile launches."""
+    assert conv.SHARED_PER_BLOCK == max(target.shared_per_block for target in TARGETS.values())
+    record = captured_weight_grad("torchvision", "conv1", sms, torch.float32, "tf32")
+    shipped = [conv._tile_of(c) for c in record.candidates]
+    fitting = tuple(conv._tile_of(c) for c in record.candidates
+                    if runtime.pipeline_shared_bytes(c, 4) <= conv.SHARED_PER_BLOCK)
+    assert (64, 256, 64) in shipped and (64, 256, 64) not in fitting
+    tile, splits = conv.weight_grad_plan(conv.WeightGradWork.of(record.args), fitting, sms)
+    assert record.args["splits"] == splits
+    with runtime.target(sms):
+        chosen, = record.choices(SHARED_PER_BLOCK[sms])
+    assert conv._tile_of(chosen) == tile
 
 
 def test_weight_grad_time_counts_rounds_of_programs_padding_and_partials():
@@ -200,10 +222,10 @@ def test_weight_grad_issue_per_tensor_table_is_the_inspections():
     loops = rows.case_list.map(lambda cases: {_weight_grad_loop(case) for case in cases.split(";")})
     assert (loops.map(len) == 1).all()  # one compilation is one kind of loop
     rows = rows.assign(loop=loops.map(min))
-    tiles = {conv._tile_of(c) for c in conv.WEIGHT_GRAD_CONFIGS.tensor_core}
     assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR) == set(rows.loop)
     for loop, values in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR.items():
-        assert set(values) == tiles
+        configs = conv.WEIGHT_GRAD_CONFIGS if loop == "channel blocks" else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS
+        assert set(values) == {conv._tile_of(c) for c in configs.tensor_core}, loop
         for (m, n, k), value in values.items():
             config = rows.config.str.startswith(f"BM{m}_BN{n}_BK{k}_") & (rows.loop == loop)
             largest = rows[config & (rows.target == "sm_90")].issue_per_tensor.max()
@@ -269,7 +291,7 @@ def test_conv_geometry_fields_are_the_gemm_kernels_constexprs():
     ("input_grad", True, False, 2, 64, "INPUT_GRAD_GATHER_CONFIGS"),  # stride phases gather
     ("input_grad", True, True, 1, 48, "INPUT_GRAD_GATHER_CONFIGS"),
     ("weight_grad", True, False, 1, 64, "WEIGHT_GRAD_CONFIGS"),
-    ("weight_grad", True, True, 1, 48, "WEIGHT_GRAD_CONFIGS"),
+    ("weight_grad", True, True, 1, 48, "WEIGHT_GRAD_FLAT_VECTOR_CONFIGS"),
     ("weight_grad", False, False, 1, 64, "WEIGHT_GRAD_GATHER_CONFIGS"),
 ])
 def test_one_rule_chooses_each_passs_config_set(kernel_pass, channels_last, flat, stride, channels, expected):
@@ -310,7 +332,8 @@ def test_conv2_launches_the_flat_reduction_on_channel_vectors_on_a_gpu(channels_
     forward, input_grad, weight_grad = gemms
     assert not forward.args["WINDOW_INSIDE"] and not input_grad.args["FLAT_KRS"]
     assert forward.args["FLAT_CRS"] is weight_grad.args["FLAT_CRS"] is channels_last
-    expected = ((conv.FORWARD_FLAT_VECTOR_CONFIGS, conv.INPUT_GRAD_CONFIGS, conv.WEIGHT_GRAD_CONFIGS) if channels_last
+    expected = ((conv.FORWARD_FLAT_VECTOR_CONFIGS, conv.INPUT_GRAD_CONFIGS, conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+                if channels_last
                 else (conv.FORWARD_GATHER_CONFIGS, conv.INPUT_GRAD_GATHER_CONFIGS, conv.WEIGHT_GRAD_GATHER_CONFIGS))
     assert tuple(r.configs for r in gemms) == expected
 

@@ -596,7 +596,7 @@ def test_gradient_launchers_name_themselves_in_their_errors():
 
 FLAT_VECTOR_CONFIGS = [pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")
                        for kernel, configs in (("forward", conv.FORWARD_FLAT_VECTOR_CONFIGS),
-                                               ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
+                                               ("weight_grad", conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS))
                        for config in configs.shipped()]
 
 
@@ -618,7 +618,7 @@ def test_flat_channel_vectors_every_config(kernel, config):
 # Each GPU config of the flat channel-vector path in the dtype it runs: bf16 on tensor cores, fp32 on CUDA cores.
 FLAT_VECTOR_DTYPES = [pytest.param(kernel, config, dtype, id=f"{kernel}-{runtime.config_name(config)}-{name}")
                       for kernel, configs in (("forward", conv.FORWARD_FLAT_VECTOR_CONFIGS),
-                                              ("weight_grad", conv.WEIGHT_GRAD_CONFIGS))
+                                              ("weight_grad", conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS))
                       for tiles, dtype, name in ((configs.tensor_core, torch.bfloat16, "bf16"),
                                                  (configs.cuda_core, torch.float32, "fp32"))
                       for config in tiles]
@@ -654,3 +654,26 @@ def test_flat_channel_vectors_with_bounds_checks_every_config(kernel, config, dt
         assert_close(ours, ref, name)
     else:
         assert_low_precision_close(ours, ref, ref64, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_weight_grad_64_row_flat_tile_on_64_output_channels(dtype):
+    """The flat channel-vector set's 64-row tile (64x256x64: torchvision conv1's weight gradient on a GPU) on that
+    layer's geometry: 64 output channels over its space-to-depth form's 48 channels and 3x3 taps (every window
+    inside x; 432 = 256 + 176 reduction columns, the second block part padding), x a channels_last view out of a
+    wider, larger tensor, dy a view with column stride 2, three split slices."""
+    config, = (c for c in conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core if c.kwargs["BLOCK_M"] == 64)
+    gen = torch.Generator().manual_seed(29)
+    x = torch.randn(3, 56, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 3:51, 1:, 1:]
+    dy = every_other_column(torch.randn(3, 64, 6, 8, generator=gen).to(dtype))
+    w_shape = (64, 48, 3, 3)
+    assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last) and dy.stride(3) == 2
+    assert conv.conv2d_geometry(x.shape, w_shape, 1, 0, 1, 1).window_inside
+    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=3, config=config,
+                                 memory_format=torch.channels_last)
+    assert dw.is_contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy)
+    if dtype == torch.float32:
+        assert_close(dw, ref, "dw")
+    else:
+        assert_low_precision_close(dw, ref, torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double()), "dw")
