@@ -150,23 +150,29 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
                                  key=(*key, *GEOMETRY_KEY), pick=pick, operand=operand)
 
 
-# issue/tensor of the weight-gradient main loop per kind of loop (``weight_grad_loop``) and tensor-core tile
-# (BLOCK_M, BLOCK_N, BLOCK_K): the largest over the bf16 and fp16 channels_last cases of that kind in
-# reports/kernels/inspection.csv on sm_90, rounded up (sm_80's are lower, all below 1); tests/test_configs.py checks
-# it against that table. The bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window
-# per element: it issues more. A tile not in it counts as 1.
+# issue/tensor of the weight-gradient main loop per operand element size (2: bf16/fp16, 4: TF32), kind of loop
+# (``weight_grad_loop``) and tensor-core tile (BLOCK_M, BLOCK_N, BLOCK_K), for the tiles that fit sm_90 at that
+# size: the largest over the channels_last cases of that size and kind in reports/kernels/inspection.csv on sm_90,
+# rounded up (sm_80's are lower, all below 1); tests/test_configs.py checks it against that table. The
+# bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window per element: it issues
+# more. A tile not in it counts as 1.
 WEIGHT_GRAD_ISSUE_PER_TENSOR = {
-    "channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
-                       (128, 64, 64): 1.21, (128, 128, 32): 0.94},
-    "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
-             (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94},
-    "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76, (128, 128, 64): 0.96,
-                             (128, 64, 64): 1.39, (128, 128, 32): 1.11, (64, 256, 64): 1.49}}
+    2: {"channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
+                           (128, 64, 64): 1.21, (128, 128, 32): 0.94, (64, 64, 64): 1.37},
+        "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
+                 (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94},
+        "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76,
+                                 (128, 128, 64): 0.96, (128, 64, 64): 1.39, (128, 128, 32): 1.11,
+                                 (64, 256, 64): 1.49}},
+    4: {"channel blocks": {(128, 128, 64): 0.8, (128, 64, 64): 1.11, (128, 128, 32): 0.9, (64, 64, 64): 1.63},
+        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93},
+        "flat, bounds checked": {(128, 128, 64): 1.02, (128, 64, 64): 1.41, (128, 128, 32): 1.1}}}
 
 
 def weight_grad_loop(flat: bool, window_inside: bool) -> str:
-    """The kind of a weight-gradient main loop (``WEIGHT_GRAD_ISSUE_PER_TENSOR``'s key): "channel blocks", "flat"
-    (every window inside x: no bounds checks; conv1's space-to-depth form) or "flat, bounds checked"."""
+    """The kind of a weight-gradient main loop (a key of each size's ``WEIGHT_GRAD_ISSUE_PER_TENSOR``): "channel
+    blocks", "flat" (every window inside x: no bounds checks; conv1's space-to-depth form) or "flat, bounds
+    checked"."""
     return "channel blocks" if not flat else "flat" if window_inside else "flat, bounds checked"
 
 
@@ -193,7 +199,7 @@ class WeightGradWork:
     S: int
     loop: str  # ``weight_grad_loop``
     operand_bytes: int  # dy and x, read once
-    element_bytes: int  # of dw
+    element_bytes: int  # of dw, and of dy and x
     partial_bytes: int  # of a split-K partial: fp32, fp64 for float64
 
     @classmethod
@@ -209,15 +215,16 @@ class WeightGradWork:
         """Modelled time of the launch at ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K) with ``splits`` slices on ``sms`` SMs,
         in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds of the SM
         count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
-        tile's MMAs over its slice (padding included) x the loop's issue/tensor where that exceeds 1; or the
-        bytes the launch moves if more; plus the partials' round trip through ``sum_partials`` and dw's write."""
+        tile's MMAs over its slice (padding included) x the loop's issue/tensor at the operands' element size
+        (``WEIGHT_GRAD_ISSUE_PER_TENSOR``) where that exceeds 1; or the bytes the launch moves if more; plus the
+        partials' round trip through ``sum_partials`` and dw's write."""
         m, n, k = tile
         crs = self.C_per_group * self.R * self.S
         programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
                     * crs_blocks(self.C_per_group, self.R, self.S, n, self.loop != "channel blocks") * splits)
         steps = runtime.cdiv(runtime.cdiv(self.pixels, splits), k)
         mma = (runtime.cdiv(programs, sms) * steps * m * n * k
-               * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR[self.loop].get(tile, 1.0)))
+               * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR.get(self.element_bytes, {}).get(self.loop, {}).get(tile, 1.0)))
         partials = splits * self.K * crs * self.partial_bytes
         return (max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE)
                 + (partials + self.K * crs * self.element_bytes) * MACS_PER_BYTE)
@@ -282,8 +289,12 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 # blocks at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but Triton 3.9 spilled it on sm_80).
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
-WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES, (_tile(32, 64, 32, 4, 2),), _interpreter_weight_grad_tile,
-                               ("N", "splits", "x_sc", "dw_sc"), "dy_ptr", pick=_least_time)
+# 64x64x64 (4 warps: one warpgroup) fits 192 output channels per group (2012 conv4, torchvision conv2) with no
+# padding either way: sm_90 1.37 issue/tensor (bf16) against 256x64's 0.65 on a third more rows, so it wins where
+# its finer grid fills the SMs' rounds.
+WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), (_tile(32, 64, 32, 4, 2),),
+                               _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
+                               pick=_least_time)
 # The flat reduction over channel vectors adds a 64-row tile (one warpgroup: wgmma m64 on sm_90) for torchvision
 # conv1's 64 output channels (its space-to-depth form), which 128 rows pad by half: 64x256x64 loops at 0.94
 # issue/tensor on sm_90, as 128x128x32 does on twice the rows. Over channel blocks it spilled 8 bytes on sm_80

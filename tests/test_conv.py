@@ -656,24 +656,35 @@ def test_flat_channel_vectors_with_bounds_checks_every_config(kernel, config, dt
         assert_low_precision_close(ours, ref, ref64, name)
 
 
+# The 64-row weight-gradient tiles on the geometries they are for: torchvision conv1's 64 output channels over its
+# space-to-depth form's 48 channels and 3x3 taps (flat; every window inside x; 432 = 256 + 176 reduction columns),
+# and 192 output channels per group over 64-channel blocks (2012 conv4's shape: 3x3, padding 1, 2 groups).
+WEIGHT_GRAD_64_ROW_CASES = [
+    pytest.param(conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS, (64, 256, 64), True, (64, 48, 3, 3), {}, id="flat-64x256x64"),
+    pytest.param(conv.WEIGHT_GRAD_CONFIGS, (64, 64, 64), False, (384, 64, 3, 3), dict(padding=1, groups=2),
+                 id="channel-blocks-64x64x64")]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-def test_weight_grad_64_row_flat_tile_on_64_output_channels(dtype):
-    """The flat channel-vector set's 64-row tile (64x256x64: torchvision conv1's weight gradient on a GPU) on that
-    layer's geometry: 64 output channels over its space-to-depth form's 48 channels and 3x3 taps (every window
-    inside x; 432 = 256 + 176 reduction columns, the second block part padding), x a channels_last view out of a
-    wider, larger tensor, dy a view with column stride 2, three split slices."""
-    config, = (c for c in conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core if c.kwargs["BLOCK_M"] == 64)
+@pytest.mark.parametrize("configs, tile, flat, w_shape, conv_args", WEIGHT_GRAD_64_ROW_CASES)
+def test_weight_grad_64_row_tiles(configs, tile, flat, w_shape, conv_args, dtype):
+    """Each 64-row weight-gradient tile on its geometry, x a channels_last view out of a wider, larger tensor, dy a
+    view with column stride 2, three split slices."""
+    config, = (c for c in configs.tensor_core if conv._tile_of(c) == tile)
+    channels = w_shape[1] * conv_args.get("groups", 1)
     gen = torch.Generator().manual_seed(29)
-    x = torch.randn(3, 56, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 3:51, 1:, 1:]
-    dy = every_other_column(torch.randn(3, 64, 6, 8, generator=gen).to(dtype))
-    w_shape = (64, 48, 3, 3)
+    x = torch.randn(3, channels + 8, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)
+    x = x[:, 3:3 + channels, 1:, 1:]
+    g = conv.conv2d_geometry(x.shape, w_shape, 1, conv_args.get("padding", 0), 1, conv_args.get("groups", 1))
+    dy = every_other_column(torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype))
     assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last) and dy.stride(3) == 2
-    assert conv.conv2d_geometry(x.shape, w_shape, 1, 0, 1, 1).window_inside
-    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=3, config=config,
-                                 memory_format=torch.channels_last)
+    assert conv.gpu_flat_reduction(w_shape[1], True) is flat and g.window_inside is flat
+    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=flat, splits=3, config=config,
+                                 memory_format=torch.channels_last, **conv_args)
     assert dw.is_contiguous(memory_format=torch.channels_last)
-    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy)
+    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy, **conv_args)
     if dtype == torch.float32:
         assert_close(dw, ref, "dw")
     else:
-        assert_low_precision_close(dw, ref, torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double()), "dw")
+        ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double(), **conv_args)
+        assert_low_precision_close(dw, ref, ref64, "dw")
