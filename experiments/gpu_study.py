@@ -23,8 +23,9 @@ from empty caches (an estimate: written without a GPU):
                  (~50 launches, ~3 s); the dtypes tier gets what is left. Its compiles and autotuning are the
                  benchmark's: the Triton timings below start warm.
   network        25%: ~60 s. Triton and eager, inference and training step, eager-launched and replayed from
-                 one CUDA graph (train-step-graphed): 6 timings of ~1.5 s (3 warm-up steps, 1 for peak memory,
-                 do_bench >= 500 ms) + cuDNN's search ~5 s; torch.compile: 2 graphs
+                 one CUDA graph (train-step-graphed), and Triton's graph with the fc layers' SGD step fused into
+                 their weight gradients (train-step-fused-graphed): 7 timings of ~1.5 s (3 warm-up steps, 1 for
+                 peak memory, do_bench >= 500 ms) + cuDNN's search ~5 s; torch.compile: 2 graphs
                  (inference, training) at ~20 s each in the default mode. max-autotune (~90 s a graph, with
                  CUDA graphs) is used only when the cap holds 240 s (a budget of ~960 s or more).
   torchvision    10%: ~80 s. torchvision.models.alexnet() (where torchvision imports; else this project's plain-torch
@@ -76,7 +77,7 @@ RESERVE_S = 10.0  # kept at the end of a budget for the summary
 # step -> (share of the budget, what it runs, expected seconds on an H100/H200 as in the docstring)
 STEPS = {
     "check": (0.19, "correctness: Triton vs PyTorch on this device, headline tier first", 65),
-    "network": (0.25, "2012 net, inference + training step (and graphed), triton / eager / compiled", 60),
+    "network": (0.25, "2012 net, inference + training step (graphed; fused update), triton / eager / compiled", 60),
     "torchvision": (0.10, "torchvision's AlexNet, inference + training step, use_kernels() / eager / compiled", 80),
     "two-gpus": (0.07, "2012 net's training step on 2 GPUs: the split, the hybrid, DDP (needs 2 GPUs)", 120),
     "conv": (0.06, "conv1-5 forward, input grad, weight grad, triton / eager", 15),

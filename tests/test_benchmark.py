@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+from alexnet_triton import optim
 from alexnet_triton.architecture import parameter_count
 from alexnet_triton.study.benchmarks import benchmark, cli
 from alexnet_triton.study.models import cost
@@ -18,6 +20,7 @@ from alexnet_triton.study.presentation import benchmark_plots
 from alexnet_triton.study.registries import benchmark_cases, layer_kinds
 from alexnet_triton.study.registries.layer_kinds import KINDS
 from alexnet_triton.study.registries.providers import PROVIDERS
+from alexnet_triton.study.vocabulary import FUSED_GRAPHED_STEP, TRAIN_STEP
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80", "tflops",
@@ -146,3 +149,25 @@ def test_select_keeps_non_spatial_layers_under_a_layout_filter():
                                    providers=["eager"], phases=["full"])
     assert {c.kernel for c in cases} == {str(layer) for layer in layer_kinds.study_layers("2012")}
     assert all(c.providers == ("eager",) and c.phases == ("full",) and c.layout in ("", "nchw") for c in cases)
+
+
+def test_the_fused_graphed_step_fuses_the_update_and_trains(monkeypatch):
+    # the phase of the GPU study's network that times the fused update (optim.SGD.fuse_into) in one CUDA graph: on
+    # the CPU the capture is the call itself; the step must run with the fc layers stepping themselves
+    monkeypatch.setattr(benchmark.graphs, "capture", lambda call: call)
+    fusions = []
+    fuse_into = optim.SGD.fuse_into
+    monkeypatch.setattr(optim.SGD, "fuse_into", lambda self, model: fusions.append(self) or fuse_into(self, model))
+    case = benchmark_cases.ModelCase("2012", 2, "fp32-ieee", "channels_last", ("triton",),
+                                     (TRAIN_STEP, FUSED_GRAPHED_STEP), benchmark_cases.SMOKE_MODEL["2012"])
+    phases = benchmark._model_functions(case, PROVIDERS["triton"], "default")
+    phase, step = next(phases)
+    step()
+    assert phase == TRAIN_STEP and not fusions
+    phase, step = next(phases)
+    (optimizer,) = fusions
+    fused = list(optimizer._fused)  # the fc layers' weights and biases
+    assert phase == FUSED_GRAPHED_STEP and len(fused) == 6
+    before = [p.detach().clone() for p in fused]
+    step()
+    assert all(p.grad is None and not torch.equal(p, old) for p, old in zip(fused, before, strict=True))

@@ -16,6 +16,8 @@ import pytest
 from alexnet_triton.study.benchmarks import gpu_check
 from alexnet_triton.study.registries import benchmark_cases
 from alexnet_triton.study.registries.benchmark_cases import read_benchmarks
+from alexnet_triton.study.registries.providers import SUBJECT
+from alexnet_triton.study.vocabulary import FUSED_GRAPHED_STEP
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "experiments" / "gpu_study.py"
@@ -141,7 +143,10 @@ def test_gpu_plan_is_headline_first(monkeypatch):
     steps = benchmark_cases.study_steps()
     assert list(steps) == ["network", "conv", "conv-others", "blocks", "rest"]
     counts = {step: benchmark_cases.timings_in(cases) for step, cases in steps.items() if step != "rest"}
-    assert counts == {"network": 8, "conv": 28, "conv-others": 14, "blocks": 24}  # network: 2 graphed steps too
+    # network: 3 graphed steps too (Triton's and eager's, and Triton's with the fused update)
+    assert counts == {"network": 9, "conv": 28, "conv-others": 14, "blocks": 24}
+    fused = [c for c in steps["network"] if FUSED_GRAPHED_STEP in c.phases]
+    assert [(c.providers, c.phases) for c in fused] == [((SUBJECT,), (FUSED_GRAPHED_STEP,))]
     for step in ("network", "conv", "conv-others", "blocks"):
         assert all((c.batch, c.dtype, c.layout) == (128, "bf16", "channels_last" if c.layout else "")
                    for c in steps[step])

@@ -6,7 +6,9 @@ networks, the passes of a layer, the phases of a training step and the dtypes.
              kernels on their own: ``INPUT_GRAD`` (dx), ``WEIGHT_GRAD`` (dw, db); the parameter update after the
              backward: ``OPTIMIZER``
   network    timed whole: ``INFERENCE``, ``TRAIN_STEP`` (forward, loss, backward, SGD), ``GRAPHED_STEP`` (that step
-             replayed as one CUDA graph); counted or modelled: ``STEP``, the total of a training step's passes
+             replayed as one CUDA graph), ``FUSED_GRAPHED_STEP`` (that graph with the fc layers' SGD step fused into
+             their weight-gradient kernels: ``optim.SGD.fuse_into``); counted or modelled: ``STEP``, the total of a
+             training step's passes
   dtypes     a dtype *case* ("fp16", "bf16", "fp32-ieee", "fp32-tf32": ``registries.benchmark_cases.DTYPES``) is a
              storage dtype and the precision of its products, for every table that times or compiles; a table that
              only counts bytes (memory, traffic, conformance) names the storage dtype as torch does
@@ -28,6 +30,7 @@ LAYER_PASSES = (FORWARD, BACKWARD, FULL)
 CONV_PASSES = (FORWARD, INPUT_GRAD, WEIGHT_GRAD)  # one kernel each (conv1 has no input gradient)
 
 INFERENCE, TRAIN_STEP, GRAPHED_STEP = "inference", "train-step", "train-step-graphed"
+FUSED_GRAPHED_STEP = "train-step-fused-graphed"
 STEP = "step"
 
 

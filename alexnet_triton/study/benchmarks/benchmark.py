@@ -13,6 +13,8 @@ One long-format table, one row per measurement, with the columns of ``COLUMNS``:
                   the network: "train-step" (forward, loss, backward, SGD), "inference", and in the GPU study
                   "train-step-graphed" (that step captured in one CUDA graph after warm-up steps and replayed:
                   alexnet_triton.graphs; not torch.compile's, whose max-autotune mode replays graphs of its own)
+                  and, Triton only, "train-step-fused-graphed" (that graph with the fc layers' SGD step in their
+                  weight-gradient kernels: ``optim.SGD.fuse_into``, train.py --fused-update)
   shape, batch    the input's shape ("128x96x55x55"; the SGD step: its parameter count) and the batch
   dtype           "fp32-ieee" (exact fp32 products: Triton precision="ieee", TF32 off in cuBLAS and cuDNN),
                   "fp32-tf32" (TF32 on both sides), "fp16", "bf16". For the network fp16/bf16 are mixed
@@ -85,7 +87,7 @@ from ..registries.benchmark_cases import (
 )
 from ..registries.layer_kinds import GRADIENT_PHASES, KINDS
 from ..registries.providers import PROVIDERS, Provider
-from ..vocabulary import GRAPHED_STEP, INFERENCE, TRAIN_STEP
+from ..vocabulary import FUSED_GRAPHED_STEP, GRAPHED_STEP, INFERENCE, TRAIN_STEP
 
 QUANTILES = (0.2, 0.5, 0.8)
 SMOKE_DEVICE = ("CPU, Triton interpreter, torch.compile backend=aot_eager: smoke test, "
@@ -311,8 +313,10 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
 
     for phase in case.phases:
         model.train(phase != INFERENCE)
+        if phase == FUSED_GRAPHED_STEP:  # for good: the model's fc layers then step themselves (the last phase)
+            optimizer.fuse_into(model)
         yield phase, (inference if phase == INFERENCE else
-                      graphs.capture(train_step) if phase == GRAPHED_STEP else train_step)
+                      graphs.capture(train_step) if phase in (GRAPHED_STEP, FUSED_GRAPHED_STEP) else train_step)
 
 
 def _model_timings(case: ModelCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Timing]]:
@@ -326,7 +330,7 @@ def _model_metrics(case: ModelCase, phase: str, seconds: float) -> dict:
     tflops = None
     if case.scale is None:
         layers = layer_kinds.study_layers(case.variant)
-        training = phase in (TRAIN_STEP, GRAPHED_STEP)
+        training = phase in (TRAIN_STEP, GRAPHED_STEP, FUSED_GRAPHED_STEP)
         flops = (sum(cost.flops(layer, "full", case.batch) for layer in layers) if training else
                  sum(cost.flops(layer, "forward", case.batch) for layer in layers if KINDS[layer.kind].inference))
         tflops = flops / seconds / 1e12

@@ -68,7 +68,7 @@ from ..registries import layer_kinds
 from ..registries.benchmark_cases import read_benchmarks
 from ..registries.gpus import GPUS, gpu_named
 from ..registries.providers import PROVIDERS, SUBJECT
-from ..vocabulary import BACKWARD, FORWARD, OPTIMIZER, TRAIN_STEP
+from ..vocabulary import BACKWARD, FORWARD, FUSED_GRAPHED_STEP, GRAPHED_STEP, OPTIMIZER
 from . import loop_model
 from .roofline import roofline_table
 
@@ -303,14 +303,20 @@ def step_table(launches: list[StepLaunch], gpu: str, dtype: str, variant: str, l
     return out
 
 
-def measured_step_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, dtype: str,
+# The timed phase a modelled step stands beside, per update: the step replayed as one CUDA graph (the model's
+# bound has no host term; ``host_us`` is the separate one).
+MEASURED_PHASE = {"separate": GRAPHED_STEP, "fused": FUSED_GRAPHED_STEP}
+
+
+def measured_step_us(benchmarks: pd.DataFrame | None, gpu: str, variant: str, dtype: str, update: str = "separate",
                      batch: int = BATCH) -> float:
-    """The median ms_p50 (in µs) of the GPU "train-step" rows of the Triton network on ``gpu`` (model.csv of
-    ``experiments/gpu_study.py``); NaN without any."""
+    """The median ms_p50 (in µs) of the GPU rows of the Triton network on ``gpu`` (model.csv of
+    ``experiments/gpu_study.py``) timing the step with this ``update`` graphed (``MEASURED_PHASE``); NaN without
+    any."""
     if benchmarks is None or benchmarks.empty:
         return float("nan")
     rows = benchmarks[(benchmarks.run_kind == "gpu") & (benchmarks.provider == SUBJECT)
-                      & (benchmarks.kernel == f"{variant}/model") & (benchmarks.phase == TRAIN_STEP)
+                      & (benchmarks.kernel == f"{variant}/model") & (benchmarks.phase == MEASURED_PHASE[update])
                       & (benchmarks.dtype == dtype) & (benchmarks.layout == LAYOUT) & (benchmarks.batch == batch)]
     rows = rows[rows.device.astype(str).map(gpu_named) == gpu]
     return float(rows.ms_p50.median()) * 1e3 if len(rows) else float("nan")
@@ -320,8 +326,8 @@ def lower_bound_table(inspection_table: pd.DataFrame, host_us: float, benchmarks
                       gpus: tuple[str, ...] = tuple(GPUS), dtypes: tuple[str, ...] = tuple(STEP_DTYPES),
                       variants: tuple[str, ...] = VARIANTS, updates: tuple[str, ...] = UPDATES) -> pd.DataFrame:
     """``step_table`` (``host_us`` per Triton launch) of every GPU x step dtype x variant x update at batch
-    ``BATCH`` (one capture per variant, dtype, update and distinct ``gpus.GPUS`` entry), with each separate-update
-    step row's measured_us from ``benchmarks`` where GPU rows exist (the benchmarks time the separate update).
+    ``BATCH`` (one capture per variant, dtype, update and distinct ``gpus.GPUS`` entry), with each step row's
+    measured_us from ``benchmarks`` where GPU rows exist (``measured_step_us``).
     Needs a process in the "gpu" execution mode (the launchers' GPU reduction orders)."""
     if runtime.INTERPRETER:
         raise RuntimeError("the step model captures the GPU path's launches: it needs ALEXNET_TRITON_MODE=gpu "
@@ -332,8 +338,7 @@ def lower_bound_table(inspection_table: pd.DataFrame, host_us: float, benchmarks
         if key not in captures:
             captures[key] = capture_step(variant, dtype, gpu, update=update)
         table = step_table(captures[key], gpu, dtype, variant, loops, host_us, update=update)
-        if update == "separate":
-            table.loc[table.layer == "step", "measured_us"] = measured_step_us(benchmarks, gpu, variant, dtype)
+        table.loc[table.layer == "step", "measured_us"] = measured_step_us(benchmarks, gpu, variant, dtype, update)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 
 from ...kernels import runtime
-from ..vocabulary import CONV_PASSES, GRAPHED_STEP, INFERENCE, INPUT_GRAD, TRAIN_STEP, VARIANTS
+from ..vocabulary import CONV_PASSES, FUSED_GRAPHED_STEP, GRAPHED_STEP, INFERENCE, INPUT_GRAD, TRAIN_STEP, VARIANTS
 from . import layer_kinds
 from .layer_kinds import KINDS, Shrink
-from .providers import PROVIDERS, every_case
+from .providers import PROVIDERS, SUBJECT, every_case
 
 # The benchmark table's columns, in order (alexnet_triton/study/benchmarks/benchmark.py says what each holds).
 COLUMNS = ["kernel", "provider", "phase", "shape", "batch", "dtype", "layout", "ms_p20", "ms_p50", "ms_p80",
@@ -204,6 +204,8 @@ def study_steps() -> dict[str, list]:
         # replays graphs of its own, which do not nest in another capture)
         graphing = tuple(name for name, provider in PROVIDERS.items() if not provider.compiles)
         network.append(ModelCase(SWEEP_VARIANT, batch, dtype, layout, graphing, (GRAPHED_STEP,)))
+        # the fused update (alexnet_triton.optim.SGD.fuse_into) exists on the Triton tree only
+        network.append(ModelCase(SWEEP_VARIANT, batch, dtype, layout, (SUBJECT,), (FUSED_GRAPHED_STEP,)))
     steps: dict[str, list] = dict(network=network)
 
     def cases(kinds, providers, phases):
