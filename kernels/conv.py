@@ -105,6 +105,12 @@ _TENSOR_CORE_TILES = (_tile(128, 256, 64, 8, 3), _tile(256, 128, 64, 8, 3), _til
 # conv4, torchvision conv2: a third of a 256-wide tile idle) and 48 input channels per group in the input gradient
 # (conv2 of 2012).
 _NARROW_TILE = _tile(128, 64, 64, 8, 3)
+# 64x64 tiles (4 warps: one warpgroup, wgmma m64) for the 13x13 layers' wave tails: their finer grid fills the SMs'
+# rounds (2012 conv3's input gradient: 676 programs of 128x64 are 5.12 rounds of 132 SMs, 1352 of 64x64 are 10.24,
+# 11 rounds of half the work). BK 128 halves the loop's overhead per MMA: sm_90 bf16/fp16 issue/tensor at most
+# 0.79 (forward) and 0.91 (input gradient) against BK 64's 1.05 and 1.22; BK 64 serves the channel counts BK 128
+# pads (192 per group) and TF32 (at most 1.0; BK 128 fits sm_90 only there); sm_80 at most 0.7.
+_WAVE_TILES = (_tile(64, 64, 128, 4, 3), _tile(64, 64, 64, 4, 4))
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
 
 
@@ -262,8 +268,9 @@ def _least_time(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
 
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
-FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,), (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)),
-                           _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
+FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES,
+                           (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
+                           ("N", "x_sc", "w_sc"), "x_ptr")
 FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2),
                                                   _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
                                   ("N", "x_sc", "w_sc"), "x_ptr")
@@ -277,7 +284,7 @@ FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 12
                                        FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
-INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,), _INPUT_GRAD_CUDA_CORE,
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES, _INPUT_GRAD_CUDA_CORE,
                               _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")

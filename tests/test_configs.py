@@ -237,6 +237,48 @@ def test_weight_grad_issue_per_tensor_table_is_the_inspections():
                 assert (sized[config & (sized.target == "sm_80")].issue_per_tensor < 1).all()
 
 
+
+def _rows_and_cases(table: pd.DataFrame, config: triton.Config, target: str) -> tuple[pd.DataFrame, set[str]]:
+    """The inspection rows of ``config`` (as launched on ``target``'s backend) on ``target``, and their cases."""
+    name = runtime.config_name(runtime.for_backend(config, TARGETS[target].gpu.backend))
+    rows = table[(table.config == name) & (table.target == target)]
+    return rows, {case for cases in rows.case_list for case in cases.split(";")}
+
+
+@pytest.mark.parametrize("kernel", ["_conv2d_forward_kernel", "_conv2d_input_grad_kernel"])
+def test_wave_tiles_compiled_as_their_comment_says(kernel):
+    """reports/kernels/inspection.csv has the 64x64 forward / input-gradient tiles (``conv._WAVE_TILES``) for every
+    case and target that has another tile of their channel-block set, wherever they fit its shared memory; no
+    spill; where a main loop is found (torchvision conv1's input gradient over 64 channels leaves none at BK 64 on
+    sm_80, as 128x64x64 does) no scalar load in it, sm_90's wgmma wait depth at least 1; issue/tensor as conv.py's
+    comment says: sm_90 bf16/fp16 at most 0.79 (forward) / 0.91 (input gradient) at BK 128, 1.05 / 1.22 at BK 64,
+    TF32 at most 1.0; sm_80 at most 0.7."""
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "kernels" / "inspection.csv")
+    table = table[table.kernel == kernel]
+    forward = kernel == "_conv2d_forward_kernel"
+    configs = conv.FORWARD_CONFIGS if forward else conv.INPUT_GRAD_CONFIGS
+    limits = {(2, 128): 0.79 if forward else 0.91, (2, 64): 1.05 if forward else 1.22, (4, 128): 1.0, (4, 64): 1.0}
+    for target, spec in TARGETS.items():
+        others = set().union(*(_rows_and_cases(table, config, target)[1] for config in configs.tensor_core
+                               if config not in conv._WAVE_TILES))
+        for tile in conv._WAVE_TILES:
+            size = {case: 4 if case.split("/")[2] == "fp32-tf32" else 2 for case in others}
+            fits = {case for case in others if runtime.pipeline_shared_bytes(
+                runtime.for_backend(tile, spec.gpu.backend), size[case]) <= spec.shared_per_block}
+            rows, tile_cases = _rows_and_cases(table, tile, target)
+            assert tile_cases == fits and fits, (target, conv._tile_of(tile))
+            assert (rows.status == "ok").all() and (rows.spill_bytes == 0).all()
+            rows = rows.dropna(subset=["loop_instructions"])
+            assert (rows.loop_scalar_loads == 0).all()
+            if target == "sm_90":
+                assert (rows.wgmma_wait_depth >= 1).all()
+                for dtypes, rows_of in rows.groupby("dtypes"):
+                    limit = limits[4 if dtypes == "fp32-tf32" else 2, tile.kwargs["BLOCK_K"]]
+                    assert rows_of.issue_per_tensor.max() <= limit, (dtypes, conv._tile_of(tile))
+            elif target == "sm_80":
+                assert rows.issue_per_tensor.max() <= 0.7
+
+
 def test_target_plans_for_another_gpu_and_restores():
     here = runtime.streaming_multiprocessors()
     with runtime.target(132):

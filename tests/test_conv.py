@@ -688,3 +688,34 @@ def test_weight_grad_64_row_tiles(configs, tile, flat, w_shape, conv_args, dtype
     else:
         ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double(), **conv_args)
         assert_low_precision_close(dw, ref, ref64, "dw")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("tile", [conv._tile_of(c) for c in conv._WAVE_TILES], ids=lambda t: "x".join(map(str, t)))
+@pytest.mark.parametrize("kernel_pass", ["forward", "input_grad"])
+def test_wave_tiles_on_channel_blocks(kernel_pass, tile, dtype):
+    """The 64x64 forward and input-gradient tiles (the 13x13 layers' wave tails) over channel blocks: 96 channels
+    per group on both sides (BK 128 pads one block, BK 64 half of the second), 2 groups, 3x3 with padding 1, 2 x 7
+    x 9 = 126 pixels (two 64-row blocks, the second partial); x and dy channels_last views out of wider, larger
+    tensors (the channel vectors these tiles load), the weight a view with column stride 2."""
+    configs = conv.FORWARD_CONFIGS if kernel_pass == "forward" else conv.INPUT_GRAD_CONFIGS
+    config, = (c for c in configs.tensor_core if conv._tile_of(c) == tile)
+    w_shape, conv_args = (192, 96, 3, 3), dict(padding=1, groups=2)
+    gen = torch.Generator().manual_seed(31)
+    x, dy = (torch.randn(2, 200, 8, 10, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 5:197, 1:, 1:]
+             for _ in range(2))
+    w = every_other_column(torch.randn(w_shape, generator=gen).to(dtype) / 36)
+    assert all(t.stride(1) == 1 and not t.is_contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    g = conv.conv2d_geometry(x.shape, w_shape, 1, 1, 1, 2)
+    assert conv.pass_configs(kernel_pass, x if kernel_pass == "forward" else dy, False, g) is configs
+    if kernel_pass == "forward":
+        ours, name = conv.conv2d_forward(x, w, None, relu=False, flat_crs=False, config=config, **conv_args), "y"
+        ref, ref64 = (F.conv2d(x.to(d), w.to(d), **conv_args) for d in (dtype, torch.float64))
+    else:
+        ours, name = conv.conv2d_input_grad(dy, w, x.shape, flat_krs=False, config=config, **conv_args), "dx"
+        ref, ref64 = (torch.nn.grad.conv2d_input(x.shape, w.to(d), dy.to(d), **conv_args)
+                      for d in (dtype, torch.float64))
+    if dtype == torch.float32:
+        assert_close(ours, ref, name)
+    else:
+        assert_low_precision_close(ours, ref, ref64, name)
