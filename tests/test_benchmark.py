@@ -171,3 +171,18 @@ def test_the_fused_graphed_step_fuses_the_update_and_trains(monkeypatch):
     before = [p.detach().clone() for p in fused]
     step()
     assert all(p.grad is None and not torch.equal(p, old) for p, old in zip(fused, before, strict=True))
+
+
+def test_numeric_settings_work_after_pytorch_froze_the_cudnn_flags(monkeypatch):
+    # importing PyTorch's test suite (opcheck, OpInfo samples) in the same process calls disable_global_flags();
+    # the benchmarks' settings must still apply and be restored (it failed in CI when xdist ordered tests so)
+    monkeypatch.setitem(torch.backends.flags_frozen.__globals__, "__allow_nonbracketed_mutation_flag", False)
+    assert torch.backends.flags_frozen()
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with benchmark.numeric_settings("fp32-tf32"):
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    with benchmark.numeric_settings("fp32-ieee"):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32) == before

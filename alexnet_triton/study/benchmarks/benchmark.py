@@ -152,15 +152,18 @@ def conditions() -> Conditions:
 @contextlib.contextmanager
 def numeric_settings(dtype: str):
     """cuDNN autotuning on, TF32 in cuBLAS and cuDNN exactly when the dtype case's Triton dots use it; restored
-    after."""
+    after. Set as ``torch.backends.cudnn.flags`` sets them, so that it also works after something in the process
+    imported PyTorch's test suite, which freezes plain assignments of cuDNN flags (``disable_global_flags``)."""
     backends = torch.backends
-    saved = backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32
-    backends.cudnn.benchmark = True
-    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = DTYPES[dtype].precision == "tf32"
+    with backends.__allow_nonbracketed_mutation():
+        saved = backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32
+        backends.cudnn.benchmark = True
+        backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = DTYPES[dtype].precision == "tf32"
     try:
         yield
     finally:
-        backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved
+        with backends.__allow_nonbracketed_mutation():
+            backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True)
