@@ -566,9 +566,13 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
 
 
 # The fused update's launches are not autotuned (a timed trial would update the weights again): the last fitting
-# candidate, the smaller tile. On sm_90 the 64x128 4-warp tile keeps its plain twin's occupancy (150 registers,
-# 3 blocks per SM); the 128x128 8-warp one took 180 registers, one block per SM (the plain kernel's 126: two).
-UPDATE_CONFIGS = dataclasses.replace(WEIGHT_GRAD_CONFIGS, pick=lambda candidates, args: candidates[-1])
+# candidate, the smaller tile: 64x64 (at most 168 registers on sm_80/sm_90, no spill on Triton 3.6 or 3.7). The
+# plain kernel's 64x128 (4 warps) took 229 registers on sm_80 with Triton 3.7 and spilled with 3.6 (fc6, fp16), at
+# 8 warps too: the epilogue holds the fp32 tile, the weight and the momentum. The launch is memory-bound (the fc
+# layers' weight-gradient GEMMs reduce over the batch only), so the smaller tile costs no modelled time.
+UPDATE_CONFIGS = dataclasses.replace(
+    WEIGHT_GRAD_CONFIGS, tensor_core=(WEIGHT_GRAD_CONFIGS.tensor_core[0], _tile(64, 64, 32, 4, 4)),
+    pick=lambda candidates, args: candidates[-1])
 
 
 def linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -65,7 +65,7 @@ def test_the_fused_kernel_is_bitwise_the_unfused_step(case, hyper, first_step, n
             assert torch.equal(expected, actual)
 
 
-@pytest.mark.parametrize("config", linear.WEIGHT_GRAD_CONFIGS.shipped(), ids=runtime.config_name)
+@pytest.mark.parametrize("config", linear.UPDATE_CONFIGS.shipped(), ids=runtime.config_name)
 def test_every_shipped_tile_gives_the_unfused_step(config):
     """The fused launch at each GPU tile (the pick takes one; a forced config any), against the plain kernel at the
     same tile: bitwise (the column sets of the epilogue cover the tile once)."""
