@@ -88,11 +88,14 @@ def test_conv_minimum_bytes_by_hand():
     conv1, batch = layer("2012", "conv1"), 2
     x, y, w, b = batch * 3 * 227 * 227, batch * 96 * 55 * 55, 96 * 363, 96
     assert minimum_bytes(conv1, "forward", batch, 4) == 4 * (x + w + b + y)
-    # no input gradient: the weights are not read; dy, y (ReLU mask), x -> dw, db
-    assert minimum_bytes(conv1, "backward", batch, 4) == 4 * (2 * y + x + w + b)
-    conv2 = layer("2012", "conv2")
-    x, y, w, b = batch * 96 * 27 * 27, batch * 256 * 27 * 27, 256 * 48 * 25, 256
-    assert minimum_bytes(conv2, "backward", batch, 2) == 2 * (2 * y + 2 * x + 2 * w + b)
+    # no input gradient: the weights are not read; the ReLU's mask is the LRN block's (x > 0): dy, x -> dw, db
+    assert minimum_bytes(conv1, "backward", batch, 4) == 4 * (y + x + w + b)
+    conv3 = layer("2012", "conv3")  # a conv follows: the mask is read from the saved output
+    x, y, w, b = batch * 256 * 13 * 13, batch * 384 * 13 * 13, 384 * 256 * 9, 384
+    assert minimum_bytes(conv3, "backward", batch, 2) == 2 * (2 * y + 2 * x + 2 * w + b)
+    conv5 = layer("torchvision", "conv5")  # a max-pool follows: the mask is in its window offsets
+    x, y, w, b = batch * 256 * 13 * 13, batch * 256 * 13 * 13, 256 * 256 * 9, 256
+    assert minimum_bytes(conv5, "backward", batch, 2) == 2 * (y + 2 * x + 2 * w + b)
 
 
 def test_pool_cross_entropy_and_sgd_bytes_by_hand():
@@ -100,6 +103,9 @@ def test_pool_cross_entropy_and_sgd_bytes_by_hand():
     inputs, outputs = batch * 96 * 55 * 55, batch * 96 * 27 * 27
     assert minimum_bytes(pool, "forward", batch, 2) == 2 * (inputs + outputs)
     assert minimum_bytes(pool, "backward", batch, 2) == 2 * (2 * inputs + outputs)  # x, dy -> dx
+    pool = layer("torchvision", "pool1")
+    inputs, outputs = batch * 64 * 55 * 55, batch * 64 * 27 * 27
+    assert minimum_bytes(pool, "backward", batch, 2) == 2 * (inputs + outputs) + outputs  # dy, int8 offsets -> dx
     loss = layer("2012", "cross-entropy")
     # forward: logits, int64 targets -> fp32 log-sum-exp; backward: logits, targets, lse -> dlogits
     assert minimum_bytes(loss, "forward", batch, 4) == 4 * batch * 1000 + (8 + 4) * batch

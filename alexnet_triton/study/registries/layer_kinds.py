@@ -9,7 +9,10 @@ Costs are per phase ("forward" / "backward"): FLOPs count multiply-adds as 2 and
 compute per element (an approximate model, pow = 1 op); minimum bytes count every tensor the phase must read or
 write once, the traffic of an ideal fused kernel (a lower bound). Backward reads what forward saved (the input, and
 the output where ReLU's mask comes from it) and the output gradient; conv1's input is the image, which needs no
-gradient. The SGD step is counted as backward: it runs after it, once per batch.
+gradient. A ReLU right before a pool block (``model.RELU_BEFORE``) gives its mask to the pool: the conv before it
+reads no output in its backward, a max-pool's backward reads dy and the window offset of each output (one byte) in
+place of x, and the LRN block reads the x it reads anyway. The SGD step is counted as backward: it runs after it,
+once per batch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from ...architecture import (
 )
 from ...kernels import conv as conv_kernels
 from ...kernels import linear as linear_kernels
+from ...kernels import max_pool as max_pool_kernels
 from ...kernels import runtime
+from ...model import RELU_BEFORE
 from ..vocabulary import INPUT_GRAD, WEIGHT_GRAD
 
 LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
@@ -49,6 +54,8 @@ SGD_FLOPS = 6  # weight decay, momentum, update: one multiply-add each
 SGD_STATE_TENSORS = 5  # read parameter, gradient, momentum; write parameter, momentum
 INDEX_BYTES = 8  # int64 targets
 LSE_BYTES = 4  # the fp32 log-sum-exp per row the loss saves
+# a max-pool's saved window offset per output (its backward routes dy by it)
+POOL_OFFSET_BYTES = max_pool_kernels.window_offset_dtype(dict(KH=POOL["kernel_size"], KW=POOL["kernel_size"])).itemsize
 # Phases that time one backward kernel: the inputs (x, weight, bias) that need a gradient in that graph.
 GRADIENT_PHASES = {INPUT_GRAD: (0,), WEIGHT_GRAD: (1, 2)}
 
@@ -73,7 +80,7 @@ class StudyLayer:
     in_features: int = 0
     out_features: int = 0
     needs_input_grad: bool = True
-    relu: bool = True  # conv / linear: a fused ReLU, whose mask the backward reads from the saved output
+    relu: bool = True  # conv / linear: a ReLU whose mask the backward reads from the saved output
 
     @property
     def pooled_size(self) -> int:
@@ -312,9 +319,14 @@ def _pool_flops(layer: StudyLayer, forward: bool, batch: int, lrn: bool) -> int:
     return batch * (normalise + POOL["kernel_size"] ** 2 * outputs)  # forward: compare per tap; backward: route
 
 
-def _pool_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int) -> int:
+def _pool_bytes(layer: StudyLayer, forward: bool, batch: int, element_size: int, lrn: bool) -> int:
+    """forward: x -> y. backward: LRN block dy, x -> dx; max-pool dy, the window offsets -> dx."""
     inputs, outputs = layer.channels * layer.size ** 2, layer.channels * layer.pooled_size ** 2
-    return element_size * batch * (inputs + outputs if forward else 2 * inputs + outputs)  # backward: dy, x -> dx
+    if forward:
+        return element_size * batch * (inputs + outputs)
+    if lrn:
+        return element_size * batch * (2 * inputs + outputs)
+    return element_size * batch * (inputs + outputs) + batch * outputs * POOL_OFFSET_BYTES
 
 
 def _pool_inputs(layer: StudyLayer, batch: int, dtype: torch.dtype, gen: torch.Generator,
@@ -338,7 +350,8 @@ def _pool_kind(name: str, lrn: bool, functions: dict[str, Callable]) -> LayerKin
     checks = dict(lrn=True, reference=_lrn_reference, reference_dtype=torch.float32) if lrn else {}
     return LayerKind(
         name, spatial=True, gemm=False, flops=lambda layer, forward, batch: _pool_flops(layer, forward, batch, lrn),
-        minimum_bytes=_pool_bytes,
+        minimum_bytes=lambda layer, forward, batch, element_size: _pool_bytes(layer, forward, batch, element_size,
+                                                                              lrn),
         shape=lambda layer, n: f"{n}x{layer.channels}x{layer.size}x{layer.size}",
         shrink=lambda layer, s: replace(layer, channels=layer.channels // s.divisor,
                                         size=max(POOL["kernel_size"], layer.size // s.map_divisor)),
@@ -400,28 +413,29 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL
                                                             SGD_STEP)}
 
 
-def _conv_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+def _conv_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, ...],
                 layers: list[StudyLayer]) -> StudyLayer:
     first = not any(layer.conv for layer in layers)  # the image needs no gradient
+    mask_to_pool = any(after[1:1 + len(run)] == run for run in RELU_BEFORE)
     return StudyLayer(variant, s.layer.name, "conv", conv=s.layer.conv, needs_input_grad=not first,
-                      relu=after == "relu")
+                      relu=after[:1] == ("relu",) and not mask_to_pool)
 
 
-def _pool_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+def _pool_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, ...],
                 layers: list[StudyLayer]) -> StudyLayer:
     lrn = before == "lrn"
     return StudyLayer(variant, f"lrn-{s.layer.name}" if lrn else s.layer.name, "lrn_pool" if lrn else "pool",
                       channels=s.inputs, size=s.in_side)
 
 
-def _linear_layer(variant: str, s: Shaped, before: str | None, after: str | None,
+def _linear_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, ...],
                   layers: list[StudyLayer]) -> StudyLayer:
     return StudyLayer(variant, s.layer.name, "linear", in_features=s.inputs, out_features=s.outputs,
-                      relu=after == "relu")
+                      relu=after[:1] == ("relu",))
 
 
 # The study layer each network layer kind starts (``architecture.KINDS``; the others are fused into one of these):
-# (variant, the sized layer, the kinds before and after it, the study layers so far) -> its study layer.
+# (variant, the sized layer, the kind before it, the kinds after it, the study layers so far) -> its study layer.
 STUDY_LAYER_OF = {"conv": _conv_layer, "pool": _pool_layer, "linear": _linear_layer}
 
 
@@ -435,7 +449,7 @@ def study_layers(variant: str) -> list[StudyLayer]:
     layers = []
     for i, s in enumerate(sized):
         if (make := STUDY_LAYER_OF.get(s.layer.kind)) is not None:
-            layers.append(make(variant, s, kinds[i], kinds[i + 2], layers))
+            layers.append(make(variant, s, kinds[i], tuple(t.layer.kind for t in sized[i + 1:]), layers))
     layers.append(StudyLayer(variant, "cross-entropy", "cross_entropy", in_features=NUM_CLASSES))
     layers.append(StudyLayer(variant, "sgd", "sgd", in_features=parameter_count(variant)))
     return layers
