@@ -252,5 +252,5 @@ def read_benchmarks(*paths: Path) -> pd.DataFrame:
             "timestamp", "run_kind", "compile_mode", "correctness")
     table = pd.concat([pd.read_csv(p, dtype=dict.fromkeys(text, str)) for p in paths], ignore_index=True)
     table = table.reindex(columns=COLUMNS)  # files written before a column existed leave it empty
-    table[list(text)] = table[list(text)].fillna("")
+    table[list(text)] = table[list(text)].astype(object).fillna("")  # a column added empty is float
     return table
