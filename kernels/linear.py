@@ -482,12 +482,13 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if y.numel() == 0:
         return y
     x, y_matrix = _matrix(x, g["M"]), y.view(g["M"], g["N"])
+    w = weight if weight_copy is None else weight_copy  # the weight the kernel reads (also the unused pointers')
     runtime.launch(
         _linear_forward_kernel, _grid(g["M"], g["N"]), FORWARD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
-        x_ptr=x, w_ptr=weight if weight_copy is None else weight_copy, b_ptr=bias if bias is not None else weight,
-        y_ptr=y_matrix, seed_ptr=seed if seed is not None else weight, **g, **runtime.stride_args("x", x, "mk"),
-        **runtime.stride_args("w", weight if weight_copy is None else weight_copy, "nk"),
+        x_ptr=x, w_ptr=w, b_ptr=bias if bias is not None else w, y_ptr=y_matrix,
+        seed_ptr=seed if seed is not None else w, **g, **runtime.stride_args("x", x, "mk"),
+        **runtime.stride_args("w", w, "nk"),
         b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, SMALL_Y=y.numel() < 2**31,

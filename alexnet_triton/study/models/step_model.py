@@ -183,6 +183,7 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update:
             return torch.autocast("cpu", dtype=options["autocast"]) if name == "forward" else contextlib.nullcontext()
         with runtime.target(machine.sms), runtime.capture_launches(lambda record: None):
             traffic.training_step(spec, model, optimizer, images, target, first_phase)
+        optimizer.zero_grad(set_to_none=True)  # (the recorded backward writes the gradients, as a step's does)
     recorder = _StepRecorder(TARGETS[machine.target].shared_per_block)
 
     def enter(module, args, name):
