@@ -70,9 +70,11 @@ _COMPUTE_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 def compute_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """The ``dtype`` copy of the fp32 master parameter ``weight`` for a layer to read instead of it, when the
     optimizer wrote it at the weight's present value: the weight is the same memory (``data_ptr``) at the same
-    ``_version`` (every torch in-place op, ``load_state_dict`` included, bumps it; a write through ``.data`` does
-    not, as it escapes autograd's checks too). Otherwise None, and the copy is asked for: the optimizer's next
-    update of ``weight`` writes it. Never while torch.compile traces (the compiled graph reads the master)."""
+    ``_version`` (every torch in-place op, ``load_state_dict`` and this project's mutating custom ops included,
+    bump it; replacing ``.data`` changes data_ptr; an in-place write into ``.data`` or by a raw ``kernels``
+    launcher goes unseen, as it escapes autograd's checks too). Otherwise None, and the copy is asked for: the
+    optimizer's next update of ``weight`` writes it. Never while torch.compile traces (the compiled graph reads the
+    master)."""
     if torch.compiler.is_compiling():
         return None
     copy = _COMPUTE_COPIES.get(weight)
@@ -90,8 +92,9 @@ def copy_to_write(param: torch.Tensor) -> torch.Tensor | None:
     copy = _COMPUTE_COPIES.get(param)
     if copy is None or param.dtype != torch.float32 or torch.compiler.is_compiling():
         return None
-    if copy.tensor is None or copy.tensor.shape != param.shape or copy.tensor.device != param.device:
-        copy.tensor = torch.empty(param.shape, dtype=copy.dtype, device=param.device)
+    if copy.tensor is None or copy.tensor.shape != param.shape or copy.tensor.stride() != param.stride() or \
+            copy.tensor.device != param.device:
+        copy.tensor = torch.empty_like(param, dtype=copy.dtype)
     return copy.tensor
 
 
