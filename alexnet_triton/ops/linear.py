@@ -48,22 +48,26 @@ def _linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor 
 
 def _save(ctx, inputs, output) -> None:
     x, weight, bias, relu, dropout, seed, precision, weight_copy = inputs
-    # the input gradient reads the weight the forward read: its compute copy when it had one
-    ctx.save_for_backward(x, weight if weight_copy is None else weight_copy, output if relu else None, seed)
+    ctx.save_for_backward(x, weight, weight_copy, output if relu else None, seed)
     ctx.linear = dict(dropout=dropout, precision=precision)
     ctx.has_bias = bias is not None
-    ctx.weight_dtype = weight.dtype
+
+
+def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None) -> torch.Tensor:
+    """The weight the input gradient reads: the one the forward read (its compute copy when it had one)."""
+    return weight if weight_copy is None else weight_copy
 
 
 def _backward(ctx, dy):
-    x, weight, y, seed = ctx.saved_tensors
+    x, weight, weight_copy, y, seed = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
     if need_x:
-        dx = _linear_input_grad(dy, weight, y, ctx.linear["dropout"], seed, ctx.linear["precision"])
+        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, ctx.linear["dropout"], seed,
+                                ctx.linear["precision"])
     if need_w or need_b:
         grads = _linear_weight_grad(dy, x, y, ctx.linear["dropout"], seed, ctx.has_bias and need_b,
-                                    ctx.linear["precision"], ctx.weight_dtype)
+                                    ctx.linear["precision"], weight.dtype)
         dw, db = grads[0] if need_w else None, grads[1] if len(grads) > 1 else None
     return dx, dw, db, None, None, None, None, None
 
@@ -85,9 +89,10 @@ class _LinearWithUpdate(torch.autograd.Function):
     @staticmethod
     @torch.compiler.disable(reason="the fused SGD update (SGD.fuse_into)")
     def backward(ctx, dy):
-        x, weight, y, seed = ctx.saved_tensors
+        x, weight, weight_copy, y, seed = ctx.saved_tensors
         dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
-        dx = _linear_input_grad(dy, weight, y, dropout, seed, precision) if ctx.needs_input_grad[0] else None
+        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, dropout, seed, precision) \
+            if ctx.needs_input_grad[0] else None
         # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # (frozen parameters: no step, as without fusion)
             ctx.update(dy, x, y, dropout, seed, precision)
