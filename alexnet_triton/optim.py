@@ -11,16 +11,19 @@ from .kernels import runtime
 from .kernels.sgd import UPDATES, learning_rate_tensor, sgd_steps
 from .ops.library import kernel_op
 from .ops.linear import _linear_weight_grad_sgd_
+from .precision import copy_to_write, copy_written
 
 
-@kernel_op("sgd_step_", mutates_args=("params", "momentum_buffers"))
+@kernel_op("sgd_step_", mutates_args=("params", "momentum_buffers", "copies"))
 def _sgd_step_(params: list[torch.Tensor], grads: list[torch.Tensor], momentum_buffers: list[torch.Tensor],
-               lr: torch.Tensor, momentum: float, weight_decay: float, nesterov: bool, maximize: bool, update: str,
-               first_step: bool) -> None:
+               copies: list[torch.Tensor], lr: torch.Tensor, momentum: float, weight_decay: float, nesterov: bool,
+               maximize: bool, update: str, first_step: bool) -> None:
     """Update params (and momentum_buffers, one per parameter when momentum != 0, else none) in place:
-    ``kernels.sgd.sgd_steps``, one launch per dtype; first_step: the buffers are written, not read."""
+    ``kernels.sgd.sgd_steps``, one launch per dtype; first_step: the buffers are written, not read. copies: the
+    compute copies of the first len(copies) params, written from their new values."""
     sgd_steps(params, grads, momentum_buffers or [None] * len(params), lr=lr, momentum=momentum,
-              weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, update=update, first_step=first_step)
+              weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, update=update, first_step=first_step,
+              copies=[*copies, *[None] * (len(params) - len(copies))])
 
 
 class FusedUpdate:
@@ -53,11 +56,14 @@ class FusedUpdate:
         for p in params if any(fresh) else ():  # written by the first step, not read
             state[p]["momentum_buffer"] = runtime.new_output(p.shape, device=p.device, dtype=p.dtype)
         buffers = [state[p]["momentum_buffer"] if momentum != 0 else None for p in params]
+        weight_copy = copy_to_write(self.weight)
         _linear_weight_grad_sgd_(dy, x, y, dropout, seed, precision, self.weight, self.bias, buffers[0],
-                                 buffers[1] if self.bias is not None else None,
+                                 buffers[1] if self.bias is not None else None, weight_copy,
                                  optimizer._lr_tensor(self.index, self.weight.device), momentum,
                                  group["weight_decay"], group["nesterov"], group["maximize"], group["update"],
                                  any(fresh))
+        if weight_copy is not None:
+            copy_written(self.weight)
         self.applied = True
 
 
@@ -82,6 +88,10 @@ class SGD(torch.optim.Optimizer):
 
     ``fuse_into(model)`` (opt-in) moves the step of every Triton ``nn.Linear``'s weight and bias into its
     weight-gradient kernel: see there; ``step()`` then updates the other parameters.
+
+    Either update also writes the fp16/bf16 compute copy of each fp32 weight a Triton linear asked for under
+    autocast (``precision.compute_copy``), from the new weight in the same pass: allocated at the first step after
+    the request, then rewritten in place (stable pointers for a captured graph); not part of ``state``.
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
@@ -206,11 +216,16 @@ class SGD(torch.optim.Optimizer):
                                                                       memory_format=runtime.memory_format_of(p))
             for first_step in (True, False):
                 stepped = [p for p in params if (p in fresh) == first_step]
+                copies = {p: copy for p in stepped if (copy := copy_to_write(p)) is not None}
+                stepped.sort(key=lambda p: p not in copies)  # those with a compute copy first
                 if stepped:
                     _sgd_step_(stepped, [p.grad for p in stepped],
                                [self.state[p]["momentum_buffer"] for p in stepped] if momentum != 0 else [],
-                               self._lr_tensor(index, stepped[0].device), momentum, group["weight_decay"],
-                               group["nesterov"], group["maximize"], group["update"], first_step)
+                               list(copies.values()), self._lr_tensor(index, stepped[0].device), momentum,
+                               group["weight_decay"], group["nesterov"], group["maximize"], group["update"],
+                               first_step)
+                for p in copies:
+                    copy_written(p)
         for update in self._fused.values():
             update.applied = False
         return loss

@@ -3,7 +3,9 @@
 Parameters stay fp32 and the model's forward runs under ``torch.autocast``, which casts per op: PyTorch's ops
 by its op lists, the Triton ops as their PyTorch counterparts are cast (``autocast_operands``): conv2d and
 linear compute in the autocast dtype, cross_entropy in fp32, the other layers in their input's dtype. linear takes
-its fp32 parameters uncast (``autocast_master_operands``): same results, no cast launches.
+its fp32 parameters uncast (``autocast_master_operands``): same results, no cast launches. Once the optimizer has
+stepped, it reads a low-precision compute copy of its weight instead (``compute_copy``: half the bytes, the same
+bits), which the update writes beside the fp32 weight.
 No loss scaling here (training adds a GradScaler for fp16).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,3 +48,57 @@ def forward_context(device_type: str, dtype: torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=dtype)
+
+
+class ComputeCopy:
+    """A copy of an fp32 master weight in a low compute dtype: round-to-nearest-even of each element, the bits the
+    linear kernels' in-tile rounding of the master gives. The optimizer's update kernels write it in the same pass
+    as the weight; ``version`` and ``data_ptr``: the weight's when it was written (None: not yet)."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+        self.tensor: torch.Tensor | None = None
+        self.version: int | None = None
+        self.data_ptr: int | None = None
+
+
+# master weight -> its copy, asked for by the layers that read it (weakly held: a freed weight drops its copy); not
+# in any state_dict or checkpoint.
+_COMPUTE_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def compute_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The ``dtype`` copy of the fp32 master parameter ``weight`` for a layer to read instead of it, when the
+    optimizer wrote it at the weight's present value: the weight is the same memory (``data_ptr``) at the same
+    ``_version`` (every torch in-place op, ``load_state_dict`` and this project's mutating custom ops included,
+    bump it; replacing ``.data`` changes data_ptr; an in-place write into ``.data`` or by a raw ``kernels``
+    launcher goes unseen, as it escapes autograd's checks too). Otherwise None, and the copy is asked for: the
+    optimizer's next update of ``weight`` writes it. Never while torch.compile traces (the compiled graph reads the
+    master)."""
+    if torch.compiler.is_compiling():
+        return None
+    copy = _COMPUTE_COPIES.get(weight)
+    if copy is None or copy.dtype != dtype:
+        _COMPUTE_COPIES[weight] = ComputeCopy(dtype)
+        return None
+    current = copy.version == weight._version and copy.data_ptr == weight.data_ptr()
+    return copy.tensor if current else None
+
+
+def copy_to_write(param: torch.Tensor) -> torch.Tensor | None:
+    """The tensor an update of ``param`` writes its compute copy into (allocated at the first update after a layer
+    asked for it; the same one after that: a captured CUDA graph's pointer), or None when none was asked for. The
+    caller calls ``copy_written`` after the update."""
+    copy = _COMPUTE_COPIES.get(param)
+    if copy is None or param.dtype != torch.float32 or torch.compiler.is_compiling():
+        return None
+    if copy.tensor is None or copy.tensor.shape != param.shape or copy.tensor.stride() != param.stride() or \
+            copy.tensor.device != param.device:
+        copy.tensor = torch.empty_like(param, dtype=copy.dtype)
+    return copy.tensor
+
+
+def copy_written(param: torch.Tensor) -> None:
+    """Record that the update just wrote ``param``'s compute copy from its present value."""
+    copy = _COMPUTE_COPIES[param]
+    copy.version, copy.data_ptr = param._version, param.data_ptr()

@@ -28,7 +28,9 @@ bias may also be fp32 master parameters (what torch.autocast would cast to x's d
 forward and input-gradient kernels load fp32 tiles and round them to x's dtype in registers (round to nearest even:
 the bits a cast first gives), and the weight-gradient kernel writes dw and db in the parameters' fp32
 (``grad_dtype``) straight from its fp32 accumulator: more exact than PyTorch's low-precision gradient cast up
-afterwards. An fp32 weight tile doubles its pipeline stage bytes in shared memory.
+afterwards. An fp32 weight tile doubles its pipeline stage bytes in shared memory. Given the master weight's
+compute copy in x's dtype (``weight_copy``: the same bits as those roundings), the forward and input-gradient kernels
+read it instead, at half the bytes, with the master's tile order (WEIGHT_FIRST): the same results bit for bit.
 """
 
 from __future__ import annotations
@@ -339,8 +341,9 @@ def _column_quarters(t, ROWS: tl.constexpr, COLS: tl.constexpr):
 @triton.jit
 def _linear_weight_grad_sgd_kernel(
     # pointers (seed_ptr: the forward's dropout seed, int64 [1]; w_buf_ptr, b_buf_ptr: the momentum buffers of
-    # the weight and bias; lr_ptr: the learning rate, fp32 [1])
-    dy_ptr, y_ptr, x_ptr, w_ptr, b_ptr, seed_ptr, w_buf_ptr, b_buf_ptr, lr_ptr,
+    # the weight and bias; w_copy_ptr: the weight's fp16/bf16 compute copy (with WEIGHT_COPY); lr_ptr: the learning
+    # rate, fp32 [1])
+    dy_ptr, y_ptr, x_ptr, w_ptr, b_ptr, seed_ptr, w_buf_ptr, b_buf_ptr, w_copy_ptr, lr_ptr,
     # sizes
     M, N, K,
     # strides, in elements (the weight's, and its buffer's)
@@ -353,12 +356,13 @@ def _linear_weight_grad_sgd_kernel(
     # meta (PAPER ... MAXIMIZE: kernels/sgd.py's)
     RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, PAPER: tl.constexpr,
     HAS_MOMENTUM: tl.constexpr, FIRST_STEP: tl.constexpr, NESTEROV: tl.constexpr, HAS_WEIGHT_DECAY: tl.constexpr,
-    MAXIMIZE: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    MAXIMIZE: tl.constexpr, WEIGHT_COPY: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """``_linear_weight_grad_kernel``'s dw and db (same grid, same main loop), not stored: one SGD step of the
     weight (and, BIAS_GRAD, the bias) in place from the accumulators (``sgd.apply_update``), by the programs
-    of the first input-feature tile for the bias."""
+    of the first input-feature tile for the bias; WEIGHT_COPY: the new weight also to its compute copy (the
+    weight's strides)."""
     n, k, pid_k = _weight_grad_tile(N, K, BLOCK_M, BLOCK_N, GROUP_M)
     acc, bias_acc = _weight_grad_accumulators(dy_ptr, y_ptr, x_ptr, seed_ptr, n, k, M, N, K, dy_sm, dy_sn, y_sm,
                                               y_sn, x_sm, x_sk, p, scale, RELU_MASK, DROPOUT_MASK, BIAS_GRAD,
@@ -370,12 +374,13 @@ def _linear_weight_grad_sgd_kernel(
     tile = _column_quarters((n < N)[:, None] & (k < K)[None, :], BLOCK_M, BLOCK_N)
     grads = _column_quarters(acc, BLOCK_M, BLOCK_N)
     for part in tl.static_range(4):
-        apply_update(w_ptr + w_offsets[part], w_buf_ptr + w_offsets[part], grads[part], tile[part], lr, momentum,
-                     weight_decay, PAPER, HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
+        apply_update(w_ptr + w_offsets[part], w_buf_ptr + w_offsets[part], w_copy_ptr + w_offsets[part], grads[part],
+                     tile[part], tile[part], lr, momentum, weight_decay, PAPER, HAS_MOMENTUM, FIRST_STEP, NESTEROV,
+                     HAS_WEIGHT_DECAY, MAXIMIZE, WEIGHT_COPY, ACC_DTYPE)
     if BIAS_GRAD:
         if pid_k == 0:
-            apply_update(b_ptr + n, b_buf_ptr + n, bias_acc, n < N, lr, momentum, weight_decay, PAPER, HAS_MOMENTUM,
-                         FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, ACC_DTYPE)
+            apply_update(b_ptr + n, b_buf_ptr + n, b_ptr + n, bias_acc, n < N, n < N, lr, momentum, weight_decay,
+                         PAPER, HAS_MOMENTUM, FIRST_STEP, NESTEROV, HAS_WEIGHT_DECAY, MAXIMIZE, False, ACC_DTYPE)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -408,6 +413,18 @@ def _check_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     checks.check_device("linear", x=x)
     if x.device != weight.device:
         raise checks.ArgumentError(f"linear: x ({x.device}) and weight ({weight.device}) must be on one device")
+
+
+def _check_weight_copy(op: str, weight_copy: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype,
+                       master: bool) -> None:
+    """A compute copy of ``weight`` for a ``dtype`` computation: an fp32 master weight's, in ``dtype``, its shape,
+    on its device."""
+    if not master or weight_copy.dtype != dtype or weight_copy.shape != weight.shape or \
+            weight_copy.device != weight.device:
+        raise checks.ArgumentError(f"{op}: weight_copy {tuple(weight_copy.shape)} {weight_copy.dtype} on "
+                                   f"{weight_copy.device} must be a {dtype} copy of an fp32 master weight of the "
+                                   f"fp16/bf16 computation, shaped and placed like it (weight {tuple(weight.shape)} "
+                                   f"{weight.dtype} on {weight.device})")
 
 
 def linear_geometry(x_shape, w_shape) -> dict:
@@ -444,11 +461,12 @@ def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: torch.T
 
 def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
                    dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee",
-                   config: triton.Config | None = None) -> torch.Tensor:
+                   config: triton.Config | None = None, *, weight_copy: torch.Tensor | None = None) -> torch.Tensor:
     """y [*, N] (x's dtype) = x [*, K] @ weight [N, K]^T + bias [N], then ReLU if ``relu``, then dropout with
     probability ``dropout`` and the mask of ``seed`` (needed when dropout > 0: an int, or an int64 tensor of one
     element on x's device, which the kernel reads). weight and bias: x's dtype, or fp32 master parameters of an
-    fp16/bf16 x (rounded to x's dtype after each load).
+    fp16/bf16 x (rounded to x's dtype after each load). weight_copy: None, or the fp32 master weight rounded to
+    x's dtype (its compute copy, ``precision.compute_copy``), read instead of it: the same result.
 
     precision: "ieee" (exact fp32) or "tf32" (fp32 operands on tensor cores);
     fp16/bf16 always use tensor cores. config overrides the launch choice.
@@ -457,20 +475,24 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     checks.check_precision("linear", precision)
     p, seed = _check_dropout(dropout, seed, x.device)
     _check_operands(x, weight, bias, g["N"])
+    master = _master(x.dtype, weight, bias)
+    if weight_copy is not None:
+        _check_weight_copy("linear", weight_copy, weight, x.dtype, master)
     y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
     x, y_matrix = _matrix(x, g["M"]), y.view(g["M"], g["N"])
+    w = weight if weight_copy is None else weight_copy  # the weight the kernel reads (also the unused pointers')
     runtime.launch(
         _linear_forward_kernel, _grid(g["M"], g["N"]), FORWARD_CONFIGS, config,
         runtime.uses_tensor_cores(x.dtype, precision),
-        x_ptr=x, w_ptr=weight, b_ptr=bias if bias is not None else weight, y_ptr=y_matrix,
-        seed_ptr=seed if seed is not None else weight, **g,
-        **runtime.stride_args("x", x, "mk"), **runtime.stride_args("w", weight, "nk"),
+        x_ptr=x, w_ptr=w, b_ptr=bias if bias is not None else w, y_ptr=y_matrix,
+        seed_ptr=seed if seed is not None else w, **g, **runtime.stride_args("x", x, "mk"),
+        **runtime.stride_args("w", w, "nk"),
         b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
         scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, SMALL_Y=y.numel() < 2**31,
-        WEIGHT_FIRST=_master(x.dtype, weight, bias),
+        WEIGHT_FIRST=master,
         PRECISION=precision,
         ACC_DTYPE=runtime.accumulator_type(x.dtype), GROUP_M=GROUP_M)
     return y
@@ -581,14 +603,16 @@ def linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, weight: torch.Ten
                             seed: int | torch.Tensor | None = None, precision: str = "ieee", *,
                             lr: float | torch.Tensor, momentum: float = 0.0, weight_decay: float = 0.0,
                             nesterov: bool = False, maximize: bool = False, update: str = "pytorch",
-                            first_step: bool = False, config: triton.Config | None = None) -> None:
+                            first_step: bool = False, weight_copy: torch.Tensor | None = None,
+                            config: triton.Config | None = None) -> None:
     """One SGD step (``kernels/sgd.py``'s, any update form) of weight [N, K] and bias [N] (or None) in place, from
     the gradients ``linear_weight_grad(dy, x, y, dropout, seed)`` would give, in one launch that never stores them:
     the weight-gradient kernel's epilogue applies the step to its fp32 accumulator tile.
 
     weight, bias: fp32 (x fp32, or fp16/bf16 with fp32 master parameters), contiguous. weight_buffer,
     bias_buffer: their momentum buffers (shape, dtype and strides of the parameter; needed when momentum != 0,
-    with bias_buffer only with a bias); first_step: the buffers hold nothing yet (written, not read). lr: a float
+    with bias_buffer only with a bias); first_step: the buffers hold nothing yet (written, not read). weight_copy:
+    None, or the weight's fp16/bf16 compute copy (``precision.compute_copy``), written from the new weight. lr: a float
     or a 1-element float tensor on the parameters' device, read by the kernel. The weights the launch reads
     must not be needed afterwards by another kernel of this step (the input gradient runs first).
     """
@@ -609,15 +633,16 @@ def linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, weight: torch.Ten
         if (buffer is None) != (momentum == 0):
             raise checks.ArgumentError(f"{op}: {name}'s momentum buffer must be given exactly when momentum != 0 "
                                        f"(momentum {momentum}, buffer {'None' if buffer is None else 'given'})")
-        check_update_operands(op, param, param, buffer)
+        check_update_operands(op, param, param, buffer, weight_copy if name == "weight" else None)
     checks.check_device(op, x=x, weight=weight, bias=bias)
     if g["N"] == 0 or (g["K"] == 0 and bias is None):
         return
     _launch_weight_grad(
         _linear_weight_grad_sgd_kernel, dy, x, y, p, seed, g, precision, config, UPDATE_CONFIGS, w_ptr=weight,
         b_ptr=bias if bias is not None else weight, w_buf_ptr=weight_buffer if weight_buffer is not None else weight,
-        b_buf_ptr=bias_buffer if bias_buffer is not None else weight, **runtime.stride_args("w", weight, "nk"),
+        b_buf_ptr=bias_buffer if bias_buffer is not None else weight,
+        w_copy_ptr=weight_copy if weight_copy is not None else weight, **runtime.stride_args("w", weight, "nk"),
         lr_ptr=learning_rate_tensor(op, lr, weight.device), momentum=float(momentum),
         weight_decay=float(weight_decay), BIAS_GRAD=bias is not None, PAPER=update == "paper",
         HAS_MOMENTUM=momentum != 0, FIRST_STEP=momentum != 0 and first_step, NESTEROV=nesterov,
-        HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize)
+        HAS_WEIGHT_DECAY=weight_decay != 0, MAXIMIZE=maximize, WEIGHT_COPY=weight_copy is not None)

@@ -61,18 +61,24 @@ def _seed():
 
 
 def _gemm_samples():
-    """linear (fc6/fc7 scaled down: ReLU + dropout; a plain odd one), its gradients, dropout, cross-entropy."""
+    """linear (fc6/fc7 scaled down: ReLU + dropout; a plain odd one; bf16 with fp32 master parameters and the
+    weight's compute copy), its gradients, dropout, cross-entropy, SGD (also writing compute copies)."""
     x, w, b = _x(4, 40, requires_grad=True), _x(24, 40, requires_grad=True), _x(24, requires_grad=True)
-    yield "linear/fc6", OPS.linear, (x, w, b, True, 0.5, _seed(), "ieee")
+    yield "linear/fc6", OPS.linear, (x, w, b, True, 0.5, _seed(), "ieee", None)
     yield "linear/odd", OPS.linear, (_x(3, 5, 7, requires_grad=True), _x(9, 7, requires_grad=True), None, False,
-                                     0.0, None, "ieee")
-    y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee")
+                                     0.0, None, "ieee", None)
+    yield "linear/fc6-bf16-copy", OPS.linear, (x.detach().bfloat16().requires_grad_(), w, b, True, 0.5, _seed(),
+                                               "ieee", w.detach().bfloat16())
+    y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee", None)
     yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee")
     yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee",
                                                                 torch.float32)
     yield "linear_weight_grad_sgd_", OPS.linear_weight_grad_sgd_, (
         _x(4, 24), x.detach(), y, 0.5, _seed(), "ieee", w.detach().clone(), b.detach().clone(), _x(24, 40), _x(24),
-        torch.tensor([0.1]), 0.9, 5e-4, True, False, "pytorch", False)
+        None, torch.tensor([0.1]), 0.9, 5e-4, True, False, "pytorch", False)
+    yield "linear_weight_grad_sgd_/copy", OPS.linear_weight_grad_sgd_, (
+        _x(4, 24, dtype=torch.bfloat16), x.detach().bfloat16(), None, 0.0, None, "ieee", w.detach().clone(), None,
+        None, None, _x(24, 40, dtype=torch.bfloat16), torch.tensor([0.1]), 0.0, 0.0, False, False, "paper", False)
     yield "dropout", OPS.dropout, (_x(3, 17, requires_grad=True), 0.5, _seed())
     yield "dropout_backward", OPS.dropout_backward, (_x(3, 17), 0.25, _seed())
     logits, target = _x(6, 10, requires_grad=True), torch.tensor([0, 3, 9, -100, 2, 2])
@@ -84,8 +90,11 @@ def _gemm_samples():
     yield "cross_entropy_backward", OPS.cross_entropy_backward, (torch.ones(()), logits.detach(), soft.detach(),
                                                                  None, saved, True, -100, "mean", 0.2, True)
     params, grads, buffers = ([_x(5, 3), _x(7).to(torch.float16)] for _ in range(3))
-    yield "sgd_step_", OPS.sgd_step_, (params, grads, buffers, torch.tensor([0.1]), 0.9, 5e-4, False, False,
+    yield "sgd_step_", OPS.sgd_step_, (params, grads, buffers, [], torch.tensor([0.1]), 0.9, 5e-4, False, False,
                                        "pytorch", False)
+    params, grads, buffers = ([_x(5, 3), _x(7), _x(2)] for _ in range(3))
+    yield "sgd_step_/copies", OPS.sgd_step_, (params, grads, buffers, [_x(5, 3, dtype=torch.float16)],
+                                              torch.tensor([0.1]), 0.9, 5e-4, True, False, "pytorch", False)
 
 
 def _conv_samples():

@@ -7,14 +7,15 @@ import torch
 
 from ..kernels.dropout import check_probability, seed_tensor
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad, linear_weight_grad_sgd_
-from ..precision import autocast_master_operands
+from ..precision import autocast_master_operands, compute_copy
 from .library import kernel_op
 
 
 @kernel_op("linear")
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout: float,
-            seed: torch.Tensor | None, precision: str) -> torch.Tensor:
-    return linear_forward(x, weight, bias, relu, dropout, seed, precision)
+            seed: torch.Tensor | None, precision: str, weight_copy: torch.Tensor | None) -> torch.Tensor:
+    """weight_copy: None, or weight's compute copy, read instead of it (``precision.compute_copy``)."""
+    return linear_forward(x, weight, bias, relu, dropout, seed, precision, weight_copy=weight_copy)
 
 
 @kernel_op("linear_input_grad")
@@ -32,37 +33,43 @@ def _linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | Non
     return [dw, db] if bias_grad else [dw]
 
 
-@kernel_op("linear_weight_grad_sgd_", mutates_args=("weight", "bias", "weight_buffer", "bias_buffer"))
+@kernel_op("linear_weight_grad_sgd_", mutates_args=("weight", "bias", "weight_buffer", "bias_buffer", "weight_copy"))
 def _linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, dropout: float,
                              seed: torch.Tensor | None, precision: str, weight: torch.Tensor, bias: torch.Tensor | None,
-                             weight_buffer: torch.Tensor | None, bias_buffer: torch.Tensor | None, lr: torch.Tensor,
-                             momentum: float, weight_decay: float, nesterov: bool, maximize: bool, update: str,
-                             first_step: bool) -> None:
-    """One SGD step of weight and bias (and their momentum buffers) in place from the weight-gradient kernel's
-    accumulators: ``kernels.linear.linear_weight_grad_sgd_``; no gradient is stored."""
+                             weight_buffer: torch.Tensor | None, bias_buffer: torch.Tensor | None,
+                             weight_copy: torch.Tensor | None, lr: torch.Tensor, momentum: float, weight_decay: float,
+                             nesterov: bool, maximize: bool, update: str, first_step: bool) -> None:
+    """One SGD step of weight and bias (and their momentum buffers, and the weight's compute copy) in place from the
+    weight-gradient kernel's accumulators: ``kernels.linear.linear_weight_grad_sgd_``; no gradient is stored."""
     linear_weight_grad_sgd_(dy, x, weight, bias, weight_buffer, bias_buffer, y, dropout, seed, precision, lr=lr,
                             momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                            update=update, first_step=first_step)
+                            update=update, first_step=first_step, weight_copy=weight_copy)
 
 
 def _save(ctx, inputs, output) -> None:
-    x, weight, bias, relu, dropout, seed, precision = inputs
-    ctx.save_for_backward(x, weight, output if relu else None, seed)
+    x, weight, bias, relu, dropout, seed, precision, weight_copy = inputs
+    ctx.save_for_backward(x, weight, weight_copy, output if relu else None, seed)
     ctx.linear = dict(dropout=dropout, precision=precision)
     ctx.has_bias = bias is not None
 
 
+def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None) -> torch.Tensor:
+    """The weight the input gradient reads: the one the forward read (its compute copy when it had one)."""
+    return weight if weight_copy is None else weight_copy
+
+
 def _backward(ctx, dy):
-    x, weight, y, seed = ctx.saved_tensors
+    x, weight, weight_copy, y, seed = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
     if need_x:
-        dx = _linear_input_grad(dy, weight, y, ctx.linear["dropout"], seed, ctx.linear["precision"])
+        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, ctx.linear["dropout"], seed,
+                                ctx.linear["precision"])
     if need_w or need_b:
         grads = _linear_weight_grad(dy, x, y, ctx.linear["dropout"], seed, ctx.has_bias and need_b,
                                     ctx.linear["precision"], weight.dtype)
         dw, db = grads[0] if need_w else None, grads[1] if len(grads) > 1 else None
-    return dx, dw, db, None, None, None, None
+    return dx, dw, db, None, None, None, None, None
 
 
 _linear.register_autograd(_backward, setup_context=_save)
@@ -73,22 +80,23 @@ class _LinearWithUpdate(torch.autograd.Function):
     and bias in the weight-gradient kernel) instead of returning dw and db: weight and bias get no .grad."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, relu, dropout, seed, precision, update):
-        output = _linear(x, weight, bias, relu, dropout, seed, precision)
-        _save(ctx, (x, weight, bias, relu, dropout, seed, precision), output)
+    def forward(ctx, x, weight, bias, relu, dropout, seed, precision, weight_copy, update):
+        output = _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy)
+        _save(ctx, (x, weight, bias, relu, dropout, seed, precision, weight_copy), output)
         ctx.update = update
         return output
 
     @staticmethod
     @torch.compiler.disable(reason="the fused SGD update (SGD.fuse_into)")
     def backward(ctx, dy):
-        x, weight, y, seed = ctx.saved_tensors
+        x, weight, weight_copy, y, seed = ctx.saved_tensors
         dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
-        dx = _linear_input_grad(dy, weight, y, dropout, seed, precision) if ctx.needs_input_grad[0] else None
+        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, dropout, seed, precision) \
+            if ctx.needs_input_grad[0] else None
         # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # (frozen parameters: no step, as without fusion)
             ctx.update(dy, x, y, dropout, seed, precision)
-        return dx, None, None, None, None, None, None, None
+        return dx, None, None, None, None, None, None, None, None
 
 
 # torch.compile runs it and its backward eagerly (a graph break; fullgraph=True raises): the backward steps the
@@ -118,7 +126,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     precision: "ieee" (exact fp32 products) or "tf32" (fp32 on tensor cores, GPU only). Under torch.autocast, x is
     cast to its dtype and the result has it, as with F.linear, but fp32 weight and bias are read as they are and
     rounded to that dtype in the kernels (the same values; no cast launch), and their gradients are fp32 from the
-    fp32 accumulator (alexnet_triton.precision.autocast_master_operands).
+    fp32 accumulator (alexnet_triton.precision.autocast_master_operands). There a weight that is an
+    nn.Parameter asks for its compute copy (``precision.compute_copy``), which the optimizer's next update writes:
+    once it matches the weight, forward and input gradient read it instead (half the bytes, the same results).
     update: an ``optim.FusedUpdate`` of exactly this weight and bias (``optim.SGD.fuse_into`` sets it on a
     ``nn.Linear``): the backward applies their SGD step in the weight-gradient kernel (after the input gradient,
     which reads the old weight) instead of giving them a gradient.
@@ -132,6 +142,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
+    weight_copy = compute_copy(weight, x.dtype) if isinstance(weight, torch.nn.Parameter) and \
+        weight.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16) else None
     if update is not None:
-        return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, update)
-    return _linear(x, weight, bias, relu, dropout, seed, precision)
+        return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, weight_copy, update)
+    return _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy)

@@ -119,24 +119,30 @@ def cross_entropy_cases() -> Cases:
 
 def sgd_cases() -> Cases:
     """Two SGD steps (first and later) of every AlexNet parameter: torch's update with and without Nesterov
-    momentum and the paper's hyperparameters (architecture.SGD)."""
+    momentum and the paper's hyperparameters (architecture.SGD); and of the fp32 fc weights with their fp16/bf16
+    compute copy (layer "sgd-fc6-copy", dtype: the copy's), as the autocast step updates them."""
     for variant, name, shape in ((v, n, s) for v in VARIANTS for n, s in parameter_shapes(v)):
         name = name.removesuffix(".weight").replace(".bias", "-bias")
+        copied = variant == "2012" and name in FC_LAYERS  # (torchvision's fc weights: the same shapes)
         for dtype_name, dtype in {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.items():
-            def run(shape=shape, dtype=dtype):
-                param, grad = torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype)
-                for update, nesterov in (("pytorch", False), ("pytorch", True), ("paper", False)):
-                    hyper = dict(SGD, nesterov=nesterov, update=update)
-                    buffer = sgd.sgd_step(param, grad, None, **hyper)
-                    sgd.sgd_step(param, grad, buffer, **hyper)
-            yield f"{variant}/sgd-{name}/{dtype_name}/contiguous", run
+            for copy_dtype in (None, dtype) if copied and dtype != torch.float32 else (None,):
+                def run(shape=shape, dtype=dtype, copy_dtype=copy_dtype):
+                    param_dtype = dtype if copy_dtype is None else torch.float32
+                    param, grad = torch.empty(shape, dtype=param_dtype), torch.empty(shape, dtype=param_dtype)
+                    copies = None if copy_dtype is None else [torch.empty(shape, dtype=copy_dtype)]
+                    for update, nesterov in (("pytorch", False), ("pytorch", True), ("paper", False)):
+                        hyper = dict(SGD, nesterov=nesterov, update=update, copies=copies)
+                        buffer = sgd.sgd_steps([param], [grad], [None], **hyper)[0]
+                        sgd.sgd_steps([param], [grad], [buffer], **hyper)
+                yield f"{variant}/sgd-{name}{'' if copy_dtype is None else '-copy'}/{dtype_name}/contiguous", run
 
 
 def linear_cases() -> Cases:
-    """fc6/fc7/fc8 at batch 128, every dtype (fp16/bf16 with fp32 master parameters, as the autocast step runs
-    them): fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8 plain, and fc7
-    with dropout but no ReLU (the backward regenerates the mask: the other specialisation of the backward
-    kernels); the weight gradient also with the SGD step fused (``train.py --fused-update``: the paper's
+    """fc6/fc7/fc8 at batch 128, every dtype (fp16/bf16 with fp32 master parameters and the weight's compute copy in
+    that dtype, as the autocast step runs them after its first: forward and input gradient read the copy, the
+    fused step writes it): fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8
+    plain, and fc7 with dropout but no ReLU (the backward regenerates the mask: the other specialisation of the
+    backward kernels); the weight gradient also with the SGD step fused (``train.py --fused-update``: the paper's
     hyperparameters, a later step)."""
     layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
     layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
@@ -146,13 +152,15 @@ def linear_cases() -> Cases:
                 x = torch.empty(BATCH, fan_in, dtype=dtype)
                 w = torch.empty(fan_out, fan_in, dtype=torch.float32 if dtype in linear.LOW_DTYPES else dtype)
                 b = torch.empty(fan_out, dtype=w.dtype)
+                copy = torch.empty_like(w, dtype=dtype) if dtype in linear.LOW_DTYPES else None
                 p, seed = (0.5, 1234) if drop else (0.0, None)
-                y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision)
+                y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision,
+                                          weight_copy=copy)
                 masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
-                linear.linear_input_grad(y, w, **masks)
+                linear.linear_input_grad(y, w if copy is None else copy, **masks)
                 linear.linear_weight_grad(y, x, **masks, grad_dtype=w.dtype)
                 linear.linear_weight_grad_sgd_(y, x, w, b, torch.empty_like(w), torch.empty_like(b), **masks,
-                                               **SGD)
+                                               **SGD, weight_copy=copy)
             yield f"2012/{name}/{dtype_name}/rowmajor", run
 
 

@@ -9,13 +9,14 @@ module's output fires just before that module's backward runs), the loss ("cross
 ``TRIP_COUNTS`` has its trip count and the inspection its main loop.
 
 Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, the forward
-under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs) and "fp32-tf32" (fp32, TF32 dots). Each GPU
-of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each launch the configs
-its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting candidates). Two
-updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch after backward) and
-"fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient kernels,
-``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of the
-fused parameters: ``roofline.fused_update_bytes``).
+under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs; the step after a first one, so that the linear
+layers read the bf16 compute copies of their weights the update writes, ``precision.compute_copy``) and "fp32-tf32"
+(fp32, TF32 dots). Each GPU of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each
+launch the configs its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting
+candidates). Two updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch
+after backward) and "fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient kernels,
+``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of the fused
+parameters: ``roofline.fused_update_bytes``).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
   memory_us   bytes / DRAM bandwidth. A Triton launch's bytes: each tensor it loads from plus each it stores
@@ -177,6 +178,12 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update:
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last, **scaled)
     if update == "fused":
         optimizer.fuse_into(model)
+    if options["autocast"]:  # a first step, not recorded: the fc weights' compute copies, asked for and written
+        def first_phase(name: str):
+            return torch.autocast("cpu", dtype=options["autocast"]) if name == "forward" else contextlib.nullcontext()
+        with runtime.target(machine.sms), runtime.capture_launches(lambda record: None):
+            traffic.training_step(spec, model, optimizer, images, target, first_phase)
+        optimizer.zero_grad(set_to_none=True)  # (the recorded backward writes the gradients, as a step's does)
     recorder = _StepRecorder(TARGETS[machine.target].shared_per_block)
 
     def enter(module, args, name):
