@@ -65,23 +65,23 @@ def _relu(x):
 
 
 @triton.jit
-def _load_bias(bias_ptr, c, C, bias_sc, DTYPE: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """bias[c] [BLOCK_C, 1] in DTYPE (x's: an fp32 bias rounded as its autocast cast) if HAS_BIAS (0 for c >= C),
+def _load_bias(bias_ptr, c, C, bias_sc, DTYPE: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """bias[c] [BLOCK_C, 1] rounded to DTYPE (x's: an fp32 bias as its autocast cast) if HAS_BIAS (0 for c >= C),
     else None."""
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + c * bias_sc, mask=c < C, other=0.0).to(DTYPE)[:, None]
+        bias = tl.load(bias_ptr + c * bias_sc, mask=c < C, other=0.0).to(DTYPE).to(COMPUTE_DTYPE)[:, None]
     else:
         bias = None
     return bias
 
 
 @triton.jit
-def _block_input(x, bias, RELU: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
-    """What the LRN of the block reads, in COMPUTE_DTYPE, from a tile x [BLOCK_C, BLOCK_P] of x's dtype: x + bias in
-    x's dtype (rounded to it, as PyTorch's add stores it) if HAS_BIAS, then relu of that if RELU."""
+def _block_input(x, bias, DTYPE: tl.constexpr, RELU: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 COMPUTE_DTYPE: tl.constexpr):
+    """What the LRN of the block reads, from a tile x [BLOCK_C, BLOCK_P]: x + bias rounded to DTYPE (x's, as the
+    unfused add stores it) if HAS_BIAS, then relu of that if RELU."""
     if HAS_BIAS:
-        x = x + bias
-    x = x.to(COMPUTE_DTYPE)
+        x = (x + bias).to(DTYPE).to(COMPUTE_DTYPE)
     if RELU:
         x = _relu(x)
     return x
@@ -117,13 +117,13 @@ def _lrn_max_pool_forward_kernel(
     w0 = ow * stride_w - pad_w
     best = tl.full([BLOCK_C, BLOCK_P], float("-inf"), COMPUTE_DTYPE)
     best_at = tl.broadcast_to(_first_in_bounds(h0, w0, KW)[None, :], [BLOCK_C, BLOCK_P])
-    bias = _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS)
+    bias = _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS, COMPUTE_DTYPE)
     for at in range(0, KH * KW):  # row-major window order: ties keep the first
         h = h0 + at // KW
         w = w0 + at % KW
         inside = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, inside, x_ptr.dtype.element_ty)
-        x = _block_input(x, bias, RELU, HAS_BIAS, COMPUTE_DTYPE)
+        x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, inside, COMPUTE_DTYPE)
+        x = _block_input(x, bias, x_ptr.dtype.element_ty, RELU, HAS_BIAS, COMPUTE_DTYPE)
         d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
         normalised = (x * _pow(d, -beta)).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, normalised, inside[None, :], at)
@@ -159,9 +159,9 @@ def _lrn_max_pool_backward_kernel(
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)
-    x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, x_ptr.dtype.element_ty)
-    x = _block_input(x, _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS), RELU, HAS_BIAS,
-                     COMPUTE_DTYPE)
+    x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
+    bias = _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS, COMPUTE_DTYPE)
+    x = _block_input(x, bias, x_ptr.dtype.element_ty, RELU, HAS_BIAS, COMPUTE_DTYPE)
     d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
     valid = (c < C)[:, None] & p_ok[None, :]
     d_normalised = _gather_window_grads(dy_ptr, window_ptr, n[None, :], c[:, None], h[None, :], w[None, :], valid,
