@@ -1,5 +1,5 @@
-"""AlexNet's fused (ReLU +) LRN + max-pool block, differentiable in x; saves x (the conv's output) and the window
-offsets (int8 up to 127 taps)."""
+"""AlexNet's fused (bias +) (ReLU +) LRN + max-pool block, differentiable in x and the bias; saves x (the conv's
+output), the bias and the window offsets (int8 up to 127 taps)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""max_pool2d (of relu(x) with ``relu``), differentiable in its input; saves window offsets (int8 up to 127 taps, not
-int64 indices), from which ``return_indices=True`` makes PyTorch's indices on demand."""
+"""max_pool2d (of x + bias[c] with a ``bias``, then of its relu with ``relu``), differentiable in x and the bias; saves
+window offsets (int8 up to 127 taps, not int64 indices), from which ``return_indices=True`` makes PyTorch's indices on
+demand."""
 
 from __future__ import annotations
 
