@@ -8,7 +8,12 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     where a conv follows (Conv2d(relu=True)), linear + ReLU + dropout (Linear(relu=True,
                     dropout=p)); the layers it absorbs have no index, and nothing falls back to PyTorch. A ReLU
                     before a pool is the pool's, not the conv's: the pool's backward masks the gradient it makes
-                    anyway, and the conv's needs no mask pass (RELU_BEFORE).
+                    anyway, and the conv's needs no mask pass (RELU_BEFORE). Such a pool block also adds the conv's
+                    bias (``take_bias_of``: the conv runs without it; its backward sums the bias gradient in the
+                    pass that writes its input gradient, so the conv's backward makes no pass over its output
+                    gradient for it). The bias stays the conv's parameter (``features.<i>.bias``), the pool block
+                    holds the conv unregistered: the state_dict is the torch tree's. fp32 computes the same bits;
+                    fp16/bf16 round the conv's output before the bias add as well as after.
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision).
 
@@ -155,10 +160,13 @@ class AlexNet(nn.Module):
                 layers["classifier" if layer.side == 0 else "features"].append(layer)
         module_precision, trees = precision if backend == "triton" else None, {}  # None: torch.nn modules
         for part, part_layers in layers.items():
-            trees[part] = nn.Sequential()
+            trees[part], previous = nn.Sequential(), None
             for i, block in _blocks(part_layers, fuse=backend == "triton"):
                 module = by_name[main_layer(block).layer.name] = _module(block, dropout, module_precision)
+                if block[0].layer.kind == "relu" and isinstance(previous, triton_nn.Conv2d):  # RELU_BEFORE's pool
+                    module.take_bias_of(previous)
                 trees[part].add_module(str(i), module)  # the torch tree's index of the block's first layer
+                previous = module
         self.features, self.avgpool, self.classifier = trees["features"], avgpool, trees["classifier"]
         if init != "torch":
             self._initialise(init, by_name)

@@ -14,7 +14,8 @@ class Conv2d(torch.nn.Conv2d):
     """``torch.nn.Conv2d`` (same arguments, parameters and state_dict) computed by the Triton conv kernels.
 
     relu: fuse a ReLU into the convolution's epilogue. precision: "ieee" or "tf32". padding_mode must be
-    "zeros": the others would pad a copy of the input outside the kernels.
+    "zeros": the others would pad a copy of the input outside the kernels. bias_added_after: the block after this
+    conv adds its bias (set by that block's ``take_bias_of``): the conv runs without it, still its owner.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -29,19 +30,44 @@ class Conv2d(torch.nn.Conv2d):
                 "padding=0")
         self.relu = relu
         self.precision = precision
+        self.bias_added_after = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                          relu=self.relu, precision=self.precision)
+        return ops.conv2d(x, self.weight, None if self.bias_added_after else self.bias, self.stride, self.padding,
+                          self.dilation, self.groups, relu=self.relu, precision=self.precision)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}"
+        return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}" + \
+            (", bias_added_after=True" if self.bias_added_after else "")
 
 
-class MaxPool2d(torch.nn.MaxPool2d):
+class _ConvBiasAfter:
+    """A pool block that can add the bias of the conv before it (``take_bias_of``)."""
+
+    _bias_of: Conv2d | None = None
+
+    def take_bias_of(self, conv: Conv2d) -> None:
+        """Add ``conv``'s bias to this block's input (its ops' ``bias``: their backward makes its gradient, so the
+        conv's makes no pass for it) and run ``conv`` without it. The bias stays ``conv``'s parameter (state_dict
+        unchanged), read at each call; this block holds ``conv`` unregistered (not a submodule of its own)."""
+        if conv.bias is None or conv.relu:
+            raise ValueError(f"{type(self).__name__}: the conv before it must have a bias and no ReLU of its own (a "
+                             "ReLU after the bias is this block's)")
+        object.__setattr__(self, "_bias_of", conv)
+        conv.bias_added_after = True
+
+    def _conv_bias(self) -> torch.Tensor | None:
+        return None if self._bias_of is None else self._bias_of.bias
+
+    def _bias_repr(self) -> str:
+        return ", bias=the conv's before it" if self._bias_of is not None else ""
+
+
+class MaxPool2d(_ConvBiasAfter, torch.nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` (every constructor argument) computed by the Triton max-pool kernels.
 
     relu: pool ``relu(input)`` (a ReLU before the pool fused into it: the backward applies its mask for free).
+    ``take_bias_of(conv)``: pool ``input + conv.bias`` (then its relu), the conv run without its bias.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
@@ -51,10 +77,10 @@ class MaxPool2d(torch.nn.MaxPool2d):
 
     def forward(self, input: torch.Tensor):
         return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                              self.return_indices, relu=self.relu)
+                              self.return_indices, relu=self.relu, bias=self._conv_bias())
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", relu=True" if self.relu else "")
+        return super().extra_repr() + (", relu=True" if self.relu else "") + self._bias_repr()
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):
@@ -98,9 +124,9 @@ class Dropout(torch.nn.Dropout):
         return ops.dropout(input, self.p, self.training, self.inplace)
 
 
-class LRNMaxPool2d(torch.nn.Module):
+class LRNMaxPool2d(_ConvBiasAfter, torch.nn.Module):
     """``MaxPool2d(kernel_size, stride, padding)(LocalResponseNorm(size, alpha, beta, k)(x))`` in one fused op; of
-    ``relu(x)`` with ``relu``.
+    ``relu(x)`` with ``relu``; ``take_bias_of(conv)``: of x + conv.bias (then its relu), the conv run without it.
 
     AlexNet 2012's block after conv1 and conv2 (with relu: its x is the conv's output before the ReLU).
     """
@@ -113,11 +139,12 @@ class LRNMaxPool2d(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.lrn_max_pool2d(x, self.size, self.alpha, self.beta, self.k, self.kernel_size, self.stride,
-                                  self.padding, relu=self.relu)
+                                  self.padding, relu=self.relu, bias=self._conv_bias())
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, relu={self.relu}")
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, relu={self.relu}"
+                + self._bias_repr())
 
 
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):

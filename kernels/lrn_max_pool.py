@@ -20,6 +20,12 @@ RELU: of relu(x) instead (AlexNet's ReLU taken out of the conv, whose backward
 then needs no mask pass; x is then the conv's output before it): each load of x
 is clamped at 0 (NaN kept), and the backward masks dx where relu(x) <= 0, as
 PyTorch's threshold_backward does (NaN passes). Nothing is saved for it.
+
+HAS_BIAS: of x + bias[c] (then its relu with RELU): the conv before the block runs without its bias, which is
+added here (rounded to x's dtype, as the unfused add stores it) to each load of x, forward and backward. The
+backward's programs then (BIAS_GRAD) also sum their dx (as stored) over their pixels into per-program partials, which
+``finish_bias_grad`` sums in a fixed order: the bias gradient without a pass of its own over the conv's output
+gradient.
 """
 
 from __future__ import annotations
@@ -40,7 +46,16 @@ from .lrn import (
     channel_blocks,
     check_lrn_arguments,
 )
-from .max_pool import _first_in_bounds, _gather_window_grads, _keep_maximum, max_pool2d_geometry, window_offset_dtype
+from .max_pool import (
+    _first_in_bounds,
+    _gather_window_grads,
+    _keep_maximum,
+    bias_partials,
+    check_bias,
+    finish_bias_grad,
+    max_pool2d_geometry,
+    window_offset_dtype,
+)
 
 
 @triton.jit
@@ -50,24 +65,48 @@ def _relu(x):
 
 
 @triton.jit
+def _load_bias(bias_ptr, c, C, bias_sc, DTYPE: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """bias[c] [BLOCK_C, 1] rounded to DTYPE (x's: an fp32 bias as its autocast cast) if HAS_BIAS (0 for c >= C),
+    else None."""
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c * bias_sc, mask=c < C, other=0.0).to(DTYPE).to(COMPUTE_DTYPE)[:, None]
+    else:
+        bias = None
+    return bias
+
+
+@triton.jit
+def _block_input(x, bias, DTYPE: tl.constexpr, RELU: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 COMPUTE_DTYPE: tl.constexpr):
+    """What the LRN of the block reads, from a tile x [BLOCK_C, BLOCK_P]: x + bias rounded to DTYPE (x's, as the
+    unfused add stores it) if HAS_BIAS, then relu of that if RELU."""
+    if HAS_BIAS:
+        x = (x + bias).to(DTYPE).to(COMPUTE_DTYPE)
+    if RELU:
+        x = _relu(x)
+    return x
+
+
+@triton.jit
 def _lrn_max_pool_forward_kernel(
     # pointers
-    x_ptr, y_ptr, window_ptr,
+    x_ptr, bias_ptr, y_ptr, window_ptr,
     # sizes
     N, C, H, W, OH, OW, KH, KW,
     # geometry
     stride_h, stride_w, pad_h, pad_w,
     # strides, in elements (window shares y's strides)
     x_sn, x_sc, x_sh, x_sw,
+    bias_sc,
     y_sn, y_sc, y_sh, y_sw,
     # runtime scalars (LRN)
     alpha, beta, k,
     # meta (the window size is unrolled)
-    SIZE: tl.constexpr, RELU: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    SIZE: tl.constexpr, RELU: tl.constexpr, HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """y [N, C, OH, OW] = max over each window of LRN(x [N, C, H, W]) (of LRN(relu(x)) if RELU); window
-    [N, C, OH, OW] = row-major offset of the winner in its window.
+    """y [N, C, OH, OW] = max over each window of LRN(x [N, C, H, W]) (x + bias[c] if HAS_BIAS, then relu of that
+    if RELU: ``_block_input``); window [N, C, OH, OW] = row-major offset of the winner in its window.
 
     grid (cdiv(N*OH*OW, BLOCK_P),): each program computes all C channels (BLOCK_C >= C) of BLOCK_P outputs.
     """
@@ -78,13 +117,13 @@ def _lrn_max_pool_forward_kernel(
     w0 = ow * stride_w - pad_w
     best = tl.full([BLOCK_C, BLOCK_P], float("-inf"), COMPUTE_DTYPE)
     best_at = tl.broadcast_to(_first_in_bounds(h0, w0, KW)[None, :], [BLOCK_C, BLOCK_P])
+    bias = _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS, COMPUTE_DTYPE)
     for at in range(0, KH * KW):  # row-major window order: ties keep the first
         h = h0 + at // KW
         w = w0 + at % KW
         inside = p_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, inside, COMPUTE_DTYPE)
-        if RELU:
-            x = _relu(x)
+        x = _block_input(x, bias, x_ptr.dtype.element_ty, RELU, HAS_BIAS, COMPUTE_DTYPE)
         d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
         normalised = (x * _pow(d, -beta)).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, normalised, inside[None, :], at)
@@ -95,7 +134,7 @@ def _lrn_max_pool_forward_kernel(
 @triton.jit
 def _lrn_max_pool_backward_kernel(
     # pointers
-    dy_ptr, window_ptr, x_ptr, dx_ptr,
+    dy_ptr, window_ptr, x_ptr, bias_ptr, dx_ptr, bias_partial_ptr,
     # sizes
     N, C, H, W, OH, OW, KH, KW,
     # geometry
@@ -104,23 +143,25 @@ def _lrn_max_pool_backward_kernel(
     dy_sn, dy_sc, dy_sh, dy_sw,
     win_sn, win_sc, win_sh, win_sw,
     x_sn, x_sc, x_sh, x_sw,
+    bias_sc,
     dx_sn, dx_sc, dx_sh, dx_sw,
     # runtime scalars (LRN)
     alpha, beta, k,
     # meta (the window size is unrolled)
-    SIZE: tl.constexpr, RELU: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    SIZE: tl.constexpr, RELU: tl.constexpr, HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """dx [N, C, H, W] from dy [N, C, OH, OW], the window offsets (dy's shape) and x [N, C, H, W] (RELU: through
-    relu(x), dx 0 where relu(x) <= 0).
+    """dx [N, C, H, W] from dy [N, C, OH, OW], the window offsets (dy's shape) and x [N, C, H, W] (through the
+    forward's ``_block_input``: RELU's dx is 0 where its input is <= 0); BIAS_GRAD: bias_partial[pid, c]
+    ([cdiv(N*H*W, BLOCK_P), C], fp32 or fp64) = the sum of this program's dx (as stored) over its pixels.
 
     grid (cdiv(N*H*W, BLOCK_P),): each program computes all C channels of BLOCK_P input pixels."""
     n, h, w, p_ok = _positions(tl.program_id(0), N, H, W, BLOCK_P)
     n = n.to(tl.int64)
     c = tl.arange(0, BLOCK_C)
     x = _load_channels(x_ptr + n * x_sn + h * x_sh + w * x_sw, c, C, x_sc, p_ok, COMPUTE_DTYPE)
-    if RELU:
-        x = _relu(x)
+    bias = _load_bias(bias_ptr, c, C, bias_sc, x_ptr.dtype.element_ty, HAS_BIAS, COMPUTE_DTYPE)
+    x = _block_input(x, bias, x_ptr.dtype.element_ty, RELU, HAS_BIAS, COMPUTE_DTYPE)
     d = _lrn_denominator(x, c, C, alpha, k, SIZE, BLOCK_C)
     valid = (c < C)[:, None] & p_ok[None, :]
     d_normalised = _gather_window_grads(dy_ptr, window_ptr, n[None, :], c[:, None], h[None, :], w[None, :], valid,
@@ -131,6 +172,9 @@ def _lrn_max_pool_backward_kernel(
     if RELU:
         dx = tl.where(x <= 0, 0.0, dx)
     _store_channels(dx_ptr + n * dx_sn + h * dx_sh + w * dx_sw, c, C, dx_sc, p_ok, dx)
+    if BIAS_GRAD:  # dx as stored, 0 at masked pixels and channels
+        dx = tl.where(valid, dx.to(dx_ptr.dtype.element_ty).to(bias_partial_ptr.dtype.element_ty), 0.0)
+        tl.store(bias_partial_ptr + tl.program_id(0) * C + c, tl.sum(dx, axis=1), mask=c < C)
 
 
 def lrn_max_pool2d_geometry(x_shape, size, alpha, beta, k, kernel_size, stride, padding) -> dict:
@@ -140,43 +184,58 @@ def lrn_max_pool2d_geometry(x_shape, size, alpha, beta, k, kernel_size, stride, 
 
 
 def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel_size,
-                           stride=None, padding=0, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                           stride=None, padding=0, relu: bool = False,
+                           bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of
-    max_pool2d(local_response_norm(x)), or of max_pool2d(local_response_norm(relu(x))) if ``relu``.
+    max_pool2d(local_response_norm(z)): z = x, or x + bias[c] with a ``bias`` [C] (``check_bias``), then relu(z)
+    if ``relu``.
 
     y and the offsets keep x's memory format.
     """
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
     checks.check_float_dtype("lrn_max_pool2d", x=x)
     checks.check_device("lrn_max_pool2d", x=x)
+    check_bias("lrn_max_pool2d", bias, x)
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
+    blocks = channel_blocks(g["C"])
+    if bias is not None and fmt is not torch.channels_last:  # half the pixels: the whole tile spilled 8 bytes at
+        blocks["BLOCK_P"] = max(1, blocks["BLOCK_P"] // 2)  # 128 registers (sm_90, fp16/bf16, conv1's 96 channels)
     runtime.launch(_lrn_max_pool_forward_kernel,
                    lambda meta: (triton.cdiv(g["N"] * g["OH"] * g["OW"], meta["BLOCK_P"]),), CONFIGS,
-                   x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
-                   **runtime.stride_args("y", y), SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k),
-                   RELU=relu, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
+                   x_ptr=x, bias_ptr=bias, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
+                   bias_sc=0 if bias is None else bias.stride(0), **runtime.stride_args("y", y), SIZE=size,
+                   alpha=float(alpha), beta=float(beta), k=float(k), RELU=relu, HAS_BIAS=bias is not None,
+                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
     return y, window
 
 
 def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
-                            beta: float, k: float, kernel_size, stride=None, padding=0,
-                            relu: bool = False) -> torch.Tensor:
-    """dx [N, C, H, W] (x's memory format) from dy and the window offsets [N, C, OH, OW], and x (the forward's
-    ``relu`` too)."""
+                            beta: float, k: float, kernel_size, stride=None, padding=0, relu: bool = False,
+                            bias: torch.Tensor | None = None, bias_grad: bool = False
+                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx [N, C, H, W] (x's memory format), db [C] of bias's dtype = dx summed over N, H, W with ``bias_grad``, else
+    None) from dy and the window offsets [N, C, OH, OW], and the forward's x, ``relu`` and ``bias``: one pass
+    writes dx and db's per-program partials."""
     g = lrn_max_pool2d_geometry(x.shape, size, alpha, beta, k, kernel_size, stride, padding)
     out_shape = (g["N"], g["C"], g["OH"], g["OW"])
     if tuple(dy.shape) != out_shape or tuple(window.shape) != out_shape or dy.dtype != x.dtype:
         raise checks.ArgumentError(f"lrn_max_pool2d_backward: dy {tuple(dy.shape)} {dy.dtype} and window "
                                    f"{tuple(window.shape)} must have shape {out_shape} (dy of dtype {x.dtype})")
     checks.check_device("lrn_max_pool2d_backward", dy=dy, window=window, x=x)
+    check_bias("lrn_max_pool2d_backward", bias, x)
+    if bias_grad and bias is None:
+        raise checks.ArgumentError("lrn_max_pool2d_backward: bias_grad needs the forward's bias")
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
-    runtime.launch(_lrn_max_pool_backward_kernel,
-                   lambda meta: (triton.cdiv(g["N"] * g["H"] * g["W"], meta["BLOCK_P"]),), CONFIGS,
-                   dy_ptr=dy, window_ptr=window, x_ptr=x, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
-                   **runtime.stride_args("win", window), **runtime.stride_args("x", x), **runtime.stride_args("dx", dx),
-                   SIZE=size, alpha=float(alpha), beta=float(beta), k=float(k), RELU=relu,
-                   COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **channel_blocks(g["C"]))
-    return dx
+    blocks = channel_blocks(g["C"])
+    rows = runtime.cdiv(g["N"] * g["H"] * g["W"], blocks["BLOCK_P"])
+    partials = bias_partials(rows, g["C"], x) if bias_grad else None
+    runtime.launch(_lrn_max_pool_backward_kernel, lambda meta: (rows,), CONFIGS,
+                   dy_ptr=dy, window_ptr=window, x_ptr=x, bias_ptr=bias, dx_ptr=dx, bias_partial_ptr=partials, **g,
+                   **runtime.stride_args("dy", dy), **runtime.stride_args("win", window), **runtime.stride_args("x", x),
+                   bias_sc=0 if bias is None else bias.stride(0), **runtime.stride_args("dx", dx), SIZE=size,
+                   alpha=float(alpha), beta=float(beta), k=float(k), RELU=relu, HAS_BIAS=bias is not None,
+                   BIAS_GRAD=bias_grad, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype), **blocks)
+    return dx, None if partials is None else finish_bias_grad(partials, bias.dtype)

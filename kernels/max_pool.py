@@ -18,6 +18,11 @@ that misses every pixel), so y = max(window maximum, 0) and NaN still wins; the 
 maximum is <= 0 passes no gradient (relu's is 0 at its winner, as PyTorch's threshold_backward: NaN passes): the
 forward stores its offset o as -1 - o, which no tap of the backward matches, so the backward needs no x and no
 flag; the indices decode it.
+
+HAS_BIAS: pools x + bias[c] (then its relu with RELU): a conv's bias moved after it, so that the pool's backward
+makes its gradient: each program sums the dx it writes (as stored) over its BLOCK_P pixels into a row of
+per-program partials (its tile's channels), which ``finish_bias_grad`` sums in a fixed order (no atomics: bitwise
+repeatable). x + bias is rounded to y's dtype before the max, as the unfused add stores it: the same winners.
 """
 
 from __future__ import annotations
@@ -27,9 +32,23 @@ import triton
 import triton.language as tl
 
 from . import checks, runtime
+from .partial_sums import sum_partials
 
-# Not autotuned: one config (forward, backward and indices); the interpreter runs fewer, larger programs.
+# Not autotuned: one config (forward and indices; the backward's: BACKWARD_CONFIGS); the interpreter runs fewer, larger
+# programs.
 CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=8, interpreter_block=16384)
+
+
+def _backward_configs(block_p: int, block_c: int) -> runtime.KernelConfigs:
+    """The backward's BLOCK_P x BLOCK_C tile: 1024 elements at 4 warps (8 warps spilled 8 bytes at 40 registers on
+    sm_80, conv5's 256 channels), 16384 in the interpreter."""
+    config = triton.Config(dict(BLOCK_P=block_p, BLOCK_C=block_c), num_warps=4, num_stages=1)
+    return runtime.KernelConfigs(tensor_core=(config,), cuda_core=(config,), key=(),
+                                 interpreter=triton.Config(dict(BLOCK_P=1024, BLOCK_C=16)))
+
+
+# by CHANNELS_LAST: 32 channels (64 bytes of bf16) of 32 pixels; in NCHW 256 pixels (a row and more) of 4 channels
+BACKWARD_CONFIGS = {True: _backward_configs(32, 32), False: _backward_configs(256, 4)}
 
 
 @triton.jit
@@ -96,20 +115,22 @@ def _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW
 @triton.jit
 def _max_pool2d_forward_kernel(
     # pointers
-    x_ptr, y_ptr, window_ptr,
+    x_ptr, bias_ptr, y_ptr, window_ptr,
     # sizes
     N, C, H, W, OH, OW, KH, KW,
     # geometry
     stride_h, stride_w, pad_h, pad_w,
     # strides, in elements
     x_sn, x_sc, x_sh, x_sw,
+    bias_sc,
     y_sn, y_sc, y_sh, y_sw,
     # meta
     DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, RELU: tl.constexpr,
-    COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, COMPUTE_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """y [N, C, OH, OW] = max over each window of x [N, C, H, W] (of relu(x) if RELU); window[n, c, oh, ow] =
-    row-major offset of the winner in its window (RELU: -1 - offset where the maximum is <= 0).
+    """y [N, C, OH, OW] = max over each window of x [N, C, H, W] (of x + bias[c] if HAS_BIAS; then of its relu if
+    RELU); window[n, c, oh, ow] = row-major offset of the winner in its window (RELU: -1 - offset where the maximum
+    is <= 0).
 
     window has y's shape and strides, dtype int8/int16/int32 (``window_offset_dtype``). grid (cdiv(N*C*OH*OW,
     BLOCK),): each program computes BLOCK outputs, enumerated in memory order (CHANNELS_LAST or NCHW).
@@ -122,6 +143,8 @@ def _max_pool2d_forward_kernel(
     x_base = x_ptr + n.to(tl.int64) * x_sn + c * x_sc
     best_at = _first_in_bounds(h0, w0, KW, DILATION_H, DILATION_W)
     best = tl.full([BLOCK], 0.0 if RELU else float("-inf"), COMPUTE_DTYPE)  # relu(x) >= 0 at every pixel
+    if HAS_BIAS:  # rounded to y's dtype, as the conv's epilogue took it (an fp32 bias: its autocast cast)
+        bias = tl.load(bias_ptr + c * bias_sc, mask=valid, other=0.0).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
     if RELU and DILATION_H * DILATION_W > 1:  # a dilated window may miss every pixel (an undilated one never does)
         # best_at is its first tap inside the input, if it has one
         misses = (h0 + (best_at // KW) * DILATION_H >= H) | (w0 + (best_at % KW) * DILATION_W >= W)
@@ -131,6 +154,8 @@ def _max_pool2d_forward_kernel(
         w = w0 + (at % KW) * DILATION_W
         inside = valid & (h >= 0) & (h < H) & (w >= 0) & (w < W)
         v = tl.load(x_base + h * x_sh + w * x_sw, mask=inside, other=float("-inf")).to(COMPUTE_DTYPE)
+        if HAS_BIAS:  # x + bias rounded to y's dtype, as the unfused add stores it: the same winners
+            v = (v + bias).to(y_ptr.dtype.element_ty).to(COMPUTE_DTYPE)
         best, best_at = _keep_maximum(best, best_at, v, inside, at)
     if RELU:  # the ReLU's gradient is 0 at a winner <= 0 (NaN passes): no tap of the backward matches -1 - offset
         best_at = tl.where(best <= 0, -1 - best_at, best_at)
@@ -142,7 +167,7 @@ def _max_pool2d_forward_kernel(
 @triton.jit
 def _max_pool2d_backward_kernel(
     # pointers
-    dy_ptr, window_ptr, dx_ptr,
+    dy_ptr, window_ptr, dx_ptr, bias_partial_ptr,
     # sizes
     N, C, H, W, OH, OW, KH, KW,
     # geometry
@@ -152,23 +177,34 @@ def _max_pool2d_backward_kernel(
     win_sn, win_sc, win_sh, win_sw,
     dx_sn, dx_sc, dx_sh, dx_sw,
     # meta
-    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
-    BLOCK: tl.constexpr,
+    DILATION_H: tl.constexpr, DILATION_W: tl.constexpr, CHANNELS_LAST: tl.constexpr, BIAS_GRAD: tl.constexpr,
+    COMPUTE_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dx[n, c, h, w] (dx [N, C, H, W]) = sum of dy [N, C, OH, OW] over the windows covering (h, w) whose winner
-    (window, dy's shape) is (h, w).
+    (window, dy's shape) is (h, w); BIAS_GRAD: bias_partial[pid_p, c] ([cdiv(N*H*W, BLOCK_P), C], fp32 or fp64) =
+    the sum of this program's dx (as stored) over its pixels.
 
-    grid (cdiv(N*C*H*W, BLOCK),): each program gathers BLOCK input pixels.
+    grid (cdiv(N*H*W, BLOCK_P), cdiv(C, BLOCK_C)): each program gathers BLOCK_C channels of BLOCK_P pixels
+    (n, h, w), a tile whose last (fastest) axis is the one adjacent in memory: [pixels, channels] for
+    CHANNELS_LAST, [channels, pixels] for NCHW.
     """
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < N * C * H * W
-    n, c, h, w = _output_coordinates(offs, C, H, W, CHANNELS_LAST)
-    n64 = n.to(tl.int64)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    n, h, w = p // (H * W), (p // W) % H, p % W
+    PIXEL_AXIS: tl.constexpr = 0 if CHANNELS_LAST else 1
+    n64, h, w = tl.expand_dims(n.to(tl.int64), 1 - PIXEL_AXIS), tl.expand_dims(h, 1 - PIXEL_AXIS), \
+        tl.expand_dims(w, 1 - PIXEL_AXIS)
+    valid = tl.expand_dims(p < N * H * W, 1 - PIXEL_AXIS) & tl.expand_dims(c < C, PIXEL_AXIS)
+    c = tl.expand_dims(c, PIXEL_AXIS)
     acc = _gather_window_grads(dy_ptr, window_ptr, n64, c, h, w, valid, OH, OW, KH, KW, stride_h, stride_w, pad_h,
                                pad_w, dy_sn, dy_sc, dy_sh, dy_sw, win_sn, win_sc, win_sh, win_sw, COMPUTE_DTYPE,
                                DILATION_H, DILATION_W)
-    out = n64 * dx_sn + c * dx_sc + h * dx_sh + w * dx_sw
-    tl.store(dx_ptr + out, acc.to(dx_ptr.dtype.element_ty), mask=valid)
+    dx = acc.to(dx_ptr.dtype.element_ty)
+    tl.store(dx_ptr + n64 * dx_sn + c * dx_sc + h * dx_sh + w * dx_sw, dx, mask=valid)
+    if BIAS_GRAD:  # masked pixels and channels hold 0
+        partial = tl.sum(dx.to(bias_partial_ptr.dtype.element_ty), axis=PIXEL_AXIS)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        tl.store(bias_partial_ptr + tl.program_id(0) * C + c, partial, mask=c < C)
 
 
 @triton.jit
@@ -272,21 +308,40 @@ def window_offset_dtype(geometry: dict) -> torch.dtype:
     return torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
 
 
+def check_bias(op: str, bias: torch.Tensor | None, x: torch.Tensor) -> None:
+    """ValueError/TypeError unless ``bias`` (None passes) is [C] of x's channels, on x's device, of x's dtype or
+    fp32 (with fp16/bf16 x: autocast's master bias, rounded to x's dtype by the kernels)."""
+    if bias is None:
+        return
+    checks.check_device(op, x=x, bias=bias)
+    if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
+        raise checks.ArgumentError(f"{op}: bias must have shape ({x.shape[1]},) (x's channels), got "
+                                   f"{tuple(bias.shape)}")
+    if bias.dtype != x.dtype and not (bias.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):
+        raise checks.ArgumentTypeError(f"{op}: bias has dtype {bias.dtype}; it must be x's ({x.dtype}) or float32 "
+                                       "with a float16/bfloat16 x")
+    if bias.device != x.device:
+        raise checks.ArgumentError(f"{op}: bias is on {bias.device}, x on {x.device}: they must be on one device")
+
+
 def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                       relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of max_pool2d(x), or of
-    max_pool2d(relu(x)) if ``relu``; both keep x's memory format."""
+                       relu: bool = False, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of max_pool2d(x), of
+    max_pool2d(x + bias[c]) with a ``bias`` [C] (``check_bias``), then of relu of that if ``relu``; both keep x's
+    memory format."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     checks.check_float_dtype("max_pool2d", x=x)
     checks.check_device("max_pool2d", x=x)
+    check_bias("max_pool2d", bias, x)
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
     y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
-                   CONFIGS, x_ptr=x, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
-                   **runtime.stride_args("y", y), **max_pool2d_dilation(dilation),
-                   CHANNELS_LAST=fmt is torch.channels_last, RELU=relu, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
+                   CONFIGS, x_ptr=x, bias_ptr=bias, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
+                   bias_sc=0 if bias is None else bias.stride(0), **runtime.stride_args("y", y),
+                   **max_pool2d_dilation(dilation), CHANNELS_LAST=fmt is torch.channels_last, RELU=relu,
+                   HAS_BIAS=bias is not None, COMPUTE_DTYPE=runtime.accumulator_type(x.dtype))
     return y, window
 
 
@@ -295,10 +350,26 @@ def _check_window(op: str, window: torch.Tensor, g: dict) -> None:
     checks.check_shape_and_dtype(op, "window", window, (g["N"], g["C"], g["OH"], g["OW"]), window_offset_dtype(g))
 
 
+def bias_partials(rows: int, C: int, like: torch.Tensor) -> torch.Tensor:
+    """The per-program bias-gradient partials [rows, C] of a backward whose gradients have ``like``'s dtype: fp32
+    (fp64 for float64), summed by ``finish_bias_grad``."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return runtime.new_output((rows, C), device=like.device, dtype=dtype)
+
+
+def finish_bias_grad(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """db [C] of ``dtype`` = partials [rows, C] summed over rows in a fixed order (bitwise repeatable; 0 for no
+    rows: an empty batch)."""
+    db = runtime.new_output(partials.shape[1:], device=partials.device, dtype=dtype)
+    return db.zero_() if partials.shape[0] == 0 else sum_partials(partials, db)
+
+
 def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0,
-                        dilation=1, ceil_mode=False,
-                        memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """dx [N, C, H, W] (in ``memory_format``) from dy and the forward's window offsets (both [N, C, OH, OW])."""
+                        dilation=1, ceil_mode=False, memory_format: torch.memory_format = torch.contiguous_format,
+                        bias_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx [N, C, H, W] (in ``memory_format``), db [C] of ``bias_dtype`` = dx summed over N, H, W, or None without
+    ``bias_dtype``) from dy and the forward's window offsets (both [N, C, OH, OW]): one pass writes dx and db's
+    per-program partials."""
     g = max_pool2d_geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
     checks.check_float_dtype("max_pool2d_backward", dy=dy)
     checks.check_device("max_pool2d_backward", dy=dy, window=window)
@@ -306,12 +377,17 @@ def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_
     if dy.shape != window.shape:
         raise checks.ArgumentError(f"max_pool2d_backward: dy {tuple(dy.shape)} must have shape {tuple(window.shape)}")
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
-    runtime.launch(_max_pool2d_backward_kernel, lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),),
-                   CONFIGS, dy_ptr=dy, window_ptr=window, dx_ptr=dx, **g, **runtime.stride_args("dy", dy),
-                   **runtime.stride_args("win", window), **runtime.stride_args("dx", dx),
-                   **max_pool2d_dilation(dilation), CHANNELS_LAST=memory_format is torch.channels_last,
-                   COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
-    return dx
+    channels_last = memory_format is torch.channels_last
+    configs = BACKWARD_CONFIGS[channels_last]
+    config = configs.for_interpreter({}) if runtime.INTERPRETER else configs.tensor_core[0]
+    rows = runtime.cdiv(g["N"] * g["H"] * g["W"], config.kwargs["BLOCK_P"])
+    partials = None if bias_dtype is None else bias_partials(rows, g["C"], dy)
+    runtime.launch(_max_pool2d_backward_kernel, lambda meta: (rows, triton.cdiv(g["C"], meta["BLOCK_C"])),
+                   configs, config, dy_ptr=dy, window_ptr=window, dx_ptr=dx, bias_partial_ptr=partials, **g,
+                   **runtime.stride_args("dy", dy), **runtime.stride_args("win", window),
+                   **runtime.stride_args("dx", dx), **max_pool2d_dilation(dilation), CHANNELS_LAST=channels_last,
+                   BIAS_GRAD=partials is not None, COMPUTE_DTYPE=runtime.accumulator_type(dy.dtype))
+    return dx, None if partials is None else finish_bias_grad(partials, bias_dtype)
 
 
 def max_pool2d_indices(window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0, dilation=1,

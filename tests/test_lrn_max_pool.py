@@ -1,5 +1,6 @@
-"""The fused LRN + max-pool block against F.max_pool2d(F.local_response_norm(x)) (with relu=True, of F.relu(x)), and
-conv->ReLU->block whole, the ReLU in the conv or in the block."""
+"""The fused LRN + max-pool block against F.max_pool2d(F.local_response_norm(x)) (with relu=True, of F.relu(x); with a
+bias, of x + bias and its gradient too), and conv->ReLU->block whole, the ReLU (and the conv's bias) in the conv or
+in the block."""
 
 from __future__ import annotations
 
@@ -124,9 +125,98 @@ def test_equals_the_unfused_triton_ops(channels_last):
     assert window.dtype == torch.int8
     assert torch.equal(y, y_unfused)
     dy = upstream(y)
-    dx = lrn_max_pool.lrn_max_pool2d_backward(dy, window, x.detach(), 5, 1e-3, 0.75, 2.0, 3, 2)
+    dx, no_db = lrn_max_pool.lrn_max_pool2d_backward(dy, window, x.detach(), 5, 1e-3, 0.75, 2.0, 3, 2)
     dx_unfused, = torch.autograd.grad(y_unfused, x, dy)
     assert_close(dx, dx_unfused, "dx")
+    assert no_db is None
+
+
+def run_with_bias(x, bias, block, relu, no_torch_fallback, seed=1):
+    """(y, dx, db) of ops.lrn_max_pool2d(bias=bias) through autograd, and the dy used."""
+    x, bias = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, *block, relu=relu, bias=bias)
+        dy = upstream(y, seed)
+        return y, *torch.autograd.grad(y, (x, bias), dy), dy
+
+
+def bias_reference(x, bias, dy, block, relu):
+    """(y, dx, db) of reference(x + bias[c]) by PyTorch."""
+    x, bias = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    y = reference(x + bias[:, None, None], *block, relu=relu)
+    return y, *torch.autograd.grad(y, (x, bias), dy)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["bias-block", "bias-relu-block"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, size, alpha, beta, k, kernel, stride, padding", CASES)
+def test_bias_block_matches_torch(shape, size, alpha, beta, k, kernel, stride, padding, channels_last, relu,
+                                  no_torch_fallback):
+    """bias: the block of x + bias[c] (AlexNet's conv bias moved to the block): y, dx and the bias gradient (dx
+    summed over N, H, W from the backward's per-program partials: several rows of them at the AlexNet sizes)."""
+    x = conv_output(shape, channels_last, seed=9).detach()
+    bias = torch.randn(shape[1], generator=torch.Generator().manual_seed(10))
+    block = (size, alpha, beta, k, kernel, stride, padding)
+    y, dx, db, dy = run_with_bias(x, bias, block, relu, no_torch_fallback)
+    y_ref, dx_ref, db_ref = bias_reference(x, bias, dy, block, relu)
+    for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), (y_ref, dx_ref, db_ref), strict=True):
+        assert_close(ours, ref, name)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt) and db.shape == bias.shape
+
+
+def test_bias_block_strided_operands(no_torch_fallback):
+    """x and the bias as non-contiguous views (x every other row and column of a wider map, the bias every other
+    element)."""
+    x = conv_output((2, 12, 27, 31), seed=11).detach()[:, :, ::2, 1::2]
+    bias = torch.randn(24, generator=torch.Generator().manual_seed(12))[::2]
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    y, dx, db, dy = run_with_bias(x, bias, block, True, no_torch_fallback)
+    for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), bias_reference(x, bias, dy, block, True), strict=True):
+        assert_close(ours, ref, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("bias_dtype", ["x's", torch.float32], ids=["bias-of-x-dtype", "fp32-bias"])
+def test_bias_low_precision_against_fp64(dtype, bias_dtype, no_torch_fallback):
+    """fp16/bf16 x with a bias of its dtype or fp32 (autocast's master bias: rounded to x's dtype, its gradient
+    fp32): the block of x + bias as PyTorch's add stores it in x's dtype; db is the sum of dx."""
+    x = conv_output((2, 16, 11, 11), seed=13).detach().to(dtype)
+    bias = torch.randn(16, generator=torch.Generator().manual_seed(14)).to(dtype if bias_dtype == "x's" else bias_dtype)
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    y, dx, db, dy = run_with_bias(x, bias, block, True, no_torch_fallback)
+    assert y.dtype == dx.dtype == dtype and db.dtype == bias.dtype
+    z = x + bias.to(dtype)[:, None, None]
+    reference32 = rounded_reference(z, dy, dtype, torch.float32, block, relu=True)
+    reference64 = rounded_reference(z, dy, dtype, torch.float64, block, relu=True)
+    for name, ours, ref32, ref64 in zip(("y", "dx"), (y, dx), reference32, reference64, strict=True):
+        assert_low_precision_close(ours, ref32.to(dtype), ref64, name)
+    assert_close(db, dx.double().sum((0, 2, 3)).to(bias.dtype), "db")
+
+
+def test_bias_gradcheck_float64():
+    """Both inputs, x of both signs around the bias (none within gradcheck's step of the ReLU's kink)."""
+    gen = torch.Generator().manual_seed(15)
+    x = torch.rand(1, 5, 7, 7, dtype=torch.float64, generator=gen) + 0.1
+    x = (x * torch.where(torch.arange(245).view(1, 5, 7, 7) % 3 == 0, -1, 1)).requires_grad_()
+    bias = (torch.rand(5, dtype=torch.float64, generator=gen) * 0.05).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, b: ops.lrn_max_pool2d(x, 3, 0.5, 0.75, 1.0, 3, 2, relu=True, bias=b),
+                                    (x, bias), fast_mode=True)
+
+
+def test_bias_without_its_gradient(no_torch_fallback):
+    """A bias that needs no gradient still shifts x; the backward then sums no partials."""
+    x = conv_output((2, 8, 9, 9), seed=16)
+    bias = torch.randn(8, generator=torch.Generator().manual_seed(17))
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    with no_torch_fallback():
+        y = ops.lrn_max_pool2d(x, *block, relu=True, bias=bias)
+        dy = upstream(y)
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref, dx_ref, _ = bias_reference(x, bias, dy, block, True)
+    assert_close(y, y_ref, "y")
+    assert_close(dx, dx_ref, "dx")
 
 
 def test_ties_after_relu_go_to_the_first_maximum(no_torch_fallback):
@@ -197,12 +287,12 @@ def test_gradcheck_float64(relu):
 BLOCK_LAYERS = [layer.scaled(8, size) for layer, size in zip(CONV_LAYERS["2012"][:2], (43, 15), strict=True)]
 
 
-@pytest.mark.parametrize("relu_in", ["conv", "block"])
+@pytest.mark.parametrize("relu_in", ["conv", "block", "block-and-bias"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("layer", BLOCK_LAYERS, ids=["conv1-block", "conv2-block"])
 def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, relu_in, no_torch_fallback):
-    """AlexNet's conv -> ReLU -> LRN -> pool on the Triton path against PyTorch, the ReLU in the conv's epilogue or
-    in the block (as the model runs it): output and every gradient."""
+    """AlexNet's conv -> ReLU -> LRN -> pool on the Triton path against PyTorch, the ReLU in the conv's epilogue, in
+    the block, or in the block with the conv's bias (as the model runs it): output and every gradient."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, layer.in_channels, layer.size, layer.size, generator=gen)
     if channels_last:
@@ -213,8 +303,10 @@ def test_conv_relu_block_matches_the_torch_composition(layer, channels_last, rel
     x, w, b = (t.requires_grad_() for t in (x, w, b))
     conv = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
     with no_torch_fallback():
-        y = ops.lrn_max_pool2d(ops.conv2d(x, w, b, relu=relu_in == "conv", **conv), 5, 1e-4, 0.75, 2.0,
-                               relu=relu_in == "block")
+        in_block = relu_in.startswith("block")
+        bias_in_block = relu_in == "block-and-bias"
+        y = ops.lrn_max_pool2d(ops.conv2d(x, w, None if bias_in_block else b, relu=not in_block, **conv), 5, 1e-4,
+                               0.75, 2.0, relu=in_block, bias=b if bias_in_block else None)
     dy = upstream(y)
     with no_torch_fallback():
         grads = torch.autograd.grad(y, (x, w, b), dy)
@@ -239,6 +331,12 @@ BAD_INPUTS = [
     ("kernel larger than input", (1, 4, 2, 2), dict(size=3), ValueError, r"larger than the input"),
     ("padding over half the kernel", (1, 4, 9, 9), dict(size=3, padding=2), ValueError, r"at most half"),
     ("int relu", (1, 4, 9, 9), dict(size=3, relu=1), TypeError, r"lrn_max_pool2d: relu must be a bool, got 1"),
+    ("bias of the wrong length", (1, 4, 9, 9), dict(size=3, bias=torch.zeros(5)), ValueError,
+     r"lrn_max_pool2d: bias must have shape \(4,\) \(x's channels\), got \(5,\)"),
+    ("float64 bias", (1, 4, 9, 9), dict(size=3, bias=torch.zeros(4, dtype=torch.float64)), TypeError,
+     r"lrn_max_pool2d: bias has dtype torch.float64; it must be x's \(torch.float32\)"),
+    ("bias on another device", (1, 4, 9, 9), dict(size=3, bias=torch.zeros(4, device="meta")), ValueError,
+     r"lrn_max_pool2d: bias is on meta"),
 ]
 
 

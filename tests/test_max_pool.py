@@ -1,5 +1,5 @@
 """max_pool2d on the Triton kernels against torch.nn.functional.max_pool2d: output, indices and input gradient; with
-relu=True against F.max_pool2d(F.relu(x))."""
+relu=True against F.max_pool2d(F.relu(x)); with a bias against F.max_pool2d(F.relu(x + bias)), its gradient too."""
 
 from __future__ import annotations
 
@@ -235,12 +235,123 @@ def test_strided_operands(pool, relu, no_torch_fallback):
     y_ref, indices_ref, dx_ref = reference(x.clone().requires_grad_(), dy, relu, **pool)
     with no_torch_fallback():
         y, window = max_pool.max_pool2d_forward(x, **pool, relu=relu)
-        dx = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool)
+        dx, no_db = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool)
         indices = max_pool.max_pool2d_indices(strided(window), x.shape, **pool)
         dx_autograd, = torch.autograd.grad(ops.max_pool2d(x.requires_grad_(), **pool, relu=relu), x, dy)
-    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref) and no_db is None
     assert_close(dx, dx_ref, "dx")
     assert_close(dx_autograd, dx_ref, "dx through autograd")
+
+
+def bias_reference(x, bias, dy, relu, **pool):
+    """(y, indices, dx, db) of F.max_pool2d(relu(x + bias[c])) by PyTorch, in x's dtype (bias cast to it)."""
+    x, bias = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    z = x + bias.to(x.dtype)[:, None, None]
+    y, indices = F.max_pool2d(F.relu(z) if relu else z, **pool, return_indices=True)
+    return y, indices, *torch.autograd.grad(y, (x, bias), dy)
+
+
+def run_with_bias(x, bias, dy, no_torch_fallback, relu, **pool):
+    """(y, indices, dx, db) of ops.max_pool2d(bias=bias) through autograd."""
+    x, bias = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    with no_torch_fallback():
+        y, indices = ops.max_pool2d(x, **pool, return_indices=True, relu=relu, bias=bias)
+        return y, indices, *torch.autograd.grad(y, (x, bias), dy)
+
+
+BIAS_GEOMETRIES = [*GEOMETRIES[:4], GEOMETRIES[5], GEOMETRIES[7], GEOMETRIES[-1]]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, pool", BIAS_GEOMETRIES)
+@pytest.mark.parametrize("relu", [False, True], ids=["bias-pool", "bias-relu-pool"])
+def test_bias_pool_matches_torch(shape, pool, relu, channels_last, no_torch_fallback):
+    """bias: the pool of x + bias[c] (AlexNet's conv bias moved to the pool that takes its ReLU): y and indices bit
+    for bit, dx and the bias gradient (dx summed over N, H, W, from the backward's per-program partials: more than
+    one row of them and of channel blocks at these sizes) within tolerance, in x's layout."""
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(shape, generator=gen)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    bias = torch.randn(shape[1], generator=gen) - 0.5
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    y_ref, indices_ref, dx_ref, db_ref = bias_reference(x, bias, dy, relu, **pool)
+    y, indices, dx, db = run_with_bias(x, bias, dy, no_torch_fallback, relu, **pool)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    assert_close(dx, dx_ref, "dx")
+    assert db.shape == bias.shape and db.dtype == bias.dtype
+    assert_close(db, db_ref, "db")
+    if relu:
+        assert (y == 0).any() and (y > 0).any()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(t.is_contiguous(memory_format=fmt) for t in (y, dx))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("bias_dtype", ["x's", torch.float32], ids=["bias-of-x-dtype", "fp32-bias"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_low_precision(dtype, bias_dtype, channels_last, no_torch_fallback):
+    """fp16/bf16 x with a bias of its dtype or fp32 (autocast's master bias: rounded to x's dtype, its gradient
+    fp32): x + bias rounded to x's dtype as PyTorch's add stores it, so y and indices are PyTorch's bit for bit; dx
+    is the routed dy summed in fp32 and rounded once, db the sum of that dx."""
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(2, 8, 27, 27, generator=gen).to(dtype)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    bias = (torch.randn(8, generator=gen) - 0.5).to(dtype if bias_dtype == "x's" else bias_dtype)
+    pool = dict(kernel_size=3, stride=2)
+    dy = torch.randn(F.max_pool2d(x.float(), **pool).shape, generator=gen).to(dtype)
+    y, indices, dx, db = run_with_bias(x, bias, dy, no_torch_fallback, True, **pool)
+    z = (x + bias.to(dtype)[:, None, None]).double().requires_grad_()  # PyTorch's rounded sum, then exact
+    y64, indices64 = F.max_pool2d(F.relu(z), **pool, return_indices=True)
+    dx64, = torch.autograd.grad(y64, z, dy.double())
+    assert y.dtype == dtype and torch.equal(y.double(), y64) and torch.equal(indices, indices64)
+    assert torch.equal(dx, dx64.to(dtype))
+    assert db.dtype == bias.dtype
+    assert_close(db, dx.double().sum((0, 2, 3)).to(bias.dtype), "db")
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_strided_operands(channels_last, no_torch_fallback):
+    """x, dy, the window offsets and the bias as non-contiguous views (the bias every other element of a wider
+    buffer): the launchers' results equal PyTorch's."""
+    gen = torch.Generator().manual_seed(15)
+    pool = dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)
+    x = strided(torch.randn(2, 5, 13, 12, generator=gen))
+    bias = torch.randn(10, generator=gen)[::2]
+    dy = strided(torch.randn(F.max_pool2d(x, **pool).shape, generator=gen))
+    y_ref, indices_ref, dx_ref, db_ref = bias_reference(x, bias, dy, True, **pool)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with no_torch_fallback():
+        y, window = max_pool.max_pool2d_forward(x, **pool, relu=True, bias=bias)
+        dx, db = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool, memory_format=fmt,
+                                              bias_dtype=bias.dtype)
+    assert torch.equal(y, y_ref) and dx.is_contiguous(memory_format=fmt)
+    assert torch.equal(max_pool.max_pool2d_indices(window, x.shape, **pool), indices_ref)
+    assert_close(dx, dx_ref, "dx")
+    assert_close(db, db_ref, "db")
+
+
+def test_bias_without_its_gradient_and_unbatched(no_torch_fallback):
+    """A bias that needs no gradient gets none (the backward sums no partials); an unbatched input takes a bias."""
+    gen = torch.Generator().manual_seed(16)
+    x, bias = with_grad(torch.randn(4, 9, 9, generator=gen)), torch.randn(4, generator=gen)
+    dy = torch.randn(4, 4, 4, generator=gen)
+    with no_torch_fallback():
+        y = ops.max_pool2d(x, 3, 2, relu=True, bias=bias)
+        dx, = torch.autograd.grad(y, x, dy)
+    y_ref, _, dx_ref, _ = bias_reference(x, bias, dy, True, kernel_size=3, stride=2)
+    assert torch.equal(y, y_ref)
+    assert_close(dx, dx_ref, "dx")
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_empty_batch(channels_last, no_torch_fallback):
+    """No pixels: the bias gradient is 0 (no partials to sum)."""
+    x = with_grad(torch.randn(0, 3, 10, 10), channels_last)
+    bias = torch.randn(3).requires_grad_()
+    with no_torch_fallback():
+        y = ops.max_pool2d(x, 3, 2, relu=True, bias=bias)
+        dx, db = torch.autograd.grad(y, (x, bias), torch.ones_like(y))
+    assert y.shape == (0, 3, 4, 4) and dx.shape == x.shape and torch.equal(db, torch.zeros(3))
 
 
 @pytest.mark.parametrize("shape, pool, dtype", [
@@ -329,6 +440,16 @@ BAD_INPUTS = [
 OUR_BAD_INPUTS = [  # arguments PyTorch's max_pool2d does not have
     ("int relu", (1, 1, 8, 8), dict(kernel_size=2, relu=1), TypeError, r"max_pool2d: relu must be a bool, got 1"),
     ("str relu", (1, 1, 8, 8), dict(kernel_size=2, relu="yes"), TypeError, r"relu must be a bool, got 'yes'"),
+    ("bias of the wrong length", (1, 3, 8, 8), dict(kernel_size=2, bias=torch.zeros(4)), ValueError,
+     r"max_pool2d: bias must have shape \(3,\) \(x's channels\), got \(4,\)"),
+    ("2-D bias", (1, 3, 8, 8), dict(kernel_size=2, bias=torch.zeros(3, 1)), ValueError,
+     r"bias must have shape \(3,\)"),
+    ("float64 bias", (1, 3, 8, 8), dict(kernel_size=2, bias=torch.zeros(3, dtype=torch.float64)), TypeError,
+     r"max_pool2d: bias has dtype torch.float64; it must be x's \(torch.float32\)"),
+    ("integer bias", (1, 3, 8, 8), dict(kernel_size=2, bias=torch.zeros(3, dtype=torch.int32)), TypeError,
+     r"bias has dtype torch.int32"),
+    ("bias on another device", (1, 3, 8, 8), dict(kernel_size=2, bias=torch.zeros(3, device="meta")), ValueError,
+     r"max_pool2d: bias is on meta"),
 ]
 
 
@@ -342,10 +463,16 @@ def test_bad_input_is_rejected_with_a_clear_error(case):
 
 
 @pytest.mark.parametrize("case", OUR_BAD_INPUTS, ids=[c[0] for c in OUR_BAD_INPUTS])
-def test_bad_relu_flag_is_rejected_with_a_clear_error(case):
+def test_bad_relu_flag_or_bias_is_rejected_with_a_clear_error(case):
     _, shape, kwargs, error, message = case
     with pytest.raises(error, match=message):
         ops.max_pool2d(torch.randn(shape), **kwargs)
+
+
+def test_fp16_bias_of_a_bf16_input_is_rejected():
+    with pytest.raises(TypeError, match=r"bias has dtype torch.float16; it must be x's \(torch.bfloat16\) or "
+                                        r"float32 with a float16/bfloat16 x"):
+        ops.max_pool2d(torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16), 2, bias=torch.zeros(2, dtype=torch.float16))
 
 
 def test_integer_input_is_rejected():

@@ -4,6 +4,8 @@ leaves no floating-point computation to PyTorch."""
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,21 +136,44 @@ CONV_OUTPUT_GRAD = "_conv2d_output_grad_kernel"
 POOL_FORWARDS = ("_max_pool2d_forward_kernel", "_lrn_max_pool_forward_kernel")
 
 
+POOL_BACKWARDS = ("_max_pool2d_backward_kernel", "_lrn_max_pool_backward_kernel")
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_a_relu_before_a_pool_is_the_pool_s_so_its_conv_launches_no_mask_pass(variant):
-    """conv1, conv2 and conv5 (a pool after their ReLU) run without it, and their pools (LRN + pool in the 2012 net)
-    with it: a training step's backward launches the ReLU-mask output-grad pass for conv3 and conv4 only, a
-    bias-only one (reads dy) for the others."""
+def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
+    """conv1, conv2 and conv5 (a pool after their ReLU) run without their ReLU and bias, and their pools (LRN + pool
+    in the 2012 net) with both: a training step's backward launches the ReLU-mask output-grad pass for conv3 and
+    conv4 only, and the pools' backward passes sum the other convs' bias gradients."""
     model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant])
     convs = [m for m in model.features if isinstance(m, triton_nn.Conv2d)]
     assert [conv.relu for conv in convs] == [False, False, True, True, False]
+    assert [conv.bias_added_after for conv in convs] == [True, True, False, False, True]
     with runtime.capture_launches() as records:
         ops.cross_entropy(model(images(variant)), torch.tensor([3, 0, 7])).backward()
-    pools = [r.args["RELU"] for r in records if r.kernel.fn.__name__ in POOL_FORWARDS]
-    assert pools == [True, True, True]
+    pools = [(r.args["RELU"], r.args["bias_ptr"].shape[0]) for r in records if r.kernel.fn.__name__ in POOL_FORWARDS]
+    assert pools == [(True, conv.out_channels) for conv in convs if not conv.relu]
+    bias_grads = [(r.args["BIAS_GRAD"], r.args["bias_partial_ptr"].shape[1]) for r in records
+                  if r.kernel.fn.__name__ in POOL_BACKWARDS]  # backward: pool5 first
+    assert bias_grads == [(True, conv.out_channels) for conv in reversed(convs) if not conv.relu]
     passes = [(r.args["RELU_MASK"], r.args["BIAS_GRAD"], r.args["dy_ptr"].shape[1]) for r in records
-              if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]  # backward: conv5 first
-    assert passes == [(conv.relu, True, conv.out_channels) for conv in reversed(convs)]
+              if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]  # backward: conv4 first
+    assert passes == [(True, True, conv.out_channels) for conv in reversed(convs) if conv.relu]
+
+
+def test_the_pools_hold_their_conv_unregistered():
+    """The bias stays the conv's one parameter: the pool module has no parameter or submodule of its own, the
+    state_dict keys are the torch tree's, a deep copy keeps the link to its own conv, and a loaded bias is the one
+    the pool adds."""
+    model = AlexNet("torchvision", 10, "triton", init="kaiming", **SCALED["torchvision"])
+    conv, pool = model.features[0], model.features[1]  # the pool block at its ReLU's index
+    assert isinstance(pool, triton_nn.MaxPool2d) and pool._bias_of is conv
+    assert not list(pool.parameters()) and not list(pool.children())
+    assert [name for name in model.state_dict() if name.startswith("features.1.")] == []
+    copy = deepcopy(model)
+    assert copy.features[1]._bias_of is copy.features[0] and copy.features[0] is not conv
+    state = {name: torch.randn_like(t) for name, t in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    assert torch.equal(pool._conv_bias(), state["features.0.bias"])
 
 
 def test_triton_weights_load_into_the_torch_tree():

@@ -1,5 +1,6 @@
-"""max_pool2d (of relu(x) with ``relu``), differentiable in its input; saves window offsets (int8 up to 127 taps, not
-int64 indices), from which ``return_indices=True`` makes PyTorch's indices on demand."""
+"""max_pool2d (of x + bias[c] with a ``bias``, then of its relu with ``relu``), differentiable in x and the bias; saves
+window offsets (int8 up to 127 taps, not int64 indices), from which ``return_indices=True`` makes PyTorch's indices on
+demand."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from ..kernels import checks
 from ..kernels.max_pool import (
+    check_bias,
     check_relu,
     max_pool2d_backward,
     max_pool2d_dilation,
@@ -19,18 +21,20 @@ from .library import kernel_op
 
 
 @kernel_op("max_pool2d")
-def _max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int], dilation: list[int],
-                ceil_mode: bool, relu: bool) -> list[torch.Tensor]:
-    """[y, window offsets] of a 4-D x."""
-    return list(max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, relu))
+def _max_pool2d(x: torch.Tensor, bias: torch.Tensor | None, kernel_size: list[int], stride: list[int],
+                padding: list[int], dilation: list[int], ceil_mode: bool, relu: bool) -> list[torch.Tensor]:
+    """[y, window offsets] of a 4-D x (plus bias [C])."""
+    return list(max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, relu, bias))
 
 
 @kernel_op("max_pool2d_backward")
 def _max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape: list[int], kernel_size: list[int],
                          stride: list[int], padding: list[int], dilation: list[int], ceil_mode: bool,
-                         channels_last: bool) -> torch.Tensor:
-    return max_pool2d_backward(dy, window, x_shape, kernel_size, stride, padding, dilation, ceil_mode,
-                               torch.channels_last if channels_last else torch.contiguous_format)
+                         channels_last: bool, bias_dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """[dx], then [db] (of ``bias_dtype``) when a bias dtype is given."""
+    dx, db = max_pool2d_backward(dy, window, x_shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                 torch.channels_last if channels_last else torch.contiguous_format, bias_dtype)
+    return [dx] if db is None else [dx, db]
 
 
 @kernel_op("max_pool2d_indices")
@@ -40,8 +44,9 @@ def _max_pool2d_indices(window: torch.Tensor, x_shape: list[int], kernel_size: l
 
 
 def _save(ctx, inputs, output) -> None:
-    x, *ctx.pool, _ = inputs  # the window offsets hold what the backward needs of relu
+    x, bias, *ctx.pool, _ = inputs  # the window offsets hold what the backward needs of relu
     ctx.x_shape, ctx.channels_last = list(x.shape), memory_format_of(x) is torch.channels_last
+    ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.save_for_backward(output[1])
     ctx.set_materialize_grads(False)  # no zero-filled gradient for the offsets (nor for an unused y)
 
@@ -49,22 +54,30 @@ def _save(ctx, inputs, output) -> None:
 def _backward(ctx, grads):
     (window,) = ctx.saved_tensors
     dy = grads[0]
-    dx = None if dy is None else _max_pool2d_backward(dy, window, ctx.x_shape, *ctx.pool, ctx.channels_last)
-    return dx, None, None, None, None, None, None
+    if dy is None:
+        return (None,) * 8
+    bias_dtype = ctx.bias_dtype if ctx.needs_input_grad[1] else None
+    dx, *db = _max_pool2d_backward(dy, window, ctx.x_shape, *ctx.pool, ctx.channels_last, bias_dtype)
+    return dx, *(db or [None]), None, None, None, None, None, None
 
 
 _max_pool2d.register_autograd(_backward, setup_context=_save)
 
 
 def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False, *, relu: bool = False):
-    """``F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)``; with ``relu``, of
-    ``F.relu(input)`` (a ReLU before the pool: its mask costs the backward nothing, kernels/max_pool.py).
+               return_indices=False, *, relu: bool = False, bias: torch.Tensor | None = None):
+    """``F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)``; with ``bias`` [C],
+    of ``input + bias[c]`` (a conv's bias moved after it: its gradient, dx summed over N, H, W, comes from this
+    backward's pass, and the conv's backward needs no pass to make it); with ``relu``, of ``F.relu`` of that (a
+    ReLU before the pool: its mask costs the backward nothing, kernels/max_pool.py).
 
     input [N, C, H, W] (NCHW or channels_last; the output keeps it; N may be 0) or unbatched [C, H, W]
     -> [N, C, OH, OW] or [C, OH, OW]; with return_indices, also the int64 flat index (h * W + w) of each
     window's maximum in its plane. Gradients and indices go to the first maximum of each window; NaN
-    propagates as in PyTorch.
+    propagates as in PyTorch. bias: input's dtype, or fp32 with an fp16/bf16 input (autocast's master
+    parameter: rounded to input's dtype, its gradient fp32). input + bias is rounded to input's dtype before the
+    max, as the unfused add stores it: with fp16/bf16 a conv's output is then rounded twice (before and after
+    the bias) where its own bias epilogue rounds once; fp32 is bitwise the same.
     """
     if input.dim() not in (3, 4):
         raise checks.ArgumentError(f"max_pool2d: input must be 3-D [C, H, W] or 4-D [N, C, H, W], got shape "
@@ -73,10 +86,11 @@ def max_pool2d(input: torch.Tensor, kernel_size, stride=None, padding=0, dilatio
     x = input.unsqueeze(0) if unbatched else input
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     check_relu("max_pool2d", relu)
+    check_bias("max_pool2d", bias, x)
     d = max_pool2d_dilation(dilation)
     pool = ([g["KH"], g["KW"]], [g["stride_h"], g["stride_w"]], [g["pad_h"], g["pad_w"]],
             [d["DILATION_H"], d["DILATION_W"]], ceil_mode)
-    y, window = _max_pool2d(x, *pool, relu)
+    y, window = _max_pool2d(x, bias, *pool, relu)
     outputs = [y]
     if return_indices:
         outputs.append(_max_pool2d_indices(window, list(x.shape), *pool))

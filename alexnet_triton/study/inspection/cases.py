@@ -64,17 +64,19 @@ def _after(kind: str, variants=VARIANTS) -> Iterator[tuple[str, str, tuple[int, 
 
 
 def pool_cases() -> Cases:
-    """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward; of the conv's ReLU (relu=True, as
-    the model fuses it) where no LRN comes between."""
+    """AlexNet's 3x3/2 max pools (after conv1, conv2, conv5), forward and backward; where no LRN comes between, of
+    the conv's bias and ReLU (relu=True, the bias and its gradient, as the model fuses them)."""
     after_lrn = {(variant, after) for variant, after, _ in _after("lrn")}
     for variant, after, shape in _after("pool"):
         for dtype_name, (dtype, _) in DTYPES.items():
             for layout_name, layout in LAYOUTS.items():
-                def run(shape=shape, dtype=dtype, layout=layout, relu=(variant, after) not in after_lrn):
+                def run(shape=shape, dtype=dtype, layout=layout, fused=(variant, after) not in after_lrn):
                     x = torch.empty(shape, dtype=dtype, memory_format=layout)
-                    y, window = max_pool.max_pool2d_forward(x, POOL["kernel_size"], POOL["stride"], relu=relu)
+                    bias = torch.empty(shape[1], dtype=dtype) if fused else None
+                    y, window = max_pool.max_pool2d_forward(x, POOL["kernel_size"], POOL["stride"], relu=fused,
+                                                            bias=bias)
                     max_pool.max_pool2d_backward(y, window, x.shape, POOL["kernel_size"], POOL["stride"],
-                                                 memory_format=layout)
+                                                 memory_format=layout, bias_dtype=dtype if fused else None)
                 yield f"{variant}/pool-after-{after}/{dtype_name}/{layout_name}", run
 
 
@@ -97,11 +99,13 @@ def lrn_cases() -> Cases:
 
 
 def lrn_pool_cases() -> Cases:
-    """The 2012 net's fused ReLU + LRN + 3x3/2 max-pool after conv1 and conv2 (relu=True, as the model fuses it),
-    forward and backward."""
+    """The 2012 net's fused bias + ReLU + LRN + 3x3/2 max-pool after conv1 and conv2 (relu=True, the conv's bias
+    and its gradient, as the model fuses them), forward and backward."""
     def launch(x):
-        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *LRN.values(), *POOL.values(), relu=True)
-        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, *LRN.values(), *POOL.values(), relu=True)
+        bias = torch.empty(x.shape[1], dtype=x.dtype)
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *LRN.values(), *POOL.values(), relu=True, bias=bias)
+        lrn_max_pool.lrn_max_pool2d_backward(y, window, x, *LRN.values(), *POOL.values(), relu=True, bias=bias,
+                                             bias_grad=True)
     yield from _after_lrn_layers("lrn-pool", launch)
 
 
