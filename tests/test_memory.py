@@ -83,9 +83,15 @@ def test_the_triton_network_saves_less_than_eager(networks, variant):
         for column in ("saved_tensors", "saved_bytes_per_image", "parameter_bytes"):
             whole = rows.loc[(provider, memory.NETWORK), column]
             assert groups.loc[provider, column].sum() == whole, (provider, column)
-    # parameters are the same tensors for every provider: every weight (conv and linear), no bias
-    weights = sum(FP32 * m.weight.numel() for m in AlexNet(variant, init="torch").modules() if hasattr(m, "weight"))
-    assert (rows.xs(memory.NETWORK, level="group").parameter_bytes == weights).all()
+    # parameters kept: every weight (conv and linear), no bias, for every provider; the Triton tree's LRN blocks
+    # also keep the bias of the conv before them (they add it, and their backward recomputes relu(x + bias))
+    model = AlexNet(variant, backend="torch", init="torch")  # conv, ReLU, LRN, pool
+    weights = sum(FP32 * m.weight.numel() for m in model.modules() if hasattr(m, "weight"))
+    lrn_biases = sum(FP32 * m.out_channels for m, after in zip(model.features, list(model.features)[2:])
+                     if isinstance(m, torch.nn.Conv2d) and isinstance(after, torch.nn.LocalResponseNorm))
+    parameters = rows.xs(memory.NETWORK, level="group").parameter_bytes
+    assert parameters["triton"] == weights + lrn_biases
+    assert (parameters.drop("triton") == weights).all()
 
 
 def test_torch_compile_keeps_more_than_triton_in_the_2012_net(networks):

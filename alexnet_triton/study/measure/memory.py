@@ -8,7 +8,8 @@ conv output that both the conv's ReLU mask and the LRN need, a weight and its tr
 parameters (weights, biases) are listed apart, since they do not grow with the batch.
 
   ``measure_blocks``   AlexNet 2012's conv1 and conv2 blocks, conv -> ReLU -> LRN -> 3x3/2 max-pool, float32.
-                       Triton: ``ops.conv2d`` then the fused ``ops.lrn_max_pool2d(relu=True)``, as the model; eager:
+                       Triton: ``ops.conv2d`` without its bias, then the fused ``ops.lrn_max_pool2d(relu=True,
+                       bias=...)``, as the model; eager:
                        F.conv2d, F.relu, F.local_response_norm, F.max_pool2d.
   ``measure_network``  the whole model (both variants, training mode, dropout on), forward only, per provider:
                        backend "triton" against backend "torch" (eager) and that model under torch.compile
@@ -138,8 +139,8 @@ def block_inputs(layer: ConvLayer, batch: int, needs_input_grad: bool):
 
 
 def triton_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
-    z = ops.conv2d(x, weight, bias, layer.stride, layer.padding, groups=layer.groups)
-    return ops.lrn_max_pool2d(z, **LRN, **POOL, relu=True)
+    z = ops.conv2d(x, weight, None, layer.stride, layer.padding, groups=layer.groups)
+    return ops.lrn_max_pool2d(z, **LRN, **POOL, relu=True, bias=bias)
 
 
 def torch_block(layer: ConvLayer, x, weight, bias) -> torch.Tensor:
@@ -168,11 +169,13 @@ def measure_blocks(layers: list[ConvLayer], batch: int) -> pd.DataFrame:
 
 
 def layer_groups(model: AlexNet) -> dict[int, str]:
-    """Storage key of each conv / linear bias -> its layer's name (conv1..conv5, fc6..fc8), in forward order."""
+    """Storage key of each conv / linear weight and bias -> its layer's name (conv1..conv5, fc6..fc8), in forward
+    order."""
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
     names = [f"conv{i + 1}" for i in range(len(convs))] + [f"fc{i + 6}" for i in range(len(linears))]
-    return {storage_key(layer.bias): name for layer, name in zip(convs + linears, names, strict=True)}
+    return {storage_key(parameter): name for layer, name in zip(convs + linears, names, strict=True)
+            for parameter in (layer.weight, layer.bias)}
 
 
 def _node_saved_tensors(node) -> list[torch.Tensor]:
@@ -185,9 +188,9 @@ def _node_saved_tensors(node) -> list[torch.Tensor]:
 
 def saving_groups(output: torch.Tensor, model: AlexNet) -> dict[int, str]:
     """Storage key -> layer group of the first node (in forward order) of ``output``'s autograd graph that
-    saved a tensor on it. A node starts a group when it takes that layer's bias, as every backend's conv and
-    linear nodes do."""
-    group_of_bias = layer_groups(model)
+    saved a tensor on it. A node starts a group when it takes that layer's weight or bias, as every backend's conv
+    and linear nodes do (the Triton tree's pool block takes the bias of the conv before it: the same group)."""
+    group_of_parameter = layer_groups(model)
     nodes, stack = set(), [output.grad_fn]
     while stack:
         node = stack.pop()
@@ -196,8 +199,8 @@ def saving_groups(output: torch.Tensor, model: AlexNet) -> dict[int, str]:
             stack += [child for child, _ in node.next_functions]
     group, groups = "input", {}
     for node in sorted((n for n in nodes if not hasattr(n, "variable")), key=lambda n: n._sequence_nr()):
-        biases = [storage_key(child.variable) for child, _ in node.next_functions if hasattr(child, "variable")]
-        group = next((group_of_bias[b] for b in biases if b in group_of_bias), group)
+        parameters = [storage_key(child.variable) for child, _ in node.next_functions if hasattr(child, "variable")]
+        group = next((group_of_parameter[p] for p in parameters if p in group_of_parameter), group)
         for t in _node_saved_tensors(node):
             groups.setdefault(storage_key(t), group)
     return groups
@@ -216,7 +219,7 @@ def compiled_saved(variant: str, batch: int, dtype: str = DTYPE, compile_mode: s
     storage -> group."""
     model, images = _network_model(variant, "torch", batch, dtype, model_options)
     saved = compiled.partitioned_saved(compiled.partition_of(model, images, compile_mode=compile_mode),
-                                       list(layer_groups(model).values()))
+                                       list(dict.fromkeys(layer_groups(model).values())))
     return ([SavedStorage(s.storage, s.description, s.nbytes, s.parameter) for s in saved],
             {s.storage: s.group for s in saved})
 
