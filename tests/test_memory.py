@@ -87,7 +87,8 @@ def test_the_triton_network_saves_less_than_eager(networks, variant):
     # also keep the bias of the conv before them (they add it, and their backward recomputes relu(x + bias))
     model = AlexNet(variant, backend="torch", init="torch")  # conv, ReLU, LRN, pool
     weights = sum(FP32 * m.weight.numel() for m in model.modules() if hasattr(m, "weight"))
-    lrn_biases = sum(FP32 * m.out_channels for m, after in zip(model.features, list(model.features)[2:])
+    features = list(model.features)
+    lrn_biases = sum(FP32 * m.out_channels for m, after in zip(features[:-2], features[2:], strict=True)
                      if isinstance(m, torch.nn.Conv2d) and isinstance(after, torch.nn.LocalResponseNorm))
     parameters = rows.xs(memory.NETWORK, level="group").parameter_bytes
     assert parameters["triton"] == weights + lrn_biases
