@@ -13,7 +13,9 @@ import triton
 
 from alexnet_triton.architecture import CONV_LAYERS
 from alexnet_triton.kernels import conv, linear, runtime
+from alexnet_triton.study.inspection import cases
 from alexnet_triton.study.inspection.compilation import TARGETS
+from alexnet_triton.study.registries.gpus import CAPTURED
 
 GEMM_KERNELS = {"conv_forward": conv._conv2d_forward_kernel, "conv_input_grad": conv._conv2d_input_grad_kernel,
                 "conv_weight_grad": conv._conv2d_weight_grad_kernel, "linear_forward": linear._linear_forward_kernel,
@@ -135,7 +137,7 @@ def captured_weight_grad(variant: str, name: str, sms: int, dtype: torch.dtype =
         else:
             conv.conv2d_weight_grad(dy, x, w_shape, layer.stride, layer.padding, groups=layer.groups,
                                     memory_format=torch.channels_last, precision=precision,
-                                    flat_crs=conv.gpu_flat_reduction(layer.in_channels // layer.groups, True))
+                                    flat_crs=conv.gpu_weight_grad_flat(dy, x, g, precision))
     return next(r for r in records if r.kernel is conv._conv2d_weight_grad_kernel)
 
 
@@ -197,18 +199,23 @@ def test_weight_grad_time_counts_rounds_of_programs_padding_and_partials():
 
 def _weight_grad_loop(case: str) -> str:
     """The kind of weight-gradient loop (``conv.weight_grad_loop``) a channels_last inspection case launches: its
-    layer's space-to-depth form or the GPU's reduction order and its windows (a drop-in case is a dilated conv3)."""
-    variant, name = case.split("/")[:2]
+    layer's space-to-depth form or the GPU's reduction order (at the case's dtype, planned for the SMs the
+    inspection captures with) and its windows (a drop-in case is a dilated conv3)."""
+    variant, name, dtype_name = case.split("/")[:3]
     layer = next((c for c in CONV_LAYERS.get(variant, ()) if c.name == name), None)
     if layer is None:
         return "channel blocks"
+    dtype, precision = cases.DTYPES[dtype_name]
     x_shape = (128, layer.in_channels, layer.size, layer.size)
     w_shape = (layer.out_channels, layer.in_channels // layer.groups, layer.kernel, layer.kernel)
-    x = torch.empty(x_shape, device="meta").contiguous(memory_format=torch.channels_last)
+    x = torch.empty(x_shape, dtype=dtype, device="meta").contiguous(memory_format=torch.channels_last)
     if conv.conv2d_depth(x, w_shape, layer.stride, layer.padding, 1, layer.groups, torch.bfloat16, "ieee"):
         return "flat"
     g = conv.conv2d_geometry(x_shape, w_shape, layer.stride, layer.padding, 1, layer.groups)
-    return conv.weight_grad_loop(conv.gpu_flat_reduction(g.C_per_group, True), g.window_inside)
+    dy = torch.empty(128, layer.out_channels, g.OH, g.OW, dtype=dtype, device="meta",
+                     memory_format=torch.channels_last)
+    with runtime.target(CAPTURED.sms):
+        return conv.weight_grad_loop(conv.gpu_weight_grad_flat(dy, x, g, precision), g.window_inside)
 
 
 def test_weight_grad_issue_per_tensor_table_is_the_inspections():
