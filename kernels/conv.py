@@ -286,8 +286,11 @@ FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 12
                                        FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
-INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES, _INPUT_GRAD_CUDA_CORE,
-                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
+# 48 columns (``block_tail``: dots of 32 and 16 columns sharing the dy tile) for 48 input channels per group (2012
+# conv2), which 64 pad by a third: sm_90 bf16 1.05 issue/tensor (64x64x128: 0.71 on a third more columns), wgmma
+# wait depth 2; sm_80 0.6; TF32 fits sm_90 only (169 KiB).
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES + (_tile(64, 48, 128, 4, 3),),
+                              _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 # Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
@@ -591,7 +594,7 @@ def _conv2d_input_grad_kernel(
     forward's does over (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
     grid (cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M), cdiv(C/G, BLOCK_N), G*sh*sw):
     each program computes a BLOCK_M (input pixels of one phase) x BLOCK_N
-    (input channels of group G) tile of dx.
+    (input channels of group G; two powers of two: ``block_tail``) tile of dx.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -617,28 +620,43 @@ def _conv2d_input_grad_kernel(
     ow0 = (iw + pad_w - first_tap_w * dilation_w) // stride_w
     dy_row_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk + oh0 * dy_sh + ow0 * dy_sw
 
-    c_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # input channels: BLOCK_N = HEAD_N + TAIL_N columns, a dot each (``block_tail``), sharing the dy tile
+    TAIL_N: tl.constexpr = block_tail(BLOCK_N)
+    HEAD_N: tl.constexpr = BLOCK_N - TAIL_N
+    w_tap_ptr = w_ptr + group * K_per_group * w_sk + first_tap_h * w_sr + first_tap_w * w_ss
+    c_in_group = pid_n * BLOCK_N + tl.arange(0, HEAD_N)
     c_ok = c_in_group < C_per_group
-    c = group * C_per_group + c_in_group
-    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc + first_tap_h * w_sr + first_tap_w * w_ss
+    w_c_ptr = w_tap_ptr + c_in_group * w_sc
+    acc = tl.zeros([BLOCK_M, HEAD_N], dtype=ACC_DTYPE)
+    if TAIL_N > 0:
+        c_tail_in_group = pid_n * BLOCK_N + HEAD_N + tl.arange(0, TAIL_N)
+        c_tail_ok = c_tail_in_group < C_per_group
+        w_c_tail_ptr = w_tap_ptr + c_tail_in_group * w_sc
+        acc_tail = tl.zeros([BLOCK_M, TAIL_N], dtype=ACC_DTYPE)
 
     # taps of this phase: r = first_tap_h + j * tap_step_h, j < taps_h (none when first_tap_h >= R)
     taps_h = (R - first_tap_h + tap_step_h - 1) // tap_step_h
     taps_w = (S - first_tap_w + tap_step_w - 1) // tap_step_w
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)):
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
         # dy at (oh0 - tap_h * dilation_h / gcd, ...): the window tile with negated tap offsets
         a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h * (dilation_h * tap_step_h // stride_h),
                          -tap_w * (dilation_w * tap_step_w // stride_w), k_in_group, krs_ok, pixel_ok, OH, OW, dy_sk,
                          dy_sh, dy_sw, FLAT_KRS, False)
-        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * tap_step_h * w_sr
-                                     + tap_w * tap_step_w * w_ss)[:, None]
-        b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
+        w_offsets = k_in_group * w_sk + tap_h * tap_step_h * w_sr + tap_w * tap_step_w * w_ss
+        b = tl.load(w_c_ptr[None, :] + w_offsets[:, None], mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_N > 0:
+            b_tail = tl.load(w_c_tail_ptr[None, :] + w_offsets[:, None], mask=krs_ok[:, None] & c_tail_ok[None, :],
+                             other=0.0)
+            acc_tail = tl.dot(a, b_tail, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    dx_ptrs = (dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw)[:, None] + (c * dx_sc)[None, :]
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & c_ok[None, :])
+    dx_row_ptr = dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw + group * C_per_group * dx_sc
+    tl.store(dx_row_ptr[:, None] + (c_in_group * dx_sc)[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=pixel_ok[:, None] & c_ok[None, :])
+    if TAIL_N > 0:
+        tl.store(dx_row_ptr[:, None] + (c_tail_in_group * dx_sc)[None, :], acc_tail.to(dx_ptr.dtype.element_ty),
+                 mask=pixel_ok[:, None] & c_tail_ok[None, :])
 
 
 @triton.jit

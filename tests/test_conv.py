@@ -728,3 +728,28 @@ def test_wave_tiles_on_channel_blocks(kernel_pass, tile, dtype):
         assert_close(ours, ref, name)
     else:
         assert_low_precision_close(ours, ref, ref64, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("channels", [48, 40, 100])
+def test_input_grad_48_column_tile(channels, dtype):
+    """The input gradient's 48-column tile (``conv.block_tail``: dots of 32 and 16 columns) on 2012 conv2's
+    geometry (5x5, padding 2, 2 groups, 40 output channels a group: BK 128 pads them): 48 input channels per group
+    (what it is for), 40 (the 16-column part half masked) and 100 (three column blocks, the last 4 wide); dy a
+    channels_last view out of a wider, larger tensor, the weight a view with column stride 2, dx poisoned."""
+    config, = (c for c in conv.INPUT_GRAD_CONFIGS.tensor_core if conv._tile_of(c) == (64, 48, 128))
+    w_shape, conv_args = (80, channels, 5, 5), dict(padding=2, groups=2)
+    gen = torch.Generator().manual_seed(37)
+    dy = torch.randn(2, 88, 8, 10, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 3:83, 1:, 1:]
+    w = every_other_column(torch.randn(w_shape, generator=gen).to(dtype) / 10)
+    x_shape = (2, 2 * channels, 7, 9)
+    g = conv.conv2d_geometry(x_shape, w_shape, 1, 2, 1, 2)
+    assert dy.stride(1) == 1 and not dy.is_contiguous(memory_format=torch.channels_last)
+    assert conv.pass_configs("input_grad", dy, False, g) is conv.INPUT_GRAD_CONFIGS
+    dx = conv.conv2d_input_grad(dy, w, x_shape, flat_krs=False, config=config, memory_format=torch.channels_last,
+                                **conv_args)
+    ref, ref64 = (torch.nn.grad.conv2d_input(x_shape, w.to(d), dy.to(d), **conv_args) for d in (dtype, torch.float64))
+    if dtype == torch.float32:
+        assert_close(dx, ref, "dx")
+    else:
+        assert_low_precision_close(dx, ref, ref64, "dx")
