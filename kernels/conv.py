@@ -37,8 +37,12 @@ The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
     vector load, its mask the bounds of that tap's (h, w) (Triton's axis
     analysis keeps C % 16-aligned runs contiguous and their masks constant), or
     none where every window lies inside x: conv1 on tensor cores runs so as its
-    space-to-depth form (``Depth``: 48 channels, 3x3).
+    space-to-depth form (``Depth``: 48 channels, 3x3). The weight gradient also
+    reduces flat where its plan is modelled faster (``gpu_weight_grad_flat``:
+    192 channels per group, whose flat columns fit 192-row tiles).
 The input gradient reduces over (tap, output channel) the same two ways.
+Tiles need not be powers of two: a side of two powers of two (192 = 128 + 64,
+48 = 32 + 16) runs a dot per part sharing the other operand (``block_tail``).
 """
 
 from __future__ import annotations
@@ -163,17 +167,17 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
 # bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window per element: it issues
 # more. A tile not in it counts as 1.
 WEIGHT_GRAD_ISSUE_PER_TENSOR = {
-    2: {"channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
-                           (128, 64, 64): 1.21, (128, 128, 32): 0.94, (64, 64, 64): 1.37},
+    2: {"channel blocks": {(256, 128, 64): 0.4, (128, 256, 64): 0.57, (256, 64, 64): 0.64, (128, 128, 64): 0.76,
+                           (128, 64, 64): 1.18, (128, 128, 32): 0.88, (64, 64, 64): 1.31},
         "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
-                 (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94, (192, 128, 64): 0.7,
-                 (192, 128, 32): 0.81},
-        "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76,
-                                 (128, 128, 64): 0.96, (128, 64, 64): 1.39, (128, 128, 32): 1.11,
-                                 (64, 256, 64): 1.49, (192, 128, 64): 0.7, (192, 128, 32): 0.81}},
-    4: {"channel blocks": {(128, 128, 64): 0.8, (128, 64, 64): 1.11, (128, 128, 32): 0.9, (64, 64, 64): 1.63},
-        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93, (192, 128, 32): 0.84},
-        "flat, bounds checked": {(128, 128, 64): 1.02, (128, 64, 64): 1.41, (128, 128, 32): 1.1,
+                 (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94, (192, 128, 64): 0.65,
+                 (192, 128, 32): 0.76},
+        "flat, bounds checked": {(256, 128, 64): 0.48, (128, 256, 64): 0.7, (256, 64, 64): 0.7,
+                                 (128, 128, 64): 0.87, (128, 64, 64): 1.36, (128, 128, 32): 1.02,
+                                 (64, 256, 64): 1.31, (192, 128, 64): 0.71, (192, 128, 32): 0.82}},
+    4: {"channel blocks": {(128, 128, 64): 0.74, (128, 64, 64): 1.06, (128, 128, 32): 0.85, (64, 64, 64): 1.54},
+        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93, (192, 128, 32): 0.76},
+        "flat, bounds checked": {(128, 128, 64): 0.94, (128, 64, 64): 1.33, (128, 128, 32): 1.0,
                                  (192, 128, 32): 0.84}}}
 
 
@@ -301,9 +305,9 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 # blocks at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but Triton 3.9 spilled it on sm_80).
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
-# 64x64x64 (4 warps: one warpgroup) fits 192 output channels per group (2012 conv4, torchvision conv2) with no
-# padding either way: sm_90 1.37 issue/tensor (bf16) against 256x64's 0.65 on a third more rows, so it wins where
-# its finer grid fills the SMs' rounds.
+# 64x64x64 (4 warps: one warpgroup) fits 192 output channels per group over channel blocks with no padding
+# either way: sm_90 1.31 issue/tensor (bf16) against 256x64's 0.64 on a third more rows, so it wins where its finer
+# grid fills the SMs' rounds (the flat 192-row tiles, below, beat both on 2012 conv4 and torchvision conv2).
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), (_tile(32, 64, 32, 4, 2),),
                                _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                pick=_least_time)
@@ -313,9 +317,9 @@ WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), 
 # (255 registers; flat 250). At 4-byte (TF32) operands it fits no GPU (240 KiB).
 # And 192-row tiles (``block_tail``: dots of 128 and 64 rows sharing the x tile) for 192 output channels per group
 # (2012 conv4, torchvision conv2 and conv3), whose 64-row tiles are issue-bound (64x64x64 over channel blocks: sm_90
-# 1.27 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 0.69
-# at BK 64, 0.81 at BK 32 (TF32 only BK 32 fits), wgmma wait depth 2. At 64 columns (channel blocks) the two dots
-# ran synchronously (wait depth 0) on sm_90.
+# 1.31 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at
+# most 0.71 at BK 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel
+# blocks) the two dots ran synchronously (wait depth 0) on sm_90.
 WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
                                                            _tile(192, 128, 32, 8, 3)))
