@@ -113,7 +113,8 @@ _NARROW_TILE = _tile(128, 64, 64, 8, 3)
 # rounds (2012 conv3's input gradient: 676 programs of 128x64 are 5.12 rounds of 132 SMs, 1352 of 64x64 are 10.24,
 # 11 rounds of half the work). BK 128 halves the loop's overhead per MMA: sm_90 bf16/fp16 issue/tensor at most
 # 0.79 (forward) and 0.91 (input gradient) against BK 64's 1.05 and 1.22; BK 64 serves the channel counts BK 128
-# pads (192 per group) and TF32 (at most 1.0; BK 128 fits sm_90 only there); sm_80 at most 0.7.
+# pads (192 per group) and TF32 (at most 1.0; BK 128 fits sm_90 only there); sm_80 at most 0.71 (2012 conv1's
+# TF32 input gradient, which no training step runs).
 _WAVE_TILES = (_tile(64, 64, 128, 4, 3), _tile(64, 64, 64, 4, 4))
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
 
