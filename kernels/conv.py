@@ -37,8 +37,12 @@ The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
     vector load, its mask the bounds of that tap's (h, w) (Triton's axis
     analysis keeps C % 16-aligned runs contiguous and their masks constant), or
     none where every window lies inside x: conv1 on tensor cores runs so as its
-    space-to-depth form (``Depth``: 48 channels, 3x3).
+    space-to-depth form (``Depth``: 48 channels, 3x3). The weight gradient also
+    reduces flat where its plan is modelled faster (``gpu_weight_grad_flat``:
+    192 channels per group, whose flat columns fit 192-row tiles).
 The input gradient reduces over (tap, output channel) the same two ways.
+Tiles need not be powers of two: a side of two powers of two (192 = 128 + 64,
+48 = 32 + 16) runs a dot per part sharing the other operand (``block_tail``).
 """
 
 from __future__ import annotations
@@ -109,7 +113,8 @@ _NARROW_TILE = _tile(128, 64, 64, 8, 3)
 # rounds (2012 conv3's input gradient: 676 programs of 128x64 are 5.12 rounds of 132 SMs, 1352 of 64x64 are 10.24,
 # 11 rounds of half the work). BK 128 halves the loop's overhead per MMA: sm_90 bf16/fp16 issue/tensor at most
 # 0.79 (forward) and 0.91 (input gradient) against BK 64's 1.05 and 1.22; BK 64 serves the channel counts BK 128
-# pads (192 per group) and TF32 (at most 1.0; BK 128 fits sm_90 only there); sm_80 at most 0.7.
+# pads (192 per group) and TF32 (at most 1.0; BK 128 fits sm_90 only there); sm_80 at most 0.71 (2012 conv1's
+# TF32 input gradient, which no training step runs).
 _WAVE_TILES = (_tile(64, 64, 128, 4, 3), _tile(64, 64, 64, 4, 4))
 _GATHER_TILES = (_tile(128, 64, 32, 8, 3), _tile(64, 64, 32, 8, 3))
 
@@ -163,16 +168,18 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
 # bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window per element: it issues
 # more. A tile not in it counts as 1.
 WEIGHT_GRAD_ISSUE_PER_TENSOR = {
-    2: {"channel blocks": {(256, 128, 64): 0.42, (128, 256, 64): 0.61, (256, 64, 64): 0.65, (128, 128, 64): 0.81,
-                           (128, 64, 64): 1.21, (128, 128, 32): 0.94, (64, 64, 64): 1.37},
+    2: {"channel blocks": {(256, 128, 64): 0.4, (128, 256, 64): 0.57, (256, 64, 64): 0.64, (128, 128, 64): 0.76,
+                           (128, 64, 64): 1.18, (128, 128, 32): 0.88, (64, 64, 64): 1.31},
         "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
-                 (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94},
-        "flat, bounds checked": {(256, 128, 64): 0.53, (128, 256, 64): 0.79, (256, 64, 64): 0.76,
-                                 (128, 128, 64): 0.96, (128, 64, 64): 1.39, (128, 128, 32): 1.11,
-                                 (64, 256, 64): 1.49}},
-    4: {"channel blocks": {(128, 128, 64): 0.8, (128, 64, 64): 1.11, (128, 128, 32): 0.9, (64, 64, 64): 1.63},
-        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93},
-        "flat, bounds checked": {(128, 128, 64): 1.02, (128, 64, 64): 1.41, (128, 128, 32): 1.1}}}
+                 (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94, (192, 128, 64): 0.65,
+                 (192, 128, 32): 0.76},
+        "flat, bounds checked": {(256, 128, 64): 0.48, (128, 256, 64): 0.7, (256, 64, 64): 0.7,
+                                 (128, 128, 64): 0.87, (128, 64, 64): 1.36, (128, 128, 32): 1.02,
+                                 (64, 256, 64): 1.31, (192, 128, 64): 0.71, (192, 128, 32): 0.82}},
+    4: {"channel blocks": {(128, 128, 64): 0.74, (128, 64, 64): 1.06, (128, 128, 32): 0.85, (64, 64, 64): 1.54},
+        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93, (192, 128, 32): 0.76},
+        "flat, bounds checked": {(128, 128, 64): 0.94, (128, 64, 64): 1.33, (128, 128, 32): 1.0,
+                                 (192, 128, 32): 0.84}}}
 
 
 def weight_grad_loop(flat: bool, window_inside: bool) -> str:
@@ -284,8 +291,11 @@ FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 12
                                        FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
-INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES, _INPUT_GRAD_CUDA_CORE,
-                              _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
+# 48 columns (``block_tail``: dots of 32 and 16 columns sharing the dy tile) for 48 input channels per group (2012
+# conv2), which 64 pad by a third: sm_90 bf16 1.05 issue/tensor (64x64x128: 0.71 on a third more columns), wgmma
+# wait depth 2; sm_80 0.6; TF32 fits sm_90 only (169 KiB).
+INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES + (_tile(64, 48, 128, 4, 3),),
+                              _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 # Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
@@ -296,9 +306,9 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 # blocks at 4, 0.89 instead of 1.17 issue/tensor on sm_90, but Triton 3.9 spilled it on sm_80).
 _WEIGHT_GRAD_TILES = (_tile(256, 128, 64, 8, 4), _tile(128, 256, 64, 8, 3), _tile(256, 64, 64, 8, 4),
                       _tile(128, 128, 64, 8, 3), _tile(128, 64, 64, 8, 3), _tile(128, 128, 32, 8, 3))
-# 64x64x64 (4 warps: one warpgroup) fits 192 output channels per group (2012 conv4, torchvision conv2) with no
-# padding either way: sm_90 1.37 issue/tensor (bf16) against 256x64's 0.65 on a third more rows, so it wins where
-# its finer grid fills the SMs' rounds.
+# 64x64x64 (4 warps: one warpgroup) fits 192 output channels per group over channel blocks with no padding
+# either way: sm_90 1.31 issue/tensor (bf16) against 256x64's 0.64 on a third more rows, so it wins where its finer
+# grid fills the SMs' rounds (the flat 192-row tiles, below, beat both on 2012 conv4 and torchvision conv2).
 WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), (_tile(32, 64, 32, 4, 2),),
                                _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                pick=_least_time)
@@ -306,8 +316,14 @@ WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), 
 # conv1's 64 output channels (its space-to-depth form), which 128 rows pad by half: 64x256x64 loops at 0.94
 # issue/tensor on sm_90, as 128x128x32 does on twice the rows. Over channel blocks it spilled 8 bytes on sm_80
 # (255 registers; flat 250). At 4-byte (TF32) operands it fits no GPU (240 KiB).
+# And 192-row tiles (``block_tail``: dots of 128 and 64 rows sharing the x tile) for 192 output channels per group
+# (2012 conv4, torchvision conv2 and conv3), whose 64-row tiles are issue-bound (64x64x64 over channel blocks: sm_90
+# 1.31 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at
+# most 0.71 at BK 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel
+# blocks) the two dots ran synchronously (wait depth 0) on sm_90.
 WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
-    WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3),))
+    WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
+                                                           _tile(192, 128, 32, 8, 3)))
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_time)
@@ -358,6 +374,14 @@ def flat_reduction(channels_per_group: int, channel_vectors: bool = False) -> bo
     """Default reduction order: ``gpu_flat_reduction`` on a GPU, and always flat in the interpreter, where
     fewer, larger steps are faster (tests run the channel-block order explicitly)."""
     return runtime.INTERPRETER or gpu_flat_reduction(channels_per_group, channel_vectors)
+
+
+@triton.constexpr_function
+def block_tail(block):
+    """The second part of a tile side that is two powers of two (192 = 128 + 64, 48 = 32 + 16: its lowest set
+    bit), or 0 for a power of two. Such a tile fits 192 or 48 channels with no padding where one tl.dot (powers
+    of two) would pad them to 256 or 64: the kernel runs a dot for each part, sharing the other operand's tile."""
+    return block & -block if block & (block - 1) else 0
 
 
 @triton.jit
@@ -575,7 +599,7 @@ def _conv2d_input_grad_kernel(
     forward's does over (r, s, c): channel blocks per tap, or flat (FLAT_KRS).
     grid (cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M), cdiv(C/G, BLOCK_N), G*sh*sw):
     each program computes a BLOCK_M (input pixels of one phase) x BLOCK_N
-    (input channels of group G) tile of dx.
+    (input channels of group G; two powers of two: ``block_tail``) tile of dx.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -601,28 +625,55 @@ def _conv2d_input_grad_kernel(
     ow0 = (iw + pad_w - first_tap_w * dilation_w) // stride_w
     dy_row_ptr = dy_ptr + n.to(tl.int64) * dy_sn + group * K_per_group * dy_sk + oh0 * dy_sh + ow0 * dy_sw
 
-    c_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # input channels: BLOCK_N = HEAD_N + TAIL_N columns, a dot each (``block_tail``), sharing the dy tile
+    TAIL_N: tl.constexpr = block_tail(BLOCK_N)
+    HEAD_N: tl.constexpr = BLOCK_N - TAIL_N
+    w_tap_ptr = w_ptr + group * K_per_group * w_sk + first_tap_h * w_sr + first_tap_w * w_ss
+    c_in_group = pid_n * BLOCK_N + tl.arange(0, HEAD_N)
     c_ok = c_in_group < C_per_group
-    c = group * C_per_group + c_in_group
-    w_c_ptr = w_ptr + group * K_per_group * w_sk + c_in_group * w_sc + first_tap_h * w_sr + first_tap_w * w_ss
+    w_c_ptr = w_tap_ptr + c_in_group * w_sc
+    acc = tl.zeros([BLOCK_M, HEAD_N], dtype=ACC_DTYPE)
+    if TAIL_N > 0:
+        c_tail_in_group = pid_n * BLOCK_N + HEAD_N + tl.arange(0, TAIL_N)
+        c_tail_ok = c_tail_in_group < C_per_group
+        w_c_tail_ptr = w_tap_ptr + c_tail_in_group * w_sc
+        acc_tail = tl.zeros([BLOCK_M, TAIL_N], dtype=ACC_DTYPE)
 
     # taps of this phase: r = first_tap_h + j * tap_step_h, j < taps_h (none when first_tap_h >= R)
     taps_h = (R - first_tap_h + tap_step_h - 1) // tap_step_h
     taps_w = (S - first_tap_w + tap_step_w - 1) // tap_step_w
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)):
         tap_h, tap_w, k_in_group, krs_ok = _crs_indices(block, K_per_group, taps_h, taps_w, BLOCK_K, FLAT_KRS)
         # dy at (oh0 - tap_h * dilation_h / gcd, ...): the window tile with negated tap offsets
         a = _window_tile(dy_row_ptr, oh0, ow0, -tap_h * (dilation_h * tap_step_h // stride_h),
                          -tap_w * (dilation_w * tap_step_w // stride_w), k_in_group, krs_ok, pixel_ok, OH, OW, dy_sk,
                          dy_sh, dy_sw, FLAT_KRS, False)
-        w_ptrs = w_c_ptr[None, :] + (k_in_group * w_sk + tap_h * tap_step_h * w_sr
-                                     + tap_w * tap_step_w * w_ss)[:, None]
-        b = tl.load(w_ptrs, mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
+        w_offsets = k_in_group * w_sk + tap_h * tap_step_h * w_sr + tap_w * tap_step_w * w_ss
+        b = tl.load(w_c_ptr[None, :] + w_offsets[:, None], mask=krs_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_N > 0:
+            b_tail = tl.load(w_c_tail_ptr[None, :] + w_offsets[:, None], mask=krs_ok[:, None] & c_tail_ok[None, :],
+                             other=0.0)
+            acc_tail = tl.dot(a, b_tail, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    dx_ptrs = (dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw)[:, None] + (c * dx_sc)[None, :]
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=pixel_ok[:, None] & c_ok[None, :])
+    dx_row_ptr = dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw + group * C_per_group * dx_sc
+    tl.store(dx_row_ptr[:, None] + (c_in_group * dx_sc)[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=pixel_ok[:, None] & c_ok[None, :])
+    if TAIL_N > 0:
+        tl.store(dx_row_ptr[:, None] + (c_tail_in_group * dx_sc)[None, :], acc_tail.to(dx_ptr.dtype.element_ty),
+                 mask=pixel_ok[:, None] & c_tail_ok[None, :])
+
+
+@triton.jit
+def _dy_tile(stepped_ptrs, row_ptr, rows_ok, offsets, pixels_ok, PIXELS_FLAT: tl.constexpr):
+    """dy [rows, pixels] of the weight gradient: at ``stepped_ptrs`` [rows, pixels] (PIXELS_FLAT: dense
+    channels_last dy, pointers the caller steps) or row_ptr [rows] + offsets [pixels]; 0 where rows_ok [rows] or
+    pixels_ok [pixels] is false."""
+    mask = rows_ok[:, None] & pixels_ok[None, :]
+    if PIXELS_FLAT:
+        return tl.load(stepped_ptrs, mask=mask, other=0.0)
+    else:
+        return tl.load(row_ptr[:, None] + offsets[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
@@ -652,14 +703,18 @@ def _conv2d_weight_grad_kernel(
     the weight's own element order). No atomics: a second pass sums the slices
     in order.
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
-    BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice.
+    BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice;
+    BLOCK_M may be two powers of two (``block_tail``).
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     group = tl.program_id(2) // splits
     split = tl.program_id(2) % splits
 
-    k_in_group = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # output channels: BLOCK_M = HEAD_M + TAIL_M rows, a dot each (``block_tail``), sharing the x tile
+    TAIL_M: tl.constexpr = block_tail(BLOCK_M)
+    HEAD_M: tl.constexpr = BLOCK_M - TAIL_M
+    k_in_group = pid_m * BLOCK_M + tl.arange(0, HEAD_M)
     k_ok = k_in_group < K_per_group
     k = group * K_per_group + k_in_group
     r, s, c, crs_ok = _crs_indices(pid_n, C_per_group, R, S, BLOCK_N, FLAT_CRS)
@@ -672,30 +727,31 @@ def _conv2d_weight_grad_kernel(
     slice_end = tl.minimum(slice_start + slice_len, pixel_count)
 
     first = (slice_start + tl.arange(0, BLOCK_K)).to(tl.int64)
-    if DY_PIXELS_FLAT:  # dense channels_last dy: pixel p sits at p * dy_sw; the pointers step BLOCK_K pixels
-        a_ptrs = dy_k_ptr[:, None] + (first * dy_sw)[None, :]
+    # dense channels_last dy (DY_PIXELS_FLAT; else unused): pixel p sits at p * dy_sw; the pointers step BLOCK_K
+    a_ptrs = dy_k_ptr[:, None] + (first * dy_sw)[None, :]
+    acc = tl.zeros([HEAD_M, BLOCK_N], dtype=ACC_DTYPE)
+    if TAIL_M > 0:
+        k_tail_in_group = pid_m * BLOCK_M + HEAD_M + tl.arange(0, TAIL_M)
+        k_tail_ok = k_tail_in_group < K_per_group
+        k_tail = group * K_per_group + k_tail_in_group
+        dy_k_tail_ptr = dy_ptr + k_tail * dy_sk
+        a_tail_ptrs = dy_k_tail_ptr[:, None] + (first * dy_sw)[None, :]
+        acc_tail = tl.zeros([TAIL_M, BLOCK_N], dtype=ACC_DTYPE)
     if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv, channel blocks: likewise
         b_ptrs = (x_group_ptr + first * x_sw + ((r * dilation_h - pad_h) * x_sh + (s * dilation_w - pad_w) * x_sw)
                   )[:, None] + (c * x_sc)[None, :]
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for start in range(slice_start, slice_end, BLOCK_K):
         pixels = start + tl.arange(0, BLOCK_K)
-        if WINDOW_INSIDE:  # no padding: unsigned (a division by a constant is a multiply-high and a shift)
-            rows = pixels.to(tl.uint32) // OW
-            images = rows // OH
-            ow = (pixels.to(tl.uint32) - rows * OW).to(tl.int32)
-            oh = (rows - images * OH).to(tl.int32)
-            n = images.to(tl.int64)
-        else:
-            ow = pixels % OW
-            oh = (pixels // OW) % OH
-            n = (pixels // (OW * OH)).to(tl.int64)
-        a_mask = k_ok[:, None] & (pixels < slice_end)[None, :]
+        # pixel indices are never negative: unsigned (a division by a constant is a multiply-high and a shift)
+        rows = pixels.to(tl.uint32) // OW
+        images = rows // OH
+        ow = (pixels.to(tl.uint32) - rows * OW).to(tl.int32)
+        oh = (rows - images * OH).to(tl.int32)
+        n = images.to(tl.int64)
+        dy_offsets = n * dy_sn + oh * dy_sh + ow * dy_sw
+        a = _dy_tile(a_ptrs, dy_k_ptr, k_ok, dy_offsets, pixels < slice_end, DY_PIXELS_FLAT)
         if DY_PIXELS_FLAT:
-            a = tl.load(a_ptrs, mask=a_mask, other=0.0)
             a_ptrs += BLOCK_K * dy_sw
-        else:
-            a = tl.load(dy_k_ptr[:, None] + (n * dy_sn + oh * dy_sh + ow * dy_sw)[None, :], mask=a_mask, other=0.0)
         if WINDOW_INSIDE:  # rows past the slice are masked by rows_ok (``_window_tile``)
             ih0 = oh * stride_h
         else:
@@ -712,10 +768,18 @@ def _conv2d_weight_grad_kernel(
                              s * dilation_w, c, crs_ok, pixels < slice_end, H, W, x_sc, x_sh, x_sw, FLAT_CRS,
                              WINDOW_INSIDE)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_M > 0:
+            a_tail = _dy_tile(a_tail_ptrs, dy_k_tail_ptr, k_tail_ok, dy_offsets, pixels < slice_end, DY_PIXELS_FLAT)
+            if DY_PIXELS_FLAT:
+                a_tail_ptrs += BLOCK_K * dy_sw
+            acc_tail = tl.dot(a_tail, b, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    dw_ptrs = (dw_partial_ptr + split.to(tl.int64) * dw_split_stride
-               + (k * dw_sk)[:, None] + (c * dw_sc + r * dw_sr + s * dw_ss)[None, :])
-    tl.store(dw_ptrs, acc, mask=k_ok[:, None] & crs_ok[None, :])
+    dw_slice_ptr = dw_partial_ptr + split.to(tl.int64) * dw_split_stride
+    crs_offsets = c * dw_sc + r * dw_sr + s * dw_ss
+    tl.store(dw_slice_ptr + (k * dw_sk)[:, None] + crs_offsets[None, :], acc, mask=k_ok[:, None] & crs_ok[None, :])
+    if TAIL_M > 0:
+        tl.store(dw_slice_ptr + (k_tail * dw_sk)[:, None] + crs_offsets[None, :], acc_tail,
+                 mask=k_tail_ok[:, None] & crs_ok[None, :])
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -919,13 +983,40 @@ def _pixels_flat(t: torch.Tensor) -> bool:
     return t.stride(2) == width * t.stride(3) and t.stride(0) == height * t.stride(2)
 
 
-def weight_grad_splits(configs: runtime.KernelConfigs, tensor_cores: bool, work: WeightGradWork,
-                       operand_bytes: int) -> int:
-    """Slices of the pixel reduction: those of ``weight_grad_plan`` on the GPU's SM count over its shipped tiles
-    that fit some GPU's shared memory at ``operand_bytes`` an element (``SHARED_PER_BLOCK``: the split is a launch
-    argument, fixed before the pick rule meets the tiles that fit this GPU's)."""
-    tiles = tuple(_tile_of(c) for c in configs.fitting(configs.gpu(tensor_cores), operand_bytes, SHARED_PER_BLOCK))
-    return weight_grad_plan(work, tiles, runtime.streaming_multiprocessors())[1]
+def weight_grad_schedule(dy: torch.Tensor, x: torch.Tensor, g: ConvGeometry, flat: bool,
+                         tensor_cores: bool) -> tuple[float, int]:
+    """(modelled time, slices of the pixel reduction) of the weight gradient in reduction order ``flat``: the
+    plan (``weight_grad_plan``) on the GPU's SM count over its shipped tiles that fit some GPU's shared memory at
+    the operands' element size (``SHARED_PER_BLOCK``: the split is a launch argument, fixed before the pick rule
+    meets the tiles that fit this GPU's)."""
+    configs = pass_configs("weight_grad", x, flat, g)
+    work = WeightGradWork.of(dict(N=x.shape[0], **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat,
+                                  WINDOW_INSIDE=g.window_inside))
+    tiles = tuple(_tile_of(c) for c in configs.fitting(configs.gpu(tensor_cores), dy.element_size(),
+                                                        SHARED_PER_BLOCK))
+    sms = runtime.streaming_multiprocessors()
+    tile, splits = weight_grad_plan(work, tiles, sms)
+    return work.time(tile, splits, sms), splits
+
+
+def _symbolic(*tensors: torch.Tensor) -> bool:
+    """Whether a size is symbolic (fake tensors of torch.compile's dynamic shapes: nothing runs, and a plan needs
+    the sizes' values)."""
+    return any(isinstance(size, torch.SymInt) for t in tensors for size in t.shape)
+
+
+def gpu_weight_grad_flat(dy: torch.Tensor, x: torch.Tensor, g: ConvGeometry, precision: str) -> bool:
+    """The weight gradient's reduction order on a GPU: ``gpu_flat_reduction``'s, or flat where that is channel
+    blocks of channels_last x whose channels are whole 16-byte vectors and the flat order's plan is modelled
+    faster (``weight_grad_schedule``; ties keep channel blocks): 192 output channels per group (2012 conv4,
+    torchvision conv2 and conv3), which the flat set's 192-row tiles fit."""
+    channel_vectors = x.stride(1) == 1
+    flat = gpu_flat_reduction(g.C_per_group, channel_vectors)
+    if flat or not channel_vectors or g.C_per_group % 8 or _symbolic(dy, x):
+        return flat
+    tensor_cores = runtime.uses_tensor_cores(x.dtype, precision)
+    return weight_grad_schedule(dy, x, g, True, tensor_cores)[0] < weight_grad_schedule(dy, x, g, False,
+                                                                                        tensor_cores)[0]
 
 
 def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, dilation=1,
@@ -946,15 +1037,12 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     checks.check_device("conv2d_weight_grad", dy=dy, x=x)
     K, crs = weight_shape[0], g.C_per_group * g.R * g.S
     if flat_crs is None:
-        flat_crs = flat_reduction(g.C_per_group, x.stride(1) == 1)
+        flat_crs = runtime.INTERPRETER or gpu_weight_grad_flat(dy, x, g, precision)
     configs, tensor_cores = pass_configs("weight_grad", x, flat_crs, g), runtime.uses_tensor_cores(x.dtype, precision)
-    if splits is None and any(isinstance(size, torch.SymInt) for size in (*x.shape, *dy.shape)):
-        splits = 1  # symbolic sizes (fake tensors of torch.compile's dynamic shapes): nothing runs, dw's shape
-        # does not depend on the split, and a plan needs the sizes' values
+    if splits is None and _symbolic(dy, x):
+        splits = 1  # nothing runs, and dw's shape does not depend on the split
     elif splits is None:
-        splits = weight_grad_splits(configs, tensor_cores, WeightGradWork.of(
-            dict(N=N, **g.kernel_args(), dy_ptr=dy, x_ptr=x, FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside)),
-            dy.element_size())
+        splits = weight_grad_schedule(dy, x, g, flat_crs, tensor_cores)[1]
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
     dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)

@@ -656,29 +656,38 @@ def test_flat_channel_vectors_with_bounds_checks_every_config(kernel, config, dt
         assert_low_precision_close(ours, ref, ref64, name)
 
 
-# The 64-row weight-gradient tiles on the geometries they are for: torchvision conv1's 64 output channels over its
-# space-to-depth form's 48 channels and 3x3 taps (flat; every window inside x; 432 = 256 + 176 reduction columns),
-# and 192 output channels per group over 64-channel blocks (2012 conv4's shape: 3x3, padding 1, 2 groups).
-WEIGHT_GRAD_64_ROW_CASES = [
+# The weight-gradient tiles for row counts 128 would pad, on the geometries they are for: 64 rows for torchvision
+# conv1's 64 output channels over its space-to-depth form's 48 channels and 3x3 taps (flat; every window inside x;
+# 432 = 256 + 176 reduction columns) and for 192 output channels per group over 64-channel blocks (2012 conv4's
+# shape: 3x3, padding 1, 2 groups); 192 rows (``conv.block_tail``: dots of 128 and 64 rows) over the flat reduction
+# of that shape (576 = 4.5 x 128 columns, windows bounds checked), and of 200 output channels and 24 input channels
+# (the second program's 128 rows hold 8, its 64 none; 216 columns).
+WEIGHT_GRAD_ROW_TILE_CASES = [
     pytest.param(conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS, (64, 256, 64), True, (64, 48, 3, 3), {}, id="flat-64x256x64"),
     pytest.param(conv.WEIGHT_GRAD_CONFIGS, (64, 64, 64), False, (384, 64, 3, 3), dict(padding=1, groups=2),
-                 id="channel-blocks-64x64x64")]
+                 id="channel-blocks-64x64x64"),
+    pytest.param(conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS, (192, 128, 64), True, (384, 64, 3, 3),
+                 dict(padding=1, groups=2), id="flat-192x128x64"),
+    pytest.param(conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS, (192, 128, 32), True, (200, 24, 3, 3), dict(padding=1),
+                 id="flat-192x128x32-partial")]
 
 
+@pytest.mark.parametrize("dy_layout", ["strided", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-@pytest.mark.parametrize("configs, tile, flat, w_shape, conv_args", WEIGHT_GRAD_64_ROW_CASES)
-def test_weight_grad_64_row_tiles(configs, tile, flat, w_shape, conv_args, dtype):
-    """Each 64-row weight-gradient tile on its geometry, x a channels_last view out of a wider, larger tensor, dy a
-    view with column stride 2, three split slices."""
+@pytest.mark.parametrize("configs, tile, flat, w_shape, conv_args", WEIGHT_GRAD_ROW_TILE_CASES)
+def test_weight_grad_row_tiles(configs, tile, flat, w_shape, conv_args, dtype, dy_layout):
+    """Each such weight-gradient tile on its geometry, x a channels_last view out of a wider, larger tensor, dy a
+    view with column stride 2 or dense channels_last (pixels addressed flat), three split slices, dw poisoned."""
     config, = (c for c in configs.tensor_core if conv._tile_of(c) == tile)
     channels = w_shape[1] * conv_args.get("groups", 1)
     gen = torch.Generator().manual_seed(29)
     x = torch.randn(3, channels + 8, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)
     x = x[:, 3:3 + channels, 1:, 1:]
     g = conv.conv2d_geometry(x.shape, w_shape, 1, conv_args.get("padding", 0), 1, conv_args.get("groups", 1))
-    dy = every_other_column(torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype))
-    assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last) and dy.stride(3) == 2
-    assert conv.gpu_flat_reduction(w_shape[1], True) is flat and g.window_inside is flat
+    dy = torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype)
+    dy = every_other_column(dy) if dy_layout == "strided" else dy.contiguous(memory_format=torch.channels_last)
+    assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
+    assert conv.pass_configs("weight_grad", x, flat, g) is configs and conv._pixels_flat(dy) is (dy_layout != "strided")
     dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=flat, splits=3, config=config,
                                  memory_format=torch.channels_last, **conv_args)
     assert dw.is_contiguous(memory_format=torch.channels_last)
@@ -719,3 +728,28 @@ def test_wave_tiles_on_channel_blocks(kernel_pass, tile, dtype):
         assert_close(ours, ref, name)
     else:
         assert_low_precision_close(ours, ref, ref64, name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("channels", [48, 40, 100])
+def test_input_grad_48_column_tile(channels, dtype):
+    """The input gradient's 48-column tile (``conv.block_tail``: dots of 32 and 16 columns) on 2012 conv2's
+    geometry (5x5, padding 2, 2 groups, 40 output channels a group: BK 128 pads them): 48 input channels per group
+    (what it is for), 40 (the 16-column part half masked) and 100 (three column blocks, the last 4 wide); dy a
+    channels_last view out of a wider, larger tensor, the weight a view with column stride 2, dx poisoned."""
+    config, = (c for c in conv.INPUT_GRAD_CONFIGS.tensor_core if conv._tile_of(c) == (64, 48, 128))
+    w_shape, conv_args = (80, channels, 5, 5), dict(padding=2, groups=2)
+    gen = torch.Generator().manual_seed(37)
+    dy = torch.randn(2, 88, 8, 10, generator=gen).to(dtype, memory_format=torch.channels_last)[:, 3:83, 1:, 1:]
+    w = every_other_column(torch.randn(w_shape, generator=gen).to(dtype) / 10)
+    x_shape = (2, 2 * channels, 7, 9)
+    g = conv.conv2d_geometry(x_shape, w_shape, 1, 2, 1, 2)
+    assert dy.stride(1) == 1 and not dy.is_contiguous(memory_format=torch.channels_last)
+    assert conv.pass_configs("input_grad", dy, False, g) is conv.INPUT_GRAD_CONFIGS
+    dx = conv.conv2d_input_grad(dy, w, x_shape, flat_krs=False, config=config, memory_format=torch.channels_last,
+                                **conv_args)
+    ref, ref64 = (torch.nn.grad.conv2d_input(x_shape, w.to(d), dy.to(d), **conv_args) for d in (dtype, torch.float64))
+    if dtype == torch.float32:
+        assert_close(dx, ref, "dx")
+    else:
+        assert_low_precision_close(dx, ref, ref64, "dx")

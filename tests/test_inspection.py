@@ -35,7 +35,8 @@ ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lr
 
 
 # conv1 takes its space-to-depth form (flat over channel vectors), conv4 the channel
-# blocks (grouped); between them every dtype/precision and both layouts. The
+# blocks (grouped; its channels_last weight gradient the flat 192-row tiles); between them every dtype/precision
+# and both layouts. The
 # first pool and LRN: every dtype and layout; the fused LRN + pool at its most register-hungry (conv2, fp32)
 # and in bf16.
 CASES = ["2012/conv1/fp16/channels_last", "2012/conv1/fp32-ieee/nchw", "2012/conv4/bf16/nchw",

@@ -37,7 +37,8 @@ once per iteration), uneven split-K slices, and, for a measured gradient, the se
 Programs and iterations come from the launch arguments, captured as ``cases.conv_cases`` captures them
 (full-size tensors, launches recorded, not run; split-K slices as on the GPU's SM count) with the GPU path's
 reduction order (``conv.gpu_flat_reduction``: flat for few channels per group, and for channels_last 2012 conv2's
-48). conv1 where it takes its
+48; the weight gradient's ``conv.gpu_weight_grad_flat``, flat also where its plan is modelled faster: 192 output
+channels per group). conv1 where it takes its
 space-to-depth form (``conv.conv2d_depth``: channels_last, not exact fp32) is priced as launched: the conv
 kernels on x_d (48 channels, 3x3 taps; the zero taps' multiply-adds in the issue and tensor terms, the roofline
 the layer's own) and the flat reduction of its forward and weight gradient; its input gradient (no training step
@@ -127,7 +128,9 @@ def launch_args(variant: str, layer_name: str, dtype: str = "bf16", layout: str 
         else:
             y = conv.conv2d_forward(x, w, b, relu=True, flat_crs=c_flat, **geometry)
             conv.conv2d_input_grad(y, w, x.shape, memory_format=memory_format, flat_krs=k_flat, **geometry)
-            conv.conv2d_weight_grad(y, x, w.shape, memory_format=memory_format, flat_crs=c_flat, **geometry)
+            g = conv.conv2d_geometry(x.shape, w.shape, layer.stride, layer.padding, 1, layer.groups)
+            conv.conv2d_weight_grad(y, x, w.shape, memory_format=memory_format, **geometry,
+                                    flat_crs=conv.gpu_weight_grad_flat(y, x, g, precision))
     found = {}
     for launch in launches:
         name = launch.kernel.fn.__name__
