@@ -59,10 +59,11 @@ GROUP_M = 8
 # waited for the one before (wait depth 0); 64 deep keeps one in flight, in fewer instructions per MMA. It needs
 # 96 KiB of LDS at 2 stages with an fp32 weight, over gfx942's 64 KiB: there such launches take the 64-row tiles.
 # Input gradient 128x128x64 (4 stages): fc6's dx [128, 9216] is 72 programs of 128x128, one per SM, whose loop is
-# mostly the loading and masking of dy' element by element; 64 deep it takes 360 sm_90 loop instructions per
-# 4 wgmmas against 211 per 2 at 32 deep (issue-bound at 32 with the bf16 compute copy). Its stages fit fp16/bf16
-# weights only (256 KiB at 4 bytes). fc8's dy rows of 1000 elements (not 16-byte aligned) load element by element,
-# held in registers across the stages: 254 on sm_90, 240 on sm_80, no spill (Triton 3.6 and 3.7).
+# mostly dy' masked in registers (wgmma's register operand, read from the async-copy stages); 64 deep it takes 360
+# sm_90 loop instructions per 4 wgmmas against 211 per 2 at 32 deep (issue-bound there with the bf16 compute copy).
+# Its stages fit fp16/bf16 weights only (256 KiB at 4 bytes). fc8's dy [128, 1000] loads element by element (1000 is
+# no multiple of 16, Triton's hint for vector loads), held in registers across the stages: 254 registers on sm_90,
+# 240 on sm_80, no spill (Triton 3.6 and 3.7).
 # The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
 # weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
