@@ -58,6 +58,12 @@ GROUP_M = 8
 # master weight (wgmma's register operand) in the same registers when a dropout epilogue followed, so each wgmma
 # waited for the one before (wait depth 0); 64 deep keeps one in flight, in fewer instructions per MMA. It needs
 # 96 KiB of LDS at 2 stages with an fp32 weight, over gfx942's 64 KiB: there such launches take the 64-row tiles.
+# Input gradient 128x128x64 (4 stages): fc6's dx [128, 9216] is 72 programs of 128x128, one per SM, whose loop is
+# mostly dy' masked in registers (wgmma's register operand, read from the async-copy stages); 64 deep it takes 360
+# sm_90 loop instructions per 4 wgmmas against 211 per 2 at 32 deep (issue-bound there with the bf16 compute copy).
+# Its stages fit fp16/bf16 weights only (256 KiB at 4 bytes). fc8's dy [128, 1000] loads element by element (1000 is
+# no multiple of 16, Triton's hint for vector loads), held in registers across the stages: 254 registers on sm_90,
+# 240 on sm_80, no spill (Triton 3.6 and 3.7).
 # The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
 # weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
@@ -81,7 +87,8 @@ FORWARD_CONFIGS = runtime.KernelConfigs(
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
     interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"), operand="w_ptr")
 INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4)),
+    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4),
+                 _tile(128, 128, 64, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
     interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"), operand="w_ptr")
 WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
