@@ -59,9 +59,9 @@ def backward_config(channels_last: bool) -> triton.Config:
 
 
 # Pixel blocks each program of a backward that makes the bias gradient loops over (1 without it), summing its dx in
-# registers: BIAS_GRAD_BLOCKS times fewer partial rows to write and sum again (AlexNet's LRN + pool backward: 9.3 and
-# 11.9 MB of fp32 partials with one block per program, bf16 batch 128). 2 in the interpreter: the tests' small
-# images still run several programs of several blocks.
+# registers: BIAS_GRAD_BLOCKS times fewer partial rows to write and sum again (the 2012 conv1's LRN + pool backward:
+# 9.3 MB of fp32 partials with one block per program, bf16 batch 128). 2 in the interpreter: the tests' small images
+# still run several programs of several blocks.
 BIAS_GRAD_BLOCKS = 2 if runtime.INTERPRETER else 8
 
 
