@@ -23,8 +23,8 @@ PyTorch's threshold_backward does (NaN passes). Nothing is saved for it.
 
 HAS_BIAS: of x + bias[c] (then its relu with RELU): the conv before the block runs without its bias, which is
 added here (rounded to x's dtype, as the unfused add stores it) to each load of x, forward and backward. The
-backward's programs then (BIAS_GRAD) each loop over ``BIAS_GRAD_BLOCKS`` blocks of pixels and sum their dx (as stored)
-in registers into one row of per-program partials, which ``finish_bias_grad`` sums in a fixed order: the bias
+backward's programs then (BIAS_GRAD) each loop over blocks of pixels (``backward_blocks``) and sum their dx (as
+stored) in registers into one row of per-program partials, which ``finish_bias_grad`` sums in a fixed order: the bias
 gradient without a pass of its own over the conv's output gradient.
 """
 
@@ -225,7 +225,7 @@ def backward_blocks(C: int, bias_grad: bool) -> dict:
     ``pixel_blocks_per_program`` blocks up to 128 channels, else 1.
 
     The loop keeps the channel shifts' indices live across blocks: conv1 (96 channels, bf16, channels_last) takes
-    112 -> 112 registers on sm_90 and 112 -> 119 on sm_80 (occupancy 0.25 both) for 2-7% fewer instructions per
+    112 -> 112 registers on sm_90 and 112 -> 119 on sm_80 (occupancy 0.25 both) for 2-5% fewer instructions per
     pixel; conv2's 256 took 128 -> 150 on sm_90 (occupancy 0.25 -> 0.125) and spilled 16 bytes on sm_80. Half the
     pixels per block (16 blocks) cut the registers but cost 16-67% more instructions per pixel.
     """

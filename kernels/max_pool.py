@@ -60,8 +60,10 @@ def backward_config(channels_last: bool) -> triton.Config:
 
 # Pixel blocks each program of a backward that makes the bias gradient loops over (1 without it), summing its dx in
 # registers: BIAS_GRAD_BLOCKS times fewer partial rows to write and sum again (the 2012 conv1's LRN + pool backward:
-# 9.3 MB of fp32 partials with one block per program, bf16 batch 128). 2 in the interpreter: the tests' small images
-# still run several programs of several blocks.
+# 9.3 MB of fp32 partials with one block per program, bf16 batch 128). The max-pool backward sums dx element-wise
+# over its blocks and reduces once: 12-17% fewer instructions per block (sm_90, sm_80) for 47 -> 55..80 registers
+# (occupancy 0.625 -> 0.56..0.375). 2 in the interpreter: the tests' small images still run several programs of
+# several blocks.
 BIAS_GRAD_BLOCKS = 2 if runtime.INTERPRETER else 8
 
 
