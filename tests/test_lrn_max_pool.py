@@ -177,6 +177,45 @@ def test_bias_block_strided_operands(no_torch_fallback):
         assert_close(ours, ref, name)
 
 
+def every_other_column(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t as a view of every other column of a wider buffer (neither memory format)."""
+    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1]), 99, dtype=t.dtype)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, no_torch_fallback):
+    """The backward's programs each sum the bias gradient of BLOCKS pixel blocks: one image, 7 channels, 13 rows
+    and a width making the block count one past twice BLOCKS (the last program has one block of pixels, the rest
+    masked), x, dy, the window offsets and the bias as strided views: y, dx and db equal PyTorch's, from one
+    partial row per program."""
+    blocks = lrn_max_pool.backward_blocks(7, bias_grad=True)
+    assert blocks["BLOCKS"] > 1
+    pixels_per_program = blocks["BLOCKS"] * blocks["BLOCK_P"]
+    width = 2 * pixels_per_program // 13 + 1  # 13 * width pixels: past 2 programs' worth by at most one block
+    assert 2 * pixels_per_program < 13 * width <= 2 * pixels_per_program + blocks["BLOCK_P"]
+    x = conv_output((1, 7, 13, width), channels_last, seed=18).detach()
+    x = every_other_column(x) if not channels_last else x
+    bias = torch.randn(14, generator=torch.Generator().manual_seed(19))[::2]
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    rows, bias_partials = [], lrn_max_pool.bias_partials
+
+    def recorded_partials(count, channels, like):
+        rows.append(count)
+        return bias_partials(count, channels, like)
+
+    monkeypatch.setattr(lrn_max_pool, "bias_partials", recorded_partials)
+    with no_torch_fallback():
+        y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *block[:4], *block[4:], relu=True, bias=bias)
+        dy = every_other_column(upstream(y, seed=20))
+        dx, db = lrn_max_pool.lrn_max_pool2d_backward(dy, every_other_column(window), x, *block, relu=True,
+                                                      bias=bias, bias_grad=True)
+    assert rows == [3]
+    for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), bias_reference(x, bias, dy, block, True), strict=True):
+        assert_close(ours, ref, name)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("bias_dtype", ["x's", torch.float32], ids=["bias-of-x-dtype", "fp32-bias"])
 def test_bias_low_precision_against_fp64(dtype, bias_dtype, no_torch_fallback):

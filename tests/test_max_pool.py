@@ -330,6 +330,40 @@ def test_bias_strided_operands(channels_last, no_torch_fallback):
     assert_close(db, db_ref, "db")
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, no_torch_fallback):
+    """The backward's programs each sum the bias gradient of BIAS_GRAD_BLOCKS pixel blocks: one image, 5 channels,
+    13 rows and a width making the block count one past twice that (the last program has one block of pixels, the
+    rest masked), x, dy, the window offsets and the bias as strided views: dx and db equal PyTorch's, from one
+    partial row per program."""
+    block_p = max_pool.backward_config(channels_last).kwargs["BLOCK_P"]
+    pixels_per_program = max_pool.BIAS_GRAD_BLOCKS * block_p
+    width = 2 * pixels_per_program // 13 + 1  # 13 * width pixels: past 2 programs' worth by at most one block
+    assert max_pool.BIAS_GRAD_BLOCKS > 1 and 2 * pixels_per_program < 13 * width <= 2 * pixels_per_program + block_p
+    gen = torch.Generator().manual_seed(17)
+    pool = dict(kernel_size=3, stride=2)
+    x = strided(torch.randn(1, 5, 13, width, generator=gen))
+    bias = torch.randn(10, generator=gen)[::2]
+    dy = strided(torch.randn(F.max_pool2d(x, **pool).shape, generator=gen))
+    rows, bias_partials = [], max_pool.bias_partials
+
+    def recorded_partials(count, channels, like):
+        rows.append(count)
+        return bias_partials(count, channels, like)
+
+    monkeypatch.setattr(max_pool, "bias_partials", recorded_partials)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with no_torch_fallback():
+        y, window = max_pool.max_pool2d_forward(x, **pool, relu=True, bias=bias)
+        dx, db = max_pool.max_pool2d_backward(dy, strided(window), x.shape, **pool, memory_format=fmt,
+                                              bias_dtype=bias.dtype)
+    assert rows == [3] and dx.is_contiguous(memory_format=fmt)
+    y_ref, _, dx_ref, db_ref = bias_reference(x, bias, dy, True, **pool)
+    assert torch.equal(y, y_ref)
+    assert_close(dx, dx_ref, "dx")
+    assert_close(db, db_ref, "db")
+
+
 def test_bias_without_its_gradient_and_unbatched(no_torch_fallback):
     """A bias that needs no gradient gets none (the backward sums no partials); an unbatched input takes a bias."""
     gen = torch.Generator().manual_seed(16)
