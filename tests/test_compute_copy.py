@@ -11,6 +11,7 @@ import importlib
 import pytest
 import test_graph_safe as graph_safe
 import torch
+from test_fused_update import HYPER, _randn  # the SGD settings and random tensors both files test with
 
 from alexnet_triton import nn, optim, precision
 from alexnet_triton.kernels import checks, linear, runtime, sgd
@@ -19,16 +20,6 @@ from alexnet_triton.model import AlexNet
 linear_ops = importlib.import_module("alexnet_triton.ops.linear")  # (alexnet_triton.ops.linear is the function)
 
 LOW = [pytest.param(torch.bfloat16, id="bf16"), pytest.param(torch.float16, id="fp16")]
-HYPER = [
-    pytest.param(dict(momentum=0.9, weight_decay=5e-4), id="momentum-weight-decay"),
-    pytest.param(dict(momentum=0.9, weight_decay=1e-2, nesterov=True, maximize=True), id="nesterov-maximize"),
-    pytest.param(dict(momentum=0.0, weight_decay=1e-2), id="no-momentum"),
-    pytest.param(dict(momentum=0.9, weight_decay=5e-4, update="paper"), id="paper"),
-]
-
-
-def _randn(*shape, dtype=torch.float32, gen=None):
-    return torch.randn(*shape, generator=gen).to(dtype)
 
 
 # ---- kernels: the copy is the weight rounded to nearest even, and reading it changes no bit ----
