@@ -13,7 +13,10 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     pass that writes its input gradient, so the conv's backward makes no pass over its output
                     gradient for it). The bias stays the conv's parameter (``features.<i>.bias``), the pool block
                     holds the conv unregistered: the state_dict is the torch tree's. fp32 computes the same bits;
-                    fp16/bf16 round the conv's output before the bias add as well as after.
+                    fp16/bf16 round the conv's output before the bias add as well as after. A conv + ReLU
+                    followed by a conv (conv3, conv4) gives its ReLU's backward to that conv (``mask_relu_of``),
+                    which masks the input gradient it writes: the first conv's backward reads no saved output and
+                    writes no masked copy of its output gradient (a pass reads it for the bias's gradient).
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision).
 
@@ -52,6 +55,15 @@ INITS = ("paper", "kaiming", "torch")
 FUSED = {"conv": ("relu",), "lrn": ("pool",), "linear": ("relu", "dropout")}
 # A ReLU right before these layers is fused into their module (before its first layer), not into the conv before it.
 RELU_BEFORE = (("lrn", "pool"), ("pool",))
+# A conv + ReLU right before a layer of these kinds hands its ReLU's backward to it (``Conv2d.mask_relu_of``): the
+# mask comes from that layer's saved input, so the conv's backward reads no output.
+RELU_MASKED_BY_NEXT = ("conv",)
+
+
+def masks_relu_before(layers: list[Shaped], i: int) -> bool:
+    """Whether layers[i] takes the mask of the conv + ReLU right before it (RELU_MASKED_BY_NEXT)."""
+    before = tuple(s.layer.kind for s in layers[max(0, i - 2):i])
+    return layers[i].layer.kind in RELU_MASKED_BY_NEXT and before == ("conv", "relu")
 
 
 def _leads(layers: list[Shaped], i: int) -> bool:
@@ -165,6 +177,8 @@ class AlexNet(nn.Module):
                 module = by_name[main_layer(block).layer.name] = _module(block, dropout, module_precision)
                 if block[0].layer.kind == "relu" and isinstance(previous, triton_nn.Conv2d):  # RELU_BEFORE's pool
                     module.take_bias_of(previous)
+                elif backend == "triton" and masks_relu_before(part_layers, i):
+                    module.mask_relu_of(previous)
                 trees[part].add_module(str(i), module)  # the torch tree's index of the block's first layer
                 previous = module
         self.features, self.avgpool, self.classifier = trees["features"], avgpool, trees["classifier"]

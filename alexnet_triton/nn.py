@@ -16,6 +16,8 @@ class Conv2d(torch.nn.Conv2d):
     relu: fuse a ReLU into the convolution's epilogue. precision: "ieee" or "tf32". padding_mode must be
     "zeros": the others would pad a copy of the input outside the kernels. bias_added_after: the block after this
     conv adds its bias (set by that block's ``take_bias_of``): the conv runs without it, still its owner.
+    ``mask_relu_of(conv)``: this conv's input is ``conv``'s ReLU output, whose gradient mask this conv's backward
+    applies to the input gradient it writes (``ops.conv2d``'s relu_input / relu_masked_by_next).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -31,14 +33,24 @@ class Conv2d(torch.nn.Conv2d):
         self.relu = relu
         self.precision = precision
         self.bias_added_after = False
+        self.relu_input = self.relu_masked_by_next = False
+
+    def mask_relu_of(self, conv: Conv2d) -> None:
+        """Take ``conv``'s ReLU mask into this conv's input gradient: ``conv`` (relu=True) must feed this conv
+        and nothing else."""
+        if not conv.relu:
+            raise ValueError("Conv2d.mask_relu_of: the conv before it must have relu=True")
+        self.relu_input = conv.relu_masked_by_next = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.conv2d(x, self.weight, None if self.bias_added_after else self.bias, self.stride, self.padding,
-                          self.dilation, self.groups, relu=self.relu, precision=self.precision)
+                          self.dilation, self.groups, relu=self.relu, precision=self.precision,
+                          relu_input=self.relu_input, relu_masked_by_next=self.relu_masked_by_next)
 
     def extra_repr(self) -> str:
+        flags = [name for name in ("bias_added_after", "relu_input", "relu_masked_by_next") if getattr(self, name)]
         return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}" + \
-            (", bias_added_after=True" if self.bias_added_after else "")
+            "".join(f", {name}=True" for name in flags)
 
 
 class _ConvBiasAfter:

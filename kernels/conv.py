@@ -569,23 +569,26 @@ def _conv2d_output_grad_kernel(
 @triton.jit
 def _conv2d_input_grad_kernel(
     # pointers
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, dx_ptr, x_ptr,
     # sizes (the batch; the rest of the geometry is specialised below)
     N,
     # strides, in elements
     dy_sn, dy_sk, dy_sh, dy_sw,
     w_sk, w_sc, w_sr, w_ss,
     dx_sn, dx_sc, dx_sh, dx_sw,
+    x_sn, x_sc, x_sh, x_sw,
     # geometry, specialised per layer
     H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr,
     C_per_group: tl.constexpr, K_per_group: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     dilation_h: tl.constexpr, dilation_w: tl.constexpr, tap_step_h: tl.constexpr, tap_step_w: tl.constexpr,
     # meta
+    INPUT_RELU: tl.constexpr,
     FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``).
+    """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``), and with INPUT_RELU masked by
+    x > 0, x the forward input (None otherwise): where x is a ReLU's output, the gradient of that ReLU's input.
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
     (iw + pad_w) % stride_w; row ih takes filter row r from output row
@@ -657,12 +660,25 @@ def _conv2d_input_grad_kernel(
             acc_tail = tl.dot(a, b_tail, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
     dx_row_ptr = dx_ptr + n.to(tl.int64) * dx_sn + ih * dx_sh + iw * dx_sw + group * C_per_group * dx_sc
-    tl.store(dx_row_ptr[:, None] + (c_in_group * dx_sc)[None, :], acc.to(dx_ptr.dtype.element_ty),
-             mask=pixel_ok[:, None] & c_ok[None, :])
+    x_row_ptr = x_ptr  # None unless INPUT_RELU
+    if INPUT_RELU:
+        x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + ih * x_sh + iw * x_sw + group * C_per_group * x_sc
+    _store_input_grad(acc, dx_row_ptr, x_row_ptr, c_in_group, c_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU, ACC_DTYPE)
     if TAIL_N > 0:
-        tl.store(dx_row_ptr[:, None] + (c_tail_in_group * dx_sc)[None, :], acc_tail.to(dx_ptr.dtype.element_ty),
-                 mask=pixel_ok[:, None] & c_tail_ok[None, :])
+        _store_input_grad(acc_tail, dx_row_ptr, x_row_ptr, c_tail_in_group, c_tail_ok, pixel_ok, dx_sc, x_sc,
+                          INPUT_RELU, ACC_DTYPE)
 
+
+@triton.jit
+def _store_input_grad(acc, dx_row_ptr, x_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU: tl.constexpr,
+                      ACC_DTYPE: tl.constexpr):
+    """Store acc [pixels, channels c] as dx rows, rounded to dx's dtype; with INPUT_RELU, 0 where x <= 0."""
+    mask = pixel_ok[:, None] & c_ok[None, :]
+    dx = acc.to(dx_row_ptr.dtype.element_ty)
+    if INPUT_RELU:
+        x = tl.load(x_row_ptr[:, None] + (c * x_sc)[None, :], mask=mask, other=0.0)
+        dx = tl.where(x.to(ACC_DTYPE) > 0.0, dx, 0.0).to(dx.dtype)
+    tl.store(dx_row_ptr[:, None] + (c * dx_sc)[None, :], dx, mask=mask)
 
 @triton.jit
 def _dy_tile(stepped_ptrs, row_ptr, rows_ok, offsets, pixels_ok, PIXELS_FLAT: tl.constexpr):
@@ -947,16 +963,19 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
 
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, dilation=1,
                       groups: int = 1, memory_format: torch.memory_format = torch.contiguous_format,
-                      precision: str = "ieee", flat_krs: bool | None = None,
-                      config: triton.Config | None = None) -> torch.Tensor:
+                      precision: str = "ieee", flat_krs: bool | None = None, config: triton.Config | None = None,
+                      relu_input: torch.Tensor | None = None) -> torch.Tensor:
     """dx [N, C, H, W] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
-    weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's).
+    weight [K, C/G, R, S]. memory_format: dx's layout (the forward input's). relu_input: the forward input x [N, C,
+    H, W] where it is a ReLU's output: dx is then masked by x > 0, the gradient of that ReLU's input (so the conv
+    before it needs no masking pass).
     """
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d_input_grad", precision)
     N = x_shape[0]
     checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (N, weight.shape[0], g.OH, g.OW), weight.dtype)
-    checks.check_device("conv2d_input_grad", dy=dy, weight=weight)
+    checks.check_shape_and_dtype("conv2d_input_grad", "relu_input", relu_input, tuple(x_shape), dy.dtype)
+    checks.check_device("conv2d_input_grad", dy=dy, weight=weight, relu_input=relu_input)
     if flat_krs is None:
         flat_krs = flat_reduction(g.K_per_group)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
@@ -969,10 +988,12 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     runtime.launch(
         _conv2d_input_grad_kernel, grid, pass_configs("input_grad", dy, flat_krs, g), config,
         runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, N=N, **g.kernel_args(), tap_step_h=sh // math.gcd(sh, g.dilation_h),
-        tap_step_w=sw // math.gcd(sw, g.dilation_w), **runtime.stride_args("dy", dy, "nkhw"),
-        **runtime.stride_args("w", weight, "kcrs"), **runtime.stride_args("dx", dx, "nchw"),
-        FLAT_KRS=flat_krs, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, x_ptr=relu_input, N=N, **g.kernel_args(),
+        tap_step_h=sh // math.gcd(sh, g.dilation_h), tap_step_w=sw // math.gcd(sw, g.dilation_w),
+        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("w", weight, "kcrs"),
+        **runtime.stride_args("dx", dx, "nchw"), **runtime.stride_args("x", dx if relu_input is None else relu_input),
+        INPUT_RELU=relu_input is not None, FLAT_KRS=flat_krs, PRECISION=precision,
+        ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     return dx
 
 

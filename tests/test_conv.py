@@ -10,6 +10,7 @@ from conftest import assert_close, assert_low_precision_close
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
 from alexnet_triton.kernels import conv, runtime
+from alexnet_triton.ops import conv as conv_op
 
 # PyTorch's reference pads a copy for an even "same" window; this op needs none (pad_h/pad_w are the top/left padding).
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -211,6 +212,87 @@ def test_relu_mask_in_backward_kernels(dtype):
         error = (ours.double() - ref64).abs().max().item()
         tolerance = 1e-5 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
         assert error <= tolerance * scale, f"{name}: error {error:.3g} vs scale {scale:.3g}"
+
+
+# (layer, the input gradient's reduction order: flat or channel blocks): 2012 conv4 (2 groups) and torchvision
+# conv4, scaled; a strided conv (stride phases) and 3 groups with an even kernel
+RELU_INPUT_CASES = [pytest.param(ALEXNET_LAYERS[3].values[0], False, id="2012-conv4-channel-blocks"),
+                    pytest.param(ALEXNET_LAYERS[8].values[0], True, id="torchvision-conv4-flat"),
+                    pytest.param(ODD_LAYERS[0].values[0], False, id="stride2-not-dividing"),
+                    pytest.param(ODD_LAYERS[2].values[0], True, id="groups3-even-kernel")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layer, flat", RELU_INPUT_CASES)
+def test_input_grad_masked_by_a_relu_input(layer, flat, dtype):
+    """``relu_input``: dx = conv2d_input_grad(dy, w) * (x > 0) in one launch, x a ReLU's output (half of it 0) as a
+    channels_last view with column stride 2, dy a view every other column, dx poisoned; and the 48-column tile
+    (two dots, ``block_tail``), whose second part the mask covers too."""
+    gen = torch.Generator().manual_seed(41)
+    x_shape = (2, layer.in_channels, layer.size + 1, layer.size)
+    x = torch.relu(torch.randn(2, layer.size + 1, 2 * layer.size, layer.in_channels, generator=gen)).to(dtype)
+    x = x.permute(0, 3, 1, 2)[..., ::2]  # channels_last, every other column
+    w = (torch.randn(layer.weight_shape, generator=gen) / 10).to(dtype)
+    g = conv.conv2d_geometry(x_shape, w.shape, layer.stride, layer.padding, 1, layer.groups)
+    dy = every_other_column(torch.randn(2, layer.out_channels, g.OH, g.OW, generator=gen).to(dtype))
+    ref64 = torch.nn.grad.conv2d_input(x_shape, w.double(), dy.double(), **geometry(layer)) * (x > 0)
+    configs = [None] + [c for c in conv.INPUT_GRAD_CONFIGS.tensor_core if conv._tile_of(c) == (64, 48, 128)]
+    for config in configs if dtype == torch.bfloat16 and not flat else configs[:1]:
+        dx = conv.conv2d_input_grad(dy, w, x_shape, flat_krs=flat, config=config, relu_input=x, **geometry(layer))
+        assert torch.equal(dx == 0, (x == 0) | (ref64 == 0))
+        error, scale = (dx.double() - ref64).abs().max().item(), ref64.abs().max().item()
+        tolerance = 1e-5 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
+        assert error <= tolerance * scale, f"dx: error {error:.3g} vs scale {scale:.3g} ({config})"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, monkeypatch, no_torch_fallback):
+    """conv3 -> ReLU -> conv4 -> ReLU of the 2012 net (scaled), the first with ``relu_masked_by_next``, the second
+    with ``relu_input``: output and the gradients of x, both weights and both biases as PyTorch's; the first conv's
+    backward makes one output-grad pass, for its bias gradient (no mask, no saved output)."""
+    conv3, conv4 = (layer.values[0] for layer in ALEXNET_LAYERS[2:4])
+    x, w3, b3 = make_inputs(conv3, batch=2, dtype=dtype, height=9, channels_last=True, seed=3)
+    w4, b4 = (t.detach().to(dtype).requires_grad_() for t in make_inputs(conv4, batch=1, seed=4)[1:])
+    passes, output_grad = [], conv_op._conv2d_output_grad
+    monkeypatch.setattr(conv_op, "_conv2d_output_grad",
+                        lambda dy, y, bias_grad: passes.append((y is None, bias_grad)) or output_grad(dy, y, bias_grad))
+    with no_torch_fallback():
+        middle = ops.conv2d(x, w3, b3, relu=True, relu_masked_by_next=True, **geometry(conv3))
+        y = ops.conv2d(middle, w4, b4, relu=True, relu_input=True, **geometry(conv4))
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
+    with no_torch_fallback():
+        grads = torch.autograd.grad(y, (x, w3, b3, w4, b4), dy)
+    assert passes == [(False, True), (True, True)]  # conv4's: mask and bias; conv3's: bias only
+
+    def reference(*operands):
+        x, w3, b3, w4, b4 = operands
+        return torch_conv(torch_conv(x, w3, b3, geometry(conv3), True), w4, b4, geometry(conv4), True)
+    y_ref = reference(x, w3, b3, w4, b4)
+    names = ("y", "dx", "dw3", "db3", "dw4", "db4")
+    ours, ref = (y, *grads), (y_ref, *torch.autograd.grad(y_ref, (x, w3, b3, w4, b4), dy))
+    if dtype == torch.float32:
+        assert_all_close(ours, ref, names)
+    else:
+        operands64 = [t.detach().double().requires_grad_() for t in (x, w3, b3, w4, b4)]
+        y64 = reference(*operands64)
+        for name, a, e, e64 in zip(names, ours, ref, (y64, *torch.autograd.grad(y64, operands64, dy.double())),
+                                   strict=True):
+            assert_low_precision_close(a, e, e64, name)
+
+
+def test_relu_hand_over_refuses_what_it_cannot_do():
+    """relu_masked_by_next without a ReLU, either flag on the space-to-depth form, and a relu_input of the wrong
+    shape: one clear error each."""
+    x, w = torch.randn(2, 4, 9, 9), torch.randn(6, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"^conv2d: relu_masked_by_next needs relu=True"):
+        ops.conv2d(x, w, relu_masked_by_next=True)
+    x1, w1 = torch.randn(1, 3, 31, 31).to(memory_format=torch.channels_last), torch.randn(8, 3, 11, 11)
+    with pytest.raises(ValueError, match=r"^conv2d: relu_input and relu_masked_by_next are not supported .* "
+                                         r"space-to-depth form \(input \(1, 3, 31, 31\)"):
+        ops.conv2d(x1, w1, stride=4, precision="tf32", relu_input=True)
+    dy = torch.randn(2, 6, 7, 7)
+    with pytest.raises(ValueError, match=r"^conv2d_input_grad: relu_input must have shape \(2, 4, 9, 9\)"):
+        conv.conv2d_input_grad(dy, w, x.shape, relu_input=x[:, :3])
 
 
 GRADCHECK_CASES = [

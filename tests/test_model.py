@@ -142,12 +142,15 @@ POOL_BACKWARDS = ("_max_pool2d_backward_kernel", "_lrn_max_pool_backward_kernel"
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
     """conv1, conv2 and conv5 (a pool after their ReLU) run without their ReLU and bias, and their pools (LRN + pool
-    in the 2012 net) with both: a training step's backward launches the ReLU-mask output-grad pass for conv3 and
-    conv4 only, and the pools' backward passes sum the other convs' bias gradients."""
+    in the 2012 net) with both: the pools' backward passes sum those convs' bias gradients. conv3 and conv4 (a conv
+    after their ReLU) hand their ReLU's mask to the next conv's input gradient: a training step's backward launches
+    an output-grad pass for their bias gradients only, none that masks."""
     model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant])
     convs = [m for m in model.features if isinstance(m, triton_nn.Conv2d)]
     assert [conv.relu for conv in convs] == [False, False, True, True, False]
     assert [conv.bias_added_after for conv in convs] == [True, True, False, False, True]
+    assert [conv.relu_masked_by_next for conv in convs] == [False, False, True, True, False]
+    assert [conv.relu_input for conv in convs] == [False, False, False, True, True]
     with runtime.capture_launches() as records:
         ops.cross_entropy(model(images(variant)), torch.tensor([3, 0, 7])).backward()
     pools = [(r.args["RELU"], r.args["bias_ptr"].shape[0]) for r in records if r.kernel.fn.__name__ in POOL_FORWARDS]
@@ -157,7 +160,9 @@ def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
     assert bias_grads == [(True, conv.out_channels) for conv in reversed(convs) if not conv.relu]
     passes = [(r.args["RELU_MASK"], r.args["BIAS_GRAD"], r.args["dy_ptr"].shape[1]) for r in records
               if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]  # backward: conv4 first
-    assert passes == [(True, True, conv.out_channels) for conv in reversed(convs) if conv.relu]
+    assert passes == [(False, True, conv.out_channels) for conv in reversed(convs) if conv.relu]
+    masking = [r.args["INPUT_RELU"] for r in records if r.kernel.fn.__name__ == "_conv2d_input_grad_kernel"]
+    assert masking == [conv.relu_input for conv in reversed(convs[1:])]  # conv1's input gradient: not launched
 
 
 def test_the_pools_hold_their_conv_unregistered():

@@ -35,7 +35,9 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 
 @kernel_op("conv2d")
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
-            padding_name: str, dilation: list[int], groups: int, relu: bool, precision: str) -> torch.Tensor:
+            padding_name: str, dilation: list[int], groups: int, relu: bool, precision: str, relu_input: bool,
+            relu_masked_by_next: bool) -> torch.Tensor:
+    """The conv (the flags only change its backward: ``conv2d``)."""
     return conv2d_forward(x, weight, bias, stride, _padding(padding, padding_name), dilation, groups, relu,
                           precision)
 
@@ -50,9 +52,9 @@ def _conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None, bias_grad: boo
 @kernel_op("conv2d_input_grad")
 def _conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape: list[int], stride: list[int],
                        padding: list[int], padding_name: str, dilation: list[int], groups: int, channels_last: bool,
-                       precision: str) -> torch.Tensor:
+                       precision: str, relu_input: torch.Tensor | None) -> torch.Tensor:
     return conv2d_input_grad(dy, weight, x_shape, stride, _padding(padding, padding_name), dilation, groups,
-                             _layout(channels_last), precision)
+                             _layout(channels_last), precision, relu_input=relu_input)
 
 
 @kernel_op("conv2d_weight_grad")
@@ -103,8 +105,8 @@ def _output_grad(ctx, dy: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.T
 
 
 def _save(ctx, inputs, output) -> None:
-    x, weight, bias, *ctx.geometry, relu, ctx.precision = inputs
-    ctx.save_for_backward(x, weight, output if relu else None)
+    x, weight, bias, *ctx.geometry, relu, ctx.precision, ctx.relu_input, relu_masked_by_next = inputs
+    ctx.save_for_backward(x, weight, output if relu and not relu_masked_by_next else None)
     ctx.has_bias = bias is not None
 
 
@@ -112,11 +114,11 @@ def _backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
     dy, db = _output_grad(ctx, dy, y)
     need_x, need_w = ctx.needs_input_grad[:2]
-    dx = _conv2d_input_grad(dy, weight, list(x.shape), *ctx.geometry, _is_channels_last(x),
-                            ctx.precision) if need_x else None
+    dx = _conv2d_input_grad(dy, weight, list(x.shape), *ctx.geometry, _is_channels_last(x), ctx.precision,
+                            x if ctx.relu_input else None) if need_x else None
     dw = _conv2d_weight_grad(dy, x, list(weight.shape), *ctx.geometry, _is_channels_last(weight),
                              ctx.precision) if need_w else None
-    return dx, dw, db, None, None, None, None, None, None, None
+    return dx, dw, db, None, None, None, None, None, None, None, None, None
 
 
 def _save_depth(ctx, inputs, output) -> None:
@@ -147,7 +149,8 @@ _conv2d_depth.register_autograd(_backward_depth, setup_context=_save_depth)
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-           dilation=1, groups: int = 1, *, relu: bool = False, precision: str = "ieee") -> torch.Tensor:
+           dilation=1, groups: int = 1, *, relu: bool = False, precision: str = "ieee", relu_input: bool = False,
+           relu_masked_by_next: bool = False) -> torch.Tensor:
     """``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``, then ReLU if ``relu``.
 
     input [N, C_in, H, W] (NCHW or channels_last; the output keeps it) or unbatched [C_in, H, W], weight
@@ -157,7 +160,17 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     (fp32 on tensor cores, GPU only). Under torch.autocast, input, weight and bias are cast to its dtype first,
     as F.conv2d's are (alexnet_triton.precision); on the space-to-depth path the rearranging passes cast x and
     the weight.
+
+    A conv + ReLU feeding a conv can hand the ReLU's backward to the conv after it, which masks the input gradient
+    it writes anyway, so no pass over this conv's output gradient masks it (only a bias's gradient, if any, is
+    summed from it): ``relu_masked_by_next`` on the first (relu=True; its output is saved for no mask), and
+    ``relu_input`` on the second, whose input must be that output and nothing else's. The gradient the second
+    returns for its input is then the gradient of the ReLU's input (0 where the input is 0), which is what the
+    first takes as its output's gradient: a hook on the tensor between them sees it so. Neither runs in
+    space-to-depth form.
     """
+    if relu_masked_by_next and not relu:
+        raise checks.ArgumentError("conv2d: relu_masked_by_next needs relu=True (the ReLU the next conv masks for)")
     if input.dim() not in (3, 4):
         raise checks.ArgumentError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
                                    f"{tuple(input.shape)}")
@@ -170,7 +183,11 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     depth = conv2d_depth(x, weight.shape, stride, padding, dilation, groups, dtype, precision)
     if depth is None:
         x, weight, bias = autocast_operands(x, weight, bias)
-        y = _conv2d(x, weight, bias, *geometry, relu, precision)
+        y = _conv2d(x, weight, bias, *geometry, relu, precision, relu_input, relu_masked_by_next)
+    elif relu_input or relu_masked_by_next:
+        raise checks.ArgumentError(f"conv2d: relu_input and relu_masked_by_next are not supported by a conv that "
+                                   f"runs in space-to-depth form (input {tuple(x.shape)}, weight "
+                                   f"{tuple(weight.shape)}, stride {stride})")
     else:  # the dtypes autocast gives x and the weight, checked on empty stand-ins (they are cast on the way)
         x_like, weight_like, bias = autocast_operands(x.new_empty(0), weight.new_empty(0), bias)
         checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0])

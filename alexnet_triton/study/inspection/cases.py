@@ -11,6 +11,7 @@ import torch
 from ...architecture import CONV_LAYERS, LRN, NUM_CLASSES, POOL, SGD, VARIANTS, ConvLayer, parameter_shapes, shaped
 from ...kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, sgd
 from ...kernels.relu import relu_forward, threshold_backward
+from ...model import masks_relu_before
 from ..registries.benchmark_cases import DTYPES as STUDY_DTYPES
 from ..registries.benchmark_cases import LAYOUTS
 from . import reference_gemm
@@ -25,12 +26,16 @@ Cases = Iterator[tuple[str, Callable[[], None]]]
 
 
 def conv_cases() -> Cases:
-    """Every AlexNet conv layer, dtype and layout: forward (bias + ReLU), input and weight gradients."""
+    """Every AlexNet conv layer, dtype and layout: forward (bias + ReLU), input and weight gradients; the input
+    gradient masked by the ReLU before the conv where the model's conv takes that mask (``masks_relu_before``)."""
     for variant, layers in CONV_LAYERS.items():
+        network = list(shaped(variant))
+        masking = {s.layer.name for i, s in enumerate(network) if masks_relu_before(network, i)}
         for layer in layers:
             for dtype_name, (dtype, precision) in DTYPES.items():
                 for layout_name, layout in LAYOUTS.items():
-                    def run(layer=layer, dtype=dtype, precision=precision, layout=layout):
+                    def run(layer=layer, dtype=dtype, precision=precision, layout=layout,
+                            relu_input=layer.name in masking):
                         x = torch.empty(BATCH, layer.in_channels, layer.size, layer.size, dtype=dtype,
                                         memory_format=layout)
                         w = torch.empty(layer.out_channels, layer.in_channels // layer.groups, layer.kernel,
@@ -48,7 +53,8 @@ def conv_cases() -> Cases:
                             return
                         y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
                         dy, _ = conv.conv2d_output_grad(y, y, bias_grad=True)
-                        conv.conv2d_input_grad(dy, w, x.shape, memory_format=layout, **geometry)
+                        conv.conv2d_input_grad(dy, w, x.shape, memory_format=layout,
+                                               relu_input=x if relu_input else None, **geometry)
                         conv.conv2d_weight_grad(dy, x, w.shape, memory_format=layout, **geometry)
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 
