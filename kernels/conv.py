@@ -22,7 +22,9 @@ Speed (read from the SASS, ``experiments/inspect_kernels.py --loop``) rests on:
     operand tiles are contiguous along the channel: vector loads that the
     pipeliner turns into cp.async;
   - the ReLU mask and the bias gradient are one element-wise pass over dy
-    (``conv2d_output_grad``), not work repeated inside two GEMM loops.
+    (``conv2d_output_grad``), not work repeated inside two GEMM loops; where
+    the conv's input is a ReLU's output, the input gradient's epilogue masks
+    the dx it writes (``relu_input``), so the conv before needs no mask pass.
 
 The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
   - channel blocks: each step is one filter tap (r, s) and a block of

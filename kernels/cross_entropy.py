@@ -382,7 +382,7 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, reduction:
         return row_losses.view(rows.loss_shape), SavedForBackward(lse, mass, None)
     loss, divisor = buffer((), logits.dtype), buffer(())
     weighted = reduction == "mean" and not rows.soft
-    runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), partial_sums.CONFIGS, losses_ptr=row_losses,
+    runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), partial_sums.WIDE_CONFIGS, losses_ptr=row_losses,
                    row_weights_ptr=row_weights if weighted else row_losses, out_ptr=loss, divisor_ptr=divisor,
                    N=rows.count, fixed_divisor=rows.count if reduction == "mean" else 1, WEIGHTED=weighted)
     return loss, SavedForBackward(lse, mass, divisor if reduction == "mean" else None)

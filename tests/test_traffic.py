@@ -63,9 +63,10 @@ def test_triton_launches_are_counted_without_running():
 
 # Triton launches per phase of a step, by hand. 2012 forward: 5 convs, 2 LRN + pool, 1 pool, 3 linears (ReLU
 # and dropout fused), cross-entropy (2: rows, then their mean); backward: conv1 weight grad + its partial sums,
-# conv2-5 input grad, weight grad + its partial sums each, conv3 and conv4's output-grad pass (ReLU mask + bias
-# grad) + its partial sums, 2 LRN + pool and 1 pool, each + the partial sums of the bias grad of the conv before it
-# (the pool block adds that bias: conv1, conv2 and conv5 have no output-grad pass), 3 x (input, weight grad),
+# conv2-5 input grad, weight grad + its partial sums each, conv3 and conv4's output-grad pass (their bias grad; the
+# ReLU mask is conv4's and conv5's input grad's) + its partial sums, 2 LRN + pool and 1 pool, each + the partial
+# sums of the bias grad of the conv before it (the pool block adds that bias: conv1, conv2 and conv5 have no
+# output-grad pass), 3 x (input, weight grad),
 # cross-entropy; optimizer: one multi-tensor SGD launch for the 16 fp32 parameters (kernels/sgd.py: one per dtype
 # and MAX_TENSORS). torchvision: 3 pools, no LRN, and the standalone dropout before fc6 (the one before fc7 is
 # fc6's fused epilogue). conv1 runs directly: its space-to-depth form is for channels_last, not exact fp32.
