@@ -70,12 +70,13 @@ def test_a_linear_forward_against_a_hand_count(issue_per_tensor):
 
 
 def test_a_gemm_without_a_main_loop_is_priced_by_its_bytes():
+    """... streamed through as many SMs as it has programs (one here), each at its share of the bandwidth."""
     x, w = torch.empty(64, 96, dtype=torch.bfloat16), torch.empty(32, 96, dtype=torch.bfloat16)
     (launch,) = _captured("fc6", lambda: linear.linear_forward(x, w))
     row = step_model.price_launch(launch, GPU, "bf16", "2012", _loop_table("_linear_forward_kernel", "none", 1, 1),
                                   HOST_US)
-    assert row["bound_by"] == "memory" and pd.isna(row.get("issue_us"))
-    assert row["bound_us"] == pytest.approx(row["bytes"] / (GPUS[GPU].bandwidth * 1e12) * 1e6)
+    assert row["bound_by"] == "memory" and pd.isna(row.get("issue_us")) and row["programs"] == 1
+    assert row["bound_us"] == pytest.approx(row["bytes"] / (GPUS[GPU].bandwidth * 1e12 / GPUS[GPU].sms) * 1e6)
 
 
 def test_dropout_is_priced_by_the_bytes_it_loads_and_stores():
@@ -85,7 +86,8 @@ def test_dropout_is_priced_by_the_bytes_it_loads_and_stores():
     assert launch.bytes == moved
     row = step_model.price_launch(launch, "a100-sxm", "fp32-tf32", "torchvision", _loop_table("x", "x", 1, 1), HOST_US)
     assert row["bound_by"] == "memory" and row["programs"] == math.ceil(x.numel() / launch.choices[0].meta["BLOCK"])
-    assert row["bound_us"] == pytest.approx(moved / (GPUS["a100-sxm"].bandwidth * 1e12) * 1e6)
+    share = min(1.0, row["programs"] / GPUS["a100-sxm"].sms)  # of the SMs its programs stream through
+    assert row["bound_us"] == pytest.approx(moved / (GPUS["a100-sxm"].bandwidth * 1e12 * share) * 1e6)
 
 
 def test_an_in_place_update_counts_its_tensor_twice():

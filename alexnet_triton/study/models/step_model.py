@@ -24,7 +24,9 @@ Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
               counts twice); an ATen op's: each distinct tensor it touches once (``traffic.distinct_bytes``).
               The launch's own traffic, so an intermediate one kernel writes and the next reads counts in both
               (not the layer's compulsory minimum); tile re-reads are taken as cache hits, masked-off lanes
-              move nothing.
+              move nothing. A memory-bound Triton launch (no main loop below) of fewer programs than SMs streams
+              through that many SMs, each at its share of the bandwidth (an assumption: one SM can pull more than
+              its share, but far from all of it).
   issue_us, tensor_us   GEMM-like kernels (a ``TRIP_COUNTS`` entry and a main loop in the inspection table for
               the GPU's target and the step's dtype): ``loop_model.kernel_bound`` of the grid's programs (the
               launch's own grid callable), the trip count and the main loop's loop_instructions and
@@ -240,14 +242,15 @@ def price_choice(launch: StepLaunch, choice: Choice, gpu: str, dtype: str, varia
                  loops: pd.DataFrame) -> dict:
     """The modelled bound (module docstring) of ``launch`` at one config on ``gpu``."""
     machine = GPUS[gpu]
-    memory_us = launch.bytes / (GPUS[gpu].bandwidth * 1e12) * 1e6
+    memory_us = launch.bytes / (machine.bandwidth * 1e12) * 1e6
     row = dict(config=choice.config, warps=choice.warps, programs=choice.programs, memory_us=memory_us,
                bound_us=memory_us, bound_by="memory")
     trips = TRIP_COUNTS.get(launch.kernel)
     loop = loop_row(loops, launch.kernel, choice.config, machine.target, dtype, variant, launch.layer) \
         if trips else None
     if loop is None:
-        return row
+        streamed_us = memory_us / min(1.0, choice.programs / machine.sms)
+        return dict(row, memory_us=streamed_us, bound_us=streamed_us)
     occupancy = loop.get("occupancy")
     resident = max(1, round(float(occupancy) * loop_model.WARP_SLOTS / choice.warps)) if pd.notna(occupancy) else 1
     iterations = trips(launch.args, choice.meta)
