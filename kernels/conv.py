@@ -298,6 +298,11 @@ _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile
 # wait depth 2; sm_80 0.6; TF32 fits sm_90 only (169 KiB).
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES + (_tile(64, 48, 128, 4, 3),),
                               _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
+# The input gradient masked by a ReLU's output (``relu_input``): its epilogue holds the x tile's mask beside dx, and
+# the 256-wide tiles spilled on sm_80 (80-128 bytes; their loops unchanged); the 13x13 layers it serves take the
+# smaller tiles anyway.
+INPUT_GRAD_RELU_CONFIGS = dataclasses.replace(
+    INPUT_GRAD_CONFIGS, tensor_core=tuple(c for c in INPUT_GRAD_CONFIGS.tensor_core if 256 not in _tile_of(c)))
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
 # Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
@@ -674,13 +679,18 @@ def _conv2d_input_grad_kernel(
 @triton.jit
 def _store_input_grad(acc, dx_row_ptr, x_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU: tl.constexpr,
                       ACC_DTYPE: tl.constexpr):
-    """Store acc [pixels, channels c] as dx rows, rounded to dx's dtype; with INPUT_RELU, 0 where x <= 0."""
+    """Store acc [pixels, channels c] as dx rows, rounded to dx's dtype; with INPUT_RELU, 0 where x <= 0: two masked
+    stores, not a select on dx, which ptxas took for a read of the wgmma accumulator inside the pipelined loop and
+    so serialised every wgmma of it (sm_90: wait depth 0, 64x64x128 181 -> 199 loop instructions)."""
     mask = pixel_ok[:, None] & c_ok[None, :]
+    dx_ptrs = dx_row_ptr[:, None] + (c * dx_sc)[None, :]
     dx = acc.to(dx_row_ptr.dtype.element_ty)
     if INPUT_RELU:
-        x = tl.load(x_row_ptr[:, None] + (c * x_sc)[None, :], mask=mask, other=0.0)
-        dx = tl.where(x.to(ACC_DTYPE) > 0.0, dx, 0.0).to(dx.dtype)
-    tl.store(dx_row_ptr[:, None] + (c * dx_sc)[None, :], dx, mask=mask)
+        positive = tl.load(x_row_ptr[:, None] + (c * x_sc)[None, :], mask=mask, other=0.0).to(ACC_DTYPE) > 0.0
+        tl.store(dx_ptrs, tl.zeros_like(dx), mask=mask & ~positive)
+        mask = mask & positive
+    tl.store(dx_ptrs, dx, mask=mask)
+
 
 @triton.jit
 def _dy_tile(stepped_ptrs, row_ptr, rows_ok, offsets, pixels_ok, PIXELS_FLAT: tl.constexpr):
@@ -987,8 +997,11 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     grid = lambda meta: (  # noqa: E731
         runtime.cdiv(N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw), meta["BLOCK_M"]),
         runtime.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
+    configs = pass_configs("input_grad", dy, flat_krs, g)
+    if relu_input is not None and configs is INPUT_GRAD_CONFIGS:
+        configs = INPUT_GRAD_RELU_CONFIGS
     runtime.launch(
-        _conv2d_input_grad_kernel, grid, pass_configs("input_grad", dy, flat_krs, g), config,
+        _conv2d_input_grad_kernel, grid, configs, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx, x_ptr=relu_input, N=N, **g.kernel_args(),
         tap_step_h=sh // math.gcd(sh, g.dilation_h), tap_step_w=sw // math.gcd(sw, g.dilation_w),
