@@ -285,13 +285,15 @@ FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile
 # output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
 # BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80 (bf16),
 # 256x128x32 w8 there at TF32. N = 96 (``block_tail``: dots of 64 and 32 columns sharing the x tile) for 2012
-# conv1's 96 output channels, which 128 pad by a third: sm_90 0.42 issue/tensor bf16/fp16, 0.35 TF32 (255
-# registers, no spill; fits sm_90 only), wgmma n64 and n32 both async (wait depth 2); sm_80 0.31 (255 registers,
-# no spill; Triton 3.6 likewise); at 8 warps no loop was left (unrolled, as 128x128x64). 2012 conv2 (1200 = 5 x 5
-# taps x 48 channels, bounds checked) takes them too (sm_90 bf16: 0.31 issue/tensor at 128x128x64, 0.84 at
-# 128x64x32). Exact fp32: the channel-block set's CUDA-core tiles (64x64x32 w8 spilled on sm_90 for conv2).
+# conv1's 96 output channels, which 128 pad by a third: wgmma n64 and n32 both async on sm_90 (wait depth 2); BK 64
+# sm_90 0.42 issue/tensor bf16/fp16, 0.35 TF32 (255 registers, no spill; fits sm_90 only), sm_80 0.31 (255
+# registers, no spill); BK 32 (TF32 on sm_80: 255 registers, no spill, 0.31) sm_90 0.59 bf16/fp16, 0.43 TF32;
+# Triton 3.6 spilled none of the 255-register ones either; at 8 warps 128x96x64 left no loop (unrolled, as
+# 128x128x64). 2012 conv2 (1200 = 5 x 5 taps x 48 channels, bounds checked) takes them too (sm_90 bf16: 0.31
+# issue/tensor at 128x128x64, 0.84 at 128x64x32). Exact fp32: the channel-block set's CUDA-core tiles (64x64x32 w8
+# spilled on sm_90 for conv2).
 FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3),
-                                        _tile(128, 96, 64, 4, 3)),
+                                        _tile(128, 96, 64, 4, 3), _tile(128, 96, 32, 4, 3)),
                                        FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
