@@ -286,10 +286,16 @@ FORWARD_GATHER_CONFIGS = _configs(_GATHER_TILES, (_tile(64, 64, 32, 8, 2), _tile
 # The flat reduction over channel vectors (conv1 after space-to-depth: 432 = 3 x 3 taps x 48 channels, 96 or 64
 # output channels): N = 128 or 64, and 4 warps at 128 x 128 (sm_90: 0.26 issue/tensor at BK 64, 8 warps 0.58 at
 # BK 32); 128x128x64 w8 had no loop left on sm_80/sm_90 (7 steps, unrolled), 128x64x64 w4 spilled on sm_80 (bf16),
-# 256x128x32 w8 there at TF32. 2012 conv2 (1200 = 5 x 5 taps x 48 channels, bounds checked) takes them too
-# (sm_90 bf16: 0.31 issue/tensor at 128x128x64, 0.84 at 128x64x32). Exact fp32: the channel-block set's CUDA-core
-# tiles (64x64x32 w8 spilled on sm_90 for conv2).
-FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3)),
+# 256x128x32 w8 there at TF32. N = 96 (``block_tail``: dots of 64 and 32 columns sharing the x tile) for 2012
+# conv1's 96 output channels, which 128 pad by a third: wgmma n64 and n32 both async on sm_90 (wait depth 2); BK 64
+# sm_90 0.42 issue/tensor bf16/fp16, 0.35 TF32 (255 registers, no spill; fits sm_90 only), sm_80 0.31 (255
+# registers, no spill); BK 32 (TF32 on sm_80: 255 registers, no spill, 0.31) sm_90 0.59 bf16/fp16, 0.43 TF32;
+# Triton 3.6 spilled none of the 255-register ones either; at 8 warps 128x96x64 left no loop (unrolled, as
+# 128x128x64). 2012 conv2 (1200 = 5 x 5 taps x 48 channels, bounds checked) takes them too (sm_90 bf16: 0.31
+# issue/tensor at 128x128x64, 0.84 at 128x64x32). Exact fp32: the channel-block set's CUDA-core tiles (64x64x32 w8
+# spilled on sm_90 for conv2).
+FORWARD_FLAT_VECTOR_CONFIGS = _configs((_tile(128, 128, 64, 4, 3), _tile(128, 128, 32, 4, 3), _tile(128, 64, 32, 4, 3),
+                                        _tile(128, 96, 64, 4, 3), _tile(128, 96, 32, 4, 3)),
                                        FORWARD_CONFIGS.cuda_core,
                                        _interpreter_forward_tile, ("N", "x_sc", "w_sc"), "x_ptr")
 _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile(32, 32, 32, 4, 2))
@@ -327,7 +333,10 @@ WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), 
 # (2012 conv4, torchvision conv2 and conv3), whose 64-row tiles are issue-bound (64x64x64 over channel blocks: sm_90
 # 1.31 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at
 # most 0.71 at BK 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel
-# blocks) the two dots ran synchronously (wait depth 0) on sm_90.
+# blocks) the two dots ran synchronously (wait depth 0) on sm_90. 96 rows (64 + 32) for 2012 conv1's 96 output
+# channels are not shipped: wgmma needs 64 rows a warpgroup, so the 32-row dot ran as mma.sync (HMMA.16816) on
+# sm_90, a third of the MACs on a path not known to reach wgmma's rate (issue/tensor counts it at that rate:
+# 96x128x64 w4 0.98, w8 1.21, 96x128x32 w8 1.49); sm_80 0.55 (no spill).
 WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
                                                            _tile(192, 128, 32, 8, 3)))
@@ -474,6 +483,19 @@ def _first_tap(phase, R: tl.constexpr, stride: tl.constexpr, dilation: tl.conste
 
 
 @triton.jit
+def _store_output(acc, y_ptr, b_ptr, n, oh, ow, pixel_ok, k, k_ok, b_sk, y_sn, y_sc, y_sh, y_sw,
+                  HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """y = relu?(acc + b): the forward's output tile acc [P, BLOCK] at pixels (n, oh, ow) [P] (pixel_ok [P]) and
+    output channels k [BLOCK] (k_ok [BLOCK])."""
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + k * b_sk, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
+    if APPLY_RELU:
+        acc = tl.maximum(acc, 0.0)
+    y_ptrs = (y_ptr + n.to(tl.int64) * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sc)[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & k_ok[None, :])
+
+
+@triton.jit
 def _conv2d_forward_kernel(
     # pointers
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -497,7 +519,8 @@ def _conv2d_forward_kernel(
     """y = relu?(conv2d(x, w) + b).
 
     grid (cdiv(N*OH*OW, BLOCK_M), cdiv(K/G, BLOCK_N), G): each program computes
-    a BLOCK_M (output pixels) x BLOCK_N (output channels of group G) tile.
+    a BLOCK_M (output pixels) x BLOCK_N (output channels of group G; two powers
+    of two: ``block_tail``) tile.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -512,26 +535,39 @@ def _conv2d_forward_kernel(
     iw0 = ow * stride_w - pad_w
     x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + group * C_per_group * x_sc + ih0 * x_sh + iw0 * x_sw
 
-    k_in_group = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # output channels: BLOCK_N = HEAD_N + TAIL_N columns, a dot each (``block_tail``), sharing the x window tile
+    TAIL_N: tl.constexpr = block_tail(BLOCK_N)
+    HEAD_N: tl.constexpr = BLOCK_N - TAIL_N
+    k_in_group = pid_n * BLOCK_N + tl.arange(0, HEAD_N)
     k_ok = k_in_group < K_per_group
     k = group * K_per_group + k_in_group
     w_k_ptr = w_ptr + k * w_sk
+    acc = tl.zeros([BLOCK_M, HEAD_N], dtype=ACC_DTYPE)
+    if TAIL_N > 0:
+        k_tail_in_group = pid_n * BLOCK_N + HEAD_N + tl.arange(0, TAIL_N)
+        k_tail_ok = k_tail_in_group < K_per_group
+        k_tail = group * K_per_group + k_tail_in_group
+        w_k_tail_ptr = w_ptr + k_tail * w_sk
+        acc_tail = tl.zeros([BLOCK_M, TAIL_N], dtype=ACC_DTYPE)
 
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC_DTYPE)
     for block in range(0, _crs_blocks(C_per_group, R, S, BLOCK_K, FLAT_CRS)):
         r, s, c, crs_ok = _crs_indices(block, C_per_group, R, S, BLOCK_K, FLAT_CRS)
         a = _window_tile(x_row_ptr, ih0, iw0, r * dilation_h, s * dilation_w, c, crs_ok, pixels < N * OH * OW, H, W,
                          x_sc, x_sh, x_sw, FLAT_CRS, WINDOW_INSIDE)
-        w_ptrs = w_k_ptr[None, :] + (c * w_sc + r * w_sr + s * w_ss)[:, None]
-        b = tl.load(w_ptrs, mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
+        w_offsets = c * w_sc + r * w_sr + s * w_ss
+        b = tl.load(w_k_ptr[None, :] + w_offsets[:, None], mask=crs_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        if TAIL_N > 0:
+            b_tail = tl.load(w_k_tail_ptr[None, :] + w_offsets[:, None], mask=crs_ok[:, None] & k_tail_ok[None, :],
+                             other=0.0)
+            acc_tail = tl.dot(a, b_tail, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
 
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + k * b_sk, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
-    if APPLY_RELU:
-        acc = tl.maximum(acc, 0.0)
-    y_ptrs = (y_ptr + n.to(tl.int64) * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sc)[None, :]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(pixels < N * OH * OW)[:, None] & k_ok[None, :])
+    pixel_ok = pixels < N * OH * OW
+    _store_output(acc, y_ptr, b_ptr, n, oh, ow, pixel_ok, k, k_ok, b_sk, y_sn, y_sc, y_sh, y_sw, HAS_BIAS,
+                  APPLY_RELU, ACC_DTYPE)
+    if TAIL_N > 0:
+        _store_output(acc_tail, y_ptr, b_ptr, n, oh, ow, pixel_ok, k_tail, k_tail_ok, b_sk, y_sn, y_sc, y_sh, y_sw,
+                      HAS_BIAS, APPLY_RELU, ACC_DTYPE)
 
 
 @triton.jit

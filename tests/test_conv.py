@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -835,3 +837,55 @@ def test_input_grad_48_column_tile(channels, dtype):
         assert_close(dx, ref, "dx")
     else:
         assert_low_precision_close(dx, ref, ref64, "dx")
+
+
+# The forward's 96-column tiles (``conv.block_tail``: dots of 64 and 32 columns sharing the x window tile), shipped
+# for conv1's 96 output channels over its space-to-depth form (48 channels, 3x3, the flat reduction, windows inside
+# x): BK 64 and BK 32 (432 reduction columns: 6.75 and 13.5 steps, the last one partial).
+FORWARD_96_COLUMN_TILES = [c for c in conv.FORWARD_FLAT_VECTOR_CONFIGS.tensor_core if c.kwargs["BLOCK_N"] == 96]
+FORWARD_96_COLUMN_TILE = FORWARD_96_COLUMN_TILES[0]
+
+
+@pytest.mark.parametrize("config", FORWARD_96_COLUMN_TILES, ids=runtime.config_name)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("w_shape, groups", [
+    pytest.param((96, 48, 3, 3), 1, id="96"), pytest.param((80, 48, 3, 3), 1, id="80-tail-half-masked"),
+    pytest.param((200, 48, 3, 3), 1, id="200-three-blocks"), pytest.param((160, 24, 3, 3), 2, id="2x80-groups")])
+def test_forward_96_column_tiles(w_shape, groups, dtype, config):
+    """Each 96-column forward tile on conv1's space-to-depth geometry: 96 output channels (what it is for), 80 (the
+    32-column part half masked), 200 (three column blocks, the last 8 wide: its 32-column part all masked) and 2
+    groups of 80 over 24 channels; 2 x 9 x 10 = 180 pixels (two 128-row blocks, the second partial); x a
+    channels_last view out of a wider, larger tensor, the weight a view with column stride 2, bias + ReLU, y
+    poisoned."""
+    gen = torch.Generator().manual_seed(41)
+    channels = w_shape[1] * groups
+    x = torch.randn(2, channels + 8, 12, 13, generator=gen).to(dtype, memory_format=torch.channels_last)
+    x = x[:, 4:4 + channels, 1:, 1:]
+    w = every_other_column(torch.randn(w_shape, generator=gen).to(dtype) / (w_shape[1] * 9) ** 0.5)
+    b = torch.randn(w_shape[0], generator=gen).to(dtype)
+    g = conv.conv2d_geometry(x.shape, w_shape, 1, 0, 1, groups)
+    assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last) and g.window_inside
+    assert conv.pass_configs("forward", x, True, g) is conv.FORWARD_FLAT_VECTOR_CONFIGS
+    y = conv.conv2d_forward(x, w, b, groups=groups, relu=True, flat_crs=True, config=config)
+    ref, ref64 = (torch_conv(x.to(d), w.to(d), b.to(d), dict(groups=groups), True) for d in (dtype, torch.float64))
+    if dtype == torch.float32:
+        assert_close(y, ref, "y")
+    else:
+        assert_low_precision_close(y, ref, ref64, "y")
+
+
+@pytest.mark.parametrize("out_channels", [96, 40])
+def test_space_to_depth_form_with_the_96_column_forward_tile(out_channels, monkeypatch, no_torch_fallback):
+    """conv1 through ops.conv2d (its space-to-depth form) with the forward on the 96-column tile, as a GPU launches
+    it: y, dx, dw, db against PyTorch (TF32: exact in the interpreter) for 96 output channels and 40 (the 32-column
+    part masked but for 8); the weight a view with column stride 2, bias + ReLU."""
+    vectors, flat_vectors, gather = conv._CONFIG_SETS["forward"]
+    launched = []
+    forced = dataclasses.replace(flat_vectors, interpreter=lambda args: launched.append(args["K_per_group"])
+                                 or FORWARD_96_COLUMN_TILE)
+    monkeypatch.setitem(conv._CONFIG_SETS, "forward", (vectors, forced, gather))
+    x, w, b = random_operands((2, 3, 35, 39), (out_channels, 3, 11, 11), channels_last=True, seed=43)
+    w = every_other_column(w)
+    ours, ref, _ = run_both(dict(stride=4, padding=2), x, w, b, True, no_torch_fallback, precision="tf32")
+    assert launched == [out_channels]
+    assert_all_close(ours, ref)
