@@ -89,7 +89,7 @@ def _interpreter_weight_grad_tile(a: dict) -> triton.Config:  # output channels 
 def _interpreter_output_grad_tile(a: dict) -> triton.Config:  # every channel, pixels up to 2^20 elements
     block_k = max(16, triton.next_power_of_2(a["K"]))
     return triton.Config({"BLOCK_P": min(max(16, triton.next_power_of_2(a["P"])), (1 << 20) // block_k),
-                          "BLOCK_K": block_k})
+                          "BLOCK_K": block_k, "BLOCKS": 1})
 
 
 _tile = runtime.gemm_tile
@@ -368,10 +368,11 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
     return flat_vectors if g.C_per_group % 8 == 0 else gather
 
 
-# The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per program.
-# 8 warps: at 4, Triton 3.9 spilled on sm_80 (NCHW, 243 registers: every element carries its own int64 pixel
-# address); element-wise, not autotuned.
-_OUTPUT_GRAD_TILE = triton.Config({"BLOCK_P": 64, "BLOCK_K": 64}, num_warps=8, num_stages=1)
+# The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per step, BLOCKS steps of consecutive pixels per
+# program (BLOCKS times fewer bias-gradient partial rows: 2012 conv3's 21632 pixels give 43, one ``sum_partials``
+# launch, not 338 and two). 8 warps: at 4, Triton 3.9 spilled on sm_80 (NCHW, 243 registers: every element carries
+# its own int64 pixel address); element-wise, not autotuned.
+_OUTPUT_GRAD_TILE = triton.Config({"BLOCK_P": 64, "BLOCK_K": 64, "BLOCKS": 8}, num_warps=8, num_stages=1)
 OUTPUT_GRAD_CONFIGS = runtime.KernelConfigs(tensor_core=(_OUTPUT_GRAD_TILE,), cuda_core=(_OUTPUT_GRAD_TILE,),
                                             interpreter=_interpreter_output_grad_tile, key=())
 
@@ -582,31 +583,35 @@ def _conv2d_output_grad_kernel(
     out_sn, out_sk, out_sh, out_sw,
     # meta
     RELU_MASK: tl.constexpr, BIAS_GRAD: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCKS: tl.constexpr,
 ):
-    """out = dy * (y > 0) (RELU_MASK) and db_partial[i, k] = sum of that over pixel block i (BIAS_GRAD).
+    """out = dy * (y > 0) (RELU_MASK) and db_partial[i, k] = sum of that over program i's pixels (BIAS_GRAD).
 
-    dy, y, out: [N, K, OH, OW]; P = N*OH*OW; db_partial: [cdiv(P, BLOCK_P), K], accumulator type. A pointer its
-    pass does not use is None (y and out without RELU_MASK, db_partial without BIAS_GRAD).
-    grid (cdiv(P, BLOCK_P), cdiv(K, BLOCK_K)): each program handles BLOCK_P pixels x BLOCK_K channels.
+    dy, y, out: [N, K, OH, OW]; P = N*OH*OW; db_partial: [cdiv(P, BLOCK_P * BLOCKS), K], accumulator type. A
+    pointer its pass does not use is None (y and out without RELU_MASK, db_partial without BIAS_GRAD).
+    grid (cdiv(P, BLOCK_P * BLOCKS), cdiv(K, BLOCK_K)): each program handles BLOCKS consecutive blocks of BLOCK_P
+    pixels x BLOCK_K channels, one after another.
     """
-    pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    ow = pixels % OW
-    oh = (pixels // OW) % OH
-    n = (pixels // (OW * OH)).to(tl.int64)
-    mask = (pixels < P)[:, None] & (k < K)[None, :]
-    dy = tl.load(dy_ptr + (n * dy_sn + oh * dy_sh + ow * dy_sw)[:, None] + (k * dy_sk)[None, :], mask=mask,
-                 other=0.0)
-    if RELU_MASK:
-        y = tl.load(y_ptr + (n * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sk)[None, :], mask=mask,
-                    other=0.0)
-        dy = tl.where(y.to(ACC_DTYPE) > 0.0, dy, 0.0).to(dy.dtype)
-        tl.store(out_ptr + (n * out_sn + oh * out_sh + ow * out_sw)[:, None] + (k * out_sk)[None, :], dy,
-                 mask=mask)
+    db = tl.zeros([BLOCK_K], dtype=ACC_DTYPE)
+    for block in range(tl.program_id(0) * BLOCKS, tl.program_id(0) * BLOCKS + BLOCKS):
+        pixels = block * BLOCK_P + tl.arange(0, BLOCK_P)
+        ow = pixels % OW
+        oh = (pixels // OW) % OH
+        n = (pixels // (OW * OH)).to(tl.int64)
+        mask = (pixels < P)[:, None] & (k < K)[None, :]
+        dy = tl.load(dy_ptr + (n * dy_sn + oh * dy_sh + ow * dy_sw)[:, None] + (k * dy_sk)[None, :], mask=mask,
+                     other=0.0)
+        if RELU_MASK:
+            y = tl.load(y_ptr + (n * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sk)[None, :], mask=mask,
+                        other=0.0)
+            dy = tl.where(y.to(ACC_DTYPE) > 0.0, dy, 0.0).to(dy.dtype)
+            tl.store(out_ptr + (n * out_sn + oh * out_sh + ow * out_sw)[:, None] + (k * out_sk)[None, :], dy,
+                     mask=mask)
+        if BIAS_GRAD:
+            db += tl.sum(dy.to(ACC_DTYPE), axis=0)
     if BIAS_GRAD:
-        tl.store(db_partial_ptr + tl.program_id(0).to(tl.int64) * K + k, tl.sum(dy.to(ACC_DTYPE), axis=0),
-                 mask=k < K)
+        tl.store(db_partial_ptr + tl.program_id(0).to(tl.int64) * K + k, db, mask=k < K)
 
 
 @triton.jit
@@ -996,7 +1001,7 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
         return masked, runtime.new_output((K,), device=dy.device, dtype=dy.dtype).zero_() if bias_grad else None
     config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
-    blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"])
+    blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"] * config.kwargs["BLOCKS"])
     partial_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
     db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else None
     runtime.launch(

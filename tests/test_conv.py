@@ -392,6 +392,24 @@ def test_output_grad_reads_strided_views():
     assert_close(db, (dy * (y > 0)).sum((0, 2, 3)), "db")
 
 
+@pytest.mark.parametrize("relu", [True, False], ids=["mask-and-bias", "bias-only"])
+def test_output_grad_with_the_gpu_tile(relu, monkeypatch):
+    """The GPU's tile in the interpreter: 8 blocks of 64 pixels a program, 64 channels: 585 pixels (a second
+    program with one partial block and six past the end) x 80 channels (a second, partial channel block), dy and y
+    strided views, outputs poisoned."""
+    monkeypatch.setattr(conv, "OUTPUT_GRAD_CONFIGS", dataclasses.replace(conv.OUTPUT_GRAD_CONFIGS,
+                                                                         interpreter=conv._OUTPUT_GRAD_TILE))
+    gen = torch.Generator().manual_seed(12)
+    dy, y = (every_other_column(torch.randn(3, 80, 13, 15, generator=gen)) for _ in range(2))
+    with runtime.capture_launches() as records:
+        conv.conv2d_output_grad(dy, y if relu else None, bias_grad=True)
+    assert records[0].args["db_partial_ptr"].shape == (2, 80)
+    masked, db = conv.conv2d_output_grad(dy, y if relu else None, bias_grad=True)
+    reference = dy * (y > 0) if relu else dy
+    assert_close(masked, reference, "masked dy")
+    assert_close(db, reference.sum((0, 2, 3)), "db")
+
+
 def test_weight_grad_is_deterministic_and_split_invariant():
     layer = ALEXNET_LAYERS[2].values[0]
     x, w, _ = (t.detach() for t in make_inputs(layer, batch=2))
