@@ -5,7 +5,7 @@ per 1024 columns adds the rows one after another. Taller ones (a bias gradient s
 input gradient, a pool block's or a conv's output-gradient pass: a row per program of that pass, thousands of rows
 of a few hundred columns; conv1's 33-66 weight-gradient slices) would be a chain of dependent loads per program,
 one row each: on a GPU the latency of each (hundreds of ns) times the rows, milliseconds for 2012 conv2's LRN
-block (11664 rows on one program). They are summed ``TALL_ROWS`` rows per step ([TALL_ROWS, 128] tiles, each row
+block (11664 rows on one program). They are summed ``TALL_ROWS`` rows per step ([TALL_ROWS, 64] tiles, each row
 added on its own lanes, the lanes reduced once at the end), at most ``CHUNK_ROWS`` rows per program (a few steps,
 and programs enough to stream from many SMs): a taller buffer in two launches (three over 128 x 128 rows), chunks of
 rows side by side, then the chunks' sums. The order of every sum is a rule of the buffer's shape alone.
@@ -23,7 +23,7 @@ WIDE_ROWS = 16
 TALL_ROWS, CHUNK_ROWS = 32, 128
 # Not autotuned: one config per shape; the interpreter runs fewer, larger programs of the wide one.
 WIDE_CONFIGS = runtime.fixed_config(BLOCK=1024, num_warps=4, interpreter_block=16384)
-TALL_CONFIGS = runtime.fixed_config(BLOCK=128, num_warps=4)
+TALL_CONFIGS = runtime.fixed_config(BLOCK=64, num_warps=4)
 
 
 @triton.jit
