@@ -889,3 +889,39 @@ def test_space_to_depth_form_with_the_96_column_forward_tile(out_channels, monke
     ours, ref, _ = run_both(dict(stride=4, padding=2), x, w, b, True, no_torch_fallback, precision="tf32")
     assert launched == [out_channels]
     assert_all_close(ours, ref)
+
+
+WEIGHT_GRAD_CRS_ROWS_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.tensor_core if c.kwargs.get("CRS_ROWS"))
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["dw-nhwc", "dw-nchw"])
+@pytest.mark.parametrize("dy_layout", ["strided", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("w_shape, splits", [((96, 48, 3, 3), 3), ((40, 24, 3, 3), 1), ((100, 8, 2, 2), 5)],
+                         ids=["conv1-depth-form", "K40-crs216", "K100-crs32-empty-slices"])
+def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_format):
+    """The weight gradient's transposed tile (CRS_ROWS: 128 (r, s, c) rows x 96 output channels, dots of 64 and 32
+    columns) on flat windows inside x, as space-to-depth conv1 launches it at 16-bit operands: 96 output channels
+    over 432 = 3 x 128 + 48 reduction elements (2012 conv1's depth form); 40 (the 32-column dot all masked) over
+    216; 100 (a second program row, 4 channels of it valid) over 32, at 5 splits of 189 pixels (64-pixel slices: the
+    last two empty, writing zeros). x a channels_last view out of a wider, larger tensor, dy a view with column
+    stride 2 or dense channels_last, dw poisoned, in either layout."""
+    gen = torch.Generator().manual_seed(47)
+    x = torch.randn(3, w_shape[1] + 8, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)
+    x = x[:, 3:3 + w_shape[1], 1:, 1:]
+    g = conv.conv2d_geometry(x.shape, w_shape, 1, 0, 1, 1)
+    dy = torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype)
+    dy = every_other_column(dy) if dy_layout == "strided" else dy.contiguous(memory_format=torch.channels_last)
+    assert g.window_inside and x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
+    expected = (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if dtype == torch.bfloat16
+                else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+    assert conv.pass_configs("weight_grad", x, True, g) is expected  # 16-bit operands: this tile is launched
+    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=splits, config=WEIGHT_GRAD_CRS_ROWS_TILE,
+                                 memory_format=memory_format)
+    assert dw.is_contiguous(memory_format=memory_format)
+    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy)
+    if dtype == torch.float32:
+        assert_close(dw, ref, "dw")
+    else:
+        ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double())
+        assert_low_precision_close(dw, ref, ref64, "dw")
