@@ -926,3 +926,25 @@ def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_f
     else:
         ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double())
         assert_low_precision_close(dw, ref, ref64, "dw")
+
+
+@pytest.mark.parametrize("out_channels", [96, 40])
+def test_space_to_depth_form_with_the_transposed_weight_grad_tile(out_channels, monkeypatch, no_torch_fallback):
+    """conv1 at bf16 through ops.conv2d (its space-to-depth form) with the weight gradient on the transposed tile,
+    as a GPU launches it: dw (and y, dx, db) against an fp64 reference for 96 output channels and 40 (the 32-column
+    dot all masked); the weight a view with column stride 2, bias, no ReLU (a rounded output at 0 may flip its
+    mask between precisions)."""
+    launched = []
+    forced = dataclasses.replace(conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS, interpreter=lambda args: launched.append(
+        args["K_per_group"]) or WEIGHT_GRAD_CRS_ROWS_TILE)
+    monkeypatch.setattr(conv, "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS", forced)
+    x, w, b = random_operands((2, 3, 35, 39), (out_channels, 3, 11, 11), torch.bfloat16, channels_last=True, seed=53)
+    w = every_other_column(w.detach()).requires_grad_()
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    g = dict(stride=4, padding=2)
+    ours, ref, dy = run_both(g, x, w, b, False, no_torch_fallback)
+    assert launched == [out_channels]
+    y64 = torch_conv(x64, w64, b64, g, False)
+    refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
+        assert_low_precision_close(a, e, e64, name)
