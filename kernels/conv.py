@@ -178,7 +178,7 @@ WEIGHT_GRAD_ISSUE_PER_TENSOR = {
                            (128, 64, 64): 1.18, (128, 128, 32): 0.88, (64, 64, 64): 1.31},
         "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
                  (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94, (192, 128, 64): 0.65,
-                 (192, 128, 32): 0.76, (96, 128, 64, CRS_ROWS): 1.1},
+                 (192, 128, 32): 0.76, (96, 256, 64, CRS_ROWS): 0.85},
         "flat, bounds checked": {(256, 128, 64): 0.48, (128, 256, 64): 0.7, (256, 64, 64): 0.7,
                                  (128, 128, 64): 0.87, (128, 64, 64): 1.36, (128, 128, 32): 1.02,
                                  (64, 256, 64): 1.31, (192, 128, 64): 0.71, (192, 128, 32): 0.82}},
@@ -346,17 +346,17 @@ WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
                                                            _tile(192, 128, 32, 8, 3)))
 # Space-to-depth conv1 (the flat loop with every window inside x) adds a tile computed transposed (the kernel's
-# CRS_ROWS): 128 (r, s, c) rows x 96 output channels, dots of 64 and 32 columns sharing the x^T tile, so 2012
+# CRS_ROWS): 256 (r, s, c) rows x 96 output channels, dots of 64 and 32 columns sharing the x^T tile, so 2012
 # conv1's 96 output channels pad to none where the 128-row tiles pad them by a third (wgmma's N may be 32; its M
-# is 64 a warpgroup). sm_90 bf16/fp16 1.1 issue/tensor, wgmma n64 + n32 async (wait depth 2), 93 registers; sm_80
-# 0.92, 182 registers, no spill. 16-bit operands only: TF32 operands transposed issued more (sm_90 1.21, sm_80 1.43
-# at 2 stages: 1095 loop instructions; at 3 stages it fits sm_90 only). At 4 warps sm_90 issued less (BK 64:
-# 0.95; BK 128 at 64 rows: 1.08) but sm_80 spilled (80 and 224 bytes); 96x256x64 w8 (0.85) spilled 32 bytes on
-# sm_80; BK 32 issued more (w4 1.08, w8 1.53).
+# is 64 a warpgroup; 432 reduction elements pad to 512 at 256 rows as at 128). sm_90 bf16/fp16 0.85 issue/tensor,
+# wgmma n64 + n32 async (wait depth 2), 166 registers; sm_80 0.6, 255 registers, no spill (at 3 stages it spilled
+# 32 bytes there: 2 stages, 89 KiB, which no gfx942 workgroup fits). 16-bit operands only: TF32 operands
+# transposed issued more (128 rows: sm_90 1.21, sm_80 1.43, 1095 loop instructions). 128 rows issued more on
+# sm_90: 8 warps 1.1 (BK 64), 1.03 (BK 128); 4 warps 0.93 (BK 64, 2 stages; at 3 sm_80 spilled 80 bytes).
 WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_FLAT_VECTOR_CONFIGS,
     tensor_core=WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core + (triton.Config(
-        {"BLOCK_M": 96, "BLOCK_N": 128, "BLOCK_K": 64, "CRS_ROWS": True}, num_warps=8, num_stages=3),))
+        {"BLOCK_M": 96, "BLOCK_N": 256, "BLOCK_K": 64, "CRS_ROWS": True}, num_warps=8, num_stages=2),))
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_time)

@@ -108,7 +108,7 @@ SHARED_PER_BLOCK = {132: 232448, 108: 166912}
 # blocks, 1280); torchvision conv1's 64 output channels the 64-row flat tile (0.94 on half the rows of 128x128x32);
 # 132 or 108 SMs take different splits.
 WEIGHT_GRAD_PLANS = {
-    ("2012", "conv1"): {132: (96, 128, 64, conv.CRS_ROWS, 33), 108: (96, 128, 64, conv.CRS_ROWS, 27)},
+    ("2012", "conv1"): {132: (96, 256, 64, conv.CRS_ROWS, 66), 108: (96, 256, 64, conv.CRS_ROWS, 54)},
     ("2012", "conv2"): {132: (128, 256, 64, 13), 108: (128, 128, 64, 16)},
     ("2012", "conv3"): {132: (128, 128, 32, 7), 108: (128, 128, 64, 2)},
     ("2012", "conv4"): {132: (192, 128, 64, 9), 108: (192, 128, 32, 7)},

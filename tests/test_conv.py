@@ -901,9 +901,9 @@ WEIGHT_GRAD_CRS_ROWS_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.
 @pytest.mark.parametrize("w_shape, splits", [((96, 48, 3, 3), 3), ((40, 24, 3, 3), 1), ((100, 8, 2, 2), 5)],
                          ids=["conv1-depth-form", "K40-crs216", "K100-crs32-empty-slices"])
 def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_format):
-    """The weight gradient's transposed tile (CRS_ROWS: 128 (r, s, c) rows x 96 output channels, dots of 64 and 32
+    """The weight gradient's transposed tile (CRS_ROWS: 256 (r, s, c) rows x 96 output channels, dots of 64 and 32
     columns) on flat windows inside x, as space-to-depth conv1 launches it at 16-bit operands: 96 output channels
-    over 432 = 3 x 128 + 48 reduction elements (2012 conv1's depth form); 40 (the 32-column dot all masked) over
+    over 432 = 256 + 176 reduction elements (2012 conv1's depth form); 40 (the 32-column dot all masked) over
     216; 100 (a second program row, 4 channels of it valid) over 32, at 5 splits of 189 pixels (64-pixel slices: the
     last two empty, writing zeros). x a channels_last view out of a wider, larger tensor, dy a view with column
     stride 2 or dense channels_last, dw poisoned, in either layout."""
