@@ -334,14 +334,14 @@ WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), 
 # conv1's 64 output channels (its space-to-depth form), which 128 rows pad by half: 64x256x64 loops at 0.94
 # issue/tensor on sm_90, as 128x128x32 does on twice the rows. Over channel blocks it spilled 8 bytes on sm_80
 # (255 registers; flat 250). At 4-byte (TF32) operands it fits no GPU (240 KiB).
-# And 192-row tiles (``block_tail``: dots of 128 and 64 rows sharing the x tile) for 192 output channels per group (2012
-# conv4, torchvision conv2 and conv3), whose 64-row tiles are issue-bound (64x64x64 over channel blocks: sm_90 1.31
-# issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at most 0.71 at BK
-# 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel blocks) the two dots ran
-# synchronously (wait depth 0) on sm_90. 96 rows (64 + 32) for 2012 conv1's 96 output channels are not shipped
-# (transposed they are, below): wgmma needs 64 rows a warpgroup, so the 32-row dot ran as mma.sync (HMMA.16816) on
-# sm_90, a third of the MACs on a path not known to reach wgmma's rate (issue/tensor counts it at that rate: 96x128x64
-# w4 0.98, w8 1.21, 96x128x32 w8 1.49); sm_80 0.55 (no spill).
+# And 192-row tiles (``block_tail``: dots of 128 and 64 rows sharing the x tile) for 192 output channels per group
+# (2012 conv4, torchvision conv2 and conv3), whose 64-row tiles are issue-bound (64x64x64 over channel blocks: sm_90
+# 1.31 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at
+# most 0.71 at BK 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel
+# blocks) the two dots ran synchronously (wait depth 0) on sm_90. 96 rows (64 + 32) for 2012 conv1's 96 output
+# channels are not shipped (transposed they are, below): wgmma needs 64 rows a warpgroup, so the 32-row dot ran
+# as mma.sync (HMMA.16816) on sm_90, a third of the MACs on a path not known to reach wgmma's rate (issue/tensor
+# counts it at that rate: 96x128x64 w4 0.98, w8 1.21, 96x128x32 w8 1.49); sm_80 0.55 (no spill).
 WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
                                                            _tile(192, 128, 32, 8, 3)))
@@ -820,8 +820,8 @@ def _conv2d_weight_grad_kernel(
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
     BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice;
     BLOCK_M may be two powers of two (``block_tail``). CRS_ROWS: the tile is computed transposed, dw^T [BLOCK_N,
-    BLOCK_M] = im2col(x)^T @ dy, output channels on the MMA's N side (wgmma's N may be 32 or 96; its M is 64
-    per warpgroup), the same operand tiles read and the same partials written.
+    BLOCK_M] = im2col(x)^T @ dy, output channels on the MMA's N side (wgmma's N may be 32; its M is 64 a
+    warpgroup), the same operand tiles read and the same partials written.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
