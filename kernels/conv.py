@@ -163,8 +163,12 @@ def _configs(tensor_core, cuda_core, interpreter, key, operand, pick=None) -> ru
                                  key=(*key, *GEOMETRY_KEY), pick=pick, operand=operand)
 
 
+# The last element of a weight-gradient tile computed transposed (the kernel's CRS_ROWS) in ``_tile_of``.
+CRS_ROWS = "crs rows"
+
+
 # issue/tensor of the weight-gradient main loop per operand element size (2: bf16/fp16, 4: TF32), kind of loop
-# (``weight_grad_loop``) and tensor-core tile (BLOCK_M, BLOCK_N, BLOCK_K), for the tiles that fit sm_90 at that
+# (``weight_grad_loop``) and tensor-core tile (``_tile_of``), for the tiles that fit sm_90 at that
 # size: the largest over the channels_last cases of that size and kind in reports/kernels/inspection.csv on sm_90,
 # rounded up (sm_80's are lower, all below 1); tests/test_configs.py checks it against that table. The
 # bounds-checked flat loop (2012 conv2) decodes each column's tap and checks its window per element: it issues
@@ -174,7 +178,7 @@ WEIGHT_GRAD_ISSUE_PER_TENSOR = {
                            (128, 64, 64): 1.18, (128, 128, 32): 0.88, (64, 64, 64): 1.31},
         "flat": {(256, 128, 64): 0.45, (128, 256, 64): 0.6, (256, 64, 64): 0.67, (128, 128, 64): 0.79,
                  (128, 64, 64): 1.27, (128, 128, 32): 0.94, (64, 256, 64): 0.94, (192, 128, 64): 0.65,
-                 (192, 128, 32): 0.76},
+                 (192, 128, 32): 0.76, (96, 256, 64, CRS_ROWS): 0.85},
         "flat, bounds checked": {(256, 128, 64): 0.48, (128, 256, 64): 0.7, (256, 64, 64): 0.7,
                                  (128, 128, 64): 0.87, (128, 64, 64): 1.36, (128, 128, 32): 1.02,
                                  (64, 256, 64): 1.31, (192, 128, 64): 0.71, (192, 128, 32): 0.82}},
@@ -226,14 +230,14 @@ class WeightGradWork:
                    dy.numel() * dy.element_size() + x.numel() * x.element_size(), x.element_size(),
                    8 if x.dtype == torch.float64 else 4)
 
-    def time(self, tile: tuple[int, int, int], splits: int, sms: int) -> float:
-        """Modelled time of the launch at ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K) with ``splits`` slices on ``sms`` SMs,
-        in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds of the SM
-        count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
+    def time(self, tile: tuple, splits: int, sms: int) -> float:
+        """Modelled time of the launch at ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K; ``_tile_of``) with ``splits`` slices on
+        ``sms`` SMs, in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds
+        of the SM count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
         tile's MMAs over its slice (padding included) x the loop's issue/tensor at the operands' element size
         (``WEIGHT_GRAD_ISSUE_PER_TENSOR``) where that exceeds 1; or the bytes the launch moves if more; plus the
         partials' round trip through ``sum_partials`` and dw's write."""
-        m, n, k = tile
+        m, n, k = tile[:3]
         crs = self.C_per_group * self.R * self.S
         programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
                     * crs_blocks(self.C_per_group, self.R, self.S, n, self.loop != "channel blocks") * splits)
@@ -246,8 +250,7 @@ class WeightGradWork:
 
 
 @functools.cache
-def weight_grad_plan(work: WeightGradWork, tiles: tuple[tuple[int, int, int], ...],
-                     sms: int) -> tuple[tuple[int, int, int], int]:
+def weight_grad_plan(work: WeightGradWork, tiles: tuple[tuple, ...], sms: int) -> tuple[tuple, int]:
     """(tile, splits) of least ``work.time`` on ``sms`` SMs: each tile with its best split count (slices of at
     least MIN_SLICE_PIXELS pixels, at most MAX_SPLITS); ties go to the earlier tile, then fewer splits."""
     most = max(1, min(work.pixels // MIN_SLICE_PIXELS, MAX_SPLITS))
@@ -255,8 +258,10 @@ def weight_grad_plan(work: WeightGradWork, tiles: tuple[tuple[int, int, int], ..
                key=lambda plan: work.time(*plan, sms))
 
 
-def _tile_of(config: triton.Config) -> tuple[int, int, int]:
-    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"]
+def _tile_of(config: triton.Config) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K), and CRS_ROWS after them for a weight-gradient tile computed transposed."""
+    tile = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"]
+    return (*tile, CRS_ROWS) if config.kwargs.get("CRS_ROWS") else tile
 
 
 # ``_least_time``'s choices per (candidates' id, work, splits, SMs); each entry keeps its candidates alive, so an
@@ -334,12 +339,24 @@ WEIGHT_GRAD_CONFIGS = _configs(_WEIGHT_GRAD_TILES + (_tile(64, 64, 64, 4, 4),), 
 # 1.31 issue/tensor): flat, 1728 or 1600 reduction elements pad to 1792 or 1664 at 128 columns; sm_90 bf16 at
 # most 0.71 at BK 64, 0.82 at BK 32 (TF32 only BK 32 fits: 0.84), wgmma wait depth 2. At 64 columns (channel
 # blocks) the two dots ran synchronously (wait depth 0) on sm_90. 96 rows (64 + 32) for 2012 conv1's 96 output
-# channels are not shipped: wgmma needs 64 rows a warpgroup, so the 32-row dot ran as mma.sync (HMMA.16816) on
-# sm_90, a third of the MACs on a path not known to reach wgmma's rate (issue/tensor counts it at that rate:
-# 96x128x64 w4 0.98, w8 1.21, 96x128x32 w8 1.49); sm_80 0.55 (no spill).
+# channels are not shipped (transposed they are, below): wgmma needs 64 rows a warpgroup, so the 32-row dot ran
+# as mma.sync (HMMA.16816) on sm_90, a third of the MACs on a path not known to reach wgmma's rate (issue/tensor
+# counts it at that rate: 96x128x64 w4 0.98, w8 1.21, 96x128x32 w8 1.49); sm_80 0.55 (no spill).
 WEIGHT_GRAD_FLAT_VECTOR_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_CONFIGS, tensor_core=_WEIGHT_GRAD_TILES + (_tile(64, 256, 64, 4, 3), _tile(192, 128, 64, 8, 3),
                                                            _tile(192, 128, 32, 8, 3)))
+# Space-to-depth conv1 (the flat loop with every window inside x) adds a tile computed transposed (the kernel's
+# CRS_ROWS): 256 (r, s, c) rows x 96 output channels, dots of 64 and 32 columns sharing the x^T tile, so 2012
+# conv1's 96 output channels pad to none where the 128-row tiles pad them by a third (wgmma's N may be 32; its M
+# is 64 a warpgroup; 432 reduction elements pad to 512 at 256 rows as at 128). sm_90 bf16/fp16 0.85 issue/tensor,
+# wgmma n64 + n32 async (wait depth 2), 166 registers; sm_80 0.6, 255 registers, no spill (at 3 stages it spilled
+# 32 bytes there: 2 stages, 89 KiB, which no gfx942 workgroup fits). 16-bit operands only: TF32 operands
+# transposed issued more (128 rows: sm_90 1.21, sm_80 1.43, 1095 loop instructions). 128 rows issued more on
+# sm_90: 8 warps 1.1 (BK 64), 1.03 (BK 128); 4 warps 0.93 (BK 64, 2 stages; at 3 sm_80 spilled 80 bytes).
+WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS = dataclasses.replace(
+    WEIGHT_GRAD_FLAT_VECTOR_CONFIGS,
+    tensor_core=WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core + (triton.Config(
+        {"BLOCK_M": 96, "BLOCK_N": 256, "BLOCK_K": 64, "CRS_ROWS": True}, num_warps=8, num_stages=2),))
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_time)
@@ -357,7 +374,8 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
     operand tiles are channel vectors (channels_last activations: channel stride 1), else the gather tiles.
     Channel blocks are vectors; the flat reduction is where its columns are too (channels a multiple of 8:
     16-byte runs; conv1 after space-to-depth, 2012 conv2), but never in the input gradient, which also gathers
-    the stride phases of a strided conv."""
+    the stride phases of a strided conv; the weight gradient's flat loop with every window inside x (space-to-depth
+    conv1) at 16-bit operands adds a transposed tile."""
     vectors, flat_vectors, gather = _CONFIG_SETS[kernel_pass]
     if activation.stride(1) != 1:
         return gather
@@ -365,7 +383,11 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
         return vectors if not flat and g.stride_h == g.stride_w == 1 else gather
     if not flat:
         return vectors
-    return flat_vectors if g.C_per_group % 8 == 0 else gather
+    if g.C_per_group % 8:
+        return gather
+    if kernel_pass == "weight_grad" and g.window_inside and activation.element_size() == 2:
+        return WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS
+    return flat_vectors
 
 
 # The output-gradient pass: [BLOCK_P pixels, BLOCK_K channels] per step, BLOCKS steps of consecutive pixels per
@@ -746,6 +768,35 @@ def _dy_tile(stepped_ptrs, row_ptr, rows_ok, offsets, pixels_ok, PIXELS_FLAT: tl
 
 
 @triton.jit
+def _weight_grad_zeros(ROWS: tl.constexpr, COLUMNS: tl.constexpr, ACC_DTYPE: tl.constexpr, CRS_ROWS: tl.constexpr):
+    """A zero accumulator of the weight gradient: [ROWS (output channels), COLUMNS ((r, s, c))], or its transpose
+    where CRS_ROWS."""
+    if CRS_ROWS:
+        return tl.zeros([COLUMNS, ROWS], dtype=ACC_DTYPE)
+    else:
+        return tl.zeros([ROWS, COLUMNS], dtype=ACC_DTYPE)
+
+
+@triton.jit
+def _weight_grad_dot(dy, x, acc, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr, CRS_ROWS: tl.constexpr):
+    """acc + dy [rows, pixels] @ x [pixels, columns], or where CRS_ROWS acc + x^T @ dy^T (acc transposed)."""
+    if CRS_ROWS:
+        return tl.dot(tl.trans(x), tl.trans(dy), acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+    else:
+        return tl.dot(dy, x, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+
+
+@triton.jit
+def _store_weight_grad(dw_ptr, acc, k_offsets, k_ok, crs_offsets, crs_ok, CRS_ROWS: tl.constexpr):
+    """Store acc [rows (output channels at k_offsets), columns ((r, s, c) at crs_offsets)] at dw_ptr, or its
+    transpose where CRS_ROWS."""
+    if CRS_ROWS:
+        tl.store(dw_ptr + k_offsets[None, :] + crs_offsets[:, None], acc, mask=k_ok[None, :] & crs_ok[:, None])
+    else:
+        tl.store(dw_ptr + k_offsets[:, None] + crs_offsets[None, :], acc, mask=k_ok[:, None] & crs_ok[None, :])
+
+
+@triton.jit
 def _conv2d_weight_grad_kernel(
     # pointers
     dy_ptr, x_ptr, dw_partial_ptr,
@@ -763,7 +814,7 @@ def _conv2d_weight_grad_kernel(
     # meta
     DY_PIXELS_FLAT: tl.constexpr, X_PIXELS_FLAT: tl.constexpr,
     FLAT_CRS: tl.constexpr, WINDOW_INSIDE: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CRS_ROWS: tl.constexpr = False,
 ):
     """Split-K partial sums of dw = dy^T @ im2col(x) (dy already ReLU-masked: ``conv2d_output_grad``).
 
@@ -773,7 +824,9 @@ def _conv2d_weight_grad_kernel(
     in order.
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
     BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice;
-    BLOCK_M may be two powers of two (``block_tail``).
+    BLOCK_M may be two powers of two (``block_tail``). CRS_ROWS: the tile is computed transposed, dw^T [BLOCK_N,
+    BLOCK_M] = im2col(x)^T @ dy, output channels on the MMA's N side (wgmma's N may be 32; its M is 64 a
+    warpgroup), the same operand tiles read and the same partials written.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -798,14 +851,14 @@ def _conv2d_weight_grad_kernel(
     first = (slice_start + tl.arange(0, BLOCK_K)).to(tl.int64)
     # dense channels_last dy (DY_PIXELS_FLAT; else unused): pixel p sits at p * dy_sw; the pointers step BLOCK_K
     a_ptrs = dy_k_ptr[:, None] + (first * dy_sw)[None, :]
-    acc = tl.zeros([HEAD_M, BLOCK_N], dtype=ACC_DTYPE)
+    acc = _weight_grad_zeros(HEAD_M, BLOCK_N, ACC_DTYPE, CRS_ROWS)
     if TAIL_M > 0:
         k_tail_in_group = pid_m * BLOCK_M + HEAD_M + tl.arange(0, TAIL_M)
         k_tail_ok = k_tail_in_group < K_per_group
         k_tail = group * K_per_group + k_tail_in_group
         dy_k_tail_ptr = dy_ptr + k_tail * dy_sk
         a_tail_ptrs = dy_k_tail_ptr[:, None] + (first * dy_sw)[None, :]
-        acc_tail = tl.zeros([TAIL_M, BLOCK_N], dtype=ACC_DTYPE)
+        acc_tail = _weight_grad_zeros(TAIL_M, BLOCK_N, ACC_DTYPE, CRS_ROWS)
     if X_PIXELS_FLAT:  # dense channels_last x of a same-size stride-1 conv, channel blocks: likewise
         b_ptrs = (x_group_ptr + first * x_sw + ((r * dilation_h - pad_h) * x_sh + (s * dilation_w - pad_w) * x_sw)
                   )[:, None] + (c * x_sc)[None, :]
@@ -836,19 +889,18 @@ def _conv2d_weight_grad_kernel(
             b = _window_tile(x_group_ptr + (n * x_sn + (ih0 * x_sh + iw0 * x_sw)), ih0, iw0, r * dilation_h,
                              s * dilation_w, c, crs_ok, pixels < slice_end, H, W, x_sc, x_sh, x_sw, FLAT_CRS,
                              WINDOW_INSIDE)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+        acc = _weight_grad_dot(a, b, acc, PRECISION, ACC_DTYPE, CRS_ROWS)
         if TAIL_M > 0:
             a_tail = _dy_tile(a_tail_ptrs, dy_k_tail_ptr, k_tail_ok, dy_offsets, pixels < slice_end, DY_PIXELS_FLAT)
             if DY_PIXELS_FLAT:
                 a_tail_ptrs += BLOCK_K * dy_sw
-            acc_tail = tl.dot(a_tail, b, acc_tail, input_precision=PRECISION, out_dtype=ACC_DTYPE)
+            acc_tail = _weight_grad_dot(a_tail, b, acc_tail, PRECISION, ACC_DTYPE, CRS_ROWS)
 
     dw_slice_ptr = dw_partial_ptr + split.to(tl.int64) * dw_split_stride
     crs_offsets = c * dw_sc + r * dw_sr + s * dw_ss
-    tl.store(dw_slice_ptr + (k * dw_sk)[:, None] + crs_offsets[None, :], acc, mask=k_ok[:, None] & crs_ok[None, :])
+    _store_weight_grad(dw_slice_ptr, acc, k * dw_sk, k_ok, crs_offsets, crs_ok, CRS_ROWS)
     if TAIL_M > 0:
-        tl.store(dw_slice_ptr + (k_tail * dw_sk)[:, None] + crs_offsets[None, :], acc_tail,
-                 mask=k_tail_ok[:, None] & crs_ok[None, :])
+        _store_weight_grad(dw_slice_ptr, acc_tail, k_tail * dw_sk, k_tail_ok, crs_offsets, crs_ok, CRS_ROWS)
 
 
 # ----------------------------------------------------------------------------- launchers

@@ -108,7 +108,7 @@ SHARED_PER_BLOCK = {132: 232448, 108: 166912}
 # blocks, 1280); torchvision conv1's 64 output channels the 64-row flat tile (0.94 on half the rows of 128x128x32);
 # 132 or 108 SMs take different splits.
 WEIGHT_GRAD_PLANS = {
-    ("2012", "conv1"): {132: (128, 128, 32, 33), 108: (128, 128, 32, 27)},
+    ("2012", "conv1"): {132: (96, 256, 64, conv.CRS_ROWS, 66), 108: (96, 256, 64, conv.CRS_ROWS, 54)},
     ("2012", "conv2"): {132: (128, 256, 64, 13), 108: (128, 128, 64, 16)},
     ("2012", "conv3"): {132: (128, 128, 32, 7), 108: (128, 128, 64, 2)},
     ("2012", "conv4"): {132: (192, 128, 64, 9), 108: (192, 128, 32, 7)},
@@ -256,14 +256,19 @@ def test_weight_grad_issue_per_tensor_table_is_the_inspections():
         sized = rows[rows["dtypes"].isin(dtypes)]
         assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR[size]) == set(sized.loop)
         for loop, values in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR[size].items():
-            configs = conv.WEIGHT_GRAD_CONFIGS if loop == "channel blocks" else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS
-            assert set(values) == {conv._tile_of(c) for c in configs.tensor_core if runtime.pipeline_shared_bytes(
-                c, size) <= TARGETS["sm_90"].shared_per_block}, (size, loop)
-            for (m, n, k), value in values.items():
-                config = sized.config.str.startswith(f"BM{m}_BN{n}_BK{k}_") & (sized.loop == loop)
-                largest = sized[config & (sized.target == "sm_90")].issue_per_tensor.max()
-                assert value == math.ceil(round(largest * 100, 6)) / 100, (size, loop, m, n, k, largest)
-                assert (sized[config & (sized.target == "sm_80")].issue_per_tensor < 1).all()
+            configs = (conv.WEIGHT_GRAD_CONFIGS if loop == "channel blocks" else
+                       conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if loop == "flat" and size == 2 else
+                       conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+            fitting = [c for c in configs.tensor_core
+                       if runtime.pipeline_shared_bytes(c, size) <= TARGETS["sm_90"].shared_per_block]
+            assert set(values) == {conv._tile_of(c) for c in fitting}, (size, loop)
+            for config in fitting:
+                tile = conv._tile_of(config)
+                rows_of = sized[(sized.config.map(lambda name: name.rsplit("_", 1)[0])
+                                 == runtime.config_name(config).rsplit("_", 1)[0]) & (sized.loop == loop)]
+                largest = rows_of[rows_of.target == "sm_90"].issue_per_tensor.max()
+                assert values[tile] == math.ceil(round(largest * 100, 6)) / 100, (size, loop, tile, largest)
+                assert (rows_of[rows_of.target == "sm_80"].issue_per_tensor < 1).all()
 
 
 
@@ -367,15 +372,21 @@ def test_conv_geometry_fields_are_the_gemm_kernels_constexprs():
     ("input_grad", True, False, 2, 64, "INPUT_GRAD_GATHER_CONFIGS"),  # stride phases gather
     ("input_grad", True, True, 1, 48, "INPUT_GRAD_GATHER_CONFIGS"),
     ("weight_grad", True, False, 1, 64, "WEIGHT_GRAD_CONFIGS"),
-    ("weight_grad", True, True, 1, 48, "WEIGHT_GRAD_FLAT_VECTOR_CONFIGS"),
+    ("weight_grad", True, True, 1, 48, "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS"),  # conv1 after space-to-depth (16-bit)
     ("weight_grad", False, False, 1, 64, "WEIGHT_GRAD_GATHER_CONFIGS"),
 ])
 def test_one_rule_chooses_each_passs_config_set(kernel_pass, channels_last, flat, stride, channels, expected):
+    """At 16-bit operands; at 4-byte ones the same, but the space-to-depth weight gradient's transposed tile."""
     size, taps = (227, 11) if stride == 4 else (57, 3)
-    x = torch.empty(2, channels, size, size)
+    x = torch.empty(2, channels, size, size, dtype=torch.bfloat16)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     g = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 0, 1, 1)
     assert conv.pass_configs(kernel_pass, x, flat, g) is getattr(conv, expected)
+    wide = "WEIGHT_GRAD_FLAT_VECTOR_CONFIGS" if expected == "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS" else expected
+    assert conv.pass_configs(kernel_pass, x.float(), flat, g) is getattr(conv, wide)
+    padded = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 1, 1, 1)  # windows cross x's edges
+    if expected == "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS":
+        assert conv.pass_configs(kernel_pass, x, flat, padded) is conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS
 
 
 @pytest.mark.parametrize("channels, channels_last, flat", [

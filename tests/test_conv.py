@@ -789,7 +789,8 @@ def test_weight_grad_row_tiles(configs, tile, flat, w_shape, conv_args, dtype, d
     dy = torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype)
     dy = every_other_column(dy) if dy_layout == "strided" else dy.contiguous(memory_format=torch.channels_last)
     assert x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
-    assert conv.pass_configs("weight_grad", x, flat, g) is configs and conv._pixels_flat(dy) is (dy_layout != "strided")
+    assert config in conv.pass_configs("weight_grad", x, flat, g).tensor_core  # launched on a GPU
+    assert conv._pixels_flat(dy) is (dy_layout != "strided")
     dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=flat, splits=3, config=config,
                                  memory_format=torch.channels_last, **conv_args)
     assert dw.is_contiguous(memory_format=torch.channels_last)
@@ -907,3 +908,61 @@ def test_space_to_depth_form_with_the_96_column_forward_tile(out_channels, monke
     ours, ref, _ = run_both(dict(stride=4, padding=2), x, w, b, True, no_torch_fallback, precision="tf32")
     assert launched == [out_channels]
     assert_all_close(ours, ref)
+
+
+WEIGHT_GRAD_CRS_ROWS_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.tensor_core if c.kwargs.get("CRS_ROWS"))
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["dw-nhwc", "dw-nchw"])
+@pytest.mark.parametrize("dy_layout", ["strided", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("w_shape, splits", [((96, 48, 3, 3), 3), ((40, 24, 3, 3), 1), ((100, 8, 2, 2), 5)],
+                         ids=["conv1-depth-form", "K40-crs216", "K100-crs32-empty-slices"])
+def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_format):
+    """The weight gradient's transposed tile (CRS_ROWS: 256 (r, s, c) rows x 96 output channels, dots of 64 and 32
+    columns) on flat windows inside x, as space-to-depth conv1 launches it at 16-bit operands: 96 output channels
+    over 432 = 256 + 176 reduction elements (2012 conv1's depth form); 40 (the 32-column dot all masked) over
+    216; 100 (a second program row, 4 channels of it valid) over 32, at 5 splits of 189 pixels (64-pixel slices: the
+    last two empty, writing zeros). x a channels_last view out of a wider, larger tensor, dy a view with column
+    stride 2 or dense channels_last, dw poisoned, in either layout."""
+    gen = torch.Generator().manual_seed(47)
+    x = torch.randn(3, w_shape[1] + 8, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)
+    x = x[:, 3:3 + w_shape[1], 1:, 1:]
+    g = conv.conv2d_geometry(x.shape, w_shape, 1, 0, 1, 1)
+    dy = torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype)
+    dy = every_other_column(dy) if dy_layout == "strided" else dy.contiguous(memory_format=torch.channels_last)
+    assert g.window_inside and x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
+    expected = (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if dtype == torch.bfloat16
+                else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+    assert conv.pass_configs("weight_grad", x, True, g) is expected  # 16-bit operands: this tile is launched
+    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=splits, config=WEIGHT_GRAD_CRS_ROWS_TILE,
+                                 memory_format=memory_format)
+    assert dw.is_contiguous(memory_format=memory_format)
+    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy)
+    if dtype == torch.float32:
+        assert_close(dw, ref, "dw")
+    else:
+        ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double())
+        assert_low_precision_close(dw, ref, ref64, "dw")
+
+
+@pytest.mark.parametrize("out_channels", [96, 40])
+def test_space_to_depth_form_with_the_transposed_weight_grad_tile(out_channels, monkeypatch, no_torch_fallback):
+    """conv1 at bf16 through ops.conv2d (its space-to-depth form) with the weight gradient on the transposed tile,
+    as a GPU launches it: dw (and y, dx, db) against an fp64 reference for 96 output channels and 40 (the 32-column
+    dot all masked); the weight a view with column stride 2, bias, no ReLU (a rounded output at 0 may flip its
+    mask between precisions)."""
+    launched = []
+    forced = dataclasses.replace(conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS, interpreter=lambda args: launched.append(
+        args["K_per_group"]) or WEIGHT_GRAD_CRS_ROWS_TILE)
+    monkeypatch.setattr(conv, "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS", forced)
+    x, w, b = random_operands((2, 3, 35, 39), (out_channels, 3, 11, 11), torch.bfloat16, channels_last=True, seed=53)
+    w = every_other_column(w.detach()).requires_grad_()
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    g = dict(stride=4, padding=2)
+    ours, ref, dy = run_both(g, x, w, b, False, no_torch_fallback)
+    assert launched == [out_channels]
+    y64 = torch_conv(x64, w64, b64, g, False)
+    refs64 = (y64, *torch.autograd.grad(y64, (x64, w64, b64), dy.double()))
+    for name, a, e, e64 in zip(("y", "dx", "dw", "db"), ours, ref, refs64, strict=True):
+        assert_low_precision_close(a, e, e64, name)

@@ -25,9 +25,9 @@ CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
                        "_conv2d_input_grad_kernel": conv.INPUT_GRAD_GATHER_CONFIGS,
                        "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_GATHER_CONFIGS}
 # conv1's space-to-depth form and 2012 conv2 (channels_last): their forward and weight gradient take a set of their
-# own (the flat reduction over channel vectors).
+# own (the flat reduction over channel vectors; conv1's weight gradient at 16-bit operands adds a transposed tile).
 CONV_FLAT_VECTOR_CONFIGS = {"_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS,
-                            "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS}
+                            "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
