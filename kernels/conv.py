@@ -309,13 +309,14 @@ _INPUT_GRAD_CUDA_CORE = (_tile(64, 64, 32, 8, 2), _tile(64, 64, 16, 8, 2), _tile
 # wait depth 2; sm_80 0.6; TF32 fits sm_90 only (169 KiB).
 INPUT_GRAD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES + (_tile(64, 48, 128, 4, 3),),
                               _INPUT_GRAD_CUDA_CORE, _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
-# The input gradient masked by a ReLU's output (``relu_input``): its epilogue holds the x tile's mask beside dx, and
-# the 256-wide tiles spilled on sm_80 (80-128 bytes; their loops unchanged); the 13x13 layers it serves take the
-# smaller tiles anyway.
-INPUT_GRAD_RELU_CONFIGS = dataclasses.replace(
-    INPUT_GRAD_CONFIGS, tensor_core=tuple(c for c in INPUT_GRAD_CONFIGS.tensor_core if 256 not in _tile_of(c)))
 INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32, 8, 3)), _INPUT_GRAD_CUDA_CORE,
                                      _interpreter_input_grad_tile, ("N", "dx_sc", "w_sc"), "dy_ptr")
+# The input gradient masked by a ReLU's output (``relu_input``): its epilogue holds the x tile's mask beside dx, and
+# the 256-wide tiles spilled on sm_80 (80-128 bytes; their loops unchanged), as 64x128x32 did on the gather path
+# (NCHW; Triton 3.6, sm_80); the 13x13 layers it serves take the smaller tiles anyway.
+INPUT_GRAD_RELU_CONFIGS, INPUT_GRAD_RELU_GATHER_CONFIGS = (
+    dataclasses.replace(configs, tensor_core=tuple(c for c in configs.tensor_core if limit not in _tile_of(c)))
+    for configs, limit in ((INPUT_GRAD_CONFIGS, 256), (INPUT_GRAD_GATHER_CONFIGS, 128)))
 # Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
@@ -1091,8 +1092,8 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
         runtime.cdiv(N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw), meta["BLOCK_M"]),
         runtime.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
     configs = pass_configs("input_grad", dy, flat_krs, g)
-    if relu_input is not None and configs is INPUT_GRAD_CONFIGS:
-        configs = INPUT_GRAD_RELU_CONFIGS
+    if relu_input is not None:
+        configs = INPUT_GRAD_RELU_CONFIGS if configs is INPUT_GRAD_CONFIGS else INPUT_GRAD_RELU_GATHER_CONFIGS
     runtime.launch(
         _conv2d_input_grad_kernel, grid, configs, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
