@@ -29,11 +29,10 @@ def _status(stop: KeyboardInterrupt) -> int:
     return 128 + (stop.args[0] if stop.args else signal.SIGINT)
 
 
-if __name__ == "__main__":  # from the first import on (a run stops its training loop by itself)
-    for number in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(number, _stop)
-
-try:  # Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly as later on
+try:  # a signal or Ctrl-C while the imports run (torch, Triton: seconds) exits as cleanly as later on
+    if __name__ == "__main__":  # inside the try: a signal may arrive before signal.signal returns
+        for number in (signal.SIGTERM, signal.SIGUSR1):  # (a run stops its training loop by itself)
+            signal.signal(number, _stop)
     import _checkout  # noqa: F401  (the checkout's package first)
     import argparse
     import contextlib
