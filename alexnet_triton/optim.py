@@ -89,7 +89,7 @@ class SGD(torch.optim.Optimizer):
     ``fuse_into(model)`` (opt-in) moves the step of every Triton ``nn.Linear``'s weight and bias into its
     weight-gradient kernel: see there; ``step()`` then updates the other parameters.
 
-    Either update also writes the fp16/bf16 compute copy of each fp32 weight a Triton linear asked for under
+    Either update also writes the fp16/bf16 compute copy of each fp32 weight a Triton linear or conv asked for under
     autocast (``precision.compute_copy``), from the new weight in the same pass: allocated at the first step after
     the request, then rewritten in place (stable pointers for a captured graph); not part of ``state``.
     """

@@ -2,10 +2,11 @@
 
 Parameters stay fp32 and the model's forward runs under ``torch.autocast``, which casts per op: PyTorch's ops
 by its op lists, the Triton ops as their PyTorch counterparts are cast (``autocast_operands``): conv2d and
-linear compute in the autocast dtype, cross_entropy in fp32, the other layers in their input's dtype. linear takes
-its fp32 parameters uncast (``autocast_master_operands``): same results, no cast launches. Once the optimizer has
-stepped, it reads a low-precision compute copy of its weight instead (``compute_copy``: half the bytes, the same
-bits), which the update writes beside the fp32 weight.
+linear compute in the autocast dtype, cross_entropy in fp32, the other layers in their input's dtype. linear and
+conv2d take their fp32 parameters uncast (``autocast_master_operands``) and write their gradients in fp32:
+same results, no cast launches. Once the optimizer has stepped, they read a low-precision compute copy of their
+weight instead (``compute_copy``: half the bytes, the same bits), which the update writes beside the fp32 weight
+(conv2d's kernels read only a weight of x's dtype: until then, each call casts its master weight).
 No loss scaling here (training adds a GradScaler for fp16).
 """
 
@@ -19,11 +20,13 @@ from torch.utils.weak import WeakIdKeyDictionary
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False) -> tuple[torch.Tensor | None, ...]:
-    """``tensors`` as torch.autocast hands them to an op when it is on for the first one's device: its
-    floating-point tensors other than float64 cast to the autocast dtype (an op of autocast's lower-precision
-    list: conv2d, linear) or to float32 (``fp32``: an op of its fp32 list, cross_entropy); otherwise unchanged."""
-    device_type = tensors[0].device.type
+def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False, device_type: str | None = None
+                      ) -> tuple[torch.Tensor | None, ...]:
+    """``tensors`` as torch.autocast hands them to an op when it is on for the first one's device (or
+    ``device_type``): its floating-point tensors other than float64 cast to the autocast dtype (an op of autocast's
+    lower-precision list: conv2d, linear) or to float32 (``fp32``: an op of its fp32 list, cross_entropy);
+    otherwise unchanged."""
+    device_type = device_type or tensors[0].device.type
     if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         return tensors
     dtype = torch.float32 if fp32 else torch.get_autocast_dtype(device_type)
@@ -31,15 +34,32 @@ def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False) -> tupl
                  for t in tensors)
 
 
+def autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype ``autocast_operands`` gives x for an op of autocast's lower-precision list, without casting it."""
+    device_type = x.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)) or \
+            not x.is_floating_point() or x.dtype == torch.float64:
+        return x.dtype
+    return torch.get_autocast_dtype(device_type)
+
+
 def autocast_master_operands(x: torch.Tensor, *parameters: torch.Tensor | None
                              ) -> tuple[torch.Tensor | None, ...]:
-    """``autocast_operands(x, *parameters)`` for a layer whose kernels take fp32 master parameters (linear): the
-    same casts, except that fp32 parameters stay fp32 when x becomes fp16/bf16 (the kernels round each loaded tile
-    to x's dtype, the bits the cast would give, and write the gradients in fp32): no cast launch per call."""
+    """``autocast_operands(x, *parameters)`` for a layer whose kernels take fp32 master parameters (linear,
+    conv2d): the same casts, except that fp32 parameters stay fp32 when x becomes fp16/bf16 (``master_parameters``)."""
     (low_x,) = autocast_operands(x)
-    if low_x.dtype in AMP_DTYPES.values() and all(p is None or p.dtype == torch.float32 for p in parameters):
-        return low_x, *parameters
-    return autocast_operands(x, *parameters)
+    return low_x, *master_parameters(x, low_x.dtype, *parameters)
+
+
+def master_parameters(x: torch.Tensor, dtype: torch.dtype, *parameters: torch.Tensor | None
+                      ) -> tuple[torch.Tensor | None, ...]:
+    """``parameters`` of a layer on x computing in ``dtype`` (autocast's for x) whose kernels take fp32 master
+    parameters: unchanged when ``dtype`` is fp16/bf16 and each is fp32 (or None: the kernels round what they load
+    to x's dtype, the bits the cast would give, and write the gradients in fp32; no cast launch per call), else
+    as ``autocast_operands`` casts them."""
+    if dtype in AMP_DTYPES.values() and all(p is None or p.dtype == torch.float32 for p in parameters):
+        return parameters
+    return autocast_operands(*parameters, device_type=x.device.type)
 
 
 def forward_context(device_type: str, dtype: torch.dtype | None):
@@ -68,14 +88,16 @@ _COMPUTE_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def compute_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """The ``dtype`` copy of the fp32 master parameter ``weight`` for a layer to read instead of it, when the
-    optimizer wrote it at the weight's present value: the weight is the same memory (``data_ptr``) at the same
+    """The ``dtype`` copy of the fp32 master parameter ``weight`` (an nn.Parameter of a layer computing in fp16 or
+    bf16; None for any other weight) for a layer to read instead of it, when the optimizer wrote it at the weight's
+    present value: the weight is the same memory (``data_ptr``) at the same
     ``_version`` (every torch in-place op, ``load_state_dict`` and this project's mutating custom ops included,
     bump it; replacing ``.data`` changes data_ptr; an in-place write into ``.data`` or by a raw ``kernels``
     launcher goes unseen, as it escapes autograd's checks too). Otherwise None, and the copy is asked for: the
     optimizer's next update of ``weight`` writes it. Never while torch.compile traces (the compiled graph reads the
     master)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not isinstance(weight, torch.nn.Parameter) or \
+            weight.dtype != torch.float32 or dtype not in (torch.float16, torch.bfloat16):
         return None
     copy = _COMPUTE_COPIES.get(weight)
     if copy is None or copy.dtype != dtype:

@@ -71,14 +71,17 @@ def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tup
 
 
 def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         out_features: int) -> None:
+                         out_features: int, master_bias: bool = False) -> None:
     """Dtype, device and shape checks shared by conv2d and linear: x, weight and bias of one float dtype on
-    the mode's device, bias [out_features]."""
+    the mode's device (``master_bias``: or an fp32 bias with an fp16/bf16 x), bias [out_features]."""
     check_float_dtype(op, x=x, weight=weight, bias=bias)
     check_device(op, x=x, weight=weight, bias=bias)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+    bias_ok = bias is None or bias.dtype == x.dtype or (
+        master_bias and bias.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16))
+    if weight.dtype != x.dtype or not bias_ok:
         raise ArgumentTypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
-                                f"({None if bias is None else bias.dtype}) must have one dtype")
+                                f"({None if bias is None else bias.dtype}) must have one dtype"
+                                + (" (or an fp32 bias with an fp16/bf16 x)" if master_bias else ""))
     if weight.device != x.device or (bias is not None and bias.device != x.device):
         raise ArgumentError(f"{op}: x ({x.device}), weight ({weight.device}) and bias "
                             f"({None if bias is None else bias.device}) must be on one device")

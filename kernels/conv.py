@@ -510,9 +510,11 @@ def _first_tap(phase, R: tl.constexpr, stride: tl.constexpr, dilation: tl.conste
 def _store_output(acc, y_ptr, b_ptr, n, oh, ow, pixel_ok, k, k_ok, b_sk, y_sn, y_sc, y_sh, y_sw,
                   HAS_BIAS: tl.constexpr, APPLY_RELU: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """y = relu?(acc + b): the forward's output tile acc [P, BLOCK] at pixels (n, oh, ow) [P] (pixel_ok [P]) and
-    output channels k [BLOCK] (k_ok [BLOCK])."""
+    output channels k [BLOCK] (k_ok [BLOCK]); b rounded to y's dtype first (an fp32 master bias of a 16-bit y: the
+    value autocast's cast would give)."""
     if HAS_BIAS:
-        acc += tl.load(b_ptr + k * b_sk, mask=k_ok, other=0.0).to(ACC_DTYPE)[None, :]
+        b = tl.load(b_ptr + k * b_sk, mask=k_ok, other=0.0).to(y_ptr.dtype.element_ty)
+        acc += b.to(ACC_DTYPE)[None, :]
     if APPLY_RELU:
         acc = tl.maximum(acc, 0.0)
     y_ptrs = (y_ptr + n.to(tl.int64) * y_sn + oh * y_sh + ow * y_sw)[:, None] + (k * y_sc)[None, :]
@@ -1005,13 +1007,14 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """y = conv2d(x, weight, bias), then ReLU if ``relu``: x [N, C, H, W], weight [K, C/G, R, S] -> y [N, K, OH, OW].
 
     padding: ints, a pair, "valid" or "same" (``conv2d_geometry``). precision: "ieee" (exact fp32) or "tf32"
-    (fp32 operands on tensor cores); fp16/bf16 always use tensor cores. Any weight layout works; channels_last
+    (fp32 operands on tensor cores); fp16/bf16 always use tensor cores. bias: x's dtype, or fp32 with an fp16/bf16
+    x (autocast's master bias, rounded to x's dtype in the epilogue). Any weight layout works; channels_last
     (K, R, S, C) weights give the GPU contiguous channel blocks. flat_crs/config override the launch choices
     (tests, benchmarks). memory_format: y's layout (default x's). An empty batch (N = 0) launches nothing.
     """
     g = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d", precision)
-    checks.check_layer_operands("conv2d", x, weight, bias, weight.shape[0])
+    checks.check_layer_operands("conv2d", x, weight, bias, weight.shape[0], master_bias=True)
     N = x.shape[0]
     y = runtime.new_output((N, weight.shape[0], g.OH, g.OW), device=x.device, dtype=x.dtype,
                            memory_format=memory_format or runtime.memory_format_of(x))
@@ -1032,10 +1035,11 @@ def conv2d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y
 
 
-def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_grad: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_grad: bool = False,
+                       bias_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dy', db) from dy [N, K, OH, OW]: dy' = dy * (y > 0) when the forward's ReLU output ``y`` is given (a new
-    tensor in y's layout; else dy itself), db [K] = dy' summed over N, OH, OW when ``bias_grad`` (else None).
+    tensor in y's layout; else dy itself), db [K] = dy' summed over N, OH, OW when ``bias_grad`` (else None), of
+    ``bias_dtype`` (default dy's; the bias's, fp32 for a master bias: written from the fp32 sums, no cast).
 
     One element-wise pass that the two GEMM gradients then read; db is summed in a fixed order (partials per
     block of pixels, then ``sum_partials``): bitwise repeatable.
@@ -1046,12 +1050,13 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     checks.check_device("conv2d_output_grad", dy=dy, y=y)
     if y is None and not bias_grad:
         return dy, None
+    bias_dtype = bias_dtype or dy.dtype
     N, K, OH, OW = dy.shape
     P = N * OH * OW
     masked = runtime.new_output(dy.shape, device=dy.device, dtype=dy.dtype,
                                 memory_format=runtime.memory_format_of(y)) if y is not None else dy
     if P == 0:  # an empty batch: nothing to mask, db sums no pixels
-        return masked, runtime.new_output((K,), device=dy.device, dtype=dy.dtype).zero_() if bias_grad else None
+        return masked, runtime.new_output((K,), device=dy.device, dtype=bias_dtype).zero_() if bias_grad else None
     config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
     blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"] * config.kwargs["BLOCKS"])
@@ -1063,7 +1068,7 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
         P=P, K=K, OH=OH, OW=OW, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("y", y if y is not None else dy, "nkhw"), **runtime.stride_args("out", masked, "nkhw"),
         RELU_MASK=y is not None, BIAS_GRAD=bias_grad, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
-    db = sum_partials(db_partial, runtime.new_output((K,), device=dy.device, dtype=dy.dtype)) if bias_grad else None
+    db = sum_partials(db_partial, runtime.new_output((K,), device=dy.device, dtype=bias_dtype)) if bias_grad else None
     return masked, db
 
 
@@ -1152,9 +1157,10 @@ def gpu_weight_grad_flat(dy: torch.Tensor, x: torch.Tensor, g: ConvGeometry, pre
 def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1, padding=0, dilation=1,
                        groups: int = 1, memory_format: torch.memory_format = torch.contiguous_format,
                        precision: str = "ieee", splits: int | None = None, flat_crs: bool | None = None,
-                       config: triton.Config | None = None) -> torch.Tensor:
+                       config: triton.Config | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """dw [K, C/G, R, S] of conv2d from dy [N, K, OH, OW] (ReLU-masked already: ``conv2d_output_grad``) and
-    x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides).
+    x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides); dtype: dw's
+    (default x's; the weight's, fp32 for a master weight: written from the fp32 sums, no cast).
 
     The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order:
     results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count. An empty
@@ -1175,7 +1181,7 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         splits = weight_grad_schedule(dy, x, g, flat_crs, tensor_cores)[1]
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
-    dw = runtime.new_output(weight_shape, device=x.device, dtype=x.dtype, memory_format=memory_format)
+    dw = runtime.new_output(weight_shape, device=x.device, dtype=dtype or x.dtype, memory_format=memory_format)
     if N == 0:
         return dw.zero_()
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32

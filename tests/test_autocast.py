@@ -1,6 +1,7 @@
 """The Triton ops under torch.autocast against PyTorch's under the same autocast (CPU, fp16: bf16 is wrong in the
-interpreter): conv2d and linear compute in fp16 from fp32 operands, cross_entropy in fp32; output dtype and
-values, and the gradients' dtype and values."""
+interpreter): conv2d and linear compute in fp16 from fp32 operands (their fp32 parameters read uncast, or through
+compute copies, their gradients fp32), cross_entropy in fp32; output dtype and values, and the gradients' dtype and
+values."""
 
 from __future__ import annotations
 
@@ -129,6 +130,50 @@ def test_an_autocast_step_of_the_fc_layers_casts_nothing(no_torch_fallback):
     assert "_to_copy" not in record.names  # what .to(dtype) dispatches (the interpreter's copy_ of launch
     # arguments back to them is not a cast)
     assert y.dtype == grads[0].dtype == LOW and all(g.dtype == torch.float32 for g in grads[1:])
+
+
+def test_conv2d_reads_fp32_parameters_as_their_autocast_copies(no_torch_fallback):
+    """2012 conv2 scaled (groups, padding, ReLU), channels_last: under autocast the fp32 bias reaches the kernel
+    uncast (rounded in its epilogue) and the weight is cast inside the op; y and dx are bitwise those of the op on
+    fp16 copies, and dw and db, written in fp32 from the same fp32 sums, round to that run's exactly."""
+    x, w, b = leaves((2, 8, 9, 9), (12, 4, 5, 5), (12,))
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    conv = lambda *t: ops.conv2d(*t, padding=2, groups=2, relu=True)  # noqa: E731
+    (y, grads), _, dy = both(conv, lambda *t: F.relu(F.conv2d(*t, padding=2, groups=2)), (x, w, b),
+                             no_torch_fallback)
+    copies = [t.detach().to(LOW).requires_grad_() for t in (x, w, b)]
+    with no_torch_fallback():
+        y_copies = conv(*copies)
+        grads_copies = torch.autograd.grad(y_copies, copies, dy)
+    assert y.dtype == LOW and torch.equal(y, y_copies)
+    for name, ours, theirs in zip(("dx", "dw", "db"), grads, grads_copies, strict=True):
+        assert ours.dtype == torch.float32 and torch.equal(ours.to(LOW), theirs), name
+
+
+def test_an_autocast_step_of_conv_layers_casts_only_until_the_optimizer_wrote_the_copies(no_torch_fallback):
+    """conv3 -> ReLU -> conv4 of the 2012 net (scaled; the mask handed to conv4), nn.Parameters: the first step
+    casts each weight where a kernel reads it (both forwards, conv4's input gradient); after an SGD step, which
+    writes the compute copies, a step casts nothing, neither parameters nor gradients (fp32 from the kernels)."""
+    from alexnet_triton import nn, optim
+
+    torch.manual_seed(0)
+    conv3 = nn.Conv2d(16, 24, 3, padding=1, relu=True)
+    conv4 = nn.Conv2d(24, 24, 3, padding=1, groups=2)
+    conv4.mask_relu_of(conv3)
+    sgd = optim.SGD([*conv3.parameters(), *conv4.parameters()], lr=0.01, momentum=0.9)
+    x, dy = torch.randn(2, 16, 7, 7, dtype=LOW), torch.randn(2, 24, 7, 7, dtype=LOW)  # (autocast casts neither)
+    casts = []
+    for _ in range(2):
+        record = RecordAten()
+        sgd.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=LOW), no_torch_fallback(), record:
+            conv4(conv3(x)).backward(dy)
+        with no_torch_fallback():
+            sgd.step()
+        assert {"conv2d", "conv2d_input_grad", "conv2d_weight_grad"} <= set(record.names)  # it sees the step
+        casts.append(sum(name in ("to", "_to_copy") for name in record.names))  # (inside an op, a cast is "to")
+        assert all(p.grad.dtype == torch.float32 for p in sgd.param_groups[0]["params"])
+    assert casts == [3, 0]
 
 
 @pytest.mark.parametrize("target", ["index", "soft"])

@@ -1,6 +1,6 @@
-"""Compute copies of fp32 master linear weights (``precision.compute_copy``): the SGD update writes a fp16/bf16
-copy of each fc weight beside it (multi-tensor and fused), the linear forward and input gradient read it once it
-matches the weight. Bitwise the run without copies (kernels, layers, scaled nets, both update modes), never stale
+"""Compute copies of fp32 master weights (``precision.compute_copy``): the SGD update writes a fp16/bf16 copy of
+each fc and conv weight beside it (multi-tensor and fused), the linear and conv forward and input gradient read it
+once it matches the weight. Bitwise the run without copies (kernels, layers, scaled nets, both update modes), never stale
 (every in-place change of the weight is seen at once), graph-safe, not in any state dict; errors name the operand."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import torch
 from test_fused_update import HYPER, _randn  # the SGD settings and random tensors both files test with
 
 from alexnet_triton import nn, optim, precision
-from alexnet_triton.kernels import checks, linear, runtime, sgd
+from alexnet_triton.kernels import checks, conv, linear, runtime, sgd
 from alexnet_triton.model import AlexNet
 
 linear_ops = importlib.import_module("alexnet_triton.ops.linear")  # (alexnet_triton.ops.linear is the function)
+conv_ops = importlib.import_module("alexnet_triton.ops.conv")
 
 LOW = [pytest.param(torch.bfloat16, id="bf16"), pytest.param(torch.float16, id="fp16")]
 
@@ -107,19 +108,26 @@ def test_a_bad_copy_is_an_error_naming_it(mistake, match):
 # ---- layers and nets: training with copies is bitwise training without ----
 
 def _no_copies(monkeypatch):
-    """Linear layers read their fp32 master weights as without compute copies (none is ever asked for)."""
+    """Linear and conv layers read their fp32 master weights as without compute copies (none is ever asked for)."""
     monkeypatch.setattr(linear_ops, "compute_copy", lambda weight, dtype: None)
+    monkeypatch.setattr(conv_ops, "compute_copy", lambda weight, dtype: None)
 
 
-def _count_copy_reads(monkeypatch) -> list[torch.dtype | None]:
-    """The dtype of the weight each linear forward launch reads (None: the fp32 master), appended as they run."""
-    reads, forward = [], linear_ops.linear_forward
+def _count_copy_reads(monkeypatch) -> tuple[list[torch.dtype | None], list[torch.dtype | None]]:
+    """The dtype of the copy each linear forward launch reads, and each conv reads in forward or input gradient
+    (None: none, the fp32 master), appended as they run."""
+    reads, conv_reads, forward, read_weight = [], [], linear_ops.linear_forward, conv_ops._read_weight
 
     def spy(*args, weight_copy=None, **kwargs):
         reads.append(None if weight_copy is None else weight_copy.dtype)
         return forward(*args, weight_copy=weight_copy, **kwargs)
+
+    def conv_spy(weight, weight_copy, dtype):
+        conv_reads.append(None if weight_copy is None else weight_copy.dtype)
+        return read_weight(weight, weight_copy, dtype)
     monkeypatch.setattr(linear_ops, "linear_forward", spy)
-    return reads
+    monkeypatch.setattr(conv_ops, "_read_weight", conv_spy)
+    return reads, conv_reads
 
 
 def _train(model, optimizer, steps, batch, size, seed, dtype):
@@ -170,7 +178,7 @@ def _both_runs(make, hyper, fused, train, monkeypatch):
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("hyper", HYPER)
 def test_linear_layers_train_bitwise_as_without_copies(hyper, dtype, fused, monkeypatch, no_torch_fallback):
-    reads = _count_copy_reads(monkeypatch)
+    reads, _ = _count_copy_reads(monkeypatch)
     with no_torch_fallback():
         (losses, model, opt), (plain_losses, plain, plain_opt) = _both_runs(
             _mlp, hyper, fused, lambda m, o: _train(m, o, 3, 7, (23,), 1, dtype), monkeypatch)
@@ -192,12 +200,14 @@ def test_a_scaled_alexnet_trains_bitwise_as_without_copies(variant, hyper, fused
         torch.manual_seed(0)
         return AlexNet(variant, num_classes=10, dropout=0.5, init="torch", **NETS[variant])
     size = (3, NETS[variant]["input_size"], NETS[variant]["input_size"])
-    reads = _count_copy_reads(monkeypatch)
+    reads, conv_reads = _count_copy_reads(monkeypatch)
     (losses, model, opt), (plain_losses, plain, plain_opt) = _both_runs(
         make, hyper, fused, lambda m, o: _train(m, o, 3, 2, size, 2, torch.bfloat16), monkeypatch)
     assert losses == plain_losses
     _assert_same_state(model, opt, plain, plain_opt)
     assert reads[:9] == [None] * 3 + [torch.bfloat16] * 6  # fc6, fc7, fc8 of three steps
+    # conv1-conv5 forward, conv5-conv2 input gradients (none for conv1's input, the images), three steps
+    assert conv_reads[:27] == [None] * 9 + [torch.bfloat16] * 18
 
 
 def _scale_first_weight(model, plain):
@@ -240,7 +250,7 @@ def test_an_edit_of_the_weight_between_steps_is_seen_at_once(edit, fused, monkey
         _no_copies(patch)
         _train(plain, plain_opt, 2, 5, (23,), 3, torch.bfloat16)
     edited = edit(model, plain)
-    reads = _count_copy_reads(monkeypatch)
+    reads, _ = _count_copy_reads(monkeypatch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = model.eval()(x)
     assert reads == [None if layer in edited else torch.bfloat16 for layer in range(3)]
@@ -272,8 +282,9 @@ def test_copies_are_in_no_state_dict_and_dropped_with_their_weight():
 
 # ---- graph capture: the copies' launches are those of consecutive steps, their tensors the same ----
 
-LINEAR = {kernel.fn for kernel in (linear._linear_forward_kernel, linear._linear_input_grad_kernel,
-                                   linear._linear_weight_grad_sgd_kernel, sgd._sgd_step_kernel)}
+LAYERS = {kernel.fn for kernel in (linear._linear_forward_kernel, linear._linear_input_grad_kernel,
+                                   linear._linear_weight_grad_sgd_kernel, sgd._sgd_step_kernel,
+                                   conv._conv2d_forward_kernel, conv._conv2d_input_grad_kernel)}
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused"])
@@ -290,7 +301,7 @@ def test_consecutive_steps_with_copies_launch_the_same_kernels_on_the_same_copy_
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 graph_safe.train_step(model, sgd_, *graph_safe.batch(step))
             steps.append(graph_safe.record_signatures(records))
-            copy_pointers.append([(r.kernel.fn.__name__, name, t.data_ptr()) for r in records if r.kernel.fn in LINEAR
+            copy_pointers.append([(r.kernel.fn.__name__, name, t.data_ptr()) for r in records if r.kernel.fn in LAYERS
                                   for name, value in r.args.items() if name in ("w_ptr", "copy_ptrs", "w_copy_ptr")
                                   for t in (value if isinstance(value, tuple) else (value,))
                                   if t.dtype == torch.bfloat16])
@@ -299,4 +310,7 @@ def test_consecutive_steps_with_copies_launch_the_same_kernels_on_the_same_copy_
     assert copy_pointers[1] == copy_pointers[2]
     kernels = [kernel for kernel, *_ in copy_pointers[1]]
     assert kernels.count("_linear_forward_kernel") == 3 and kernels.count("_linear_input_grad_kernel") == 3
-    assert kernels.count("_linear_weight_grad_sgd_kernel" if fused else "_sgd_step_kernel") == 3
+    assert kernels.count("_conv2d_forward_kernel") == 5 and kernels.count("_conv2d_input_grad_kernel") == 4
+    # the multi-tensor step writes the conv weights' copies, and the fc weights' unless their step is fused
+    assert kernels.count("_sgd_step_kernel") == (5 if fused else 8)
+    assert kernels.count("_linear_weight_grad_sgd_kernel") == (3 if fused else 0)

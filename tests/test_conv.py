@@ -257,7 +257,8 @@ def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, monkeypatch, no_torc
     w4, b4 = (t.detach().to(dtype).requires_grad_() for t in make_inputs(conv4, batch=1, seed=4)[1:])
     passes, output_grad = [], conv_op._conv2d_output_grad
     monkeypatch.setattr(conv_op, "_conv2d_output_grad",
-                        lambda dy, y, bias_grad: passes.append((y is None, bias_grad)) or output_grad(dy, y, bias_grad))
+                        lambda dy, y, bias_grad, bias_dtype: passes.append((y is None, bias_grad))
+                        or output_grad(dy, y, bias_grad, bias_dtype))
     with no_torch_fallback():
         middle = ops.conv2d(x, w3, b3, relu=True, relu_masked_by_next=True, **geometry(conv3))
         y = ops.conv2d(middle, w4, b4, relu=True, relu_input=True, **geometry(conv4))

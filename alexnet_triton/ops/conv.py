@@ -16,7 +16,7 @@ from ..kernels.conv import (
     conv2d_weight_grad,
 )
 from ..kernels.runtime import memory_format_of
-from ..precision import autocast_operands
+from ..precision import autocast_dtype, autocast_master_operands, compute_copy, master_parameters
 from .library import kernel_op
 
 
@@ -33,19 +33,30 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return memory_format_of(t) is torch.channels_last
 
 
+def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """The weight the kernels read for a conv computing in ``dtype``: its compute copy, else the weight, cast when it
+    is the fp32 master weight of a 16-bit conv (a launch, each call, until the optimizer writes the copy)."""
+    if weight_copy is not None:
+        return weight_copy
+    return weight.to(dtype) if weight.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16) else weight
+
+
 @kernel_op("conv2d")
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
             padding_name: str, dilation: list[int], groups: int, relu: bool, precision: str, relu_input: bool,
-            relu_masked_by_next: bool) -> torch.Tensor:
-    """The conv (the flags only change its backward: ``conv2d``)."""
-    return conv2d_forward(x, weight, bias, stride, _padding(padding, padding_name), dilation, groups, relu,
-                          precision)
+            relu_masked_by_next: bool, weight_copy: torch.Tensor | None) -> torch.Tensor:
+    """The conv (the flags only change its backward: ``conv2d``). weight, bias: x's dtype, or fp32 master
+    parameters of a 16-bit x; weight_copy: None, or the weight's compute copy (``precision.compute_copy``)."""
+    return conv2d_forward(x, _read_weight(weight, weight_copy, x.dtype), bias, stride,
+                          _padding(padding, padding_name), dilation, groups, relu, precision)
 
 
 @kernel_op("conv2d_output_grad")
-def _conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None, bias_grad: bool) -> list[torch.Tensor]:
-    """[dy * (y > 0)] when y is given, then [db] when ``bias_grad``: what was computed, in that order."""
-    masked, db = conv2d_output_grad(dy, y, bias_grad)
+def _conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None, bias_grad: bool, bias_dtype: torch.dtype
+                        ) -> list[torch.Tensor]:
+    """[dy * (y > 0)] when y is given, then [db] (of ``bias_dtype``) when ``bias_grad``: what was computed, in that
+    order."""
+    masked, db = conv2d_output_grad(dy, y, bias_grad, bias_dtype)
     return [t for t in (masked if y is not None else None, db) if t is not None]
 
 
@@ -60,9 +71,10 @@ def _conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape: list[int
 @kernel_op("conv2d_weight_grad")
 def _conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape: list[int], stride: list[int],
                         padding: list[int], padding_name: str, dilation: list[int], groups: int,
-                        channels_last: bool, precision: str) -> torch.Tensor:
+                        channels_last: bool, precision: str, grad_dtype: torch.dtype) -> torch.Tensor:
+    """dw of dtype ``grad_dtype`` (the weight's)."""
     return conv2d_weight_grad(dy, x, weight_shape, stride, _padding(padding, padding_name), dilation, groups,
-                              _layout(channels_last), precision)
+                              _layout(channels_last), precision, dtype=grad_dtype)
 
 
 def _depth_fields(depth: Depth) -> list[int]:
@@ -97,28 +109,28 @@ def _conv2d_depth_weight_grad(dy: torch.Tensor, x_d: torch.Tensor, depth: list[i
 
 def _output_grad(ctx, dy: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(dy ReLU-masked by the saved output y, or dy itself without one; db if the bias needs it): one pass."""
-    bias_grad = ctx.has_bias and ctx.needs_input_grad[2]
+    bias_grad = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
     if y is None and not bias_grad:
         return dy, None
-    computed = _conv2d_output_grad(dy, y, bias_grad)
+    computed = _conv2d_output_grad(dy, y, bias_grad, ctx.bias_dtype or dy.dtype)
     return computed[0] if y is not None else dy, computed[-1] if bias_grad else None
 
 
 def _save(ctx, inputs, output) -> None:
-    x, weight, bias, *ctx.geometry, relu, ctx.precision, ctx.relu_input, relu_masked_by_next = inputs
-    ctx.save_for_backward(x, weight, output if relu and not relu_masked_by_next else None)
-    ctx.has_bias = bias is not None
+    x, weight, bias, *ctx.geometry, relu, ctx.precision, ctx.relu_input, relu_masked_by_next, weight_copy = inputs
+    ctx.save_for_backward(x, weight, weight_copy, output if relu and not relu_masked_by_next else None)
+    ctx.bias_dtype = None if bias is None else bias.dtype
 
 
 def _backward(ctx, dy):
-    x, weight, y = ctx.saved_tensors
+    x, weight, weight_copy, y = ctx.saved_tensors
     dy, db = _output_grad(ctx, dy, y)
     need_x, need_w = ctx.needs_input_grad[:2]
-    dx = _conv2d_input_grad(dy, weight, list(x.shape), *ctx.geometry, _is_channels_last(x), ctx.precision,
-                            x if ctx.relu_input else None) if need_x else None
-    dw = _conv2d_weight_grad(dy, x, list(weight.shape), *ctx.geometry, _is_channels_last(weight),
-                             ctx.precision) if need_w else None
-    return dx, dw, db, None, None, None, None, None, None, None, None, None
+    dx = _conv2d_input_grad(dy, _read_weight(weight, weight_copy, x.dtype), list(x.shape), *ctx.geometry,
+                            _is_channels_last(x), ctx.precision, x if ctx.relu_input else None) if need_x else None
+    dw = _conv2d_weight_grad(dy, x, list(weight.shape), *ctx.geometry, _is_channels_last(weight), ctx.precision,
+                             weight.dtype) if need_w else None
+    return dx, dw, db, None, None, None, None, None, None, None, None, None, None
 
 
 def _save_depth(ctx, inputs, output) -> None:
@@ -127,7 +139,7 @@ def _save_depth(ctx, inputs, output) -> None:
     ctx.save_for_backward(x_d, weight, y if relu else None)
     ctx.mark_non_differentiable(x_d)
     ctx.set_materialize_grads(False)  # no zero-filled gradient for x_d
-    ctx.has_bias = bias is not None
+    ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.x_like = (list(x.shape), _is_channels_last(x), x.dtype)
     ctx.weight_like = (list(weight.shape), _is_channels_last(weight), weight.dtype)
 
@@ -157,9 +169,12 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     [C_out, C_in/groups, R, S], bias [C_out] -> [N, C_out, OH, OW] (unbatched: [C_out, OH, OW]).
     stride, dilation: int or pair; padding: int, pair, "valid" or "same" (stride 1; an odd total puts the extra
     row/column below/right, as PyTorch does). N may be 0. precision: "ieee" (exact fp32 products) or "tf32"
-    (fp32 on tensor cores, GPU only). Under torch.autocast, input, weight and bias are cast to its dtype first,
-    as F.conv2d's are (alexnet_triton.precision); on the space-to-depth path the rearranging passes cast x and
-    the weight.
+    (fp32 on tensor cores, GPU only). Under torch.autocast, input is cast to its dtype and the result has it, as
+    with F.conv2d, but an fp32 bias is read as it is, rounded to that dtype in the kernel, and fp32 weight and
+    bias get fp32 gradients from the fp32 sums (alexnet_triton.precision.autocast_master_operands); the kernels
+    read the weight in that dtype: a weight that is an nn.Parameter asks for its compute copy
+    (``precision.compute_copy``), which the optimizer's next update writes, and is cast until it matches (on the
+    space-to-depth path the rearranging passes cast x and the weight).
 
     A conv + ReLU feeding a conv can hand the ReLU's backward to the conv after it, which masks the input gradient
     it writes anyway, so no pass over this conv's output gradient masks it (only a bias's gradient, if any, is
@@ -179,18 +194,20 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     padding_name = padding if isinstance(padding, str) else ""
     geometry = ([g.stride_h, g.stride_w], [0, 0] if padding_name else list(checks.int_pair(
         padding, "conv2d", "padding")), padding_name, [g.dilation_h, g.dilation_w], groups)
-    dtype = autocast_operands(x.new_empty(0))[0].dtype  # the dtype the conv computes in (x's, or autocast's)
+    dtype = autocast_dtype(x)  # the dtype the conv computes in (x's, or autocast's)
     depth = conv2d_depth(x, weight.shape, stride, padding, dilation, groups, dtype, precision)
     if depth is None:
-        x, weight, bias = autocast_operands(x, weight, bias)
-        y = _conv2d(x, weight, bias, *geometry, relu, precision, relu_input, relu_masked_by_next)
+        x, weight, bias = autocast_master_operands(x, weight, bias)
+        y = _conv2d(x, weight, bias, *geometry, relu, precision, relu_input, relu_masked_by_next,
+                    compute_copy(weight, x.dtype))
     elif relu_input or relu_masked_by_next:
         raise checks.ArgumentError(f"conv2d: relu_input and relu_masked_by_next are not supported by a conv that "
                                    f"runs in space-to-depth form (input {tuple(x.shape)}, weight "
                                    f"{tuple(weight.shape)}, stride {stride})")
     else:  # the dtypes autocast gives x and the weight, checked on empty stand-ins (they are cast on the way)
-        x_like, weight_like, bias = autocast_operands(x.new_empty(0), weight.new_empty(0), bias)
-        checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0])
+        x_like, weight_like = x.new_empty(0, dtype=dtype), weight.new_empty(0, dtype=autocast_dtype(weight))
+        (bias,) = master_parameters(x, dtype, bias)
+        checks.check_layer_operands("conv2d", x_like, weight_like, bias, weight.shape[0], master_bias=True)
         checks.check_precision("conv2d", precision)
         y = _conv2d_depth(x, weight, bias, _depth_fields(depth), dtype, relu, precision)[0]
     return y.squeeze(0) if input.dim() == 3 else y

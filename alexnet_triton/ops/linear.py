@@ -142,8 +142,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
-    weight_copy = compute_copy(weight, x.dtype) if isinstance(weight, torch.nn.Parameter) and \
-        weight.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16) else None
+    weight_copy = compute_copy(weight, x.dtype)
     if update is not None:
         return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, weight_copy, update)
     return _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy)
