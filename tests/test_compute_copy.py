@@ -1,7 +1,8 @@
 """Compute copies of fp32 master weights (``precision.compute_copy``): the SGD update writes a fp16/bf16 copy of
 each fc and conv weight beside it (multi-tensor and fused), the linear and conv forward and input gradient read it
-once it matches the weight. Bitwise the run without copies (kernels, layers, scaled nets, both update modes), never stale
-(every in-place change of the weight is seen at once), graph-safe, not in any state dict; errors name the operand."""
+once it matches the weight. Bitwise the run without copies (kernels, layers, scaled nets, both update modes),
+never stale (every in-place change of the weight is seen at once), graph-safe, not in any state dict; errors name
+the operand."""
 
 from __future__ import annotations
 
