@@ -20,6 +20,11 @@ from torch.utils.weak import WeakIdKeyDictionary
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast_on(device_type: str) -> bool:
+    """Whether torch.autocast is on for ``device_type`` ("cpu", "cuda")."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False, device_type: str | None = None
                       ) -> tuple[torch.Tensor | None, ...]:
     """``tensors`` as torch.autocast hands them to an op when it is on for the first one's device (or
@@ -27,7 +32,7 @@ def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False, device_
     lower-precision list: conv2d, linear) or to float32 (``fp32``: an op of its fp32 list, cross_entropy);
     otherwise unchanged."""
     device_type = device_type or tensors[0].device.type
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+    if not autocast_on(device_type):
         return tensors
     dtype = torch.float32 if fp32 else torch.get_autocast_dtype(device_type)
     return tuple(t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
@@ -36,11 +41,9 @@ def autocast_operands(*tensors: torch.Tensor | None, fp32: bool = False, device_
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype ``autocast_operands`` gives x for an op of autocast's lower-precision list, without casting it."""
-    device_type = x.device.type
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)) or \
-            not x.is_floating_point() or x.dtype == torch.float64:
+    if not autocast_on(x.device.type) or not x.is_floating_point() or x.dtype == torch.float64:
         return x.dtype
-    return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_dtype(x.device.type)
 
 
 def autocast_master_operands(x: torch.Tensor, *parameters: torch.Tensor | None

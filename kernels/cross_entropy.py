@@ -355,24 +355,29 @@ def _kernel_args(rows: _Rows, weight: torch.Tensor | None, ignore_index: int, la
 
 def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", *,
                           weight: torch.Tensor | None = None, ignore_index: int = -100,
-                          label_smoothing: float = 0.0) -> tuple[torch.Tensor, SavedForBackward]:
+                          label_smoothing: float = 0.0, loss_dtype: torch.dtype | None = None
+                          ) -> tuple[torch.Tensor, SavedForBackward]:
     """(loss, saved) for logits (N, C, d1, ..., dk) or (C,) and target: class indices (N, d1, ..., dk) or ()
     (int64 or uint8, in [0, C) or ignore_index), or class probabilities shaped like the logits;
     weight: [C] class weights or None.
 
-    loss: the per-position shape (N, d1, ..., dk) (or ()) for "none", else a 0-d tensor, in logits' dtype.
+    loss: the per-position shape (N, d1, ..., dk) (or ()) for "none", else a 0-d tensor, in ``loss_dtype``
+    (default the logits'; float32 for fp16/bf16 logits under autocast: the math is fp32 either way).
     """
     op = "cross_entropy"
     rows = _as_rows(op, logits, target, weight, ignore_index, reduction, label_smoothing)
     if not rows.soft and _HOST_TARGET_CHECK.get():
         _check_target_range(op, rows.target, rows.classes, ignore_index)
-    compute_dtype = _compute_dtype(logits.dtype)
+    compute_dtype, loss_dtype = _compute_dtype(logits.dtype), loss_dtype or logits.dtype
+    if loss_dtype not in (logits.dtype, torch.float32):
+        raise checks.ArgumentTypeError(f"{op}: loss_dtype must be the logits' ({logits.dtype}) or torch.float32, "
+                                       f"got {loss_dtype}")
 
     def buffer(shape, dtype=compute_dtype):
         return runtime.new_output(shape, device=logits.device, dtype=dtype)
 
     lse = buffer((rows.count,))
-    row_losses = buffer((rows.count,), logits.dtype if reduction == "none" else compute_dtype)
+    row_losses = buffer((rows.count,), loss_dtype if reduction == "none" else compute_dtype)
     mass = buffer((rows.count,)) if rows.soft or label_smoothing > 0 else None
     row_weights = None if rows.soft else buffer((rows.count,))
     runtime.launch(_cross_entropy_forward_kernel, lambda meta: (rows.count,), CONFIGS,
@@ -380,7 +385,7 @@ def cross_entropy_forward(logits: torch.Tensor, target: torch.Tensor, reduction:
                    row_weight_ptr=lse if row_weights is None else row_weights, mass_ptr=lse if mass is None else mass)
     if reduction == "none":
         return row_losses.view(rows.loss_shape), SavedForBackward(lse, mass, None)
-    loss, divisor = buffer((), logits.dtype), buffer(())
+    loss, divisor = buffer((), loss_dtype), buffer(())
     weighted = reduction == "mean" and not rows.soft
     runtime.launch(_sum_row_losses_kernel, lambda meta: (1,), partial_sums.WIDE_CONFIGS, losses_ptr=row_losses,
                    row_weights_ptr=row_weights if weighted else row_losses, out_ptr=loss, divisor_ptr=divisor,

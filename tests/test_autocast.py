@@ -197,6 +197,31 @@ def test_cross_entropy_computes_in_fp32(target, no_torch_fallback):
         assert_close(a, e, name)
 
 
+@pytest.mark.parametrize("options", [dict(), dict(reduction="sum", label_smoothing=0.1),
+                                     dict(reduction="none", ignore_index=3), dict(weight="logits' dtype")],
+                         ids=["mean", "sum-smoothed", "none-ignored", "weighted"])
+def test_cross_entropy_reads_low_logits_with_class_indices_uncast(options, no_torch_fallback):
+    """fp16 logits, class-index targets: under autocast no cast is dispatched, the loss is fp32 and loss and
+    dlogits are bitwise those of the kernels on the fp32 cast of the logits (dlogits rounded to fp16 as the cast's
+    backward rounds it)."""
+    logits = leaves((6, 10))[0].detach().to(LOW).requires_grad_()
+    target = torch.tensor([3, 0, 7, 9, 1, 3])
+    if "weight" in options:
+        options = dict(weight=torch.rand(10, generator=torch.Generator().manual_seed(2)).to(LOW) + 0.5)
+    record = RecordAten()
+    with torch.autocast("cpu", dtype=LOW), no_torch_fallback(), record:
+        loss = ops.cross_entropy(logits, target, **options)
+        (dlogits,) = torch.autograd.grad(loss, logits, torch.ones_like(loss))
+    assert not {"to", "_to_copy"} & set(record.names) and "cross_entropy" in record.names
+    fp32 = logits.detach().float().requires_grad_()
+    fp32_options = {**options, **({"weight": options["weight"].float()} if "weight" in options else {})}
+    with no_torch_fallback():
+        loss_fp32 = ops.cross_entropy(fp32, target, **fp32_options)
+        (dlogits_fp32,) = torch.autograd.grad(loss_fp32, fp32, torch.ones_like(loss_fp32))
+    assert loss.dtype == torch.float32 and torch.equal(loss, loss_fp32)
+    assert dlogits.dtype == LOW and torch.equal(dlogits, dlogits_fp32.to(LOW))
+
+
 def test_float64_is_not_cast(no_torch_fallback):
     x, w, b = leaves((3, 8), (4, 8), (4,), dtype=torch.float64)
     target = torch.tensor([0, 3, 1])

@@ -87,10 +87,13 @@ def _gemm_samples():
     yield "dropout_backward", OPS.dropout_backward, (_x(3, 17), 0.25, _seed())
     logits, target = _x(6, 10, requires_grad=True), torch.tensor([0, 3, 9, -100, 2, 2])
     soft = torch.softmax(_x(6, 10), 1).requires_grad_()
-    yield "cross_entropy/mean", OPS.cross_entropy, (logits, target, None, -100, "mean", 0.0)
-    yield "cross_entropy/weighted-smoothed-none", OPS.cross_entropy, (logits, target, _x(10).abs(), -100, "none", 0.1)
-    yield "cross_entropy/soft-sum", OPS.cross_entropy, (logits, soft, None, -100, "sum", 0.0)
-    loss, *saved = OPS.cross_entropy(logits.detach(), soft.detach(), None, -100, "mean", 0.2)
+    yield "cross_entropy/mean", OPS.cross_entropy, (logits, target, None, -100, "mean", 0.0, torch.float32)
+    yield "cross_entropy/weighted-smoothed-none", OPS.cross_entropy, (logits, target, _x(10).abs(), -100, "none", 0.1,
+                                                                      torch.float32)
+    yield "cross_entropy/soft-sum", OPS.cross_entropy, (logits, soft, None, -100, "sum", 0.0, torch.float32)
+    yield "cross_entropy/fp16-logits-fp32-loss", OPS.cross_entropy, (
+        logits.detach().half().requires_grad_(), target, None, -100, "mean", 0.1, torch.float32)
+    loss, *saved = OPS.cross_entropy(logits.detach(), soft.detach(), None, -100, "mean", 0.2, torch.float32)
     yield "cross_entropy_backward", OPS.cross_entropy_backward, (torch.ones(()), logits.detach(), soft.detach(),
                                                                  None, saved, True, -100, "mean", 0.2, True)
     params, grads, buffers = ([_x(5, 3), _x(7).to(torch.float16)] for _ in range(3))

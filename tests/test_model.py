@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close, assert_low_precision_close
+from test_autocast import RecordAten  # the ops a step dispatches, inside this project's operators too
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -281,6 +282,31 @@ def test_a_triton_training_step_leaves_no_floating_point_compute_to_pytorch(vari
             loss.backward()
             sgd.step()
         assert not recorder.offending, recorder.offending
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_an_autocast_step_casts_nothing_once_the_optimizer_wrote_the_copies(variant, no_torch_fallback):
+    """fp16 autocast, channels_last (conv1 in space-to-depth form: its pass casts the images): the first step casts
+    the conv weights where kernels read them (no compute copy yet); from the second on, a step dispatches no cast
+    at all: the layers read the copies the update wrote, take fp32 biases, write fp32 gradients, and the loss
+    reads the fp16 logits."""
+    torch.manual_seed(0)
+    model = AlexNet(variant, 10, "triton", dropout=0.5, init="kaiming", **SCALED[variant])
+    model.to(memory_format=torch.channels_last)
+    sgd = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x, target = images(variant, channels_last=True), torch.tensor([3, 0, 7])
+    casts = []
+    for _ in range(3):
+        record = RecordAten()
+        with no_torch_fallback(), record:
+            with forward_context("cpu", torch.float16):
+                loss = ops.cross_entropy(model(x), target)
+            sgd.zero_grad(set_to_none=True)
+            loss.backward()
+            sgd.step()
+        assert {"conv2d_depth", "conv2d", "linear", "cross_entropy", "sgd_step_"} <= set(record.names)
+        casts.append(sum(name in ("to", "_to_copy") for name in record.names))
+    assert casts[0] > 0 and casts[1:] == [0, 0], casts
 
 
 def test_the_recorder_sees_pytorch_compute():

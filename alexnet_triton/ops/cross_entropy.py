@@ -12,16 +12,17 @@ from ..kernels.cross_entropy import (
     cross_entropy_forward,
     device_target_check,
 )
-from ..precision import autocast_operands
+from ..precision import autocast_on, autocast_operands
 from .library import kernel_op
 
 
 @kernel_op("cross_entropy", fake_context=device_target_check)
 def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
-                   reduction: str, label_smoothing: float) -> list[torch.Tensor]:
-    """[loss, lse, mass?, divisor?]: the loss, then what the backward needs (``SavedForBackward``'s tensors)."""
+                   reduction: str, label_smoothing: float, loss_dtype: torch.dtype) -> list[torch.Tensor]:
+    """[loss, lse, mass?, divisor?]: the loss (of ``loss_dtype``), then what the backward needs
+    (``SavedForBackward``'s tensors)."""
     loss, saved = cross_entropy_forward(logits, target, reduction, weight=weight, ignore_index=ignore_index,
-                                        label_smoothing=label_smoothing)
+                                        label_smoothing=label_smoothing, loss_dtype=loss_dtype)
     return [loss, *(t for t in saved if t is not None)]
 
 
@@ -41,7 +42,7 @@ def _cross_entropy_backward(dloss: torch.Tensor, logits: torch.Tensor, target: t
 
 
 def _save(ctx, inputs, output) -> None:
-    logits, target, weight, *ctx.options = inputs
+    logits, target, weight, *ctx.options, _ = inputs
     ctx.has_mass = target.is_floating_point() or ctx.options[2] > 0  # soft targets or label smoothing
     ctx.save_for_backward(logits, target, weight, *output[1:])
     ctx.mark_non_differentiable(*output[1:])  # the backward's inputs, not results
@@ -52,10 +53,10 @@ def _backward(ctx, grads):
     logits, target, weight, *saved = ctx.saved_tensors
     need_logits, need_target = ctx.needs_input_grad[:2]
     if grads[0] is None:  # the loss was not used
-        return None, None, None, None, None, None
+        return None, None, None, None, None, None, None
     grads = _cross_entropy_backward(grads[0], logits, target, weight, saved, ctx.has_mass, *ctx.options,
                                     need_target)
-    return grads[0] if need_logits else None, grads[1] if need_target else None, None, None, None, None
+    return grads[0] if need_logits else None, grads[1] if need_target else None, None, None, None, None, None
 
 
 _cross_entropy.register_autograd(_backward, setup_context=_save)
@@ -72,15 +73,21 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     size_average / reduce: deprecated, mapped to ``reduction`` with PyTorch's warning, as PyTorch does.
     Returns a 0-d loss ("mean", "sum") or the per-position losses ("none"), in the input's dtype; under
     torch.autocast, in float32 from float32 copies of input and floating-point target and weight, as
-    F.cross_entropy (float64 stays float64; alexnet_triton.precision).
+    F.cross_entropy (float64 stays float64; alexnet_triton.precision). There fp16/bf16 logits with class-index
+    targets (and no class weights, or weights of the logits' dtype) reach the kernels uncast: they compute in
+    fp32 anyway and write the gradient in the logits' dtype, the bits of the casts, without the cast launches.
     "mean" and "sum" are deterministic (fixed-order reduction). The gradient is recomputed from the logits in one
     kernel and written to new tensors: w.r.t. the logits, and w.r.t. class-probability targets that need one
     (first derivatives only).
     """
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
-    input, target, weight = autocast_operands(input, target, weight, fp32=True)
+    uncast = autocast_on(input.device.type) and input.dtype in (torch.float16, torch.bfloat16) and \
+        not target.is_floating_point() and (weight is None or weight.dtype == input.dtype)
+    if not uncast:
+        input, target, weight = autocast_operands(input, target, weight, fp32=True)
     if weight is not None and weight.requires_grad and torch.is_grad_enabled():
         raise NotImplementedError("cross_entropy: no gradient w.r.t. weight; pass weight.detach()")
     check_options("cross_entropy", ignore_index, reduction, label_smoothing)
-    return _cross_entropy(input, target, weight, ignore_index, reduction, float(label_smoothing))[0]
+    loss_dtype = torch.float32 if uncast else input.dtype
+    return _cross_entropy(input, target, weight, ignore_index, reduction, float(label_smoothing), loss_dtype)[0]
