@@ -70,6 +70,18 @@ def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tup
                             f"got {tuple(t.shape)} {t.dtype}")
 
 
+def check_weight_copy(op: str, weight_copy: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> None:
+    """ArgumentError unless ``weight_copy`` is a compute copy of ``weight`` for a ``dtype`` computation: of an fp32
+    master weight, in ``dtype`` (fp16/bf16), its shape, on its device."""
+    master = weight.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16)
+    if not master or weight_copy.dtype != dtype or weight_copy.shape != weight.shape or \
+            weight_copy.device != weight.device:
+        raise ArgumentError(f"{op}: weight_copy {tuple(weight_copy.shape)} {weight_copy.dtype} on "
+                            f"{weight_copy.device} must be a {dtype} copy of an fp32 master weight of the "
+                            f"fp16/bf16 computation, shaped and placed like it (weight {tuple(weight.shape)} "
+                            f"{weight.dtype} on {weight.device})")
+
+
 def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          out_features: int, master_bias: bool = False) -> None:
     """Dtype, device and shape checks shared by conv2d and linear: x, weight and bias of one float dtype on

@@ -422,18 +422,6 @@ def _check_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         raise checks.ArgumentError(f"linear: x ({x.device}) and weight ({weight.device}) must be on one device")
 
 
-def _check_weight_copy(op: str, weight_copy: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype,
-                       master: bool) -> None:
-    """A compute copy of ``weight`` for a ``dtype`` computation: an fp32 master weight's, in ``dtype``, its shape,
-    on its device."""
-    if not master or weight_copy.dtype != dtype or weight_copy.shape != weight.shape or \
-            weight_copy.device != weight.device:
-        raise checks.ArgumentError(f"{op}: weight_copy {tuple(weight_copy.shape)} {weight_copy.dtype} on "
-                                   f"{weight_copy.device} must be a {dtype} copy of an fp32 master weight of the "
-                                   f"fp16/bf16 computation, shaped and placed like it (weight {tuple(weight.shape)} "
-                                   f"{weight.dtype} on {weight.device})")
-
-
 def linear_geometry(x_shape, w_shape) -> dict:
     """Validate x_shape [*, K] against w_shape [N, K]; return the sizes M (rows: the product of x's leading
     dimensions), N, K. ValueError names both shapes."""
@@ -484,7 +472,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     _check_operands(x, weight, bias, g["N"])
     master = _master(x.dtype, weight, bias)
     if weight_copy is not None:
-        _check_weight_copy("linear", weight_copy, weight, x.dtype, master)
+        checks.check_weight_copy("linear", weight_copy, weight, x.dtype)
     y = runtime.new_output((*x.shape[:-1], g["N"]), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y

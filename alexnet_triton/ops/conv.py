@@ -34,9 +34,11 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 
 
 def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """The weight the kernels read for a conv computing in ``dtype``: its compute copy, else the weight, cast when it
-    is the fp32 master weight of a 16-bit conv (a launch, each call, until the optimizer writes the copy)."""
+    """The weight the kernels read for a conv computing in ``dtype``: its compute copy (checked: ``dtype``, the
+    weight's shape), else the weight, cast when it is the fp32 master weight of a 16-bit conv (a launch, each call,
+    until the optimizer writes the copy)."""
     if weight_copy is not None:
+        checks.check_weight_copy("conv2d", weight_copy, weight, dtype)
         return weight_copy
     return weight.to(dtype) if weight.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16) else weight
 
