@@ -33,6 +33,9 @@ try:  # a signal or Ctrl-C while the imports run (torch, Triton: seconds) exits 
     if __name__ == "__main__":  # inside the try: a signal may arrive before signal.signal returns
         for number in (signal.SIGTERM, signal.SIGUSR1):  # (a run stops its training loop by itself)
             signal.signal(number, _stop)
+        # Ctrl-C too where the process started with SIGINT ignored (a shell script's background job), as the
+        # training loop's handlers take it
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     import _checkout  # noqa: F401  (the checkout's package first)
     import argparse
     import contextlib

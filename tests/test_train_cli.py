@@ -187,10 +187,13 @@ def _interrupt_when(process: subprocess.Popen, marker: str, timeout: float = 300
     return "".join(chunks)
 
 
-def test_ctrl_c_during_start_up_exits_cleanly_and_writes_nothing(tmp_path):
-    """While the built-in dataset is drawn (its progress bar is up)."""
+@pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_ctrl_c_during_start_up_exits_cleanly_and_writes_nothing(tmp_path, inherited):
+    """While the built-in dataset is drawn (its progress bar is up); also when the run started with SIGINT ignored
+    (a shell script's background job: the training loop takes SIGINT anyway, and so does the start-up)."""
     process = subprocess.Popen(_command(*TINY_FLAGS, "--train-count", "20000", "--out", str(tmp_path / "run")),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, inherited))
     stderr = _interrupt_when(process, "drawing 20000 shapes")
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "interrupted during start-up: nothing was saved" in stderr
