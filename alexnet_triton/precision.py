@@ -17,6 +17,8 @@ import contextlib
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .kernels import checks
+
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -100,7 +102,7 @@ def compute_copy(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | Non
     optimizer's next update of ``weight`` writes it. Never while torch.compile traces (the compiled graph reads the
     master)."""
     if torch.compiler.is_compiling() or not isinstance(weight, torch.nn.Parameter) or \
-            weight.dtype != torch.float32 or dtype not in (torch.float16, torch.bfloat16):
+            not checks.is_master(weight.dtype, dtype):
         return None
     copy = _COMPUTE_COPIES.get(weight)
     if copy is None or copy.dtype != dtype:

@@ -70,11 +70,27 @@ def check_shape_and_dtype(op: str, name: str, t: torch.Tensor | None, shape: tup
                             f"got {tuple(t.shape)} {t.dtype}")
 
 
+# The dtypes of mixed precision's computations, whose layers may take fp32 master parameters (``is_master``).
+LOW_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def is_master(parameter_dtype: torch.dtype, compute_dtype: torch.dtype) -> bool:
+    """Whether a parameter (or its gradient) of ``parameter_dtype`` is the fp32 master of an fp16/bf16
+    ``compute_dtype`` computation."""
+    return parameter_dtype == torch.float32 and compute_dtype in LOW_DTYPES
+
+
+def check_grad_dtype(op: str, name: str, grad_dtype: torch.dtype, x_dtype: torch.dtype) -> None:
+    """TypeError unless a parameter's gradient dtype ``grad_dtype`` is x's or that of its fp32 master."""
+    if grad_dtype != x_dtype and not is_master(grad_dtype, x_dtype):
+        raise ArgumentTypeError(f"{op}: {name} must be x's dtype ({x_dtype}) or, with an fp16/bf16 x, torch.float32; "
+                                f"got {grad_dtype}")
+
+
 def check_weight_copy(op: str, weight_copy: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> None:
     """ArgumentError unless ``weight_copy`` is a compute copy of ``weight`` for a ``dtype`` computation: of an fp32
     master weight, in ``dtype`` (fp16/bf16), its shape, on its device."""
-    master = weight.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16)
-    if not master or weight_copy.dtype != dtype or weight_copy.shape != weight.shape or \
+    if not is_master(weight.dtype, dtype) or weight_copy.dtype != dtype or weight_copy.shape != weight.shape or \
             weight_copy.device != weight.device:
         raise ArgumentError(f"{op}: weight_copy {tuple(weight_copy.shape)} {weight_copy.dtype} on "
                             f"{weight_copy.device} must be a {dtype} copy of an fp32 master weight of the "
@@ -88,8 +104,7 @@ def check_layer_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: t
     the mode's device (``master_bias``: or an fp32 bias with an fp16/bf16 x), bias [out_features]."""
     check_float_dtype(op, x=x, weight=weight, bias=bias)
     check_device(op, x=x, weight=weight, bias=bias)
-    bias_ok = bias is None or bias.dtype == x.dtype or (
-        master_bias and bias.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16))
+    bias_ok = bias is None or bias.dtype == x.dtype or (master_bias and is_master(bias.dtype, x.dtype))
     if weight.dtype != x.dtype or not bias_ok:
         raise ArgumentTypeError(f"{op}: x ({x.dtype}), weight ({weight.dtype}) and bias "
                                 f"({None if bias is None else bias.dtype}) must have one dtype"

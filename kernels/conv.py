@@ -1051,6 +1051,7 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     if y is None and not bias_grad:
         return dy, None
     bias_dtype = bias_dtype or dy.dtype
+    checks.check_grad_dtype("conv2d_output_grad", "bias_dtype", bias_dtype, dy.dtype)
     N, K, OH, OW = dy.shape
     P = N * OH * OW
     masked = runtime.new_output(dy.shape, device=dy.device, dtype=dy.dtype,
@@ -1181,7 +1182,9 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
         splits = weight_grad_schedule(dy, x, g, flat_crs, tensor_cores)[1]
     if not isinstance(splits, int) or splits < 1:
         raise checks.ArgumentError(f"conv2d_weight_grad: splits must be a positive int, got {splits!r}")
-    dw = runtime.new_output(weight_shape, device=x.device, dtype=dtype or x.dtype, memory_format=memory_format)
+    dtype = dtype or x.dtype
+    checks.check_grad_dtype("conv2d_weight_grad", "dtype", dtype, x.dtype)
+    dw = runtime.new_output(weight_shape, device=x.device, dtype=dtype, memory_format=memory_format)
     if N == 0:
         return dw.zero_()
     partial_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -402,13 +402,10 @@ def _check_dropout(p: float, seed, device: torch.device) -> tuple[float, torch.T
     return p, (seed_tensor("linear", seed, device) if p > 0 else None)
 
 
-LOW_DTYPES = (torch.float16, torch.bfloat16)
-
-
 def _master(compute_dtype: torch.dtype, *parameters: torch.Tensor | None) -> bool:
     """Whether ``parameters`` (None passes) are fp32 master parameters of an fp16/bf16 computation (see the module
     docstring)."""
-    return compute_dtype in LOW_DTYPES and all(t is None or t.dtype == torch.float32 for t in parameters)
+    return compute_dtype in checks.LOW_DTYPES and all(t is None or t.dtype == torch.float32 for t in parameters)
 
 
 def _check_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> None:
@@ -569,9 +566,7 @@ def linear_weight_grad(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None
     """
     g, p, seed = _weight_grad_operands("linear_weight_grad", dy, x, y, dropout, seed, precision)
     grad_dtype = grad_dtype or x.dtype
-    if grad_dtype != x.dtype and not (grad_dtype == torch.float32 and x.dtype in LOW_DTYPES):
-        raise checks.ArgumentTypeError(f"linear_weight_grad: grad_dtype must be x's dtype ({x.dtype}) or, with an "
-                                       f"fp16/bf16 x, torch.float32; got {grad_dtype}")
+    checks.check_grad_dtype("linear_weight_grad", "grad_dtype", grad_dtype, x.dtype)
     dw = runtime.new_output((g["N"], g["K"]), device=x.device, dtype=grad_dtype)
     db = runtime.new_output((g["N"],), device=x.device, dtype=grad_dtype) if bias_grad else None
     if g["N"] == 0 or (g["K"] == 0 and not bias_grad):

@@ -337,7 +337,7 @@ def check_bias(op: str, bias: torch.Tensor | None, x: torch.Tensor) -> None:
     if bias.dim() != 1 or bias.shape[0] != x.shape[1]:
         raise checks.ArgumentError(f"{op}: bias must have shape ({x.shape[1]},) (x's channels), got "
                                    f"{tuple(bias.shape)}")
-    if bias.dtype != x.dtype and not (bias.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)):
+    if bias.dtype != x.dtype and not checks.is_master(bias.dtype, x.dtype):
         raise checks.ArgumentTypeError(f"{op}: bias has dtype {bias.dtype}; it must be x's ({x.dtype}) or float32 "
                                        "with a float16/bfloat16 x")
     if bias.device != x.device:

@@ -137,7 +137,7 @@ def check_update_operands(op: str, param: torch.Tensor, grad: torch.Tensor, mome
         if t is not None and (t.shape != param.shape or t.dtype != param.dtype or t.stride() != param.stride()):
             raise checks.ArgumentError(f"{op}: {name} {tuple(t.shape)} {t.dtype} strides {t.stride()} must match param "
                                        f"{tuple(param.shape)} {param.dtype} strides {param.stride()}")
-    if copy is not None and (param.dtype != torch.float32 or copy.dtype not in (torch.float16, torch.bfloat16)
+    if copy is not None and (not checks.is_master(param.dtype, copy.dtype)
                              or copy.shape != param.shape or copy.stride() != param.stride()
                              or copy.device != param.device):
         raise checks.ArgumentError(f"{op}: compute copy {tuple(copy.shape)} {copy.dtype} strides {copy.stride()} on "

@@ -695,6 +695,10 @@ def test_gradient_launchers_name_themselves_in_their_errors():
         conv.conv2d_weight_grad(dy, x, w.shape, precision="fp8")
     with pytest.raises(ValueError, match=r"^conv2d_weight_grad: dy must have shape"):
         conv.conv2d_weight_grad(dy[:, :2], x, w.shape)
+    with pytest.raises(TypeError, match=r"^conv2d_weight_grad: dtype must be x's dtype \(torch.float32\)"):
+        conv.conv2d_weight_grad(dy, x, w.shape, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"^conv2d_output_grad: bias_dtype must be .* got torch.int32"):
+        conv.conv2d_output_grad(dy, bias_grad=True, bias_dtype=torch.int32)
 
 
 FLAT_VECTOR_CONFIGS = [pytest.param(kernel, config, id=f"{kernel}-{runtime.config_name(config)}")

@@ -40,7 +40,7 @@ def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None, dtype: 
     if weight_copy is not None:
         checks.check_weight_copy("conv2d", weight_copy, weight, dtype)
         return weight_copy
-    return weight.to(dtype) if weight.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16) else weight
+    return weight.to(dtype) if checks.is_master(weight.dtype, dtype) else weight
 
 
 @kernel_op("conv2d")

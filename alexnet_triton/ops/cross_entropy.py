@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import _reduction
 
+from ..kernels import checks
 from ..kernels.cross_entropy import (
     SavedForBackward,
     check_options,
@@ -82,7 +83,7 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     """
     if size_average is not None or reduce is not None:
         reduction = _reduction.legacy_get_string(size_average, reduce)
-    uncast = autocast_on(input.device.type) and input.dtype in (torch.float16, torch.bfloat16) and \
+    uncast = autocast_on(input.device.type) and input.dtype in checks.LOW_DTYPES and \
         not target.is_floating_point() and (weight is None or weight.dtype == input.dtype)
     if not uncast:
         input, target, weight = autocast_operands(input, target, weight, fp32=True)

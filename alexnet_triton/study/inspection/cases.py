@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ...architecture import CONV_LAYERS, LRN, NUM_CLASSES, POOL, SGD, VARIANTS, ConvLayer, parameter_shapes, shaped
-from ...kernels import conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, sgd
+from ...kernels import checks, conv, cross_entropy, dropout, linear, lrn, lrn_max_pool, max_pool, sgd
 from ...kernels.relu import relu_forward, threshold_backward
 from ...model import masks_relu_before
 from ..registries.benchmark_cases import DTYPES as STUDY_DTYPES
@@ -160,9 +160,9 @@ def linear_cases() -> Cases:
         for dtype_name, (dtype, precision) in DTYPES.items():
             def run(fan_in=fan_in, fan_out=fan_out, relu=relu, drop=drop, dtype=dtype, precision=precision):
                 x = torch.empty(BATCH, fan_in, dtype=dtype)
-                w = torch.empty(fan_out, fan_in, dtype=torch.float32 if dtype in linear.LOW_DTYPES else dtype)
+                w = torch.empty(fan_out, fan_in, dtype=torch.float32 if dtype in checks.LOW_DTYPES else dtype)
                 b = torch.empty(fan_out, dtype=w.dtype)
-                copy = torch.empty_like(w, dtype=dtype) if dtype in linear.LOW_DTYPES else None
+                copy = torch.empty_like(w, dtype=dtype) if dtype in checks.LOW_DTYPES else None
                 p, seed = (0.5, 1234) if drop else (0.0, None)
                 y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision,
                                           weight_copy=copy)
