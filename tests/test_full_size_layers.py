@@ -84,7 +84,10 @@ RUN_LAYERS = {**LAYERS, "1x1 conv, 300 channels": (nn.Conv2d(3, 300, 1), (1, 3, 
 @pytest.mark.parametrize("name", sorted(RUN_LAYERS))
 def test_full_size_layer_forward_and_backward_match_pytorch(name):
     layer, shape = RUN_LAYERS[name]
-    x = torch.randn(shape)
+    # Seeded as the upstream gradient is: conv1's fp32 weight gradient sums 3025 products per element, whose
+    # rounding (either side's order) can reach the fp32 tolerance where the sum cancels to near 0 (1.05e-4 against
+    # 1e-4 once, for an unseeded input in CI); a fixed input keeps the comparison repeatable.
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     y, grads = _forward_and_backward(layer, x, ours=True)
     expected_y, expected_grads = _forward_and_backward(layer, x, ours=False, mask=(y > 0).to(y.dtype))
     assert_close(y, expected_y, f"{name} output")
