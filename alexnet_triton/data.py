@@ -6,7 +6,7 @@ One entry point for the training script::
                                                          batch_size=128, workers=8, seed=0)
     for epoch in range(start_epoch, epochs):
         train_loader.set_epoch(epoch, start_batch=start_step if epoch == start_epoch else 0)
-        for images, labels in train_loader:     # images [B, 3, S, S] float32, labels [B] int64
+        for images, labels in train_loader:     # images [B, 3, S, S] image_dtype, labels [B] int64
             ...
     for images, labels in val_loader:           # images [B, 3, S, S], or [B, 10, 3, S, S] with ten_crop
         ...
@@ -34,12 +34,17 @@ Unreadable images (corrupt, truncated, not an image) are dropped from their batc
 process read them; the caller reports them); a batch loses those samples (it is skipped if none is left), and
 the run goes on. Batch positions for ``start_batch`` count the sampler's batches, skipped ones included.
 
+Images are made in float32 and batched in ``image_dtype`` (float32 unless given): a mixed-precision run takes them
+in its autocast dtype, the cast its first convolution would make (round to nearest even, the same bits), done in
+the loader workers, so the host-to-device copy and conv1's first pass move half the bytes.
+
 A data source that cannot be used as given (missing or empty directory, a class only in val, fewer samples than
 one batch, contradicting arguments) raises ``DataError``, a ValueError whose message names the path or value.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -378,26 +383,30 @@ class ResumableSampler(Sampler):
         return self.epoch_samples - self.start
 
 
-def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable]):
-    """Batch the readable samples -> (images [B', ...], labels [B'] int64, the ``Unreadable`` ones); (None, None,
-    unreadable) when none is readable."""
+def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32):
+    """Batch the readable samples -> (images [B', ...] image_dtype, labels [B'] int64, the ``Unreadable`` ones);
+    (None, None, unreadable) when none is readable."""
     readable = [sample for sample in samples if not isinstance(sample, Unreadable)]
     images, labels = default_collate(readable) if readable else (None, None)
+    if images is not None:
+        images = images.to(image_dtype)
     return images, labels, [sample for sample in samples if isinstance(sample, Unreadable)]
 
 
 class ResumableLoader(DataLoader):
     """DataLoader over a ``ResumableSampler`` that yields (images, labels) without the unreadable samples, counts
-    them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``. Workers persist across epochs;
-    augmentation does not depend on them."""
+    them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``; images in ``image_dtype``. Workers
+    persist across epochs; augmentation does not depend on them."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
-                 drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None):
+                 drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None,
+                 image_dtype: torch.dtype = torch.float32):
         sampler = ResumableSampler(len(dataset), seed, shuffle, None if shard is None else (*shard, batch_size))
         # A private generator: DataLoader draws a base seed for its workers on every iteration, which would
         # otherwise consume the global RNG (and shift dropout seeds between a run and its resumed copy).
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
-                         num_workers=workers, collate_fn=collate_skipping, pin_memory=pin_memory,
+                         num_workers=workers, collate_fn=functools.partial(collate_skipping, image_dtype=image_dtype),
+                         pin_memory=pin_memory,
                          drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
         self.unreadable: dict[str, str] = {}
@@ -423,7 +432,8 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
                  workers: int = 0, seed: int = 0, resize: int | None = None, ten_crop: bool = False,
                  lighting: float = 0.1, hflip: float = 0.5, num_classes: int | None = None, train_count: int = 2000,
                  val_count: int = 500, pin_memory: bool = False, shard: tuple[int, int] | None = None,
-                 progress: bool = False) -> tuple[ResumableLoader, ResumableLoader, int]:
+                 progress: bool = False, image_dtype: torch.dtype = torch.float32
+                 ) -> tuple[ResumableLoader, ResumableLoader, int]:
     """-> (train_loader, val_loader, num_classes); see the module docstring.
 
     shard: (rank, world_size) of a data-parallel run; batch_size is then the per-rank batch and each rank's
@@ -433,8 +443,10 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     ``ten_crop`` apply); None: ``ProceduralShapes``
     (num_classes default 8) or with ``synthetic`` ``SyntheticTensors`` (default 1000), ``train_count`` and
     ``val_count`` images of ``input_size``. Training batches are full (the last partial one is dropped).
-    progress: a progress bar while the shapes are drawn.
+    progress: a progress bar while the shapes are drawn. image_dtype: of the batched images (a floating dtype).
     """
+    if not image_dtype.is_floating_point:
+        raise DataError(f"image_dtype must be a floating dtype, got {image_dtype}")
     if data_dir is not None:
         if synthetic or num_classes is not None:
             raise DataError(f"data directory {data_dir}: synthetic/num_classes apply only without a data directory")
@@ -457,5 +469,5 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
         raise DataError(f"the training set has {len(train)} samples, fewer than one batch of {batch_size}")
     loader = lambda dataset, train: ResumableLoader(dataset, batch_size, shuffle=train, seed=seed, workers=workers,
                                                     drop_last=train, pin_memory=pin_memory,
-                                                    shard=shard if train else None)
+                                                    shard=shard if train else None, image_dtype=image_dtype)
     return loader(train, True), loader(val, False), num_classes

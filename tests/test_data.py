@@ -175,6 +175,21 @@ def test_image_folder_loaders_shapes_and_dtypes(tmp_path):
     assert [images.shape for images, _ in ten_crop_loader] == [(3, 10, 3, 24, 24), (1, 10, 3, 24, 24)]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loaders_batch_images_in_image_dtype(tmp_path, workers):
+    """A mixed-precision run's loaders: the float32 batches, rounded to the image dtype (to nearest even, as an
+    autocast cast), by the workers too; labels unchanged."""
+    write_tree(tmp_path)
+    loaders = {dtype: make_loaders(tmp_path, input_size=24, resize=32, batch_size=2, seed=1, workers=workers,
+                                   image_dtype=dtype)[:2] for dtype in (torch.float32, torch.bfloat16)}
+    for fp32_loader, low_loader in zip(loaders[torch.float32], loaders[torch.bfloat16], strict=True):
+        fp32_batches, low_batches = collect(fp32_loader), collect(low_loader)
+        assert len(low_batches) == len(fp32_batches) > 0
+        for (images, labels), (low_images, low_labels) in zip(fp32_batches, low_batches, strict=True):
+            assert low_images.dtype == torch.bfloat16 and torch.equal(low_images, images.to(torch.bfloat16))
+            assert torch.equal(low_labels, labels)
+
+
 def test_augmentation_is_reproducible_from_seed_epoch_index(tmp_path):
     write_tree(tmp_path)
     dataset = lambda seed: ImageFolderDataset(tmp_path, "train", TrainTransform(24, resize=32), seed=seed)
@@ -299,3 +314,5 @@ def test_make_loaders_argument_errors(tmp_path):
         make_loaders(None, input_size=16, batch_size=2, num_classes=11)
     with pytest.raises(DataError, match="fewer than one batch of 64"):
         make_loaders(None, input_size=16, batch_size=64, train_count=10, val_count=10)
+    with pytest.raises(DataError, match="image_dtype must be a floating dtype, got torch.uint8"):
+        make_loaders(None, input_size=16, batch_size=2, image_dtype=torch.uint8)

@@ -4,6 +4,7 @@ leaves no floating-point computation to PyTorch."""
 
 from __future__ import annotations
 
+import contextlib
 from copy import deepcopy
 
 import pytest
@@ -307,6 +308,33 @@ def test_an_autocast_step_casts_nothing_once_the_optimizer_wrote_the_copies(vari
         assert {"conv2d_depth", "conv2d", "linear", "cross_entropy", "sgd_step_"} <= set(record.names)
         casts.append(sum(name in ("to", "_to_copy") for name in record.names))
     assert casts[0] > 0 and casts[1:] == [0, 0], casts
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_images_in_the_autocast_dtype_give_the_step_of_their_fp32_originals(backend, channels_last,
+                                                                           no_torch_fallback):
+    """fp16 autocast: images the loader cast to fp16 (train.py with --amp) give bitwise the logits, loss and every
+    parameter gradient of the fp32 images they were cast from (conv1 would make the same cast), on both backends
+    (channels_last: the Triton conv1 in space-to-depth form, whose pass then reads 2-byte images)."""
+    torch.manual_seed(0)
+    model = AlexNet("2012", 10, backend, init="kaiming", **SCALED["2012"])
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x, target = images("2012", channels_last=channels_last), torch.tensor([3, 0, 7])
+    runs = []
+    for batch in (x, x.to(torch.float16)):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout masks
+        with no_torch_fallback() if backend == "triton" else contextlib.nullcontext():
+            with forward_context("cpu", torch.float16):
+                logits = model(batch)
+                loss = F.cross_entropy(logits, target) if backend == "torch" else ops.cross_entropy(logits, target)
+            loss.backward()
+        runs.append((logits, loss, {name: p.grad for name, p in model.named_parameters()}))
+    (logits, loss, grads), (logits16, loss16, grads16) = runs
+    assert torch.equal(logits16, logits) and torch.equal(loss16, loss)
+    for name, grad in grads.items():
+        assert torch.equal(grads16[name], grad), name
 
 
 def test_the_recorder_sees_pytorch_compute():

@@ -109,7 +109,7 @@ class Run:
                 f"{', SGD fused into the linear weight gradients' if config.fused_update else ''}")
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) on the device, in the run's layout (fp32: with --amp, autocast casts them in conv1)."""
+        """(B, 3, S, S) on the device, in the run's layout (in --amp's dtype: the loaders cast them)."""
         images = images.to(self.layout.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
 

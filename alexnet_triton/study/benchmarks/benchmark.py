@@ -292,7 +292,7 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
     model.to(memory_format=LAYOUTS[case.layout])
     gen = torch.Generator(dev).manual_seed(0)
     images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
-    images = images.contiguous(memory_format=LAYOUTS[case.layout])
+    images = images.to(study_dtype.dtype, memory_format=LAYOUTS[case.layout])  # as train.py's loaders give them
     labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
 
     def logits(x):  # mixed precision as train.py runs it (alexnet_triton.precision)

@@ -173,10 +173,12 @@ def count_training_step(variant: str, provider: str, batch: int, *, num_classes:
 
 def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int = 1000, width: float = 1.0,
                  input_size: int | None = None, precision: str = "ieee",
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format,
+                 image_dtype: torch.dtype = torch.float32):
     """(model, optimizer, images, target) of one steady-state training step of ``spec``'s network: the model
     (seed 0, PyTorch's init, parameters and images in ``memory_format``), its SGD with the momentum buffers
-    already there (as after a first step), images [batch, 3, S, S] fp32 and targets [batch]."""
+    already there (as after a first step), images [batch, 3, S, S] in ``image_dtype`` (a mixed-precision step's
+    autocast dtype, as train.py's loaders give them) and targets [batch]."""
     torch.manual_seed(0)
     model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch",
                          precision=precision)
@@ -184,7 +186,7 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
     optimizer = spec.optimizer(model.parameters(), **SGD)
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
-    images = torch.randn(batch, 3, model.input_size, model.input_size).contiguous(memory_format=memory_format)
+    images = torch.randn(batch, 3, model.input_size, model.input_size).to(image_dtype, memory_format=memory_format)
     return model, optimizer, images, torch.randint(num_classes, (batch,))
 
 

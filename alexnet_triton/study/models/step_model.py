@@ -8,15 +8,15 @@ module's output fires just before that module's backward runs), the loss ("cross
 ("sgd"). A new kernel is priced without a change here: memory-bound ones at once, GEMM-like ones once
 ``TRIP_COUNTS`` has its trip count and the inspection its main loop.
 
-Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, the forward
-under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs; the step after a first one, so that the linear
-layers read the bf16 compute copies of their weights the update writes, ``precision.compute_copy``) and "fp32-tf32"
-(fp32, TF32 dots). Each GPU of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each
-launch the configs its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting
-candidates). Two updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch
-after backward) and "fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient kernels,
-``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of the fused
-parameters: ``roofline.fused_update_bytes``).
+Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, bf16 images, the
+forward under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs; the step after a first one, so that the
+linear layers read the bf16 compute copies of their weights the update writes, ``precision.compute_copy``) and
+"fp32-tf32" (fp32, TF32 dots). Each GPU of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and
+for each launch the configs its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the
+fitting candidates). Two updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor
+launch after backward) and "fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient
+kernels, ``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of
+the fused parameters: ``roofline.fused_update_bytes``).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
   memory_us   bytes / DRAM bandwidth. A Triton launch's bytes: each tensor it loads from plus each it stores
@@ -177,7 +177,8 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update:
     options, machine = STEP_DTYPES[dtype], GPUS[gpu]
     spec = PROVIDERS[SUBJECT]
     model, optimizer, images, target = traffic.steady_state(
-        spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last, **scaled)
+        spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last,
+        image_dtype=options["autocast"] or torch.float32, **scaled)
     if update == "fused":
         optimizer.fuse_into(model)
     if options["autocast"]:  # a first step, not recorded: the fc weights' compute copies, asked for and written
