@@ -18,7 +18,8 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     which masks the input gradient it writes: the first conv's backward reads no saved output and
                     writes no masked copy of its output gradient (a pass reads it for the bias's gradient).
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
-(alexnet_triton.precision).
+(alexnet_triton.precision). The Triton tree's last pool writes NCHW whatever the layout (``contiguous_output``), so
+the flatten is a view, not a copy.
 
 Layer names (``features.<i>`` / ``classifier.<i>``):
   "torchvision"  exactly torchvision.models.alexnet's, so its state_dict loads into torchvision and back.
@@ -181,6 +182,8 @@ class AlexNet(nn.Module):
                     module.mask_relu_of(previous)
                 trees[part].add_module(str(i), module)  # the torch tree's index of the block's first layer
                 previous = module
+        if backend == "triton":  # the flatten right after it reads a contiguous map: a view
+            trees["features"][-1].contiguous_output = True
         self.features, self.avgpool, self.classifier = trees["features"], avgpool, trees["classifier"]
         if init != "torch":
             self._initialise(init, by_name)

@@ -80,19 +80,23 @@ class MaxPool2d(_ConvBiasAfter, torch.nn.MaxPool2d):
 
     relu: pool ``relu(input)`` (a ReLU before the pool fused into it: the backward applies its mask for free).
     ``take_bias_of(conv)``: pool ``input + conv.bias`` (then its relu), the conv run without its bias.
+    contiguous_output: the output NCHW whatever the input's layout (a flatten after it is then a view).
     """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False, relu: bool = False):
+                 ceil_mode: bool = False, relu: bool = False, contiguous_output: bool = False):
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self.relu = relu
+        self.contiguous_output = contiguous_output
 
     def forward(self, input: torch.Tensor):
         return ops.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                              self.return_indices, relu=self.relu, bias=self._conv_bias())
+                              self.return_indices, relu=self.relu, bias=self._conv_bias(),
+                              contiguous_output=self.contiguous_output)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", relu=True" if self.relu else "") + self._bias_repr()
+        return super().extra_repr() + (", relu=True" if self.relu else "") + self._bias_repr() + \
+            (", contiguous_output=True" if self.contiguous_output else "")
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):

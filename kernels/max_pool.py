@@ -345,18 +345,20 @@ def check_bias(op: str, bias: torch.Tensor | None, x: torch.Tensor) -> None:
 
 
 def max_pool2d_forward(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                       relu: bool = False, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       relu: bool = False, bias: torch.Tensor | None = None,
+                       memory_format: torch.memory_format | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(y [N, C, OH, OW], window offsets [N, C, OH, OW] of ``window_offset_dtype``) of max_pool2d(x), of
-    max_pool2d(x + bias[c]) with a ``bias`` [C] (``check_bias``), then of relu of that if ``relu``; both keep x's
-    memory format."""
+    max_pool2d(x + bias[c]) with a ``bias`` [C] (``check_bias``), then of relu of that if ``relu``; both in
+    ``memory_format`` (default x's: the kernel reads x in its own order either way)."""
     g = max_pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     checks.check_float_dtype("max_pool2d", x=x)
     checks.check_device("max_pool2d", x=x)
     check_bias("max_pool2d", bias, x)
     fmt = runtime.memory_format_of(x)
     shape = (g["N"], g["C"], g["OH"], g["OW"])
-    y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=fmt)
-    window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g), memory_format=fmt)
+    y = runtime.new_output(shape, device=x.device, dtype=x.dtype, memory_format=memory_format or fmt)
+    window = runtime.new_output(shape, device=x.device, dtype=window_offset_dtype(g),
+                                memory_format=memory_format or fmt)
     runtime.launch(_max_pool2d_forward_kernel, lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),),
                    CONFIGS, x_ptr=x, bias_ptr=bias, y_ptr=y, window_ptr=window, **g, **runtime.stride_args("x", x),
                    bias_sc=0 if bias is None else bias.stride(0), **runtime.stride_args("y", y),

@@ -40,8 +40,8 @@ def _samples():
         label += "-bias-relu" * relu
         bias = _x(12, requires_grad=True) if relu else None
         detached = None if bias is None else bias.detach()
-        yield f"max_pool2d/{label}", OPS.max_pool2d, (x, bias, *pool, relu)
-        window = _window(OPS.max_pool2d, x, detached, *pool, relu)
+        yield f"max_pool2d/{label}", OPS.max_pool2d, (x, bias, *pool, relu, False)
+        window = _window(OPS.max_pool2d, x, detached, *pool, relu, False)
         yield f"max_pool2d_backward/{label}", OPS.max_pool2d_backward, (
             _x(2, 12, 6, 6), window, [2, 12, 13, 13], *pool, False, None if bias is None else torch.float32)
         yield f"max_pool2d_indices/{label}", OPS.max_pool2d_indices, (window, [2, 12, 13, 13], *pool)
@@ -50,8 +50,10 @@ def _samples():
         yield f"lrn_max_pool2d_backward/{label}", OPS.lrn_max_pool2d_backward, (
             _x(2, 12, 6, 6), window, x.detach(), detached, *block, relu, bias is not None)
     odd = _x(3, 5, 7, 6, requires_grad=True)
-    yield "max_pool2d/odd", OPS.max_pool2d, (odd, None, *odd_pool, False)
-    yield "max_pool2d/odd-bias", OPS.max_pool2d, (odd, _x(5, requires_grad=True), *odd_pool, False)
+    yield "max_pool2d/odd", OPS.max_pool2d, (odd, None, *odd_pool, False, False)
+    yield "max_pool2d/odd-bias", OPS.max_pool2d, (odd, _x(5, requires_grad=True), *odd_pool, False, False)
+    yield "max_pool2d/pool5-cl-contiguous-output", OPS.max_pool2d, (
+        _x(2, 12, 13, 13, channels_last=True, requires_grad=True), _x(12, requires_grad=True), *pool, True, True)
     yield "local_response_norm/conv1", OPS.local_response_norm, (_x(2, 12, 9, 9, requires_grad=True), 5, 1e-4,
                                                                  0.75, 2.0)
     yield "local_response_norm/odd-size", OPS.local_response_norm, (_x(1, 7, 5, 3, requires_grad=True), 4, 2e-3,

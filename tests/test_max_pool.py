@@ -523,3 +523,30 @@ def test_mismatched_window_or_gradient_is_rejected():
         max_pool.max_pool2d_indices(window, x.shape, 3, 2, ceil_mode=True)
     with pytest.raises(ValueError, match=r"dy \(1, 2, 4, 3\) must have shape \(1, 2, 4, 4\)"):
         max_pool.max_pool2d_backward(y[..., :3], window, x.shape, 3, 2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("shape, pool", [GEOMETRIES[2], GEOMETRIES[5]])
+def test_contiguous_output_is_nchw_with_the_same_values_and_gradients(shape, pool, channels_last,
+                                                                      no_torch_fallback):
+    """contiguous_output (the pool before a flatten): y and the indices NCHW-contiguous, bit for bit the pool's in
+    x's layout; dx (in x's layout) and db from a flattened upstream gradient, bit for bit too; the flatten a view."""
+    gen = torch.Generator().manual_seed(17)
+    x = torch.randn(shape, generator=gen)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    bias = torch.randn(shape[1], generator=gen) - 0.5
+    dy = torch.randn(F.max_pool2d(x, **pool).shape, generator=gen)
+    results = []
+    for contiguous_output in (False, True):
+        x_, bias_ = x.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+        with no_torch_fallback():
+            y, indices = ops.max_pool2d(x_, **pool, return_indices=True, relu=True, bias=bias_,
+                                        contiguous_output=contiguous_output)
+            flat = torch.flatten(y, 1)
+            dx, db = torch.autograd.grad(flat, (x_, bias_), torch.flatten(dy, 1))
+        results.append((y, indices, dx, db))
+        if contiguous_output:
+            assert y.is_contiguous() and indices.is_contiguous() and flat.data_ptr() == y.data_ptr()
+            assert dx.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for name, kept, contiguous in zip(("y", "indices", "dx", "db"), *results, strict=True):
+        assert torch.equal(contiguous, kept), name
