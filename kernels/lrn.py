@@ -172,8 +172,10 @@ def _as_nchw(t: torch.Tensor) -> torch.Tensor:
 
 
 def channel_blocks(C: int) -> dict:
-    """All channels in one block, BLOCK_P pixels: about TILE_ELEMENTS elements per program."""
-    block_c = triton.next_power_of_2(C)
+    """All channels in one block, BLOCK_P pixels: about TILE_ELEMENTS elements per program. Constants of the
+    kernel, so of a concrete C: a symbolic one (a fake tensor's under dynamic shapes) is specialised, not carried
+    through next_power_of_2's bit operations, whose expression sympy took a minute to divide."""
+    block_c = triton.next_power_of_2(int(C))
     return dict(BLOCK_C=block_c, BLOCK_P=max(1, TILE_ELEMENTS // block_c))
 
 
