@@ -406,8 +406,7 @@ class ResumableLoader(DataLoader):
         # otherwise consume the global RNG (and shift dropout seeds between a run and its resumed copy).
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
                          num_workers=workers, collate_fn=functools.partial(collate_skipping, image_dtype=image_dtype),
-                         pin_memory=pin_memory,
-                         drop_last=drop_last, persistent_workers=workers > 0)
+                         pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
         self.unreadable: dict[str, str] = {}
 
