@@ -46,6 +46,20 @@ def test_fc7_on_h100_bf16_batch_128_by_hand():
     assert fc7["compute_ms"] == pytest.approx(work / 989.4e12 * 1e3)
 
 
+def test_fc7_backward_writes_fp32_gradients_by_hand():
+    """Mixed precision: bf16 dy, y (the ReLU mask), x and w in, bf16 dx out, and dw, db written in fp32, the dtype
+    of the master parameters whose gradient the SGD step reads; fp32 cases count every tensor at 4 bytes."""
+    x, y, w, b = 128 * 4096, 128 * 4096, 4096 * 4096, 4096
+    bf16 = row(roofline_table("h100-sxm", "bf16", 128), "2012", "fc7", "backward")
+    assert bf16["bytes"] == 2 * (2 * y + 2 * x + w) + 4 * (w + b) == 104_873_984
+    tf32 = row(roofline_table("h100-sxm", "fp32-tf32", 128), "2012", "fc7", "backward")
+    assert tf32["bytes"] == 4 * (2 * y + 2 * x + 2 * w + b)
+    # conv1: dy and the images in (no dx; the LRN + pool's backward applies its ReLU), dw and db out
+    conv1 = row(roofline_table("h100-sxm", "bf16", 128), "2012", "conv1", "backward")
+    n, c, k, p, q = 128, 96, 3 * 11 * 11, 55, 55
+    assert conv1["bytes"] == 2 * (n * c * p * q + n * 3 * 227 * 227) + 4 * (c * k + c)
+
+
 @pytest.mark.parametrize("layer", ["fc6", "fc7", "fc8"])
 def test_fc_layers_turn_compute_bound_as_the_batch_grows(layer):
     for phase in ("forward", "backward"):
@@ -139,7 +153,7 @@ def test_plot_is_written_and_draws_no_smoke_rows(tmp_path, monkeypatch):
 def test_summary_lists_bounds_and_the_step():
     summary = summarise_roofline(roofline_table("h100-sxm", "bf16", 128))
     assert summary.startswith("**NVIDIA H100 SXM5 80GB, bf16, batch 128**")
-    assert "| 2012 | fc7 | memory, 0.0106 ms | memory, 0.0213 ms |" in summary
+    assert "| 2012 | fc7 | memory, 0.0106 ms | memory, 0.0313 ms |" in summary
     assert "| 2012 | sgd | — | memory," in summary
     assert "- 2012 training step" in summary and "- torchvision training step" in summary
 
@@ -164,7 +178,7 @@ def test_gpu_named_maps_benchmark_devices():
 
 
 def test_the_fused_update_lowers_the_roofline_by_the_linear_gradients_round_trip():
-    """--fused-update: fc6-fc8 no longer write dw and db (bf16: 2 bytes each, as the cost model counts them) but
+    """--fused-update: fc6-fc8 no longer write dw and db (fp32: 4 bytes each, the master parameters' dtype) but
     read and write their parameters and momentum buffers (fp32: 16 bytes), which the SGD step (20 bytes with the
     gradient) no longer does; nothing else changes. Hand counts of the fc parameters."""
     plain, fused = (roofline_table("h100-sxm", "bf16", 128, fused_update=f) for f in (False, True))
@@ -176,7 +190,7 @@ def test_the_fused_update_lowers_the_roofline_by_the_linear_gradients_round_trip
                 if layer == "step" and phase != "full" or layer == "sgd" and phase == "forward":
                     continue
                 before, after = row(plain, variant, layer, phase), row(fused, variant, layer, phase)
-                expected = 0 if phase == "forward" else (2 - 16) * fc.get(layer, 0) + 20 * sum(fc.values()) * (
+                expected = 0 if phase == "forward" else (4 - 16) * fc.get(layer, 0) + 20 * sum(fc.values()) * (
                     layer == "sgd")
                 if layer == "step":
                     expected = saved

@@ -8,7 +8,11 @@ max(flops / peak, bytes / bandwidth). The convolutions and linears run on the
 dtype's matrix peak; the element-wise layers (pooling, LRN, cross-entropy,
 SGD) compute in fp32 on the CUDA cores, so their peak is the fp32 one. The
 SGD step reads and writes fp32 state in every case (mixed precision keeps fp32
-master weights and momentum). One "step" row per variant sums a training step:
+master weights and momentum), so the conv and linear backward passes write their
+weight and bias gradients in fp32 too, the dtype of the parameters whose ``grad``
+they are and the one the SGD step reads (``master_gradient_bytes``; the cost
+model alone counts them at the case's element size, as the per-layer benchmarks
+of all-bf16 layers write them). One "step" row per variant sums a training step:
 forward and backward are separate kernels, so its lower bound is the sum of
 every pass's bound, and batch / that bound is a ceiling on images per second.
 
@@ -53,16 +57,24 @@ def _check(gpu: str, dtype: str) -> None:
         raise ValueError(f"roofline: dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
 
 
-def fused_update_bytes(layer: layer_kinds.StudyLayer, fused_parameters: int, element_size: int) -> int:
+def master_gradient_bytes(layer: layer_kinds.StudyLayer, element_size: int) -> int:
+    """What writing ``layer``'s weight and bias gradients in the master parameters' dtype (fp32, the SGD state's)
+    adds to its backward bytes over the cost model's ``element_size`` ones; 0 for layers without parameters and
+    for fp32 cases."""
+    state = KINDS["sgd"].state_dtype.itemsize
+    return (state - element_size) * sum(math.prod(shape) for shape in layer.parameter_shapes)
+
+
+def fused_update_bytes(layer: layer_kinds.StudyLayer, fused_parameters: int) -> int:
     """What the fused update adds to ``layer``'s backward bytes (negative: removes). A linear layer no longer
-    writes its weight and bias gradients (at ``element_size``, as the cost model counts them) but reads and
-    writes the parameters and their momentum buffers (the SGD state, fp32); the SGD step no longer touches the
-    ``fused_parameters`` at all (their gradient, parameter and buffer). In all, the gradients' round trip is gone;
-    0 for the other layers."""
+    writes its weight and bias gradients (fp32, ``master_gradient_bytes``) but reads and writes the parameters
+    and their momentum buffers (the SGD state, fp32); the SGD step no longer touches the ``fused_parameters`` at
+    all (their gradient, parameter and buffer). In all, the gradients' round trip is gone; 0 for the other
+    layers."""
     state = KINDS["sgd"].state_dtype.itemsize
     if layer.kind == "linear":
         own = sum(math.prod(shape) for shape in layer.parameter_shapes)
-        return ((layer_kinds.SGD_STATE_TENSORS - 1) * state - element_size) * own
+        return ((layer_kinds.SGD_STATE_TENSORS - 1) * state - state) * own
     if layer.kind == "sgd":
         return -layer_kinds.SGD_STATE_TENSORS * state * fused_parameters
     return 0
@@ -89,8 +101,9 @@ def roofline_table(gpu: str, dtype: str, batch: int, fused_update: bool = False)
             peak = getattr(spec, case.matrix_peak if kind.gemm else "fp32")
             for phase in (*PASSES, FULL):
                 work, traffic = cost.flops(layer, phase, batch), cost.minimum_bytes(layer, phase, batch, element_size)
-                if fused_update and phase != FORWARD:
-                    traffic += fused_update_bytes(layer, fused, element_size)
+                if phase != FORWARD:
+                    traffic += master_gradient_bytes(layer, element_size)
+                    traffic += fused_update_bytes(layer, fused) if fused_update else 0
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
                 compute_ms, memory_ms = work / peak / 1e9, traffic / spec.bandwidth / 1e9
