@@ -36,7 +36,9 @@ the run goes on. Batch positions for ``start_batch`` count the sampler's batches
 
 Images are made in float32 and batched in ``image_dtype`` (float32 unless given): a mixed-precision run takes them
 in its autocast dtype, the cast its first convolution would make (round to nearest even, the same bits), done in
-the loader workers, so the host-to-device copy and conv1's first pass move half the bytes.
+the loader workers, so the host-to-device copy and conv1's first pass move half the bytes. With ``image_form``
+(``AlexNet.take_images_in_depth_form``'s) the workers also rearrange each batch into the space-to-depth form conv1
+computes in (``space_to_depth_images``), so conv1 makes no pass over the images on the device.
 
 A data source that cannot be used as given (missing or empty directory, a class only in val, fewer samples than
 one batch, contradicting arguments) raises ``DataError``, a ValueError whose message names the path or value.
@@ -48,13 +50,16 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from .kernels.conv import Depth
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -383,32 +388,60 @@ class ResumableSampler(Sampler):
         return self.epoch_samples - self.start
 
 
-def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32):
-    """Batch the readable samples -> (images [B', ...] image_dtype, labels [B'] int64, the ``Unreadable`` ones);
-    (None, None, unreadable) when none is readable."""
+def space_to_depth_images(images: torch.Tensor, form: Depth) -> torch.Tensor:
+    """images [..., C, H, W] -> their space-to-depth ``form`` [..., C*b*b, *form.size], channels_last, in images'
+    dtype: block (hb, wb), channel (i*b + j)*C + c holds row hb*b + i - pad_h, column wb*b + j - pad_w of the
+    images, 0 outside their first ``form.extent`` rows and columns: what ``kernels.space_to_depth`` writes on the
+    device, bit for bit, rearranged here by the loaders."""
+    *lead, C, height, width = images.shape
+    b, (pad_h, pad_w), (rows, columns), (blocks_h, blocks_w) = form.block, form.pad, form.extent, form.size
+    if height < rows or width < columns:
+        raise DataError(f"space_to_depth_images: images {tuple(images.shape)} are smaller than the form's "
+                        f"{rows}x{columns} rows and columns that conv1 reads")
+    kept = images[..., :rows, :columns].reshape(-1, C, rows, columns)
+    padded = torch.nn.functional.pad(kept, (pad_w, blocks_w * b - pad_w - columns, pad_h, blocks_h * b - pad_h - rows))
+    blocks = padded.view(-1, C, blocks_h, b, blocks_w, b).permute(0, 2, 4, 3, 5, 1)  # [B, Hb, Wb, i, j, C]
+    nhwc = blocks.reshape(*lead, blocks_h, blocks_w, b * b * C)
+    return nhwc.movedim(-1, -3)  # [..., C*b*b, Hb, Wb] over NHWC memory: channels_last
+
+
+def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32,
+                     image_form: Depth | None = None):
+    """Batch the readable samples -> (images [B', ...] image_dtype (in ``image_form``, if given), labels [B']
+    int64, the ``Unreadable`` ones); (None, None, unreadable) when none is readable."""
     readable = [sample for sample in samples if not isinstance(sample, Unreadable)]
     images, labels = default_collate(readable) if readable else (None, None)
     if images is not None:
         images = images.to(image_dtype)
+        images = images if image_form is None else space_to_depth_images(images, image_form)
     return images, labels, [sample for sample in samples if isinstance(sample, Unreadable)]
 
 
 class ResumableLoader(DataLoader):
     """DataLoader over a ``ResumableSampler`` that yields (images, labels) without the unreadable samples, counts
-    them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``; images in ``image_dtype``. Workers
-    persist across epochs; augmentation does not depend on them."""
+    them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``; images in ``image_dtype`` (and
+    ``image_form``). Workers persist across epochs; augmentation does not depend on them."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
                  drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None,
-                 image_dtype: torch.dtype = torch.float32):
+                 image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None):
         sampler = ResumableSampler(len(dataset), seed, shuffle, None if shard is None else (*shard, batch_size))
         # A private generator: DataLoader draws a base seed for its workers on every iteration, which would
         # otherwise consume the global RNG (and shift dropout seeds between a run and its resumed copy).
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
-                         num_workers=workers, collate_fn=functools.partial(collate_skipping, image_dtype=image_dtype),
+                         num_workers=workers, collate_fn=functools.partial(collate_skipping, image_dtype=image_dtype,
+                                                                           image_form=image_form),
                          pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
         self.unreadable: dict[str, str] = {}
+
+    def take_image_form(self, image_form: Depth | None) -> None:
+        """Batch the images in ``image_form`` (``collate_skipping``'s) from the first iteration on: before it (the
+        workers, once started, keep the collate they were given)."""
+        if self._iterator is not None:
+            raise RuntimeError("ResumableLoader.take_image_form: the loader has iterated already")
+        self.collate_fn = functools.partial(self.collate_fn.func, **(self.collate_fn.keywords | dict(
+            image_form=image_form)))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -431,7 +464,7 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
                  workers: int = 0, seed: int = 0, resize: int | None = None, ten_crop: bool = False,
                  lighting: float = 0.1, hflip: float = 0.5, num_classes: int | None = None, train_count: int = 2000,
                  val_count: int = 500, pin_memory: bool = False, shard: tuple[int, int] | None = None,
-                 progress: bool = False, image_dtype: torch.dtype = torch.float32
+                 progress: bool = False, image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None
                  ) -> tuple[ResumableLoader, ResumableLoader, int]:
     """-> (train_loader, val_loader, num_classes); see the module docstring.
 
@@ -443,6 +476,8 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     (num_classes default 8) or with ``synthetic`` ``SyntheticTensors`` (default 1000), ``train_count`` and
     ``val_count`` images of ``input_size``. Training batches are full (the last partial one is dropped).
     progress: a progress bar while the shapes are drawn. image_dtype: of the batched images (a floating dtype).
+    image_form: the space-to-depth form the batches come in (``space_to_depth_images``; ten-crop batches
+    [B, 10, ...] too), None: the images [B, 3, S, S].
     """
     if not image_dtype.is_floating_point:
         raise DataError(f"image_dtype must be a floating dtype, got {image_dtype}")
@@ -468,5 +503,6 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
         raise DataError(f"the training set has {len(train)} samples, fewer than one batch of {batch_size}")
     loader = lambda dataset, train: ResumableLoader(dataset, batch_size, shuffle=train, seed=seed, workers=workers,
                                                     drop_last=train, pin_memory=pin_memory,
-                                                    shard=shard if train else None, image_dtype=image_dtype)
+                                                    shard=shard if train else None, image_dtype=image_dtype,
+                                                    image_form=image_form)
     return loader(train, True), loader(val, False), num_classes

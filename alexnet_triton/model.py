@@ -19,7 +19,8 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     writes no masked copy of its output gradient (a pass reads it for the bias's gradient).
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision). The Triton tree's last pool writes NCHW whatever the layout (``contiguous_output``), so
-the flatten is a view, not a copy.
+the flatten is a view, not a copy. ``take_images_in_depth_form`` has conv1 take its images in the space-to-depth
+form it computes them in, made beforehand (by train.py's loaders, on the host).
 
 Layer names (``features.<i>`` / ``classifier.<i>``):
   "torchvision"  exactly torchvision.models.alexnet's, so its state_dict loads into torchvision and back.
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from . import nn as triton_nn
+from . import ops
 from .architecture import (
     DROPOUT,
     INPUT_SIZES,
@@ -49,6 +51,7 @@ from .architecture import (
     shaped,
 )
 from .architecture import VARIANTS as VARIANTS  # re-exported: the model's choices
+from .kernels.conv import Depth
 
 BACKENDS = ("triton", "torch")
 INITS = ("paper", "kaiming", "torch")
@@ -185,6 +188,7 @@ class AlexNet(nn.Module):
         if backend == "triton":  # the flatten right after it reads a contiguous map: a view
             trees["features"][-1].contiguous_output = True
         self.features, self.avgpool, self.classifier = trees["features"], avgpool, trees["classifier"]
+        self.depth_form: Depth | None = None
         if init != "torch":
             self._initialise(init, by_name)
 
@@ -204,9 +208,27 @@ class AlexNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    def take_images_in_depth_form(self, dtype: torch.dtype) -> Depth | None:
+        """From now on, take channels_last images computed in ``dtype`` (autocast's, or theirs) in the
+        space-to-depth form conv1 computes them in (``ops.conv2d``'s depth_form_of), and return that form
+        (``kernels.conv.Depth``: ``data.space_to_depth_images`` makes it). None, and nothing changes, where conv1
+        runs on the images themselves: the torch tree, exact fp32."""
+        conv1 = self.features[0]
+        if self.backend != "triton":
+            return None
+        image_size = (self.input_size, self.input_size)
+        self.depth_form = ops.input_form(conv1.weight.shape, image_size, conv1.stride, conv1.padding,
+                                         conv1.dilation, conv1.groups, dtype=dtype, precision=conv1.precision)
+        conv1.depth_form_of = image_size if self.depth_form else None
+        return self.depth_form
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2:] != (self.input_size, self.input_size):
-            raise ValueError(f"AlexNet: expected images [N, 3, {self.input_size}, {self.input_size}], "
+        batch = x.shape[0] if x.dim() else 0
+        expected = self.depth_form.form_shape(batch, 3) if self.depth_form else (
+            batch, 3, self.input_size, self.input_size)
+        if x.dim() != 4 or tuple(x.shape) != expected:
+            form = " in space-to-depth form" if self.depth_form else ""
+            raise ValueError(f"AlexNet: expected images{form} [N, {', '.join(map(str, expected[1:]))}], "
                              f"got {tuple(x.shape)}")
         # torch.flatten reads the map in NCHW order whatever its layout: the order fc6's weight expects.
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

@@ -17,7 +17,8 @@ class Conv2d(torch.nn.Conv2d):
     "zeros": the others would pad a copy of the input outside the kernels. bias_added_after: the block after this
     conv adds its bias (set by that block's ``take_bias_of``): the conv runs without it, still its owner.
     ``mask_relu_of(conv)``: this conv's input is ``conv``'s ReLU output, whose gradient mask this conv's backward
-    applies to the input gradient it writes (``ops.conv2d``'s relu_input / relu_masked_by_next).
+    applies to the input gradient it writes (``ops.conv2d``'s relu_input / relu_masked_by_next). depth_form_of
+    (H, W): its input is the space-to-depth form of images of that size (``ops.conv2d``'s), None: the images.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -34,6 +35,7 @@ class Conv2d(torch.nn.Conv2d):
         self.precision = precision
         self.bias_added_after = False
         self.relu_input = self.relu_masked_by_next = False
+        self.depth_form_of: tuple[int, int] | None = None
 
     def mask_relu_of(self, conv: Conv2d) -> None:
         """Take ``conv``'s ReLU mask into this conv's input gradient: ``conv`` (relu=True) must feed this conv
@@ -45,12 +47,14 @@ class Conv2d(torch.nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.conv2d(x, self.weight, None if self.bias_added_after else self.bias, self.stride, self.padding,
                           self.dilation, self.groups, relu=self.relu, precision=self.precision,
-                          relu_input=self.relu_input, relu_masked_by_next=self.relu_masked_by_next)
+                          relu_input=self.relu_input, relu_masked_by_next=self.relu_masked_by_next,
+                          depth_form_of=self.depth_form_of)
 
     def extra_repr(self) -> str:
         flags = [name for name in ("bias_added_after", "relu_input", "relu_masked_by_next") if getattr(self, name)]
+        form = f", depth_form_of={self.depth_form_of}" if self.depth_form_of else ""
         return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}" + \
-            "".join(f", {name}=True" for name in flags)
+            "".join(f", {name}=True" for name in flags) + form
 
 
 class _ConvBiasAfter:

@@ -1235,9 +1235,19 @@ class Depth:
         ``dtype``; x_d and w_d are each made by one pass that also casts (autocast's casts of x and the weight).
         The conv reduces over (ri, si, channel) flat: 16-byte channel vectors, no bounds checks."""
         x_d = space_to_depth.space_to_depth(x, self.block, self.size, self.pad, self.extent, dtype)
-        y = conv2d_forward(x_d, self.weight(weight, dtype), bias, relu=relu, precision=precision, flat_crs=True,
-                           memory_format=runtime.memory_format_of(x))
-        return y, x_d
+        return self.convolve(x_d, weight, bias, relu, precision, runtime.memory_format_of(x)), x_d
+
+    def convolve(self, x_d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool,
+                 precision: str, memory_format: torch.memory_format) -> torch.Tensor:
+        """y [N, K, OH, OW] in ``memory_format`` and x_d's dtype from x_d [N, C*b*b, *size] (channels_last: x's
+        form, ``space_to_depth`` or the loaders' ``data.space_to_depth_images``) and the weight, cast to x_d's
+        dtype on its way to w_d."""
+        return conv2d_forward(x_d, self.weight(weight, x_d.dtype), bias, relu=relu, precision=precision,
+                              flat_crs=True, memory_format=memory_format)
+
+    def form_shape(self, batch: int, channels: int) -> tuple[int, int, int, int]:
+        """x_d's shape for ``batch`` images of ``channels`` channels."""
+        return batch, channels * self.block ** 2, *self.size
 
     def weight(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """w_d [K, C*b*b, Rb, Sb], channels_last, in ``dtype``."""

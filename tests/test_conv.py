@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -11,7 +12,8 @@ from conftest import assert_close, assert_low_precision_close
 
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
-from alexnet_triton.kernels import conv, runtime
+from alexnet_triton.data import space_to_depth_images
+from alexnet_triton.kernels import conv, runtime, space_to_depth
 from alexnet_triton.ops import conv as conv_op
 
 # PyTorch's reference pads a copy for an even "same" window; this op needs none (pad_h/pad_w are the top/left padding).
@@ -684,6 +686,55 @@ def test_space_to_depth_form_rejects_bad_input(case, error, message):
     assert conv.conv2d_depth(x, w.shape, 4, 0, 1, 1, torch.float32, "tf32") is not None
     with pytest.raises(error, match=message):
         ops.conv2d(x, w, torch.randn(case.get("b", (4,))), 4, precision=case.get("precision", "tf32"))
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+@pytest.mark.parametrize("x_shape, w_shape, conv_args", DEPTH_CASES[:2] + [
+    pytest.param((2, 3, 35, 35), (6, 3, 11, 11), dict(stride=4, padding=2), id="torchvision-conv1")])
+def test_images_in_depth_form_give_what_the_images_give(x_shape, w_shape, conv_args, relu, no_torch_fallback):
+    """depth_form_of: conv1's images given as the form the loaders make (data.space_to_depth_images) give y, dw
+    and db bit for bit as the images (float64: the interpreter's dtype that takes the form), y channels_last."""
+    x, w, b = random_operands(x_shape, w_shape, dtype=torch.float64, channels_last=True, seed=17)
+    image_size, g = x_shape[2:], dict(padding=0) | conv_args
+    form = ops.input_form(w_shape, image_size, g["stride"], g["padding"], dtype=torch.float64)
+    assert form == conv.conv2d_depth(x, w_shape, g["stride"], g["padding"], 1, 1, torch.float64, "ieee")
+    x_d = space_to_depth_images(x.detach(), form)
+    assert x_d.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x_d, space_to_depth.space_to_depth(x.detach(), form.block, form.size, form.pad, form.extent))
+    dy = torch.randn(x_shape[0], w_shape[0], *ops.conv2d(x.detach(), w, b, **conv_args).shape[2:],
+                     dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    results = []
+    for given, form_of in ((x.detach(), None), (x_d, image_size)):
+        w_, b_ = (t.detach().clone().requires_grad_() for t in (w, b))
+        with no_torch_fallback():
+            y = ops.conv2d(given, w_, b_, **conv_args, relu=relu, depth_form_of=form_of)
+            y.backward(dy)
+        results.append((y, w_.grad, b_.grad))
+    for name, ours, images in zip(("y", "dw", "db"), *results, strict=True):
+        assert torch.equal(ours, images), name
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(shape=(2, 48, 9, 9)), r"must be the images' space-to-depth form, shape \[N, 48, 8, 8\].*got \(2, 48, 9, 9\)"),
+    (dict(layout=torch.contiguous_format), r"channels_last in torch.float64.*NCHW"),
+    (dict(dtype=torch.float32, autocast=True), r"in torch.bfloat16 .*got .*torch.float32"),
+    (dict(requires_grad=True), r"takes no gradient"),
+    (dict(image_size=(30, 30)), r"must be the images' space-to-depth form, shape \[N, 48, 7, 7\]"),
+    (dict(relu_input=True), r"depth_form_of takes no relu_input"),
+    (dict(stride=1), r"runs on the images themselves"),
+], ids=["shape", "nchw", "dtype", "requires-grad", "image-size", "relu-input", "no-form"])
+def test_images_in_depth_form_are_checked(change, message):
+    """A form that is not the images' (shape, layout, dtype, a gradient), or a conv that takes no form: an error
+    naming it, before any launch."""
+    dtype = change.get("dtype", torch.float64)
+    w = torch.randn(4, 3, 11, 11, dtype=dtype)
+    x_d = torch.randn(change.get("shape", (2, 48, 8, 8)), dtype=dtype).contiguous(
+        memory_format=change.get("layout", torch.channels_last)).requires_grad_(change.get("requires_grad", False))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if change.get("autocast") else contextlib.nullcontext()
+    with autocast, pytest.raises(ValueError, match=message):
+        ops.conv2d(x_d, w, None, change.get("stride", 4), depth_form_of=change.get("image_size", (31, 31)),
+                   relu=True, relu_input=change.get("relu_input", False))
 
 
 def test_gradient_launchers_name_themselves_in_their_errors():

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet_triton import ops
 from alexnet_triton.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,7 +21,9 @@ from alexnet_triton.data import (
     TrainTransform,
     make_loaders,
     pca_lighting,
+    space_to_depth_images,
 )
+from alexnet_triton.kernels import space_to_depth
 
 CLASSES = ("cat", "dog")
 
@@ -188,6 +191,39 @@ def test_loaders_batch_images_in_image_dtype(tmp_path, workers):
         for (images, labels), (low_images, low_labels) in zip(fp32_batches, low_batches, strict=True):
             assert low_images.dtype == torch.bfloat16 and torch.equal(low_images, images.to(torch.bfloat16))
             assert torch.equal(low_labels, labels)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("ten_crop", [False, True], ids=["centre", "ten-crop"])
+def test_loaders_batch_images_in_conv1s_depth_form(tmp_path, workers, ten_crop):
+    """A channels_last Triton run whose conv1 computes in space-to-depth form (--amp): both loaders hand out that
+    form of the images they would batch (the device pass's bits), ten-crop batches [B, 10, ...] too; the form
+    is taken before the first iteration only."""
+    write_tree(tmp_path)
+    form = ops.input_form((8, 3, 11, 11), (35, 35), 4, 2, dtype=torch.bfloat16)
+    made = lambda: make_loaders(tmp_path, input_size=35, resize=40, batch_size=2, seed=1, workers=workers,
+                                ten_crop=ten_crop, image_dtype=torch.bfloat16)[:2]
+    plain, formed = made(), made()
+    for loader in formed:
+        loader.take_image_form(form)
+    for plain_loader, formed_loader in zip(plain, formed, strict=True):
+        plain_batches, formed_batches = collect(plain_loader), collect(formed_loader)
+        assert len(formed_batches) == len(plain_batches) > 0
+        for (images, labels), (formed_images, formed_labels) in zip(plain_batches, formed_batches, strict=True):
+            flat = images.flatten(0, -4)  # the ten crops as a batch
+            expected = space_to_depth.space_to_depth(flat, form.block, form.size, form.pad, form.extent)
+            assert formed_images.shape == (*images.shape[:-3], 48, *form.size)
+            assert torch.equal(formed_images.flatten(0, -4), expected) and torch.equal(formed_labels, labels)
+            assert formed_images.flatten(0, -4).is_contiguous(memory_format=torch.channels_last)
+    if workers:
+        with pytest.raises(RuntimeError, match="has iterated already"):
+            formed[0].take_image_form(None)
+
+
+def test_depth_form_of_images_smaller_than_it_reads_is_refused():
+    form = ops.input_form((8, 3, 11, 11), (35, 35), 4, 2, dtype=torch.bfloat16)
+    with pytest.raises(DataError, match=r"images \(2, 3, 30, 35\) are smaller than the form's 35x35"):
+        space_to_depth_images(torch.randn(2, 3, 30, 35), form)
 
 
 def test_augmentation_is_reproducible_from_seed_epoch_index(tmp_path):

@@ -142,6 +142,8 @@ def _conv_samples():
     yield "conv2d_depth/conv1", OPS.conv2d_depth, (x1, w1, _x(8, requires_grad=True), depth, torch.float32, True,
                                                     "tf32")
     y1, x_d = OPS.conv2d_depth(x1.detach(), w1.detach(), None, depth, torch.float32, True, "tf32")
+    yield "conv2d_depth_formed/conv1", OPS.conv2d_depth_formed, (x_d, w1, _x(8, requires_grad=True), depth, True,
+                                                                  "tf32")
     dy1 = _x(*y1.shape, channels_last=True)
     yield "conv2d_depth_input_grad", OPS.conv2d_depth_input_grad, (dy1, w1.detach(), depth, [2, 3, 31, 31], True,
                                                                    torch.float32, "tf32")

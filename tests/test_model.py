@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_triton import nn as triton_nn
 from alexnet_triton import ops, optim
+from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.kernels import runtime
 from alexnet_triton.model import VARIANTS, AlexNet
 from alexnet_triton.ops import library
@@ -335,6 +336,54 @@ def test_images_in_the_autocast_dtype_give_the_step_of_their_fp32_originals(back
     assert torch.equal(logits16, logits) and torch.equal(loss16, loss)
     for name, grad in grads.items():
         assert torch.equal(grads16[name], grad), name
+
+
+@pytest.mark.parametrize("variant", ["2012", "torchvision"])
+def test_images_in_depth_form_give_the_step_of_the_images(variant, no_torch_fallback, monkeypatch):
+    """fp16 autocast, channels_last (train.py's loaders under --amp): the images in the space-to-depth form conv1
+    computes in (take_images_in_depth_form, data.space_to_depth_images) give bitwise the logits, loss and every
+    parameter gradient of the images, with one launch fewer (no pass over the images: only the weight's)."""
+    torch.manual_seed(0)
+    model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant]).to(memory_format=torch.channels_last)
+    x, target = images(variant, channels_last=True).to(torch.float16), torch.tensor([3, 0, 7])
+    launch = runtime.launch
+
+    def step(batch):
+        model.zero_grad(set_to_none=True)
+        launched = []
+        monkeypatch.setattr(runtime, "launch", lambda kernel, *a, **k: (launched.append(kernel.__name__),
+                                                                         launch(kernel, *a, **k)))
+        torch.manual_seed(1)  # the same dropout masks
+        with no_torch_fallback(), forward_context("cpu", torch.float16):
+            logits = model(batch)
+            loss = ops.cross_entropy(logits, target)
+        loss.backward()
+        return logits, loss, {name: p.grad for name, p in model.named_parameters()}, launched
+
+    runs = [step(x)]
+    batch = space_to_depth_images(x, model.take_images_in_depth_form(torch.float16))
+    runs.append(step(batch))
+    (logits, loss, grads, launched), (logits_d, loss_d, grads_d, launched_d) = runs
+    assert model.depth_form is not None and batch.shape == (3, 48, *model.depth_form.size)
+    assert torch.equal(logits_d, logits) and torch.equal(loss_d, loss)
+    for name, grad in grads.items():
+        assert torch.equal(grads_d[name], grad), name
+    assert launched.count("_space_to_depth_kernel") == 2 and launched_d.count("_space_to_depth_kernel") == 1
+    assert len(launched_d) == len(launched) - 1
+
+
+def test_images_in_depth_form_only_where_conv1_computes_in_it():
+    """No form (None, the images expected) for exact fp32 or the torch tree; a form, then a batch of the images
+    themselves, is refused with the shape it expects."""
+    for backend, dtype in (("triton", torch.float32), ("torch", torch.float16)):
+        model = AlexNet("2012", 10, backend, **SCALED["2012"])
+        assert model.take_images_in_depth_form(dtype) is None and model.depth_form is None
+    model = AlexNet("2012", 10, **SCALED["2012"])
+    assert model.take_images_in_depth_form(torch.float16) is not None
+    assert model.features[0].depth_form_of == (67, 67)
+    with pytest.raises(ValueError, match=r"expected images in space-to-depth form \[N, 48, 17, 17\], got "
+                                         r"\(2, 3, 67, 67\)"):
+        model(torch.randn(2, 3, 67, 67))
 
 
 def test_the_recorder_sees_pytorch_compute():

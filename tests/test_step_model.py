@@ -11,6 +11,7 @@ import pytest
 import torch
 import triton.language as tl
 
+from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.kernels import dropout, linear, runtime
 from alexnet_triton.study.measure import host_cost, kernel_access, traffic
 from alexnet_triton.study.models import step_model
@@ -102,17 +103,22 @@ def test_an_in_place_update_counts_its_tensor_twice():
 
 @pytest.mark.parametrize("variant", ["2012", "torchvision"])
 def test_the_step_covers_every_captured_launch(variant):
+    """Every launch of a training step, conv1's images in the space-to-depth form it computes in (train.py's
+    loaders'), in the step model's capture: conv1's forward makes one space-to-depth pass, the weight's."""
     spec = PROVIDERS[SUBJECT]
-    state = traffic.steady_state(spec, variant, 2, precision="tf32", memory_format=torch.channels_last,
-                                 **SCALED[variant])
+    model, optimizer, images, target = traffic.steady_state(spec, variant, 2, precision="tf32",
+                                                            memory_format=torch.channels_last, **SCALED[variant])
+    images = space_to_depth_images(images, model.take_images_in_depth_form(torch.float32))
     with runtime.target(SMS), runtime.capture_launches() as records:
-        traffic.training_step(spec, *state, lambda phase: contextlib.nullcontext())
+        traffic.training_step(spec, model, optimizer, images, target, lambda phase: contextlib.nullcontext())
     launches = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, **SCALED[variant])
     triton = [launch for launch in launches if launch.source == "triton"]
     assert [launch.kernel for launch in triton] == [r.kernel.fn.__name__ for r in records]
     layers = {s.name for s in layer_kinds.study_layers(variant)} | {"dropout-fc6"}
     assert {launch.layer for launch in launches} <= layers
     assert {launch.phase for launch in launches} == set(traffic.PHASES)
+    conv1_forward = [launch.kernel for launch in triton if (launch.layer, launch.phase) == ("conv1", "forward")]
+    assert conv1_forward == ["_space_to_depth_kernel", "_conv2d_forward_kernel"]
     assert {launch.layer for launch in launches if launch.phase == "optimizer"} == {"sgd"}
     assert {launch.layer for launch in triton if launch.kernel.startswith("_conv2d")} == {
         s.name for s in layer_kinds.study_layers(variant) if s.kind == "conv"}

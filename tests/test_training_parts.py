@@ -17,7 +17,7 @@ from alexnet_triton import architecture, ops, optim
 from alexnet_triton.checkpoint import CheckpointError, read_checkpoint
 from alexnet_triton.data import DataError, ResumableLoader, SampleKey, Unreadable
 from alexnet_triton.model import BACKENDS, AlexNet
-from alexnet_triton.training import BACKEND_PARTS, ConfigError, RunConfig, accuracy, schedule
+from alexnet_triton.training import BACKEND_PARTS, ConfigError, RunConfig, accuracy, parts, schedule
 from alexnet_triton.training.checkpointer import Checkpointer, Progress
 from alexnet_triton.training.distributed import Layout
 from alexnet_triton.training.evaluation import evaluate
@@ -43,6 +43,21 @@ def test_every_backend_has_its_parts():
                                                                                              F.cross_entropy)
     assert BACKEND_PARTS["triton"].mode() in ("Triton interpreter", "compiled Triton")
     assert BACKEND_PARTS["torch"].mode() == "PyTorch" and not BACKEND_PARTS["torch"].interpreted()
+
+
+@pytest.mark.parametrize("changes, taken", [
+    (dict(precision="tf32"), True), (dict(), False), (dict(precision="tf32", channels_last=False), False),
+    (dict(precision="tf32", backend="torch"), False)], ids=["tf32", "exact-fp32", "nchw", "torch"])
+def test_the_loaders_hand_conv1_its_depth_form_where_it_computes_in_it(changes, taken):
+    """take_images_in_depth_form: a channels_last run of the Triton net whose conv1 computes in space-to-depth
+    form (here TF32; --amp on a GPU) batches the images in it, and the model takes them; else nothing changes."""
+    config = RunConfig.preset("cpu", **(dict(channels_last=True, amp="off") | changes))
+    model = AlexNet("2012", backend=config.backend, **TINY_NET, precision=config.precision)
+    loaders = [ResumableLoader(_Rows(torch.randn(4, 3, 67, 67), torch.zeros(4)), 2, shuffle=False) for _ in "ab"]
+    parts.take_images_in_depth_form(config, model, *loaders)
+    assert (model.depth_form is not None) == taken
+    for loader in loaders:
+        assert loader.collate_fn.keywords["image_form"] is model.depth_form
 
 
 # ---- layout (one process; several ranks: tests/test_training.py, tests/test_model_parallel.py) ----

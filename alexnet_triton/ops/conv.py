@@ -97,6 +97,13 @@ def _conv2d_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return list(_depth(depth).forward(x, weight, bias, relu, precision, dtype))
 
 
+@kernel_op("conv2d_depth_formed")
+def _conv2d_depth_formed(x_d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, depth: list[int],
+                         relu: bool, precision: str) -> torch.Tensor:
+    """y (channels_last) from x's space-to-depth form x_d, made before the call (``Depth.convolve``)."""
+    return _depth(depth).convolve(x_d, weight, bias, relu, precision, torch.channels_last)
+
+
 @kernel_op("conv2d_depth_input_grad")
 def _conv2d_depth_input_grad(dy: torch.Tensor, weight: torch.Tensor, depth: list[int], x_shape: list[int],
                              channels_last: bool, dtype: torch.dtype, precision: str) -> torch.Tensor:
@@ -138,33 +145,93 @@ def _backward(ctx, dy):
 def _save_depth(ctx, inputs, output) -> None:
     x, weight, bias, ctx.depth, _, relu, ctx.precision = inputs
     y, x_d = output
-    ctx.save_for_backward(x_d, weight, y if relu else None)
+    _save_depth_context(ctx, x_d, weight, bias, y if relu else None)
     ctx.mark_non_differentiable(x_d)
     ctx.set_materialize_grads(False)  # no zero-filled gradient for x_d
-    ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.x_like = (list(x.shape), _is_channels_last(x), x.dtype)
+
+
+def _save_formed(ctx, inputs, output) -> None:
+    x_d, weight, bias, ctx.depth, relu, ctx.precision = inputs
+    _save_depth_context(ctx, x_d, weight, bias, output if relu else None)
+
+
+def _save_depth_context(ctx, x_d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        y: torch.Tensor | None) -> None:
+    ctx.save_for_backward(x_d, weight, y)
+    ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.weight_like = (list(weight.shape), _is_channels_last(weight), weight.dtype)
+
+
+def _depth_grads(ctx, dy: torch.Tensor, need_x: bool) -> tuple[torch.Tensor | None, ...]:
+    """(dx, dw, db) of a conv run in space-to-depth form, from y's gradient; dx only with ``need_x``."""
+    x_d, weight, y = ctx.saved_tensors
+    dy, db = _output_grad(ctx, dy, y)
+    dx = _conv2d_depth_input_grad(dy, weight, ctx.depth, *ctx.x_like, ctx.precision) if need_x else None
+    dw = _conv2d_depth_weight_grad(dy, x_d, ctx.depth, *ctx.weight_like, ctx.precision) \
+        if ctx.needs_input_grad[1] else None
+    return dx, dw, db
 
 
 def _backward_depth(ctx, grads):
     dy = grads[0]  # x_d's gradient: none (not differentiable)
     if dy is None:
         return None, None, None, None, None, None, None
-    x_d, weight, y = ctx.saved_tensors
-    dy, db = _output_grad(ctx, dy, y)
-    need_x, need_w = ctx.needs_input_grad[:2]
-    dx = _conv2d_depth_input_grad(dy, weight, ctx.depth, *ctx.x_like, ctx.precision) if need_x else None
-    dw = _conv2d_depth_weight_grad(dy, x_d, ctx.depth, *ctx.weight_like, ctx.precision) if need_w else None
-    return dx, dw, db, None, None, None, None
+    return *_depth_grads(ctx, dy, ctx.needs_input_grad[0]), None, None, None, None
+
+
+def _backward_formed(ctx, dy):
+    """No gradient for x_d: ``conv2d`` refuses one that needs it (the images' form, made before the step)."""
+    return *_depth_grads(ctx, dy, False), None, None, None
 
 
 _conv2d.register_autograd(_backward, setup_context=_save)
 _conv2d_depth.register_autograd(_backward_depth, setup_context=_save_depth)
+_conv2d_depth_formed.register_autograd(_backward_formed, setup_context=_save_formed)
+
+
+def input_form(weight_shape, image_size: tuple[int, int], stride=1, padding=0, dilation=1, groups: int = 1, *,
+               dtype: torch.dtype, precision: str = "ieee") -> Depth | None:
+    """The space-to-depth form (``kernels.conv.Depth``) in which ``conv2d`` computes channels_last images of
+    ``image_size`` (H, W) with a weight of ``weight_shape`` in ``dtype`` at ``precision``, or None where it runs
+    on the images themselves. ``conv2d(..., depth_form_of=image_size)`` takes that form made beforehand
+    (``alexnet_triton.data.space_to_depth_images``: the loaders make it on the host)."""
+    images = torch.empty((1, weight_shape[1] * groups, *image_size), device="meta",
+                         memory_format=torch.channels_last)
+    return conv2d_depth(images, weight_shape, stride, padding, dilation, groups, dtype, precision)
+
+
+def _conv2d_formed(x_d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, dilation,
+                   groups: int, image_size: tuple[int, int], relu: bool, precision: str) -> torch.Tensor:
+    """``conv2d`` of images of ``image_size`` given as their space-to-depth form x_d (``input_form``)."""
+    dtype = autocast_dtype(x_d)
+    depth = input_form(weight.shape, image_size, stride, padding, dilation, groups, dtype=dtype, precision=precision)
+    where = f"conv2d: depth_form_of={tuple(image_size)}"
+    if depth is None:
+        raise checks.ArgumentError(f"{where}: a weight {tuple(weight.shape)} with stride {stride}, padding "
+                                   f"{padding}, groups {groups} in {dtype} at precision {precision!r} runs on the "
+                                   f"images themselves (no space-to-depth form); pass the images")
+    expected = depth.form_shape(x_d.shape[0], weight.shape[1] * groups) if x_d.dim() == 4 else None
+    if tuple(x_d.shape) != expected or memory_format_of(x_d) != torch.channels_last or x_d.dtype != dtype:
+        raise checks.ArgumentError(f"{where}: input must be the images' space-to-depth form, shape [N, "
+                                   f"{weight.shape[1] * groups * depth.block ** 2}, {depth.size[0]}, "
+                                   f"{depth.size[1]}] channels_last in {dtype} (alexnet_triton.data."
+                                   f"space_to_depth_images), got {tuple(x_d.shape)} "
+                                   f"{'channels_last' if memory_format_of(x_d) == torch.channels_last else 'NCHW'} "
+                                   f"{x_d.dtype}")
+    if x_d.requires_grad:
+        raise checks.ArgumentError(f"{where}: the input's form takes no gradient (images made before the step); "
+                                   "pass the images to differentiate through them")
+    (bias,) = master_parameters(x_d, dtype, bias)
+    checks.check_layer_operands("conv2d", x_d, weight.new_empty(0, dtype=autocast_dtype(weight)), bias,
+                                weight.shape[0], master_bias=True)
+    checks.check_precision("conv2d", precision)
+    return _conv2d_depth_formed(x_d, weight, bias, _depth_fields(depth), relu, precision)
 
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1, *, relu: bool = False, precision: str = "ieee", relu_input: bool = False,
-           relu_masked_by_next: bool = False) -> torch.Tensor:
+           relu_masked_by_next: bool = False, depth_form_of: tuple[int, int] | None = None) -> torch.Tensor:
     """``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``, then ReLU if ``relu``.
 
     input [N, C_in, H, W] (NCHW or channels_last; the output keeps it) or unbatched [C_in, H, W], weight
@@ -185,7 +252,18 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     returns for its input is then the gradient of the ReLU's input (0 where the input is 0), which is what the
     first takes as its output's gradient: a hook on the tensor between them sees it so. Neither runs in
     space-to-depth form.
+
+    ``depth_form_of`` (H, W): input is not images [N, C_in, H, W] but their space-to-depth form, made beforehand
+    (``input_form`` gives its geometry, ``alexnet_triton.data.space_to_depth_images`` makes it; train.py's loaders
+    do, on the host), channels_last in the dtype the conv computes in, needing no gradient; y is what the images
+    give, bit for bit, without the rearranging pass over them.
     """
+    if depth_form_of is not None:
+        if relu_input or relu_masked_by_next:
+            raise checks.ArgumentError("conv2d: depth_form_of takes no relu_input or relu_masked_by_next (a conv "
+                                       "in space-to-depth form)")
+        return _conv2d_formed(input, weight, bias, stride, padding, dilation, groups, depth_form_of, relu,
+                              precision)
     if relu_masked_by_next and not relu:
         raise checks.ArgumentError("conv2d: relu_masked_by_next needs relu=True (the ReLU the next conv masks for)")
     if input.dim() not in (3, 4):

@@ -56,6 +56,18 @@ def build_net(config: RunConfig, layout: Layout, num_classes: int) -> tuple[torc
     return model, network, parameter_count(config.variant, config.width, num_classes, input_size(config))
 
 
+def take_images_in_depth_form(config: RunConfig, model: torch.nn.Module, *loaders: ResumableLoader) -> None:
+    """Have the loaders batch the images in the space-to-depth form conv1 computes them in, and the model take
+    them so (``AlexNet.take_images_in_depth_form``): a channels_last run of the whole Triton net whose conv1 has
+    that form at --amp's dtype (or fp32) and --precision; the pass over the images then runs in the loader
+    workers, not on the device. Nothing otherwise (the torch backend, NCHW, exact fp32, a split net)."""
+    if not config.channels_last or not isinstance(model, AlexNet):
+        return
+    form = model.take_images_in_depth_form(AMP_DTYPES[config.amp] or torch.float32)
+    for loader in loaders:
+        loader.take_image_form(form)
+
+
 def build_optimizer(config: RunConfig, backend: Backend, model: torch.nn.Module, processes: int = 1):
     """(optimizer, scheduler, scaler): the backend's SGD with --lr, --momentum, --weight-decay, with --fused-update
     fused into the Linear layers (``optim.SGD.fuse_into``; ConfigError where its contract does not hold: another

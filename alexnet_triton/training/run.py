@@ -30,7 +30,7 @@ from .config import ConfigError, RunConfig
 from .distributed import Layout
 from .evaluation import evaluate
 from .metrics import HELD_OUT, MetricsLog, accuracy
-from .parts import build_data, build_net, build_optimizer
+from .parts import build_data, build_net, build_optimizer, take_images_in_depth_form
 from .plots import plot_curves
 from .signals import StopSignals
 
@@ -57,6 +57,7 @@ class Run:
         self.train_loader, self.val_loader, self.num_classes, self.resize = build_data(config, self.layout)
         self.steps_per_epoch = self.train_loader.steps_per_epoch
         self.model, self.network, self.parameter_count = build_net(config, self.layout, self.num_classes)
+        take_images_in_depth_form(config, self.model, self.train_loader, self.val_loader)
         self.optimizer, self.scheduler, self.scaler = build_optimizer(config, self.backend, self.model,
                                                                       self.layout.world_size)
         reason = (fallback_reason(self.layout.device, self.optimizer, scaler=self.scaler,
@@ -109,7 +110,8 @@ class Run:
                 f"{', SGD fused into the linear weight gradients' if config.fused_update else ''}")
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) on the device, in the run's layout (in --amp's dtype: the loaders cast them)."""
+        """(B, 3, S, S), or their space-to-depth form (``take_images_in_depth_form``), on the device, in the run's
+        layout (in --amp's dtype: the loaders cast them)."""
         images = images.to(self.layout.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.config.channels_last else images
 

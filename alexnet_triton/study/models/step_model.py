@@ -11,12 +11,14 @@ module's output fires just before that module's backward runs), the loss ("cross
 Two step dtypes (``STEP_DTYPES``), both channels_last at batch ``BATCH``: "bf16" (fp32 parameters, bf16 images, the
 forward under ``torch.autocast`` to bf16: what ``train.py --amp bf16`` runs; the step after a first one, so that the
 linear layers read the bf16 compute copies of their weights the update writes, ``precision.compute_copy``) and
-"fp32-tf32" (fp32, TF32 dots). Each GPU of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and
-for each launch the configs its shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the
-fitting candidates). Two updates (``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor
-launch after backward) and "fused" (``train.py --fused-update``: the linear layers' step in their weight-gradient
-kernels, ``optim.SGD.fuse_into``), each beside its own roofline (the fused one without the gradient round trip of
-the fused parameters: ``roofline.fused_update_bytes``).
+"fp32-tf32" (fp32, TF32 dots); in both, conv1's images come in the space-to-depth form conv1 computes in, made by
+train.py's loaders on the host (``AlexNet.take_images_in_depth_form``): conv1's forward makes no pass over them.
+Each GPU of ``gpus.GPUS`` has its own capture: split-K slices for its SM count, and for each launch the configs its
+shared memory lets it launch (``LaunchRecord.choices``: the pick rule's, or the fitting candidates). Two updates
+(``UPDATES``, the column ``update``): "separate" (the SGD step one multi-tensor launch after backward) and "fused"
+(``train.py --fused-update``: the linear layers' step in their weight-gradient kernels, ``optim.SGD.fuse_into``),
+each beside its own roofline (the fused one without the gradient round trip of the fused parameters:
+``roofline.fused_update_bytes``).
 
 Per launch and launched config, in µs (cycles at ``loop_model.clock_hz``):
   memory_us   bytes / DRAM bandwidth. A Triton launch's bytes: each tensor it loads from plus each it stores
@@ -63,6 +65,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ...architecture import VARIANTS
+from ...data import space_to_depth_images
 from ...kernels import runtime
 from ..inspection import tables
 from ..inspection.compilation import TARGETS
@@ -179,6 +182,9 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update:
     model, optimizer, images, target = traffic.steady_state(
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last,
         image_dtype=options["autocast"] or torch.float32, **scaled)
+    form = model.take_images_in_depth_form(options["autocast"] or torch.float32)
+    if form is not None:  # conv1's images in the space-to-depth form it computes in, as train.py's loaders give it
+        images = space_to_depth_images(images, form)
     if update == "fused":
         optimizer.fuse_into(model)
     if options["autocast"]:  # a first step, not recorded: the fc weights' compute copies, asked for and written
