@@ -47,6 +47,7 @@ one batch, contradicting arguments) raises ``DataError``, a ValueError whose mes
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -388,21 +389,21 @@ class ResumableSampler(Sampler):
         return self.epoch_samples - self.start
 
 
-def space_to_depth_images(images: torch.Tensor, form: Depth) -> torch.Tensor:
-    """images [..., C, H, W] -> their space-to-depth ``form`` [..., C*b*b, *form.size], channels_last, in images'
-    dtype: block (hb, wb), channel (i*b + j)*C + c holds row hb*b + i - pad_h, column wb*b + j - pad_w of the
-    images, 0 outside their first ``form.extent`` rows and columns: what ``kernels.space_to_depth`` writes on the
-    device, bit for bit, rearranged here by the loaders."""
+def space_to_depth_images(images: torch.Tensor, form: Depth, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """images [..., C, H, W] -> their space-to-depth ``form`` [..., C*b*b, *form.size], channels_last, in ``dtype``
+    (default images'): block (hb, wb), channel (i*b + j)*C + c holds row hb*b + i - pad_h, column wb*b + j - pad_w
+    of the images, 0 outside their first ``form.extent`` rows and columns: what ``kernels.space_to_depth`` writes
+    on the device, bit for bit, rearranged here by the loaders in two copies (the first casts)."""
     *lead, C, height, width = images.shape
     b, (pad_h, pad_w), (rows, columns), (blocks_h, blocks_w) = form.block, form.pad, form.extent, form.size
     if height < rows or width < columns:
         raise DataError(f"space_to_depth_images: images {tuple(images.shape)} are smaller than the form's "
                         f"{rows}x{columns} rows and columns that conv1 reads")
-    kept = images[..., :rows, :columns].reshape(-1, C, rows, columns)
-    padded = torch.nn.functional.pad(kept, (pad_w, blocks_w * b - pad_w - columns, pad_h, blocks_h * b - pad_h - rows))
-    blocks = padded.view(-1, C, blocks_h, b, blocks_w, b).permute(0, 2, 4, 3, 5, 1)  # [B, Hb, Wb, i, j, C]
-    nhwc = blocks.reshape(*lead, blocks_h, blocks_w, b * b * C)
-    return nhwc.movedim(-1, -3)  # [..., C*b*b, Hb, Wb] over NHWC memory: channels_last
+    padded = images.new_zeros(math.prod(lead), blocks_h * b, blocks_w * b, C, dtype=dtype)  # NHWC, zero-padded
+    padded[:, pad_h:pad_h + rows, pad_w:pad_w + columns] = images[..., :rows, :columns].reshape(
+        -1, C, rows, columns).movedim(1, -1)
+    blocks = padded.view(-1, blocks_h, b, blocks_w, b * C).transpose(2, 3)  # [B, Hb, Wb, i, (j, c)]
+    return blocks.reshape(*lead, blocks_h, blocks_w, b * b * C).movedim(-1, -3)  # NHWC memory: channels_last
 
 
 def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32,
@@ -412,8 +413,8 @@ def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image
     readable = [sample for sample in samples if not isinstance(sample, Unreadable)]
     images, labels = default_collate(readable) if readable else (None, None)
     if images is not None:
-        images = images.to(image_dtype)
-        images = images if image_form is None else space_to_depth_images(images, image_form)
+        images = images.to(image_dtype) if image_form is None else space_to_depth_images(images, image_form,
+                                                                                          image_dtype)
     return images, labels, [sample for sample in samples if isinstance(sample, Unreadable)]
 
 
