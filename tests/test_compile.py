@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alexnet_triton import ops
+from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.model import VARIANTS, AlexNet
 from alexnet_triton.parity import assert_close
 
@@ -40,6 +41,25 @@ def test_compiled_training_step_is_one_graph_and_matches_eager(variant):
         assert_close(compiled_grads[name], grad, name)
     explained = torch._dynamo.explain(model)(images)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+def test_compiled_step_on_images_in_depth_form_is_one_graph_and_matches_eager():
+    """conv1's images in the space-to-depth form it computes in (float64 channels_last: the interpreter's dtype
+    that takes it; train.py's loaders under --amp): one graph through alexnet_triton::conv2d_depth_formed."""
+    model = _model("2012").double().to(memory_format=torch.channels_last)
+    form = model.take_images_in_depth_form(torch.float64)
+    images = space_to_depth_images(torch.randn(2, 3, 67, 67, dtype=torch.float64), form)
+    labels = torch.tensor([1, 4])
+    loss, grads = _step(model, model, images, labels, seed=7)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    compiled_loss, compiled_grads = _step(model, compiled, images, labels, seed=7)
+    assert_close(compiled_loss, loss, "loss")
+    for name, grad in grads.items():
+        assert_close(compiled_grads[name], grad, name)
+    program = torch.export.export(model.eval(), (images,))
+    called = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "alexnet_triton.conv2d_depth_formed.default" in called
+    assert_close(program.module()(images), model(images), "logits")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
