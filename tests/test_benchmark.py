@@ -14,6 +14,7 @@ import torch
 
 from alexnet_triton import optim
 from alexnet_triton.architecture import parameter_count
+from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.study.benchmarks import benchmark, cli
 from alexnet_triton.study.models import cost
 from alexnet_triton.study.presentation import benchmark_plots
@@ -114,6 +115,24 @@ def test_bench_model_smoke(tmp_path):
                 ["model_throughput.png"])
     summary = benchmark_plots.summarise_benchmarks(rows, allow_smoke=True)
     assert summary.startswith("SMOKE TEST") and "| 2012 | fp32-ieee | train-step |" in summary
+
+
+@pytest.mark.parametrize("provider, formed", [("triton", True), ("eager", False)])
+def test_the_network_benchmark_gives_each_network_its_images_as_train_py_does(provider, formed, monkeypatch):
+    """channels_last fp16: the Triton network takes conv1's images in its space-to-depth form (train.py's loaders
+    make it), PyTorch's the images; made once, before any timed step, which runs on them."""
+    made = []
+    monkeypatch.setattr(benchmark, "space_to_depth_images", lambda images, form: _record(made, images, form))
+    case = benchmark_cases.ModelCase("2012", 2, "fp16", "channels_last", (provider,), (TRAIN_STEP,),
+                                     scale=benchmark_cases.SMOKE_MODEL["2012"])
+    for _, step in benchmark._model_functions(case, PROVIDERS[provider], "default"):
+        step()
+    assert len(made) == formed
+
+
+def _record(made: list, images: torch.Tensor, form) -> torch.Tensor:
+    made.append(form)
+    return space_to_depth_images(images, form)
 
 
 def test_smoke_rows_never_go_to_reports():

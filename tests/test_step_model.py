@@ -11,7 +11,6 @@ import pytest
 import torch
 import triton.language as tl
 
-from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.kernels import dropout, linear, runtime
 from alexnet_triton.study.measure import host_cost, kernel_access, traffic
 from alexnet_triton.study.models import step_model
@@ -108,7 +107,7 @@ def test_the_step_covers_every_captured_launch(variant):
     spec = PROVIDERS[SUBJECT]
     model, optimizer, images, target = traffic.steady_state(spec, variant, 2, precision="tf32",
                                                             memory_format=torch.channels_last, **SCALED[variant])
-    images = space_to_depth_images(images, model.take_images_in_depth_form(torch.float32))
+    assert images.shape == (2, 48, *model.depth_form.size)
     with runtime.target(SMS), runtime.capture_launches() as records:
         traffic.training_step(spec, model, optimizer, images, target, lambda phase: contextlib.nullcontext())
     launches = step_model.capture_step(variant, "fp32-tf32", GPU, batch=2, **SCALED[variant])

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..checkpoint import NEWEST, PREVIOUS
 from ..data import ResumableLoader
 from ..graphs import GraphedStep, fallback_reason
+from ..model import AlexNet
 from ..precision import AMP_DTYPES, forward_context
 from . import schedule
 from .backends import BACKEND_PARTS
@@ -102,11 +103,13 @@ class Run:
                     f"({config.train_count} train / {config.val_count} val)")
         steps = f", max {config.max_steps} steps" if config.max_steps else ""
         ranks = f" x {self.layout.world_size} ranks" if self.layout.world_size > 1 else ""
+        form = ", conv1's images in space-to-depth form (the loaders')" if isinstance(
+            self.model, AlexNet) and self.model.depth_form else ""
         return (f"net: AlexNet {config.variant} (width {config.width:g}, {size}x{size} input, {self.num_classes} "
                 f"classes, {self.parameter_count / 1e6:.2f}M parameters, dropout {config.dropout:g}); "
                 f"data: {data}; batch {config.batch_size}, lr {config.lr:g} ({config.schedule}: "
                 f"{schedule.describe(config)}), {config.epochs} epochs{steps}; device: {self.layout.device.type}"
-                f"{ranks}, {self.backend.mode()}, amp {config.amp}"
+                f"{ranks}, {self.backend.mode()}, amp {config.amp}{form}"
                 f"{', SGD fused into the linear weight gradients' if config.fused_update else ''}")
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:

@@ -72,6 +72,7 @@ from tqdm import tqdm
 
 from ... import graphs
 from ...architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
+from ...data import space_to_depth_images
 from ...precision import forward_context
 from ..inspection.triton_internals import TRITON_PTXAS
 from ..models import cost
@@ -282,7 +283,9 @@ def _layer_metrics(case: LayerCase, phase: str, seconds: float) -> dict:
 
 # ------------------------------------------------------------------------------------------------ network
 def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> Iterable[tuple[str, Callable]]:
-    """(phase, step) for each phase: the network built for ``provider``, on the same random images and labels."""
+    """(phase, step) for each phase: the network built for ``provider``, on the same random images and labels,
+    given as train.py's loaders give them (made before the timing): in the study dtype, and where the network's
+    conv1 computes in a space-to-depth form (the Triton one, channels_last, not exact fp32) in that form."""
     study_dtype = DTYPES[case.dtype]
     scale = case.scale or dict(num_classes=NUM_CLASSES)
     torch.manual_seed(0)
@@ -293,6 +296,8 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
     gen = torch.Generator(dev).manual_seed(0)
     images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
     images = images.to(study_dtype.dtype, memory_format=LAYOUTS[case.layout])  # as train.py's loaders give them
+    form = model.take_images_in_depth_form(study_dtype.dtype) if LAYOUTS[case.layout] == torch.channels_last else None
+    images = images if form is None else space_to_depth_images(images, form)
     labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
 
     def logits(x):  # mixed precision as train.py runs it (alexnet_triton.precision)

@@ -56,6 +56,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ...architecture import SGD, VARIANTS
+from ...data import space_to_depth_images
 from ...kernels import runtime
 from ...ops import library
 from ..registries.gpus import CAPTURED
@@ -177,8 +178,9 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
                  image_dtype: torch.dtype = torch.float32):
     """(model, optimizer, images, target) of one steady-state training step of ``spec``'s network: the model
     (seed 0, PyTorch's init, parameters and images in ``memory_format``), its SGD with the momentum buffers
-    already there (as after a first step), images [batch, 3, S, S] in ``image_dtype`` (a mixed-precision step's
-    autocast dtype, as train.py's loaders give them) and targets [batch]."""
+    already there (as after a first step), images [batch, 3, S, S] as train.py's loaders give them: in
+    ``image_dtype`` (a mixed-precision step's autocast dtype) and, channels_last, in the space-to-depth form the
+    network's conv1 computes in where it has one (``AlexNet.take_images_in_depth_form``), and targets [batch]."""
     torch.manual_seed(0)
     model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch",
                          precision=precision)
@@ -187,6 +189,8 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     images = torch.randn(batch, 3, model.input_size, model.input_size).to(image_dtype, memory_format=memory_format)
+    form = model.take_images_in_depth_form(image_dtype) if memory_format == torch.channels_last else None
+    images = images if form is None else space_to_depth_images(images, form)
     return model, optimizer, images, torch.randint(num_classes, (batch,))
 
 

@@ -65,7 +65,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ...architecture import VARIANTS
-from ...data import space_to_depth_images
 from ...kernels import runtime
 from ..inspection import tables
 from ..inspection.compilation import TARGETS
@@ -182,9 +181,6 @@ def capture_step(variant: str, dtype: str, gpu: str, batch: int = BATCH, update:
     model, optimizer, images, target = traffic.steady_state(
         spec, variant, batch, precision=options["precision"], memory_format=torch.channels_last,
         image_dtype=options["autocast"] or torch.float32, **scaled)
-    form = model.take_images_in_depth_form(options["autocast"] or torch.float32)
-    if form is not None:  # conv1's images in the space-to-depth form it computes in, as train.py's loaders give it
-        images = space_to_depth_images(images, form)
     if update == "fused":
         optimizer.fuse_into(model)
     if options["autocast"]:  # a first step, not recorded: the fc weights' compute copies, asked for and written
