@@ -407,31 +407,36 @@ def space_to_depth_images(images: torch.Tensor, form: Depth, dtype: torch.dtype 
 
 
 def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32,
-                     image_form: Depth | None = None):
-    """Batch the readable samples -> (images [B', ...] image_dtype (in ``image_form``, if given), labels [B']
-    int64, the ``Unreadable`` ones); (None, None, unreadable) when none is readable."""
+                     image_form: Depth | None = None, memory_format: torch.memory_format = torch.contiguous_format):
+    """Batch the readable samples -> (images [B', ...] image_dtype (in ``image_form``, if given; else a 4-D batch
+    in ``memory_format``, ten-crop batches contiguous), labels [B'] int64, the ``Unreadable`` ones); (None, None,
+    unreadable) when none is readable."""
     readable = [sample for sample in samples if not isinstance(sample, Unreadable)]
     images, labels = default_collate(readable) if readable else (None, None)
-    if images is not None:
-        images = images.to(image_dtype) if image_form is None else space_to_depth_images(images, image_form,
-                                                                                          image_dtype)
+    if images is not None and image_form is not None:
+        images = space_to_depth_images(images, image_form, image_dtype)
+    elif images is not None:
+        images = images.to(image_dtype, memory_format=memory_format if images.dim() == 4 else torch.contiguous_format)
     return images, labels, [sample for sample in samples if isinstance(sample, Unreadable)]
 
 
 class ResumableLoader(DataLoader):
     """DataLoader over a ``ResumableSampler`` that yields (images, labels) without the unreadable samples, counts
     them in ``skipped_samples`` and keeps {path: reason} of each in ``unreadable``; images in ``image_dtype`` (and
-    ``image_form``). Workers persist across epochs; augmentation does not depend on them."""
+    ``image_form``, or ``memory_format``: ``collate_skipping``). Workers persist across epochs; augmentation does not
+    depend on them."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
                  drop_last: bool = False, pin_memory: bool = False, shard: tuple[int, int] | None = None,
-                 image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None):
+                 image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         sampler = ResumableSampler(len(dataset), seed, shuffle, None if shard is None else (*shard, batch_size))
         # A private generator: DataLoader draws a base seed for its workers on every iteration, which would
         # otherwise consume the global RNG (and shift dropout seeds between a run and its resumed copy).
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
-                         num_workers=workers, collate_fn=functools.partial(collate_skipping, image_dtype=image_dtype,
-                                                                           image_form=image_form),
+                         num_workers=workers, collate_fn=functools.partial(
+                             collate_skipping, image_dtype=image_dtype, image_form=image_form,
+                             memory_format=memory_format),
                          pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0)
         self.skipped_samples = 0
         self.unreadable: dict[str, str] = {}
@@ -465,7 +470,8 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
                  workers: int = 0, seed: int = 0, resize: int | None = None, ten_crop: bool = False,
                  lighting: float = 0.1, hflip: float = 0.5, num_classes: int | None = None, train_count: int = 2000,
                  val_count: int = 500, pin_memory: bool = False, shard: tuple[int, int] | None = None,
-                 progress: bool = False, image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None
+                 progress: bool = False, image_dtype: torch.dtype = torch.float32, image_form: Depth | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format
                  ) -> tuple[ResumableLoader, ResumableLoader, int]:
     """-> (train_loader, val_loader, num_classes); see the module docstring.
 
@@ -478,7 +484,8 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     ``val_count`` images of ``input_size``. Training batches are full (the last partial one is dropped).
     progress: a progress bar while the shapes are drawn. image_dtype: of the batched images (a floating dtype).
     image_form: the space-to-depth form the batches come in (``space_to_depth_images``; ten-crop batches
-    [B, 10, ...] too), None: the images [B, 3, S, S].
+    [B, 10, ...] too), None: the images [B, 3, S, S], in ``memory_format`` (a channels_last run's batches need no
+    layout copy on the device; ten-crop batches stay contiguous).
     """
     if not image_dtype.is_floating_point:
         raise DataError(f"image_dtype must be a floating dtype, got {image_dtype}")
@@ -505,5 +512,5 @@ def make_loaders(data_dir: str | os.PathLike | None, *, synthetic: bool = False,
     loader = lambda dataset, train: ResumableLoader(dataset, batch_size, shuffle=train, seed=seed, workers=workers,
                                                     drop_last=train, pin_memory=pin_memory,
                                                     shard=shard if train else None, image_dtype=image_dtype,
-                                                    image_form=image_form)
+                                                    image_form=image_form, memory_format=memory_format)
     return loader(train, True), loader(val, False), num_classes

@@ -220,6 +220,20 @@ def test_loaders_batch_images_in_conv1s_depth_form(tmp_path, workers, ten_crop):
             formed[0].take_image_form(None)
 
 
+@pytest.mark.parametrize("ten_crop", [False, True], ids=["centre", "ten-crop"])
+def test_loaders_batch_a_channels_last_run_s_images_channels_last(tmp_path, ten_crop):
+    """memory_format channels_last (train.py --channels-last): the same values, 4-D batches channels_last (no
+    layout copy on the device), ten-crop ones contiguous (evaluation flattens them first)."""
+    write_tree(tmp_path)
+    made = {layout: make_loaders(tmp_path, input_size=24, resize=32, batch_size=2, seed=1, ten_crop=ten_crop,
+                                 memory_format=layout)[:2] for layout in (torch.contiguous_format, torch.channels_last)}
+    for nchw_loader, nhwc_loader in zip(made[torch.contiguous_format], made[torch.channels_last], strict=True):
+        for (images, labels), (nhwc, nhwc_labels) in zip(collect(nchw_loader), collect(nhwc_loader), strict=True):
+            assert torch.equal(nhwc, images) and torch.equal(nhwc_labels, labels)
+            assert nhwc.is_contiguous(memory_format=torch.channels_last if nhwc.dim() == 4 else
+                                      torch.contiguous_format)
+
+
 def test_depth_form_of_images_smaller_than_it_reads_is_refused():
     form = ops.input_form((8, 3, 11, 11), (35, 35), 4, 2, dtype=torch.bfloat16)
     with pytest.raises(DataError, match=r"images \(2, 3, 30, 35\) are smaller than the form's 35x35"):

@@ -25,7 +25,7 @@ def build_data(config: RunConfig, layout: Layout) -> tuple[ResumableLoader, Resu
     """(training loader, validation loader, classes, shorter side before the crop): the training loader yields
     this data rank's share of each global batch; the side is --resize or, with --data, the paper's share of
     the image at this input size (None without --data: generated images are already the input size). Images in
-    --amp's dtype (the cast autocast would make in conv1), else float32."""
+    --amp's dtype (the cast autocast would make in conv1), else float32, and the run's layout."""
     resize = config.resize
     if config.data is not None and resize is None:
         resize = resize_for(input_size(config), INPUT_SIZES[config.variant])
@@ -35,7 +35,8 @@ def build_data(config: RunConfig, layout: Layout) -> tuple[ResumableLoader, Resu
         hflip=config.hflip, lighting=config.lighting, ten_crop=config.ten_crop,
         num_classes=config.num_classes if config.data is None else None, train_count=config.train_count,
         val_count=config.val_count, shard=(layout.data_rank, layout.data_ranks) if layout.data_ranks > 1 else None,
-        progress=layout.is_main, image_dtype=AMP_DTYPES[config.amp] or torch.float32)
+        progress=layout.is_main, image_dtype=AMP_DTYPES[config.amp] or torch.float32,
+        memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     return train, val, num_classes, resize
 
 
