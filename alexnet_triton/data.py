@@ -406,6 +406,16 @@ def space_to_depth_images(images: torch.Tensor, form: Depth, dtype: torch.dtype 
     return blocks.reshape(*lead, blocks_h, blocks_w, b * b * C).movedim(-1, -3)  # NHWC memory: channels_last
 
 
+def as_the_loaders_give(model, images: torch.Tensor) -> torch.Tensor:
+    """``images`` [B, 3, S, S], in the dtype ``model`` (an AlexNet) computes in, as train.py's loaders hand them to
+    it: channels_last ones in the space-to-depth form its conv1 computes in, where it has one (the model's
+    ``take_images_in_depth_form``, which this calls: the model then expects the form); otherwise unchanged."""
+    if not images.is_contiguous(memory_format=torch.channels_last):
+        return images
+    form = model.take_images_in_depth_form(images.dtype)
+    return images if form is None else space_to_depth_images(images, form)
+
+
 def collate_skipping(samples: list[tuple[torch.Tensor, int] | Unreadable], image_dtype: torch.dtype = torch.float32,
                      image_form: Depth | None = None, memory_format: torch.memory_format = torch.contiguous_format):
     """Batch the readable samples -> (images [B', ...] image_dtype (in ``image_form``, if given; else a 4-D batch

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alexnet_triton import optim
+from alexnet_triton import data, optim
 from alexnet_triton.architecture import parameter_count
 from alexnet_triton.data import space_to_depth_images
 from alexnet_triton.study.benchmarks import benchmark, cli
@@ -122,7 +122,7 @@ def test_the_network_benchmark_gives_each_network_its_images_as_train_py_does(pr
     """channels_last fp16: the Triton network takes conv1's images in its space-to-depth form (train.py's loaders
     make it), PyTorch's the images; made once, before any timed step, which runs on them."""
     made = []
-    monkeypatch.setattr(benchmark, "space_to_depth_images", lambda images, form: _record(made, images, form))
+    monkeypatch.setattr(data, "space_to_depth_images", lambda images, form: _record(made, images, form))
     case = benchmark_cases.ModelCase("2012", 2, "fp16", "channels_last", (provider,), (TRAIN_STEP,),
                                      scale=benchmark_cases.SMOKE_MODEL["2012"])
     for _, step in benchmark._model_functions(case, PROVIDERS[provider], "default"):

@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from ... import graphs
 from ...architecture import DROPOUT, INPUT_SIZES, NUM_CLASSES, SGD
-from ...data import space_to_depth_images
+from ...data import as_the_loaders_give
 from ...precision import forward_context
 from ..inspection.triton_internals import TRITON_PTXAS
 from ..models import cost
@@ -295,9 +295,7 @@ def _model_functions(case: ModelCase, provider: Provider, compile_mode: str) -> 
     model.to(memory_format=LAYOUTS[case.layout])
     gen = torch.Generator(dev).manual_seed(0)
     images = torch.randn(case.batch, 3, model.input_size, model.input_size, generator=gen, device=dev)
-    images = images.to(study_dtype.dtype, memory_format=LAYOUTS[case.layout])  # as train.py's loaders give them
-    form = model.take_images_in_depth_form(study_dtype.dtype) if LAYOUTS[case.layout] == torch.channels_last else None
-    images = images if form is None else space_to_depth_images(images, form)
+    images = as_the_loaders_give(model, images.to(study_dtype.dtype, memory_format=LAYOUTS[case.layout]))
     labels = torch.randint(scale["num_classes"], (case.batch,), generator=gen, device=dev)
 
     def logits(x):  # mixed precision as train.py runs it (alexnet_triton.precision)

@@ -56,7 +56,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ...architecture import SGD, VARIANTS
-from ...data import space_to_depth_images
+from ...data import as_the_loaders_give
 from ...kernels import runtime
 from ...ops import library
 from ..registries.gpus import CAPTURED
@@ -189,9 +189,7 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     images = torch.randn(batch, 3, model.input_size, model.input_size).to(image_dtype, memory_format=memory_format)
-    form = model.take_images_in_depth_form(image_dtype) if memory_format == torch.channels_last else None
-    images = images if form is None else space_to_depth_images(images, form)
-    return model, optimizer, images, torch.randint(num_classes, (batch,))
+    return model, optimizer, as_the_loaders_give(model, images), torch.randint(num_classes, (batch,))
 
 
 def training_step(spec: Provider, model: torch.nn.Module, optimizer, images: torch.Tensor, target: torch.Tensor,
