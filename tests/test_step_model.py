@@ -100,6 +100,23 @@ def test_an_in_place_update_counts_its_tensor_twice():
     assert kernel_access.launch_bytes(kernel, dict(a_ptr=a, b_ptr=a, c_ptr=c, n=1)) == (2 * 10 + 7) * 4  # aliases
 
 
+def test_a_branch_under_a_flag_the_launch_turns_off_moves_nothing():
+    def kernel_fn(a_ptr, b_ptr, c_ptr, SUM: tl.constexpr, COPY: tl.constexpr):  # parsed, never run
+        a = tl.load(a_ptr)
+        if SUM:
+            tl.store(b_ptr, tl.load(b_ptr) + a)
+        if not COPY:
+            pass
+        else:
+            tl.store(c_ptr, a)
+    kernel = type("Jit", (), {"fn": staticmethod(kernel_fn)})()
+    a, b, c = torch.empty(10), torch.empty(3), torch.empty(7)
+    args = dict(a_ptr=a, b_ptr=b, c_ptr=c)
+    assert kernel_access.launch_bytes(kernel, dict(args, SUM=True, COPY=True)) == (10 + 2 * 3 + 7) * 4
+    assert kernel_access.launch_bytes(kernel, dict(args, SUM=False, COPY=True)) == (10 + 3 + 7) * 4  # b untouched
+    assert kernel_access.launch_bytes(kernel, dict(args, SUM=False, COPY=False)) == (10 + 3 + 7) * 4
+
+
 @pytest.mark.parametrize("variant", ["2012", "torchvision"])
 def test_the_step_covers_every_captured_launch(variant):
     """Every launch of a training step, conv1's images in the space-to-depth form it computes in (train.py's
