@@ -22,6 +22,7 @@ reference GEMM (op "reference_gemm", each conv layer's forward GEMM) was compile
 with the conv kernels, each conv kernel's best loop against the GEMM's.
 
     python experiments/inspect_kernels.py [--ops conv] [--cases '2012/conv1/*'] [--targets sm_80 gfx942] [--loop]
+        [--kernels _conv2d_weight_grad_kernel]
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ atexit.register(shutil.rmtree, os.environ["TRITON_CACHE_DIR"], ignore_errors=Tru
 import time  # noqa: E402
 from _checkout import REPO  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
 
 from alexnet_triton.study.inspection import cases, compilation, figures, tables  # noqa: E402
 from alexnet_triton.study.models import loop_model  # noqa: E402
@@ -67,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", default=["*"],
                         help="glob patterns on case labels variant/layer/dtype/layout, e.g. '2012/conv1/*'")
     parser.add_argument("--targets", nargs="+", default=list(compilation.TARGETS), choices=list(compilation.TARGETS))
+    parser.add_argument("--kernels", nargs="+", metavar="NAME",
+                        help="compile only these kernels (e.g. _conv2d_weight_grad_kernel) and replace their rows in "
+                             "--out, keeping the other kernels' rows")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV only")
@@ -74,7 +80,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    table = compilation.inspect_kernels(args.ops, args.targets, args.cases, args.jobs)
+    table = compilation.inspect_kernels(args.ops, args.targets, args.cases, args.jobs, args.kernels)
+    if args.kernels and args.out.exists():
+        kept = pd.read_csv(args.out)
+        table = pd.concat([kept[~kept.kernel.isin(args.kernels)], table]).sort_values(
+            ["kernel", "target", "dtypes", "layouts", "config"], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     summary = tables.summarise_inspection(table)

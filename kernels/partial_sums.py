@@ -58,8 +58,11 @@ def _sum_partials_kernel(
     tl.store(out_ptrs, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=in_range)
 
 
-# Per (device, stream): int32 counts, zero between launches (each launch's last arrivals zero them again).
+# Per (device, stream): int32 counts, zero between launches (each launch's last arrivals zero them again); at least
+# ARRIVAL_COUNTS of them, more than any AlexNet weight gradient's tiles (2012 conv3: 3456 of 16 x 16), so a step
+# allocates them once.
 _arrival_counts: dict[tuple, torch.Tensor] = {}
+ARRIVAL_COUNTS = 1 << 14
 
 
 def arrival_counts(device: torch.device, count: int) -> torch.Tensor:
@@ -70,7 +73,8 @@ def arrival_counts(device: torch.device, count: int) -> torch.Tensor:
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
     counts = _arrival_counts.get((device, stream))
     if counts is None or counts.numel() < count:
-        counts = _arrival_counts[device, stream] = torch.zeros(count, device=device, dtype=torch.int32)
+        counts = _arrival_counts[device, stream] = torch.zeros(max(count, ARRIVAL_COUNTS), device=device,
+                                                               dtype=torch.int32)
     return counts
 
 

@@ -237,9 +237,12 @@ COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "regi
            *sass_loop.LOOP_COLUMNS, "case_list"]
 
 
-def inspect_kernels(ops: list[str], targets: list[str], patterns: list[str], jobs: int) -> pd.DataFrame:
-    """Collect and compile (``jobs`` processes) every matching case for ``targets``; the table, sorted."""
+def inspect_kernels(ops: list[str], targets: list[str], patterns: list[str], jobs: int,
+                    kernels: list[str] | None = None) -> pd.DataFrame:
+    """Collect and compile (``jobs`` processes) every matching case for ``targets``, of the kernels named in
+    ``kernels`` (function names; None: every kernel); the table, sorted."""
+    jobs_to_compile = [job for job in collect(ops, targets, patterns) if kernels is None or job.kernel in kernels]
     with ProcessPoolExecutor(jobs) as pool:
-        rows = list(pool.map(compile_one, collect(ops, targets, patterns)))
+        rows = list(pool.map(compile_one, jobs_to_compile))
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.sort_values(["kernel", "target", "dtypes", "layouts", "config"], ignore_index=True)
