@@ -1219,9 +1219,9 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides); dtype: dw's
     (default x's; the weight's, fp32 for a master weight: written from the fp32 sums, no cast).
 
-    The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order:
-    results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count. An empty
-    batch (N = 0) gives zeros without a launch.
+    The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order (by the
+    launch itself where ``summed_in_kernel``, else by ``sum_partials``): results are bitwise repeatable, and the
+    split depends only on the shapes and the GPU's SM count. An empty batch (N = 0) gives zeros without a launch.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d_weight_grad", precision)
@@ -1249,8 +1249,8 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     grid = lambda meta: (runtime.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
                          crs_blocks(g.C_per_group, g.R, g.S, meta["BLOCK_N"], flat_crs), groups * splits)
     sum_slices = summed_in_kernel(splits)
-    # a tile per (group, output-channel block, crs block): tiles are at least 16 x 16 (``tl.dot``)
-    tiles = groups * runtime.cdiv(g.K_per_group, 16) * runtime.cdiv(crs, 16)
+    # a count per tile, (group, output-channel block, crs block): at most the grid of 16 x 16 tiles (``tl.dot``'s least)
+    tiles = groups * runtime.cdiv(g.K_per_group, 16) * crs_blocks(g.C_per_group, g.R, g.S, 16, flat_crs)
     runtime.launch(
         _conv2d_weight_grad_kernel, grid, configs, config, tensor_cores,
         dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, dw_ptr=dw if sum_slices else None,

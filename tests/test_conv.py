@@ -436,6 +436,8 @@ SUMMED_SLICE_CASES = [  # (tile or None for the interpreter's, w_shape, groups, 
     pytest.param((192, 128, 32), (64, 24, 3, 3), 2, partial_sums.WIDE_ROWS, torch.float64, torch.channels_last,
                  id="16-slices-fp64"),
     pytest.param(None, (40, 8, 5, 5), 1, 1, torch.float32, torch.contiguous_format, id="one-slice-fp32"),
+    pytest.param("channel blocks", (24, 3, 5, 5), 1, 4, torch.float32, torch.channels_last,
+                 id="channel-blocks-fp32"),
 ]
 
 
@@ -446,7 +448,7 @@ def test_weight_grad_sums_its_slices_itself_with_the_second_pass_bits(tile, w_sh
     in slice order): one launch, no sum_partials, dw bitwise the second pass's over the same partials (fp32 and
     fp64 sums of many products round: another order of the adds gives other bits), and the arrival counts zero
     again after it (a step replays it as is). Tiles: 192 rows (a head and a tail dot), the transposed one, the
-    interpreter's; x a channels_last view, dy a strided view, dw poisoned."""
+    interpreter's, flat and in channel blocks; x a channels_last view, dy a strided view, dw poisoned."""
     gen = torch.Generator().manual_seed(53)
     channels = w_shape[1] * groups
     x = torch.randn(3, channels + 8, 18, 20, generator=gen).to(dtype, memory_format=torch.channels_last)
@@ -455,15 +457,16 @@ def test_weight_grad_sums_its_slices_itself_with_the_second_pass_bits(tile, w_sh
     g = conv.conv2d_geometry(x.shape, w_shape, 1, padding, 1, groups)
     dy = every_other_column(torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype))
     configs = conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if tile == "crs rows" else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS
-    config = None if tile is None else next(c for c in configs.tensor_core if conv._tile_of(c)[:3] == tile
-                                            or (tile == "crs rows" and c.kwargs.get("CRS_ROWS")))
+    config = None if tile in (None, "channel blocks") else next(
+        c for c in configs.tensor_core
+        if conv._tile_of(c)[:3] == tile or (tile == "crs rows" and c.kwargs.get("CRS_ROWS")))
     launched = []
     launch = runtime.launch
     monkeypatch.setattr(runtime, "launch", lambda kernel, *a, **k: (launched.append(kernel), launch(kernel, *a, **k)))
 
     def weight_grad():
-        return conv.conv2d_weight_grad(dy, x, w_shape, padding=padding, groups=groups, flat_crs=True, splits=splits,
-                                       config=config, memory_format=memory_format)
+        return conv.conv2d_weight_grad(dy, x, w_shape, padding=padding, groups=groups, splits=splits, config=config,
+                                       flat_crs=tile != "channel blocks", memory_format=memory_format)
 
     summed = weight_grad()
     assert launched == [conv._conv2d_weight_grad_kernel]
