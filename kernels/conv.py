@@ -59,7 +59,7 @@ import triton
 import triton.language as tl
 
 from . import checks, runtime, space_to_depth
-from .partial_sums import WIDE_ROWS, arrival_counts, sum_partials
+from .partial_sums import sum_partials
 
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
 FLAT_CRS_CHANNELS = 16
@@ -235,9 +235,8 @@ class WeightGradWork:
         ``sms`` SMs, in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds
         of the SM count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
         tile's MMAs over its slice (padding included) x the loop's issue/tensor at the operands' element size
-        (``WEIGHT_GRAD_ISSUE_PER_TENSOR``) where that exceeds 1; or the bytes the launch moves if more: where the
-        launch sums its slices (``summed_in_kernel``), the partials written and read back and dw's write among
-        them; else the partials' write, then their read by ``sum_partials`` and dw's write after it."""
+        (``WEIGHT_GRAD_ISSUE_PER_TENSOR``) where that exceeds 1; or the bytes the launch moves if more; plus the
+        partials' round trip through ``sum_partials`` and dw's write."""
         m, n, k = tile[:3]
         crs = self.C_per_group * self.R * self.S
         programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
@@ -245,10 +244,9 @@ class WeightGradWork:
         steps = runtime.cdiv(runtime.cdiv(self.pixels, splits), k)
         mma = (runtime.cdiv(programs, sms) * steps * m * n * k
                * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR.get(self.element_bytes, {}).get(self.loop, {}).get(tile, 1.0)))
-        partials, dw = splits * self.K * crs * self.partial_bytes, self.K * crs * self.element_bytes
-        if summed_in_kernel(splits):
-            return max(mma, (self.operand_bytes + 2 * partials + dw) * MACS_PER_BYTE)
-        return max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE) + (partials + dw) * MACS_PER_BYTE
+        partials = splits * self.K * crs * self.partial_bytes
+        return (max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE)
+                + (partials + self.K * crs * self.element_bytes) * MACS_PER_BYTE)
 
 
 @functools.cache
@@ -804,7 +802,7 @@ def _store_weight_grad(dw_ptr, acc, k_offsets, k_ok, crs_offsets, crs_ok, CRS_RO
 @triton.jit
 def _conv2d_weight_grad_kernel(
     # pointers
-    dy_ptr, x_ptr, dw_partial_ptr, dw_ptr, arrivals_ptr,
+    dy_ptr, x_ptr, dw_partial_ptr,
     # sizes (the batch and the split count; the geometry is specialised below)
     N, splits,
     # strides, in elements (dw: the weight's own layout, dense; a slice every dw_split_stride)
@@ -819,17 +817,14 @@ def _conv2d_weight_grad_kernel(
     # meta
     DY_PIXELS_FLAT: tl.constexpr, X_PIXELS_FLAT: tl.constexpr,
     FLAT_CRS: tl.constexpr, WINDOW_INSIDE: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    SUM_SLICES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CRS_ROWS: tl.constexpr = False,
 ):
     """Split-K partial sums of dw = dy^T @ im2col(x) (dy already ReLU-masked: ``conv2d_output_grad``).
 
     The N*OH*OW reduction is cut into ``splits`` contiguous slices; slice j
     writes dw_partial[j] ([splits, K*C/G*R*S], accumulator type, each slice in
-    the weight's own element order). SUM_SLICES: the last program of a tile to
-    arrive (an integer count per tile at arrivals_ptr, zero before the launch
-    and after it) sums the tile's slices in slice order into dw (``_sum_slices``);
-    else a second pass does (``sum_partials``). No float atomics.
+    the weight's own element order). No atomics: a second pass sums the slices
+    in order.
     grid (cdiv(K/G, BLOCK_M), crs blocks, G*splits): each program computes a
     BLOCK_M (output channels) x BLOCK_N ((r, s, c) of group G) tile over one slice;
     BLOCK_M may be two powers of two (``block_tail``). CRS_ROWS: the tile is computed transposed, dw^T [BLOCK_N,
@@ -909,57 +904,6 @@ def _conv2d_weight_grad_kernel(
     _store_weight_grad(dw_slice_ptr, acc, k * dw_sk, k_ok, crs_offsets, crs_ok, CRS_ROWS)
     if TAIL_M > 0:
         _store_weight_grad(dw_slice_ptr, acc_tail, k_tail * dw_sk, k_tail_ok, crs_offsets, crs_ok, CRS_ROWS)
-    if SUM_SLICES:
-        # every thread's stores issued before one thread's release of them; the count's acquire orders the loads
-        tl.debug_barrier()
-        tile = (group * tl.num_programs(0) + pid_m) * tl.num_programs(1) + pid_n
-        if tl.atomic_add(arrivals_ptr + tile, 1, sem="acq_rel", scope="gpu") == splits - 1:
-            k_first = group * K_per_group + pid_m * BLOCK_M
-            k_end = (group + 1) * K_per_group
-            _sum_slices(dw_partial_ptr, dw_ptr, k_first, k_end, dw_sk, crs_offsets, crs_ok, splits,
-                        dw_split_stride, HEAD_M, BLOCK_N)
-            if TAIL_M > 0:
-                _sum_slices(dw_partial_ptr, dw_ptr, k_first + HEAD_M, k_end, dw_sk, crs_offsets, crs_ok, splits,
-                            dw_split_stride, TAIL_M, BLOCK_N)
-            tl.atomic_xchg(arrivals_ptr + tile, 0, sem="relaxed", scope="gpu")  # zero again for the next launch
-
-
-@triton.constexpr_function
-def sum_rows(rows, columns):
-    """Rows of a [rows, columns] tile that ``_sum_slices`` sums at a time: 2048 elements (8 per thread of 8
-    warps, five such tiles live: the sum and four slices' loads), at least 1, at most ``rows``."""
-    return max(1, min(rows, 2048 // columns))
-
-
-@triton.jit
-def _sum_slices(partial_ptr, out_ptr, k_first, k_end, k_stride, crs_offsets, crs_ok, splits, split_stride,
-                ROWS: tl.constexpr, COLUMNS: tl.constexpr):
-    """out[k, crs] = the sum of partial[j, k, crs] over the slices j, in ascending order from zero (the order and
-    the roundings of ``sum_partials``' few-row shape: the same bits), cast to out's dtype, for the ROWS output
-    channels k_first + [0, ROWS) below k_end and the COLUMNS (r, s, c) at crs_offsets, ``sum_rows`` rows at a time.
-    Four slices' loads in flight (a slice past ``splits`` adds zero, which leaves a sum that started at +0
-    unchanged); the loads bypass L1 (``.cg``): the other slices were written by other programs.
-
-    partial: [splits, ...] a slice every split_stride, each laid out as out (k at k_stride, crs at crs_offsets).
-    """
-    CHUNK: tl.constexpr = sum_rows(ROWS, COLUMNS)
-    for first_row in tl.static_range(0, ROWS, CHUNK):
-        k = k_first + first_row + tl.arange(0, CHUNK)
-        offsets = (k * k_stride)[:, None] + crs_offsets[None, :]
-        mask = (k < k_end)[:, None] & crs_ok[None, :]
-        total = tl.zeros([CHUNK, COLUMNS], dtype=partial_ptr.dtype.element_ty)
-        slice_ptrs = partial_ptr + offsets
-        for first in range(0, splits, 4):
-            s0 = tl.load(slice_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
-            s1 = tl.load(slice_ptrs + split_stride, mask=mask & (first + 1 < splits), other=0.0,
-                         cache_modifier=".cg")
-            s2 = tl.load(slice_ptrs + 2 * split_stride, mask=mask & (first + 2 < splits), other=0.0,
-                         cache_modifier=".cg")
-            s3 = tl.load(slice_ptrs + 3 * split_stride, mask=mask & (first + 3 < splits), other=0.0,
-                         cache_modifier=".cg")
-            total = (((total + s0) + s1) + s2) + s3
-            slice_ptrs += 4 * split_stride
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -1219,9 +1163,9 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     x [N, C, H, W]. memory_format: dw's layout (the weight's, so the optimizer sees matching strides); dtype: dw's
     (default x's; the weight's, fp32 for a master weight: written from the fp32 sums, no cast).
 
-    The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order (by the
-    launch itself where ``summed_in_kernel``, else by ``sum_partials``): results are bitwise repeatable, and the
-    split depends only on the shapes and the GPU's SM count. An empty batch (N = 0) gives zeros without a launch.
+    The N*OH*OW reduction is split into ``splits`` slices whose fp32 partials are summed in a fixed order:
+    results are bitwise repeatable, and the split depends only on the shapes and the GPU's SM count. An empty
+    batch (N = 0) gives zeros without a launch.
     """
     g = conv2d_geometry(x.shape, weight_shape, stride, padding, dilation, groups)
     checks.check_precision("conv2d_weight_grad", precision)
@@ -1248,30 +1192,18 @@ def conv2d_weight_grad(dy: torch.Tensor, x: torch.Tensor, weight_shape, stride=1
     same_size = (g.H, g.W, g.stride_h, g.stride_w) == (g.OH, g.OW, 1, 1)
     grid = lambda meta: (runtime.cdiv(g.K_per_group, meta["BLOCK_M"]),  # noqa: E731
                          crs_blocks(g.C_per_group, g.R, g.S, meta["BLOCK_N"], flat_crs), groups * splits)
-    sum_slices = summed_in_kernel(splits)
-    # a count per tile, (group, output-channel block, crs block): at most the grid of 16 x 16 tiles (``tl.dot``'s least)
-    tiles = groups * runtime.cdiv(g.K_per_group, 16) * crs_blocks(g.C_per_group, g.R, g.S, 16, flat_crs)
     runtime.launch(
         _conv2d_weight_grad_kernel, grid, configs, config, tensor_cores,
-        dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, dw_ptr=dw if sum_slices else None,
-        arrivals_ptr=arrival_counts(x.device, tiles) if sum_slices else None, N=N, **g.kernel_args(),
-        splits=splits, **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
+        dy_ptr=dy, x_ptr=x, dw_partial_ptr=dw_partial, N=N, **g.kernel_args(), splits=splits,
+        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("x", x),
         **runtime.stride_args("dw", dw, "kcrs"), dw_split_stride=K * crs,
         DY_PIXELS_FLAT=_pixels_flat(dy), X_PIXELS_FLAT=_pixels_flat(x) and same_size and not flat_crs,
         FLAT_CRS=flat_crs, WINDOW_INSIDE=g.window_inside,
-        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype), SUM_SLICES=sum_slices)
-    if not sum_slices:
-        # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
-        dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
-        sum_partials(dw_partial, dense.view(-1))
+        PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(x.dtype))
+    # dw's elements in memory order: a contiguous flat view of its storage (both layouts are dense)
+    dense = dw if memory_format == torch.contiguous_format else dw.permute(0, 2, 3, 1)
+    sum_partials(dw_partial, dense.view(-1))
     return dw
-
-
-def summed_in_kernel(splits: int) -> bool:
-    """Whether the weight-gradient launch sums its ``splits`` slices itself (its last arrival per tile) rather
-    than a ``sum_partials`` launch after it: up to ``WIDE_ROWS`` slices, the shape that pass adds one after another
-    too (the same bits). Taller splits (conv1's) keep the second pass: one program's chain of loads would be long."""
-    return splits <= WIDE_ROWS
 
 
 # ----------------------------------------------------------------------------- space-to-depth (conv1)

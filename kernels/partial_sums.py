@@ -9,9 +9,6 @@ block (11664 rows on one program). They are summed ``TALL_ROWS`` rows per step (
 added on its own lanes, the lanes reduced once at the end), at most ``CHUNK_ROWS`` rows per program (a few steps,
 and programs enough to stream from many SMs): a taller buffer in two launches (three over 128 x 128 rows), chunks of
 rows side by side, then the chunks' sums. The order of every sum is a rule of the buffer's shape alone.
-
-A producer of at most ``WIDE_ROWS`` slices may instead sum them itself, in the same order (the split-K weight
-gradient: the last of a tile's programs to arrive, counted in ``arrival_counts``), and launch no second pass.
 """
 
 import torch
@@ -56,26 +53,6 @@ def _sum_partials_kernel(
                        mask=(rows < end)[:, None] & in_range[None, :], other=0.0)
     out_ptrs = out_ptr + tl.program_id(1).to(tl.int64) * length + columns
     tl.store(out_ptrs, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=in_range)
-
-
-# Per (device, stream): int32 counts, zero between launches (each launch's last arrivals zero them again); at least
-# ARRIVAL_COUNTS of them, more than any AlexNet weight gradient's tiles (2012 conv3: 3456 of 16 x 16), so a step
-# allocates them once.
-_arrival_counts: dict[tuple, torch.Tensor] = {}
-ARRIVAL_COUNTS = 1 << 14
-
-
-def arrival_counts(device: torch.device, count: int) -> torch.Tensor:
-    """At least ``count`` zeroed int32 arrival counts for a launch on ``device``'s current stream, allocated once
-    and kept: a launch leaves them zero, so they stay valid from step to step and across a CUDA graph's replays
-    (no per-step fill). Two streams never share them."""
-    device = torch.device(device)
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
-    counts = _arrival_counts.get((device, stream))
-    if counts is None or counts.numel() < count:
-        counts = _arrival_counts[device, stream] = torch.zeros(max(count, ARRIVAL_COUNTS), device=device,
-                                                               dtype=torch.int32)
-    return counts
 
 
 def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from conftest import assert_close, assert_low_precision_close
 from alexnet_triton import nn, ops
 from alexnet_triton.architecture import CONV_LAYERS, ConvLayer
 from alexnet_triton.data import space_to_depth_images
-from alexnet_triton.kernels import conv, partial_sums, runtime, space_to_depth
+from alexnet_triton.kernels import conv, runtime, space_to_depth
 from alexnet_triton.ops import conv as conv_op
 
 # PyTorch's reference pads a copy for an even "same" window; this op needs none (pad_h/pad_w are the top/left padding).
@@ -427,64 +427,6 @@ def test_weight_grad_is_deterministic_and_split_invariant():
     db = conv.conv2d_output_grad(dy, bias_grad=True)[1]
     assert torch.equal(db, conv.conv2d_output_grad(dy, bias_grad=True)[1])
     assert_close(db, dy.sum((0, 2, 3)), "db")
-
-
-SUMMED_SLICE_CASES = [  # (tile or None for the interpreter's, w_shape, groups, splits, dtype, dw layout)
-    pytest.param((192, 128, 32), (200, 24, 3, 3), 1, 6, torch.float32, torch.channels_last, id="192-rows-fp32"),
-    pytest.param((192, 128, 32), (200, 24, 3, 3), 1, 7, torch.bfloat16, torch.channels_last, id="192-rows-bf16"),
-    pytest.param("crs rows", (96, 48, 3, 3), 1, 5, torch.float32, torch.contiguous_format, id="crs-rows-fp32"),
-    pytest.param((192, 128, 32), (64, 24, 3, 3), 2, partial_sums.WIDE_ROWS, torch.float64, torch.channels_last,
-                 id="16-slices-fp64"),
-    pytest.param(None, (40, 8, 5, 5), 1, 1, torch.float32, torch.contiguous_format, id="one-slice-fp32"),
-    pytest.param("channel blocks", (24, 3, 5, 5), 1, 4, torch.float32, torch.channels_last,
-                 id="channel-blocks-fp32"),
-]
-
-
-@pytest.mark.parametrize("tile, w_shape, groups, splits, dtype, memory_format", SUMMED_SLICE_CASES)
-def test_weight_grad_sums_its_slices_itself_with_the_second_pass_bits(tile, w_shape, groups, splits, dtype,
-                                                                      memory_format, monkeypatch):
-    """Up to WIDE_ROWS slices the weight-gradient launch sums them itself (the last of a tile's programs to arrive,
-    in slice order): one launch, no sum_partials, dw bitwise the second pass's over the same partials (fp32 and
-    fp64 sums of many products round: another order of the adds gives other bits), and the arrival counts zero
-    again after it (a step replays it as is). Tiles: 192 rows (a head and a tail dot), the transposed one, the
-    interpreter's, flat and in channel blocks; x a channels_last view, dy a strided view, dw poisoned."""
-    gen = torch.Generator().manual_seed(53)
-    channels = w_shape[1] * groups
-    x = torch.randn(3, channels + 8, 18, 20, generator=gen).to(dtype, memory_format=torch.channels_last)
-    x = x[:, 3:3 + channels, 1:, 1:]  # 17 x 19: ~900 pixels, every slice of 32-pixel steps holds some
-    padding = 0 if tile == "crs rows" else 1  # the transposed tile: windows inside x
-    g = conv.conv2d_geometry(x.shape, w_shape, 1, padding, 1, groups)
-    dy = every_other_column(torch.randn(3, w_shape[0], g.OH, g.OW, generator=gen).to(dtype))
-    configs = conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if tile == "crs rows" else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS
-    config = None if tile in (None, "channel blocks") else next(
-        c for c in configs.tensor_core
-        if conv._tile_of(c)[:3] == tile or (tile == "crs rows" and c.kwargs.get("CRS_ROWS")))
-    launched = []
-    launch = runtime.launch
-    monkeypatch.setattr(runtime, "launch", lambda kernel, *a, **k: (launched.append(kernel), launch(kernel, *a, **k)))
-
-    def weight_grad():
-        return conv.conv2d_weight_grad(dy, x, w_shape, padding=padding, groups=groups, splits=splits, config=config,
-                                       flat_crs=tile != "channel blocks", memory_format=memory_format)
-
-    summed = weight_grad()
-    assert launched == [conv._conv2d_weight_grad_kernel]
-    assert not partial_sums.arrival_counts(x.device, 1).any()  # every tile's count back to zero
-    monkeypatch.setattr(conv, "summed_in_kernel", lambda splits: False)
-    second_pass = weight_grad()
-    assert launched[1:] == [conv._conv2d_weight_grad_kernel, partial_sums._sum_partials_kernel]
-    assert torch.equal(summed, second_pass) and summed.is_contiguous(memory_format=memory_format)
-    ref = torch.nn.grad.conv2d_weight(x, w_shape, dy, padding=padding, groups=groups)
-    if dtype == torch.bfloat16:
-        ref64 = torch.nn.grad.conv2d_weight(x.double(), w_shape, dy.double(), padding=padding, groups=groups)
-        assert_low_precision_close(summed, ref, ref64, "dw")
-    else:
-        assert_close(summed, ref, "dw")
-
-
-def test_weight_grad_of_more_slices_keeps_the_second_pass():
-    assert conv.summed_in_kernel(partial_sums.WIDE_ROWS) and not conv.summed_in_kernel(partial_sums.WIDE_ROWS + 1)
 
 
 def test_input_grad_skipped_when_not_needed(monkeypatch):

@@ -57,7 +57,7 @@ from torch.utils._pytree import tree_leaves
 
 from ...architecture import SGD, VARIANTS
 from ...data import as_the_loaders_give
-from ...kernels import partial_sums, runtime
+from ...kernels import runtime
 from ...ops import library
 from ..registries.gpus import CAPTURED
 from ..registries.providers import PROVIDERS, SUBJECT, Provider, baselines
@@ -180,8 +180,7 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
     (seed 0, PyTorch's init, parameters and images in ``memory_format``), its SGD with the momentum buffers
     already there (as after a first step), images [batch, 3, S, S] as train.py's loaders give them: in
     ``image_dtype`` (a mixed-precision step's autocast dtype) and, channels_last, in the space-to-depth form the
-    network's conv1 computes in where it has one (``AlexNet.take_images_in_depth_form``), and targets [batch].
-    The process's workspaces are there too (the split weight gradients' arrival counts, made once per device)."""
+    network's conv1 computes in where it has one (``AlexNet.take_images_in_depth_form``), and targets [batch]."""
     torch.manual_seed(0)
     model = spec.network(variant, num_classes=num_classes, width=width, input_size=input_size, init="torch",
                          precision=precision)
@@ -190,7 +189,6 @@ def steady_state(spec: Provider, variant: str, batch: int, *, num_classes: int =
     for p in model.parameters():
         optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     images = torch.randn(batch, 3, model.input_size, model.input_size).to(image_dtype, memory_format=memory_format)
-    partial_sums.arrival_counts(images.device, partial_sums.ARRIVAL_COUNTS)
     return model, optimizer, as_the_loaders_give(model, images), torch.randint(num_classes, (batch,))
 
 
