@@ -182,8 +182,9 @@ WEIGHT_GRAD_ISSUE_PER_TENSOR = {
         "flat, bounds checked": {(256, 128, 64): 0.48, (128, 256, 64): 0.7, (256, 64, 64): 0.7,
                                  (128, 128, 64): 0.87, (128, 64, 64): 1.36, (128, 128, 32): 1.02,
                                  (64, 256, 64): 1.31, (192, 128, 64): 0.71, (192, 128, 32): 0.82}},
-    4: {"channel blocks": {(128, 128, 64): 0.74, (128, 64, 64): 1.06, (128, 128, 32): 0.85, (64, 64, 64): 1.54},
-        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93, (192, 128, 32): 0.76},
+    4: {"channel blocks": {(128, 128, 64): 0.73, (128, 64, 64): 1.06, (128, 128, 32): 0.84, (64, 64, 64): 1.54},
+        "flat": {(128, 128, 64): 0.83, (128, 64, 64): 1.27, (128, 128, 32): 0.93, (192, 128, 32): 0.76,
+                 (64, 256, 32): 1.22},
         "flat, bounds checked": {(128, 128, 64): 0.94, (128, 64, 64): 1.33, (128, 128, 32): 1.0,
                                  (192, 128, 32): 0.84}}}
 
@@ -234,7 +235,8 @@ class WeightGradWork:
         """Modelled time of the launch at ``tile`` (BLOCK_M, BLOCK_N, BLOCK_K; ``_tile_of``) with ``splits`` slices on
         ``sms`` SMs, in multiply-adds of one SM's tensor cores: its programs (output tiles x groups x splits) in rounds
         of the SM count (programs resident together share an SM's tensor cores, so waves count SMs, not slots), each its
-        tile's MMAs over its slice (padding included) x the loop's issue/tensor at the operands' element size
+        tile's MMAs over its slice (padding included; a TF32 one, at 4-byte operands, takes two bf16 ones' time:
+        tensor cores run TF32 at half rate) x the loop's issue/tensor at the operands' element size
         (``WEIGHT_GRAD_ISSUE_PER_TENSOR``) where that exceeds 1; or the bytes the launch moves if more; plus the
         partials' round trip through ``sum_partials`` and dw's write."""
         m, n, k = tile[:3]
@@ -242,7 +244,7 @@ class WeightGradWork:
         programs = (self.K // self.K_per_group * runtime.cdiv(self.K_per_group, m)
                     * crs_blocks(self.C_per_group, self.R, self.S, n, self.loop != "channel blocks") * splits)
         steps = runtime.cdiv(runtime.cdiv(self.pixels, splits), k)
-        mma = (runtime.cdiv(programs, sms) * steps * m * n * k
+        mma = (runtime.cdiv(programs, sms) * steps * m * n * k * (2 if self.element_bytes == 4 else 1)
                * max(1.0, WEIGHT_GRAD_ISSUE_PER_TENSOR.get(self.element_bytes, {}).get(self.loop, {}).get(tile, 1.0)))
         partials = splits * self.K * crs * self.partial_bytes
         return (max(mma, (self.operand_bytes + partials) * MACS_PER_BYTE)
@@ -358,6 +360,14 @@ WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS = dataclasses.replace(
     WEIGHT_GRAD_FLAT_VECTOR_CONFIGS,
     tensor_core=WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core + (triton.Config(
         {"BLOCK_M": 96, "BLOCK_N": 256, "BLOCK_K": 64, "CRS_ROWS": True}, num_warps=8, num_stages=2),))
+# At 4-byte (TF32) operands that loop adds 64 rows at BK 32 instead (one warpgroup: wgmma m64; 64x256x64 fits no
+# GPU there) for torchvision conv1's 64 output channels, which the 128-row tiles pad by half: 64x256x32 w4, 3 stages,
+# 121 KiB on sm_90 (no gfx942 workgroup fits it): 1.211 issue/tensor, 168 registers, no spill, on half the rows of
+# 128x128x32 (0.93): about 0.65 of its time; sm_80 0.669, 254 registers, no spill. In a one-off compile 64x128x64
+# issued 1.33, 64x256x32 at 8 warps 1.37.
+WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS = dataclasses.replace(
+    WEIGHT_GRAD_FLAT_VECTOR_CONFIGS,
+    tensor_core=WEIGHT_GRAD_FLAT_VECTOR_CONFIGS.tensor_core + (_tile(64, 256, 32, 4, 3),))
 WEIGHT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 64, 16, 8, 3),), (_tile(32, 32, 32, 4, 2),),
                                       _interpreter_weight_grad_tile, ("N", "splits", "x_sc", "dw_sc"), "dy_ptr",
                                       pick=_least_time)
@@ -376,7 +386,7 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
     Channel blocks are vectors; the flat reduction is where its columns are too (channels a multiple of 8:
     16-byte runs; conv1 after space-to-depth, 2012 conv2), but never in the input gradient, which also gathers
     the stride phases of a strided conv; the weight gradient's flat loop with every window inside x (space-to-depth
-    conv1) at 16-bit operands adds a transposed tile."""
+    conv1) adds a transposed tile at 16-bit operands, a 64-row one at 4-byte ones."""
     vectors, flat_vectors, gather = _CONFIG_SETS[kernel_pass]
     if activation.stride(1) != 1:
         return gather
@@ -386,8 +396,9 @@ def pass_configs(kernel_pass: str, activation: torch.Tensor, flat: bool, g: Conv
         return vectors
     if g.C_per_group % 8:
         return gather
-    if kernel_pass == "weight_grad" and g.window_inside and activation.element_size() == 2:
-        return WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS
+    if kernel_pass == "weight_grad" and g.window_inside and activation.element_size() in (2, 4):
+        return WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if activation.element_size() == 2 else \
+            WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS
     return flat_vectors
 
 

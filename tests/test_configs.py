@@ -257,8 +257,9 @@ def test_weight_grad_issue_per_tensor_table_is_the_inspections():
         assert set(conv.WEIGHT_GRAD_ISSUE_PER_TENSOR[size]) == set(sized.loop)
         for loop, values in conv.WEIGHT_GRAD_ISSUE_PER_TENSOR[size].items():
             configs = (conv.WEIGHT_GRAD_CONFIGS if loop == "channel blocks" else
-                       conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if loop == "flat" and size == 2 else
-                       conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+                       conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS if loop != "flat" else
+                       conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if size == 2 else
+                       conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS)
             fitting = [c for c in configs.tensor_core
                        if runtime.pipeline_shared_bytes(c, size) <= TARGETS["sm_90"].shared_per_block]
             assert set(values) == {conv._tile_of(c) for c in fitting}, (size, loop)
@@ -376,13 +377,14 @@ def test_conv_geometry_fields_are_the_gemm_kernels_constexprs():
     ("weight_grad", False, False, 1, 64, "WEIGHT_GRAD_GATHER_CONFIGS"),
 ])
 def test_one_rule_chooses_each_passs_config_set(kernel_pass, channels_last, flat, stride, channels, expected):
-    """At 16-bit operands; at 4-byte ones the same, but the space-to-depth weight gradient's transposed tile."""
+    """At 16-bit operands; at 4-byte ones the same, but the space-to-depth weight gradient's 64-row tile in place of
+    its transposed one."""
     size, taps = (227, 11) if stride == 4 else (57, 3)
     x = torch.empty(2, channels, size, size, dtype=torch.bfloat16)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     g = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 0, 1, 1)
     assert conv.pass_configs(kernel_pass, x, flat, g) is getattr(conv, expected)
-    wide = "WEIGHT_GRAD_FLAT_VECTOR_CONFIGS" if expected == "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS" else expected
+    wide = "WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS" if expected == "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS" else expected
     assert conv.pass_configs(kernel_pass, x.float(), flat, g) is getattr(conv, wide)
     padded = conv.conv2d_geometry(x.shape, (96, channels, taps, taps), stride, 1, 1, 1)  # windows cross x's edges
     if expected == "WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS":

@@ -837,6 +837,20 @@ def test_weight_grad_row_tiles(configs, tile, flat, w_shape, conv_args, dtype, d
     """Each such weight-gradient tile on its geometry, x a channels_last view out of a wider, larger tensor, dy a
     view with column stride 2 or dense channels_last (pixels addressed flat), three split slices, dw poisoned."""
     config, = (c for c in configs.tensor_core if conv._tile_of(c) == tile)
+    _check_weight_grad_tile(config, flat, w_shape, conv_args, dtype, dy_layout)
+
+
+@pytest.mark.parametrize("dy_layout", ["strided", "channels_last"])
+def test_weight_grad_64_row_tile_of_4_byte_operands(dy_layout):
+    """4-byte operands (TF32 on a GPU) over windows inside x, as space-to-depth conv1 launches them, add 64 rows at
+    BK 32: torchvision conv1's 64 output channels over its form's 432 (3 x 3 x 48) reduction elements."""
+    config, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS.tensor_core if conv._tile_of(c) == (64, 256, 32))
+    _check_weight_grad_tile(config, True, (64, 48, 3, 3), {}, torch.float32, dy_layout)
+
+
+def _check_weight_grad_tile(config, flat, w_shape, conv_args, dtype, dy_layout):
+    """dw of ``config`` on the geometry against PyTorch's (fp32) or an fp64 reference (16-bit); the module's
+    layouts: x a channels_last view, dy strided or dense channels_last, three slices, dw channels_last."""
     channels = w_shape[1] * conv_args.get("groups", 1)
     gen = torch.Generator().manual_seed(29)
     x = torch.randn(3, channels + 8, 9, 11, generator=gen).to(dtype, memory_format=torch.channels_last)
@@ -989,7 +1003,7 @@ def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_f
     dy = every_other_column(dy) if dy_layout == "strided" else dy.contiguous(memory_format=torch.channels_last)
     assert g.window_inside and x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
     expected = (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if dtype == torch.bfloat16
-                else conv.WEIGHT_GRAD_FLAT_VECTOR_CONFIGS)
+                else conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS)
     assert conv.pass_configs("weight_grad", x, True, g) is expected  # 16-bit operands: this tile is launched
     dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=splits, config=WEIGHT_GRAD_CRS_ROWS_TILE,
                                  memory_format=memory_format)

@@ -25,9 +25,12 @@ CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
                        "_conv2d_input_grad_kernel": conv.INPUT_GRAD_GATHER_CONFIGS,
                        "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_GATHER_CONFIGS}
 # conv1's space-to-depth form and 2012 conv2 (channels_last): their forward and weight gradient take a set of their
-# own (the flat reduction over channel vectors; conv1's weight gradient at 16-bit operands adds a transposed tile).
-CONV_FLAT_VECTOR_CONFIGS = {"_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS,
-                            "_conv2d_weight_grad_kernel": conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS}
+# own (the flat reduction over channel vectors; conv1's weight gradient adds a transposed tile at 16-bit operands, a
+# 64-row one at 4-byte ones).
+CONV_FLAT_VECTOR_CONFIGS = {
+    "_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS.shipped(),
+    "_conv2d_weight_grad_kernel": (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.shipped()
+                                   + conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS.shipped())}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
@@ -86,7 +89,7 @@ def assert_conv_configs_compiled(table: pd.DataFrame) -> None:
         gather = CONV_GATHER_KERNELS[kernel]
         for target in ("sm_80", "sm_90"):
             on_target = table[(table.kernel == kernel) & (table.target == target)]
-            flat_vector = CONV_FLAT_VECTOR_CONFIGS[kernel].shipped() if kernel in CONV_FLAT_VECTOR_CONFIGS else ()
+            flat_vector = CONV_FLAT_VECTOR_CONFIGS.get(kernel, ())
             shipped = {runtime.config_name(c) for c in fast.shipped() + gather.shipped() + flat_vector}
             assert set(on_target.config) <= shipped, (kernel, target)
             assert {runtime.config_name(c) for c in gather.tensor_core} <= set(on_target.config), (kernel, target)
