@@ -247,3 +247,15 @@ def test_drop_in_specialisations_compile_for_sm80_and_sm90_without_spills(tmp_pa
     convs = table[table.kernel.isin(CONV_KERNELS)]
     assert (convs.issue_per_tensor > 0).all() and convs.mma.isin(["HMMA", "HGMMA"]).all()
     assert tables.loop_summary(table).empty  # the AlexNet loop summaries leave these rows out
+
+
+def test_named_kernels_are_recompiled_and_the_other_rows_kept(tmp_path):
+    """``--kernels``: only those kernels compile, their rows replace theirs in --out, every other row stays."""
+    case = ["2012/sgd-fc8-bias/bf16/*"]
+    table, _ = inspect(tmp_path, ["sgd"], case, targets=("sm_90",))
+    pd.concat([table.assign(registers=0), table.assign(kernel="_kept_kernel", registers=0)]).to_csv(
+        tmp_path / "inspection.csv", index=False)
+    merged, _ = inspect(tmp_path, ["sgd"], case, targets=("sm_90",), options=("--kernels", "_sgd_step_kernel"))
+    assert (merged[merged.kernel == "_kept_kernel"].registers == 0).sum() == len(table)  # as they were
+    recompiled = merged[merged.kernel == "_sgd_step_kernel"]
+    assert len(recompiled) == len(table) and (recompiled.registers > 0).all()
