@@ -28,9 +28,8 @@ CONV_GATHER_KERNELS = {"_conv2d_forward_kernel": conv.FORWARD_GATHER_CONFIGS,
 # own (the flat reduction over channel vectors; conv1's weight gradient adds a transposed tile at 16-bit operands, a
 # 64-row one at 4-byte ones).
 CONV_FLAT_VECTOR_CONFIGS = {
-    "_conv2d_forward_kernel": conv.FORWARD_FLAT_VECTOR_CONFIGS.shipped(),
-    "_conv2d_weight_grad_kernel": (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.shipped()
-                                   + conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS.shipped())}
+    "_conv2d_forward_kernel": (conv.FORWARD_FLAT_VECTOR_CONFIGS,),
+    "_conv2d_weight_grad_kernel": (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS, conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS)}
 ROW_KERNELS = ("_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel", "_lrn_forward_kernel",
                "_lrn_backward_kernel", "_cross_entropy_forward_kernel", "_sum_row_losses_kernel",
                "_cross_entropy_backward_kernel", "_sgd_step_kernel", "_lrn_max_pool_forward_kernel",
@@ -89,7 +88,7 @@ def assert_conv_configs_compiled(table: pd.DataFrame) -> None:
         gather = CONV_GATHER_KERNELS[kernel]
         for target in ("sm_80", "sm_90"):
             on_target = table[(table.kernel == kernel) & (table.target == target)]
-            flat_vector = CONV_FLAT_VECTOR_CONFIGS.get(kernel, ())
+            flat_vector = tuple(c for configs in CONV_FLAT_VECTOR_CONFIGS.get(kernel, ()) for c in configs.shipped())
             shipped = {runtime.config_name(c) for c in fast.shipped() + gather.shipped() + flat_vector}
             assert set(on_target.config) <= shipped, (kernel, target)
             assert {runtime.config_name(c) for c in gather.tensor_core} <= set(on_target.config), (kernel, target)
@@ -135,8 +134,8 @@ def test_conv_linear_and_lrn_compile_for_gfx942_with_mfma_and_no_spills(tmp_path
     assert ((table.occupancy > 0) & (table.occupancy <= 1)).all()
     for kernel, configs in (CONV_KERNELS | LINEAR_KERNELS).items():
         rows = table[table.kernel == kernel]
-        hip = configs.gpu(True, "hip") + CONV_GATHER_KERNELS.get(kernel, configs).gpu(True, "hip") \
-            + CONV_FLAT_VECTOR_CONFIGS.get(kernel, configs).gpu(True, "hip")
+        hip = configs.gpu(True, "hip") + CONV_GATHER_KERNELS.get(kernel, configs).gpu(True, "hip") + tuple(
+            c for flat in CONV_FLAT_VECTOR_CONFIGS.get(kernel, ()) for c in flat.gpu(True, "hip"))
         assert set(rows.config) <= {runtime.config_name(c) for c in hip}, kernel
         assert (rows.mma == "MFMA").all(), kernel
         assert (rows.mma_input == "f16").all() and (rows.issue_per_tensor > 0).all(), kernel
