@@ -80,7 +80,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    table = compilation.inspect_kernels(args.ops, args.targets, args.cases, args.jobs, args.kernels)
+    try:
+        table = compilation.inspect_kernels(args.ops, args.targets, args.cases, args.jobs, args.kernels)
+    except ValueError as error:
+        parser.error(f"--kernels: {error}")
     if args.kernels and args.out.exists():
         kept = pd.read_csv(args.out)
         table = pd.concat([kept[~kept.kernel.isin(args.kernels)], table]).sort_values(

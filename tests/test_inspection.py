@@ -258,3 +258,14 @@ def test_named_kernels_are_recompiled_and_the_other_rows_kept(tmp_path):
     assert (merged[merged.kernel == "_kept_kernel"].registers == 0).sum() == len(table)  # as they were
     recompiled = merged[merged.kernel == "_sgd_step_kernel"]
     assert len(recompiled) == len(table) and (recompiled.registers > 0).all()
+
+
+def test_a_kernel_no_case_launches_is_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "inspect_kernels.py"), "--ops", "sgd",
+                             "--cases", "2012/sgd-fc8-bias/bf16/*", "--out", str(tmp_path / "inspection.csv"),
+                             "--kernels", "_sgd_step_kernal"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and not (tmp_path / "inspection.csv").exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        "inspect_kernels.py: error: --kernels: no case of sgd matching 2012/sgd-fc8-bias/bf16/* launches "
+        "_sgd_step_kernal")
+    assert "Traceback" not in result.stderr

@@ -240,8 +240,14 @@ COLUMNS = ["kernel", "config", "target", "dtypes", "layouts", "registers", "regi
 def inspect_kernels(ops: list[str], targets: list[str], patterns: list[str], jobs: int,
                     kernels: list[str] | None = None) -> pd.DataFrame:
     """Collect and compile (``jobs`` processes) every matching case for ``targets``, of the kernels named in
-    ``kernels`` (function names; None: every kernel); the table, sorted."""
-    jobs_to_compile = [job for job in collect(ops, targets, patterns) if kernels is None or job.kernel in kernels]
+    ``kernels`` (function names; None: every kernel); the table, sorted. ValueError naming any kernel in
+    ``kernels`` that no matching case launches."""
+    collected = collect(ops, targets, patterns)
+    unknown = sorted(set(kernels or ()) - {job.kernel for job in collected})
+    if unknown:
+        raise ValueError(f"no case of {', '.join(ops)} matching {' '.join(patterns)} launches "
+                         f"{', '.join(unknown)}")
+    jobs_to_compile = [job for job in collected if kernels is None or job.kernel in kernels]
     with ProcessPoolExecutor(jobs) as pool:
         rows = list(pool.map(compile_one, jobs_to_compile))
     table = pd.DataFrame(rows, columns=COLUMNS)
