@@ -12,14 +12,16 @@ master weights and momentum), so the conv and linear backward passes write their
 weight and bias gradients in fp32 too, the dtype of the parameters whose ``grad``
 they are and the one the SGD step reads (``master_gradient_bytes``; the cost
 model alone counts them at the case's element size, as the per-layer benchmarks
-of all-bf16 layers write them). One "step" row per variant sums a training step:
-forward and backward are separate kernels, so its lower bound is the sum of
-every pass's bound, and batch / that bound is a ceiling on images per second.
+of all-bf16 layers write them). In 16-bit cases the kernels read 16-bit weights, which the SGD step writes
+as it updates the fp32 masters (``compute_copy_bytes``: the cheapest way to have them, 2 bytes a weight where
+reading the fp32 master in the forward and the input gradient would cost 4). One "step" row per variant sums a
+training step: forward and backward are separate kernels, so its lower bound is the sum of every pass's bound,
+and batch / that bound is a ceiling on images per second.
 
 ``fused_update=True`` prices the step of ``train.py --fused-update`` (``optim.SGD.fuse_into``: the SGD step of
 the linear layers' weights and biases in their weight-gradient kernels' epilogue): its lowered bound, without the
 gradient round trip of those parameters, their update's state traffic moved from the SGD row to their layer's
-backward (``fused_update_bytes``).
+backward (``fused_update_bytes``), with their compute copies' write.
 
 Nothing here is measured: ``plot_roofline`` says so in its title, and overlays
 a benchmark's points only from rows with run_kind "gpu".
@@ -80,6 +82,25 @@ def fused_update_bytes(layer: layer_kinds.StudyLayer, fused_parameters: int) -> 
     return 0
 
 
+def _weights(layer: layer_kinds.StudyLayer) -> int:
+    """Elements of ``layer``'s weight (its first parameter; 0 for layers without one)."""
+    return math.prod(layer.parameter_shapes[0]) if layer.parameter_shapes else 0
+
+
+def compute_copy_bytes(layer: layer_kinds.StudyLayer, layers: list[layer_kinds.StudyLayer], element_size: int,
+                       fused_update: bool) -> int:
+    """What writing the compute copies of the weights (``precision.compute_copy``: each fp32 master weight in the
+    case's 16-bit dtype, ``element_size`` bytes, written once an update) adds to ``layer``'s backward bytes: the SGD
+    step writes those of all ``layers``, or with ``fused_update`` those of the convs, each linear layer's backward
+    its own; 0 in fp32 cases (the kernels read the masters) and for biases (read in fp32, rounded in the kernel)."""
+    if element_size >= KINDS["sgd"].state_dtype.itemsize:
+        return 0
+    if layer.kind == "sgd":
+        return element_size * sum(_weights(other) for other in layers
+                                  if other.kind == "conv" or other.kind == "linear" and not fused_update)
+    return element_size * _weights(layer) if layer.kind == "linear" and fused_update else 0
+
+
 def roofline_table(gpu: str, dtype: str, batch: int, fused_update: bool = False) -> pd.DataFrame:
     """One row per (variant, layer, phase) with work, plus one "step" row per variant (phase "full");
     ``fused_update``: the step with the linear layers' SGD step fused (module docstring).
@@ -104,6 +125,7 @@ def roofline_table(gpu: str, dtype: str, batch: int, fused_update: bool = False)
                 if phase != FORWARD:
                     traffic += master_gradient_bytes(layer, element_size)
                     traffic += fused_update_bytes(layer, fused) if fused_update else 0
+                    traffic += compute_copy_bytes(layer, layers, case.dtype.itemsize, fused_update)
                 if work == 0 and traffic == 0:  # the SGD step has no forward
                     continue
                 compute_ms, memory_ms = work / peak / 1e9, traffic / spec.bandwidth / 1e9
