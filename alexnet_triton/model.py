@@ -15,8 +15,8 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     holds the conv unregistered: the state_dict is the torch tree's. fp32 computes the same bits;
                     fp16/bf16 round the conv's output before the bias add as well as after. A conv + ReLU
                     followed by a conv (conv3, conv4) gives its ReLU's backward to that conv (``mask_relu_of``),
-                    which masks the input gradient it writes: the first conv's backward reads no saved output and
-                    writes no masked copy of its output gradient (a pass reads it for the bias's gradient).
+                    which masks the input gradient it writes and sums the first conv's bias gradient from it: the
+                    first conv's backward reads no saved output and makes no pass over its output gradient.
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision). The Triton tree's last pool writes NCHW whatever the layout (``contiguous_output``), so
 the flatten is a view, not a copy. ``take_images_in_depth_form`` has conv1 take its images in the space-to-depth

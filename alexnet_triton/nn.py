@@ -17,7 +17,8 @@ class Conv2d(torch.nn.Conv2d):
     "zeros": the others would pad a copy of the input outside the kernels. bias_added_after: the block after this
     conv adds its bias (set by that block's ``take_bias_of``): the conv runs without it, still its owner.
     ``mask_relu_of(conv)``: this conv's input is ``conv``'s ReLU output, whose gradient mask this conv's backward
-    applies to the input gradient it writes (``ops.conv2d``'s relu_input / relu_masked_by_next). depth_form_of
+    applies to the input gradient it writes, summing ``conv``'s bias gradient from it too (``ops.conv2d``'s
+    relu_input / relu_masked_by_next, relu_input_bias / bias_grad_by_next). depth_form_of
     (H, W): its input is the space-to-depth form of images of that size (``ops.conv2d``'s), None: the images.
     """
 
@@ -34,24 +35,31 @@ class Conv2d(torch.nn.Conv2d):
         self.relu = relu
         self.precision = precision
         self.bias_added_after = False
-        self.relu_input = self.relu_masked_by_next = False
+        self.relu_input = self.relu_masked_by_next = self.bias_grad_by_next = False
+        self._masks_relu_of: Conv2d | None = None
         self.depth_form_of: tuple[int, int] | None = None
 
     def mask_relu_of(self, conv: Conv2d) -> None:
-        """Take ``conv``'s ReLU mask into this conv's input gradient: ``conv`` (relu=True) must feed this conv
-        and nothing else."""
+        """Take ``conv``'s ReLU mask into this conv's input gradient, and ``conv``'s bias gradient (if it has a
+        bias) from it: ``conv`` (relu=True) must feed this conv and nothing else. This conv holds ``conv``
+        unregistered (not a submodule of its own) and reads its bias at each call."""
         if not conv.relu:
             raise ValueError("Conv2d.mask_relu_of: the conv before it must have relu=True")
         self.relu_input = conv.relu_masked_by_next = True
+        conv.bias_grad_by_next = conv.bias is not None
+        object.__setattr__(self, "_masks_relu_of", conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = self._masks_relu_of
         return ops.conv2d(x, self.weight, None if self.bias_added_after else self.bias, self.stride, self.padding,
                           self.dilation, self.groups, relu=self.relu, precision=self.precision,
                           relu_input=self.relu_input, relu_masked_by_next=self.relu_masked_by_next,
-                          depth_form_of=self.depth_form_of)
+                          relu_input_bias=before.bias if before is not None and before.bias_grad_by_next else None,
+                          bias_grad_by_next=self.bias_grad_by_next, depth_form_of=self.depth_form_of)
 
     def extra_repr(self) -> str:
-        flags = [name for name in ("bias_added_after", "relu_input", "relu_masked_by_next") if getattr(self, name)]
+        flags = [name for name in ("bias_added_after", "relu_input", "relu_masked_by_next", "bias_grad_by_next")
+                 if getattr(self, name)]
         form = f", depth_form_of={self.depth_form_of}" if self.depth_form_of else ""
         return super().extra_repr() + f", relu={self.relu}, precision={self.precision!r}" + \
             "".join(f", {name}=True" for name in flags) + form

@@ -24,7 +24,9 @@ Speed (read from the SASS, ``experiments/inspect_kernels.py --loop``) rests on:
   - the ReLU mask and the bias gradient are one element-wise pass over dy
     (``conv2d_output_grad``), not work repeated inside two GEMM loops; where
     the conv's input is a ReLU's output, the input gradient's epilogue masks
-    the dx it writes (``relu_input``), so the conv before needs no mask pass.
+    the dx it writes (``relu_input``) and can sum the bias gradient of the
+    conv before from it (``conv2d_input_grad_and_bias_grad``), so the conv
+    before needs no pass over its output gradient at all.
 
 The reduction over (r, s, c) runs one of two ways (constexpr ``FLAT_CRS``):
   - channel blocks: each step is one filter tap (r, s) and a block of
@@ -283,6 +285,21 @@ def _least_time(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     return entry[1]
 
 
+def _least_rounds(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
+    """The input-gradient tile whose programs, in rounds of this GPU's (or the ``runtime.target``'s) SMs, cover the
+    fewest tile elements (BLOCK_M x BLOCK_N each: wave quantisation and channel padding); ties go to the earlier
+    tile."""
+    sms, sh, sw = runtime.streaming_multiprocessors(), args["stride_h"], args["stride_w"]
+    pixels = args["N"] * runtime.cdiv(args["H"], sh) * runtime.cdiv(args["W"], sw)
+    groups = args["dx_ptr"].shape[1] // args["C_per_group"]
+
+    def elements(config: triton.Config) -> int:
+        m, n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+        programs = runtime.cdiv(pixels, m) * runtime.cdiv(args["C_per_group"], n) * groups * sh * sw
+        return runtime.cdiv(programs, sms) * m * n
+    return min(candidates, key=elements)
+
+
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
 FORWARD_CONFIGS = _configs(_TENSOR_CORE_TILES + (_NARROW_TILE,) + _WAVE_TILES,
                            (_tile(32, 64, 32, 4, 2), _tile(32, 32, 32, 4, 2)), _interpreter_forward_tile,
@@ -319,6 +336,20 @@ INPUT_GRAD_GATHER_CONFIGS = _configs((_tile(64, 128, 32, 8, 3), _tile(64, 64, 32
 INPUT_GRAD_RELU_CONFIGS, INPUT_GRAD_RELU_GATHER_CONFIGS = (
     dataclasses.replace(configs, tensor_core=tuple(c for c in configs.tensor_core if limit not in _tile_of(c)))
     for configs, limit in ((INPUT_GRAD_CONFIGS, 256), (INPUT_GRAD_GATHER_CONFIGS, 128)))
+# And summing the gradient of the bias under that ReLU (``conv2d_input_grad_and_bias_grad``): its partial sums split
+# the pixels at BLOCK_M, so it is picked, never autotuned (bitwise repeatable; ``_least_rounds``), among candidates
+# of one BLOCK_M per list (the partials' rows known before the launch). On tensor cores 128 rows: 128x128x64 w8
+# (sm_90 bf16 0.52-0.55 issue/tensor) where its rounds of programs do as much as the narrow tile's (torchvision
+# conv4 and conv5: 507 and 338 programs of it, 4 and 3 rounds of 132 SMs), else the narrow tile (128x64x64 w8,
+# 0.95-1.0; 147 KiB at TF32, which an A100 fits, where 128x128x64 does not): 2012 conv4's and conv5's 192 input
+# channels a group pad to 256 at 128 columns. 64 rows issued no less (64x64x64: 1.0-1.15) or pad 192 channels a tap
+# at BK 128 (64x64x128: 2012 conv4 modelled at 40.3 us on an H100, bf16, against the narrow tile's 30.2).
+INPUT_GRAD_RELU_BIAS_CONFIGS = dataclasses.replace(INPUT_GRAD_RELU_CONFIGS,
+                                                   tensor_core=(_tile(128, 128, 64, 8, 3), _NARROW_TILE),
+                                                   cuda_core=(_tile(64, 64, 32, 8, 2),), pick=_least_rounds)
+INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS = dataclasses.replace(INPUT_GRAD_RELU_GATHER_CONFIGS,
+                                                          tensor_core=(_tile(64, 64, 32, 8, 3),),
+                                                          cuda_core=(_tile(64, 64, 32, 8, 2),), pick=_least_rounds)
 # Not autotuned: among the tiles that fit the GPU, the one of least modelled time (``_least_time``) is launched,
 # so the split of the pixel reduction, and with it the bits of dw, depend only on the shapes and the GPU, never
 # on timing noise (bitwise-repeatable across processes). 256x128x64 at 4 stages (192 KiB) fits sm_90 only: at 3
@@ -653,7 +684,7 @@ def _conv2d_output_grad_kernel(
 @triton.jit
 def _conv2d_input_grad_kernel(
     # pointers
-    dy_ptr, w_ptr, dx_ptr, x_ptr,
+    dy_ptr, w_ptr, dx_ptr, x_ptr, bias_partial_ptr,
     # sizes (the batch; the rest of the geometry is specialised below)
     N,
     # strides, in elements
@@ -667,12 +698,15 @@ def _conv2d_input_grad_kernel(
     stride_h: tl.constexpr, stride_w: tl.constexpr, pad_h: tl.constexpr, pad_w: tl.constexpr,
     dilation_h: tl.constexpr, dilation_w: tl.constexpr, tap_step_h: tl.constexpr, tap_step_w: tl.constexpr,
     # meta
-    INPUT_RELU: tl.constexpr,
+    INPUT_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr,
     FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``), and with INPUT_RELU masked by
     x > 0, x the forward input (None otherwise): where x is a ReLU's output, the gradient of that ReLU's input.
+    BIAS_GRAD (with INPUT_RELU): also bias_partial [cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M) * sh*sw, C] (fp32, fp64
+    for float64): row pid_m * sh*sw + phase = this program's dx (as stored) summed over its pixels, the partial sums
+    of the gradient of the bias that conv before added under its ReLU.
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
     (iw + pad_w) % stride_w; row ih takes filter row r from output row
@@ -747,18 +781,24 @@ def _conv2d_input_grad_kernel(
     x_row_ptr = x_ptr  # None unless INPUT_RELU
     if INPUT_RELU:
         x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + ih * x_sh + iw * x_sw + group * C_per_group * x_sc
-    _store_input_grad(acc, dx_row_ptr, x_row_ptr, c_in_group, c_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU, ACC_DTYPE)
+    partial_row_ptr = bias_partial_ptr  # None unless BIAS_GRAD
+    if BIAS_GRAD:  # rows of C = C_per_group * groups channels
+        channels = C_per_group * (tl.num_programs(2) // (stride_h * stride_w))
+        partial_row_ptr = bias_partial_ptr + (pid_m * stride_h * stride_w + phase) * channels + group * C_per_group
+    _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, c_in_group, c_ok, pixel_ok, dx_sc, x_sc,
+                      INPUT_RELU, BIAS_GRAD, ACC_DTYPE)
     if TAIL_N > 0:
-        _store_input_grad(acc_tail, dx_row_ptr, x_row_ptr, c_tail_in_group, c_tail_ok, pixel_ok, dx_sc, x_sc,
-                          INPUT_RELU, ACC_DTYPE)
+        _store_input_grad(acc_tail, dx_row_ptr, x_row_ptr, partial_row_ptr, c_tail_in_group, c_tail_ok, pixel_ok,
+                          dx_sc, x_sc, INPUT_RELU, BIAS_GRAD, ACC_DTYPE)
 
 
 @triton.jit
-def _store_input_grad(acc, dx_row_ptr, x_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU: tl.constexpr,
-                      ACC_DTYPE: tl.constexpr):
+def _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc,
+                      INPUT_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """Store acc [pixels, channels c] as dx rows, rounded to dx's dtype; with INPUT_RELU, 0 where x <= 0: two masked
     stores, not a select on dx, which ptxas took for a read of the wgmma accumulator inside the pipelined loop and
-    so serialised every wgmma of it (sm_90: wait depth 0, 64x64x128 181 -> 199 loop instructions)."""
+    so serialised every wgmma of it (sm_90: wait depth 0, 64x64x128 181 -> 199 loop instructions). BIAS_GRAD: the
+    stored dx summed over the pixels into partial_row_ptr[c]."""
     mask = pixel_ok[:, None] & c_ok[None, :]
     dx_ptrs = dx_row_ptr[:, None] + (c * dx_sc)[None, :]
     dx = acc.to(dx_row_ptr.dtype.element_ty)
@@ -767,6 +807,9 @@ def _store_input_grad(acc, dx_row_ptr, x_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc
         tl.store(dx_ptrs, tl.zeros_like(dx), mask=mask & ~positive)
         mask = mask & positive
     tl.store(dx_ptrs, dx, mask=mask)
+    if BIAS_GRAD:
+        kept = tl.where(mask, dx.to(partial_row_ptr.dtype.element_ty), 0.0)
+        tl.store(partial_row_ptr + c, tl.sum(kept, axis=0), mask=c_ok)
 
 
 @triton.jit
@@ -1093,34 +1136,79 @@ def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1,
     H, W] where it is a ReLU's output: dx is then masked by x > 0, the gradient of that ReLU's input (so the conv
     before it needs no masking pass).
     """
+    return _input_grad("conv2d_input_grad", dy, weight, x_shape, stride, padding, dilation, groups, memory_format,
+                       precision, flat_krs, config, relu_input, None)[0]
+
+
+def conv2d_input_grad_and_bias_grad(dy: torch.Tensor, weight: torch.Tensor, relu_input: torch.Tensor,
+                                    bias_dtype: torch.dtype, stride=1, padding=0, dilation=1, groups: int = 1,
+                                    memory_format: torch.memory_format = torch.contiguous_format,
+                                    precision: str = "ieee", flat_krs: bool | None = None,
+                                    config: triton.Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, db): ``conv2d_input_grad``'s dx masked by relu_input > 0 (x [N, C, H, W], the forward input, a ReLU's
+    output), and db [C] of ``bias_dtype`` = dx summed over N, H, W: the gradient of the bias added before that ReLU,
+    summed in the epilogue that writes dx (partials per program, then ``sum_partials``), so the conv before needs
+    no pass over its output gradient for it. Picked, not autotuned (``INPUT_GRAD_RELU_BIAS_CONFIGS``): bitwise
+    repeatable."""
+    checks.check_grad_dtype("conv2d_input_grad_and_bias_grad", "bias_dtype", bias_dtype, dy.dtype)
+    dx, db = _input_grad("conv2d_input_grad_and_bias_grad", dy, weight, tuple(relu_input.shape), stride, padding,
+                         dilation, groups, memory_format, precision, flat_krs, config, relu_input, bias_dtype)
+    return dx, db
+
+
+def _input_grad(name: str, dy: torch.Tensor, weight: torch.Tensor, x_shape, stride, padding, dilation, groups: int,
+                memory_format: torch.memory_format, precision: str, flat_krs: bool | None,
+                config: triton.Config | None, relu_input: torch.Tensor | None, bias_dtype: torch.dtype | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dx, db of ``bias_dtype``, None without one): the launch of both public input gradients, ``name``'s."""
     g = conv2d_geometry(x_shape, weight.shape, stride, padding, dilation, groups)
-    checks.check_precision("conv2d_input_grad", precision)
+    checks.check_precision(name, precision)
     N = x_shape[0]
-    checks.check_shape_and_dtype("conv2d_input_grad", "dy", dy, (N, weight.shape[0], g.OH, g.OW), weight.dtype)
-    checks.check_shape_and_dtype("conv2d_input_grad", "relu_input", relu_input, tuple(x_shape), dy.dtype)
-    checks.check_device("conv2d_input_grad", dy=dy, weight=weight, relu_input=relu_input)
+    checks.check_shape_and_dtype(name, "dy", dy, (N, weight.shape[0], g.OH, g.OW), weight.dtype)
+    checks.check_shape_and_dtype(name, "relu_input", relu_input, tuple(x_shape), dy.dtype)
+    checks.check_device(name, dy=dy, weight=weight, relu_input=relu_input)
     if flat_krs is None:
         flat_krs = flat_reduction(g.K_per_group)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
+    channels = g.C_per_group * groups
+    db = None if bias_dtype is None else runtime.new_output((channels,), device=dy.device, dtype=bias_dtype)
     if N == 0:
-        return dx
+        return dx, None if db is None else db.zero_()
     sh, sw = g.stride_h, g.stride_w
+    pixels = N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw)  # of the largest stride phase
     grid = lambda meta: (  # noqa: E731
-        runtime.cdiv(N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw), meta["BLOCK_M"]),
-        runtime.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
+        runtime.cdiv(pixels, meta["BLOCK_M"]), runtime.cdiv(g.C_per_group, meta["BLOCK_N"]), groups * sh * sw)
     configs = pass_configs("input_grad", dy, flat_krs, g)
     if relu_input is not None:
-        configs = INPUT_GRAD_RELU_CONFIGS if configs is INPUT_GRAD_CONFIGS else INPUT_GRAD_RELU_GATHER_CONFIGS
-    runtime.launch(
-        _conv2d_input_grad_kernel, grid, configs, config,
-        runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx, x_ptr=relu_input, N=N, **g.kernel_args(),
-        tap_step_h=sh // math.gcd(sh, g.dilation_h), tap_step_w=sw // math.gcd(sw, g.dilation_w),
-        **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("w", weight, "kcrs"),
-        **runtime.stride_args("dx", dx, "nchw"), **runtime.stride_args("x", dx if relu_input is None else relu_input),
-        INPUT_RELU=relu_input is not None, FLAT_KRS=flat_krs, PRECISION=precision,
-        ACC_DTYPE=runtime.accumulator_type(dy.dtype))
-    return dx
+        vectors = configs is INPUT_GRAD_CONFIGS
+        configs = (INPUT_GRAD_RELU_CONFIGS if vectors else INPUT_GRAD_RELU_GATHER_CONFIGS) if db is None else \
+            (INPUT_GRAD_RELU_BIAS_CONFIGS if vectors else INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS)
+    args = dict(dy_ptr=dy, w_ptr=weight, dx_ptr=dx, x_ptr=relu_input, N=N, **g.kernel_args(),
+                tap_step_h=sh // math.gcd(sh, g.dilation_h), tap_step_w=sw // math.gcd(sw, g.dilation_w),
+                **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("w", weight, "kcrs"),
+                **runtime.stride_args("dx", dx, "nchw"),
+                **runtime.stride_args("x", dx if relu_input is None else relu_input),
+                INPUT_RELU=relu_input is not None, BIAS_GRAD=db is not None, FLAT_KRS=flat_krs, PRECISION=precision,
+                ACC_DTYPE=runtime.accumulator_type(dy.dtype))
+    partials = None
+    if db is not None:  # a row per program along the pixels, per stride phase
+        if config is None and runtime.INTERPRETER:
+            config = configs.for_interpreter(args)
+        tensor_cores = runtime.uses_tensor_cores(dy.dtype, precision)
+        rows = runtime.cdiv(pixels, _block_m(configs, config, tensor_cores)) * sh * sw
+        partials = runtime.new_output((rows, channels), device=dy.device,
+                                      dtype=torch.float64 if dy.dtype == torch.float64 else torch.float32)
+    runtime.launch(_conv2d_input_grad_kernel, grid, configs, config, runtime.uses_tensor_cores(dy.dtype, precision),
+                   bias_partial_ptr=partials, **args)
+    return dx, None if db is None else sum_partials(partials, db)
+
+
+def _block_m(configs: runtime.KernelConfigs, config: triton.Config | None, tensor_cores: bool) -> int:
+    """BLOCK_M of a launch of ``configs``: the forced ``config``'s, else the one all its GPU candidates share."""
+    if config is not None:
+        return config.kwargs["BLOCK_M"]
+    (block_m,) = {c.kwargs["BLOCK_M"] for c in configs.gpu(tensor_cores)}
+    return block_m
 
 
 def _pixels_flat(t: torch.Tensor) -> bool:

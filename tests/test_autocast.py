@@ -152,8 +152,9 @@ def test_conv2d_reads_fp32_parameters_as_their_autocast_copies(no_torch_fallback
 
 def test_an_autocast_step_of_conv_layers_casts_only_until_the_optimizer_wrote_the_copies(no_torch_fallback):
     """conv3 -> ReLU -> conv4 of the 2012 net (scaled; the mask handed to conv4), nn.Parameters: the first step
-    casts each weight where a kernel reads it (both forwards, conv4's input gradient); after an SGD step, which
-    writes the compute copies, a step casts nothing, neither parameters nor gradients (fp32 from the kernels)."""
+    casts each weight where a kernel reads it (both forwards, conv4's input gradient, which sums conv3's bias
+    gradient too); after an SGD step, which writes the compute copies, a step casts nothing, neither parameters nor
+    gradients (fp32 from the kernels)."""
     from alexnet_triton import nn, optim
 
     torch.manual_seed(0)
@@ -170,7 +171,7 @@ def test_an_autocast_step_of_conv_layers_casts_only_until_the_optimizer_wrote_th
             conv4(conv3(x)).backward(dy)
         with no_torch_fallback():
             sgd.step()
-        assert {"conv2d", "conv2d_input_grad", "conv2d_weight_grad"} <= set(record.names)  # it sees the step
+        assert {"conv2d", "conv2d_input_grad_and_bias_grad", "conv2d_weight_grad"} <= set(record.names)  # the step
         casts.append(sum(name in ("to", "_to_copy") for name in record.names))  # (inside an op, a cast is "to")
         assert all(p.grad.dtype == torch.float32 for p in sgd.param_groups[0]["params"])
     assert casts == [3, 0]

@@ -249,11 +249,63 @@ def test_input_grad_masked_by_a_relu_input(layer, flat, dtype):
         assert error <= tolerance * scale, f"dx: error {error:.3g} vs scale {scale:.3g} ({config})"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=["fp32", "bf16", "fp64"])
+@pytest.mark.parametrize("layer, flat", RELU_INPUT_CASES)
+def test_input_grad_sums_the_bias_gradient_under_the_relu(layer, flat, dtype):
+    """``conv2d_input_grad_and_bias_grad``: dx bitwise as ``conv2d_input_grad``'s with that relu_input, and db (fp32
+    for bf16: a master bias's) = dx summed over N, H, W as PyTorch sums it, within the sum's rounding; x a ReLU's
+    output as a channels_last view with column stride 2, dy every other column, outputs poisoned; at the
+    interpreter's tile and at each of the GPU's tensor-core and CUDA-core ones (128 and 64 rows: several partial
+    rows per stride phase, the last one part empty)."""
+    gen = torch.Generator().manual_seed(43)
+    x = torch.relu(torch.randn(3, layer.size + 1, 2 * layer.size, layer.in_channels, generator=gen)).to(dtype)
+    x = x.permute(0, 3, 1, 2)[..., ::2]
+    w = (torch.randn(layer.weight_shape, generator=gen) / 10).to(dtype)
+    g = conv.conv2d_geometry(x.shape, w.shape, layer.stride, layer.padding, 1, layer.groups)
+    dy = every_other_column(torch.randn(3, layer.out_channels, g.OH, g.OW, generator=gen).to(dtype))
+    bias_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    configs = conv.INPUT_GRAD_RELU_BIAS_CONFIGS
+    for config in (None, *configs.tensor_core, *configs.cuda_core):
+        dx, db = conv.conv2d_input_grad_and_bias_grad(dy, w, x, bias_dtype, flat_krs=flat, config=config,
+                                                      memory_format=torch.channels_last, **geometry(layer))
+        expected = conv.conv2d_input_grad(dy, w, x.shape, flat_krs=flat, config=config, relu_input=x,
+                                          memory_format=torch.channels_last, **geometry(layer))
+        assert torch.equal(dx, expected), config
+        reference = dx.to(bias_dtype).sum((0, 2, 3))
+        assert db.dtype == bias_dtype and db.shape == (layer.in_channels,)
+        scale = dx.double().abs().sum((0, 2, 3)).max().item()
+        assert (db - reference).abs().max().item() <= 4 * torch.finfo(bias_dtype).eps * scale, config
+
+
+def test_the_bias_summing_input_grad_is_picked_from_tiles_of_one_height():
+    """Its partial sums split the pixels at BLOCK_M: a pick, never autotuning, among candidates of one BLOCK_M per
+    list (bitwise repeatable; the partials' rows known before the launch): on an H100's 132 SMs, 128x128 tiles
+    for torchvision conv4's and conv5's input gradients (3-4 rounds of programs), 128x64 ones for 2012 conv4's and
+    conv5's (192 channels a group, which 128 columns pad), at full size."""
+    for configs in (conv.INPUT_GRAD_RELU_BIAS_CONFIGS, conv.INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS):
+        for candidates in (configs.tensor_core, configs.cuda_core):
+            assert len({c.kwargs["BLOCK_M"] for c in candidates}) == 1
+    picked = {}
+    for variant in CONV_LAYERS:
+        for layer in CONV_LAYERS[variant][3:]:
+            dx = torch.empty(128, layer.in_channels, layer.size, layer.size, device="meta")
+            g = conv.conv2d_geometry(dx.shape, layer.weight_shape, layer.stride, layer.padding, 1, layer.groups)
+            with runtime.target(132):
+                config = conv.INPUT_GRAD_RELU_BIAS_CONFIGS.pick(conv.INPUT_GRAD_RELU_BIAS_CONFIGS.tensor_core,
+                                                                dict(N=128, dx_ptr=dx, **g.kernel_args()))
+            picked[variant, layer.name] = conv._tile_of(config)
+    assert picked == {("2012", "conv4"): (128, 64, 64), ("2012", "conv5"): (128, 64, 64),
+                      ("torchvision", "conv4"): (128, 128, 64), ("torchvision", "conv5"): (128, 128, 64)}
+
+
+@pytest.mark.parametrize("bias_by_next", [False, True], ids=["own-bias-pass", "bias-grad-by-next"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, monkeypatch, no_torch_fallback):
+def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, bias_by_next, monkeypatch, no_torch_fallback):
     """conv3 -> ReLU -> conv4 -> ReLU of the 2012 net (scaled), the first with ``relu_masked_by_next``, the second
     with ``relu_input``: output and the gradients of x, both weights and both biases as PyTorch's; the first conv's
-    backward makes one output-grad pass, for its bias gradient (no mask, no saved output)."""
+    backward makes one output-grad pass, for its bias gradient (no mask, no saved output), or, with
+    ``bias_grad_by_next`` and the second given its bias (``relu_input_bias``), none: the second's input gradient
+    sums it."""
     conv3, conv4 = (layer.values[0] for layer in ALEXNET_LAYERS[2:4])
     x, w3, b3 = make_inputs(conv3, batch=2, dtype=dtype, height=9, channels_last=True, seed=3)
     w4, b4 = (t.detach().to(dtype).requires_grad_() for t in make_inputs(conv4, batch=1, seed=4)[1:])
@@ -262,12 +314,15 @@ def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, monkeypatch, no_torc
                         lambda dy, y, bias_grad, bias_dtype: passes.append((y is None, bias_grad))
                         or output_grad(dy, y, bias_grad, bias_dtype))
     with no_torch_fallback():
-        middle = ops.conv2d(x, w3, b3, relu=True, relu_masked_by_next=True, **geometry(conv3))
-        y = ops.conv2d(middle, w4, b4, relu=True, relu_input=True, **geometry(conv4))
+        middle = ops.conv2d(x, w3, b3, relu=True, relu_masked_by_next=True, bias_grad_by_next=bias_by_next,
+                            **geometry(conv3))
+        y = ops.conv2d(middle, w4, b4, relu=True, relu_input=True, relu_input_bias=b3 if bias_by_next else None,
+                       **geometry(conv4))
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(dtype)
     with no_torch_fallback():
         grads = torch.autograd.grad(y, (x, w3, b3, w4, b4), dy)
-    assert passes == [(False, True), (True, True)]  # conv4's: mask and bias; conv3's: bias only
+    # conv4's: mask and bias; conv3's: bias only, unless conv4's input gradient summed it
+    assert passes == [(False, True)] + [(True, True)] * (not bias_by_next)
 
     def reference(*operands):
         x, w3, b3, w4, b4 = operands
@@ -286,8 +341,9 @@ def test_a_conv_relu_hands_its_mask_to_the_next_conv(dtype, monkeypatch, no_torc
 
 
 def test_relu_hand_over_refuses_what_it_cannot_do():
-    """relu_masked_by_next without a ReLU, either flag on the space-to-depth form, and a relu_input of the wrong
-    shape: one clear error each."""
+    """relu_masked_by_next without a ReLU, either flag on the space-to-depth form, a relu_input of the wrong shape,
+    bias_grad_by_next without relu_masked_by_next or a bias, and a relu_input_bias of the wrong shape or dtype or
+    without relu_input: one clear error each."""
     x, w = torch.randn(2, 4, 9, 9), torch.randn(6, 4, 3, 3)
     with pytest.raises(ValueError, match=r"^conv2d: relu_masked_by_next needs relu=True"):
         ops.conv2d(x, w, relu_masked_by_next=True)
@@ -298,6 +354,17 @@ def test_relu_hand_over_refuses_what_it_cannot_do():
     dy = torch.randn(2, 6, 7, 7)
     with pytest.raises(ValueError, match=r"^conv2d_input_grad: relu_input must have shape \(2, 4, 9, 9\)"):
         conv.conv2d_input_grad(dy, w, x.shape, relu_input=x[:, :3])
+    with pytest.raises(ValueError, match=r"^conv2d: bias_grad_by_next needs relu_masked_by_next=True and a bias"):
+        ops.conv2d(x, w, torch.randn(6), relu=True, bias_grad_by_next=True)
+    with pytest.raises(ValueError, match=r"^conv2d: bias_grad_by_next needs relu_masked_by_next=True and a bias"):
+        ops.conv2d(x, w, relu=True, relu_masked_by_next=True, bias_grad_by_next=True)
+    with pytest.raises(ValueError, match=r"^conv2d: relu_input_bias must be the bias of the conv before, shape "
+                                         r"\[C_in\] = \[4\], with relu_input=True; got shape \(6,\)"):
+        ops.conv2d(x, w, relu_input=True, relu_input_bias=torch.randn(6))
+    with pytest.raises(ValueError, match=r"relu_input=False"):
+        ops.conv2d(x, w, relu_input_bias=torch.randn(4))
+    with pytest.raises(TypeError, match=r"^conv2d: relu_input_bias must be x's dtype \(torch.float32\)"):
+        ops.conv2d(x, w, relu_input=True, relu_input_bias=torch.randn(4, dtype=torch.float64))
 
 
 GRADCHECK_CASES = [
@@ -537,19 +604,24 @@ g = torch.Generator().manual_seed(11)
 x = torch.randn(2, 16, 9, 9, generator=g)
 w = torch.randn(24, 8, 3, 3, generator=g, requires_grad=True)
 b = torch.randn(24, generator=g, requires_grad=True)
-y = ops.conv2d(x, w, b, 1, 1, groups=2, relu=True)
-dw, db = torch.autograd.grad(y, (w, b), torch.randn(y.shape, generator=g))
+w2 = torch.randn(8, 24, 3, 3, generator=g, requires_grad=True)
+y = ops.conv2d(x, w, b, 1, 1, groups=2, relu=True, relu_masked_by_next=True, bias_grad_by_next=True)
+y2 = ops.conv2d(y, w2, None, 1, 1, relu_input=True, relu_input_bias=b)
+dw, db = torch.autograd.grad(y2, (w, b), torch.randn(y2.shape, generator=g))
 print(hashlib.sha256(dw.numpy().tobytes() + db.numpy().tobytes()).hexdigest())
 """
 
 
 def test_weight_and_bias_grads_are_bitwise_repeatable_across_processes():
-    """As cuDNN's deterministic mode promises: no atomics, a fixed split, and a weight-gradient config that is
-    never a timed choice (``pick``: a rule of the shapes), so another process computes the same bits."""
+    """As cuDNN's deterministic mode promises: no atomics, a fixed split, and a weight-gradient config (and that of
+    an input gradient that sums the bias gradient of the conv before) that is never a timed choice (``pick``: a
+    rule of the shapes), so another process computes the same bits."""
     import subprocess
     import sys
 
-    assert conv.WEIGHT_GRAD_CONFIGS.pick is not None and conv.WEIGHT_GRAD_GATHER_CONFIGS.pick is not None
+    assert all(configs.pick is not None for configs in (conv.WEIGHT_GRAD_CONFIGS, conv.WEIGHT_GRAD_GATHER_CONFIGS,
+                                                        conv.INPUT_GRAD_RELU_BIAS_CONFIGS,
+                                                        conv.INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS))
     digests = [subprocess.run([sys.executable, "-c", REPEATABILITY_SCRIPT], capture_output=True, text=True,
                               timeout=300, check=True).stdout.split()[-1] for _ in range(2)]
     assert digests[0] == digests[1]

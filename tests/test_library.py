@@ -113,19 +113,23 @@ def _conv_samples():
     geometry = ([1, 1], [2, 2], "", [1, 1], 2)
     x, w, b = (_x(2, 8, 9, 9, channels_last=True, requires_grad=True), _x(12, 4, 5, 5, requires_grad=True),
                _x(12, requires_grad=True))
-    yield "conv2d/conv2", OPS.conv2d, (x, w, b, *geometry, True, "ieee", False, False, None)
+    yield "conv2d/conv2", OPS.conv2d, (x, w, b, *geometry, True, "ieee", False, False, None, None, False)
     x16 = x.detach().bfloat16().requires_grad_()
-    yield "conv2d/conv2-bf16-master", OPS.conv2d, (x16, w, b, *geometry, True, "ieee", False, False, None)
+    yield "conv2d/conv2-bf16-master", OPS.conv2d, (x16, w, b, *geometry, True, "ieee", False, False, None, None, False)
     yield "conv2d/conv2-bf16-copy", OPS.conv2d, (x16, w, b, *geometry, True, "ieee", False, False,
-                                                 w.detach().bfloat16())
+                                                 w.detach().bfloat16(), None, False)
     yield "conv2d/odd-strided", OPS.conv2d, (_x(1, 3, 11, 8, requires_grad=True), _x(5, 3, 3, 2, requires_grad=True),
-                                              None, [2, 3], [1, 0], "", [1, 2], 1, False, "ieee", False, False, None)
+                                              None, [2, 3], [1, 0], "", [1, 2], 1, False, "ieee", False, False, None,
+                                              None, False)
     yield "conv2d/same", OPS.conv2d, (_x(1, 4, 7, 7, requires_grad=True), _x(4, 4, 4, 4, requires_grad=True), None,
-                                      [1, 1], [0, 0], "same", [1, 1], 1, False, "ieee", False, False, None)
-    yield "conv2d/relu-masked-by-next", OPS.conv2d, (x, w, b, *geometry, True, "ieee", False, True, None)
+                                      [1, 1], [0, 0], "same", [1, 1], 1, False, "ieee", False, False, None, None, False)
+    yield "conv2d/relu-masked-by-next", OPS.conv2d, (x, w, b, *geometry, True, "ieee", False, True, None, None, False)
     yield "conv2d/relu-input", OPS.conv2d, (torch.relu(x.detach()).requires_grad_(), w, b, *geometry, True, "ieee",
-                                            True, False, None)
-    y = OPS.conv2d(x.detach(), w.detach(), b.detach(), *geometry, True, "ieee", False, False, None)
+                                            True, False, None, None, False)
+    yield "conv2d/bias-grad-by-next", OPS.conv2d, (x, w, b, *geometry, True, "ieee", False, True, None, None, True)
+    yield "conv2d/relu-input-bias", OPS.conv2d, (torch.relu(x.detach()).requires_grad_(), w, b, *geometry, True,
+                                                 "ieee", True, False, None, _x(8, requires_grad=True), False)
+    y = OPS.conv2d(x.detach(), w.detach(), b.detach(), *geometry, True, "ieee", False, False, None, None, False)
     dy = _x(*y.shape, channels_last=True)
     yield "conv2d_output_grad", OPS.conv2d_output_grad, (dy, y, True, torch.float32)
     yield "conv2d_output_grad/fp32-of-bf16", OPS.conv2d_output_grad, (dy.bfloat16(), y.bfloat16(), True,
@@ -133,6 +137,8 @@ def _conv_samples():
     yield "conv2d_input_grad", OPS.conv2d_input_grad, (dy, w.detach(), [2, 8, 9, 9], *geometry, True, "ieee", None)
     yield "conv2d_input_grad/relu-input", OPS.conv2d_input_grad, (dy, w.detach(), [2, 8, 9, 9], *geometry, True,
                                                                   "ieee", torch.relu(x.detach()))
+    yield "conv2d_input_grad_and_bias_grad", OPS.conv2d_input_grad_and_bias_grad, (
+        dy, w.detach(), torch.relu(x.detach()), torch.float32, *geometry, True, "ieee")
     yield "conv2d_weight_grad", OPS.conv2d_weight_grad, (dy, x.detach(), [12, 4, 5, 5], *geometry, False, "ieee",
                                                           torch.float32)
     yield "conv2d_weight_grad/fp32-of-bf16", OPS.conv2d_weight_grad, (dy.bfloat16(), x16.detach(), [12, 4, 5, 5],

@@ -146,14 +146,15 @@ POOL_BACKWARDS = ("_max_pool2d_backward_kernel", "_lrn_max_pool_backward_kernel"
 def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
     """conv1, conv2 and conv5 (a pool after their ReLU) run without their ReLU and bias, and their pools (LRN + pool
     in the 2012 net) with both: the pools' backward passes sum those convs' bias gradients. conv3 and conv4 (a conv
-    after their ReLU) hand their ReLU's mask to the next conv's input gradient: a training step's backward launches
-    an output-grad pass for their bias gradients only, none that masks."""
+    after their ReLU) hand their ReLU's mask and their bias gradient to the next conv's input gradient: a training
+    step's backward launches no output-grad pass at all."""
     model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant])
     convs = [m for m in model.features if isinstance(m, triton_nn.Conv2d)]
     assert [conv.relu for conv in convs] == [False, False, True, True, False]
     assert [conv.bias_added_after for conv in convs] == [True, True, False, False, True]
     assert [conv.relu_masked_by_next for conv in convs] == [False, False, True, True, False]
     assert [conv.relu_input for conv in convs] == [False, False, False, True, True]
+    assert [conv.bias_grad_by_next for conv in convs] == [False, False, True, True, False]
     with runtime.capture_launches() as records:
         ops.cross_entropy(model(images(variant)), torch.tensor([3, 0, 7])).backward()
     pools = [(r.args["RELU"], r.args["bias_ptr"].shape[0]) for r in records if r.kernel.fn.__name__ in POOL_FORWARDS]
@@ -161,11 +162,12 @@ def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
     bias_grads = [(r.args["BIAS_GRAD"], r.args["bias_partial_ptr"].shape[1]) for r in records
                   if r.kernel.fn.__name__ in POOL_BACKWARDS]  # backward: pool5 first
     assert bias_grads == [(True, conv.out_channels) for conv in reversed(convs) if not conv.relu]
-    passes = [(r.args["RELU_MASK"], r.args["BIAS_GRAD"], r.args["dy_ptr"].shape[1]) for r in records
-              if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]  # backward: conv4 first
-    assert passes == [(False, True, conv.out_channels) for conv in reversed(convs) if conv.relu]
-    masking = [r.args["INPUT_RELU"] for r in records if r.kernel.fn.__name__ == "_conv2d_input_grad_kernel"]
-    assert masking == [conv.relu_input for conv in reversed(convs[1:])]  # conv1's input gradient: not launched
+    assert not [r for r in records if r.kernel.fn.__name__ == CONV_OUTPUT_GRAD]
+    masking = [(r.args["INPUT_RELU"], r.args["BIAS_GRAD"], r.args["bias_partial_ptr"] is not None and
+                r.args["bias_partial_ptr"].shape[1]) for r in records
+               if r.kernel.fn.__name__ == "_conv2d_input_grad_kernel"]  # backward: conv5's first
+    assert masking == [(conv.relu_input, conv.relu_input, conv.relu_input and conv.in_channels)
+                       for conv in reversed(convs[1:])]  # conv1's input gradient: not launched
 
 
 def test_the_pools_hold_their_conv_unregistered():

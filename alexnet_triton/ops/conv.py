@@ -12,6 +12,7 @@ from ..kernels.conv import (
     conv2d_forward,
     conv2d_geometry,
     conv2d_input_grad,
+    conv2d_input_grad_and_bias_grad,
     conv2d_output_grad,
     conv2d_weight_grad,
 )
@@ -46,9 +47,11 @@ def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None, dtype: 
 @kernel_op("conv2d")
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int], padding: list[int],
             padding_name: str, dilation: list[int], groups: int, relu: bool, precision: str, relu_input: bool,
-            relu_masked_by_next: bool, weight_copy: torch.Tensor | None) -> torch.Tensor:
-    """The conv (the flags only change its backward: ``conv2d``). weight, bias: x's dtype, or fp32 master
-    parameters of a 16-bit x; weight_copy: None, or the weight's compute copy (``precision.compute_copy``)."""
+            relu_masked_by_next: bool, weight_copy: torch.Tensor | None, relu_input_bias: torch.Tensor | None,
+            bias_grad_by_next: bool) -> torch.Tensor:
+    """The conv (the flags and relu_input_bias only change its backward: ``conv2d``). weight, bias: x's dtype, or
+    fp32 master parameters of a 16-bit x; weight_copy: None, or the weight's compute copy
+    (``precision.compute_copy``)."""
     return conv2d_forward(x, _read_weight(weight, weight_copy, x.dtype), bias, stride,
                           _padding(padding, padding_name), dilation, groups, relu, precision)
 
@@ -68,6 +71,17 @@ def _conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape: list[int
                        precision: str, relu_input: torch.Tensor | None) -> torch.Tensor:
     return conv2d_input_grad(dy, weight, x_shape, stride, _padding(padding, padding_name), dilation, groups,
                              _layout(channels_last), precision, relu_input=relu_input)
+
+
+@kernel_op("conv2d_input_grad_and_bias_grad")
+def _conv2d_input_grad_and_bias_grad(dy: torch.Tensor, weight: torch.Tensor, relu_input: torch.Tensor,
+                                     bias_dtype: torch.dtype, stride: list[int], padding: list[int],
+                                     padding_name: str, dilation: list[int], groups: int, channels_last: bool,
+                                     precision: str) -> list[torch.Tensor]:
+    """[dx masked by relu_input > 0, db of ``bias_dtype``: dx summed over N, H, W]."""
+    return list(conv2d_input_grad_and_bias_grad(dy, weight, relu_input, bias_dtype, stride,
+                                                _padding(padding, padding_name), dilation, groups,
+                                                _layout(channels_last), precision))
 
 
 @kernel_op("conv2d_weight_grad")
@@ -125,21 +139,32 @@ def _output_grad(ctx, dy: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.T
     return computed[0] if y is not None else dy, computed[-1] if bias_grad else None
 
 
+RELU_INPUT_BIAS = 13  # the index of _conv2d's input relu_input_bias
+
+
 def _save(ctx, inputs, output) -> None:
-    x, weight, bias, *ctx.geometry, relu, ctx.precision, ctx.relu_input, relu_masked_by_next, weight_copy = inputs
+    (x, weight, bias, *ctx.geometry, relu, ctx.precision, ctx.relu_input, relu_masked_by_next, weight_copy,
+     relu_input_bias, bias_grad_by_next) = inputs
     ctx.save_for_backward(x, weight, weight_copy, output if relu and not relu_masked_by_next else None)
-    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.bias_dtype = None if bias is None or bias_grad_by_next else bias.dtype
+    ctx.relu_input_bias_dtype = None if relu_input_bias is None else relu_input_bias.dtype
 
 
 def _backward(ctx, dy):
     x, weight, weight_copy, y = ctx.saved_tensors
     dy, db = _output_grad(ctx, dy, y)
     need_x, need_w = ctx.needs_input_grad[:2]
-    dx = _conv2d_input_grad(dy, _read_weight(weight, weight_copy, x.dtype), list(x.shape), *ctx.geometry,
-                            _is_channels_last(x), ctx.precision, x if ctx.relu_input else None) if need_x else None
+    dx = db_before = None
+    if need_x and ctx.relu_input_bias_dtype is not None and ctx.needs_input_grad[RELU_INPUT_BIAS]:
+        dx, db_before = _conv2d_input_grad_and_bias_grad(dy, _read_weight(weight, weight_copy, x.dtype), x,
+                                                         ctx.relu_input_bias_dtype, *ctx.geometry,
+                                                         _is_channels_last(x), ctx.precision)
+    elif need_x:
+        dx = _conv2d_input_grad(dy, _read_weight(weight, weight_copy, x.dtype), list(x.shape), *ctx.geometry,
+                                _is_channels_last(x), ctx.precision, x if ctx.relu_input else None)
     dw = _conv2d_weight_grad(dy, x, list(weight.shape), *ctx.geometry, _is_channels_last(weight), ctx.precision,
                              weight.dtype) if need_w else None
-    return dx, dw, db, None, None, None, None, None, None, None, None, None, None
+    return dx, dw, db, None, None, None, None, None, None, None, None, None, None, db_before, None
 
 
 def _save_depth(ctx, inputs, output) -> None:
@@ -231,7 +256,8 @@ def _conv2d_formed(x_d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
            dilation=1, groups: int = 1, *, relu: bool = False, precision: str = "ieee", relu_input: bool = False,
-           relu_masked_by_next: bool = False, depth_form_of: tuple[int, int] | None = None) -> torch.Tensor:
+           relu_masked_by_next: bool = False, relu_input_bias: torch.Tensor | None = None,
+           bias_grad_by_next: bool = False, depth_form_of: tuple[int, int] | None = None) -> torch.Tensor:
     """``F.conv2d(input, weight, bias, stride, padding, dilation, groups)``, then ReLU if ``relu``.
 
     input [N, C_in, H, W] (NCHW or channels_last; the output keeps it) or unbatched [C_in, H, W], weight
@@ -251,7 +277,11 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     ``relu_input`` on the second, whose input must be that output and nothing else's. The gradient the second
     returns for its input is then the gradient of the ReLU's input (0 where the input is 0), which is what the
     first takes as its output's gradient: a hook on the tensor between them sees it so. Neither runs in
-    space-to-depth form.
+    space-to-depth form. The second can sum the first's bias gradient too, in the epilogue that writes that input
+    gradient, so the first makes no pass over its output gradient at all: ``bias_grad_by_next`` on the first (with
+    relu_masked_by_next and a bias), ``relu_input_bias`` = the first's bias on the second (with relu_input): the
+    bias's gradient arrives through the second's backward. Each flag assumes the other: a bias_grad_by_next conv
+    whose next conv does not take its bias leaves the bias without a gradient.
 
     ``depth_form_of`` (H, W): input is not images [N, C_in, H, W] but their space-to-depth form, made beforehand
     (``input_form`` gives its geometry, ``alexnet_triton.data.space_to_depth_images`` makes it; train.py's loaders
@@ -259,9 +289,9 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     give, bit for bit, without the rearranging pass over them.
     """
     if depth_form_of is not None:
-        if relu_input or relu_masked_by_next:
-            raise checks.ArgumentError("conv2d: depth_form_of takes no relu_input or relu_masked_by_next (a conv "
-                                       "in space-to-depth form)")
+        if relu_input or relu_masked_by_next or relu_input_bias is not None or bias_grad_by_next:
+            raise checks.ArgumentError("conv2d: depth_form_of takes no relu_input, relu_masked_by_next, "
+                                       "relu_input_bias or bias_grad_by_next (a conv in space-to-depth form)")
         return _conv2d_formed(input, weight, bias, stride, padding, dilation, groups, depth_form_of, relu,
                               precision)
     if relu_masked_by_next and not relu:
@@ -269,6 +299,16 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     if input.dim() not in (3, 4):
         raise checks.ArgumentError(f"conv2d: input must be 3-D [C_in, H, W] or 4-D [N, C_in, H, W], got shape "
                                    f"{tuple(input.shape)}")
+    if bias_grad_by_next and (not relu_masked_by_next or bias is None):
+        raise checks.ArgumentError("conv2d: bias_grad_by_next needs relu_masked_by_next=True and a bias (whose "
+                                   "gradient the next conv sums)")
+    if relu_input_bias is not None:
+        if not relu_input or relu_input_bias.shape != input.shape[-3:-2]:
+            raise checks.ArgumentError(f"conv2d: relu_input_bias must be the bias of the conv before, shape [C_in] = "
+                                       f"[{input.shape[-3]}], with relu_input=True; got shape "
+                                       f"{tuple(relu_input_bias.shape)}, relu_input={relu_input}")
+        checks.check_grad_dtype("conv2d", "relu_input_bias", relu_input_bias.dtype, autocast_dtype(input))
+        checks.check_device("conv2d", input=input, relu_input_bias=relu_input_bias)
     x = input.unsqueeze(0) if input.dim() == 3 else input  # unbatched: a batch of one (a view, no copy)
     g = conv2d_geometry(x.shape, weight.shape, stride, padding, dilation, groups)  # the clear errors first
     padding_name = padding if isinstance(padding, str) else ""
@@ -279,7 +319,7 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     if depth is None:
         x, weight, bias = autocast_master_operands(x, weight, bias)
         y = _conv2d(x, weight, bias, *geometry, relu, precision, relu_input, relu_masked_by_next,
-                    compute_copy(weight, x.dtype))
+                    compute_copy(weight, x.dtype), relu_input_bias, bias_grad_by_next)
     elif relu_input or relu_masked_by_next:
         raise checks.ArgumentError(f"conv2d: relu_input and relu_masked_by_next are not supported by a conv that "
                                    f"runs in space-to-depth form (input {tuple(x.shape)}, weight "

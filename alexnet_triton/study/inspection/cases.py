@@ -27,7 +27,8 @@ Cases = Iterator[tuple[str, Callable[[], None]]]
 
 def conv_cases() -> Cases:
     """Every AlexNet conv layer, dtype and layout: forward (bias + ReLU), input and weight gradients; the input
-    gradient masked by the ReLU before the conv where the model's conv takes that mask (``masks_relu_before``)."""
+    gradient masked by the ReLU before the conv, summing the gradient of the bias under it, where the model's conv
+    takes that mask (``masks_relu_before``)."""
     for variant, layers in CONV_LAYERS.items():
         network = list(shaped(variant))
         masking = {s.layer.name for i, s in enumerate(network) if masks_relu_before(network, i)}
@@ -53,8 +54,10 @@ def conv_cases() -> Cases:
                             return
                         y = conv.conv2d_forward(x, w, b, relu=True, **geometry)
                         dy, _ = conv.conv2d_output_grad(y, y, bias_grad=True)
-                        conv.conv2d_input_grad(dy, w, x.shape, memory_format=layout,
-                                               relu_input=x if relu_input else None, **geometry)
+                        if relu_input:
+                            conv.conv2d_input_grad_and_bias_grad(dy, w, x, dtype, memory_format=layout, **geometry)
+                        else:
+                            conv.conv2d_input_grad(dy, w, x.shape, memory_format=layout, **geometry)
                         conv.conv2d_weight_grad(dy, x, w.shape, memory_format=layout, **geometry)
                     yield f"{variant}/{layer.name}/{dtype_name}/{layout_name}", run
 
