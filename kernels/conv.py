@@ -339,11 +339,12 @@ INPUT_GRAD_RELU_CONFIGS, INPUT_GRAD_RELU_GATHER_CONFIGS = (
 # And summing the gradient of the bias under that ReLU (``conv2d_input_grad_and_bias_grad``): its partial sums split
 # the pixels at BLOCK_M, so it is picked, never autotuned (bitwise repeatable; ``_least_rounds``), among candidates
 # of one BLOCK_M per list (the partials' rows known before the launch). On tensor cores 128 rows: 128x128x64 w8
-# (sm_90 bf16 0.52-0.55 issue/tensor) where its rounds of programs do as much as the narrow tile's (torchvision
+# (sm_90 bf16 0.50-0.53 issue/tensor) where its rounds of programs do as much as the narrow tile's (torchvision
 # conv4 and conv5: 507 and 338 programs of it, 4 and 3 rounds of 132 SMs), else the narrow tile (128x64x64 w8,
 # 0.95-1.0; 147 KiB at TF32, which an A100 fits, where 128x128x64 does not): 2012 conv4's and conv5's 192 input
-# channels a group pad to 256 at 128 columns. 64 rows issued no less (64x64x64: 1.0-1.15) or pad 192 channels a tap
-# at BK 128 (64x64x128: 2012 conv4 modelled at 40.3 us on an H100, bf16, against the narrow tile's 30.2).
+# channels a group pad to 256 at 128 columns. A 64-row set would lose more than it gains (modelled on an H100, bf16):
+# 64x64x128 pads 192 channels a tap at BK 128 (2012 conv4: 40.3 us against the narrow tile's 30.2), 64x64x64 issues
+# 1.0-1.15; only torchvision conv5 would gain (64x64x128, 11 rounds: 27.7 us against 30.2).
 INPUT_GRAD_RELU_BIAS_CONFIGS = dataclasses.replace(INPUT_GRAD_RELU_CONFIGS,
                                                    tensor_core=(_tile(128, 128, 64, 8, 3), _NARROW_TILE),
                                                    cuda_core=(_tile(64, 64, 32, 8, 2),), pick=_least_rounds)
