@@ -61,7 +61,7 @@ import triton
 import triton.language as tl
 
 from . import checks, runtime, space_to_depth
-from .partial_sums import sum_partials
+from .partial_sums import bias_partials, finish_bias_grad, sum_partials
 
 # On a GPU, below this many channels per group the flat (r, s, c) reduction is used.
 FLAT_CRS_CHANNELS = 16
@@ -1116,16 +1116,14 @@ def conv2d_output_grad(dy: torch.Tensor, y: torch.Tensor | None = None, bias_gra
     config = OUTPUT_GRAD_CONFIGS.for_interpreter(dict(P=P, K=K)) if runtime.INTERPRETER else \
         OUTPUT_GRAD_CONFIGS.tensor_core[0]
     blocks = runtime.cdiv(P, config.kwargs["BLOCK_P"] * config.kwargs["BLOCKS"])
-    partial_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
-    db_partial = runtime.new_output((blocks, K), device=dy.device, dtype=partial_dtype) if bias_grad else None
+    db_partial = bias_partials(blocks, K, dy) if bias_grad else None
     runtime.launch(
         _conv2d_output_grad_kernel, lambda meta: (blocks, runtime.cdiv(K, meta["BLOCK_K"])), OUTPUT_GRAD_CONFIGS,
         config, dy_ptr=dy, y_ptr=y, out_ptr=None if y is None else masked, db_partial_ptr=db_partial,
         P=P, K=K, OH=OH, OW=OW, **runtime.stride_args("dy", dy, "nkhw"),
         **runtime.stride_args("y", y if y is not None else dy, "nkhw"), **runtime.stride_args("out", masked, "nkhw"),
         RELU_MASK=y is not None, BIAS_GRAD=bias_grad, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
-    db = sum_partials(db_partial, runtime.new_output((K,), device=dy.device, dtype=bias_dtype)) if bias_grad else None
-    return masked, db
+    return masked, finish_bias_grad(db_partial, bias_dtype) if bias_grad else None
 
 
 def conv2d_input_grad(dy: torch.Tensor, weight: torch.Tensor, x_shape, stride=1, padding=0, dilation=1,
@@ -1152,9 +1150,8 @@ def conv2d_input_grad_and_bias_grad(dy: torch.Tensor, weight: torch.Tensor, relu
     no pass over its output gradient for it. Picked, not autotuned (``INPUT_GRAD_RELU_BIAS_CONFIGS``): bitwise
     repeatable."""
     checks.check_grad_dtype("conv2d_input_grad_and_bias_grad", "bias_dtype", bias_dtype, dy.dtype)
-    dx, db = _input_grad("conv2d_input_grad_and_bias_grad", dy, weight, tuple(relu_input.shape), stride, padding,
-                         dilation, groups, memory_format, precision, flat_krs, config, relu_input, bias_dtype)
-    return dx, db
+    return _input_grad("conv2d_input_grad_and_bias_grad", dy, weight, tuple(relu_input.shape), stride, padding,
+                       dilation, groups, memory_format, precision, flat_krs, config, relu_input, bias_dtype)
 
 
 def _input_grad(name: str, dy: torch.Tensor, weight: torch.Tensor, x_shape, stride, padding, dilation, groups: int,
@@ -1171,10 +1168,9 @@ def _input_grad(name: str, dy: torch.Tensor, weight: torch.Tensor, x_shape, stri
     if flat_krs is None:
         flat_krs = flat_reduction(g.K_per_group)
     dx = runtime.new_output(x_shape, device=dy.device, dtype=dy.dtype, memory_format=memory_format)
-    channels = g.C_per_group * groups
-    db = None if bias_dtype is None else runtime.new_output((channels,), device=dy.device, dtype=bias_dtype)
     if N == 0:
-        return dx, None if db is None else db.zero_()
+        return dx, None if bias_dtype is None else finish_bias_grad(bias_partials(0, g.C_per_group * groups, dy),
+                                                                    bias_dtype)
     sh, sw = g.stride_h, g.stride_w
     pixels = N * runtime.cdiv(g.H, sh) * runtime.cdiv(g.W, sw)  # of the largest stride phase
     grid = lambda meta: (  # noqa: E731
@@ -1182,26 +1178,23 @@ def _input_grad(name: str, dy: torch.Tensor, weight: torch.Tensor, x_shape, stri
     configs = pass_configs("input_grad", dy, flat_krs, g)
     if relu_input is not None:
         vectors = configs is INPUT_GRAD_CONFIGS
-        configs = (INPUT_GRAD_RELU_CONFIGS if vectors else INPUT_GRAD_RELU_GATHER_CONFIGS) if db is None else \
+        configs = (INPUT_GRAD_RELU_CONFIGS if vectors else INPUT_GRAD_RELU_GATHER_CONFIGS) if bias_dtype is None else \
             (INPUT_GRAD_RELU_BIAS_CONFIGS if vectors else INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS)
     args = dict(dy_ptr=dy, w_ptr=weight, dx_ptr=dx, x_ptr=relu_input, N=N, **g.kernel_args(),
                 tap_step_h=sh // math.gcd(sh, g.dilation_h), tap_step_w=sw // math.gcd(sw, g.dilation_w),
                 **runtime.stride_args("dy", dy, "nkhw"), **runtime.stride_args("w", weight, "kcrs"),
                 **runtime.stride_args("dx", dx, "nchw"),
                 **runtime.stride_args("x", dx if relu_input is None else relu_input),
-                INPUT_RELU=relu_input is not None, BIAS_GRAD=db is not None, FLAT_KRS=flat_krs, PRECISION=precision,
-                ACC_DTYPE=runtime.accumulator_type(dy.dtype))
-    partials = None
-    if db is not None:  # a row per program along the pixels, per stride phase
+                INPUT_RELU=relu_input is not None, BIAS_GRAD=bias_dtype is not None, FLAT_KRS=flat_krs,
+                PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
+    tensor_cores, partials = runtime.uses_tensor_cores(dy.dtype, precision), None
+    if bias_dtype is not None:  # a row per program along the pixels, per stride phase
         if config is None and runtime.INTERPRETER:
             config = configs.for_interpreter(args)
-        tensor_cores = runtime.uses_tensor_cores(dy.dtype, precision)
         rows = runtime.cdiv(pixels, _block_m(configs, config, tensor_cores)) * sh * sw
-        partials = runtime.new_output((rows, channels), device=dy.device,
-                                      dtype=torch.float64 if dy.dtype == torch.float64 else torch.float32)
-    runtime.launch(_conv2d_input_grad_kernel, grid, configs, config, runtime.uses_tensor_cores(dy.dtype, precision),
-                   bias_partial_ptr=partials, **args)
-    return dx, None if db is None else sum_partials(partials, db)
+        partials = bias_partials(rows, g.C_per_group * groups, dy)
+    runtime.launch(_conv2d_input_grad_kernel, grid, configs, config, tensor_cores, bias_partial_ptr=partials, **args)
+    return dx, None if partials is None else finish_bias_grad(partials, bias_dtype)
 
 
 def _block_m(configs: runtime.KernelConfigs, config: triton.Config | None, tensor_cores: bool) -> int:

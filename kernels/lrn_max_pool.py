@@ -50,13 +50,12 @@ from .max_pool import (
     _first_in_bounds,
     _gather_window_grads,
     _keep_maximum,
-    bias_partials,
     check_bias,
-    finish_bias_grad,
     max_pool2d_geometry,
     pixel_blocks_per_program,
     window_offset_dtype,
 )
+from .partial_sums import bias_partials, finish_bias_grad
 
 
 @triton.jit

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from . import checks, runtime
-from .partial_sums import sum_partials
+from .partial_sums import bias_partials, finish_bias_grad
 
 # Not autotuned: one config (forward and indices; the backward's: BACKWARD_CONFIGS); the interpreter runs fewer, larger
 # programs.
@@ -375,20 +375,6 @@ def _check_window(op: str, window: torch.Tensor, g: dict) -> None:
 def pixel_blocks_per_program(bias_grad: bool) -> int:
     """Pixel blocks per program of a backward: ``BIAS_GRAD_BLOCKS`` when it sums the bias gradient, else 1."""
     return BIAS_GRAD_BLOCKS if bias_grad else 1
-
-
-def bias_partials(rows: int, C: int, like: torch.Tensor) -> torch.Tensor:
-    """The per-program bias-gradient partials [rows, C] of a backward whose gradients have ``like``'s dtype: fp32
-    (fp64 for float64), summed by ``finish_bias_grad``."""
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return runtime.new_output((rows, C), device=like.device, dtype=dtype)
-
-
-def finish_bias_grad(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """db [C] of ``dtype`` = partials [rows, C] summed over rows in a fixed order (bitwise repeatable; 0 for no
-    rows: an empty batch)."""
-    db = runtime.new_output(partials.shape[1:], device=partials.device, dtype=dtype)
-    return db.zero_() if partials.shape[0] == 0 else sum_partials(partials, db)
 
 
 def max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x_shape, kernel_size, stride=None, padding=0,

@@ -73,6 +73,20 @@ def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return sum_partials(sums, out)
 
 
+def bias_partials(rows: int, C: int, like: torch.Tensor) -> torch.Tensor:
+    """The per-program bias-gradient partials [rows, C] of a backward whose gradients have ``like``'s dtype: fp32
+    (fp64 for float64), summed by ``finish_bias_grad``."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return runtime.new_output((rows, C), device=like.device, dtype=dtype)
+
+
+def finish_bias_grad(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """db [C] of ``dtype`` = partials [rows, C] summed over rows in a fixed order (bitwise repeatable; 0 for no
+    rows: an empty batch)."""
+    db = runtime.new_output(partials.shape[1:], device=partials.device, dtype=dtype)
+    return db.zero_() if partials.shape[0] == 0 else sum_partials(partials, db)
+
+
 def _launch(partials: torch.Tensor, out: torch.Tensor, configs: runtime.KernelConfigs, rows: int,
             rows_per_program: int, chunks: int) -> None:
     splits, length = partials.shape
