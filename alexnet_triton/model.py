@@ -17,6 +17,9 @@ and, from the same seed, the same initial values), so each loads the other's wei
                     followed by a conv (conv3, conv4) gives its ReLU's backward to that conv (``mask_relu_of``),
                     which masks the input gradient it writes and sums the first conv's bias gradient from it: the
                     first conv's backward reads no saved output and makes no pass over its output gradient.
+                    Likewise a linear + ReLU (+ dropout) followed by a linear (fc6, fc7): the next one's input
+                    gradient applies that ReLU and dropout in its epilogue, and neither of the first's backward GEMMs
+                    masks the gradient it reads.
 Both run features -> avgpool -> flatten -> classifier, under torch.autocast for mixed precision
 (alexnet_triton.precision). The Triton tree's last pool writes NCHW whatever the layout (``contiguous_output``), so
 the flatten is a view, not a copy. ``take_images_in_depth_form`` has conv1 take its images in the space-to-depth
@@ -59,15 +62,23 @@ INITS = ("paper", "kaiming", "torch")
 FUSED = {"conv": ("relu",), "lrn": ("pool",), "linear": ("relu", "dropout")}
 # A ReLU right before these layers is fused into their module (before its first layer), not into the conv before it.
 RELU_BEFORE = (("lrn", "pool"), ("pool",))
-# A conv + ReLU right before a layer of these kinds hands its ReLU's backward to it (``Conv2d.mask_relu_of``): the
-# mask comes from that layer's saved input, so the conv's backward reads no output.
-RELU_MASKED_BY_NEXT = ("conv",)
+# A layer of one of these kinds right after a layer of the same kind + one of its runs of fused layers takes the
+# ReLU's (and dropout's) backward of that block into its input gradient (``Conv2d`` / ``Linear.mask_relu_of``): the
+# mask comes from its saved input, so the block before reads no output and masks no gradient.
+RELU_MASKED_BY_NEXT = {"conv": (("relu",),), "linear": (("relu",), ("relu", "dropout"))}
+
+
+def relu_masked_after(kind: str, after: tuple[str, ...]) -> bool:
+    """Whether a layer of ``kind``, followed by layers of the kinds ``after``, hands its ReLU's backward to the
+    layer after them (RELU_MASKED_BY_NEXT)."""
+    return any(after[:len(run) + 1] == (*run, kind) for run in RELU_MASKED_BY_NEXT.get(kind, ()))
 
 
 def masks_relu_before(layers: list[Shaped], i: int) -> bool:
-    """Whether layers[i] takes the mask of the conv + ReLU right before it (RELU_MASKED_BY_NEXT)."""
-    before = tuple(s.layer.kind for s in layers[max(0, i - 2):i])
-    return layers[i].layer.kind in RELU_MASKED_BY_NEXT and before == ("conv", "relu")
+    """Whether layers[i] takes the ReLU's backward of the block right before it (RELU_MASKED_BY_NEXT)."""
+    kind = layers[i].layer.kind
+    return any(i > len(run) and tuple(s.layer.kind for s in layers[i - len(run) - 1:i]) == (kind, *run)
+               for run in RELU_MASKED_BY_NEXT.get(kind, ()))
 
 
 def _leads(layers: list[Shaped], i: int) -> bool:

@@ -125,7 +125,9 @@ class Linear(torch.nn.Linear):
     training mode only (``ops.linear``'s dropout, its mask from a seed drawn per call on the input's device: a
     device tensor, so a captured CUDA graph draws anew at each replay). precision: "ieee" or "tf32".
     fused_update: None, or the SGD step of weight and bias that the training-mode backward applies in the
-    weight-gradient kernel (set by ``optim.SGD.fuse_into``).
+    weight-gradient kernel (set by ``optim.SGD.fuse_into``). ``mask_relu_of(linear)``: this linear's input is
+    ``linear``'s ReLU (+ dropout) output, whose backward this linear's input gradient applies in its epilogue
+    (``ops.linear``'s relu_input / relu_masked_by_next).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
@@ -135,13 +137,35 @@ class Linear(torch.nn.Linear):
         self.dropout = check_probability("Linear", dropout)
         self.precision = precision
         self.fused_update = None
+        self.relu_masked_by_next = False
+        self._masks_relu_of: Linear | None = None
+
+    def mask_relu_of(self, linear: Linear) -> None:
+        """Take ``linear``'s ReLU and dropout backward into this linear's input gradient: ``linear`` (relu=True)
+        must feed this linear and nothing else. This linear holds ``linear`` unregistered (not a submodule of its
+        own) and reads its dropout and training mode at each call."""
+        if not linear.relu:
+            raise ValueError("Linear.mask_relu_of: the linear before it must have relu=True")
+        linear.relu_masked_by_next = True
+        object.__setattr__(self, "_masks_relu_of", linear)
+
+    def _applied_dropout(self) -> float:
+        """The dropout probability this call applies: 0 in eval mode."""
+        return self.dropout if self.training else 0.0
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return ops.linear(input, self.weight, self.bias, self.relu, self.dropout if self.training else 0.0,
-                          precision=self.precision, update=self.fused_update if self.training else None)
+        before = self._masks_relu_of
+        return ops.linear(input, self.weight, self.bias, self.relu, self._applied_dropout(),
+                          precision=self.precision, update=self.fused_update if self.training else None,
+                          relu_input=before is not None,
+                          relu_input_dropout=before._applied_dropout() if before is not None else 0.0,
+                          relu_masked_by_next=self.relu_masked_by_next)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}, precision={self.precision!r}"
+        flags = "".join(f", {name}=True" for name, on in (("relu_input", self._masks_relu_of is not None),
+                                                            ("relu_masked_by_next", self.relu_masked_by_next)) if on)
+        return super().extra_repr() + f", relu={self.relu}, dropout={self.dropout}, precision={self.precision!r}" + \
+            flags
 
 
 class Dropout(torch.nn.Dropout):

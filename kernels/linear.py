@@ -20,7 +20,9 @@ the epilogue rounds relu(x @ w^T + b) to y's dtype before scaling, as the
 two separate ops would. Backward gets d(pre-activation) = dy' on the load of dy:
   ReLU (+ dropout): dy' = dy * scale where y > 0 (y > 0 implies kept and
                     pre-activation > 0; scale = 1/(1-p), or 1 without dropout),
-  dropout alone:    dy' = dy * scale where the regenerated mask keeps.
+  dropout alone:    dy' = dy * scale where the regenerated mask keeps;
+or dy comes as dy' already: the next linear's input gradient applied the first rule to the dx it writes, with its
+own input (this layer's y) in y's place (``relu_input``), once per element rather than on every load of dy.
 No extra tensor is saved: y is needed anyway (it is the next layer's input).
 
 Mixed precision without cast launches: x (dy in backward) sets the compute dtype; when it is fp16/bf16, weight and
@@ -58,12 +60,13 @@ GROUP_M = 8
 # master weight (wgmma's register operand) in the same registers when a dropout epilogue followed, so each wgmma
 # waited for the one before (wait depth 0); 64 deep keeps one in flight, in fewer instructions per MMA. It needs
 # 96 KiB of LDS at 2 stages with an fp32 weight, over gfx942's 64 KiB: there such launches take the 64-row tiles.
-# Input gradient 128x128x64 (4 stages): fc6's dx [128, 9216] is 72 programs of 128x128, one per SM, whose loop is
-# mostly dy' masked in registers (wgmma's register operand, read from the async-copy stages); 64 deep it takes 360
-# sm_90 loop instructions per 4 wgmmas against 211 per 2 at 32 deep (issue-bound there with the bf16 compute copy).
-# Its stages fit fp16/bf16 weights only (256 KiB at 4 bytes). fc8's dy [128, 1000] loads element by element (1000 is
-# no multiple of 16, Triton's hint for vector loads), held in registers across the stages: 254 registers on sm_90,
-# 240 on sm_80, no spill (Triton 3.6 and 3.7).
+# Input gradient: in AlexNet's step dy comes masked (the next layer's input gradient applied this layer's ReLU and
+# dropout, ``relu_input``) and the loop is a plain GEMM: sm_90 bf16 fc6/fc7 88 instructions per 2 wgmmas at 128x128x32
+# (0.69 issue/tensor), 127 per 4 at 128x128x64 (0.50). Masking dy' on the load (RELU_MASK: a linear whose next layer
+# does not take its mask) makes dy' wgmma's register operand, read from the async-copy stages: 211 per 2 and 360
+# per 4 (1.65 and 1.41). 128x128x64 (4 stages) fits fp16/bf16 weights only (256 KiB at 4 bytes). fc8's dy [128,
+# 1000] loads element by element (1000 is no multiple of 16, Triton's hint for vector loads), held in registers
+# across the stages: 254 registers on sm_90, 240 on sm_80, no spill (Triton 3.6 and 3.7).
 # The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
 # weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
@@ -90,7 +93,8 @@ INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4),
                  _tile(128, 128, 64, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
-    interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK"), operand="w_ptr")
+    interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK", "INPUT_RELU"),
+    operand="w_ptr")
 WEIGHT_GRAD_CONFIGS = runtime.KernelConfigs(
     tensor_core=(_tile(128, 128, 32, 8, 4), _tile(64, 128, 32, 4, 4)),
     cuda_core=(_tile(32, 64, 32, 4, 2), _tile(64, 32, 32, 4, 2)),
@@ -214,8 +218,8 @@ def _linear_forward_kernel(
 
 @triton.jit
 def _linear_input_grad_kernel(
-    # pointers (seed_ptr: the forward's dropout seed, int64 [1])
-    dy_ptr, y_ptr, w_ptr, dx_ptr, seed_ptr,
+    # pointers (seed_ptr: the forward's dropout seed, int64 [1]; x_ptr: the forward's input, with INPUT_RELU)
+    dy_ptr, y_ptr, w_ptr, dx_ptr, seed_ptr, x_ptr,
     # sizes
     M, N, K,
     # strides, in elements
@@ -223,13 +227,18 @@ def _linear_input_grad_kernel(
     y_sm, y_sn,
     w_sn, w_sk,
     dx_sm, dx_sk,
-    # runtime scalars (dropout)
-    p, scale,
+    x_sm, x_sk,
+    # runtime scalars (dropout; the scale of the dropout that made x, with INPUT_RELU)
+    p, scale, input_scale,
     # meta
-    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    RELU_MASK: tl.constexpr, DROPOUT_MASK: tl.constexpr, INPUT_RELU: tl.constexpr, PRECISION: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, GROUP_M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """dx = dy' @ w, dy' = dy masked/scaled as the forward's epilogue (``_output_grad``).
+    """dx = dy' @ w, dy' = dy masked/scaled as the forward's epilogue (``_output_grad``). INPUT_RELU: x is the
+    output of a ReLU (and a dropout of scale ``input_scale`` after it, 1 without), whose backward the epilogue
+    applies to dx as ``_output_grad`` would on its load: dx rounded to its dtype, then dx * input_scale where x > 0,
+    else 0 (the previous layer's d(pre-activation), which that layer's backward then takes unmasked).
 
     grid (cdiv(M, BLOCK_M) * cdiv(K, BLOCK_N),), swizzled: each program computes
     a BLOCK_M (rows) x BLOCK_N (input features) tile of dx, reducing over N in BLOCK_K steps.
@@ -257,8 +266,13 @@ def _linear_input_grad_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=ACC_DTYPE)
         w_ptrs += BLOCK_K * w_sn
 
+    dx = acc.to(dx_ptr.dtype.element_ty)
+    if INPUT_RELU:
+        x = tl.load(x_ptr + (m64 * x_sm)[:, None] + (k * x_sk)[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        dx = tl.where(x.to(ACC_DTYPE) > 0.0, dx.to(ACC_DTYPE) * input_scale, 0.0).to(dx_ptr.dtype.element_ty)
     dx_ptrs = dx_ptr + (m64 * dx_sm)[:, None] + (k * dx_sk)[None, :]
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=m_ok[:, None] & k_ok[None, :])
+    tl.store(dx_ptrs, dx, mask=m_ok[:, None] & k_ok[None, :])
 
 
 @triton.jit
@@ -492,12 +506,16 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None = None, dropout: float = 0.0,
                       seed: int | torch.Tensor | None = None, precision: str = "ieee",
-                      config: triton.Config | None = None) -> torch.Tensor:
+                      config: triton.Config | None = None, *, relu_input: torch.Tensor | None = None,
+                      relu_input_dropout: float = 0.0) -> torch.Tensor:
     """dx [*, K] (dy's dtype) from dy [*, N] and weight [N, K] (dy's dtype, or an fp32 master weight of an
     fp16/bf16 dy).
 
     y [*, N]: the forward's output when it ended in a ReLU (dy is masked by y > 0);
     dropout, seed: the forward's dropout (scale only, given y; else the mask is regenerated from the seed).
+    relu_input [*, K] (dy's dtype): the forward's input x when it is the output of a ReLU, then a dropout of
+    probability ``relu_input_dropout`` (0: none): dx is given as that ReLU's and dropout's backward, masked by
+    x > 0 and scaled by the dropout's 1/(1-p), as ``linear_input_grad`` of the layer before with its y would mask it.
     """
     if dy.ndim < 1:
         raise checks.ArgumentError(f"linear_input_grad: dy must be [*, out_features], got shape {tuple(dy.shape)}")
@@ -508,18 +526,23 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
     checks.check_shape_and_dtype("linear_input_grad", "dy", dy, out_shape,
                                  dy.dtype if _master(dy.dtype, weight) else weight.dtype)
     checks.check_shape_and_dtype("linear_input_grad", "y", y, out_shape, dy.dtype)
-    checks.check_device("linear_input_grad", dy=dy, weight=weight, y=y)
+    checks.check_shape_and_dtype("linear_input_grad", "relu_input", relu_input, (*dy.shape[:-1], g["K"]), dy.dtype)
+    relu_input_dropout = check_probability("linear_input_grad", relu_input_dropout)
+    checks.check_device("linear_input_grad", dy=dy, weight=weight, y=y, relu_input=relu_input)
     dx = runtime.new_output((*dy.shape[:-1], g["K"]), device=dy.device, dtype=dy.dtype)
     if dx.numel() == 0:
         return dx
     dy, dx_matrix = _matrix(dy, g["M"]), dx.view(g["M"], g["K"])
     y = y if y is None else _matrix(y, g["M"])
+    x = dx_matrix if relu_input is None else _matrix(relu_input, g["M"])  # (dx: an unused pointer)
     runtime.launch(
         _linear_input_grad_kernel, _grid(g["M"], g["K"]), INPUT_GRAD_CONFIGS, config,
         runtime.uses_tensor_cores(dy.dtype, precision),
-        dy_ptr=dy, w_ptr=weight, dx_ptr=dx_matrix, **g, **runtime.stride_args("dy", dy, "mn"),
+        dy_ptr=dy, w_ptr=weight, dx_ptr=dx_matrix, x_ptr=x, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx_matrix, "mk"),
-        **_mask_args(y, dy, p, seed), PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype),
+        **runtime.stride_args("x", x, "mk"), **_mask_args(y, dy, p, seed),
+        input_scale=dropout_scale(relu_input_dropout, dy.dtype) if relu_input_dropout > 0 else 1.0,
+        INPUT_RELU=relu_input is not None, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype),
         GROUP_M=GROUP_M)
     return dx
 

@@ -68,15 +68,19 @@ def _seed():
 
 def _gemm_samples():
     """linear (fc6/fc7 scaled down: ReLU + dropout; a plain odd one; bf16 with fp32 master parameters and the
-    weight's compute copy), its gradients, dropout, cross-entropy, SGD (also writing compute copies)."""
+    weight's compute copy; one handing its ReLU to the next and taking the one before's), its gradients, dropout,
+    cross-entropy, SGD (also writing compute copies)."""
     x, w, b = _x(4, 40, requires_grad=True), _x(24, 40, requires_grad=True), _x(24, requires_grad=True)
-    yield "linear/fc6", OPS.linear, (x, w, b, True, 0.5, _seed(), "ieee", None)
+    yield "linear/fc6", OPS.linear, (x, w, b, True, 0.5, _seed(), "ieee", None, False, None)
     yield "linear/odd", OPS.linear, (_x(3, 5, 7, requires_grad=True), _x(9, 7, requires_grad=True), None, False,
-                                     0.0, None, "ieee", None)
+                                     0.0, None, "ieee", None, False, None)
     yield "linear/fc6-bf16-copy", OPS.linear, (x.detach().bfloat16().requires_grad_(), w, b, True, 0.5, _seed(),
-                                               "ieee", w.detach().bfloat16())
-    y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee", None)
-    yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee")
+                                               "ieee", w.detach().bfloat16(), False, None)
+    yield "linear/fc7-relu-hand-over", OPS.linear, (x.relu(), w, b, True, 0.5, _seed(), "ieee", None, True, 0.5)
+    y = OPS.linear(x.detach(), w.detach(), b.detach(), True, 0.5, _seed(), "ieee", None, False, None)
+    yield "linear_input_grad", OPS.linear_input_grad, (_x(4, 24), w.detach(), y, 0.5, _seed(), "ieee", None, 0.0)
+    yield "linear_input_grad/relu-input", OPS.linear_input_grad, (_x(4, 24), w.detach(), None, 0.0, None, "ieee",
+                                                                  x.detach().relu(), 0.5)
     yield "linear_weight_grad", OPS.linear_weight_grad, (_x(4, 24), x.detach(), y, 0.5, _seed(), True, "ieee",
                                                                 torch.float32)
     yield "linear_weight_grad_sgd_", OPS.linear_weight_grad_sgd_, (

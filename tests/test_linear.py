@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 
 import pytest
@@ -15,9 +16,11 @@ from test_dropout import philox_keep
 from alexnet_triton import nn, ops
 from alexnet_triton.kernels import linear as linear_kernels
 from alexnet_triton.kernels import runtime
-from alexnet_triton.kernels.dropout import dropout_keep
+from alexnet_triton.kernels.dropout import dropout_keep, dropout_scale
 from alexnet_triton.kernels.linear import _flat_index
 from alexnet_triton.parity import assert_tf32_close
+
+linear_op = importlib.import_module("alexnet_triton.ops.linear")  # (alexnet_triton.ops.linear: the function)
 
 # (batch, in_features, out_features): AlexNet's fc6/fc7/fc8 (9216 -> 4096 -> 4096 -> 1000) / 32 at batch 8,
 # and odd shapes: batch 1, sizes that are multiples of no block, more rows/features than one interpreter block.
@@ -236,10 +239,136 @@ def test_every_shipped_config(kernel, config):
         assert_close(linear_kernels.linear_forward(x, w, b, relu=True, config=config), y_ref, "y")
     elif kernel == "input_grad":
         assert_close(linear_kernels.linear_input_grad(dy, w, y=y_ref, config=config), dy_masked @ w, "dx")
+        relu_x = x.relu()  # the tile's epilogue masking dx by its input (``relu_input``)
+        assert_close(linear_kernels.linear_input_grad(dy, w, y=y_ref, config=config, relu_input=relu_x,
+                                                      relu_input_dropout=0.5), (dy_masked @ w) * (relu_x > 0) * 2,
+                     "dx masked")
     else:
         dw, db = linear_kernels.linear_weight_grad(dy, x, y=y_ref, config=config)
         assert_close(dw, dy_masked.t() @ x, "dw")
         assert_close(db, dy_masked.sum(0), "db")
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["relu", "relu+dropout"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=["fp32", "bf16", "fp64"])
+@pytest.mark.parametrize("shape", [ALEXNET_LAYERS[1], ODD_SHAPES[2]])
+def test_input_grad_masked_by_a_relu_input(shape, dtype, dropout):
+    """``relu_input``: dx masked by x > 0 and scaled by the dropout's 1/(1-p) in the input gradient's epilogue (x a
+    ReLU's output, half of it 0): bitwise the unmasked dx masked as the layer before's backward masks its dy, and
+    PyTorch's within its dtype's rounding; dy, weight and relu_input strided views."""
+    batch, fan_in, fan_out = shape
+    gen = torch.Generator().manual_seed(11)
+    dy = torch.randn(fan_out, batch, generator=gen).to(dtype).t()
+    w = (torch.randn(fan_out, 2 * fan_in, generator=gen) / fan_in ** 0.5).to(dtype)[:, ::2]
+    x = torch.randn(batch, fan_in + 3, generator=gen).relu().to(dtype)[:, 3:]
+    plain = linear_kernels.linear_input_grad(dy, w)
+    dx = linear_kernels.linear_input_grad(dy, w, relu_input=x, relu_input_dropout=dropout)
+    scale = dropout_scale(dropout, dtype) if dropout else 1.0
+    accumulated = torch.float64 if dtype == torch.float64 else torch.float32
+    assert torch.equal(dx, torch.where(x > 0, plain.to(accumulated) * scale, 0.0).to(dtype))
+    reference = (dy.double() @ w.double()) * (x > 0) / (1 - dropout)
+    error = (dx.double() - reference).abs().max().item()
+    tolerance = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2 * torch.finfo(dtype).eps)
+    assert error <= tolerance * reference.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["relu", "relu+dropout"])
+def test_a_linear_relu_hands_its_mask_to_the_next_linear(dropout, dtype, monkeypatch, no_torch_fallback):
+    """fc6 -> ReLU (-> dropout) -> fc7 -> ReLU -> fc8 (scaled), each hand-over with ``relu_masked_by_next`` on the
+    first and ``relu_input`` on the second: output and all seven gradients bitwise those without the hand-over and
+    as PyTorch's (the same dropout mask); with it, no backward GEMM reads y or regenerates a mask (fc6's and fc7's
+    masks are applied in fc7's and fc8's input-gradient epilogues)."""
+    gen = torch.Generator().manual_seed(21)
+    sizes = [9216 // 64, 4096 // 64, 4096 // 64, 1000 // 64]
+    x = torch.randn(6, sizes[0], generator=gen).to(dtype).requires_grad_()
+    params = [t.to(dtype).requires_grad_() for fan_in, fan_out in zip(sizes, sizes[1:], strict=False)
+              for t in (torch.randn(fan_out, fan_in, generator=gen) / fan_in ** 0.5,
+                        torch.randn(fan_out, generator=gen))]
+    seeds = [torch.tensor([6]), torch.tensor([7])]
+    masks, input_grad, weight_grad = [], linear_op._linear_input_grad, linear_op._linear_weight_grad
+    monkeypatch.setattr(linear_op, "_linear_input_grad", lambda dy, w, y, p, seed, precision, relu_input, input_p:
+                        masks.append((y is not None or p > 0, relu_input is not None, input_p))
+                        or input_grad(dy, w, y, p, seed, precision, relu_input, input_p))
+    monkeypatch.setattr(linear_op, "_linear_weight_grad", lambda dy, x, y, p, seed, *rest:
+                        masks.append((y is not None or p > 0,)) or weight_grad(dy, x, y, p, seed, *rest))
+
+    def net(hand_over):
+        w6, b6, w7, b7, w8, b8 = params
+        h = ops.linear(x, w6, b6, relu=True, dropout=dropout, seed=seeds[0], relu_masked_by_next=hand_over)
+        h = ops.linear(h, w7, b7, relu=True, dropout=dropout, seed=seeds[1], relu_input=hand_over,
+                       relu_input_dropout=dropout if hand_over else 0.0, relu_masked_by_next=hand_over)
+        return ops.linear(h, w8, b8, relu_input=hand_over, relu_input_dropout=dropout if hand_over else 0.0)
+    dy = torch.randn(6, sizes[-1], generator=gen).to(dtype)
+    results = {}
+    for hand_over in (False, True):
+        masks.clear()
+        with no_torch_fallback():
+            y = net(hand_over)
+            results[hand_over] = (y, *torch.autograd.grad(y, (x, *params), dy))
+        launched = list(masks)
+    # backward, fc8 first: input gradient (masks dy?, masks dx?, its dropout), weight gradient (masks dy?)
+    assert launched == [(False, True, dropout), (False,), (False, True, dropout), (False,), (False, False, 0.0),
+                        (False,)]
+    for name, a, e in zip(("y", "dx", "dw6", "db6", "dw7", "db7", "dw8", "db8"), results[True], results[False],
+                          strict=True):
+        assert torch.equal(a, e), name
+
+    def reference(x, w6, b6, w7, b7, w8, b8):
+        keeps = [ops.dropout(torch.ones(6, w.shape[0]), dropout, True, seed=s).double() if dropout else 1.0
+                 for w, s in ((w6, seeds[0]), (w7, seeds[1]))]  # kept: 1/(1-p)
+        h = F.relu(F.linear(x, w6, b6)) * keeps[0]
+        return F.linear(F.relu(F.linear(h, w7, b7)) * keeps[1], w8, b8)
+    operands64 = [t.detach().double().requires_grad_() for t in (x, *params)]
+    y64 = reference(*operands64)
+    grads64 = torch.autograd.grad(y64, operands64, dy.double())
+    for name, a, e64 in zip(("y", "dx", "dw6", "db6", "dw7", "db7", "dw8", "db8"), results[True], (y64, *grads64),
+                            strict=True):
+        error = (a.double() - e64).abs().max().item()
+        tolerance = 1e-5 if dtype == torch.float32 else 8 * torch.finfo(dtype).eps
+        assert error <= tolerance * e64.abs().max().item(), name
+
+
+def test_linear_relu_hand_over_refuses_what_it_cannot_do():
+    """relu_masked_by_next without a ReLU, relu_input_dropout without relu_input or out of [0, 1], a relu_input of
+    the wrong shape or dtype: one clear error each."""
+    x, w = torch.randn(3, 5), torch.randn(4, 5)
+    with pytest.raises(ValueError, match=r"^linear: relu_masked_by_next needs relu=True"):
+        ops.linear(x, w, relu_masked_by_next=True)
+    with pytest.raises(ValueError, match=r"^linear: relu_input_dropout=0.5 needs relu_input=True"):
+        ops.linear(x, w, relu_input_dropout=0.5)
+    with pytest.raises(ValueError, match=r"between 0 and 1, but got 1.5"):
+        ops.linear(x, w, relu_input=True, relu_input_dropout=1.5)
+    dy = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"^linear_input_grad: relu_input must have shape \(3, 5\) and dtype "
+                                         r"torch.float32, got \(3, 4\) torch.float32"):
+        linear_kernels.linear_input_grad(dy, w, relu_input=x[:, :4])
+    with pytest.raises(ValueError, match=r"^linear_input_grad: relu_input must have .* got \(3, 5\) torch.float64"):
+        linear_kernels.linear_input_grad(dy, w, relu_input=x.double())
+
+
+def test_the_module_hands_its_relu_to_the_next_linear_in_training_and_eval(no_torch_fallback):
+    """nn.Linear.mask_relu_of: the dropout the next layer's epilogue scales by is the one the first applied in this
+    call (none in eval mode); the gradients are those of the same modules without the hand-over, in both modes."""
+    torch.manual_seed(3)
+    plain = torch.nn.Sequential(nn.Linear(12, 10, relu=True, dropout=0.5), nn.Linear(10, 4))
+    handed = copy.deepcopy(plain)
+    handed[1].mask_relu_of(handed[0])
+    assert handed[0].relu_masked_by_next and not list(handed[1].children())
+    assert "relu_input=True" in repr(handed[1]) and "relu_masked_by_next=True" in repr(handed[0])
+    x = torch.randn(5, 12)
+    for training in (True, False):
+        grads = []
+        for model in (plain, handed):
+            model.train(training)
+            torch.manual_seed(8)  # the same dropout seeds drawn
+            with no_torch_fallback():
+                y = model(x)
+                grads.append([y, *torch.autograd.grad(y.square().sum(), list(model.parameters()))])
+        for a, e in zip(*grads, strict=True):
+            assert torch.equal(a, e)
+    with pytest.raises(ValueError, match=r"^Linear.mask_relu_of: the linear before it must have relu=True"):
+        nn.Linear(4, 4).mask_relu_of(nn.Linear(4, 4))
 
 
 def test_weight_and_bias_grads_are_deterministic():

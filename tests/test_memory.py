@@ -14,7 +14,6 @@ from alexnet_triton.study.measure import memory
 from alexnet_triton.study.registries.providers import PROVIDERS
 
 FP32 = 4
-SEED = 8  # a dropout seed: int64 [1]
 SCALED_2012 = dict(width=0.125, input_size=67, num_classes=10)  # as in test_model.py
 
 
@@ -55,14 +54,13 @@ def triton_network_bytes(batch: int) -> int:
     """Per image at ``batch``, what the Triton 2012 net keeps: both blocks; conv3's input (pool2's output); the
     ReLU outputs of conv3 and conv4 (conv4's and conv5's inputs); pool5's int8 offsets (which hold its ReLU's
     mask: conv5's output is not kept) and output (fc6's input); the outputs of fc6 and fc7 (ReLU, then dropout:
-    fc7's and fc8's inputs); and fc6's and fc7's dropout seeds (int64 [1] each, drawn on the device, from which
-    the backward regenerates the masks: per step, not per image)."""
+    fc7's and fc8's inputs, whose input gradients apply both masks from them: no dropout seed is kept)."""
     conv1, conv2, conv3, conv4, conv5 = CONV_LAYERS["2012"]
     maps = conv3.out_size ** 2  # 13 x 13 from conv3 to conv5
     pool5 = conv5.out_channels * pooled(conv5.out_size) ** 2
     return (block_bytes(conv1) + block_bytes(conv2) + FP32 * conv3.in_channels * maps
             + FP32 * (conv3.out_channels + conv4.out_channels) * maps
-            + pool5 + FP32 * pool5 + FP32 * 2 * 4096 + 2 * SEED // batch)
+            + pool5 + FP32 * pool5 + FP32 * 2 * 4096)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +138,7 @@ def test_triton_2012_network_bytes_by_hand(networks):
     rows = networks["2012"]
     assert rows.loc[("triton", "conv1"), "saved_bytes_per_image"] == block_bytes(CONV_LAYERS["2012"][0])
     assert rows.loc[("triton", memory.NETWORK), "saved_bytes_per_image"] == triton_network_bytes(batch=1)
-    assert rows.loc[("triton", memory.NETWORK), "saved_tensors"] == 15
+    assert rows.loc[("triton", memory.NETWORK), "saved_tensors"] == 13  # no dropout seed
 
 
 def test_plot(networks, tmp_path):

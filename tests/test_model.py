@@ -170,6 +170,27 @@ def test_a_relu_before_a_pool_is_the_pool_s_and_so_is_its_conv_s_bias(variant):
                        for conv in reversed(convs[1:])]  # conv1's input gradient: not launched
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fc6_and_fc7_hand_their_relu_and_dropout_to_the_next_linear(variant):
+    """fc6 and fc7 (ReLU, then a dropout in their epilogue or on the next one's input) hand both backwards to the
+    next linear's input gradient, which masks the dx it writes by its input > 0 and scales it by the dropout the
+    layer before applied (2012: fc6's and fc7's; torchvision: fc6's, fc7's none): no backward GEMM of a training
+    step masks its dy."""
+    model = AlexNet(variant, 10, "triton", init="kaiming", **SCALED[variant])
+    linears = [m for m in model.classifier if isinstance(m, triton_nn.Linear)]
+    assert [m.relu_masked_by_next for m in linears] == [True, True, False]
+    assert [m._masks_relu_of for m in linears] == [None, *linears[:2]]
+    with runtime.capture_launches() as records:
+        ops.cross_entropy(model(images(variant)), torch.tensor([3, 0, 7])).backward()
+    backward = [r for r in records if r.kernel.fn.__name__ in ("_linear_input_grad_kernel",
+                                                                "_linear_weight_grad_kernel")]
+    assert not [r for r in backward if r.args["RELU_MASK"] or r.args["DROPOUT_MASK"]]
+    input_grads = [(r.args["INPUT_RELU"], r.args["input_scale"]) for r in backward
+                   if r.kernel.fn.__name__ == "_linear_input_grad_kernel"]  # fc8's first
+    scales = {"2012": [2.0, 2.0], "torchvision": [1.0, 2.0]}[variant]  # dropout 0.5 after fc7 (2012) and fc6
+    assert input_grads == [(True, scales[0]), (True, scales[1]), (False, 1.0)]
+
+
 def test_the_pools_hold_their_conv_unregistered():
     """The bias stays the conv's one parameter: the pool module has no parameter or submodule of its own, the
     state_dict keys are the torch tree's, a deep copy keeps the link to its own conv, and a loaded bias is the one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import checks
 from ..kernels.dropout import check_probability, seed_tensor
 from ..kernels.linear import linear_forward, linear_input_grad, linear_weight_grad, linear_weight_grad_sgd_
 from ..precision import autocast_master_operands, compute_copy
@@ -13,15 +14,20 @@ from .library import kernel_op
 
 @kernel_op("linear")
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool, dropout: float,
-            seed: torch.Tensor | None, precision: str, weight_copy: torch.Tensor | None) -> torch.Tensor:
-    """weight_copy: None, or weight's compute copy, read instead of it (``precision.compute_copy``)."""
+            seed: torch.Tensor | None, precision: str, weight_copy: torch.Tensor | None, relu_masked_by_next: bool,
+            relu_input_dropout: float | None) -> torch.Tensor:
+    """weight_copy: None, or weight's compute copy, read instead of it (``precision.compute_copy``). The last two
+    only change the backward (``linear``'s relu_masked_by_next; relu_input_dropout: None, or its relu_input's
+    dropout)."""
     return linear_forward(x, weight, bias, relu, dropout, seed, precision, weight_copy=weight_copy)
 
 
 @kernel_op("linear_input_grad")
 def _linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None, dropout: float,
-                       seed: torch.Tensor | None, precision: str) -> torch.Tensor:
-    return linear_input_grad(dy, weight, y, dropout, seed, precision)
+                       seed: torch.Tensor | None, precision: str, relu_input: torch.Tensor | None,
+                       relu_input_dropout: float) -> torch.Tensor:
+    return linear_input_grad(dy, weight, y, dropout, seed, precision, relu_input=relu_input,
+                             relu_input_dropout=relu_input_dropout)
 
 
 @kernel_op("linear_weight_grad")
@@ -47,10 +53,22 @@ def _linear_weight_grad_sgd_(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor 
 
 
 def _save(ctx, inputs, output) -> None:
-    x, weight, bias, relu, dropout, seed, precision, weight_copy = inputs
+    x, weight, bias, relu, dropout, seed, precision, weight_copy, relu_masked_by_next, relu_input_dropout = inputs
+    if relu_masked_by_next:  # dy comes as d(pre-activation): no mask to apply
+        relu, dropout, seed = False, 0.0, None
     ctx.save_for_backward(x, weight, weight_copy, output if relu else None, seed)
     ctx.linear = dict(dropout=dropout, precision=precision)
+    ctx.relu_input_dropout = relu_input_dropout
     ctx.has_bias = bias is not None
+
+
+def _input_grad(ctx, dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, weight_copy: torch.Tensor | None,
+                y: torch.Tensor | None, seed: torch.Tensor | None) -> torch.Tensor:
+    """dx, masked by the ReLU (and dropout) that made x when the forward had relu_input_dropout."""
+    masked = ctx.relu_input_dropout is not None
+    return _linear_input_grad(dy, _read_weight(weight, weight_copy), y, ctx.linear["dropout"], seed,
+                              ctx.linear["precision"], x if masked else None,
+                              ctx.relu_input_dropout if masked else 0.0)
 
 
 def _read_weight(weight: torch.Tensor, weight_copy: torch.Tensor | None) -> torch.Tensor:
@@ -63,13 +81,12 @@ def _backward(ctx, dy):
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     dx = dw = db = None
     if need_x:
-        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, ctx.linear["dropout"], seed,
-                                ctx.linear["precision"])
+        dx = _input_grad(ctx, dy, x, weight, weight_copy, y, seed)
     if need_w or need_b:
         grads = _linear_weight_grad(dy, x, y, ctx.linear["dropout"], seed, ctx.has_bias and need_b,
                                     ctx.linear["precision"], weight.dtype)
         dw, db = grads[0] if need_w else None, grads[1] if len(grads) > 1 else None
-    return dx, dw, db, None, None, None, None, None
+    return dx, dw, db, None, None, None, None, None, None, None
 
 
 _linear.register_autograd(_backward, setup_context=_save)
@@ -80,9 +97,12 @@ class _LinearWithUpdate(torch.autograd.Function):
     and bias in the weight-gradient kernel) instead of returning dw and db: weight and bias get no .grad."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, relu, dropout, seed, precision, weight_copy, update):
-        output = _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy)
-        _save(ctx, (x, weight, bias, relu, dropout, seed, precision, weight_copy), output)
+    def forward(ctx, x, weight, bias, relu, dropout, seed, precision, weight_copy, relu_masked_by_next,
+                relu_input_dropout, update):
+        inputs = (x, weight, bias, relu, dropout, seed, precision, weight_copy, relu_masked_by_next,
+                  relu_input_dropout)
+        output = _linear(*inputs)
+        _save(ctx, inputs, output)
         ctx.update = update
         return output
 
@@ -91,12 +111,11 @@ class _LinearWithUpdate(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, weight_copy, y, seed = ctx.saved_tensors
         dropout, precision = ctx.linear["dropout"], ctx.linear["precision"]
-        dx = _linear_input_grad(dy, _read_weight(weight, weight_copy), y, dropout, seed, precision) \
-            if ctx.needs_input_grad[0] else None
+        dx = _input_grad(ctx, dy, x, weight, weight_copy, y, seed) if ctx.needs_input_grad[0] else None
         # Launched after dx's kernel on the same stream (a graph edge when captured): dx reads the old weight.
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # (frozen parameters: no step, as without fusion)
             ctx.update(dy, x, y, dropout, seed, precision)
-        return dx, None, None, None, None, None, None, None, None
+        return dx, None, None, None, None, None, None, None, None, None, None
 
 
 # torch.compile runs it and its backward eagerly (a graph break; fullgraph=True raises): the backward steps the
@@ -106,7 +125,8 @@ _linear_with_update = torch.compiler.disable(_LinearWithUpdate.apply, reason="th
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False,
            dropout: float = 0.0, seed: int | torch.Tensor | None = None, precision: str = "ieee",
-           update=None) -> torch.Tensor:
+           update=None, *, relu_input: bool = False, relu_input_dropout: float = 0.0,
+           relu_masked_by_next: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then ReLU if ``relu``, then dropout of the result, in one kernel.
 
     x [*, in_features], weight [out_features, in_features], bias [out_features] -> [*, out_features]; as
@@ -132,17 +152,34 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     update: an ``optim.FusedUpdate`` of exactly this weight and bias (``optim.SGD.fuse_into`` sets it on a
     ``nn.Linear``): the backward applies their SGD step in the weight-gradient kernel (after the input gradient,
     which reads the old weight) instead of giving them a gradient.
+
+    A linear + ReLU (+ dropout) feeding a linear can hand the ReLU's and dropout's backward to the linear after
+    it, whose input gradient applies them in its epilogue (masked by its input x > 0, scaled by the dropout's
+    1/(1-p)), so that neither of the first's backward GEMMs masks its output gradient on every load:
+    ``relu_masked_by_next`` on the first (relu=True; its output is saved for no mask), and ``relu_input`` on the
+    second, with ``relu_input_dropout`` = the first's dropout probability in this call (0 in eval mode), whose
+    input must be the first's output and nothing else's. The gradient the second returns for its input is then
+    the gradient of the first's pre-activation, which is what the first takes as its output's gradient (a hook on
+    the tensor between them sees it so). Each flag assumes the other.
     """
+    if relu_masked_by_next and not relu:
+        raise checks.ArgumentError("linear: relu_masked_by_next needs relu=True (the ReLU the next linear masks for)")
+    relu_input_dropout = check_probability("linear", relu_input_dropout)
+    if relu_input_dropout > 0 and not relu_input:
+        raise checks.ArgumentError(f"linear: relu_input_dropout={relu_input_dropout} needs relu_input=True (the "
+                                   "dropout after the ReLU that made x)")
+    flags = (relu_masked_by_next, relu_input_dropout if relu_input else None)
     x, weight, bias = autocast_master_operands(x, weight, bias)
     if update is not None and (weight is not update.weight or bias is not update.bias):
         raise ValueError("linear: update is the fused SGD step of other parameters than this weight and bias")
     if weight.ndim == 1:
-        return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision).squeeze(-1)
+        return linear(x, weight.unsqueeze(0), bias, relu, dropout, seed, precision, relu_input=relu_input,
+                      relu_input_dropout=relu_input_dropout, relu_masked_by_next=relu_masked_by_next).squeeze(-1)
     if bias is not None and bias.ndim <= 1 and bias.numel() == 1 and weight.ndim == 2:
         bias = bias.expand(weight.shape[0])  # a stride-0 view; autograd sums its gradient back to one element
     dropout = check_probability("linear", dropout)
     seed = seed_tensor("linear", seed, x.device) if dropout > 0 else None
     weight_copy = compute_copy(weight, x.dtype)
     if update is not None:
-        return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, weight_copy, update)
-    return _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy)
+        return _linear_with_update(x, weight, bias, relu, dropout, seed, precision, weight_copy, *flags, update)
+    return _linear(x, weight, bias, relu, dropout, seed, precision, weight_copy, *flags)

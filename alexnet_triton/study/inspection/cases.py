@@ -153,27 +153,34 @@ def sgd_cases() -> Cases:
 def linear_cases() -> Cases:
     """fc6/fc7/fc8 at batch 128, every dtype (fp16/bf16 with fp32 master parameters and the weight's compute copy in
     that dtype, as the autocast step runs them after its first: forward and input gradient read the copy, the
-    fused step writes it): fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5 (backward masked by y > 0), fc8
-    plain, and fc7 with dropout but no ReLU (the backward regenerates the mask: the other specialisation of the
-    backward kernels); the weight gradient also with the SGD step fused (``train.py --fused-update``: the paper's
-    hyperparameters, a later step)."""
-    layers = [(name, shape, name != "fc8", name != "fc8") for name, shape in FC_LAYERS.items()]
-    layers.append(("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True))
-    for name, (fan_in, fan_out), relu, drop in layers:
+    fused step writes it), as the model launches them: fc6 and fc7 with the 2012 net's fused ReLU + dropout 0.5,
+    whose backward the next linear's input gradient applies in its epilogue (``model.masks_relu_before``: fc7's and
+    fc8's input gradients, masked by their input > 0), so that no backward GEMM masks the dy it reads; fc8 plain.
+    Also fc7 masking its own dy in both backward GEMMs, by y > 0 ("fc7-relu-masked-here") and by the regenerated
+    mask of dropout without ReLU ("fc7-dropout-no-relu"): the other specialisations of the backward kernels (a
+    linear without a linear after it). The weight gradient also with the SGD step fused (``train.py
+    --fused-update``: the paper's hyperparameters, a later step)."""
+    layers = [(name, shape, name != "fc8", False, name != "fc6") for name, shape in FC_LAYERS.items()]
+    layers += [("fc7-relu-masked-here", FC_LAYERS["fc7"], True, True, False),
+               ("fc7-dropout-no-relu", FC_LAYERS["fc7"], False, True, False)]
+    for name, (fan_in, fan_out), relu, masks_own, relu_input in layers:
         for dtype_name, (dtype, precision) in DTYPES.items():
-            def run(fan_in=fan_in, fan_out=fan_out, relu=relu, drop=drop, dtype=dtype, precision=precision):
+            def run(fan_in=fan_in, fan_out=fan_out, relu=relu, masks_own=masks_own, relu_input=relu_input,
+                    dtype=dtype, precision=precision):
                 x = torch.empty(BATCH, fan_in, dtype=dtype)
                 w = torch.empty(fan_out, fan_in, dtype=torch.float32 if dtype in checks.LOW_DTYPES else dtype)
                 b = torch.empty(fan_out, dtype=w.dtype)
                 copy = torch.empty_like(w, dtype=dtype) if dtype in checks.LOW_DTYPES else None
-                p, seed = (0.5, 1234) if drop else (0.0, None)
+                p, seed = (0.5, 1234) if relu or masks_own else (0.0, None)
                 y = linear.linear_forward(x, w, b, relu=relu, dropout=p, seed=seed, precision=precision,
                                           weight_copy=copy)
-                masks = dict(y=y if relu else None, dropout=p, seed=seed, precision=precision)
-                linear.linear_input_grad(y, w if copy is None else copy, **masks)
-                linear.linear_weight_grad(y, x, **masks, grad_dtype=w.dtype)
+                masks = dict(y=y if relu else None, dropout=p, seed=seed) if masks_own else {}
+                linear.linear_input_grad(y, w if copy is None else copy, **masks, precision=precision,
+                                         relu_input=x if relu_input else None,
+                                         relu_input_dropout=0.5 if relu_input else 0.0)
+                linear.linear_weight_grad(y, x, **masks, precision=precision, grad_dtype=w.dtype)
                 linear.linear_weight_grad_sgd_(y, x, w, b, torch.empty_like(w), torch.empty_like(b), **masks,
-                                               **SGD, weight_copy=copy)
+                                               precision=precision, **SGD, weight_copy=copy)
             yield f"2012/{name}/{dtype_name}/rowmajor", run
 
 

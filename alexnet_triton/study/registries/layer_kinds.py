@@ -11,9 +11,10 @@ write once, the traffic of an ideal fused kernel (a lower bound). Backward reads
 the output where ReLU's mask comes from it) and the output gradient; conv1's input is the image, which needs no
 gradient. A ReLU right before a pool block (``model.RELU_BEFORE``) gives its mask to the pool: the conv before it
 reads no output in its backward, a max-pool's backward reads dy and the window offset of each output (one byte) in
-place of x, and the LRN block reads the x it reads anyway. A ReLU right before a conv (``model.RELU_MASKED_BY_NEXT``)
-gives its mask to that conv's input gradient, read from the input its weight gradient reads anyway: the conv before
-it reads no output either. The SGD step is counted as backward: it runs after it, once per batch.
+place of x, and the LRN block reads the x it reads anyway. A ReLU right before a conv, or a ReLU (+ dropout)
+between two linears (``model.RELU_MASKED_BY_NEXT``), gives its mask to the next layer's input gradient, read from
+the input its weight gradient reads anyway: the layer before it reads no output either. The SGD step is counted as
+backward: it runs after it, once per batch.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ...kernels import conv as conv_kernels
 from ...kernels import linear as linear_kernels
 from ...kernels import max_pool as max_pool_kernels
 from ...kernels import runtime
-from ...model import RELU_BEFORE, RELU_MASKED_BY_NEXT
+from ...model import RELU_BEFORE, relu_masked_after
 from ..vocabulary import INPUT_GRAD, WEIGHT_GRAD
 
 LRN_FLOPS_FORWARD = 2 * LRN["size"] + 4  # window sum of squares, k + alpha/size * s, pow, divide
@@ -417,8 +418,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in (CONV, LRN_POOL, POOL
 def _conv_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, ...],
                 layers: list[StudyLayer]) -> StudyLayer:
     first = not any(layer.conv for layer in layers)  # the image needs no gradient
-    mask_elsewhere = (any(after[1:1 + len(run)] == run for run in RELU_BEFORE)
-                      or len(after) > 1 and after[1] in RELU_MASKED_BY_NEXT)
+    mask_elsewhere = any(after[1:1 + len(run)] == run for run in RELU_BEFORE) or relu_masked_after("conv", after)
     return StudyLayer(variant, s.layer.name, "conv", conv=s.layer.conv, needs_input_grad=not first,
                       relu=after[:1] == ("relu",) and not mask_elsewhere)
 
@@ -433,7 +433,7 @@ def _pool_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, .
 def _linear_layer(variant: str, s: Shaped, before: str | None, after: tuple[str, ...],
                   layers: list[StudyLayer]) -> StudyLayer:
     return StudyLayer(variant, s.layer.name, "linear", in_features=s.inputs, out_features=s.outputs,
-                      relu=after[:1] == ("relu",))
+                      relu=after[:1] == ("relu",) and not relu_masked_after("linear", after))
 
 
 # The study layer each network layer kind starts (``architecture.KINDS``; the others are fused into one of these):
