@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import fnmatch
 import os
 import shutil
 import sys
@@ -62,6 +63,15 @@ def print_loops(table) -> None:
         print(summary[SUMMARY_COLUMNS].to_string(index=False))
 
 
+def compiled_again(kept: pd.DataFrame, args: argparse.Namespace) -> pd.Series:
+    """The rows of ``kept`` that this ``--kernels`` run compiles again: of those kernels and targets, from a case
+    of its ops and patterns (the other ops' and cases' rows of the same kernels stay)."""
+    labels = {label for op in args.ops for label, _ in cases.OPS[op]()
+              if any(fnmatch.fnmatch(label, pattern) for pattern in args.cases)}
+    return (kept.kernel.isin(args.kernels) & kept.target.isin(args.targets)
+            & kept.case_list.map(lambda listed: any(case in labels for case in listed.split(";"))))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", default=list(cases.OPS),
@@ -72,7 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", nargs="+", default=list(compilation.TARGETS), choices=list(compilation.TARGETS))
     parser.add_argument("--kernels", nargs="+", metavar="NAME",
                         help="compile only these kernels (e.g. _conv2d_weight_grad_kernel) and replace their rows in "
-                             "--out, keeping the other kernels' rows")
+                             "--out of the cases compiled (--ops, --cases, --targets), keeping every other row")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "kernels" / "inspection.csv")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV only")
@@ -86,7 +96,7 @@ def main(argv=None) -> int:
         parser.error(f"--kernels: {error}")
     if args.kernels and args.out.exists():
         kept = pd.read_csv(args.out)
-        table = pd.concat([kept[~kept.kernel.isin(args.kernels)], table]).sort_values(
+        table = pd.concat([kept[~compiled_again(kept, args)], table]).sort_values(
             ["kernel", "target", "dtypes", "layouts", "config"], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

@@ -66,7 +66,10 @@ GROUP_M = 8
 # does not take its mask) makes dy' wgmma's register operand, read from the async-copy stages: 211 per 2 and 360
 # per 4 (1.65 and 1.41). 128x128x64 (4 stages) fits fp16/bf16 weights only (256 KiB at 4 bytes). fc8's dy [128,
 # 1000] loads element by element (1000 is no multiple of 16, Triton's hint for vector loads), held in registers
-# across the stages: 254 registers on sm_90, 240 on sm_80, no spill (Triton 3.6 and 3.7).
+# across the stages: 254 registers on sm_90, 240 on sm_80, no spill (Triton 3.6 and 3.7). 64x128x32 w4 takes 3
+# stages: at 4, Triton 3.6's sm_80 build of the plain loop (fc6's dx, dy unmasked) capped itself at 128 registers and
+# spilled 8 bytes (at 3: 128, no spill). The third stage cost sm_90 10 loop instructions per 2 wgmmas (fc6/fc7 0.73
+# -> 0.81 issue/tensor, fc8 1.19 -> 1.27), where the launches AlexNet makes of it are memory-bound in the model.
 # The weight's element size decides which forward and input-gradient tiles fit shared memory (an fp32 master
 # weight's 4 bytes for both operand tiles: an overestimate by the fp16/bf16 one's half), x's the weight gradient's.
 _KEY = ("M", "N", "K")
@@ -90,7 +93,7 @@ FORWARD_CONFIGS = runtime.KernelConfigs(
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
     interpreter=_interpreter_forward_tile, key=(*_KEY, "APPLY_RELU", "DROPOUT"), operand="w_ptr")
 INPUT_GRAD_CONFIGS = runtime.KernelConfigs(
-    tensor_core=(_tile(64, 128, 32, 4, 4), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4),
+    tensor_core=(_tile(64, 128, 32, 4, 3), _tile(128, 128, 32, 8, 4), _tile(64, 64, 64, 4, 4),
                  _tile(128, 128, 64, 8, 4)),
     cuda_core=(_tile(64, 64, 32, 8, 2), _tile(32, 64, 32, 4, 2)),
     interpreter=_interpreter_input_grad_tile, key=(*_KEY, "RELU_MASK", "DROPOUT_MASK", "INPUT_RELU"),

@@ -199,6 +199,17 @@ def test_weight_grad_split_is_planned_over_the_tiles_that_fit_some_gpu(sms):
     assert conv._tile_of(chosen) == tile
 
 
+@pytest.mark.parametrize("sms", SHARED_PER_BLOCK)
+def test_2012_conv1_at_tf32_launches_the_transposed_tile_of_its_96_channels(sms):
+    """At TF32 2012 conv1's weight gradient (96 output channels over its space-to-depth form's 432) launches the
+    transposed 96x256x32 tile, which pads no channel (128x128x32, tensor-bound at 0.92 issue/tensor on sm_90, pads
+    them by a third), on an H100/H200's and an A100's SMs."""
+    record = captured_weight_grad("2012", "conv1", sms, torch.float32, "tf32")
+    with runtime.target(sms):
+        chosen, = record.choices(SHARED_PER_BLOCK[sms])
+    assert conv._tile_of(chosen) == (96, 256, 32, conv.CRS_ROWS)
+
+
 def test_weight_grad_time_counts_rounds_of_programs_padding_and_partials():
     """Hand counts: 2012 conv3 (384 x 2304 over 21632 pixels) at 128x256x64 on 132 SMs. 4 splits: 3 x 9 x 4 = 108
     programs, one round, cdiv(5408, 64) = 85 steps of 128 x 256 x 64 multiply-adds (issue/tensor 0.61: the MMAs
@@ -243,9 +254,9 @@ def _weight_grad_loop(case: str) -> str:
 def test_weight_grad_issue_per_tensor_table_is_the_inspections():
     """``WEIGHT_GRAD_ISSUE_PER_TENSOR`` is reports/kernels/inspection.csv's largest sm_90 channels_last
     issue/tensor of each shipped weight-gradient tile in each kind of loop at each operand size (bf16/fp16: 2
-    bytes, TF32: 4), rounded up to 0.01; every tensor-core tile of the loop's config set that fits sm_90 at that
-    size has an entry, and on sm_80 every one is below 1 (the table, read as sm_90's, only overstates an
-    A100's)."""
+    bytes, TF32: 4), or sm_80's where that is 1 or more (so that the table, read on an A100 too, never understates
+    an issue bound), rounded up to 0.01; every tensor-core tile of the loop's config set that fits sm_90 at that
+    size has an entry."""
     table = pd.read_csv(Path(__file__).resolve().parents[1] / "reports" / "kernels" / "inspection.csv")
     rows = table[(table.kernel == "_conv2d_weight_grad_kernel") & (table.layouts == "channels_last")]
     loops = rows.case_list.map(lambda cases: {_weight_grad_loop(case) for case in cases.split(";")})
@@ -268,8 +279,9 @@ def test_weight_grad_issue_per_tensor_table_is_the_inspections():
                 rows_of = sized[(sized.config.map(lambda name: name.rsplit("_", 1)[0])
                                  == runtime.config_name(config).rsplit("_", 1)[0]) & (sized.loop == loop)]
                 largest = rows_of[rows_of.target == "sm_90"].issue_per_tensor.max()
+                on_sm80 = rows_of[rows_of.target == "sm_80"].issue_per_tensor.max()
+                largest = max(largest, on_sm80) if on_sm80 >= 1 else largest
                 assert values[tile] == math.ceil(round(largest * 100, 6)) / 100, (size, loop, tile, largest)
-                assert (rows_of[rows_of.target == "sm_80"].issue_per_tensor < 1).all()
 
 
 

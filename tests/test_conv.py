@@ -1053,6 +1053,8 @@ def test_space_to_depth_form_with_the_96_column_forward_tile(out_channels, monke
 
 
 WEIGHT_GRAD_CRS_ROWS_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.tensor_core if c.kwargs.get("CRS_ROWS"))
+WEIGHT_GRAD_CRS_ROWS_TF32_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS.tensor_core
+                                   if c.kwargs.get("CRS_ROWS"))
 
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["dw-nhwc", "dw-nchw"])
@@ -1062,7 +1064,8 @@ WEIGHT_GRAD_CRS_ROWS_TILE, = (c for c in conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS.
                          ids=["conv1-depth-form", "K40-crs216", "K100-crs32-empty-slices"])
 def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_format):
     """The weight gradient's transposed tile (CRS_ROWS: 256 (r, s, c) rows x 96 output channels, dots of 64 and 32
-    columns) on flat windows inside x, as space-to-depth conv1 launches it at 16-bit operands: 96 output channels
+    columns) on flat windows inside x, as space-to-depth conv1 launches it (BK 64 at 16-bit operands, BK 32 at 4-byte
+    ones: TF32 on a GPU, exact here): 96 output channels
     over 432 = 256 + 176 reduction elements (2012 conv1's depth form); 40 (the 32-column dot all masked) over
     216; 100 (a second program row, 4 channels of it valid) over 32, at 5 splits of 189 pixels (64-pixel slices: the
     last two empty, writing zeros). x a channels_last view out of a wider, larger tensor, dy a view with column
@@ -1076,8 +1079,9 @@ def test_weight_grad_transposed_tile(w_shape, splits, dtype, dy_layout, memory_f
     assert g.window_inside and x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last)
     expected = (conv.WEIGHT_GRAD_WINDOW_INSIDE_CONFIGS if dtype == torch.bfloat16
                 else conv.WEIGHT_GRAD_WINDOW_INSIDE_TF32_CONFIGS)
-    assert conv.pass_configs("weight_grad", x, True, g) is expected  # 16-bit operands: this tile is launched
-    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=splits, config=WEIGHT_GRAD_CRS_ROWS_TILE,
+    assert conv.pass_configs("weight_grad", x, True, g) is expected
+    tile = WEIGHT_GRAD_CRS_ROWS_TILE if dtype == torch.bfloat16 else WEIGHT_GRAD_CRS_ROWS_TF32_TILE
+    dw = conv.conv2d_weight_grad(dy, x, w_shape, flat_crs=True, splits=splits, config=tile,
                                  memory_format=memory_format)
     assert dw.is_contiguous(memory_format=memory_format)
     ref = torch.nn.grad.conv2d_weight(x, w_shape, dy)

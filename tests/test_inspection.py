@@ -249,15 +249,16 @@ def test_drop_in_specialisations_compile_for_sm80_and_sm90_without_spills(tmp_pa
 
 
 def test_named_kernels_are_recompiled_and_the_other_rows_kept(tmp_path):
-    """``--kernels``: only those kernels compile, their rows replace theirs in --out, every other row stays."""
+    """``--kernels``: only those kernels compile, their rows of the cases and targets compiled replace theirs in
+    --out, every other row stays: other kernels', and those kernels' rows of other cases (another op's)."""
     case = ["2012/sgd-fc8-bias/bf16/*"]
     table, _ = inspect(tmp_path, ["sgd"], case, targets=("sm_90",))
-    pd.concat([table.assign(registers=0), table.assign(kernel="_kept_kernel", registers=0)]).to_csv(
-        tmp_path / "inspection.csv", index=False)
+    kept = pd.concat([table.assign(kernel="_kept_kernel"), table.assign(case_list="drop-in/other/bf16/rowmajor")])
+    pd.concat([table, kept]).assign(registers=0).to_csv(tmp_path / "inspection.csv", index=False)
     merged, _ = inspect(tmp_path, ["sgd"], case, targets=("sm_90",), options=("--kernels", "_sgd_step_kernel"))
-    assert (merged[merged.kernel == "_kept_kernel"].registers == 0).sum() == len(table)  # as they were
-    recompiled = merged[merged.kernel == "_sgd_step_kernel"]
-    assert len(recompiled) == len(table) and (recompiled.registers > 0).all()
+    assert (merged.registers == 0).sum() == len(kept)  # as they were
+    recompiled = merged[(merged.kernel == "_sgd_step_kernel") & (merged.registers > 0)]
+    assert len(recompiled) == len(table) and sorted(recompiled.case_list) == sorted(table.case_list)
 
 
 def test_a_kernel_no_case_launches_is_one_error_line(tmp_path):
