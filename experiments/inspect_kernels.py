@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", nargs="+", default=list(cases.OPS),
                         choices=list(cases.OPS),
-                        help="default: every op but reference_gemm (a yardstick, not a shipped kernel)")
+                        help="default: every op, reference_gemm too (a yardstick, not a shipped kernel: the "
+                             "report's conv-vs-GEMM loop table reads it)")
     parser.add_argument("--cases", nargs="+", default=["*"],
                         help="glob patterns on case labels variant/layer/dtype/layout, e.g. '2012/conv1/*'")
     parser.add_argument("--targets", nargs="+", default=list(compilation.TARGETS), choices=list(compilation.TARGETS))
