@@ -30,7 +30,8 @@ from . import checks, runtime
 # kernels and spilled the LRN backward on sm_90, fp32; 1024 spilled the fused kernels on sm_90, fp32, 256
 # channels); 512 at 4 warps from Triton 3.9 (2048 and 1024 at 8 warps, 1024 at 4 and 512 at 8 each spilled a
 # fused kernel there). The interpreter runs fewer, larger programs. kernels/lrn_max_pool.py shares both.
-CONFIGS = runtime.fixed_config(num_warps=4 if runtime.TRITON_VERSION >= (3, 9) else 8)
+WARPS = 4 if runtime.TRITON_VERSION >= (3, 9) else 8
+CONFIGS = runtime.fixed_config(num_warps=WARPS)
 TILE_ELEMENTS = 32768 if runtime.INTERPRETER else 512 if runtime.TRITON_VERSION >= (3, 9) else 2048
 
 

@@ -23,7 +23,7 @@ PyTorch's threshold_backward does (NaN passes). Nothing is saved for it.
 
 HAS_BIAS: of x + bias[c] (then its relu with RELU): the conv before the block runs without its bias, which is
 added here (rounded to x's dtype, as the unfused add stores it) to each load of x, forward and backward. The
-backward's programs then (BIAS_GRAD) each loop over blocks of pixels (``backward_blocks``) and sum their dx (as
+backward's programs then (BIAS_GRAD) each loop over blocks of pixels (``backward_launch``) and sum their dx (as
 stored) in registers into one row of per-program partials, which ``finish_bias_grad`` sums in a fixed order: the bias
 gradient without a pass of its own over the conv's output gradient.
 """
@@ -37,6 +37,7 @@ import triton.language as tl
 from . import checks, runtime
 from .lrn import (
     CONFIGS,
+    WARPS,
     _load_channels,
     _lrn_denominator,
     _lrn_input_grad,
@@ -219,9 +220,18 @@ def lrn_max_pool2d_forward(x: torch.Tensor, size: int, alpha: float, beta: float
     return y, window
 
 
-def backward_blocks(C: int, bias_grad: bool) -> dict:
-    """The backward's BLOCK_C, BLOCK_P and BLOCKS (pixel blocks per program) for C channels: with ``bias_grad``,
-    ``pixel_blocks_per_program`` blocks up to 128 channels, else 1.
+# The backward of more than 128 channels in channels_last (2012's conv2: 256) at twice the warps and pixels per
+# program: the same elements per thread (sm_90 bf16 111 -> 109 registers, sm_80 119 -> 117, occupancy 0.25 both,
+# 1320 -> 1304 SASS instructions per thread on sm_90; Triton 3.6 and 3.9 likewise, 3.9's bf16 sm_90 spill of 8 bytes
+# gone) and half the bias-gradient partial rows (2012 conv2, batch 128: 11.9 -> 6.0 MB written and read again).
+# In NCHW the same doubling spilled (195 registers at 8 warps).
+WIDE_BACKWARD_CONFIGS = runtime.fixed_config(num_warps=2 * WARPS)
+
+
+def backward_launch(C: int, bias_grad: bool, channels_last: bool) -> tuple[runtime.KernelConfigs, dict]:
+    """The backward's configs and its BLOCK_C, BLOCK_P and BLOCKS (pixel blocks per program) for C channels: with
+    ``bias_grad``, ``pixel_blocks_per_program`` blocks up to 128 channels, else 1; past 128 in channels_last,
+    ``WIDE_BACKWARD_CONFIGS`` and twice the pixels.
 
     The loop keeps the channel shifts' indices live across blocks: conv1 (96 channels, bf16, channels_last) takes
     112 -> 112 registers on sm_90 and 112 -> 119 on sm_80 (occupancy 0.25 both) for 2-5% fewer instructions per
@@ -229,7 +239,11 @@ def backward_blocks(C: int, bias_grad: bool) -> dict:
     pixels per block (16 blocks) cut the registers but cost 16-67% more instructions per pixel.
     """
     blocks = channel_blocks(C)
-    return dict(blocks, BLOCKS=pixel_blocks_per_program(bias_grad) if blocks["BLOCK_C"] <= 128 else 1)
+    if blocks["BLOCK_C"] <= 128:
+        return CONFIGS, dict(blocks, BLOCKS=pixel_blocks_per_program(bias_grad))
+    if channels_last:
+        return WIDE_BACKWARD_CONFIGS, dict(blocks, BLOCK_P=2 * blocks["BLOCK_P"], BLOCKS=1)
+    return CONFIGS, dict(blocks, BLOCKS=1)
 
 
 def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Tensor, size: int, alpha: float,
@@ -249,10 +263,10 @@ def lrn_max_pool2d_backward(dy: torch.Tensor, window: torch.Tensor, x: torch.Ten
     if bias_grad and bias is None:
         raise checks.ArgumentError("lrn_max_pool2d_backward: bias_grad needs the forward's bias")
     dx = runtime.new_output(x.shape, device=x.device, dtype=x.dtype, memory_format=runtime.memory_format_of(x))
-    blocks = backward_blocks(g["C"], bias_grad)
+    configs, blocks = backward_launch(g["C"], bias_grad, runtime.memory_format_of(x) is torch.channels_last)
     rows = runtime.cdiv(runtime.cdiv(g["N"] * g["H"] * g["W"], blocks["BLOCK_P"]), blocks["BLOCKS"])
     partials = bias_partials(rows, g["C"], x) if bias_grad else None
-    runtime.launch(_lrn_max_pool_backward_kernel, lambda meta: (rows,), CONFIGS,
+    runtime.launch(_lrn_max_pool_backward_kernel, lambda meta: (rows,), configs,
                    dy_ptr=dy, window_ptr=window, x_ptr=x, bias_ptr=bias, dx_ptr=dx, bias_partial_ptr=partials, **g,
                    **runtime.stride_args("dy", dy), **runtime.stride_args("win", window), **runtime.stride_args("x", x),
                    bias_sc=0 if bias is None else bias.stride(0), **runtime.stride_args("dx", dx), SIZE=size,

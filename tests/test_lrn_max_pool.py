@@ -190,7 +190,8 @@ def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, n
     and a width making the block count one past twice BLOCKS (the last program has one block of pixels, the rest
     masked), x, dy, the window offsets and the bias as strided views: y, dx and db equal PyTorch's, from one
     partial row per program."""
-    blocks = lrn_max_pool.backward_blocks(7, bias_grad=True)
+    configs, blocks = lrn_max_pool.backward_launch(7, True, channels_last)
+    assert configs is lrn_max_pool.CONFIGS
     assert blocks["BLOCKS"] > 1
     pixels_per_program = blocks["BLOCKS"] * blocks["BLOCK_P"]
     width = 2 * pixels_per_program // 13 + 1  # 13 * width pixels: past 2 programs' worth by at most one block
@@ -212,6 +213,36 @@ def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, n
         dx, db = lrn_max_pool.lrn_max_pool2d_backward(dy, every_other_column(window), x, *block, relu=True,
                                                       bias=bias, bias_grad=True)
     assert rows == [3]
+    for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), bias_reference(x, bias, dy, block, True), strict=True):
+        assert_close(ours, ref, name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_more_than_128_channels_backward_on_twice_the_pixels_in_channels_last(channels_last, monkeypatch,
+                                                                              no_torch_fallback):
+    """2012 conv2's 256 channels: in channels_last the backward runs twice the warps and pixels per program (one
+    partial row per program: half the rows), in NCHW the plain tile; y, dx and db equal PyTorch's, the bias a
+    strided view."""
+    configs, wide = lrn_max_pool.backward_launch(256, True, True)
+    plain = lrn_max_pool.backward_launch(256, True, False)[1]
+    assert configs is lrn_max_pool.WIDE_BACKWARD_CONFIGS and lrn_max_pool.backward_launch(256, True, False)[0] is \
+        lrn_max_pool.CONFIGS
+    assert wide == dict(plain, BLOCK_P=2 * plain["BLOCK_P"]) and wide["BLOCKS"] == plain["BLOCKS"] == 1
+    assert configs.tensor_core[0].num_warps == 2 * lrn_max_pool.CONFIGS.tensor_core[0].num_warps
+    width = plain["BLOCK_P"] * 3 // 13 - 1  # 13 * width pixels: past 2 plain blocks, within 2 wide ones
+    assert 2 * plain["BLOCK_P"] < 13 * width <= 2 * wide["BLOCK_P"] - plain["BLOCK_P"]
+    x = conv_output((1, 256, 13, width), channels_last, seed=21).detach()
+    bias = torch.randn(512, generator=torch.Generator().manual_seed(22))[::2]
+    block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
+    rows, bias_partials = [], lrn_max_pool.bias_partials
+
+    def recorded_partials(count, channels, like):
+        rows.append(count)
+        return bias_partials(count, channels, like)
+
+    monkeypatch.setattr(lrn_max_pool, "bias_partials", recorded_partials)
+    y, dx, db, dy = run_with_bias(x, bias, block, True, no_torch_fallback)
+    assert rows == [2 if channels_last else 3]
     for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), bias_reference(x, bias, dy, block, True), strict=True):
         assert_close(ours, ref, name)
 

@@ -9,9 +9,9 @@ from alexnet_triton.kernels.partial_sums import sum_partials
 # (splits, length): split-K slices (wide: the slices one after another per column block, one launch), a bias
 # gradient's rows per program of the pass that wrote them (tall: 32 rows a step; over 128 rows, chunks of rows, then
 # their sums: two launches, three over 128 x 128 rows): conv3's bias (338 x 384), 2012 conv1's LRN block (3025 x 96)
-# and conv2's (11664 x 256), conv1's weight-gradient slices (33 x 41472), and the edges of each shape.
+# and conv2's (5832 x 256), conv1's weight-gradient slices (33 x 41472), and the edges of each shape.
 SHAPES = [((1, 5), 1), ((16, 3000), 1), ((17, 96), 1), ((33, 41472), 1), ((128, 384), 1), ((129, 96), 2),
-          ((338, 384), 2), ((3025, 96), 2), ((11664, 256), 2), ((16385, 3), 3)]
+          ((338, 384), 2), ((3025, 96), 2), ((5832, 256), 2), ((16385, 3), 3)]
 
 
 @pytest.mark.parametrize("partial_dtype, out_dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
