@@ -121,9 +121,11 @@ def draw_seed(device: torch.device | str = "cpu") -> torch.Tensor:
 
 @functools.cache
 def dropout_scale(p: float, dtype: torch.dtype) -> float:
-    """Factor of the kept values: 1/(1-p) rounded to ``dtype`` as F.dropout computes it; 0 for p = 1 (computed
-    once per (p, dtype): a constant of the launches, not a per-step host read)."""
-    return (torch.ones((), dtype=dtype) / (1.0 - p)).item() if p < 1.0 else 0.0
+    """Factor of the kept values: 1/(1-p) rounded to ``dtype`` as F.dropout computes it; 1 for p = 0, 0 for p = 1
+    (computed once per (p, dtype): a constant of the launches, not a per-step host read)."""
+    if p == 0.0 or p == 1.0:
+        return 1.0 - p
+    return (torch.ones((), dtype=dtype) / (1.0 - p)).item()
 
 
 def _dropout_launch(op: str, t: torch.Tensor, p: float, seed, config: triton.Config | None) -> torch.Tensor:

@@ -464,7 +464,7 @@ def _grid(rows: int, cols: int):
 def _mask_args(y: torch.Tensor | None, dy: torch.Tensor, p: float, seed: torch.Tensor | None) -> dict:
     """Kernel arguments of the backward's dy masking (see the module docstring)."""
     return dict(y_ptr=y if y is not None else dy, **runtime.stride_args("y", y if y is not None else dy, "mn"),
-                seed_ptr=seed if seed is not None else dy, p=p, scale=dropout_scale(p, dy.dtype) if p > 0 else 1.0,
+                seed_ptr=seed if seed is not None else dy, p=p, scale=dropout_scale(p, dy.dtype),
                 RELU_MASK=y is not None, DROPOUT_MASK=y is None and p > 0)
 
 
@@ -499,7 +499,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
         seed_ptr=seed if seed is not None else w, **g, **runtime.stride_args("x", x, "mk"),
         **runtime.stride_args("w", w, "nk"),
         b_sn=bias.stride(0) if bias is not None else 0, **runtime.stride_args("y", y_matrix, "mn"), p=p,
-        scale=dropout_scale(p, x.dtype) if p > 0 else 1.0,
+        scale=dropout_scale(p, x.dtype),
         HAS_BIAS=bias is not None, APPLY_RELU=relu, DROPOUT=p > 0, SMALL_Y=y.numel() < 2**31,
         WEIGHT_FIRST=master,
         PRECISION=precision,
@@ -544,7 +544,7 @@ def linear_input_grad(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | 
         dy_ptr=dy, w_ptr=weight, dx_ptr=dx_matrix, x_ptr=x, **g, **runtime.stride_args("dy", dy, "mn"),
         **runtime.stride_args("w", weight, "nk"), **runtime.stride_args("dx", dx_matrix, "mk"),
         **runtime.stride_args("x", x, "mk"), **_mask_args(y, dy, p, seed),
-        input_scale=dropout_scale(relu_input_dropout, dy.dtype) if relu_input_dropout > 0 else 1.0,
+        input_scale=dropout_scale(relu_input_dropout, dy.dtype),
         INPUT_RELU=relu_input is not None, PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype),
         GROUP_M=GROUP_M)
     return dx

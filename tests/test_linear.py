@@ -263,7 +263,7 @@ def test_input_grad_masked_by_a_relu_input(shape, dtype, dropout):
     x = torch.randn(batch, fan_in + 3, generator=gen).relu().to(dtype)[:, 3:]
     plain = linear_kernels.linear_input_grad(dy, w)
     dx = linear_kernels.linear_input_grad(dy, w, relu_input=x, relu_input_dropout=dropout)
-    scale = dropout_scale(dropout, dtype) if dropout else 1.0
+    scale = dropout_scale(dropout, dtype)
     accumulated = torch.float64 if dtype == torch.float64 else torch.float32
     assert torch.equal(dx, torch.where(x > 0, plain.to(accumulated) * scale, 0.0).to(dtype))
     reference = (dy.double() @ w.double()) * (x > 0) / (1 - dropout)
