@@ -184,6 +184,18 @@ def every_other_column(t: torch.Tensor) -> torch.Tensor:
     return wide[..., ::2]
 
 
+def partial_rows_recorded(monkeypatch) -> list[int]:
+    """The list that the row count of each bias-gradient partials buffer the block allocates goes into."""
+    rows, bias_partials = [], lrn_max_pool.bias_partials
+
+    def recorded_partials(count, channels, like):
+        rows.append(count)
+        return bias_partials(count, channels, like)
+
+    monkeypatch.setattr(lrn_max_pool, "bias_partials", recorded_partials)
+    return rows
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, no_torch_fallback):
     """The backward's programs each sum the bias gradient of BLOCKS pixel blocks: one image, 7 channels, 13 rows
@@ -200,13 +212,7 @@ def test_bias_grad_programs_loop_over_pixel_blocks(channels_last, monkeypatch, n
     x = every_other_column(x) if not channels_last else x
     bias = torch.randn(14, generator=torch.Generator().manual_seed(19))[::2]
     block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
-    rows, bias_partials = [], lrn_max_pool.bias_partials
-
-    def recorded_partials(count, channels, like):
-        rows.append(count)
-        return bias_partials(count, channels, like)
-
-    monkeypatch.setattr(lrn_max_pool, "bias_partials", recorded_partials)
+    rows = partial_rows_recorded(monkeypatch)
     with no_torch_fallback():
         y, window = lrn_max_pool.lrn_max_pool2d_forward(x, *block[:4], *block[4:], relu=True, bias=bias)
         dy = every_other_column(upstream(y, seed=20))
@@ -234,13 +240,7 @@ def test_more_than_128_channels_backward_on_twice_the_pixels_in_channels_last(ch
     x = conv_output((1, 256, 13, width), channels_last, seed=21).detach()
     bias = torch.randn(512, generator=torch.Generator().manual_seed(22))[::2]
     block = (5, 1e-4, 0.75, 2.0, 3, 2, 0)
-    rows, bias_partials = [], lrn_max_pool.bias_partials
-
-    def recorded_partials(count, channels, like):
-        rows.append(count)
-        return bias_partials(count, channels, like)
-
-    monkeypatch.setattr(lrn_max_pool, "bias_partials", recorded_partials)
+    rows = partial_rows_recorded(monkeypatch)
     y, dx, db, dy = run_with_bias(x, bias, block, True, no_torch_fallback)
     assert rows == [2 if channels_last else 3]
     for name, ours, ref in zip(("y", "dx", "db"), (y, dx, db), bias_reference(x, bias, dy, block, True), strict=True):
