@@ -286,35 +286,19 @@ def _least_time(candidates: tuple[triton.Config, ...], args: dict) -> triton.Con
     return entry[1]
 
 
-def _bias_partial_pixels(configs: runtime.KernelConfigs, tensor_cores: bool, args: dict) -> int:
-    """Pixels per bias-gradient partial row of an input gradient (its ``PARTIAL_PIXELS``), known before the launch
-    picks its tile: the BLOCK_M of the pick among the tiles that fit the most shared memory of any GPU
-    (``SHARED_PER_BLOCK``), or a smaller one among the tiles that need less shared memory than that pick (which a
-    GPU it does not fit picks among; no other tile is ever picked): a divisor of the launched tile's BLOCK_M
-    (powers of two) on any GPU of this SM count."""
-    operand = args["dy_ptr"].element_size()
-    fitting = configs.fitting(configs.gpu(tensor_cores), operand, SHARED_PER_BLOCK)
-    picked = configs.pick(fitting, args)
-    shared = runtime.pipeline_shared_bytes(picked, operand)
-    return min(c.kwargs["BLOCK_M"] for c in fitting
-               if c is picked or runtime.pipeline_shared_bytes(c, operand) < shared)
-
-
 def _least_rounds(candidates: tuple[triton.Config, ...], args: dict) -> triton.Config:
-    """The input-gradient tile whose programs, in rounds of this GPU's (or the ``runtime.target``'s) SMs, do the
-    fewest multiply-adds (BLOCK_M x BLOCK_N x the reduction padded to BLOCK_K each, of the largest stride phase:
-    wave quantisation and channel padding); ties go to the earlier tile."""
+    """The input-gradient tile whose programs, in rounds of this GPU's (or the ``runtime.target``'s) SMs, cover the
+    fewest tile elements (BLOCK_M x BLOCK_N each: wave quantisation and channel padding); ties go to the earlier
+    tile."""
     sms, sh, sw = runtime.streaming_multiprocessors(), args["stride_h"], args["stride_w"]
     pixels = args["N"] * runtime.cdiv(args["H"], sh) * runtime.cdiv(args["W"], sw)
     groups = args["dx_ptr"].shape[1] // args["C_per_group"]
-    taps_h, taps_w = runtime.cdiv(args["R"], args["tap_step_h"]), runtime.cdiv(args["S"], args["tap_step_w"])
 
-    def multiply_adds(config: triton.Config) -> int:
-        m, n, k = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"]
+    def elements(config: triton.Config) -> int:
+        m, n = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
         programs = runtime.cdiv(pixels, m) * runtime.cdiv(args["C_per_group"], n) * groups * sh * sw
-        reduction = crs_blocks(args["K_per_group"], taps_h, taps_w, k, args["FLAT_KRS"]) * k
-        return runtime.cdiv(programs, sms) * m * n * reduction
-    return min(candidates, key=multiply_adds)
+        return runtime.cdiv(programs, sms) * m * n
+    return min(candidates, key=elements)
 
 
 # Exact fp32 (CUDA cores): 64x64x32 w8 spilled on the channel-block path (channels_last, sm_80/sm_90).
@@ -354,17 +338,16 @@ INPUT_GRAD_RELU_CONFIGS, INPUT_GRAD_RELU_GATHER_CONFIGS = (
     dataclasses.replace(configs, tensor_core=tuple(c for c in configs.tensor_core if limit not in _tile_of(c)))
     for configs, limit in ((INPUT_GRAD_CONFIGS, 256), (INPUT_GRAD_GATHER_CONFIGS, 128)))
 # And summing the gradient of the bias under that ReLU (``conv2d_input_grad_and_bias_grad``): its partial sums split
-# the pixels at the least BLOCK_M of the candidates (a program of a taller tile writes several rows: the partials'
-# rows known before the launch), and it is picked, never autotuned (bitwise repeatable; ``_least_rounds``). On
-# tensor cores: 128x128x64 w8 (sm_90 bf16 0.50-0.53 issue/tensor) where its rounds of programs do the least
-# (torchvision conv4: 507 programs, 4 rounds of 132 SMs), the narrow tile (128x64x64 w8, 0.95-1.0; 147 KiB at TF32,
-# which an A100 fits, where 128x128x64 does not) for 2012 conv4's and conv5's 192 input channels a group (256 at
-# 128 columns), and 64x64x128 w4 (0.68-0.71; 192 KiB at TF32: sm_90 only) for torchvision conv5's 338 programs of
-# 128x128, 3 rounds (1352 of 64x64, 11 rounds: modelled 27.7 us against 30.2 on an H100, bf16); it pads 192
-# channels a tap at BK 128, which the pick counts (2012 conv4: 40.3 us against the narrow tile's 30.2).
+# the pixels at BLOCK_M, so it is picked, never autotuned (bitwise repeatable; ``_least_rounds``), among candidates
+# of one BLOCK_M per list (the partials' rows known before the launch). On tensor cores 128 rows: 128x128x64 w8
+# (sm_90 bf16 0.50-0.53 issue/tensor) where its rounds of programs do as much as the narrow tile's (torchvision
+# conv4 and conv5: 507 and 338 programs of it, 4 and 3 rounds of 132 SMs), else the narrow tile (128x64x64 w8,
+# 0.95-1.0; 147 KiB at TF32, which an A100 fits, where 128x128x64 does not): 2012 conv4's and conv5's 192 input
+# channels a group pad to 256 at 128 columns. A 64-row set would lose more than it gains (modelled on an H100, bf16):
+# 64x64x128 pads 192 channels a tap at BK 128 (2012 conv4: 40.3 us against the narrow tile's 30.2), 64x64x64 issues
+# 1.0-1.15; only torchvision conv5 would gain (64x64x128, 11 rounds: 27.7 us against 30.2).
 INPUT_GRAD_RELU_BIAS_CONFIGS = dataclasses.replace(INPUT_GRAD_RELU_CONFIGS,
-                                                   tensor_core=(_tile(128, 128, 64, 8, 3), _NARROW_TILE,
-                                                                _WAVE_TILES[0]),
+                                                   tensor_core=(_tile(128, 128, 64, 8, 3), _NARROW_TILE),
                                                    cuda_core=(_tile(64, 64, 32, 8, 2),), pick=_least_rounds)
 INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS = dataclasses.replace(INPUT_GRAD_RELU_GATHER_CONFIGS,
                                                           tensor_core=(_tile(64, 64, 32, 8, 3),),
@@ -724,16 +707,13 @@ def _conv2d_input_grad_kernel(
     # meta
     INPUT_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr,
     FLAT_KRS: tl.constexpr, PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PARTIAL_PIXELS: tl.constexpr = 0,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dx = conv2d_input_grad(dy, w) (dy already ReLU-masked: ``conv2d_output_grad``), and with INPUT_RELU masked by
     x > 0, x the forward input (None otherwise): where x is a ReLU's output, the gradient of that ReLU's input.
-    BIAS_GRAD (with INPUT_RELU): also bias_partial [at least cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M) * BLOCK_M /
-    PARTIAL_PIXELS * sh*sw rows, C] (fp32, fp64 for float64): row b * sh*sw + phase = dx (as stored) summed over
-    the phase's pixels [b, b + 1) * PARTIAL_PIXELS (BLOCK_M a multiple of PARTIAL_PIXELS: a program writes BLOCK_M /
-    PARTIAL_PIXELS rows, those past the last pixel 0; a shorter tile, which the launcher never runs with it,
-    compiles as one row per program), the partial sums of the gradient of the bias that conv before added under
-    its ReLU.
+    BIAS_GRAD (with INPUT_RELU): also bias_partial [cdiv(N*cdiv(H, sh)*cdiv(W, sw), BLOCK_M) * sh*sw, C] (fp32, fp64
+    for float64): row pid_m * sh*sw + phase = this program's dx (as stored) summed over its pixels, the partial sums
+    of the gradient of the bias that conv before added under its ReLU.
 
     Input pixels are split into stride phases (ih + pad_h) % stride_h,
     (iw + pad_w) % stride_w; row ih takes filter row r from output row
@@ -808,28 +788,24 @@ def _conv2d_input_grad_kernel(
     x_row_ptr = x_ptr  # None unless INPUT_RELU
     if INPUT_RELU:
         x_row_ptr = x_ptr + n.to(tl.int64) * x_sn + ih * x_sh + iw * x_sw + group * C_per_group * x_sc
-    partial_row_ptr, partial_row_step = bias_partial_ptr, 0  # (the pointer: None unless BIAS_GRAD)
-    if BIAS_GRAD:  # rows of C = C_per_group * groups channels, sh*sw apart from one block of pixels to the next
+    partial_row_ptr = bias_partial_ptr  # None unless BIAS_GRAD
+    if BIAS_GRAD:  # rows of C = C_per_group * groups channels
         channels = C_per_group * (tl.num_programs(2) // (stride_h * stride_w))
-        partial_row_step = stride_h * stride_w * channels
-        partial_row_ptr = (bias_partial_ptr + pid_m * tl.cdiv(BLOCK_M, PARTIAL_PIXELS) * partial_row_step
-                           + phase * channels + group * C_per_group)
-    _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, partial_row_step, c_in_group, c_ok, pixel_ok,
-                      dx_sc, x_sc, INPUT_RELU, BIAS_GRAD, ACC_DTYPE, PARTIAL_PIXELS)
+        partial_row_ptr = bias_partial_ptr + (pid_m * stride_h * stride_w + phase) * channels + group * C_per_group
+    _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, c_in_group, c_ok, pixel_ok, dx_sc, x_sc,
+                      INPUT_RELU, BIAS_GRAD, ACC_DTYPE)
     if TAIL_N > 0:
-        _store_input_grad(acc_tail, dx_row_ptr, x_row_ptr, partial_row_ptr, partial_row_step, c_tail_in_group,
-                          c_tail_ok, pixel_ok, dx_sc, x_sc, INPUT_RELU, BIAS_GRAD, ACC_DTYPE, PARTIAL_PIXELS)
+        _store_input_grad(acc_tail, dx_row_ptr, x_row_ptr, partial_row_ptr, c_tail_in_group, c_tail_ok, pixel_ok,
+                          dx_sc, x_sc, INPUT_RELU, BIAS_GRAD, ACC_DTYPE)
 
 
 @triton.jit
-def _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, partial_row_step, c, c_ok, pixel_ok, dx_sc,
-                      x_sc, INPUT_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                      PARTIAL_PIXELS: tl.constexpr):
+def _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, c, c_ok, pixel_ok, dx_sc, x_sc,
+                      INPUT_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """Store acc [pixels, channels c] as dx rows, rounded to dx's dtype; with INPUT_RELU, 0 where x <= 0: two masked
     stores, not a select on dx, which ptxas took for a read of the wgmma accumulator inside the pipelined loop and
     so serialised every wgmma of it (sm_90: wait depth 0, 64x64x128 181 -> 199 loop instructions). BIAS_GRAD: the
-    stored dx summed over each PARTIAL_PIXELS pixels j into partial_row_ptr[j * partial_row_step + c] (a mask of
-    the rows past the last pixel lengthened sm_90's 128x128x64 loop by 4 instructions: the buffer has room)."""
+    stored dx summed over the pixels into partial_row_ptr[c]."""
     mask = pixel_ok[:, None] & c_ok[None, :]
     dx_ptrs = dx_row_ptr[:, None] + (c * dx_sc)[None, :]
     dx = acc.to(dx_row_ptr.dtype.element_ty)
@@ -840,13 +816,7 @@ def _store_input_grad(acc, dx_row_ptr, x_row_ptr, partial_row_ptr, partial_row_s
     tl.store(dx_ptrs, dx, mask=mask)
     if BIAS_GRAD:
         kept = tl.where(mask, dx.to(partial_row_ptr.dtype.element_ty), 0.0)
-        SUB_ROWS: tl.constexpr = tl.cdiv(acc.shape[0], PARTIAL_PIXELS)
-        if SUB_ROWS == 1:
-            tl.store(partial_row_ptr + c, tl.sum(kept, axis=0), mask=c_ok)
-        else:
-            sums = tl.sum(tl.reshape(kept, [SUB_ROWS, PARTIAL_PIXELS, acc.shape[1]]), axis=1)
-            j = tl.arange(0, SUB_ROWS)
-            tl.store(partial_row_ptr + (j * partial_row_step)[:, None] + c[None, :], sums, mask=c_ok[None, :])
+        tl.store(partial_row_ptr + c, tl.sum(kept, axis=0), mask=c_ok)
 
 
 @triton.jit
@@ -1224,23 +1194,21 @@ def _input_grad(name: str, dy: torch.Tensor, weight: torch.Tensor, x_shape, stri
                 INPUT_RELU=relu_input is not None, BIAS_GRAD=bias_dtype is not None, FLAT_KRS=flat_krs,
                 PRECISION=precision, ACC_DTYPE=runtime.accumulator_type(dy.dtype))
     tensor_cores, partials = runtime.uses_tensor_cores(dy.dtype, precision), None
-    if bias_dtype is not None:  # a row per PARTIAL_PIXELS pixels of each stride phase
-        if config is None and runtime.INTERPRETER:  # its own tile: one row per program
+    if bias_dtype is not None:  # a row per program along the pixels, per stride phase
+        if config is None and runtime.INTERPRETER:
             config = configs.for_interpreter(args)
-            args["PARTIAL_PIXELS"] = config.kwargs["BLOCK_M"]
-        elif _symbolic(dy):  # torch.compile's dynamic shapes: nothing runs; any candidate's height
-            args["PARTIAL_PIXELS"] = min(c.kwargs["BLOCK_M"] for c in (*configs.gpu(tensor_cores), config) if c)
-        else:  # (a forced tile's height at most)
-            forced = [config.kwargs["BLOCK_M"]] if config else []
-            args["PARTIAL_PIXELS"] = min([_bias_partial_pixels(configs, tensor_cores, args), *forced])
-        tallest = max(c.kwargs["BLOCK_M"] for c in (*configs.gpu(tensor_cores), config) if c)
-        # room for the rows of any tile (the last program's past the last pixel: 0)
-        partials = bias_partials(runtime.cdiv(pixels, tallest) * tallest // args["PARTIAL_PIXELS"] * sh * sw,
-                                 g.C_per_group * groups, dy)
+        rows = runtime.cdiv(pixels, _block_m(configs, config, tensor_cores)) * sh * sw
+        partials = bias_partials(rows, g.C_per_group * groups, dy)
     runtime.launch(_conv2d_input_grad_kernel, grid, configs, config, tensor_cores, bias_partial_ptr=partials, **args)
-    if partials is None:
-        return dx, None
-    return dx, finish_bias_grad(partials, bias_dtype, runtime.cdiv(pixels, args["PARTIAL_PIXELS"]) * sh * sw)
+    return dx, None if partials is None else finish_bias_grad(partials, bias_dtype)
+
+
+def _block_m(configs: runtime.KernelConfigs, config: triton.Config | None, tensor_cores: bool) -> int:
+    """BLOCK_M of a launch of ``configs``: the forced ``config``'s, else the one all its GPU candidates share."""
+    if config is not None:
+        return config.kwargs["BLOCK_M"]
+    (block_m,) = {c.kwargs["BLOCK_M"] for c in configs.gpu(tensor_cores)}
+    return block_m
 
 
 def _pixels_flat(t: torch.Tensor) -> bool:

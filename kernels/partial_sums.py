@@ -55,24 +55,21 @@ def _sum_partials_kernel(
     tl.store(out_ptrs, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=in_range)
 
 
-def sum_partials(partials: torch.Tensor, out: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """Write ``partials[:rows].sum(0)`` (all rows without ``rows``) into the contiguous ``out`` ([length], any
-    float dtype)."""
+def sum_partials(partials: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ``partials.sum(0)`` into the contiguous ``out`` ([length], any float dtype)."""
     splits, length = partials.shape
-    splits = splits if rows is None else rows
-    if not (partials.is_contiguous() and out.is_contiguous() and out.numel() == length
-            and splits <= partials.shape[0]):
+    if not (partials.is_contiguous() and out.is_contiguous() and out.numel() == length):
         raise checks.ArgumentError(f"sum_partials: partials {tuple(partials.shape)} and out {tuple(out.shape)} "
-                                   f"must be contiguous with matching length, rows {rows} within the partials'")
+                                   "must be contiguous with matching length")
     if splits <= WIDE_ROWS:
-        _launch(partials, out, WIDE_CONFIGS, 1, splits, 1, splits)
+        _launch(partials, out, WIDE_CONFIGS, 1, splits, 1)
         return out
     chunks = runtime.cdiv(splits, CHUNK_ROWS)
     if chunks == 1:
-        _launch(partials, out, TALL_CONFIGS, TALL_ROWS, splits, 1, splits)
+        _launch(partials, out, TALL_CONFIGS, TALL_ROWS, splits, 1)
         return out
     sums = runtime.new_output((chunks, length), device=partials.device, dtype=partials.dtype)
-    _launch(partials, sums, TALL_CONFIGS, TALL_ROWS, CHUNK_ROWS, chunks, splits)
+    _launch(partials, sums, TALL_CONFIGS, TALL_ROWS, CHUNK_ROWS, chunks)
     return sum_partials(sums, out)
 
 
@@ -83,16 +80,16 @@ def bias_partials(rows: int, C: int, like: torch.Tensor) -> torch.Tensor:
     return runtime.new_output((rows, C), device=like.device, dtype=dtype)
 
 
-def finish_bias_grad(partials: torch.Tensor, dtype: torch.dtype, rows: int | None = None) -> torch.Tensor:
-    """db [C] of ``dtype`` = partials [rows, C] summed over its first ``rows`` rows (all without it) in a fixed
-    order (bitwise repeatable; 0 for no rows: an empty batch)."""
+def finish_bias_grad(partials: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """db [C] of ``dtype`` = partials [rows, C] summed over rows in a fixed order (bitwise repeatable; 0 for no
+    rows: an empty batch)."""
     db = runtime.new_output(partials.shape[1:], device=partials.device, dtype=dtype)
-    return db.zero_() if partials.shape[0] == 0 else sum_partials(partials, db, rows)
+    return db.zero_() if partials.shape[0] == 0 else sum_partials(partials, db)
 
 
 def _launch(partials: torch.Tensor, out: torch.Tensor, configs: runtime.KernelConfigs, rows: int,
-            rows_per_program: int, chunks: int, splits: int) -> None:
-    length = partials.shape[1]
+            rows_per_program: int, chunks: int) -> None:
+    splits, length = partials.shape
     runtime.launch(_sum_partials_kernel, lambda meta: (runtime.cdiv(length, meta["BLOCK"]), chunks), configs,
                    partials_ptr=partials, out_ptr=out, splits=splits, length=length,
                    rows_per_program=rows_per_program, ROWS=rows)

@@ -277,38 +277,25 @@ def test_input_grad_sums_the_bias_gradient_under_the_relu(layer, flat, dtype):
         assert (db - reference).abs().max().item() <= 4 * torch.finfo(bias_dtype).eps * scale, config
 
 
-def test_the_bias_summing_input_grad_is_picked_by_its_rounds_of_multiply_adds():
-    """A pick, never autotuning (bitwise repeatable), whose partial rows split the pixels at the picked height
-    (``_bias_partial_pixels``: known before the launch; every taller tile a multiple of it): at full size on an
-    H100's 132 SMs and an
-    A100's 108: on 132, 128x128 tiles for torchvision conv4's input gradient (4 rounds of programs), 64x64x128 for
-    its conv5's (11 rounds of 64x64 against 3 of 128x128: 8% fewer multiply-adds), 128x64 for 2012 conv4's and
-    conv5's (192 channels a group, which 128 columns pad; 64x64x128 pads conv4's 192 channels a tap at BK 128, and
-    conv5's tie goes to the earlier tile); on 108, 64x64x128 for all but 2012 conv4."""
+def test_the_bias_summing_input_grad_is_picked_from_tiles_of_one_height():
+    """Its partial sums split the pixels at BLOCK_M: a pick, never autotuning, among candidates of one BLOCK_M per
+    list (bitwise repeatable; the partials' rows known before the launch): on an H100's 132 SMs, 128x128 tiles
+    for torchvision conv4's and conv5's input gradients (3-4 rounds of programs), 128x64 ones for 2012 conv4's and
+    conv5's (192 channels a group, which 128 columns pad), at full size."""
     for configs in (conv.INPUT_GRAD_RELU_BIAS_CONFIGS, conv.INPUT_GRAD_RELU_BIAS_GATHER_CONFIGS):
         for candidates in (configs.tensor_core, configs.cuda_core):
-            least = min(c.kwargs["BLOCK_M"] for c in candidates)
-            assert all(c.kwargs["BLOCK_M"] % least == 0 for c in candidates)
-    for sms in (132, 108):
-        picked = {}
-        for variant in CONV_LAYERS:
-            for layer in CONV_LAYERS[variant][3:]:
-                dx = torch.empty(128, layer.in_channels, layer.size, layer.size, device="meta")
-                g = conv.conv2d_geometry(dx.shape, layer.weight_shape, layer.stride, layer.padding, 1, layer.groups)
-                dy = torch.empty(128, layer.out_channels, layer.size, layer.size, dtype=torch.bfloat16,
-                                 device="meta")
-                args = dict(N=128, dx_ptr=dx, dy_ptr=dy, **g.kernel_args(), tap_step_h=1, tap_step_w=1,
-                            FLAT_KRS=conv.gpu_flat_reduction(g.K_per_group, False))
-                with runtime.target(sms):
-                    config = conv.INPUT_GRAD_RELU_BIAS_CONFIGS.pick(conv.INPUT_GRAD_RELU_BIAS_CONFIGS.tensor_core,
-                                                                    args)
-                    # the partial rows' pixels, fixed before the launch: the pick's height (every bf16 tile fits)
-                    assert conv._bias_partial_pixels(conv.INPUT_GRAD_RELU_BIAS_CONFIGS, True, args) == \
-                        config.kwargs["BLOCK_M"]
-                picked[variant, layer.name] = conv._tile_of(config)
-        wave = (64, 64, 128) if sms == 108 else None  # 19 rounds of 64x64 against 10 of 128x64, 5 of 128x128
-        assert picked == {("2012", "conv4"): (128, 64, 64), ("2012", "conv5"): wave or (128, 64, 64),
-                          ("torchvision", "conv4"): wave or (128, 128, 64), ("torchvision", "conv5"): (64, 64, 128)}
+            assert len({c.kwargs["BLOCK_M"] for c in candidates}) == 1
+    picked = {}
+    for variant in CONV_LAYERS:
+        for layer in CONV_LAYERS[variant][3:]:
+            dx = torch.empty(128, layer.in_channels, layer.size, layer.size, device="meta")
+            g = conv.conv2d_geometry(dx.shape, layer.weight_shape, layer.stride, layer.padding, 1, layer.groups)
+            with runtime.target(132):
+                config = conv.INPUT_GRAD_RELU_BIAS_CONFIGS.pick(conv.INPUT_GRAD_RELU_BIAS_CONFIGS.tensor_core,
+                                                                dict(N=128, dx_ptr=dx, **g.kernel_args()))
+            picked[variant, layer.name] = conv._tile_of(config)
+    assert picked == {("2012", "conv4"): (128, 64, 64), ("2012", "conv5"): (128, 64, 64),
+                      ("torchvision", "conv4"): (128, 128, 64), ("torchvision", "conv5"): (128, 128, 64)}
 
 
 @pytest.mark.parametrize("bias_by_next", [False, True], ids=["own-bias-pass", "bias-grad-by-next"])

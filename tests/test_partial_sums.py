@@ -41,20 +41,6 @@ def test_wide_shape_adds_the_slices_in_order():
     assert torch.equal(sum_partials(partials, torch.empty(3000)), expected)
 
 
-@pytest.mark.parametrize("rows", [3, 200])
-def test_sums_only_the_first_rows_given(rows):
-    """``rows``: the rows past it (a buffer with room for a taller tile's rows, here NaN) are never read; the wide
-    and the tall shape."""
-    partials = torch.randn(rows + 70, 96, generator=torch.Generator().manual_seed(rows))
-    partials[rows:] = float("nan")
-    out = sum_partials(partials, runtime.new_output((96,), device="cpu", dtype=torch.float32), rows)
-    reference = partials[:rows].double().sum(0)
-    assert (out.double() - reference).abs().max().item() <= 2 * rows * torch.finfo(torch.float32).eps * \
-        partials[:rows].double().abs().sum(0).max().item()
-    with pytest.raises(ValueError, match=rf"rows {rows + 71} within the partials'"):
-        sum_partials(partials, torch.zeros(96), rows + 71)
-
-
 def test_rejects_mismatched_or_strided_buffers():
     with pytest.raises(ValueError, match=r"^sum_partials: partials \(4, 6\) and out \(5,\)"):
         sum_partials(torch.zeros(4, 6), torch.zeros(5))
